@@ -1,0 +1,194 @@
+"""Flywheel settings: one module, configured from the environment."""
+import os
+from pathlib import Path
+
+import dj_database_url
+
+BASE_DIR = Path(__file__).resolve().parent.parent
+
+
+def env_bool(name: str, default: bool = False) -> bool:
+    return os.environ.get(name, str(default)).strip().lower() in {"1", "true", "yes", "on"}
+
+
+def env_float(name: str, default: float) -> float:
+    return float(os.environ.get(name, default))
+
+
+def env_list(name: str, default: str = "") -> list[str]:
+    return [item.strip() for item in os.environ.get(name, default).split(",") if item.strip()]
+
+
+DEBUG = env_bool("DJANGO_DEBUG", False)
+SECRET_KEY = os.environ.get(
+    "DJANGO_SECRET_KEY", "insecure-dev-key-change-me-in-production-0123456789abcdef"
+)
+ALLOWED_HOSTS = env_list("DJANGO_ALLOWED_HOSTS", "127.0.0.1,localhost,testserver")
+CSRF_TRUSTED_ORIGINS = env_list("DJANGO_CSRF_TRUSTED_ORIGINS")
+
+INSTALLED_APPS = [
+    "django.contrib.admin",
+    "django.contrib.auth",
+    "django.contrib.contenttypes",
+    "django.contrib.sessions",
+    "django.contrib.messages",
+    "django.contrib.staticfiles",
+    "django.contrib.postgres",
+    "rest_framework",
+    "django_filters",
+    "drf_spectacular",
+    "django_htmx",
+    "django_q",
+    "template_partials",
+    "learning",
+    "review",
+    "playbooks",
+]
+
+MIDDLEWARE = [
+    "django.middleware.security.SecurityMiddleware",
+    "learning.middleware.BodySizeLimitMiddleware",
+    "django.contrib.sessions.middleware.SessionMiddleware",
+    "django.middleware.common.CommonMiddleware",
+    "django.middleware.csrf.CsrfViewMiddleware",
+    "django.contrib.auth.middleware.AuthenticationMiddleware",
+    "django.contrib.messages.middleware.MessageMiddleware",
+    "django.middleware.clickjacking.XFrameOptionsMiddleware",
+    "django_htmx.middleware.HtmxMiddleware",
+]
+
+ROOT_URLCONF = "config.urls"
+WSGI_APPLICATION = "config.wsgi.application"
+ASGI_APPLICATION = "config.asgi.application"
+
+TEMPLATES = [
+    {
+        "BACKEND": "django.template.backends.django.DjangoTemplates",
+        "DIRS": [BASE_DIR / "templates"],
+        "APP_DIRS": True,
+        "OPTIONS": {
+            "context_processors": [
+                "django.template.context_processors.request",
+                "django.contrib.auth.context_processors.auth",
+                "django.contrib.messages.context_processors.messages",
+            ],
+        },
+    }
+]
+
+DATABASES = {
+    "default": dj_database_url.parse(
+        os.environ.get("DATABASE_URL", f"sqlite:///{BASE_DIR / 'db.sqlite3'}"),
+        conn_max_age=int(os.environ.get("DATABASE_CONN_MAX_AGE", "60")),
+    )
+}
+if DATABASES["default"]["ENGINE"] == "django.db.backends.sqlite3":
+    # The ORM broker and the web server share the file: wait for locks, don't fail.
+    DATABASES["default"].setdefault("OPTIONS", {})
+    DATABASES["default"]["OPTIONS"].update({"timeout": 30, "transaction_mode": "IMMEDIATE"})
+    DATABASES["default"]["CONN_MAX_AGE"] = 0
+DATABASE_IS_POSTGRES = DATABASES["default"]["ENGINE"].endswith("postgresql")
+
+DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
+AUTH_PASSWORD_VALIDATORS = [
+    {"NAME": "django.contrib.auth.password_validation.MinimumLengthValidator"},
+]
+LANGUAGE_CODE = "en-us"
+TIME_ZONE = "UTC"
+USE_I18N = True
+USE_TZ = True
+
+STATIC_URL = "static/"
+STATICFILES_DIRS = [BASE_DIR / "static"]
+STATIC_ROOT = BASE_DIR / "var" / "static"
+
+LOGIN_URL = "login"
+LOGIN_REDIRECT_URL = "review:queue"
+LOGOUT_REDIRECT_URL = "login"
+
+# Bodies above this many bytes are refused with 413 before they are parsed.
+FLYWHEEL_MAX_BODY_BYTES = int(os.environ.get("FLYWHEEL_MAX_BODY_BYTES", 8 * 1024 * 1024))
+DATA_UPLOAD_MAX_MEMORY_SIZE = FLYWHEEL_MAX_BODY_BYTES
+
+REST_FRAMEWORK = {
+    "DEFAULT_AUTHENTICATION_CLASSES": ["learning.api.auth.BearerTokenAuthentication"],
+    "DEFAULT_PERMISSION_CLASSES": ["learning.api.auth.HasNamespaceToken"],
+    "DEFAULT_PAGINATION_CLASS": "learning.api.pagination.Pagination",
+    "PAGE_SIZE": 50,
+    "DEFAULT_FILTER_BACKENDS": ["django_filters.rest_framework.DjangoFilterBackend"],
+    "DEFAULT_SCHEMA_CLASS": "drf_spectacular.openapi.AutoSchema",
+    "EXCEPTION_HANDLER": "learning.api.errors.exception_handler",
+    "DEFAULT_RENDERER_CLASSES": ["rest_framework.renderers.JSONRenderer"],
+    "DEFAULT_PARSER_CLASSES": ["rest_framework.parsers.JSONParser"],
+    "UNAUTHENTICATED_USER": None,
+}
+SPECTACULAR_SETTINGS = {
+    "TITLE": "Flywheel API",
+    "DESCRIPTION": "Runs, feedback, learning candidates, playbooks and recall.",
+    "VERSION": "1.0.0",
+    "SERVE_INCLUDE_SCHEMA": False,
+    "COMPONENT_SPLIT_REQUEST": True,
+}
+
+# --- The learning loop -------------------------------------------------------------
+# Effective score strategy: latest | average | weighted (see learning/services/scoring.py).
+FLYWHEEL_SCORE_STRATEGY = os.environ.get("FLYWHEEL_SCORE_STRATEGY", "weighted")
+# Feedback departing from the run's score by more than this marks it for relearning.
+FLYWHEEL_RELEARN_THRESHOLD = env_float("FLYWHEEL_RELEARN_THRESHOLD", 0.3)
+# Fraction of successful runs reflected on (deterministic by run id).
+FLYWHEEL_SUCCESS_SAMPLE_RATE = env_float("FLYWHEEL_SUCCESS_SAMPLE_RATE", 0.25)
+# Candidates below their kind's floor are kept but hidden from the default queue.
+FLYWHEEL_CONFIDENCE_FLOORS = {
+    "strategy_helpful": env_float("FLYWHEEL_FLOOR_STRATEGY_HELPFUL", 0.3),
+    "strategy_harmful": env_float("FLYWHEEL_FLOOR_STRATEGY_HARMFUL", 0.3),
+    "preference": env_float("FLYWHEEL_FLOOR_PREFERENCE", 0.4),
+    "durable_fact": env_float("FLYWHEEL_FLOOR_DURABLE_FACT", 0.4),
+    "procedure": env_float("FLYWHEEL_FLOOR_PROCEDURE", 0.4),
+    "patch_skill": env_float("FLYWHEEL_FLOOR_PATCH_SKILL", 0.5),
+}
+FLYWHEEL_LEASE_SECONDS = int(os.environ.get("FLYWHEEL_LEASE_SECONDS", 300))
+ANTHROPIC_API_KEY = os.environ.get("ANTHROPIC_API_KEY", "")
+ANTHROPIC_BASE_URL = os.environ.get("ANTHROPIC_BASE_URL", "") or None
+ANTHROPIC_MODEL = os.environ.get("ANTHROPIC_MODEL", "claude-sonnet-4-5")
+ANTHROPIC_TIMEOUT = env_float("ANTHROPIC_TIMEOUT", 60.0)
+
+# --- Background work (Django-Q2) ----------------------------------------------------
+# ORM broker by default: one machine needs nothing but the database. Set Q_BROKER_URL
+# to redis://host:6379/0 to run more workers on more machines.
+Q_BROKER_URL = os.environ.get("Q_BROKER_URL", "")
+Q_CLUSTER = {
+    "name": "flywheel",
+    "workers": int(os.environ.get("Q_WORKERS", 2)),
+    # A task is killed after `timeout` seconds; an unacknowledged one is handed out
+    # again only after `retry` seconds, so one task never runs twice at once.
+    "timeout": int(os.environ.get("Q_TIMEOUT", 120)),
+    "retry": int(os.environ.get("Q_RETRY", 180)),
+    "max_attempts": int(os.environ.get("Q_MAX_ATTEMPTS", 5)),
+    "ack_failures": True,
+    "catch_up": False,
+    "save_limit": 1000,
+    "poll": 0.5,
+    "sync": env_bool("Q_SYNC", False),
+    "label": "Django Q2",
+}
+if Q_BROKER_URL.startswith("redis"):
+    Q_CLUSTER["redis"] = Q_BROKER_URL
+else:
+    Q_CLUSTER["orm"] = "default"
+
+LOGGING = {
+    "version": 1,
+    "disable_existing_loggers": False,
+    "handlers": {"console": {"class": "logging.StreamHandler"}},
+    "root": {"handlers": ["console"], "level": os.environ.get("LOG_LEVEL", "INFO")},
+    "loggers": {"django.db.backends": {"level": "INFO"}},
+}
+
+if not DEBUG and env_bool("DJANGO_SECURE", False):
+    SECURE_SSL_REDIRECT = True
+    SESSION_COOKIE_SECURE = True
+    CSRF_COOKIE_SECURE = True
+    SECURE_HSTS_SECONDS = 31536000
+    SECURE_HSTS_INCLUDE_SUBDOMAINS = True
+    SECURE_HSTS_PRELOAD = True
+    SECURE_PROXY_SSL_HEADER = ("HTTP_X_FORWARDED_PROTO", "https")

@@ -1,0 +1,47 @@
+"""JSON errors that name the field and the problem; never an HTML 500."""
+import logging
+
+from django.core.exceptions import ValidationError as DjangoValidationError
+from django.db import IntegrityError
+from django.http import Http404
+from rest_framework import exceptions, status
+from rest_framework.response import Response
+from rest_framework.views import exception_handler as drf_exception_handler
+
+logger = logging.getLogger(__name__)
+
+
+class PayloadTooLarge(exceptions.APIException):
+    status_code = status.HTTP_413_REQUEST_ENTITY_TOO_LARGE
+    default_detail = "Request body too large."
+    default_code = "payload_too_large"
+
+
+class Conflict(exceptions.APIException):
+    status_code = status.HTTP_409_CONFLICT
+    default_detail = "The object changed under you; reload and try again."
+    default_code = "conflict"
+
+
+def exception_handler(exc, context):
+    if isinstance(exc, DjangoValidationError):
+        detail = exc.message_dict if hasattr(exc, "error_dict") else {"detail": exc.messages}
+        exc = exceptions.ValidationError(detail)
+    elif isinstance(exc, Http404):
+        exc = exceptions.NotFound(str(exc) or "Not found.")
+    response = drf_exception_handler(exc, context)
+    if response is not None:
+        if isinstance(response.data, list):
+            response.data = {"detail": response.data}
+        return response
+    if isinstance(exc, IntegrityError):
+        logger.warning("integrity error: %s", exc)
+        return Response(
+            {"detail": "The request conflicts with stored data.", "code": "conflict"},
+            status=status.HTTP_409_CONFLICT,
+        )
+    logger.exception("unhandled API error", exc_info=exc)
+    return Response(
+        {"detail": "Internal error; nothing was stored.", "code": "server_error"},
+        status=status.HTTP_500_INTERNAL_SERVER_ERROR,
+    )

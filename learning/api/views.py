@@ -1,0 +1,172 @@
+"""Runs API: thin callers of learning.services.runs and learning.selectors."""
+import uuid
+
+from django.db import connection
+from django.http import JsonResponse
+from django.views.decorators.http import require_GET
+from drf_spectacular.utils import OpenApiParameter, extend_schema
+from rest_framework import exceptions, status
+from rest_framework.response import Response
+from rest_framework.views import APIView
+
+from learning import selectors
+from learning.api.errors import Conflict
+from learning.api.serializers import (
+    FeedbackInputSerializer,
+    FeedbackOutputSerializer,
+    FeedbackResultSerializer,
+    RunBatchInputSerializer,
+    RunCompleteInputSerializer,
+    RunDetailOutputSerializer,
+    RunInputSerializer,
+    RunOutputSerializer,
+    StepOutputSerializer,
+    StepsInputSerializer,
+)
+from learning.filters import RunFilter
+from learning.models import Trajectory
+from learning.services import runs as run_services
+
+
+def get_run_or_404(request, run_id) -> Trajectory:
+    try:
+        return selectors.run_get(namespace=request.auth.namespace, run_id=uuid.UUID(str(run_id)))
+    except (ValueError, Trajectory.DoesNotExist):
+        raise exceptions.NotFound("No run with this id in your namespace.")
+
+
+class RunListCreateApi(APIView):
+    @extend_schema(
+        operation_id="runs_list",
+        parameters=[
+            OpenApiParameter(name, str, required=False)
+            for name in RunFilter.base_filters
+        ] + [OpenApiParameter("page", int), OpenApiParameter("page_size", int)],
+        responses=RunOutputSerializer(many=True),
+    )
+    def get(self, request):
+        try:
+            qs = selectors.run_list(namespace=request.auth.namespace, filters=request.query_params)
+        except selectors.InvalidFilters as exc:
+            raise exceptions.ValidationError(exc.errors)
+        paginator = self.settings.DEFAULT_PAGINATION_CLASS()
+        page = paginator.paginate_queryset(qs, request, view=self)
+        return paginator.get_paginated_response(RunOutputSerializer(page, many=True).data)
+
+    @extend_schema(
+        operation_id="runs_create",
+        request=RunInputSerializer,
+        responses={201: RunOutputSerializer, 200: RunOutputSerializer},
+        description=(
+            "Post one run with its steps, or a batch as {\"runs\": [...]}. Idempotent on "
+            "external_id within the namespace: a repeat returns the stored run with 200."
+        ),
+    )
+    def post(self, request):
+        data = request.data
+        is_batch = isinstance(data, dict) and "runs" in data
+        serializer = (RunBatchInputSerializer if is_batch else RunInputSerializer)(data=data)
+        serializer.is_valid(raise_exception=True)
+        payloads = serializer.validated_data["runs"] if is_batch else [serializer.validated_data]
+        token = request.auth
+        results = run_services.runs_ingest(
+            namespace=token.namespace, agent=token.name, runs=payloads
+        )
+        if is_batch:
+            body = {
+                "created": sum(r.created for r in results),
+                "existing": sum(not r.created for r in results),
+                "runs": [
+                    {"id": str(r.run.id), "external_id": r.run.external_id, "created": r.created}
+                    for r in results
+                ],
+            }
+            code = status.HTTP_201_CREATED if body["created"] else status.HTTP_200_OK
+            return Response(body, status=code)
+        result = results[0]
+        run = selectors.run_get(namespace=token.namespace, run_id=result.run.id)
+        return Response(
+            RunDetailOutputSerializer(run).data,
+            status=status.HTTP_201_CREATED if result.created else status.HTTP_200_OK,
+        )
+
+
+class RunDetailApi(APIView):
+    @extend_schema(operation_id="runs_retrieve", responses=RunDetailOutputSerializer)
+    def get(self, request, run_id):
+        return Response(RunDetailOutputSerializer(get_run_or_404(request, run_id)).data)
+
+
+class RunStepsApi(APIView):
+    @extend_schema(
+        operation_id="runs_steps_append",
+        request=StepsInputSerializer,
+        responses={201: StepOutputSerializer(many=True)},
+    )
+    def post(self, request, run_id):
+        run = get_run_or_404(request, run_id)
+        serializer = StepsInputSerializer(data=request.data)
+        serializer.is_valid(raise_exception=True)
+        try:
+            steps = run_services.run_steps_append(run=run, steps=serializer.validated_data["steps"])
+        except run_services.RunNotRunning as exc:
+            raise Conflict(str(exc))
+        return Response(StepOutputSerializer(steps, many=True).data, status=status.HTTP_201_CREATED)
+
+
+class RunCompleteApi(APIView):
+    @extend_schema(
+        operation_id="runs_complete",
+        request=RunCompleteInputSerializer,
+        responses=RunOutputSerializer,
+    )
+    def post(self, request, run_id):
+        run = get_run_or_404(request, run_id)
+        serializer = RunCompleteInputSerializer(data=request.data)
+        serializer.is_valid(raise_exception=True)
+        try:
+            run = run_services.run_complete(run=run, data=serializer.validated_data)
+        except run_services.RunNotRunning as exc:
+            raise Conflict(str(exc))
+        run = selectors.run_get(namespace=request.auth.namespace, run_id=run.id)
+        return Response(RunOutputSerializer(run).data)
+
+
+class RunFeedbackApi(APIView):
+    @extend_schema(
+        operation_id="runs_feedback_create",
+        request=FeedbackInputSerializer,
+        responses={201: FeedbackResultSerializer},
+    )
+    def post(self, request, run_id):
+        run = get_run_or_404(request, run_id)
+        serializer = FeedbackInputSerializer(data=request.data)
+        serializer.is_valid(raise_exception=True)
+        feedback, run = run_services.feedback_add(run=run, data=serializer.validated_data)
+        run = selectors.run_get(namespace=request.auth.namespace, run_id=run.id)
+        return Response(
+            {
+                "feedback": FeedbackOutputSerializer(feedback).data,
+                "effective_score": run.effective_score,
+                "needs_relearning": run.needs_relearning,
+                "relearning_priority": run.relearning_priority,
+                "run": RunOutputSerializer(run).data,
+            },
+            status=status.HTTP_201_CREATED,
+        )
+
+
+@require_GET
+def healthz(request):
+    """Liveness of the web process, the database and whether a worker is alive."""
+    from learning.services.health import worker_status
+
+    try:
+        with connection.cursor() as cursor:
+            cursor.execute("SELECT 1")
+        database = "ok"
+    except Exception as exc:  # noqa: BLE001 - health reports, never raises
+        database = f"error: {exc.__class__.__name__}"
+    worker = worker_status()
+    body = {"status": "ok" if database == "ok" else "degraded", "database": database, **worker}
+    return JsonResponse(body, status=200 if database == "ok" else 503)

@@ -1,0 +1,90 @@
+"""Secrets are redacted from run content before it is stored."""
+import re
+from typing import Any
+
+MASK = "[REDACTED]"
+
+# (name, pattern, group to mask or 0 for the whole match)
+_PATTERNS: list[tuple[str, re.Pattern, int]] = [
+    (
+        "private_key",
+        re.compile(
+            r"-----BEGIN (?:[A-Z ]+ )?PRIVATE KEY-----.*?(?:-----END (?:[A-Z ]+ )?PRIVATE KEY-----|$)",
+            re.S,
+        ),
+        0,
+    ),
+    ("anthropic_key", re.compile(r"\bsk-ant-[A-Za-z0-9_\-]{16,}"), 0),
+    ("openai_key", re.compile(r"\bsk-(?:proj-|live-|test-)?[A-Za-z0-9_\-]{20,}"), 0),
+    ("aws_access_key", re.compile(r"\b(?:AKIA|ASIA|AGPA|AIDA|AROA)[0-9A-Z]{16}\b"), 0),
+    (
+        "aws_secret_key",
+        re.compile(
+            r"(?i)(aws_?secret_?(?:access_?)?key[\"']?\s*[:=]\s*[\"']?)([A-Za-z0-9/+=]{40})"
+        ),
+        2,
+    ),
+    ("github_token", re.compile(r"\b(?:gh[pousr]_[A-Za-z0-9]{30,}|github_pat_[A-Za-z0-9_]{30,})"), 0),
+    ("slack_token", re.compile(r"\bxox[abposr]-[A-Za-z0-9\-]{10,}"), 0),
+    ("google_api_key", re.compile(r"\bAIza[0-9A-Za-z_\-]{35}\b"), 0),
+    ("stripe_key", re.compile(r"\b(?:sk|rk)_(?:live|test)_[0-9A-Za-z]{16,}"), 0),
+    ("jwt", re.compile(r"\beyJ[A-Za-z0-9_\-]{8,}\.eyJ[A-Za-z0-9_\-]{8,}\.[A-Za-z0-9_\-]{8,}"), 0),
+    ("bearer_token", re.compile(r"(?i)(\bbearer\s+)([A-Za-z0-9_\-\.=:+/]{12,})"), 2),
+    ("basic_auth", re.compile(r"(?i)(\bbasic\s+)([A-Za-z0-9+/]{16,}={0,2})"), 2),
+    (
+        "url_password",
+        re.compile(r"([a-zA-Z][a-zA-Z0-9+.\-]*://[^\s:/@]+:)([^\s@/]+)(@)"),
+        2,
+    ),
+    (
+        "assigned_secret",
+        re.compile(
+            r"(?i)(\b(?:password|passwd|pwd|secret|api[_-]?key|access[_-]?token|auth[_-]?token"
+            r"|client[_-]?secret)\b[\"']?\s*[:=]\s*[\"']?)([^\s\"',;]{6,})"
+        ),
+        2,
+    ),
+]
+
+
+def redact_text(text: str) -> tuple[str, int]:
+    """Return the text with secrets masked, and how many were masked."""
+    if not text or not isinstance(text, str):
+        return text, 0
+    total = 0
+    for _name, pattern, group in _PATTERNS:
+        def _mask(match: re.Match, group=group) -> str:
+            if group == 0:
+                return MASK
+            start, end = match.span(group)
+            whole_start = match.start()
+            value = match.group(0)
+            return value[: start - whole_start] + MASK + value[end - whole_start :]
+
+        text, count = pattern.subn(_mask, text)
+        total += count
+    return text, total
+
+
+def redact_value(value: Any) -> tuple[Any, int]:
+    """Redact strings anywhere inside a JSON-like value (dict keys are kept)."""
+    if isinstance(value, str):
+        return redact_text(value)
+    if isinstance(value, dict):
+        total, out = 0, {}
+        for key, item in value.items():
+            out[key], count = redact_value(item)
+            total += count
+        return out, total
+    if isinstance(value, list):
+        total, out_list = 0, []
+        for item in value:
+            new, count = redact_value(item)
+            out_list.append(new)
+            total += count
+        return out_list, total
+    return value, 0
+
+
+def contains_secret(text: str) -> bool:
+    return redact_text(text)[1] > 0

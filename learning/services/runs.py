@@ -1,0 +1,238 @@
+"""Writes for runs: ingest (idempotent, atomic, redacted), steps, completion, feedback."""
+import uuid
+from dataclasses import dataclass
+from typing import Any
+
+from django.conf import settings
+from django.db import transaction
+from django.utils import timezone
+
+from learning.models import (
+    Feedback,
+    Namespace,
+    ReflectionStatus,
+    RunStatus,
+    Step,
+    Trajectory,
+)
+from learning.services import pipeline
+from learning.services.redaction import redact_text, redact_value
+from learning.services.scoring import effective_score_compute, relearning_priority
+
+RUN_FIELDS = (
+    "external_id", "agent", "user_id", "session_id", "task_description", "task_type",
+    "status", "success_score", "error_message", "duration_ms", "tokens_used", "cost_usd",
+    "metrics", "playbook_versions", "started_at", "completed_at",
+)
+
+
+@dataclass
+class IngestResult:
+    run: Trajectory
+    created: bool
+
+
+def _redacted_steps(steps: list[dict[str, Any]]) -> tuple[list[dict[str, Any]], int]:
+    total, out = 0, []
+    for step in steps:
+        step = dict(step)
+        step["description"], n1 = redact_text(step.get("description", ""))
+        step["result"], n2 = redact_value(step.get("result"))
+        total += n1 + n2
+        out.append(step)
+    return out, total
+
+
+def _build_run(*, namespace: Namespace, agent: str, data: dict[str, Any]) -> tuple[Trajectory, list[Step]]:
+    values = {key: data[key] for key in RUN_FIELDS if key in data and data[key] is not None}
+    values.setdefault("agent", agent)
+    values["task_description"], n_task = redact_text(values.get("task_description", ""))
+    values["error_message"], n_err = redact_text(values.get("error_message", ""))
+    if "metrics" in values:
+        values["metrics"], n_metrics = redact_value(values["metrics"])
+    else:
+        n_metrics = 0
+    steps, n_steps = _redacted_steps(data.get("steps") or [])
+    redactions = n_task + n_err + n_metrics + n_steps
+    run = Trajectory(
+        id=uuid.uuid4(),
+        namespace=namespace,
+        redacted=redactions > 0,
+        redaction_count=redactions,
+        **values,
+    )
+    if run.status != RunStatus.RUNNING:
+        run.completed_at = run.completed_at or timezone.now()
+        run.effective_score = run.success_score
+    step_rows = [
+        Step(trajectory=run, index=i, **_step_values(step)) for i, step in enumerate(steps)
+    ]
+    return run, step_rows
+
+
+def _step_values(step: dict[str, Any]) -> dict[str, Any]:
+    keys = ("type", "description", "result", "tool", "tokens", "started_at", "ended_at")
+    values = {key: step[key] for key in keys if step.get(key) is not None}
+    values.setdefault("tool", "")
+    return values
+
+
+def runs_ingest(
+    *, namespace: Namespace, agent: str, runs: list[dict[str, Any]]
+) -> list[IngestResult]:
+    """Store validated runs with their steps; a run whose external_id this namespace
+    already posted is returned as it is (``created=False``), never duplicated.
+
+    All rows go in one transaction. Duplicates are settled by the database's unique
+    constraint (INSERT … ON CONFLICT DO NOTHING), so concurrent posts of one run store
+    it once.
+    """
+    built = [_build_run(namespace=namespace, agent=agent, data=data) for data in runs]
+    # Within one batch, the first occurrence of an external_id wins.
+    first_by_external: dict[str, Trajectory] = {}
+    unique_runs: list[Trajectory] = []
+    for run, _steps in built:
+        if run.external_id is None:
+            unique_runs.append(run)
+        elif run.external_id not in first_by_external:
+            first_by_external[run.external_id] = run
+            unique_runs.append(run)
+    with transaction.atomic():
+        Trajectory.objects.bulk_create(unique_runs, ignore_conflicts=True)
+        ids = [run.id for run in unique_runs]
+        created_ids = set(
+            Trajectory.objects.filter(id__in=ids).values_list("id", flat=True)
+        )
+        steps = [
+            step
+            for run, run_steps in built
+            if run.id in created_ids
+            for step in run_steps
+        ]
+        Step.objects.bulk_create(steps, batch_size=2000)
+        missing = [
+            run.external_id
+            for run in unique_runs
+            if run.id not in created_ids and run.external_id is not None
+        ]
+        existing = {
+            run.external_id: run
+            for run in Trajectory.objects.filter(namespace=namespace, external_id__in=missing)
+        }
+        results: list[IngestResult] = []
+        for run, _steps in built:
+            if run.id in created_ids:
+                results.append(IngestResult(run=run, created=True))
+            else:
+                winner = first_by_external.get(run.external_id)
+                if winner is not None and winner.id in created_ids:
+                    results.append(IngestResult(run=winner, created=False))
+                else:
+                    results.append(IngestResult(run=existing[run.external_id], created=False))
+        finished = [r.run for r in results if r.created and r.run.status != RunStatus.RUNNING]
+        if finished:
+            pipeline.runs_finished(runs=finished)
+    return results
+
+
+def run_steps_append(*, run: Trajectory, steps: list[dict[str, Any]]) -> list[Step]:
+    """Append steps to a running run, atomically, after the last stored step."""
+    steps, redactions = _redacted_steps(steps)
+    with transaction.atomic():
+        locked = Trajectory.objects.select_for_update().get(pk=run.pk)
+        if locked.status != RunStatus.RUNNING:
+            raise RunNotRunning(locked.status)
+        last = locked.steps.order_by("-index").values_list("index", flat=True).first()
+        start = 0 if last is None else last + 1
+        rows = Step.objects.bulk_create(
+            [
+                Step(trajectory=locked, index=start + i, **_step_values(step))
+                for i, step in enumerate(steps)
+            ]
+        )
+        if redactions:
+            locked.redacted = True
+            locked.redaction_count += redactions
+            locked.save(update_fields=["redacted", "redaction_count", "updated_at"])
+    return rows
+
+
+class RunNotRunning(Exception):
+    def __init__(self, status: str):
+        super().__init__(f"the run is already finished (status '{status}')")
+        self.status = status
+
+
+def run_complete(*, run: Trajectory, data: dict[str, Any]) -> Trajectory:
+    """Finish a running run with its outcome; the reflection decision follows."""
+    with transaction.atomic():
+        locked = Trajectory.objects.select_for_update().get(pk=run.pk)
+        if locked.status != RunStatus.RUNNING:
+            raise RunNotRunning(locked.status)
+        for key in ("status", "success_score", "duration_ms", "tokens_used", "cost_usd",
+                    "playbook_versions"):
+            if data.get(key) is not None:
+                setattr(locked, key, data[key])
+        if data.get("error_message"):
+            locked.error_message, n = redact_text(data["error_message"])
+            if n:
+                locked.redacted, locked.redaction_count = True, locked.redaction_count + n
+        if data.get("metrics"):
+            metrics, n = redact_value(data["metrics"])
+            locked.metrics = {**locked.metrics, **metrics}
+            if n:
+                locked.redacted, locked.redaction_count = True, locked.redaction_count + n
+        locked.completed_at = timezone.now()
+        locked.effective_score = _effective_score(locked)
+        locked.save()
+        pipeline.runs_finished(runs=[locked])
+    return locked
+
+
+def _effective_score(run: Trajectory, strategy: str | None = None) -> float | None:
+    feedback = list(run.feedback.order_by("created_at", "id").values_list("feedback_type", "score"))
+    return effective_score_compute(
+        success_score=run.success_score, feedback=feedback, strategy=strategy
+    )
+
+
+def feedback_add(*, run: Trajectory, data: dict[str, Any]) -> tuple[Feedback, Trajectory]:
+    """Record feedback and recompute the effective score. Feedback that departs from
+    the run's own score by more than the threshold marks the run for relearning."""
+    with transaction.atomic():
+        locked = Trajectory.objects.select_for_update().get(pk=run.pk)
+        message, _n = redact_text(data.get("message", ""))
+        metrics, _m = redact_value(data.get("metrics") or {})
+        feedback = Feedback.objects.create(
+            trajectory=locked,
+            feedback_type=data["feedback_type"],
+            score=data["score"],
+            source=data.get("source", ""),
+            message=message,
+            metrics=metrics,
+        )
+        previous = locked.effective_score
+        locked.effective_score = _effective_score(locked)
+        reference = locked.success_score if locked.success_score is not None else previous
+        fields = ["effective_score", "updated_at"]
+        if reference is not None:
+            delta = feedback.score - reference
+            if abs(delta) > settings.FLYWHEEL_RELEARN_THRESHOLD:
+                locked.needs_relearning = True
+                locked.relearning_priority = max(
+                    locked.relearning_priority, relearning_priority(delta)
+                )
+                fields += ["needs_relearning", "relearning_priority"]
+        locked.save(update_fields=fields)
+        if (
+            previous is not None
+            and locked.effective_score is not None
+            and locked.effective_score < previous
+            and locked.status != RunStatus.RUNNING
+        ):
+            pipeline.run_score_dropped(run=locked, previous=previous)
+    return feedback, locked
+
+
+def reflection_status_label(run: Trajectory) -> str:
+    return ReflectionStatus(run.reflection_status).label

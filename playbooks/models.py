@@ -1,0 +1,232 @@
+"""Playbooks and their versioned strategies, skills, memories, policy and recall log."""
+import uuid
+
+from django.db import models
+
+
+class Scope(models.TextChoices):
+    AGENT = "agent"
+    USER = "user"
+    TEAM = "team"
+    GLOBAL = "global"
+
+
+class LearningMode(models.TextChoices):
+    PROPOSE = "propose"
+    BACKGROUND = "background"
+    AGENTIC = "agentic"
+
+
+class Playbook(models.Model):
+    namespace = models.ForeignKey(
+        "learning.Namespace", on_delete=models.CASCADE, related_name="playbooks"
+    )
+    slug = models.SlugField(max_length=100)
+    name = models.CharField(max_length=200)
+    description = models.TextField(blank=True)
+    scope = models.CharField(max_length=16, choices=Scope.choices, default=Scope.TEAM)
+    mode = models.CharField(
+        max_length=16, choices=LearningMode.choices, default=LearningMode.PROPOSE
+    )
+    # Background mode applies clean candidates at or above this confidence.
+    auto_apply_threshold = models.FloatField(default=0.8)
+    # Runs of these task types feed this playbook (empty: the slug is the task type).
+    task_types = models.JSONField(default=list, blank=True)
+    current_version = models.PositiveIntegerField(default=1)
+    created_at = models.DateTimeField(auto_now_add=True)
+    updated_at = models.DateTimeField(auto_now=True)
+
+    class Meta:
+        ordering = ["slug"]
+        constraints = [
+            models.UniqueConstraint(fields=["namespace", "slug"], name="uniq_playbook_slug")
+        ]
+
+    def __str__(self):
+        return self.slug
+
+
+class StrategyType(models.TextChoices):
+    HELPFUL = "helpful"
+    HARMFUL = "harmful"
+
+
+class Strategy(models.Model):
+    """The live state of one playbook entry; versions hold immutable snapshots."""
+
+    playbook = models.ForeignKey(Playbook, on_delete=models.CASCADE, related_name="strategies")
+    key = models.UUIDField(default=uuid.uuid4, editable=False)  # identity across versions
+    type = models.CharField(max_length=8, choices=StrategyType.choices)
+    description = models.TextField()
+    context = models.TextField(blank=True)
+    evidence = models.JSONField(default=list, blank=True)  # run ids
+    confidence = models.FloatField(default=0.5)
+    helpful_count = models.PositiveIntegerField(default=0)
+    harmful_count = models.PositiveIntegerField(default=0)
+    position = models.PositiveIntegerField(default=0)
+    active = models.BooleanField(default=True)
+    source_candidate = models.ForeignKey(
+        "learning.LearningCandidate", on_delete=models.SET_NULL, null=True, blank=True,
+        related_name="+",
+    )
+    last_recalled_at = models.DateTimeField(null=True, blank=True)
+    created_at = models.DateTimeField(auto_now_add=True)
+    updated_at = models.DateTimeField(auto_now=True)
+
+    class Meta:
+        ordering = ["position", "id"]
+        constraints = [
+            models.UniqueConstraint(fields=["playbook", "key"], name="uniq_strategy_key")
+        ]
+        indexes = [models.Index(fields=["playbook", "active"], name="strategy_pb_active")]
+
+    def __str__(self):
+        return f"[{self.type}] {self.description[:60]}"
+
+
+class ChangeKind(models.TextChoices):
+    CREATE = "create"
+    APPLY = "apply"
+    EDIT = "edit"
+    MERGE = "merge"
+    ROLLBACK = "rollback"
+    CURATION = "curation"
+
+
+class PlaybookVersion(models.Model):
+    """An immutable snapshot of a playbook's strategies, with the diff from the last."""
+
+    playbook = models.ForeignKey(Playbook, on_delete=models.CASCADE, related_name="versions")
+    number = models.PositiveIntegerField()
+    content = models.JSONField(default=list)  # [{key, type, description, context, ...}]
+    diff = models.JSONField(default=dict)  # {"added": [...], "removed": [...], "changed": [...]}
+    change_kind = models.CharField(max_length=16, choices=ChangeKind.choices)
+    note = models.TextField(blank=True)
+    created_by = models.CharField(max_length=150, blank=True)
+    candidate = models.ForeignKey(
+        "learning.LearningCandidate", on_delete=models.SET_NULL, null=True, blank=True,
+        related_name="+",
+    )
+    rolled_back_to = models.PositiveIntegerField(null=True, blank=True)
+    flagged = models.BooleanField(default=False)  # the quality gate says it does worse
+    flag_reason = models.TextField(blank=True)
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        ordering = ["playbook", "-number"]
+        constraints = [
+            models.UniqueConstraint(fields=["playbook", "number"], name="uniq_playbook_version")
+        ]
+
+    def __str__(self):
+        return f"{self.playbook_id}@{self.number}"
+
+
+class Skill(models.Model):
+    namespace = models.ForeignKey(
+        "learning.Namespace", on_delete=models.CASCADE, related_name="skills"
+    )
+    slug = models.SlugField(max_length=100)
+    name = models.CharField(max_length=200)
+    text = models.TextField(blank=True)
+    current_version = models.PositiveIntegerField(default=1)
+    created_at = models.DateTimeField(auto_now_add=True)
+    updated_at = models.DateTimeField(auto_now=True)
+
+    class Meta:
+        ordering = ["slug"]
+        constraints = [
+            models.UniqueConstraint(fields=["namespace", "slug"], name="uniq_skill_slug")
+        ]
+
+    def __str__(self):
+        return self.slug
+
+
+class SkillVersion(models.Model):
+    skill = models.ForeignKey(Skill, on_delete=models.CASCADE, related_name="versions")
+    number = models.PositiveIntegerField()
+    text = models.TextField(blank=True)
+    diff = models.TextField(blank=True)  # unified diff from the previous version
+    change_kind = models.CharField(max_length=16, choices=ChangeKind.choices)
+    note = models.TextField(blank=True)
+    created_by = models.CharField(max_length=150, blank=True)
+    candidate = models.ForeignKey(
+        "learning.LearningCandidate", on_delete=models.SET_NULL, null=True, blank=True,
+        related_name="+",
+    )
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        ordering = ["skill", "-number"]
+        constraints = [
+            models.UniqueConstraint(fields=["skill", "number"], name="uniq_skill_version")
+        ]
+
+
+class MemoryKind(models.TextChoices):
+    PREFERENCE = "preference"
+    DURABLE_FACT = "durable_fact"
+    SUMMARY = "summary"
+
+
+class Memory(models.Model):
+    namespace = models.ForeignKey(
+        "learning.Namespace", on_delete=models.CASCADE, related_name="memories"
+    )
+    scope = models.CharField(max_length=16, default="namespace")  # "user" | "namespace"
+    user_id = models.CharField(max_length=200, blank=True, db_index=True)
+    entity = models.CharField(max_length=200, blank=True)
+    kind = models.CharField(max_length=16, choices=MemoryKind.choices)
+    content = models.TextField()
+    importance = models.FloatField(default=0.5)
+    active = models.BooleanField(default=True)
+    source_candidate = models.ForeignKey(
+        "learning.LearningCandidate", on_delete=models.SET_NULL, null=True, blank=True,
+        related_name="+",
+    )
+    consolidated_into = models.ForeignKey(
+        "self", on_delete=models.SET_NULL, null=True, blank=True, related_name="sources"
+    )
+    created_at = models.DateTimeField(auto_now_add=True)
+    updated_at = models.DateTimeField(auto_now=True)
+
+    class Meta:
+        ordering = ["-importance", "-created_at"]
+
+    def __str__(self):
+        return f"{self.kind}: {self.content[:60]}"
+
+
+class HygienePolicy(models.Model):
+    """What an agent may do in a namespace: tools, egress hosts, sensitive paths."""
+
+    namespace = models.OneToOneField(
+        "learning.Namespace", on_delete=models.CASCADE, related_name="policy"
+    )
+    allowed_tools = models.JSONField(default=list, blank=True)  # empty: any not denied
+    denied_tools = models.JSONField(default=list, blank=True)
+    egress_allowlist = models.JSONField(default=list, blank=True)  # hosts, *.suffix
+    sensitive_paths = models.JSONField(default=list, blank=True)
+    protected_branches = models.JSONField(default=list, blank=True)
+    updated_by = models.CharField(max_length=150, blank=True)
+    updated_at = models.DateTimeField(auto_now=True)
+
+    def __str__(self):
+        return f"policy for {self.namespace_id}"
+
+
+class RecallLog(models.Model):
+    """Which version and strategies a recall handed out (for the quality gate)."""
+
+    namespace = models.ForeignKey(
+        "learning.Namespace", on_delete=models.CASCADE, related_name="+"
+    )
+    playbook = models.ForeignKey(Playbook, on_delete=models.CASCADE, related_name="recalls")
+    version = models.PositiveIntegerField()
+    task = models.TextField(blank=True)
+    task_type = models.CharField(max_length=200, blank=True)
+    strategy_keys = models.JSONField(default=list)
+    tokens = models.PositiveIntegerField(default=0)
+    requested_by = models.CharField(max_length=150, blank=True)
+    created_at = models.DateTimeField(auto_now_add=True)
