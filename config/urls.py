@@ -7,6 +7,8 @@ from learning.api.views import healthz
 
 api_v1 = [
     path("", include("learning.api.urls")),
+    path("", include("learning.api.candidate_urls")),
+    path("", include("playbooks.api.urls")),
     path("schema/", SpectacularAPIView.as_view(), name="schema"),
     path("docs/", SpectacularRedocView.as_view(url_name="schema"), name="api-docs"),
 ]
@@ -17,4 +19,6 @@ urlpatterns = [
     path("admin/", admin.site.urls),
     path("login/", auth_views.LoginView.as_view(), name="login"),
     path("logout/", auth_views.LogoutView.as_view(), name="logout"),
+    path("playbooks/", include("playbooks.urls")),
+    path("", include("review.urls")),
 ]
