@@ -15,7 +15,7 @@ class PostgresOnlySQL(migrations.RunSQL):
 
 class Migration(migrations.Migration):
     dependencies = [
-        ("learning", "0001_initial"),
+        ("learning", "0002_initial"),
         ("playbooks", "0001_initial"),
     ]
 
