@@ -1,51 +1,230 @@
 """Input and output shapes of the runs API."""
+import math
+from typing import Any
+
+from django.utils import timezone
+from django.utils.dateparse import parse_datetime
+from drf_spectacular.utils import extend_schema_field
 from rest_framework import serializers
 
 from learning.models import Feedback, FeedbackType, RunStatus, Step, StepType, Trajectory
 
 MAX_STEPS_PER_RUN = 5000
 MAX_RUNS_PER_BATCH = 1000
+# Column limits: a number the database cannot hold is a 400, never a 500.
+MAX_BIGINT = 2**63 - 1
+MAX_INT = 2**31 - 1
+MAX_JSON_DEPTH = 64
+
+
+class StrictCharField(serializers.CharField):
+    """A string field that refuses numbers, booleans and objects instead of
+    coercing them: a wrong type is the client's bug and should be named."""
+
+    default_error_messages = {"invalid": "Not a valid string: got {type}."}
+
+    def to_internal_value(self, data):
+        if not isinstance(data, str):
+            self.fail("invalid", type=type(data).__name__)
+        return super().to_internal_value(data)
+
+
+class StrictFloatField(serializers.FloatField):
+    """A number field that refuses booleans and non-finite values."""
+
+    def to_internal_value(self, data):
+        if isinstance(data, bool):
+            self.fail("invalid")
+        value = super().to_internal_value(data)
+        if not math.isfinite(value):
+            self.fail("invalid")
+        return value
+
+
+class StrictIntegerField(serializers.IntegerField):
+    def to_internal_value(self, data):
+        if isinstance(data, bool) or (isinstance(data, float) and not data.is_integer()):
+            self.fail("invalid")
+        return super().to_internal_value(data)
+
+
+def _json_problem(value: Any, depth: int = 0) -> str | None:
+    """Why PostgreSQL's jsonb would refuse this value (or None)."""
+    if depth > MAX_JSON_DEPTH:
+        return f"Nested deeper than {MAX_JSON_DEPTH} levels."
+    if isinstance(value, str):
+        return "Null characters are not allowed." if "\x00" in value else None
+    if isinstance(value, float) and not math.isfinite(value):
+        return "NaN and infinite numbers are not allowed."
+    if isinstance(value, dict):
+        for key, item in value.items():
+            if "\x00" in str(key):
+                return "Null characters are not allowed."
+            problem = _json_problem(item, depth + 1)
+            if problem:
+                return problem
+    if isinstance(value, list):
+        for item in value:
+            problem = _json_problem(item, depth + 1)
+            if problem:
+                return problem
+    return None
+
+
+def validate_storable_json(value: Any) -> Any:
+    problem = _json_problem(value)
+    if problem:
+        raise serializers.ValidationError(problem)
+    return value
+
+
+class StorableJSONField(serializers.JSONField):
+    def __init__(self, **kwargs):
+        kwargs.setdefault("validators", []).append(validate_storable_json)
+        super().__init__(**kwargs)
+
+
+class StorableDictField(serializers.DictField):
+    def __init__(self, **kwargs):
+        kwargs.setdefault("validators", []).append(validate_storable_json)
+        super().__init__(**kwargs)
 
 
 class StepInputSerializer(serializers.Serializer):
     type = serializers.ChoiceField(choices=StepType.choices)
-    description = serializers.CharField(max_length=200_000, trim_whitespace=False)
-    result = serializers.JSONField(required=False, allow_null=True)
-    tool = serializers.CharField(max_length=200, required=False, allow_blank=True)
-    tokens = serializers.IntegerField(required=False, allow_null=True, min_value=0)
+    # Blank is allowed (a tool that returned nothing); missing is not.
+    description = StrictCharField(max_length=200_000, trim_whitespace=False, allow_blank=True)
+    result = StorableJSONField(required=False, allow_null=True)
+    tool = StrictCharField(max_length=200, required=False, allow_blank=True)
+    tokens = StrictIntegerField(required=False, allow_null=True, min_value=0, max_value=MAX_INT)
     started_at = serializers.DateTimeField(required=False, allow_null=True)
     ended_at = serializers.DateTimeField(required=False, allow_null=True)
 
 
+STEP_TYPES = frozenset(StepType.values)
+STEP_TYPE_ERROR = f"must be one of: {', '.join(StepType.values)}."
+
+
+def _datetime(value):
+    parsed = parse_datetime(value) if isinstance(value, str) else None
+    if parsed is None:
+        raise ValueError("must be an ISO 8601 date-time.")
+    return parsed if timezone.is_aware(parsed) else timezone.make_aware(parsed)
+
+
+def _step_validate(step) -> tuple[dict, dict]:
+    """One step, checked by hand with StepInputSerializer's rules and messages."""
+    if not isinstance(step, dict):
+        return {}, {"non_field_errors": ["Each step must be a JSON object."]}
+    errors: dict[str, list[str]] = {}
+    out: dict = {}
+    kind = step.get("type")
+    if kind is None:
+        errors["type"] = ["This field is required."]
+    elif kind not in STEP_TYPES:
+        errors["type"] = [f'"{kind}" is not a valid step type; {STEP_TYPE_ERROR}']
+    else:
+        out["type"] = kind
+    text = step.get("description")
+    if text is None:
+        errors["description"] = ["This field is required."]
+    elif not isinstance(text, str):
+        errors["description"] = ["Must be a string."]
+    elif not text.strip():
+        errors["description"] = ["This field may not be blank."]
+    elif len(text) > 200_000:
+        errors["description"] = ["Ensure this field has no more than 200000 characters."]
+    else:
+        out["description"] = text
+    if "result" in step:
+        out["result"] = step["result"]
+    tool = step.get("tool")
+    if tool is not None:
+        if not isinstance(tool, str) or len(tool) > 200:
+            errors["tool"] = ["Must be a string of at most 200 characters."]
+        else:
+            out["tool"] = tool
+    tokens = step.get("tokens")
+    if tokens is not None:
+        if isinstance(tokens, bool) or not isinstance(tokens, int) or tokens < 0:
+            errors["tokens"] = ["Must be a non-negative integer."]
+        else:
+            out["tokens"] = tokens
+    for key in ("started_at", "ended_at"):
+        if step.get(key) is not None:
+            try:
+                out[key] = _datetime(step[key])
+            except ValueError as exc:
+                errors[key] = [str(exc)]
+    return out, errors
+
+
+@extend_schema_field(StepInputSerializer(many=True))
+class StepListField(serializers.Field):
+    """A list of steps, validated by hand: ingest's hot path, where nested serializers
+    cost more than the database. Errors are keyed by the step's index."""
+
+    def __init__(self, *, allow_empty: bool = True, **kwargs):
+        self.allow_empty = allow_empty
+        super().__init__(**kwargs)
+
+    def to_internal_value(self, data):
+        if not isinstance(data, list):
+            raise serializers.ValidationError("Expected a list of steps.")
+        if not data and not self.allow_empty:
+            raise serializers.ValidationError("This list may not be empty.")
+        if len(data) > MAX_STEPS_PER_RUN:
+            raise serializers.ValidationError(
+                f"At most {MAX_STEPS_PER_RUN} steps per request."
+            )
+        steps, errors = [], {}
+        for index, raw in enumerate(data):
+            step, step_errors = _step_validate(raw)
+            if step_errors:
+                errors[str(index)] = step_errors
+            steps.append(step)
+        if errors:
+            raise serializers.ValidationError(errors)
+        return steps
+
+    def to_representation(self, value):
+        return value
+
+
 class StepsInputSerializer(serializers.Serializer):
-    steps = StepInputSerializer(many=True, allow_empty=False, max_length=MAX_STEPS_PER_RUN)
+    steps = StepListField(allow_empty=False)
 
 
 class OutcomeFieldsMixin(serializers.Serializer):
-    success_score = serializers.FloatField(
+    success_score = StrictFloatField(
         required=False, allow_null=True, min_value=0.0, max_value=1.0
     )
-    error_message = serializers.CharField(required=False, allow_blank=True, max_length=100_000)
-    duration_ms = serializers.IntegerField(required=False, allow_null=True, min_value=0)
-    tokens_used = serializers.IntegerField(required=False, allow_null=True, min_value=0)
-    cost_usd = serializers.FloatField(required=False, allow_null=True, min_value=0.0)
-    metrics = serializers.DictField(required=False)
+    error_message = StrictCharField(required=False, allow_blank=True, max_length=100_000)
+    duration_ms = StrictIntegerField(
+        required=False, allow_null=True, min_value=0, max_value=MAX_BIGINT
+    )
+    tokens_used = StrictIntegerField(
+        required=False, allow_null=True, min_value=0, max_value=MAX_BIGINT
+    )
+    cost_usd = StrictFloatField(required=False, allow_null=True, min_value=0.0)
+    metrics = StorableDictField(required=False)
     playbook_versions = serializers.ListField(
-        child=serializers.CharField(max_length=200), required=False, max_length=100
+        child=StrictCharField(max_length=200), required=False, max_length=100
     )
 
 
 class RunInputSerializer(OutcomeFieldsMixin):
-    external_id = serializers.CharField(max_length=200, required=False, allow_null=True)
-    agent = serializers.CharField(max_length=100, required=False, allow_blank=True)
-    user_id = serializers.CharField(max_length=200, required=False, allow_blank=True)
-    session_id = serializers.CharField(max_length=200, required=False, allow_blank=True)
-    task_description = serializers.CharField(max_length=100_000)
-    task_type = serializers.CharField(max_length=200, required=False, allow_blank=True)
+    external_id = StrictCharField(max_length=200, required=False, allow_null=True,
+                                  allow_blank=True)
+    agent = StrictCharField(max_length=100, required=False, allow_blank=True)
+    user_id = StrictCharField(max_length=200, required=False, allow_blank=True)
+    session_id = StrictCharField(max_length=200, required=False, allow_blank=True)
+    task_description = StrictCharField(max_length=100_000)
+    task_type = StrictCharField(max_length=200, required=False, allow_blank=True)
     status = serializers.ChoiceField(choices=RunStatus.choices, required=False)
     started_at = serializers.DateTimeField(required=False, allow_null=True)
     completed_at = serializers.DateTimeField(required=False, allow_null=True)
-    steps = StepInputSerializer(many=True, required=False, max_length=MAX_STEPS_PER_RUN)
+    steps = StepListField(required=False)
 
     def validate_external_id(self, value):
         return value or None
@@ -63,10 +242,10 @@ class RunCompleteInputSerializer(OutcomeFieldsMixin):
 
 class FeedbackInputSerializer(serializers.Serializer):
     feedback_type = serializers.ChoiceField(choices=FeedbackType.choices)
-    score = serializers.FloatField(min_value=0.0, max_value=1.0)
-    source = serializers.CharField(max_length=200, required=False, allow_blank=True)
-    message = serializers.CharField(max_length=20_000, required=False, allow_blank=True)
-    metrics = serializers.DictField(required=False)
+    score = StrictFloatField(min_value=0.0, max_value=1.0)
+    source = StrictCharField(max_length=200, required=False, allow_blank=True)
+    message = StrictCharField(max_length=20_000, required=False, allow_blank=True)
+    metrics = StorableDictField(required=False)
 
 
 class StepOutputSerializer(serializers.ModelSerializer):

@@ -67,11 +67,16 @@ _HINTS: dict[str, tuple[str, ...]] = {
 }
 
 
+_ANY_HINT = re.compile("|".join(re.escape(h) for hints in _HINTS.values() for h in hints))
+
+
 def redact_text(text: str) -> tuple[str, int]:
     """Return the text with secrets masked, and how many were masked."""
     if not text or not isinstance(text, str):
         return text, 0
     lowered = text.lower()
+    if not _ANY_HINT.search(lowered):
+        return text, 0
     total = 0
     for name, pattern, group in _PATTERNS:
         if not any(hint in lowered for hint in _HINTS[name]):

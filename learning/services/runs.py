@@ -4,8 +4,13 @@ from dataclasses import dataclass
 from typing import Any
 
 from django.conf import settings
-from django.db import transaction
+from django.db import connection, transaction
 from django.utils import timezone
+
+try:
+    from psycopg.types.json import Jsonb
+except ImportError:  # SQLite-only installs never take the COPY path
+    Jsonb = None
 
 from learning.models import (
     Feedback,
@@ -43,7 +48,12 @@ def _redacted_steps(steps: list[dict[str, Any]]) -> tuple[list[dict[str, Any]], 
     return out, total
 
 
-def _build_run(*, namespace: Namespace, agent: str, data: dict[str, Any]) -> tuple[Trajectory, list[Step]]:
+StepRow = tuple[uuid.UUID, int, dict[str, Any]]  # (run id, index, field values)
+
+
+def _build_run(
+    *, namespace: Namespace, agent: str, data: dict[str, Any]
+) -> tuple[Trajectory, list[StepRow]]:
     values = {key: data[key] for key in RUN_FIELDS if key in data and data[key] is not None}
     values.setdefault("agent", agent)
     values["task_description"], n_task = redact_text(values.get("task_description", ""))
@@ -64,9 +74,7 @@ def _build_run(*, namespace: Namespace, agent: str, data: dict[str, Any]) -> tup
     if run.status != RunStatus.RUNNING:
         run.completed_at = run.completed_at or timezone.now()
         run.effective_score = run.success_score
-    step_rows = [
-        Step(trajectory=run, index=i, **_step_values(step)) for i, step in enumerate(steps)
-    ]
+    step_rows = [(run.id, i, _step_values(step)) for i, step in enumerate(steps)]
     return run, step_rows
 
 
@@ -103,13 +111,9 @@ def runs_ingest(
         created_ids = set(
             Trajectory.objects.filter(id__in=ids).values_list("id", flat=True)
         )
-        steps = [
-            step
-            for run, run_steps in built
-            if run.id in created_ids
-            for step in run_steps
-        ]
-        Step.objects.bulk_create(steps, batch_size=2000)
+        _steps_insert(
+            [step for run, run_steps in built if run.id in created_ids for step in run_steps]
+        )
         missing = [
             run.external_id
             for run in unique_runs
@@ -133,6 +137,35 @@ def runs_ingest(
         if finished:
             pipeline.runs_finished(runs=finished)
     return results
+
+
+STEP_COPY_COLUMNS = (
+    "trajectory_id", "index", "type", "description", "result", "tool", "tokens",
+    "started_at", "ended_at", "created_at",
+)
+
+
+def _steps_insert(rows: list[StepRow]) -> None:
+    """Insert new steps: COPY on PostgreSQL (ingest's hot path: no model instances),
+    bulk_create elsewhere."""
+    if not rows:
+        return
+    if connection.vendor != "postgresql":
+        Step.objects.bulk_create(
+            [Step(trajectory_id=run_id, index=i, **values) for run_id, i, values in rows],
+            batch_size=2000,
+        )
+        return
+    now = timezone.now()
+    sql = f"COPY {Step._meta.db_table} ({', '.join(STEP_COPY_COLUMNS)}) FROM STDIN"
+    with connection.cursor() as cursor, cursor.cursor.copy(sql) as copy:
+        for run_id, index, v in rows:
+            result = v.get("result")
+            copy.write_row((
+                run_id, index, v["type"], v["description"],
+                None if result is None else Jsonb(result), v["tool"], v.get("tokens"),
+                v.get("started_at"), v.get("ended_at"), now,
+            ))
 
 
 def run_steps_append(*, run: Trajectory, steps: list[dict[str, Any]]) -> list[Step]:
