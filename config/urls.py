@@ -9,6 +9,7 @@ api_v1 = [
     path("", include("learning.api.urls")),
     path("", include("learning.api.candidate_urls")),
     path("", include("playbooks.api.urls")),
+    path("", include("learning.api.ecosystem_urls")),
     path("schema/", SpectacularAPIView.as_view(), name="schema"),
     path("docs/", SpectacularRedocView.as_view(url_name="schema"), name="api-docs"),
 ]

@@ -1,0 +1,8 @@
+from django.urls import path
+
+from learning.api.otel import OtelTracesApi
+
+urlpatterns = [
+    path("otel/v1/traces", OtelTracesApi.as_view(), name="otel-traces"),
+    path("otel/v1/traces/", OtelTracesApi.as_view()),
+]
