@@ -106,7 +106,10 @@ STEP_TYPE_ERROR = f"must be one of: {', '.join(StepType.values)}."
 
 
 def _datetime(value):
-    parsed = parse_datetime(value) if isinstance(value, str) else None
+    try:
+        parsed = parse_datetime(value) if isinstance(value, str) else None
+    except ValueError as exc:  # well formed but impossible, e.g. month 13
+        raise ValueError(f"must be an ISO 8601 date-time ({exc}).") from exc
     if parsed is None:
         raise ValueError("must be an ISO 8601 date-time.")
     return parsed if timezone.is_aware(parsed) else timezone.make_aware(parsed)
@@ -129,25 +132,34 @@ def _step_validate(step) -> tuple[dict, dict]:
     if text is None:
         errors["description"] = ["This field is required."]
     elif not isinstance(text, str):
-        errors["description"] = ["Must be a string."]
-    elif not text.strip():
-        errors["description"] = ["This field may not be blank."]
+        errors["description"] = [f"Not a valid string: got {type(text).__name__}."]
     elif len(text) > 200_000:
         errors["description"] = ["Ensure this field has no more than 200000 characters."]
+    elif "\x00" in text:
+        errors["description"] = ["Null characters are not allowed."]
     else:
+        # Blank is allowed (a tool that returned nothing); missing is not.
         out["description"] = text
     if "result" in step:
-        out["result"] = step["result"]
+        problem = _json_problem(step["result"])
+        if problem:
+            errors["result"] = [problem]
+        else:
+            out["result"] = step["result"]
     tool = step.get("tool")
     if tool is not None:
-        if not isinstance(tool, str) or len(tool) > 200:
+        if not isinstance(tool, str) or len(tool) > 200 or "\x00" in tool:
             errors["tool"] = ["Must be a string of at most 200 characters."]
         else:
             out["tool"] = tool
     tokens = step.get("tokens")
     if tokens is not None:
-        if isinstance(tokens, bool) or not isinstance(tokens, int) or tokens < 0:
-            errors["tokens"] = ["Must be a non-negative integer."]
+        if (
+            isinstance(tokens, bool)
+            or not isinstance(tokens, int)
+            or not 0 <= tokens <= MAX_INT
+        ):
+            errors["tokens"] = [f"Must be an integer from 0 to {MAX_INT}."]
         else:
             out["tokens"] = tokens
     for key in ("started_at", "ended_at"):

@@ -64,7 +64,16 @@ class RunListCreateApi(APIView):
     )
     def post(self, request):
         data = request.data
-        is_batch = isinstance(data, dict) and "runs" in data
+        if not isinstance(data, dict):
+            raise exceptions.ValidationError(
+                {
+                    "non_field_errors": [
+                        "The body must be a JSON object: one run, or {\"runs\": [...]}; "
+                        f"got {type(data).__name__ if data is not None else 'nothing'}."
+                    ]
+                }
+            )
+        is_batch = "runs" in data
         serializer = (RunBatchInputSerializer if is_batch else RunInputSerializer)(data=data)
         serializer.is_valid(raise_exception=True)
         payloads = serializer.validated_data["runs"] if is_batch else [serializer.validated_data]
