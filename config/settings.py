@@ -192,3 +192,18 @@ if not DEBUG and env_bool("DJANGO_SECURE", False):
     SECURE_HSTS_INCLUDE_SUBDOMAINS = True
     SECURE_HSTS_PRELOAD = True
     SECURE_PROXY_SSL_HEADER = ("HTTP_X_FORWARDED_PROTO", "https")
+
+# --- Reliability and security ---------------------------------------------------------
+# Per-token ingest limit (POST /api/v1/runs/ and the OTel endpoint): "1200/min", "20/s",
+# "off". Counted in the cache below: local memory is per process (N web processes let a
+# token post up to N× the rate); FLYWHEEL_CACHE_URL=redis://… shares the count.
+FLYWHEEL_INGEST_RATE = os.environ.get("FLYWHEEL_INGEST_RATE", "1200/min")
+FLYWHEEL_THROTTLE_CACHE = "default"
+FLYWHEEL_CACHE_URL = os.environ.get("FLYWHEEL_CACHE_URL", "")
+if FLYWHEEL_CACHE_URL.startswith(("redis://", "rediss://")):
+    CACHES = {
+        "default": {
+            "BACKEND": "django.core.cache.backends.redis.RedisCache",
+            "LOCATION": FLYWHEEL_CACHE_URL,
+        }
+    }

@@ -12,6 +12,7 @@ from rest_framework.views import APIView
 
 from learning.api.errors import PayloadTooLarge
 from learning.otel import OtlpDecodeError, otel_traces_ingest, spans_from_json, spans_from_protobuf
+from learning.throttling import IngestRateThrottle
 
 
 def _decompressed(stream, encoding: str) -> bytes:
@@ -62,6 +63,7 @@ class OtelTracesApi(APIView):
     """OTLP/HTTP trace export (``/v1/traces`` of an OTLP endpoint)."""
 
     parser_classes = [OtlpProtobufParser, OtlpJsonParser]
+    throttle_classes = [IngestRateThrottle]
 
     @extend_schema(
         operation_id="otel_traces_export",

@@ -26,6 +26,7 @@ from learning.api.serializers import (
 from learning.filters import RunFilter
 from learning.models import Trajectory
 from learning.services import runs as run_services
+from learning.throttling import IngestRateThrottle
 
 
 def get_run_or_404(request, run_id) -> Trajectory:
@@ -36,6 +37,8 @@ def get_run_or_404(request, run_id) -> Trajectory:
 
 
 class RunListCreateApi(APIView):
+    throttle_classes = [IngestRateThrottle]  # POSTs only (learning/throttling.py)
+
     @extend_schema(
         operation_id="runs_list",
         parameters=[

@@ -1,0 +1,107 @@
+"""Ingest rate limits: a token posting faster than FLYWHEEL_INGEST_RATE gets 429."""
+import json
+
+import pytest
+from django.core.cache import cache
+
+from learning.models import Trajectory
+from learning.throttling import IngestRateThrottle
+
+pytestmark = pytest.mark.django_db
+
+
+def _run(n: int) -> dict:
+    return {
+        "external_id": f"throttle-{n}",
+        "task_description": f"Change the flight of reservation R{n:04d}",
+        "status": "success",
+        "success_score": 1.0,
+        "steps": [{"type": "message", "description": "user: change my flight"}],
+    }
+
+
+@pytest.fixture(autouse=True)
+def _fresh_cache():
+    cache.clear()
+    yield
+    cache.clear()
+
+
+def test_over_the_rate_answers_429_with_retry_after(api_factory, settings):
+    """The 4th post within a minute at 3/min is refused with 429 and a Retry-After
+    that says when to come back; nothing of the refused run is stored."""
+    settings.FLYWHEEL_INGEST_RATE = "3/min"
+    client = api_factory("acme", "agent", "fast-agent")
+    for n in range(3):
+        assert client.post_json("/api/v1/runs/", _run(n)).status_code == 201
+    refused = client.post_json("/api/v1/runs/", _run(3))
+    assert refused.status_code == 429
+    retry_after = int(refused.headers["Retry-After"])
+    assert 0 < retry_after <= 60
+    assert "detail" in refused.json()
+    assert not Trajectory.objects.filter(external_id="throttle-3").exists()
+    assert Trajectory.objects.filter(namespace__slug="acme").count() == 3
+
+
+def test_rate_is_per_token_and_reads_are_not_throttled(api_factory, settings):
+    """One token's burst does not slow another's, and GETs are never counted."""
+    settings.FLYWHEEL_INGEST_RATE = "2/min"
+    first = api_factory("acme", "agent", "agent-a")
+    second = api_factory("acme", "agent", "agent-b")
+    for n in range(2):
+        assert first.post_json("/api/v1/runs/", _run(n)).status_code == 201
+    assert first.post_json("/api/v1/runs/", _run(99)).status_code == 429
+    for _ in range(5):
+        assert first.get("/api/v1/runs/").status_code == 200
+    assert second.post_json("/api/v1/runs/", _run(2)).status_code == 201
+
+
+def test_otel_endpoint_is_throttled_too(api_factory, settings):
+    """The OTLP/HTTP traces endpoint shares the per-token ingest limit."""
+    settings.FLYWHEEL_INGEST_RATE = "1/min"
+    client = api_factory("acme", "agent", "otel-agent")
+    empty = json.dumps({"resourceSpans": []})
+    url = "/api/v1/otel/v1/traces"
+    assert client.post(url, empty, content_type="application/json").status_code == 200
+    refused = client.post(url, empty, content_type="application/json")
+    assert refused.status_code == 429
+    assert "Retry-After" in refused.headers
+
+
+def test_rate_off_disables_the_limit(api_factory, settings):
+    """FLYWHEEL_INGEST_RATE=off lets every post through."""
+    settings.FLYWHEEL_INGEST_RATE = "off"
+    client = api_factory("acme", "agent", "unlimited")
+    for n in range(5):
+        assert client.post_json("/api/v1/runs/", _run(n)).status_code == 201
+
+
+@pytest.mark.parametrize(
+    ("rate", "expected"),
+    [("1200/min", (1200, 60)), ("20/s", (20, 1)), ("5/10s", (5, 10)), ("100/hour", (100, 3600))],
+)
+def test_rate_strings(rate, expected):
+    """The documented rate spellings parse to (requests, seconds)."""
+    assert IngestRateThrottle().parse_rate(rate) == expected
+
+
+def test_a_malformed_rate_names_the_setting():
+    """A typo in the setting fails loudly with the setting's name."""
+    with pytest.raises(ValueError, match="FLYWHEEL_INGEST_RATE"):
+        IngestRateThrottle().parse_rate("lots")
+
+
+def test_a_cache_outage_fails_open(api_factory, settings, monkeypatch, caplog):
+    """If the shared cache is down, ingest keeps working (and the failure is logged)."""
+    settings.FLYWHEEL_INGEST_RATE = "1/min"
+
+    def boom(*args, **kwargs):
+        raise ConnectionError("cache down")
+
+    from django.core.cache import caches
+
+    monkeypatch.setattr(caches["default"], "get", boom)
+    client = api_factory("acme", "agent", "cacheless")
+    assert client.post_json("/api/v1/runs/", _run(1)).status_code == 201
+    assert client.post_json("/api/v1/runs/", _run(2)).status_code == 201
+    assert "throttle cache unavailable" in caplog.text
