@@ -207,3 +207,15 @@ if FLYWHEEL_CACHE_URL.startswith(("redis://", "rediss://")):
             "LOCATION": FLYWHEEL_CACHE_URL,
         }
     }
+# Several serializers have a `status` field with different choice sets: name the shared
+# ones so the schema has stable enum names (and `check --deploy` stays warning-free).
+SPECTACULAR_SETTINGS["ENUM_NAME_OVERRIDES"] = {
+    "RunStatusEnum": "learning.models.RunStatus",
+    "CandidateStatusEnum": "learning.models.CandidateStatus",
+    "StepTypeEnum": "learning.models.StepType",
+    "StrategyTypeEnum": "playbooks.models.StrategyType",
+}
+if env_bool("DJANGO_SECURE", False) and "insecure-dev-key" in SECRET_KEY:
+    from django.core.exceptions import ImproperlyConfigured
+
+    raise ImproperlyConfigured("DJANGO_SECURE is on: set DJANGO_SECRET_KEY to a secret value.")
