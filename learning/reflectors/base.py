@@ -1,0 +1,115 @@
+"""The reflector interface and the plain data it works on (no ORM inside reflectors)."""
+import json
+import re
+import uuid
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+PROMPT_VERSION = "reflect-v1"
+
+
+@dataclass
+class StepView:
+    index: int
+    type: str
+    description: str
+    tool: str = ""
+    result: Any = None
+
+
+@dataclass
+class RunView:
+    id: uuid.UUID
+    task_type: str
+    task_description: str
+    status: str
+    score: float | None  # the effective score
+    user_id: str = ""
+    agent: str = ""
+    error_message: str = ""
+    steps: list[StepView] = field(default_factory=list)
+
+    @property
+    def succeeded(self) -> bool:
+        return self.status == "success" and (self.score is None or self.score >= 0.5)
+
+    @property
+    def failed(self) -> bool:
+        return not self.succeeded
+
+
+@dataclass
+class Lesson:
+    """One candidate-to-be. `key` is what makes the same lesson found in another run
+    merge into one candidate (defaults to the content)."""
+
+    kind: str
+    content: str
+    rationale: str
+    confidence: float
+    step_indexes: list[int] = field(default_factory=list)
+    key: str = ""
+    user_id: str = ""
+    entity: str = ""
+    memory_scope: str = ""
+    # Other runs that show the same lesson (contrastive evidence): {run_id: [steps]}.
+    related_runs: dict = field(default_factory=dict)
+    # Batch reflection: the runs that showed it and how often.
+    run_ids: list = field(default_factory=list)
+    frequency: int = 1
+
+    def as_item(self) -> dict:
+        return {
+            "kind": self.kind,
+            "description": self.content,
+            "evidence": self.rationale,
+            "confidence": self.confidence,
+            "steps": self.step_indexes,
+            "frequency": self.frequency,
+        }
+
+
+@dataclass
+class ReflectionResult:
+    lessons: list[Lesson]
+    reflector: str
+    prompt_version: str = PROMPT_VERSION
+    input_tokens: int = 0
+    output_tokens: int = 0
+    cost_usd: float = 0.0
+    fallback: bool = False
+    fallback_reason: str = ""
+    summary: str = ""
+
+
+class Reflector(Protocol):
+    name: str
+
+    def reflect(self, *, run: RunView, peers: list[RunView]) -> ReflectionResult:
+        """Lessons from one finished run; `peers` are other finished runs of the same
+        task type (same task first) for contrast."""
+
+    def reflect_batch(self, *, runs: list[RunView]) -> ReflectionResult:
+        """Patterns common to many runs of one task type, with frequencies."""
+
+
+_CALL = re.compile(r"^\s*([A-Za-z_][\w.]*)\s*\((.*)\)\s*$", re.S)
+_KV = re.compile(r"(\w+)\s*=\s*('[^']*'|\"[^\"]*\"|[^,]+)")
+
+
+def parse_call(step: StepView) -> tuple[str, dict]:
+    """(tool, arguments) of a tool_call step: `name({json})` or `name(k=v, …)`."""
+    match = _CALL.match(step.description or "")
+    tool = step.tool or (match.group(1) if match else "")
+    args: dict = {}
+    if match:
+        inner = match.group(2).strip()
+        if inner.startswith("{"):
+            try:
+                loaded = json.loads(inner)
+                args = loaded if isinstance(loaded, dict) else {}
+            except ValueError:
+                args = {}
+        else:
+            args = {k: v.strip().strip("'\"") for k, v in _KV.findall(inner)}
+    return tool, args

@@ -1,0 +1,300 @@
+"""Reflection on finished runs: the sampling decision, queueing, the idempotent reflect
+step that turns a run into candidates, and the sweeper for runs left pending."""
+import hashlib
+import logging
+from datetime import timedelta
+
+from django.conf import settings
+from django.db import transaction
+from django.utils import timezone
+
+from learning.models import (
+    ReflectionStatus,
+    Reflection,
+    RunStatus,
+    Step,
+    Trajectory,
+)
+from learning.reflectors import Lesson, ReflectionResult, RunView, StepView, reflector_get
+from learning.services.candidates import EvidenceRef, candidate_create
+
+logger = logging.getLogger(__name__)
+
+REFLECT_TASK = "learning.tasks.run_reflect_task"
+PEER_LIMIT = 60  # other runs of the task type loaded for contrast
+STEP_LIMIT = 400  # steps of one run handed to a reflector
+
+
+def max_attempts() -> int:
+    return int(getattr(settings, "FLYWHEEL_REFLECTION_MAX_ATTEMPTS", 3))
+
+
+def stale_after() -> timedelta:
+    """A pending run untouched this long is re-queued by the sweeper. Longer than the
+    broker's `retry`, so a re-delivery after a killed worker comes first."""
+    default = int(settings.Q_CLUSTER.get("retry", 180)) + 60
+    return timedelta(seconds=int(getattr(settings, "FLYWHEEL_REFLECTION_STALE_SECONDS", default)))
+
+
+def success_sample_bucket(run_id) -> float:
+    """A deterministic number in [0, 1) from the run id."""
+    digest = hashlib.sha256(str(run_id).encode()).digest()
+    return int.from_bytes(digest[:8], "big") / 2**64
+
+
+def reflection_decide(*, run: Trajectory) -> tuple[str, str]:
+    """(status, reason): always reflect on failures, partials and runs whose effective
+    score dropped below their own; a deterministic fraction of successes."""
+    if run.status == RunStatus.RUNNING:
+        return ReflectionStatus.UNDECIDED, ""
+    if run.status == RunStatus.FAILURE:
+        return ReflectionStatus.PENDING, "failure"
+    if run.status == RunStatus.PARTIAL:
+        return ReflectionStatus.PENDING, "partial"
+    if (
+        run.success_score is not None
+        and run.effective_score is not None
+        and run.effective_score < run.success_score
+    ):
+        return (ReflectionStatus.PENDING,
+                f"effective score dropped ({run.success_score:.2f} → {run.effective_score:.2f})")
+    rate = float(settings.FLYWHEEL_SUCCESS_SAMPLE_RATE)
+    bucket = success_sample_bucket(run.id)
+    if bucket < rate:
+        return ReflectionStatus.PENDING, f"sampled success ({bucket:.3f} < rate {rate:g})"
+    return ReflectionStatus.SKIPPED, f"success not sampled ({bucket:.3f} ≥ rate {rate:g})"
+
+
+def reflection_enqueue(*, run_ids: list) -> None:
+    """Queue reflection of these runs once the current transaction commits."""
+    from django_q.tasks import async_task
+
+    ids = [str(r) for r in run_ids]
+    if not ids:
+        return
+
+    def _send():
+        for run_id in ids:
+            try:
+                async_task(REFLECT_TASK, run_id, task_name=f"reflect-{run_id}",
+                           group="reflection")
+            except Exception:  # noqa: BLE001 - the sweeper re-queues what did not go out
+                logger.exception("could not queue reflection of run %s", run_id)
+
+    transaction.on_commit(_send)
+
+
+def runs_reflection_decide(*, runs: list[Trajectory]) -> None:
+    """Record the decision on each finished run and queue the pending ones (on commit)."""
+    pending = []
+    for run in runs:
+        status, reason = reflection_decide(run=run)
+        if status == ReflectionStatus.UNDECIDED:
+            continue
+        Trajectory.objects.filter(pk=run.pk).update(
+            reflection_status=status, reflection_reason=reason[:200], reflection_error="",
+            reflection_attempts=0, updated_at=timezone.now(),
+        )
+        run.reflection_status, run.reflection_reason = status, reason[:200]
+        if status == ReflectionStatus.PENDING:
+            pending.append(run.pk)
+    reflection_enqueue(run_ids=pending)
+
+
+def run_score_drop_handle(*, run: Trajectory, previous: float) -> None:
+    """A finished run whose effective score fell is reflected (again) with the new score,
+    unless a reflection is already pending."""
+    if run.reflection_status == ReflectionStatus.PENDING:
+        return
+    reason = f"effective score dropped ({previous:.2f} → {run.effective_score:.2f})"
+    Trajectory.objects.filter(pk=run.pk).update(
+        reflection_status=ReflectionStatus.PENDING, reflection_reason=reason[:200],
+        reflection_error="", reflection_attempts=0, updated_at=timezone.now(),
+    )
+    run.reflection_status, run.reflection_reason = ReflectionStatus.PENDING, reason
+    reflection_enqueue(run_ids=[run.pk])
+
+
+# --- reflecting ----------------------------------------------------------------------
+
+
+def run_view(run: Trajectory, steps=None) -> RunView:
+    steps = steps if steps is not None else list(run.steps.order_by("index")[:STEP_LIMIT])
+    return RunView(
+        id=run.id, task_type=run.task_type, task_description=run.task_description,
+        status=run.status,
+        score=run.effective_score if run.effective_score is not None else run.success_score,
+        user_id=run.user_id, agent=run.agent, error_message=run.error_message,
+        steps=[StepView(index=s.index, type=s.type, description=s.description, tool=s.tool,
+                        result=s.result) for s in steps],
+    )
+
+
+def run_views(runs: list[Trajectory]) -> list[RunView]:
+    """Views of many runs with their steps in two queries."""
+    by_run: dict = {r.pk: [] for r in runs}
+    for step in Step.objects.filter(trajectory_id__in=by_run).order_by("trajectory_id", "index"):
+        if len(by_run[step.trajectory_id]) < STEP_LIMIT:
+            by_run[step.trajectory_id].append(step)
+    return [run_view(r, by_run[r.pk]) for r in runs]
+
+
+def peers_for(*, run: Trajectory, limit: int = PEER_LIMIT) -> list[Trajectory]:
+    """Finished runs of the same task type: the same task first, then the newest."""
+    base = (
+        Trajectory.objects.filter(namespace_id=run.namespace_id, task_type=run.task_type)
+        .exclude(pk=run.pk)
+        .exclude(status=RunStatus.RUNNING)
+    )
+    same = list(base.filter(task_description=run.task_description).order_by("-created_at")[:20])
+    rest = list(
+        base.exclude(pk__in=[p.pk for p in same]).order_by("-created_at")[: max(0, limit - len(same))]
+    )
+    return same + rest
+
+
+class ReflectionFailed(Exception):
+    pass
+
+
+def run_reflect(*, run_id, force: bool = False) -> Reflection | None:
+    """Reflect on one run: idempotent. A run that is no longer pending is left alone
+    (unless `force`); reflecting the same run again updates its one Reflection and adds
+    no candidate or evidence twice. The attempt is counted before the work so a worker
+    killed mid-way still leaves a trace the sweeper reads."""
+    with transaction.atomic():
+        run = Trajectory.objects.select_for_update().filter(pk=run_id).first()
+        if run is None:
+            return None
+        if run.status == RunStatus.RUNNING:
+            return None
+        if run.reflection_status != ReflectionStatus.PENDING and not force:
+            return None
+        run.reflection_attempts += 1
+        run.save(update_fields=["reflection_attempts", "updated_at"])
+    try:
+        peers = run_views(peers_for(run=run))
+        result = reflector_get().reflect(run=run_view(run), peers=peers)
+        with transaction.atomic():
+            locked = Trajectory.objects.select_for_update().get(pk=run.pk)
+            if locked.reflection_status == ReflectionStatus.REFLECTED and not force:
+                return locked.reflections.filter(is_batch=False).first()  # a twin finished
+            reflection = reflection_store(run=locked, result=result)
+            locked.reflection_status = ReflectionStatus.REFLECTED
+            locked.reflection_error = (
+                f"fallback: {result.fallback_reason}"[:2000] if result.fallback else ""
+            )
+            locked.reflected_at = timezone.now()
+            locked.save(update_fields=["reflection_status", "reflection_error", "reflected_at",
+                                       "updated_at"])
+        return reflection
+    except Exception as exc:
+        run_reflection_failure_record(run_id=run.pk, error=f"{exc.__class__.__name__}: {exc}")
+        raise
+
+
+def run_reflection_failure_record(*, run_id, error: str) -> None:
+    """Keep the error; give up (status `failed`) after the maximum number of attempts."""
+    with transaction.atomic():
+        run = Trajectory.objects.select_for_update().filter(pk=run_id).first()
+        if run is None or run.reflection_status != ReflectionStatus.PENDING:
+            return
+        run.reflection_error = error[:2000]
+        if run.reflection_attempts >= max_attempts():
+            run.reflection_status = ReflectionStatus.FAILED
+        run.save(update_fields=["reflection_error", "reflection_status", "updated_at"])
+
+
+def reflection_store(*, run: Trajectory, result: ReflectionResult) -> Reflection:
+    """The run's one (non-batch) Reflection, updated in place, and its candidates."""
+    values = dict(
+        namespace_id=run.namespace_id, task_type=run.task_type, is_batch=False,
+        helpful_strategies=[l.as_item() for l in result.lessons
+                            if l.kind in ("strategy_helpful", "procedure")],
+        harmful_patterns=[l.as_item() for l in result.lessons if l.kind == "strategy_harmful"],
+        observations=[l.as_item() for l in result.lessons
+                      if l.kind not in ("strategy_helpful", "procedure", "strategy_harmful")],
+        reflector=result.reflector, fallback=result.fallback,
+        fallback_reason=result.fallback_reason, prompt_version=result.prompt_version,
+        input_tokens=result.input_tokens, output_tokens=result.output_tokens,
+        cost_usd=result.cost_usd,
+    )
+    reflection = run.reflections.filter(is_batch=False).order_by("created_at").first()
+    if reflection is None:
+        reflection = Reflection.objects.create(trajectory=run, **values)
+    else:
+        for key, value in values.items():
+            setattr(reflection, key, value)
+        reflection.save()
+    lessons_to_candidates(namespace=run.namespace, lessons=result.lessons, reflection=reflection,
+                          run=run, task_type=run.task_type, agent=run.agent)
+    return reflection
+
+
+def lessons_to_candidates(*, namespace, lessons: list[Lesson], reflection, run=None,
+                          task_type: str = "", agent: str = "", source: str = "reflection"):
+    """One candidate per lesson (merged with an equal pending one), with evidence: the
+    run and its steps, plus the other runs the lesson was contrasted with."""
+    created = []
+    known = set(Trajectory.objects.filter(
+        namespace=namespace,
+        pk__in={rid for lesson in lessons for rid in
+                list(lesson.related_runs) + list(lesson.run_ids)},
+    ).values_list("pk", flat=True))
+    for lesson in lessons:
+        evidence = []
+        if run is not None:
+            evidence.append(EvidenceRef(run_id=run.pk, step_indexes=lesson.step_indexes))
+        for rid, steps in lesson.related_runs.items():
+            if rid in known:
+                evidence.append(EvidenceRef(run_id=rid, step_indexes=steps or []))
+        for rid in lesson.run_ids:
+            if rid in known and rid not in lesson.related_runs:
+                evidence.append(EvidenceRef(run_id=rid, step_indexes=[]))
+        candidate, _new = candidate_create(
+            namespace=namespace, kind=lesson.kind, content=lesson.content,
+            rationale=lesson.rationale, confidence=lesson.confidence, task_type=task_type,
+            agent=agent, user_id=lesson.user_id, entity=lesson.entity,
+            memory_scope=lesson.memory_scope, evidence=evidence, reflection=reflection,
+            source=source, key=lesson.key,
+        )
+        created.append(candidate)
+    return created
+
+
+# --- the sweeper ---------------------------------------------------------------------
+
+
+def reflection_sweep(*, now=None) -> dict:
+    """No run is left without a reflection decision: finished runs never decided get
+    one; pending runs untouched past the deadline are re-queued, or marked `failed`
+    with the error and attempts once they have used every attempt."""
+    now = now or timezone.now()
+    undecided = list(
+        Trajectory.objects.filter(reflection_status=ReflectionStatus.UNDECIDED)
+        .exclude(status=RunStatus.RUNNING)[:500]
+    )
+    if undecided:
+        with transaction.atomic():
+            runs_reflection_decide(runs=undecided)
+    stale = now - stale_after()
+    requeued, failed = [], []
+    with transaction.atomic():
+        rows = list(
+            Trajectory.objects.select_for_update(skip_locked=True)
+            .filter(reflection_status=ReflectionStatus.PENDING, updated_at__lt=stale)
+            .order_by("updated_at")[:500]
+        )
+        for run in rows:
+            if run.reflection_attempts >= max_attempts():
+                run.reflection_status = ReflectionStatus.FAILED
+                run.reflection_error = (
+                    run.reflection_error
+                    or f"no reflection after {run.reflection_attempts} attempts (worker lost)"
+                )
+                failed.append(run.pk)
+            else:
+                requeued.append(run.pk)
+            run.save(update_fields=["reflection_status", "reflection_error", "updated_at"])
+        reflection_enqueue(run_ids=requeued)
+    return {"decided": len(undecided), "requeued": len(requeued), "failed": len(failed)}

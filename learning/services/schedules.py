@@ -1,0 +1,31 @@
+"""The Django-Q2 schedules of the learning loop, created idempotently by name."""
+from django.db import transaction
+
+# name: (func, schedule_type, minutes)
+SCHEDULES = {
+    "flywheel-reflection-sweeper": ("learning.tasks.reflection_sweep_task", "I", 2),
+    "flywheel-batch-reflection": ("learning.tasks.batch_reflect_task", "I", 30),
+    "flywheel-relearning": ("learning.tasks.relearning_task", "I", 10),
+    "flywheel-playbooks-curate": ("playbooks.tasks.playbooks_curate", "H", None),
+    "flywheel-memories-consolidate": ("playbooks.tasks.memories_consolidate", "D", None),
+    "flywheel-quality-gate": ("playbooks.tasks.quality_gate_evaluate", "H", None),
+}
+
+
+@transaction.atomic
+def schedules_setup() -> dict[str, str]:
+    """Create or update every schedule (update_or_create by name); duplicates of a name
+    are removed. Returns {name: "created" | "updated"}."""
+    from django_q.models import Schedule
+
+    out = {}
+    for name, (func, schedule_type, minutes) in SCHEDULES.items():
+        extra = Schedule.objects.filter(name=name).order_by("id")[1:]
+        Schedule.objects.filter(pk__in=[s.pk for s in extra]).delete()
+        _obj, created = Schedule.objects.update_or_create(
+            name=name,
+            defaults={"func": func, "schedule_type": schedule_type, "minutes": minutes,
+                      "repeats": -1},
+        )
+        out[name] = "created" if created else "updated"
+    return out
