@@ -171,6 +171,16 @@ Q_CLUSTER = {
     "sync": env_bool("Q_SYNC", False),
     "label": "Django Q2",
 }
+# Cluster heartbeats go to this cache; /healthz reads them from the web process, so it
+# must be shared between processes: a directory on this machine by default.
+CACHES = {
+    "default": {"BACKEND": "django.core.cache.backends.locmem.LocMemCache"},
+    "q-stats": {
+        "BACKEND": "django.core.cache.backends.filebased.FileBasedCache",
+        "LOCATION": os.environ.get("Q_STATS_DIR", str(BASE_DIR / "var" / "q-stats")),
+    },
+}
+Q_CLUSTER["cache"] = "q-stats"
 if Q_BROKER_URL.startswith("redis"):
     Q_CLUSTER["redis"] = Q_BROKER_URL
 else:

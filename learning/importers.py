@@ -1,0 +1,423 @@
+"""Bulk import of runs from files: tau-bench trajectories, OpenAI chat logs, JSONL runs.
+
+Each format is converted to the documented run payload (DESIGN.md, "Payloads"), checked
+by the API's own ``RunInputSerializer`` and stored by ``runs_ingest`` in batches, so an
+import and an API post can never disagree. Re-running an import is idempotent: every
+record gets a stable ``external_id`` (given, or derived from the record), and a run
+already stored in the namespace is counted as ``existing``.
+
+Mappings
+--------
+tau-bench (``historical_trajectories/*.json``: a JSON array, or JSONL, of records with
+``task_id``, ``trial``, ``reward``, ``info.task`` and ``traj``):
+  - ``external_id`` = ``tau-{domain}-{task_id}-{trial}``, ``task_type`` = the domain
+    (``airline`` unless ``--task-type`` says otherwise), ``user_id`` =
+    ``info.task.user_id``, ``task_description`` = ``info.task.instruction``;
+  - ``reward`` 1 -> ``success``, 0 (or missing) -> ``failure``, in between ->
+    ``partial``; ``success_score`` = the reward;
+  - the system prompt (the policy) is not a step; user and assistant text are
+    ``message`` steps (``"user: …"``); each assistant tool call is a ``tool_call`` step
+    (``tool`` = the function, ``description`` = ``name(key=value, …)``, ``result`` =
+    the parsed arguments); each tool result is an ``observation`` step with the same
+    ``tool`` and the result text, error text (``"Error: …"``) kept and flagged in
+    ``result.is_error``; the ``think`` tool becomes one ``decision`` step holding the
+    thought (its empty result is dropped);
+  - ``metrics``: turns, tool calls, tool errors, the reward breakdown and the names
+    of the ground-truth actions.
+openai-chat (JSONL, one ``{"messages": [...], ...}`` per line): the same message
+  mapping; optional ``id``/``external_id``, ``task_description`` (else the first user
+  message), ``task_type``, ``user_id``, ``session_id``, ``status``, ``success_score``
+  (or ``reward``/``score``), ``metrics``/``metadata``. With neither status nor score
+  the run is stored as ``running``. Without an id, ``external_id`` is
+  ``chat-<hash of the messages>``.
+jsonl: one run payload per line, exactly as ``POST /api/v1/runs/`` takes it; a line
+  without ``external_id`` gets ``jsonl-<hash of the line>``.
+"""
+from __future__ import annotations
+
+import gzip
+import hashlib
+import io
+import json
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from learning.api.serializers import RunInputSerializer
+from learning.models import Namespace
+from learning.services.runs import runs_ingest
+
+FORMATS = ("tau-bench", "openai-chat", "jsonl")
+DESCRIPTION_LIMIT = 20_000  # characters of one message or tool result kept in a step
+TASK_LIMIT = 100_000
+
+
+class ImportFileError(Exception):
+    """The file as a whole cannot be read (missing, not JSON at all, wrong shape)."""
+
+
+@dataclass
+class Rejected:
+    where: str  # "record 3" / "line 12"
+    reason: str
+
+
+@dataclass
+class ImportReport:
+    read: int = 0
+    created: int = 0
+    existing: int = 0
+    rejected: list[Rejected] = field(default_factory=list)
+
+    @property
+    def done(self) -> int:
+        return self.created + self.existing + len(self.rejected)
+
+
+# --- reading ----------------------------------------------------------------------
+
+
+def _open_text(path: Path) -> io.TextIOBase:
+    with open(path, "rb") as probe:
+        magic = probe.read(2)
+    if magic == b"\x1f\x8b":
+        return io.TextIOWrapper(gzip.open(path, "rb"), encoding="utf-8")
+    return open(path, encoding="utf-8")
+
+
+def _first_char(path: Path) -> str:
+    with _open_text(path) as handle:
+        while True:
+            chunk = handle.read(4096)
+            if not chunk:
+                return ""
+            stripped = chunk.lstrip("\ufeff \t\r\n")
+            if stripped:
+                return stripped[0]
+
+
+def records_count(path: Path) -> int:
+    """How many records the file holds (for the progress bar)."""
+    if _first_char(path) == "[":
+        return len(_load_array(path))
+    with _open_text(path) as handle:
+        return sum(1 for line in handle if line.strip())
+
+
+def _load_array(path: Path) -> list:
+    try:
+        with _open_text(path) as handle:
+            data = json.load(handle)
+    except (ValueError, RecursionError) as exc:
+        raise ImportFileError(f"{path} is not valid JSON: {exc}") from exc
+    if not isinstance(data, list):
+        raise ImportFileError(f"{path}: expected a JSON array of records")
+    return data
+
+
+def records_read(path: Path) -> Iterator[tuple[str, Any, str | None]]:
+    """(where, record, error) for each record of a JSON array or a JSONL file."""
+    if _first_char(path) == "[":
+        for number, record in enumerate(_load_array(path), start=1):
+            yield f"record {number}", record, None
+        return
+    with _open_text(path) as handle:
+        for number, line in enumerate(handle, start=1):
+            if not line.strip():
+                continue
+            try:
+                yield f"line {number}", json.loads(line), None
+            except (ValueError, RecursionError) as exc:
+                yield f"line {number}", None, f"invalid JSON: {exc}"
+
+
+# --- converting -------------------------------------------------------------------
+
+
+def _digest(value: Any) -> str:
+    text = json.dumps(value, sort_keys=True, ensure_ascii=False, default=str)
+    return hashlib.sha256(text.encode()).hexdigest()[:24]
+
+
+def _text(content: Any) -> str:
+    """Message content as text: a string, or OpenAI's list of content parts."""
+    if content is None:
+        return ""
+    if isinstance(content, str):
+        return content
+    if isinstance(content, list):
+        parts = []
+        for part in content:
+            if isinstance(part, dict):
+                parts.append(str(part.get("text") or part.get("content") or ""))
+            else:
+                parts.append(str(part))
+        return "\n".join(p for p in parts if p)
+    return json.dumps(content, ensure_ascii=False)
+
+
+def _clip(text: str, limit: int = DESCRIPTION_LIMIT) -> str:
+    if len(text) <= limit:
+        return text
+    return text[:limit] + f" … [{len(text) - limit} more characters]"
+
+
+def _arguments(raw: Any) -> Any:
+    if isinstance(raw, str):
+        try:
+            return json.loads(raw) if raw.strip() else {}
+        except ValueError:
+            return raw
+    return raw if raw is not None else {}
+
+
+def _call_text(name: str, arguments: Any) -> str:
+    if isinstance(arguments, dict):
+        inner = ", ".join(
+            f"{key}={value if isinstance(value, str) else json.dumps(value)}"
+            for key, value in arguments.items()
+        )
+        return f"{name}({inner})"
+    return f"{name}({arguments})"
+
+
+def messages_to_steps(messages: list) -> tuple[list[dict], dict[str, int]]:
+    """OpenAI-style chat messages -> run steps, plus counts for the run's metrics."""
+    steps: list[dict] = []
+    counts = {"turns": 0, "tool_calls": 0, "tool_errors": 0}
+    think_ids: set[str] = set()
+    names_by_call: dict[str, str] = {}
+    for message in messages:
+        if not isinstance(message, dict):
+            raise ValueError("each message must be a JSON object")
+        role = message.get("role")
+        if role == "system":
+            continue
+        counts["turns"] += 1
+        content = _text(message.get("content"))
+        calls = list(message.get("tool_calls") or [])
+        if message.get("function_call"):  # the legacy single-call shape
+            calls.append({"function": message["function_call"]})
+        if role == "assistant" and calls:
+            if content.strip():
+                steps.append({"type": "message", "description": _clip(f"assistant: {content}")})
+            for call in calls:
+                function = call.get("function") or {}
+                name = str(function.get("name") or "unknown_tool")[:200]
+                arguments = _arguments(function.get("arguments"))
+                call_id = call.get("id") or ""
+                counts["tool_calls"] += 1
+                if call_id:
+                    names_by_call[call_id] = name
+                if name == "think" and isinstance(arguments, dict):
+                    if call_id:
+                        think_ids.add(call_id)
+                    steps.append({
+                        "type": "decision",
+                        "tool": "think",
+                        "description": _clip(str(arguments.get("thought", ""))),
+                    })
+                    continue
+                steps.append({
+                    "type": "tool_call",
+                    "tool": name,
+                    "description": _clip(_call_text(name, arguments)),
+                    "result": {"arguments": arguments, "call_id": call_id},
+                })
+        elif role in ("tool", "function"):
+            call_id = message.get("tool_call_id") or ""
+            name = str(message.get("name") or names_by_call.get(call_id, ""))[:200]
+            if call_id in think_ids and not content.strip():
+                continue
+            is_error = content.lstrip().lower().startswith("error")
+            counts["tool_errors"] += is_error
+            steps.append({
+                "type": "observation",
+                "tool": name,
+                "description": _clip(content),
+                "result": {"call_id": call_id, "is_error": is_error},
+            })
+        else:
+            steps.append({"type": "message", "description": _clip(f"{role}: {content}")})
+    return steps, counts
+
+
+def tau_bench_payload(record: Any, *, domain: str = "airline") -> dict:
+    """One tau-bench trajectory record -> a run payload."""
+    if not isinstance(record, dict):
+        raise ValueError("a tau-bench record must be a JSON object")
+    for key in ("task_id", "traj"):
+        if key not in record:
+            raise ValueError(f"missing '{key}'")
+    if not isinstance(record["traj"], list):
+        raise ValueError("'traj' must be a list of messages")
+    info = record.get("info") or {}
+    task = info.get("task") or {}
+    reward = record.get("reward")
+    score = float(reward) if isinstance(reward, (int, float)) else 0.0
+    if score >= 1:
+        status = "success"
+    elif score > 0:
+        status = "partial"
+    else:
+        status = "failure"
+    steps, counts = messages_to_steps(record["traj"])
+    reward_info = info.get("reward_info") or {}
+    metrics: dict[str, Any] = {**counts, "reward": reward}
+    if isinstance(reward_info.get("info"), dict):
+        metrics["reward_breakdown"] = {
+            key: value for key, value in reward_info["info"].items()
+            if isinstance(value, (int, float))
+        }
+    if info.get("user_cost") is not None:
+        metrics["user_cost_usd"] = info["user_cost"]
+    expected = [a.get("name") for a in task.get("actions") or [] if isinstance(a, dict)]
+    if expected:
+        metrics["expected_actions"] = expected
+    instruction = str(task.get("instruction") or f"tau-bench {domain} task {record['task_id']}")
+    return {
+        "external_id": f"tau-{domain}-{record['task_id']}-{record.get('trial', 0)}",
+        "task_description": instruction[:TASK_LIMIT],
+        "task_type": domain,
+        "user_id": str(task.get("user_id") or "")[:200],
+        "status": status,
+        "success_score": score,
+        "metrics": metrics,
+        "steps": steps,
+    }
+
+
+def openai_chat_payload(record: Any) -> dict:
+    """One ``{"messages": [...], ...}`` record -> a run payload."""
+    if not isinstance(record, dict):
+        raise ValueError("an openai-chat record must be a JSON object")
+    messages = record.get("messages")
+    if not isinstance(messages, list) or not messages:
+        raise ValueError("'messages' must be a non-empty list")
+    steps, counts = messages_to_steps(messages)
+    task = record.get("task_description")
+    if not task:
+        first_user = next(
+            (m for m in messages if isinstance(m, dict) and m.get("role") == "user"), None
+        )
+        task = _text(first_user.get("content")) if first_user else ""
+    external_id = record.get("external_id") or record.get("id")
+    payload: dict[str, Any] = {
+        "external_id": str(external_id) if external_id else f"chat-{_digest(messages)}",
+        "task_description": (task or "(conversation without a user message)")[:TASK_LIMIT],
+        "steps": steps,
+        "metrics": {**counts, **(record.get("metrics") or record.get("metadata") or {})},
+    }
+    for key in ("task_type", "user_id", "session_id", "agent", "status"):
+        if record.get(key) is not None:
+            payload[key] = record[key]
+    score = next(
+        (record[k] for k in ("success_score", "reward", "score") if record.get(k) is not None),
+        None,
+    )
+    if score is not None:
+        payload["success_score"] = score
+        if "status" not in payload and isinstance(score, (int, float)):
+            payload["status"] = "success" if score >= 1 else "partial" if score > 0 else "failure"
+    return payload
+
+
+def jsonl_payload(record: Any) -> dict:
+    if not isinstance(record, dict):
+        raise ValueError("each line must be a JSON object (one run)")
+    if record.get("external_id") in (None, ""):
+        record = {**record, "external_id": f"jsonl-{_digest(record)}"}
+    return record
+
+
+def payload_convert(record: Any, *, fmt: str, domain: str = "airline") -> dict:
+    if fmt == "tau-bench":
+        return tau_bench_payload(record, domain=domain)
+    if fmt == "openai-chat":
+        return openai_chat_payload(record)
+    if fmt == "jsonl":
+        return jsonl_payload(record)
+    raise ValueError(f"unknown format {fmt!r}; use one of {', '.join(FORMATS)}")
+
+
+def _flatten_errors(errors: Any, prefix: str = "") -> list[str]:
+    """DRF's nested errors -> ["steps.3.type: …", …]."""
+    if isinstance(errors, dict):
+        out = []
+        for key, value in errors.items():
+            if key == "non_field_errors":
+                name = prefix
+            else:
+                name = f"{prefix}.{key}" if prefix else str(key)
+            out += _flatten_errors(value, name)
+        return out
+    if isinstance(errors, list):
+        out = []
+        for item in errors:
+            if isinstance(item, (dict, list)):
+                out += _flatten_errors(item, prefix)
+            else:
+                out.append(f"{prefix}: {item}" if prefix else str(item))
+        return out
+    return [f"{prefix}: {errors}" if prefix else str(errors)]
+
+
+# --- importing --------------------------------------------------------------------
+
+
+def runs_import(
+    *,
+    path: str | Path,
+    fmt: str,
+    namespace: Namespace,
+    agent: str,
+    batch_size: int = 50,
+    limit: int | None = None,
+    domain: str = "airline",
+    progress: Callable[[ImportReport, int], None] | None = None,
+) -> ImportReport:
+    """Import every record of the file into ``namespace``; runs without an ``agent``
+    get ``agent``. Each batch is one transaction; a rejected record never stops the
+    others. ``progress(report, total)`` is called after each batch."""
+    path = Path(path)
+    if fmt not in FORMATS:
+        raise ValueError(f"unknown format {fmt!r}; use one of {', '.join(FORMATS)}")
+    if not path.is_file():
+        raise ImportFileError(f"no such file: {path}")
+    total = records_count(path)
+    if limit is not None:
+        total = min(total, limit)
+    report = ImportReport()
+    batch: list[dict] = []
+
+    def flush():
+        if batch:
+            results = runs_ingest(namespace=namespace, agent=agent, runs=batch)
+            report.created += sum(r.created for r in results)
+            report.existing += sum(not r.created for r in results)
+            batch.clear()
+        if progress:
+            progress(report, total)
+
+    for where, record, error in records_read(path):
+        if limit is not None and report.read >= limit:
+            break
+        report.read += 1
+        if error is None:
+            try:
+                payload = payload_convert(record, fmt=fmt, domain=domain)
+            except (ValueError, TypeError, AttributeError) as exc:
+                error = f"cannot convert: {exc}"
+        if error is None:
+            serializer = RunInputSerializer(data=payload)
+            if serializer.is_valid():
+                batch.append(serializer.validated_data)
+            else:
+                error = "; ".join(_flatten_errors(serializer.errors))
+        if error is not None:
+            report.rejected.append(Rejected(where=where, reason=error))
+        if len(batch) >= batch_size:
+            flush()
+    flush()
+    return report
