@@ -392,3 +392,56 @@ class CandidateEvidence(models.Model):
                 fields=["candidate", "trajectory"], name="uniq_candidate_evidence"
             )
         ]
+
+
+class Webhook(models.Model):
+    """A URL that receives signed events of one namespace (learning.webhooks)."""
+
+    namespace = models.ForeignKey(Namespace, on_delete=models.CASCADE, related_name="webhooks")
+    url = models.URLField(max_length=500)
+    # Signs each body: X-Flywheel-Signature: sha256=HMAC-SHA256(secret, body).
+    secret = models.CharField(max_length=100)
+    events = models.JSONField(default=list, blank=True)  # empty: every event
+    active = models.BooleanField(default=True)
+    description = models.CharField(max_length=200, blank=True)
+    created_by = models.CharField(max_length=150, blank=True)
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        ordering = ["namespace", "id"]
+
+    def __str__(self):
+        return f"{self.url} ({self.namespace_id})"
+
+
+class DeliveryStatus(models.TextChoices):
+    PENDING = "pending"
+    RETRYING = "retrying"
+    DELIVERED = "delivered"
+    FAILED = "failed"
+
+
+class WebhookDelivery(models.Model):
+    """One event for one webhook, and how its delivery went (the delivery log)."""
+
+    webhook = models.ForeignKey(Webhook, on_delete=models.CASCADE, related_name="deliveries")
+    event_id = models.UUIDField(default=uuid.uuid4, editable=False, unique=True)
+    event = models.CharField(max_length=50)
+    payload = models.JSONField(default=dict)
+    status = models.CharField(
+        max_length=16, choices=DeliveryStatus.choices, default=DeliveryStatus.PENDING
+    )
+    attempts = models.PositiveSmallIntegerField(default=0)
+    next_attempt_at = models.DateTimeField(null=True, blank=True)
+    last_status_code = models.PositiveSmallIntegerField(null=True, blank=True)
+    last_error = models.TextField(blank=True)
+    delivered_at = models.DateTimeField(null=True, blank=True)
+    created_at = models.DateTimeField(auto_now_add=True, db_index=True)
+    updated_at = models.DateTimeField(auto_now=True)
+
+    class Meta:
+        ordering = ["-created_at", "-id"]
+        indexes = [models.Index(fields=["webhook", "-created_at"], name="delivery_hook_created")]
+
+    def __str__(self):
+        return f"{self.event} → {self.webhook_id} ({self.status})"
