@@ -110,6 +110,8 @@ class PlaybookVersion(models.Model):
     rolled_back_to = models.PositiveIntegerField(null=True, blank=True)
     flagged = models.BooleanField(default=False)  # the quality gate says it does worse
     flag_reason = models.TextField(blank=True)
+    # The quality gate's last figures for this version against the previous one.
+    quality = models.JSONField(default=dict, blank=True)
     created_at = models.DateTimeField(auto_now_add=True)
 
     class Meta:
@@ -229,4 +231,10 @@ class RecallLog(models.Model):
     strategy_keys = models.JSONField(default=list)
     tokens = models.PositiveIntegerField(default=0)
     requested_by = models.CharField(max_length=150, blank=True)
+    # Optional links to the run that received the context (per-strategy outcomes).
+    session_id = models.CharField(max_length=200, blank=True)
+    run_external_id = models.CharField(max_length=200, blank=True)
     created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        indexes = [models.Index(fields=["playbook", "-created_at"], name="recall_pb_created")]

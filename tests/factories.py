@@ -70,3 +70,21 @@ class CandidateFactory(factory.django.DjangoModelFactory):
 def make_token(namespace: str = "acme", role: str = "agent", name: str | None = None):
     """Returns (ApiToken, raw key)."""
     return token_create(name=name or f"{role}-token", namespace_slug=namespace, role=role)
+
+
+def make_playbook(namespace=None, slug: str = "airline", **kwargs):
+    """A playbook through the service (so it starts at version 1, empty)."""
+    from playbooks.services import playbook_create
+
+    namespace = namespace or NamespaceFactory(slug="acme")
+    return playbook_create(namespace=namespace, slug=slug, name=slug.title(), **kwargs)
+
+
+def make_strategy(playbook, description: str, *, type: str = "helpful", actor: str = "test",
+                  **kwargs):
+    """A strategy added by hand (a new playbook version); returns the Strategy."""
+    from playbooks.services import strategy_add
+
+    strategy, _ = strategy_add(playbook=playbook, actor=actor, type=type,
+                               description=description, **kwargs)
+    return strategy

@@ -1,0 +1,200 @@
+"""Input and output shapes of the playbooks, skills, policy and recall API."""
+from rest_framework import serializers
+
+from learning.api.serializers import StrictCharField, StrictFloatField, StrictIntegerField
+from playbooks.models import LearningMode, Scope, StrategyType
+from playbooks.recall import DEFAULT_BUDGET, MAX_BUDGET
+
+
+class PlaybookInputSerializer(serializers.Serializer):
+    slug = serializers.SlugField(max_length=100)
+    name = StrictCharField(max_length=200, required=False, allow_blank=True, default="")
+    scope = serializers.ChoiceField(choices=Scope.choices, default=Scope.TEAM)
+    mode = serializers.ChoiceField(choices=LearningMode.choices, default=LearningMode.PROPOSE)
+    task_types = serializers.ListField(
+        child=StrictCharField(max_length=200), required=False, default=list, max_length=100
+    )
+
+
+class PlaybookUpdateSerializer(serializers.Serializer):
+    name = StrictCharField(max_length=200, required=False)
+    description = StrictCharField(required=False, allow_blank=True, max_length=5000)
+    scope = serializers.ChoiceField(choices=Scope.choices, required=False)
+    mode = serializers.ChoiceField(choices=LearningMode.choices, required=False)
+    auto_apply_threshold = StrictFloatField(min_value=0, max_value=1, required=False)
+    task_types = serializers.ListField(
+        child=StrictCharField(max_length=200), required=False, max_length=100
+    )
+
+
+class StrategyInputSerializer(serializers.Serializer):
+    """Without `id`: add a strategy. With `id`: edit it, move it (`position`) or retire
+    it (`"retire": true`)."""
+
+    id = StrictIntegerField(required=False, min_value=1)
+    type = serializers.ChoiceField(choices=StrategyType.choices, required=False)
+    description = StrictCharField(required=False, max_length=4000)
+    context = StrictCharField(required=False, allow_blank=True, max_length=4000)
+    confidence = StrictFloatField(required=False, min_value=0, max_value=1)
+    position = StrictIntegerField(required=False, min_value=0, max_value=100000)
+    retire = serializers.BooleanField(required=False, default=False)
+    note = StrictCharField(required=False, allow_blank=True, max_length=2000, default="")
+
+    def validate(self, attrs):
+        if "id" not in attrs:
+            missing = {f: ["This field is required to add a strategy."]
+                       for f in ("type", "description") if f not in attrs}
+            if missing:
+                raise serializers.ValidationError(missing)
+            if attrs.get("retire") or "position" in attrs:
+                raise serializers.ValidationError(
+                    {"id": ["Name the strategy to retire or move."]}
+                )
+        return attrs
+
+
+class RollbackInputSerializer(serializers.Serializer):
+    note = StrictCharField(required=False, allow_blank=True, max_length=2000, default="")
+
+
+class RecallQuerySerializer(serializers.Serializer):
+    task = StrictCharField(max_length=10000, allow_blank=True, default="")
+    task_type = StrictCharField(max_length=200, required=False, allow_blank=True, default="")
+    budget_tokens = serializers.IntegerField(
+        min_value=1, max_value=MAX_BUDGET, default=DEFAULT_BUDGET
+    )
+    session_id = StrictCharField(max_length=200, required=False, allow_blank=True, default="")
+    run = StrictCharField(max_length=200, required=False, allow_blank=True, default="")
+
+    def validate(self, attrs):
+        if not attrs["task"].strip() and not attrs["task_type"].strip():
+            raise serializers.ValidationError({"task": ["Describe the task (or give task_type)."]})
+        return attrs
+
+
+class StrategyOutputSerializer(serializers.Serializer):
+    id = serializers.IntegerField()
+    key = serializers.UUIDField()
+    type = serializers.CharField()
+    description = serializers.CharField()
+    context = serializers.CharField()
+    evidence = serializers.ListField(child=serializers.CharField())
+    confidence = serializers.FloatField()
+    helpful_count = serializers.IntegerField()
+    harmful_count = serializers.IntegerField()
+    position = serializers.IntegerField()
+    active = serializers.BooleanField()
+    source_candidate = serializers.IntegerField(source="source_candidate_id", allow_null=True)
+    last_recalled_at = serializers.DateTimeField(allow_null=True)
+    updated_at = serializers.DateTimeField()
+
+
+class PlaybookOutputSerializer(serializers.Serializer):
+    slug = serializers.CharField()
+    name = serializers.CharField()
+    description = serializers.CharField()
+    scope = serializers.CharField()
+    mode = serializers.CharField()
+    auto_apply_threshold = serializers.FloatField()
+    task_types = serializers.ListField(child=serializers.CharField())
+    version = serializers.IntegerField(source="current_version")
+    strategy_count = serializers.IntegerField(default=None)
+    flagged_versions = serializers.ListField(child=serializers.IntegerField(), default=list)
+    updated_at = serializers.DateTimeField()
+
+
+class PlaybookDetailOutputSerializer(PlaybookOutputSerializer):
+    strategies = StrategyOutputSerializer(many=True)
+
+
+class VersionOutputSerializer(serializers.Serializer):
+    number = serializers.IntegerField()
+    change_kind = serializers.CharField()
+    note = serializers.CharField()
+    created_by = serializers.CharField()
+    candidate = serializers.IntegerField(source="candidate_id", allow_null=True)
+    rolled_back_to = serializers.IntegerField(allow_null=True)
+    diff = serializers.JSONField()
+    flagged = serializers.BooleanField()
+    flag_reason = serializers.CharField()
+    quality = serializers.JSONField()
+    created_at = serializers.DateTimeField()
+
+
+class VersionDetailOutputSerializer(VersionOutputSerializer):
+    content = serializers.JSONField()
+
+
+class RecallItemSerializer(serializers.Serializer):
+    id = serializers.IntegerField()
+    key = serializers.CharField()
+    type = serializers.CharField()
+    description = serializers.CharField()
+    score = serializers.FloatField()
+
+
+class RecallOutputSerializer(serializers.Serializer):
+    playbook = serializers.CharField()
+    version = serializers.IntegerField()
+    context = serializers.CharField()
+    items = RecallItemSerializer(many=True)
+    tokens = serializers.IntegerField()
+
+
+class SkillInputSerializer(serializers.Serializer):
+    slug = serializers.SlugField(max_length=100)
+    name = StrictCharField(max_length=200, required=False, allow_blank=True, default="")
+    text = StrictCharField(required=False, allow_blank=True, default="", max_length=200000,
+                           trim_whitespace=False)
+
+
+class SkillUpdateSerializer(serializers.Serializer):
+    text = StrictCharField(allow_blank=True, max_length=200000, trim_whitespace=False)
+    note = StrictCharField(required=False, allow_blank=True, max_length=2000, default="")
+
+
+class SkillOutputSerializer(serializers.Serializer):
+    slug = serializers.CharField()
+    name = serializers.CharField()
+    text = serializers.CharField()
+    hash = serializers.CharField()
+    version = serializers.IntegerField(source="current_version")
+    updated_at = serializers.DateTimeField()
+
+
+class SkillVersionOutputSerializer(serializers.Serializer):
+    number = serializers.IntegerField()
+    text = serializers.CharField()
+    diff = serializers.CharField()
+    change_kind = serializers.CharField()
+    note = serializers.CharField()
+    created_by = serializers.CharField()
+    candidate = serializers.IntegerField(source="candidate_id", allow_null=True)
+    created_at = serializers.DateTimeField()
+
+
+class PolicySerializer(serializers.Serializer):
+    allowed_tools = serializers.ListField(child=StrictCharField(max_length=200), required=False,
+                                          max_length=1000)
+    denied_tools = serializers.ListField(child=StrictCharField(max_length=200), required=False,
+                                         max_length=1000)
+    egress_allowlist = serializers.ListField(child=StrictCharField(max_length=300),
+                                             required=False, max_length=1000)
+    sensitive_paths = serializers.ListField(child=StrictCharField(max_length=500),
+                                            required=False, max_length=1000)
+    protected_branches = serializers.ListField(child=StrictCharField(max_length=200),
+                                               required=False, max_length=1000)
+
+
+class MemoryOutputSerializer(serializers.Serializer):
+    id = serializers.IntegerField()
+    kind = serializers.CharField()
+    scope = serializers.CharField()
+    user_id = serializers.CharField()
+    entity = serializers.CharField()
+    content = serializers.CharField()
+    importance = serializers.FloatField()
+    active = serializers.BooleanField()
+    source_candidate = serializers.IntegerField(source="source_candidate_id", allow_null=True)
+    consolidated_into = serializers.IntegerField(source="consolidated_into_id", allow_null=True)
+    created_at = serializers.DateTimeField()

@@ -1,0 +1,418 @@
+"""Playbooks, recall, skills, memories and policy API: thin callers of the services."""
+from drf_spectacular.utils import OpenApiParameter, extend_schema
+from rest_framework import exceptions, status
+from rest_framework.response import Response
+from rest_framework.views import APIView
+
+from learning.api.errors import Conflict
+from learning.models import Role
+from playbooks import quality, recall, selectors, services
+from playbooks.api.serializers import (
+    MemoryOutputSerializer,
+    PlaybookDetailOutputSerializer,
+    PlaybookInputSerializer,
+    PlaybookOutputSerializer,
+    PlaybookUpdateSerializer,
+    PolicySerializer,
+    RecallOutputSerializer,
+    RecallQuerySerializer,
+    RollbackInputSerializer,
+    SkillInputSerializer,
+    SkillOutputSerializer,
+    SkillUpdateSerializer,
+    SkillVersionOutputSerializer,
+    StrategyInputSerializer,
+    StrategyOutputSerializer,
+    VersionDetailOutputSerializer,
+    VersionOutputSerializer,
+)
+from playbooks.models import Playbook, PlaybookVersion, Skill, Strategy
+
+
+def require_admin(request) -> None:
+    if not request.auth.has_role(Role.ADMIN):
+        raise exceptions.PermissionDenied("This action needs a token with the 'admin' role.")
+
+
+def actor_of(request) -> str:
+    return f"token:{request.auth.name}"
+
+
+def raise_for(exc: services.PlaybookError):
+    if exc.code == "not_found":
+        raise exceptions.NotFound({exc.field: [str(exc)]})
+    if exc.code == "duplicate":
+        raise Conflict({exc.field: [str(exc)]})
+    raise exceptions.ValidationError({exc.field: [str(exc)]})
+
+
+def get_playbook(request, slug) -> Playbook:
+    try:
+        return selectors.playbook_get(namespace=request.auth.namespace, slug=slug)
+    except Playbook.DoesNotExist:
+        raise exceptions.NotFound("No playbook with this slug in your namespace.")
+
+
+def get_skill(request, slug) -> Skill:
+    try:
+        return selectors.skill_get(namespace=request.auth.namespace, slug=slug)
+    except Skill.DoesNotExist:
+        raise exceptions.NotFound("No skill with this slug in your namespace.")
+
+
+def playbook_payload(playbook: Playbook, *, with_strategies: bool = False) -> dict:
+    playbook.flagged_versions = selectors.playbook_flagged_numbers(playbook)
+    if with_strategies:
+        playbook.strategies_list = list(selectors.strategy_list(playbook=playbook))
+        if getattr(playbook, "strategy_count", None) is None:
+            playbook.strategy_count = len(playbook.strategies_list)
+        data = PlaybookOutputSerializer(playbook).data
+        data["strategies"] = StrategyOutputSerializer(playbook.strategies_list, many=True).data
+        return data
+    return PlaybookOutputSerializer(playbook).data
+
+
+class PlaybookListCreateApi(APIView):
+    @extend_schema(operation_id="playbooks_list", responses=PlaybookOutputSerializer(many=True))
+    def get(self, request):
+        qs = selectors.playbook_list(namespace=request.auth.namespace)
+        paginator = self.settings.DEFAULT_PAGINATION_CLASS()
+        page = paginator.paginate_queryset(qs, request, view=self)
+        return paginator.get_paginated_response([playbook_payload(p) for p in page])
+
+    @extend_schema(
+        operation_id="playbooks_create",
+        request=PlaybookInputSerializer,
+        responses={201: PlaybookDetailOutputSerializer},
+        description="Admin tokens. A new playbook starts at version 1, empty; 409 when "
+                    "the slug is taken in this namespace.",
+    )
+    def post(self, request):
+        require_admin(request)
+        serializer = PlaybookInputSerializer(data=request.data)
+        serializer.is_valid(raise_exception=True)
+        try:
+            playbook = services.playbook_create_checked(
+                namespace=request.auth.namespace, actor=actor_of(request),
+                **serializer.validated_data,
+            )
+        except services.PlaybookError as exc:
+            raise_for(exc)
+        return Response(playbook_payload(playbook, with_strategies=True),
+                        status=status.HTTP_201_CREATED)
+
+
+class PlaybookDetailApi(APIView):
+    @extend_schema(operation_id="playbooks_retrieve", responses=PlaybookDetailOutputSerializer)
+    def get(self, request, slug):
+        return Response(playbook_payload(get_playbook(request, slug), with_strategies=True))
+
+    @extend_schema(
+        operation_id="playbooks_update",
+        request=PlaybookUpdateSerializer,
+        responses=PlaybookDetailOutputSerializer,
+        description="Admin tokens: name, description, scope, learning mode, auto-apply "
+                    "threshold, task types (settings, not content: no new version).",
+    )
+    def patch(self, request, slug):
+        require_admin(request)
+        playbook = get_playbook(request, slug)
+        serializer = PlaybookUpdateSerializer(data=request.data)
+        serializer.is_valid(raise_exception=True)
+        try:
+            playbook = services.playbook_update(
+                playbook=playbook, actor=actor_of(request), **serializer.validated_data
+            )
+        except services.PlaybookError as exc:
+            raise_for(exc)
+        return Response(playbook_payload(playbook, with_strategies=True))
+
+
+class PlaybookStrategiesApi(APIView):
+    @extend_schema(
+        operation_id="playbooks_strategies_list",
+        parameters=[OpenApiParameter("include_retired", bool)],
+        responses=StrategyOutputSerializer(many=True),
+    )
+    def get(self, request, slug):
+        playbook = get_playbook(request, slug)
+        include = request.query_params.get("include_retired", "").lower() in {"1", "true"}
+        qs = selectors.strategy_list(playbook=playbook, include_retired=include)
+        return Response(StrategyOutputSerializer(qs, many=True).data)
+
+    @extend_schema(
+        operation_id="playbooks_strategies_write",
+        request=StrategyInputSerializer,
+        responses={201: PlaybookDetailOutputSerializer, 200: PlaybookDetailOutputSerializer},
+        description="Admin tokens. Without `id`: add a strategy (201). With `id`: edit "
+                    "its fields, move it to `position`, or retire it with "
+                    "`\"retire\": true` (200). Each change is a new version.",
+    )
+    def post(self, request, slug):
+        require_admin(request)
+        playbook = get_playbook(request, slug)
+        serializer = StrategyInputSerializer(data=request.data)
+        serializer.is_valid(raise_exception=True)
+        data = dict(serializer.validated_data)
+        actor, note = actor_of(request), data.pop("note", "")
+        code = status.HTTP_200_OK
+        try:
+            if "id" not in data:
+                data.pop("retire", None)
+                services.strategy_add(playbook=playbook, actor=actor, note=note, **data)
+                code = status.HTTP_201_CREATED
+            elif data.pop("retire", False):
+                services.strategy_retire(
+                    playbook=playbook, strategy_id=data["id"], actor=actor, note=note
+                )
+            else:
+                strategy_id = data.pop("id")
+                position = data.pop("position", None)
+                if not data and position is None:
+                    raise exceptions.ValidationError(
+                        {"description": ["Nothing to change: give fields to edit, a "
+                                         "position, or retire."]}
+                    )
+                if data:
+                    services.strategy_edit(
+                        playbook=playbook, strategy_id=strategy_id, actor=actor, note=note,
+                        **data,
+                    )
+                if position is not None:
+                    services.strategy_move(
+                        playbook=playbook, strategy_id=strategy_id, to_index=position,
+                        actor=actor,
+                    )
+        except services.PlaybookError as exc:
+            raise_for(exc)
+        playbook.refresh_from_db()
+        return Response(playbook_payload(playbook, with_strategies=True), status=code)
+
+
+class PlaybookStrategyStatsApi(APIView):
+    @extend_schema(operation_id="playbooks_strategy_stats", responses=dict)
+    def get(self, request, slug, strategy_id):
+        playbook = get_playbook(request, slug)
+        strategy = Strategy.objects.filter(playbook=playbook, pk=strategy_id).select_related(
+            "playbook"
+        ).first()
+        if strategy is None:
+            raise exceptions.NotFound("No such strategy in this playbook.")
+        return Response(quality.strategy_outcomes(strategy=strategy))
+
+
+class PlaybookVersionsApi(APIView):
+    @extend_schema(operation_id="playbooks_versions_list",
+                   responses=VersionOutputSerializer(many=True))
+    def get(self, request, slug):
+        playbook = get_playbook(request, slug)
+        qs = selectors.version_list(playbook=playbook)
+        paginator = self.settings.DEFAULT_PAGINATION_CLASS()
+        page = paginator.paginate_queryset(qs, request, view=self)
+        return paginator.get_paginated_response(VersionOutputSerializer(page, many=True).data)
+
+
+class PlaybookVersionDetailApi(APIView):
+    @extend_schema(operation_id="playbooks_versions_retrieve",
+                   responses=VersionDetailOutputSerializer)
+    def get(self, request, slug, number):
+        playbook = get_playbook(request, slug)
+        try:
+            version = selectors.version_get(playbook=playbook, number=number)
+        except PlaybookVersion.DoesNotExist:
+            raise exceptions.NotFound(f"No version {number}.")
+        return Response(VersionDetailOutputSerializer(version).data)
+
+
+class PlaybookRollbackApi(APIView):
+    @extend_schema(
+        operation_id="playbooks_versions_rollback",
+        request=RollbackInputSerializer,
+        responses={201: VersionDetailOutputSerializer},
+        description="Admin tokens: a new version whose content equals version n's.",
+    )
+    def post(self, request, slug, number):
+        require_admin(request)
+        playbook = get_playbook(request, slug)
+        serializer = RollbackInputSerializer(data=request.data or {})
+        serializer.is_valid(raise_exception=True)
+        try:
+            version = services.playbook_rollback(
+                playbook=playbook, number=number, actor=actor_of(request),
+                note=serializer.validated_data["note"],
+            )
+        except services.PlaybookError as exc:
+            raise_for(exc)
+        return Response(VersionDetailOutputSerializer(version).data,
+                        status=status.HTTP_201_CREATED)
+
+
+class PlaybookQualityApi(APIView):
+    @extend_schema(operation_id="playbooks_quality", responses=dict,
+                   description="The quality gate's figures per version (GET: stored; "
+                               "POST, admin tokens: evaluate now).")
+    def get(self, request, slug):
+        playbook = get_playbook(request, slug)
+        versions = PlaybookVersion.objects.filter(playbook=playbook).only(
+            "number", "flagged", "flag_reason", "quality"
+        ).order_by("-number")
+        return Response({
+            "playbook": playbook.slug,
+            "versions": [
+                {"number": v.number, "flagged": v.flagged, "flag_reason": v.flag_reason,
+                 "quality": v.quality} for v in versions
+            ],
+        })
+
+    @extend_schema(operation_id="playbooks_quality_evaluate", request=None, responses=dict)
+    def post(self, request, slug):
+        require_admin(request)
+        playbook = get_playbook(request, slug)
+        results = quality.quality_gate_evaluate(playbook=playbook, actor=actor_of(request))
+        return Response({"playbook": playbook.slug, "versions": results})
+
+
+class PlaybookContextApi(APIView):
+    @extend_schema(
+        operation_id="playbooks_context",
+        parameters=[
+            OpenApiParameter("task", str, required=True),
+            OpenApiParameter("task_type", str),
+            OpenApiParameter("budget_tokens", int,
+                             description=f"default {recall.DEFAULT_BUDGET}, at most "
+                                         f"{recall.MAX_BUDGET}; tokens ~ characters / 4"),
+            OpenApiParameter("session_id", str, description="links the recall to a run"),
+            OpenApiParameter("run", str, description="the run's external_id, if known"),
+        ],
+        responses=RecallOutputSerializer,
+        description="Recall: the playbook's most useful strategies for the task, ranked "
+                    "by relevance, confidence, helpful/harmful counts and recency, inside "
+                    "the token budget. Report the version as \"slug@version\" in the run's "
+                    "playbook_versions.",
+    )
+    def get(self, request, slug):
+        playbook = get_playbook(request, slug)
+        serializer = RecallQuerySerializer(data=request.query_params.dict())
+        serializer.is_valid(raise_exception=True)
+        data = serializer.validated_data
+        result = recall.playbook_recall(
+            playbook=playbook, task=data["task"], task_type=data["task_type"],
+            budget_tokens=data["budget_tokens"], requested_by=actor_of(request),
+            session_id=data["session_id"], run_external_id=data["run"],
+        )
+        return Response(result.as_dict())
+
+
+# --- skills, memories, policy --------------------------------------------------------
+
+
+def skill_payload(skill: Skill) -> dict:
+    skill.hash = services.text_hash(skill.text)
+    return SkillOutputSerializer(skill).data
+
+
+class SkillListCreateApi(APIView):
+    @extend_schema(operation_id="skills_list", responses=SkillOutputSerializer(many=True))
+    def get(self, request):
+        qs = selectors.skill_list(namespace=request.auth.namespace)
+        paginator = self.settings.DEFAULT_PAGINATION_CLASS()
+        page = paginator.paginate_queryset(qs, request, view=self)
+        return paginator.get_paginated_response([skill_payload(s) for s in page])
+
+    @extend_schema(operation_id="skills_create", request=SkillInputSerializer,
+                   responses={201: SkillOutputSerializer})
+    def post(self, request):
+        require_admin(request)
+        serializer = SkillInputSerializer(data=request.data)
+        serializer.is_valid(raise_exception=True)
+        try:
+            skill = services.skill_create(
+                namespace=request.auth.namespace, actor=actor_of(request),
+                **serializer.validated_data,
+            )
+        except services.PlaybookError as exc:
+            raise_for(exc)
+        return Response(skill_payload(skill), status=status.HTTP_201_CREATED)
+
+
+class SkillDetailApi(APIView):
+    @extend_schema(operation_id="skills_retrieve", responses=SkillOutputSerializer)
+    def get(self, request, slug):
+        return Response(skill_payload(get_skill(request, slug)))
+
+    @extend_schema(operation_id="skills_update", request=SkillUpdateSerializer,
+                   responses=SkillOutputSerializer,
+                   description="Admin tokens: new text, a new version with its diff.")
+    def put(self, request, slug):
+        require_admin(request)
+        skill = get_skill(request, slug)
+        serializer = SkillUpdateSerializer(data=request.data)
+        serializer.is_valid(raise_exception=True)
+        try:
+            services.skill_update(skill=skill, actor=actor_of(request),
+                                  **serializer.validated_data)
+        except services.PlaybookError as exc:
+            raise_for(exc)
+        skill.refresh_from_db()
+        return Response(skill_payload(skill))
+
+
+class SkillVersionsApi(APIView):
+    @extend_schema(operation_id="skills_versions_list",
+                   responses=SkillVersionOutputSerializer(many=True))
+    def get(self, request, slug):
+        qs = selectors.skill_version_list(skill=get_skill(request, slug))
+        paginator = self.settings.DEFAULT_PAGINATION_CLASS()
+        page = paginator.paginate_queryset(qs, request, view=self)
+        return paginator.get_paginated_response(
+            SkillVersionOutputSerializer(page, many=True).data
+        )
+
+
+class SkillRollbackApi(APIView):
+    @extend_schema(operation_id="skills_versions_rollback", request=None,
+                   responses={201: SkillVersionOutputSerializer})
+    def post(self, request, slug, number):
+        require_admin(request)
+        skill = get_skill(request, slug)
+        try:
+            version = services.skill_rollback(skill=skill, number=number, actor=actor_of(request))
+        except services.PlaybookError as exc:
+            raise_for(exc)
+        return Response(SkillVersionOutputSerializer(version).data,
+                        status=status.HTTP_201_CREATED)
+
+
+class MemoryListApi(APIView):
+    @extend_schema(operation_id="memories_list",
+                   parameters=[OpenApiParameter("user_id", str)],
+                   responses=MemoryOutputSerializer(many=True))
+    def get(self, request):
+        qs = selectors.memory_list(
+            namespace=request.auth.namespace, user_id=request.query_params.get("user_id")
+        )
+        paginator = self.settings.DEFAULT_PAGINATION_CLASS()
+        page = paginator.paginate_queryset(qs, request, view=self)
+        return paginator.get_paginated_response(MemoryOutputSerializer(page, many=True).data)
+
+
+class PolicyApi(APIView):
+    @extend_schema(operation_id="policy_retrieve", responses=PolicySerializer)
+    def get(self, request):
+        return Response(PolicySerializer(selectors.policy_get(namespace=request.auth.namespace)).data)
+
+    @extend_schema(operation_id="policy_update", request=PolicySerializer,
+                   responses=PolicySerializer,
+                   description="Admin tokens: the fields given replace the stored lists.")
+    def put(self, request):
+        require_admin(request)
+        serializer = PolicySerializer(data=request.data)
+        serializer.is_valid(raise_exception=True)
+        try:
+            policy = services.policy_update(
+                namespace=request.auth.namespace, actor=actor_of(request),
+                **serializer.validated_data,
+            )
+        except services.PlaybookError as exc:
+            raise_for(exc)
+        return Response(PolicySerializer(policy).data)

@@ -1,0 +1,247 @@
+"""Recall: the playbook's most useful strategies for a task, inside a token budget.
+
+Candidates are found by relevance to the task text: on PostgreSQL with the full-text
+GIN index (`to_tsvector('english', description || ' ' || context)`, terms OR-ed) and,
+for short task texts, the trigram index on `description` (word similarity, catches
+typos); elsewhere (SQLite) by a Python term-overlap fallback. Each is scored
+
+    score = 0.55 * relevance + 0.20 * confidence + 0.15 * usefulness + 0.10 * recency
+
+relevance: the full-text rank normalised to the best match (plus trigram word
+similarity), 0 for strategies that do not match the task at all (these only fill a
+budget that matched ones leave free); usefulness: (helpful + 1) / (helpful + harmful
++ 2); recency: exp(-days since the strategy last changed / 90).
+
+Tokens are estimated as ceil(characters / 4) (the usual rule of thumb for English text
+with Claude and GPT tokenizers); the context text, header included, never exceeds
+`budget_tokens` by that estimate. Harmful patterns are phrased as things to avoid.
+"""
+import math
+import re
+from dataclasses import dataclass
+from datetime import datetime
+
+from django.conf import settings
+from django.db import connection, transaction
+from django.utils import timezone
+
+from playbooks.models import Playbook, RecallLog, Strategy, StrategyType
+
+MAX_CANDIDATES = 100  # relevant strategies scored per recall
+FILL_CANDIDATES = 20  # best general strategies considered when few match
+DEFAULT_BUDGET = 800
+MAX_BUDGET = 32000
+STOPWORDS = frozenset(
+    "a an and are as at be before by can do does for from has have how i if in into is "
+    "it its me my of on or our please should so that the their then there this to "
+    "was what when which who why will with would you your".split()
+)
+_WORD = re.compile(r"[a-z0-9]+")
+
+
+def estimate_tokens(text: str) -> int:
+    return math.ceil(len(text) / 4) if text else 0
+
+
+def task_terms(task: str, *, limit: int = 32) -> list[str]:
+    terms = []
+    for word in _WORD.findall((task or "").lower()):
+        if len(word) < 3 or word in STOPWORDS or word in terms:
+            continue
+        terms.append(word)
+    return terms[:limit]
+
+
+def _stem(word: str) -> str:
+    for suffix in ("ing", "ed", "es", "s"):
+        if word.endswith(suffix) and len(word) - len(suffix) >= 3:
+            return word[: -len(suffix)]
+    return word
+
+
+@dataclass
+class Scored:
+    id: int
+    key: str
+    type: str
+    description: str
+    context: str
+    confidence: float
+    helpful_count: int
+    harmful_count: int
+    updated_at: datetime
+    relevance: float = 0.0
+    score: float = 0.0
+
+
+_FIELDS = (
+    "id", "key", "type", "description", "context", "confidence", "helpful_count",
+    "harmful_count", "updated_at",
+)
+
+
+def _postgres_candidates(playbook: Playbook, task: str, terms: list[str]) -> list[Scored]:
+    if not terms:
+        return []
+    use_trigram = len(task) <= 40
+    trigram_sql = "OR %(task)s <%% s.description" if use_trigram else ""
+    sql = f"""
+        SELECT s.id, s.key, s.type, s.description, s.context, s.confidence,
+               s.helpful_count, s.harmful_count, s.updated_at,
+               ts_rank_cd(to_tsvector('english', s.description || ' ' || s.context),
+                          q.query) AS fts,
+               {"word_similarity(%(task)s, s.description)" if use_trigram else "0"} AS trgm
+        FROM playbooks_strategy s, to_tsquery('english', %(query)s) AS q(query)
+        WHERE s.playbook_id = %(playbook)s AND s.active
+          AND (to_tsvector('english', s.description || ' ' || s.context) @@ q.query
+               {trigram_sql})
+        ORDER BY fts DESC, trgm DESC, s.confidence DESC
+        LIMIT %(limit)s
+    """
+    params = {
+        "task": task, "query": " | ".join(terms), "playbook": playbook.pk,
+        "limit": MAX_CANDIDATES,
+    }
+    with connection.cursor() as cursor:
+        cursor.execute(sql, params)
+        rows = cursor.fetchall()
+    if not rows:
+        return []
+    best = max(row[9] for row in rows) or 1.0
+    out = []
+    for row in rows:
+        item = Scored(*row[:9])
+        item.relevance = min(1.0, 0.8 * (row[9] / best) + 0.2 * float(row[10] or 0))
+        out.append(item)
+    return out
+
+
+def _python_candidates(playbook: Playbook, terms: list[str]) -> list[Scored]:
+    wanted = {_stem(t) for t in terms}
+    if not wanted:
+        return []
+    out = []
+    for row in Strategy.objects.filter(playbook=playbook, active=True).values_list(*_FIELDS):
+        words = {_stem(w) for w in _WORD.findall(f"{row[3]} {row[4]}".lower())}
+        overlap = len(wanted & words)
+        if overlap:
+            item = Scored(*row)
+            item.relevance = overlap / len(wanted)
+            out.append(item)
+    out.sort(key=lambda s: -s.relevance)
+    best = out[0].relevance if out else 1.0
+    for item in out:
+        item.relevance = item.relevance / best
+    return out[:MAX_CANDIDATES]
+
+
+def _fill_candidates(playbook: Playbook, exclude: set[int]) -> list[Scored]:
+    rows = (
+        Strategy.objects.filter(playbook=playbook, active=True)
+        .exclude(pk__in=exclude)
+        .order_by("-confidence", "-helpful_count", "position")
+        .values_list(*_FIELDS)[:FILL_CANDIDATES]
+    )
+    return [Scored(*row) for row in rows]
+
+
+def _score(item: Scored, now: datetime) -> float:
+    usefulness = (item.helpful_count + 1) / (item.helpful_count + item.harmful_count + 2)
+    age_days = max((now - item.updated_at).total_seconds() / 86400, 0.0)
+    recency = math.exp(-age_days / 90)
+    return round(
+        0.55 * item.relevance + 0.20 * item.confidence + 0.15 * usefulness
+        + 0.10 * recency,
+        4,
+    )
+
+
+_AVOID_PREFIXES = ("avoid", "never", "don't", "do not", "stop")
+
+
+def strategy_line(type: str, description: str) -> str:
+    text = " ".join(description.split())
+    if type == StrategyType.HARMFUL:
+        if text.lower().startswith(_AVOID_PREFIXES):
+            return f"- Avoid: {text}" if not text.lower().startswith("avoid") else f"- {text}"
+        return f"- Avoid: {text[:1].lower()}{text[1:]}"
+    return f"- Do: {text}"
+
+
+def _header(playbook: Playbook, version: int) -> str:
+    return f'Lessons from playbook "{playbook.slug}" (version {version}):\n'
+
+
+@dataclass
+class RecallResult:
+    playbook: str
+    version: int
+    context: str
+    items: list[dict]
+    tokens: int
+
+    def as_dict(self) -> dict:
+        return {
+            "playbook": self.playbook, "version": self.version, "context": self.context,
+            "items": self.items, "tokens": self.tokens,
+        }
+
+
+def playbook_recall(
+    *,
+    playbook: Playbook,
+    task: str,
+    task_type: str = "",
+    budget_tokens: int = DEFAULT_BUDGET,
+    requested_by: str = "",
+    session_id: str = "",
+    run_external_id: str = "",
+    log: bool = True,
+) -> RecallResult:
+    """Rank, fit into the budget, log the recall (RecallLog) and return it."""
+    terms = task_terms(f"{task} {task_type.replace('.', ' ').replace('_', ' ')}")
+    version = playbook.current_version
+    if getattr(settings, "DATABASE_IS_POSTGRES", connection.vendor == "postgresql"):
+        found = _postgres_candidates(playbook, task, terms)
+    else:
+        found = _python_candidates(playbook, terms)
+    if len(found) < FILL_CANDIDATES:
+        found += _fill_candidates(playbook, {s.id for s in found})
+    now = timezone.now()
+    for item in found:
+        item.score = _score(item, now)
+    found.sort(key=lambda s: (-s.score, s.id))
+
+    header = _header(playbook, version)
+    lines: list[str] = []
+    items: list[dict] = []
+    used = len(header)
+    for item in found:
+        line = strategy_line(item.type, item.description) + "\n"
+        if estimate_tokens("x" * (used + len(line))) > budget_tokens:
+            continue  # a shorter one further down may still fit
+        lines.append(line)
+        used += len(line)
+        items.append({
+            "id": item.id, "key": str(item.key), "type": item.type,
+            "description": item.description, "score": item.score,
+        })
+    context = header + "".join(lines) if lines else ""
+    result = RecallResult(
+        playbook=playbook.slug, version=version, context=context, items=items,
+        tokens=estimate_tokens(context),
+    )
+    if log:
+        with transaction.atomic():
+            RecallLog.objects.create(
+                namespace_id=playbook.namespace_id, playbook=playbook, version=version,
+                task=task[:2000], task_type=task_type[:200],
+                strategy_keys=[i["key"] for i in items], tokens=result.tokens,
+                requested_by=requested_by[:150], session_id=session_id[:200],
+                run_external_id=run_external_id[:200],
+            )
+            if items:
+                Strategy.objects.filter(pk__in=[i["id"] for i in items]).update(
+                    last_recalled_at=now
+                )
+    return result
