@@ -1,10 +1,155 @@
-"""Audits of learning candidates (conflict, hygiene, duplicate) — see learning/audits/."""
+"""Audits of learning candidates (conflict, hygiene, duplicate) — see learning/audits/.
+
+`candidate_audit_enqueue` runs after a candidate is created (a Django-Q2 task on
+commit); `candidate_audit` stores the report on the candidate, merges a near-identical
+pending candidate into the older one, and hands clean candidates to background-mode
+auto-apply."""
+from django.db import transaction
+from django.utils import timezone
+
+from learning.audits.conflict import conflict_findings
+from learning.audits.duplicate import duplicate_findings
+from learning.audits.hygiene import hygiene_findings, policy_for_namespace
+from learning.audits.scope import candidate_sign, candidate_text, scope_items
+from learning.models import (
+    CandidateEvidence,
+    CandidateStatus,
+    LearningCandidate,
+    Severity,
+)
+
+SEVERITY_RANK = {Severity.NONE: 0, Severity.INFO: 1, Severity.WARN: 2, Severity.BLOCK: 3}
+SYSTEM_ACTOR = "system:audit"
 
 
 def candidate_audit_enqueue(*, candidate) -> None:
-    """Queue the audit of a new candidate (on commit)."""
+    """Queue the audit of a new candidate once the transaction that made it commits."""
+    from django_q.tasks import async_task
+
+    candidate_id = candidate.pk
+    transaction.on_commit(
+        lambda: async_task(
+            "learning.audit_tasks.candidate_audit_task",
+            candidate_id,
+            task_name=f"audit-candidate-{candidate_id}",
+            group="audit",
+        )
+    )
+
+
+def audit_report_build(*, candidate) -> dict:
+    """The three audits of one candidate, without storing anything."""
+    text = candidate_text(candidate)
+    sign = candidate_sign(candidate)
+    items = scope_items(candidate)
+    conflict = conflict_findings(text=text, sign=sign, items=items)
+    contradicted = {
+        (rel["type"], rel["id"], rel["text"]) for f in conflict for rel in f["related"]
+    }
+    duplicate = duplicate_findings(
+        text=text,
+        sign=sign,
+        items=[i for i in items if (i.type, i.id, i.text[:500]) not in contradicted],
+    )
+    policy = policy_for_namespace(candidate.namespace_id)
+    hygiene = hygiene_findings(text=text, policy=policy)
+    return {"conflict": conflict, "hygiene": hygiene, "duplicate": duplicate}
+
+
+def report_max_severity(report: dict) -> str:
+    worst = Severity.NONE
+    for findings in report.values():
+        for finding in findings:
+            severity = finding.get("severity", "")
+            if SEVERITY_RANK.get(severity, 0) > SEVERITY_RANK[worst]:
+                worst = Severity(severity)
+    return str(worst)
 
 
 def candidate_audit(*, candidate) -> dict:
     """Run every audit, store `audit`, `audited_at`, `max_severity` on the candidate."""
-    return {"conflict": [], "hygiene": [], "duplicate": []}
+    candidate = LearningCandidate.objects.select_related("skill", "playbook").get(
+        pk=candidate.pk
+    )
+    report = audit_report_build(candidate=candidate)
+    max_severity = report_max_severity(report)
+    with transaction.atomic():
+        locked = LearningCandidate.objects.select_for_update().get(pk=candidate.pk)
+        locked.audit = report
+        locked.audited_at = timezone.now()
+        locked.max_severity = max_severity
+        locked.save(update_fields=["audit", "audited_at", "max_severity", "updated_at"])
+        if locked.status == CandidateStatus.PENDING:
+            _merge_pending_duplicates(candidate=locked, findings=report["duplicate"])
+    locked.refresh_from_db()
+    if locked.status == CandidateStatus.PENDING:
+        from playbooks.modes import candidate_consider_auto_apply
+
+        candidate_consider_auto_apply(candidate=locked)
+    return report
+
+
+def _merge_pending_duplicates(*, candidate, findings: list[dict]) -> None:
+    """A near-identical pending candidate of the same kind and target: the newer of
+    the two is superseded by the older, which takes over its evidence."""
+    other_ids = [
+        rel["id"]
+        for finding in findings
+        for rel in finding["related"]
+        if rel["type"] == "candidate"
+    ]
+    if not other_ids:
+        return
+    others = (
+        LearningCandidate.objects.select_for_update()
+        .filter(pk__in=other_ids, status=CandidateStatus.PENDING, kind=candidate.kind)
+        .order_by("created_at", "pk")
+    )
+    for other in others:
+        older, newer = sorted([candidate, other], key=lambda c: (c.created_at, c.pk))
+        candidate_supersede(newer=newer, survivor=older)
+        if newer.pk == candidate.pk:
+            return
+
+
+def candidate_supersede(*, newer, survivor) -> None:
+    """Mark `newer` superseded by `survivor` and move its evidence over, with an
+    audit-trail row. Both rows must be locked by the caller."""
+    from review.services import audit_event_record
+
+    added = 0
+    evidence_rows = list(newer.evidence.all())
+    for row in evidence_rows:
+        _, created = CandidateEvidence.objects.get_or_create(
+            candidate=survivor,
+            trajectory_id=row.trajectory_id,
+            defaults={"step_indexes": row.step_indexes, "reflection_id": row.reflection_id},
+        )
+        added += int(created)
+    survivor.evidence_count += added if evidence_rows else newer.evidence_count
+    survivor.save(update_fields=["evidence_count", "updated_at"])
+    from_status = newer.status
+    newer.status = CandidateStatus.SUPERSEDED
+    newer.superseded_by = survivor
+    newer.decided_by = SYSTEM_ACTOR
+    newer.decided_at = timezone.now()
+    newer.decision_note = f"Near-identical to candidate {survivor.pk}; merged into it."
+    newer.save(
+        update_fields=[
+            "status", "superseded_by", "decided_by", "decided_at", "decision_note",
+            "updated_at",
+        ]
+    )
+    audit_event_record(
+        namespace=newer.namespace,
+        actor=SYSTEM_ACTOR,
+        action="supersede",
+        target_type="candidate",
+        target_id=newer.pk,
+        candidate=newer,
+        from_status=from_status,
+        to_status=CandidateStatus.SUPERSEDED,
+        note=newer.decision_note,
+        data={"survivor": survivor.pk, "evidence_added": added,
+              "evidence_count": survivor.evidence_count},
+    )

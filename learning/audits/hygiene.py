@@ -1,0 +1,457 @@
+"""Hygiene audit: would applying a candidate make the agent break its namespace's
+policy? Denied tools, egress outside the allowlist, downloads piped into a shell,
+disabled verification, destructive commands, force-pushes to protected branches,
+secrets, and instructions smuggled in from run content."""
+import ipaddress
+import math
+import re
+from collections import Counter
+from dataclasses import dataclass, field
+
+from learning.audits.text import NEGATORS
+from learning.services.redaction import redact_text
+
+DEFAULT_SENSITIVE_PATHS = [
+    "~/.ssh", "id_rsa", "id_ed25519", "/etc/shadow", "/etc/passwd", "/etc/sudoers",
+    "~/.aws/credentials", ".aws/credentials", ".git-credentials", "~/.kube/config",
+    ".pypirc", ".npmrc", ".netrc", "/root/",
+]
+DEFAULT_PROTECTED_BRANCHES = ["main", "master", "production", "prod", "release/*"]
+# Hosts used to move data out or run code from outside, flagged even without an
+# allowlist.
+SUSPICIOUS_HOSTS = [
+    "pastebin.com", "hastebin.com", "transfer.sh", "termbin.com", "file.io",
+    "webhook.site", "requestbin.com", "requestbin.net", "ngrok.io", "ngrok-free.app",
+    "ngrok.app", "pipedream.net", "burpcollaborator.net", "interact.sh", "0x0.st",
+]
+
+
+@dataclass
+class Policy:
+    allowed_tools: list = field(default_factory=list)
+    denied_tools: list = field(default_factory=list)
+    egress_allowlist: list = field(default_factory=list)
+    sensitive_paths: list = field(default_factory=lambda: list(DEFAULT_SENSITIVE_PATHS))
+    protected_branches: list = field(
+        default_factory=lambda: list(DEFAULT_PROTECTED_BRANCHES)
+    )
+
+
+def policy_for_namespace(namespace_id) -> Policy:
+    """The namespace's HygienePolicy; defaults where it has none (or leaves the
+    path and branch lists empty)."""
+    from playbooks.models import HygienePolicy
+
+    row = HygienePolicy.objects.filter(namespace_id=namespace_id).first()
+    if row is None:
+        return Policy()
+    return Policy(
+        allowed_tools=[t.lower() for t in row.allowed_tools or []],
+        denied_tools=[t.lower() for t in row.denied_tools or []],
+        egress_allowlist=[h.lower() for h in row.egress_allowlist or []],
+        sensitive_paths=list(row.sensitive_paths or DEFAULT_SENSITIVE_PATHS),
+        protected_branches=list(row.protected_branches or DEFAULT_PROTECTED_BRANCHES),
+    )
+
+
+def _finding(severity: str, message: str, rule: str) -> dict:
+    return {"severity": severity, "message": message, "related": [], "rule": rule}
+
+
+# --- negation: "never use --no-verify" is good advice, not a violation -------------
+
+_NEG_WORDS = NEGATORS | {"dont", "do not", "must not", "should not", "not"}
+_CLAUSE_BREAK = re.compile(r"[.,;:!?\n]|\bbut\b|\bthen\b|\bunless\b", re.I)
+_TOKEN = re.compile(r"[a-z']+")
+
+
+def _negated(text: str, start: int) -> bool:
+    """Whether the match at `start` sits in a negated instruction: a negator among
+    the few words before it in the same clause."""
+    prefix = text[max(0, start - 80) : start]
+    parts = _CLAUSE_BREAK.split(prefix)
+    clause = parts[-1].lower().replace("never mind", "")
+    toks = [t.replace("'", "") for t in _TOKEN.findall(clause)][-6:]
+    return any(t in NEGATORS or t in {"dont", "not", "no"} for t in toks)
+
+
+def _matches(pattern: re.Pattern, text: str, *, negatable: bool = True):
+    for match in pattern.finditer(text):
+        if negatable and _negated(text, match.start()):
+            continue
+        yield match
+
+
+def _snippet(match: re.Match) -> str:
+    return match.group(0).strip()[:80]
+
+
+# --- tools --------------------------------------------------------------------------
+
+_TOOL_REF = re.compile(
+    r"\b([a-z][a-z0-9]*(?:_[a-z0-9]+)+)\s*\("
+    r"|\b(?:call|calls|calling|invoke|invoking|use|using|run|running|tool)\s+`?"
+    r"([a-z][a-z0-9]*(?:_[a-z0-9]+)+)`?"
+    r"|`?([a-z][a-z0-9]*(?:_[a-z0-9]+)+)`?\s+tool\b",
+    re.I,
+)
+
+
+def _tool_findings(text: str, policy: Policy) -> list[dict]:
+    findings, seen = [], set()
+    for tool in policy.denied_tools:
+        pattern = re.compile(rf"(?<![\w\-]){re.escape(tool)}(?![\w\-])", re.I)
+        for _match in _matches(pattern, text):
+            findings.append(
+                _finding("block", f"Uses the tool '{tool}', which the policy denies.",
+                         "denied_tool")
+            )
+            seen.add(tool)
+            break
+    if policy.allowed_tools:
+        allowed = set(policy.allowed_tools)
+        for match in _matches(_TOOL_REF, text):
+            name = next(g for g in match.groups() if g).lower()
+            if name in allowed or name in seen:
+                continue
+            seen.add(name)
+            findings.append(
+                _finding("warn", f"Uses the tool '{name}', which is not in the policy's "
+                         "allowed tools.", "tool_not_allowed")
+            )
+    return findings
+
+
+# --- egress -------------------------------------------------------------------------
+
+_URL = re.compile(r"\b(?:https?|ftp|wss?)://([^\s/:'\"<>)\]]+)", re.I)
+_IP = re.compile(r"(?<![\w.])(\d{1,3}(?:\.\d{1,3}){3})(?::\d+)?(?![\w.])")
+_HOST = re.compile(
+    r"(?<![\w@/.\-])((?:[a-z0-9](?:[a-z0-9\-]{0,61}[a-z0-9])?\.)+"
+    r"(?:com|net|org|io|dev|sh|ru|cn|xyz|co|app|ai|me|info|biz|tk|top|site|online|cc|su"
+    r"|st))(?![\w\-])",
+    re.I,
+)
+
+
+def _host_allowed(host: str, allowlist: list[str]) -> bool:
+    host = host.lower().rstrip(".")
+    for entry in allowlist:
+        entry = entry.lower().strip()
+        if entry.startswith("*."):
+            if host.endswith(entry[1:]) or host == entry[2:]:
+                return True
+        elif host == entry:
+            return True
+    return False
+
+
+def _is_loopback(host: str) -> bool:
+    if host in {"localhost"}:
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+def _egress_findings(text: str, policy: Policy) -> list[dict]:
+    hosts: dict[str, bool] = {}  # host -> is a raw IP
+    for match in _URL.finditer(text):
+        hosts[match.group(1).lower()] = False
+    for match in _HOST.finditer(text):
+        hosts.setdefault(match.group(1).lower(), False)
+    for match in _IP.finditer(text):
+        try:
+            ipaddress.ip_address(match.group(1))
+        except ValueError:
+            continue
+        hosts[match.group(1)] = True
+    findings = []
+    for host, raw_ip in hosts.items():
+        if _is_loopback(host):
+            continue
+        if raw_ip and not re.fullmatch(r"[\d.]+", host):
+            raw_ip = False
+        try:
+            raw_ip = raw_ip or bool(ipaddress.ip_address(host))
+        except ValueError:
+            pass
+        what = "raw IP address" if raw_ip else "host"
+        if policy.egress_allowlist:
+            if not _host_allowed(host, policy.egress_allowlist):
+                findings.append(
+                    _finding("block", f"Sends traffic to the {what} {host}, outside the "
+                             "namespace's egress allowlist.", "egress")
+                )
+        elif raw_ip:
+            findings.append(
+                _finding("warn", f"Talks to the raw IP address {host}; name allowed hosts "
+                         "in the egress allowlist instead.", "egress_ip")
+            )
+        elif any(host == h or host.endswith("." + h) for h in SUSPICIOUS_HOSTS):
+            findings.append(
+                _finding("warn", f"Sends data to {host}, a paste/tunnel service often "
+                         "used to move data out.", "egress_suspicious")
+            )
+    return findings
+
+
+# --- dangerous instructions ---------------------------------------------------------
+
+_PIPE_TO_SHELL = re.compile(
+    r"\b(?:curl|wget|iwr|invoke-webrequest|fetch)\b[^|\n]{0,200}\|\s*(?:sudo\s+)?"
+    r"(?:ba|z|k|da|fi)?sh\b"
+    r"|\b(?:curl|wget)\b[^|\n]{0,200}\|\s*(?:sudo\s+)?(?:python3?|perl|ruby|node)\b"
+    r"|\b(?:ba|z)?sh\s+(?:-c\s+)?[\"']?(?:<\(|\$\()\s*(?:curl|wget)\b"
+    r"|\biex\s*\(?\s*(?:iwr|invoke-webrequest|\(new-object\s+net\.webclient\))",
+    re.I,
+)
+
+_DISABLE_CHECKS: list[tuple[str, re.Pattern]] = [
+    ("commit hooks", re.compile(r"--no-verify\b|\bHUSKY=0\b|\bSKIP=[\w,-]*\b(?=.*commit)"
+                                r"|\b(?:skip|bypass|disable)\w*\s+(?:the\s+|all\s+)?"
+                                r"(?:git\s+|commit\s+|pre-commit\s+|pre-push\s+)*hooks?\b",
+                                re.I)),
+    ("TLS verification", re.compile(
+        r"\bverify\s*=\s*false\b|\bverify\s*:\s*false\b|--insecure\b|\bcurl\s+(?:-\w+\s+)*-k\b"
+        r"|\bsslverify\s*[= ]\s*false\b|http\.sslverify\s*=?\s*false"
+        r"|NODE_TLS_REJECT_UNAUTHORIZED\s*=\s*['\"]?0|PYTHONHTTPSVERIFY\s*=\s*0"
+        r"|check_hostname\s*=\s*false|CERT_NONE\b|InsecureSkipVerify\s*:\s*true"
+        r"|strict-ssl\s*[= ]\s*false|GIT_SSL_NO_VERIFY|StrictHostKeyChecking\s*=?\s*no"
+        r"|--no-check-certificate\b|rejectUnauthorized\s*:\s*false"
+        r"|\b(?:disable|skip|turn\s+off|bypass|ignore)\w*\s+(?:the\s+)?(?:ssl|tls|https|"
+        r"certificate|cert)\s*(?:verification|validation|checks?|errors?|warnings?)?\b",
+        re.I)),
+    ("tests", re.compile(
+        r"\b(?:skip|skipping|disable|disabling|bypass|comment(?:ing)?\s+out|delete|deleting"
+        r"|remove|removing|xfail|mark(?:ing)?\s+as\s+skipped)\s+(?:the\s+|all\s+|any\s+)?"
+        r"(?:failing\s+|flaky\s+|broken\s+|unit\s+|integration\s+|remaining\s+)*"
+        r"(?:tests?|test\s+suite|specs?|ci|checks|linting|lint|type\s*checks?)\b"
+        r"(?!\s+(?:data|fixtures?|files?|users?|accounts?|environment|env|records?|"
+        r"database|db|mode|cards?|payments?|orders?|warnings?|errors?|issues|comments?))"
+        r"|-DskipTests\b|\[skip ci\]|--no-tests?\b|\bSKIP_TESTS\s*=\s*(?:1|true)\b"
+        r"|--ignore-failures?\b",
+        re.I)),
+    ("the firewall or security controls", re.compile(
+        r"\bufw\s+disable\b|\biptables\s+(?:-F|--flush)\b|\bsetenforce\s+0\b"
+        r"|\bsystemctl\s+(?:stop|disable|mask)\s+(?:firewalld|ufw|apparmor|auditd|fail2ban)"
+        r"|\b(?:disable|turn\s+off|stop|bypass)\w*\s+(?:the\s+)?(?:firewall|selinux|"
+        r"apparmor|antivirus|defender|waf|rate\s+limit(?:ing|er)?|audit\s+log(?:ging)?|"
+        r"2fa|mfa|two-factor|authentication|auth\s+checks?|csrf(?:\s+protection)?|"
+        r"signature\s+(?:checks?|verification)|security\s+(?:checks?|scans?))\b"
+        r"|DisableRealtimeMonitoring|\bchmod\s+(?:-R\s+)?777\b",
+        re.I)),
+    ("verification", re.compile(
+        r"\b(?:skip|skipping|disable|disabling|bypass|bypassing)\s+(?:the\s+)?"
+        r"(?:identity\s+|signature\s+|checksum\s+|gpg\s+|email\s+)?verification\b"
+        r"|--no-gpg-checks?\b|--nogpgcheck\b|--allow-unauthenticated\b"
+        r"|--disable-content-trust\b|--skip-checksum\b|--trusted-host\b",
+        re.I)),
+]
+
+_DESTRUCTIVE = re.compile(
+    r"\brm\s+(?:-[a-z]*\s+)*-[a-z]*(?:rf|fr)[a-z]*\s+(?:--no-preserve-root\s+)?"
+    r"(?:/|/\*|~/?|\*|\$HOME|\.\.?/?)(?=\s|$|[;&|\"'`])"
+    r"|--no-preserve-root"
+    r"|\bdrop\s+(?:table|database|schema)\b"
+    r"|\btruncate\s+table\b"
+    r"|\bdelete\s+from\s+[\w.\"]+\s*(?:;|$|\"|'|`)"
+    r"|\bmkfs(?:\.\w+)?\b"
+    r"|\bdd\s+if=\S+\s+of=/dev/(?:sd|nvme|hd|xvd|disk)"
+    r"|>\s*/dev/(?:sd[a-z]|nvme\d|disk\d)"
+    r"|:\(\)\s*\{\s*:\|:&\s*\};:"
+    r"|\bformat\s+c:"
+    r"|\bkubectl\s+delete\s+(?:ns|namespace|--all)\b"
+    r"|\bterraform\s+destroy\b(?!\s+-target)"
+    r"|\bgit\s+clean\s+-[a-z]*f[a-z]*d[a-z]*x"
+    r"|\bshred\s+-[a-z]*\s+/dev/"
+    r"|\bredis-cli\s+flushall\b|\bflushall\b"
+    r"|\bdelete\s+(?:the\s+)?(?:production|prod)\s+(?:database|db|bucket|cluster)\b",
+    re.I | re.M,
+)
+
+_FORCE_PUSH = re.compile(
+    r"\bgit\s+push\b([^\n;&|]*?)(?:--force(?:-with-lease)?|\s-f)\b([^\n;&|]*)"
+    r"|\bforce[- ]?push(?:es|ed|ing)?\b(?:\s+(?:it|the\s+branch|changes|commits))?"
+    r"(?:\s+(?:to|onto|into))?(?:\s+(?:the\s+)?(?:remote\s+)?)?([\w/\-.*]+)?",
+    re.I,
+)
+
+
+def _branch_protected(branch: str, protected: list[str]) -> bool:
+    branch = branch.strip().strip("'\"`").lower()
+    if ":" in branch:
+        branch = branch.split(":")[-1]
+    for pattern in protected:
+        pattern = pattern.lower()
+        if pattern.endswith("*") and branch.startswith(pattern[:-1]):
+            return True
+        if branch == pattern:
+            return True
+    return False
+
+
+def _force_push_findings(text: str, policy: Policy) -> list[dict]:
+    findings = []
+    for match in _matches(_FORCE_PUSH, text):
+        words = " ".join(g for g in match.groups() if g).split()
+        words = [w for w in words if not w.startswith("-") and w.lower() != "origin"]
+        hit = next((w for w in words if _branch_protected(w, policy.protected_branches)),
+                   None)
+        if hit:
+            findings.append(
+                _finding("block", f"Force-pushes the protected branch '{hit.strip()}'.",
+                         "force_push_protected")
+            )
+        else:
+            findings.append(
+                _finding("warn", f"Force-pushes ({_snippet(match)}); history on shared "
+                         "branches may be lost.", "force_push")
+            )
+    return findings
+
+
+def _sensitive_path_findings(text: str, policy: Policy) -> list[dict]:
+    findings = []
+    lowered = text.lower()
+    for path in policy.sensitive_paths:
+        p = path.lower()
+        start = 0
+        while True:
+            index = lowered.find(p, start)
+            if index < 0:
+                break
+            start = index + 1
+            before = lowered[index - 1] if index else " "
+            if p[0].isalnum() and (before.isalnum() or before == "_"):
+                continue
+            if _negated(text, index):
+                continue
+            findings.append(
+                _finding("block", f"Touches the sensitive path {path}.", "sensitive_path")
+            )
+            break
+    return findings
+
+
+# --- secrets ------------------------------------------------------------------------
+
+_TOKENISH = re.compile(r"(?<![\w/+=\-])[A-Za-z0-9_\-+/=]{20,}(?![\w/+=\-])")
+_UUID = re.compile(r"^[0-9a-f]{8}-?[0-9a-f]{4}-?[0-9a-f]{4}-?[0-9a-f]{4}-?[0-9a-f]{12}$",
+                   re.I)
+
+
+def shannon_entropy(value: str) -> float:
+    counts = Counter(value)
+    n = len(value)
+    return -sum(c / n * math.log2(c / n) for c in counts.values())
+
+
+def _secret_findings(text: str) -> list[dict]:
+    findings = []
+    _masked, count = redact_text(text)
+    if count:
+        findings.append(
+            _finding("block", f"Contains {count} credential(s) or secret(s); curated "
+                     "knowledge must never carry secrets.", "secret")
+        )
+        return findings
+    for match in _TOKENISH.finditer(text):
+        token = match.group(0)
+        if _UUID.match(token) or re.fullmatch(r"[0-9a-f]+", token, re.I):
+            continue  # run ids and commit hashes
+        if "_" in token and token.replace("_", "").isalpha():
+            continue  # snake_case identifiers
+        if "/" in token and not re.search(r"\d", token):
+            continue  # paths
+        classes = sum(
+            bool(re.search(p, token)) for p in (r"[a-z]", r"[A-Z]", r"\d")
+        )
+        if classes >= 3 and shannon_entropy(token) >= 3.8:
+            findings.append(
+                _finding("warn", f"Contains a high-entropy string ({token[:6]}…), "
+                         "possibly a secret.", "entropy")
+            )
+            break
+    return findings
+
+
+# --- prompt injection ---------------------------------------------------------------
+
+_HIDDEN = re.compile("[\u200b-\u200f\u202a-\u202e\u2060-\u2064\u2066-\u2069\ufeff"
+                     "\U000e0000-\U000e007f]")
+_INJECTION = re.compile(
+    r"\b(?:ignore|disregard|forget|override|bypass)\s+(?:all\s+|any\s+|every\s+)?"
+    r"(?:of\s+)?(?:the\s+|your\s+|my\s+)?(?:previous|prior|above|earlier|preceding|"
+    r"original|existing|system|safety)\s+(?:instructions?|prompts?|rules|messages?|"
+    r"directions|guidelines|context|policies)\b"
+    r"|\b(?:reveal|print|show|repeat|output|leak|dump|disclose|share)\s+(?:me\s+)?"
+    r"(?:your\s+|the\s+)?(?:full\s+|entire\s+)?(?:system|hidden|initial|secret|internal|"
+    r"developer)\s+(?:prompt|instructions?|message|rules)\b"
+    r"|\byou\s+are\s+now\s+(?:in\s+)?(?:developer\s+mode|dan|jailbroken|unrestricted)"
+    r"|\bdo\s+anything\s+now\b"
+    r"|\bnew\s+(?:system\s+)?instructions\s*:"
+    r"|\bpretend\s+(?:that\s+)?(?:you\s+have\s+no|there\s+are\s+no)\s+(?:rules|restrictions)",
+    re.I,
+)
+_ROLE_HEADER = re.compile(
+    r"(?:^|\n)\s*(?:#+\s*)?(?:system|assistant|developer)\s*:"
+    r"|<\|im_start\|>|<\|system\|>|\[/?INST\]|<<SYS>>|</?system>",
+    re.I,
+)
+
+
+def _injection_findings(text: str) -> list[dict]:
+    findings = []
+    hidden = _HIDDEN.findall(text)
+    if hidden:
+        names = sorted({f"U+{ord(ch):04X}" for ch in hidden})
+        findings.append(
+            _finding("block", f"Contains hidden unicode ({', '.join(names)}) that can "
+                     "smuggle instructions past a reviewer.", "hidden_unicode")
+        )
+    for match in _matches(_INJECTION, text):
+        findings.append(
+            _finding("block", f"Looks like an instruction smuggled from run content "
+                     f"(prompt injection): “{_snippet(match)}”.", "prompt_injection")
+        )
+        break
+    match = _ROLE_HEADER.search(text)
+    if match:
+        findings.append(
+            _finding("block", f"Contains a chat role header ({_snippet(match)}) copied "
+                     "from run content (prompt injection).", "role_header")
+        )
+    return findings
+
+
+def hygiene_findings(*, text: str, policy: Policy) -> list[dict]:
+    """Every policy violation in `text` (one finding per rule and item)."""
+    findings: list[dict] = []
+    findings += _tool_findings(text, policy)
+    findings += _egress_findings(text, policy)
+    for match in _matches(_PIPE_TO_SHELL, text):
+        findings.append(
+            _finding("block", f"Pipes a download into an interpreter "
+                     f"({_snippet(match)}).", "pipe_to_shell")
+        )
+        break
+    for what, pattern in _DISABLE_CHECKS:
+        for match in _matches(pattern, text):
+            findings.append(
+                _finding("block", f"Disables {what} ({_snippet(match)}).",
+                         "disable_checks")
+            )
+            break
+    for match in _matches(_DESTRUCTIVE, text):
+        findings.append(
+            _finding("block", f"Runs a destructive command ({_snippet(match)}).",
+                     "destructive")
+        )
+        break
+    findings += _force_push_findings(text, policy)
+    findings += _sensitive_path_findings(text, policy)
+    findings += _secret_findings(text)
+    findings += _injection_findings(text)
+    return findings

@@ -1,0 +1,350 @@
+"""Text normalisation and similarity shared by the audits: tokens, stems, sentences,
+polarity, extracted values and a pg_trgm-compatible trigram similarity."""
+import re
+import unicodedata
+from dataclasses import dataclass, field
+from functools import lru_cache
+
+STOPWORDS = frozenset(
+    """a an the and or but if then than so to of in on at by for from with into onto
+    over under as is are was were be been being it its this that these those there here
+    their they them he she his her we our you your i me my us
+    do does did done doing have has had having can could should would will shall may
+    might must just also only very too any some each every all both either
+    when while where which who whom what whose how why
+    up down out off again further once about above below between through during
+    same other such own more most less least few many much
+    please make sure ensure sure time times""".split()
+)
+
+# Words that turn a statement's polarity around: a negated instruction contradicts
+# the plain one on the same subject.
+NEGATORS = frozenset(
+    """not no never dont don't doesnt doesn't didnt didn't cannot can't cant shouldnt
+    shouldn't mustnt mustn't wont won't isnt isn't arent aren't neednt needn't none
+    without skip skipping skipped skips avoid avoids avoiding avoided refrain stop
+    stopping omit omitting omitted unnecessary needless forbid forbidden prohibit
+    prohibited disallow disallowed""".split()
+)
+# Multi-word negations, rewritten to one marker before tokenising.
+_NEG_PHRASES = [
+    (re.compile(r"\b(?:no|not) longer\b"), " not "),
+    (re.compile(r"\binstead of\b"), " not "),
+    (re.compile(r"\brather than\b"), " not "),
+    (re.compile(r"\bunnecessary to\b"), " not "),
+    (re.compile(r"\bno need to\b"), " not "),
+    (re.compile(r"\bthere is no need\b"), " not "),
+]
+
+# Opposites where one side negates the other (sign -1 for the second set).
+POLARITY_PAIRS: list[tuple[frozenset, frozenset]] = [
+    (frozenset({"enable", "enabled", "enabling", "enables", "turn_on", "activate"}),
+     frozenset({"disable", "disabled", "disabling", "disables", "turn_off", "deactivate"})),
+    (frozenset({"allow", "allowed", "allows", "permit", "permitted", "accept", "grant",
+                "approve", "whitelist", "allowlist"}),
+     frozenset({"deny", "denied", "denies", "block", "blocked", "blocks", "reject",
+                "rejected", "revoke", "refuse", "decline", "blacklist", "blocklist"})),
+    (frozenset({"always"}), frozenset({"never"})),
+    (frozenset({"use", "uses", "using", "prefer", "prefers", "preferred", "recommend",
+                "recommended"}),
+     frozenset({"avoid", "avoids", "avoided", "avoiding", "discourage", "discouraged"})),
+    (frozenset({"keep", "kept", "keeps", "retain", "preserve", "add", "adds", "added"}),
+     frozenset({"remove", "removed", "removes", "delete", "deleted", "deletes", "drop",
+                "dropped", "discard", "purge", "strip"})),
+    (frozenset({"include", "included", "includes", "including"}),
+     frozenset({"exclude", "excluded", "excludes", "excluding", "omit"})),
+    (frozenset({"show", "shows", "display", "expose", "reveal"}),
+     frozenset({"hide", "hides", "hidden", "conceal", "mask", "masked"})),
+    (frozenset({"require", "required", "requires", "mandatory"}),
+     frozenset({"optional"})),
+    (frozenset({"lock", "locked"}), frozenset({"unlock", "unlocked"})),
+    (frozenset({"trust", "trusted"}), frozenset({"distrust", "untrusted"})),
+    (frozenset({"safe"}), frozenset({"unsafe"})),
+]
+
+# Opposite choices on one axis: neither side is a negation, they just differ.
+AXIS_PAIRS: list[tuple[str, frozenset, frozenset]] = [
+    ("increase/decrease",
+     frozenset({"increase", "increased", "increases", "raise", "raised", "higher",
+                "more", "longer", "larger", "bigger", "extend", "maximum"}),
+     frozenset({"decrease", "decreased", "decreases", "lower", "lowered", "reduce",
+                "reduced", "fewer", "less", "shorter", "smaller", "shrink", "minimum"})),
+    ("before/after",
+     frozenset({"before", "first", "earlier", "prior", "beforehand", "upfront"}),
+     frozenset({"after", "last", "later", "afterwards", "afterward", "once"})),
+    ("sync/async",
+     frozenset({"synchronous", "synchronously", "sync", "blocking", "inline"}),
+     frozenset({"asynchronous", "asynchronously", "async", "background", "queued"})),
+    ("manual/automatic",
+     frozenset({"manual", "manually", "human"}),
+     frozenset({"automatic", "automatically", "auto", "automated"})),
+    ("formal/casual",
+     frozenset({"formal", "formally"}),
+     frozenset({"casual", "informal", "casually", "informally"})),
+    ("ascending/descending",
+     frozenset({"ascending", "oldest"}), frozenset({"descending", "newest", "latest"})),
+    ("public/private",
+     frozenset({"public", "publicly"}), frozenset({"private", "privately", "internal"})),
+    ("online/offline", frozenset({"online"}), frozenset({"offline"})),
+    ("verbose/concise",
+     frozenset({"verbose", "detailed", "lengthy"}),
+     frozenset({"concise", "brief", "short", "terse"})),
+    ("upper/lower", frozenset({"uppercase", "upper"}), frozenset({"lowercase"})),
+]
+
+# Closed sets of choices: two texts naming different members on one subject disagree.
+CHOICE_GROUPS: dict[str, frozenset] = {
+    "language": frozenset(
+        """english spanish french german italian portuguese dutch japanese chinese
+        korean arabic russian hindi polish swedish turkish""".split()
+    ),
+    "programming language": frozenset(
+        "python java javascript typescript go golang rust ruby php kotlin scala".split()
+    ),
+    "format": frozenset("json csv parquet xml yaml avro orc tsv excel pdf markdown".split()),
+    "channel": frozenset("email sms phone chat slack pagerduty".split()),
+    "weekday": frozenset(
+        "monday tuesday wednesday thursday friday saturday sunday".split()
+    ),
+    "cloud region": frozenset(
+        """us-east-1 us-east-2 us-west-1 us-west-2 eu-west-1 eu-west-2 eu-central-1
+        ap-southeast-1 ap-northeast-1""".split()
+    ),
+    "database": frozenset("postgres postgresql mysql sqlite mongodb redis oracle".split()),
+    "package manager": frozenset("pip poetry conda uv npm yarn pnpm".split()),
+    "http method": frozenset({"get", "post", "put", "patch"}),
+}
+# Words whose presence makes a choice-group word a value rather than a topic.
+_CHOICE_NOISE = {"get", "post", "put", "patch", "go", "chat"}
+
+_UNITS = {
+    "ms": "ms", "millisecond": "ms", "milliseconds": "ms",
+    "s": "s", "sec": "s", "secs": "s", "second": "s", "seconds": "s",
+    "m": "min", "min": "min", "mins": "min", "minute": "min", "minutes": "min",
+    "h": "h", "hr": "h", "hrs": "h", "hour": "h", "hours": "h",
+    "d": "d", "day": "d", "days": "d", "week": "w", "weeks": "w",
+    "month": "mo", "months": "mo", "%": "%", "percent": "%",
+    "kb": "kb", "mb": "mb", "gb": "gb", "tb": "tb",
+    "time": "x", "times": "x", "attempt": "x", "attempts": "x", "retry": "x",
+    "retries": "x", "x": "x",
+}
+_NUMBER_WORDS = {
+    "one": 1, "two": 2, "three": 3, "four": 4, "five": 5, "six": 6, "seven": 7,
+    "eight": 8, "nine": 9, "ten": 10, "twelve": 12, "fifteen": 15, "twenty": 20,
+    "thirty": 30, "sixty": 60, "hundred": 100, "once": 1, "twice": 2,
+}
+
+_HIDDEN_CHARS = re.compile("[\u200b-\u200f\u202a-\u202e\u2060-\u2064\u2066-\u2069\ufeff]")
+_URLISH = re.compile(r"\b(?:https?|s3|gs|ftp)://[^\s'\"<>]+", re.I)
+_NUMBER = re.compile(
+    r"(?<![\w.\-])(\d+(?:\.\d+)?)(?:\s*(%|[a-z]+)(?![\w]))?(?![\w.\-]\w)", re.I
+)
+_WORD = re.compile(r"[a-z0-9][a-z0-9_'\-]*[a-z0-9]|[a-z0-9]")
+_SENTENCE_SPLIT = re.compile(r"(?<=[.!?;])\s+|\n+|\s+-\s+|(?<=:)\s+(?=[A-Z])")
+
+
+def normalise(text: str) -> str:
+    """NFKC, lower case, hidden characters removed, curly quotes straightened."""
+    text = unicodedata.normalize("NFKC", text or "")
+    text = _HIDDEN_CHARS.sub("", text)
+    text = text.replace("\u2019", "'").replace("\u2018", "'")
+    text = text.replace("\u201c", '"').replace("\u201d", '"')
+    return text.lower()
+
+
+@lru_cache(maxsize=8192)
+def stem(word: str) -> str:
+    """A small suffix stripper (Porter-like, enough to match retries/retry/retrying)."""
+    w = word.replace("'", "")
+    if len(w) <= 3 or not w.isalpha():
+        return w
+    if w.endswith(("ss", "ply", "ous", "sis", "us")):
+        return w
+    for suffix, repl in (
+        ("ational", "ate"), ("ization", "ize"), ("fulness", "ful"), ("iveness", "ive"),
+        ("ements", "e"), ("ement", "e"), ("ments", ""), ("ment", ""),
+        ("ations", "ate"), ("ation", "ate"), ("ities", ""), ("ity", ""),
+        ("ingly", ""), ("edly", ""), ("ies", "y"), ("ied", "y"), ("ing", ""),
+        ("ers", ""), ("er", ""), ("ed", ""), ("ly", ""), ("es", ""), ("s", ""),
+    ):
+        if w.endswith(suffix) and len(w) - len(suffix) >= 3:
+            w = w[: len(w) - len(suffix)] + repl
+            break
+    if len(w) > 3 and w[-1] == w[-2] and w[-1] not in "lsz":
+        w = w[:-1]  # stopp -> stop, retri -> retri
+    if w.endswith("e") and len(w) > 4:
+        w = w[:-1]
+    return w
+
+
+def words(text: str) -> list[str]:
+    return _WORD.findall(text)
+
+
+def sentences(text: str) -> list[str]:
+    parts = [p.strip(" -*\t") for p in _SENTENCE_SPLIT.split(text or "")]
+    return [p for p in parts if len(p) > 2]
+
+
+@dataclass
+class Analysis:
+    """What the audits need to know about one sentence or text."""
+
+    text: str
+    subject: frozenset = field(default_factory=frozenset)  # stemmed content words
+    sign: int = 1  # +1 plain, -1 negated (negators and negative-side pair words)
+    axes: dict = field(default_factory=dict)  # axis name -> {"a", "b"}
+    values: dict = field(default_factory=dict)  # category -> frozenset of values
+    negations: tuple = ()  # the words that flipped the sign
+    pair_words: tuple = ()
+
+
+_POLARITY_LOOKUP: dict[str, int] = {}
+for _pos, _neg in POLARITY_PAIRS:
+    for _w in _pos:
+        _POLARITY_LOOKUP.setdefault(_w, 1)
+    for _w in _neg:
+        _POLARITY_LOOKUP[_w] = -1
+_AXIS_LOOKUP: dict[str, list[tuple[str, str]]] = {}
+for _name, _a, _b in AXIS_PAIRS:
+    for _w in _a:
+        _AXIS_LOOKUP.setdefault(_w, []).append((_name, "a"))
+    for _w in _b:
+        _AXIS_LOOKUP.setdefault(_w, []).append((_name, "b"))
+_CHOICE_LOOKUP = {w: g for g, ws in CHOICE_GROUPS.items() for w in ws}
+_ALL_MARKERS = set(NEGATORS) | set(_POLARITY_LOOKUP) | set(_AXIS_LOOKUP)
+
+
+def _extract_values(norm: str) -> tuple[dict, str]:
+    """Numbers with units, URLs/buckets and quoted strings; returns the text without
+    them so they do not count as subject words."""
+    values: dict[str, set] = {}
+    for match in _URLISH.finditer(norm):
+        values.setdefault("location", set()).add(match.group(0).rstrip(".,;)"))
+    norm = _URLISH.sub(" ", norm)
+    for match in re.finditer(r"[\"`]([^\"`]{1,60})[\"`]", norm):
+        values.setdefault("quoted", set()).add(match.group(1).strip())
+
+    def _num(match: re.Match) -> str:
+        number, unit = match.group(1), (match.group(2) or "").lower()
+        canon = _UNITS.get(unit)
+        values.setdefault(f"quantity:{canon or ''}", set()).add(float(number))
+        # An unknown word after the number ("3.12 in", "2 retries") stays a word.
+        return " " if canon or not unit else f" {unit} "
+
+    norm = _NUMBER.sub(_num, norm)
+    return {k: frozenset(v) for k, v in values.items()}, norm
+
+
+def analyse(text: str, *, sign: int = 1) -> Analysis:
+    """Subject words, polarity, axis sides and values of one sentence. `sign` is -1 for
+    texts that describe something to avoid (harmful strategies)."""
+    norm = normalise(text)
+    for pattern, repl in _NEG_PHRASES:
+        norm = pattern.sub(repl, norm)
+    norm = norm.replace("turn on", "turn_on").replace("turn off", "turn_off")
+    values, rest = _extract_values(norm)
+    toks = words(rest)
+    subject, negs, pairs = set(), [], []
+    axes: dict[str, set] = {}
+    choice_vals: dict[str, set] = {}
+    for i, tok in enumerate(toks):
+        bare = tok.replace("'", "")
+        if tok in NEGATORS or bare in NEGATORS:
+            # "no" followed by a noun ("no refunds") negates; "no." alone too.
+            sign = -sign
+            negs.append(tok)
+            continue
+        pol = _POLARITY_LOOKUP.get(tok)
+        if pol is not None:
+            pairs.append(tok)
+            if pol < 0:
+                sign = -sign
+        for axis, side in _AXIS_LOOKUP.get(tok, ()):
+            axes.setdefault(axis, set()).add(side)
+        if tok in _ALL_MARKERS:
+            continue
+        group = _CHOICE_LOOKUP.get(tok)
+        if group and tok not in _CHOICE_NOISE:
+            choice_vals.setdefault(group, set()).add(tok)
+            continue
+        if tok in _NUMBER_WORDS and i + 1 < len(toks) and toks[i + 1] in _UNITS:
+            canon = _UNITS[toks[i + 1]]
+            values.setdefault(f"quantity:{canon}", frozenset())
+            values[f"quantity:{canon}"] = values[f"quantity:{canon}"] | {
+                float(_NUMBER_WORDS[tok])
+            }
+            continue
+        if tok in STOPWORDS or tok in _NUMBER_WORDS:
+            continue
+        if tok in _UNITS and len(tok) > 2:
+            continue
+        subject.add(stem(bare))
+    for group, vals in choice_vals.items():
+        values[group] = frozenset(vals)
+    return Analysis(
+        text=text,
+        subject=frozenset(subject),
+        sign=sign,
+        axes={k: frozenset(v) for k, v in axes.items()},
+        values=values,
+        negations=tuple(negs),
+        pair_words=tuple(pairs),
+    )
+
+
+def content_stems(text: str) -> frozenset:
+    """Stemmed words without stopwords (markers kept): for duplicate detection."""
+    toks = words(normalise(text))
+    return frozenset(stem(t.replace("'", "")) for t in toks if t not in STOPWORDS)
+
+
+def _trigrams(text: str) -> set[str]:
+    """pg_trgm's trigrams: each alphanumeric word padded with two spaces before and
+    one after."""
+    grams: set[str] = set()
+    for word in re.findall(r"[a-z0-9]+", normalise(text)):
+        padded = f"  {word} "
+        grams.update(padded[i : i + 3] for i in range(len(padded) - 2))
+    return grams
+
+
+def trigram_similarity(a: str, b: str) -> float:
+    """Same definition as PostgreSQL's pg_trgm similarity()."""
+    ta, tb = _trigrams(a), _trigrams(b)
+    if not ta or not tb:
+        return 0.0
+    return len(ta & tb) / len(ta | tb)
+
+
+def jaccard(a: frozenset, b: frozenset) -> float:
+    if not a or not b:
+        return 0.0
+    return len(a & b) / len(a | b)
+
+
+def overlap(a: frozenset, b: frozenset) -> float:
+    if not a or not b:
+        return 0.0
+    return len(a & b) / min(len(a), len(b))
+
+
+def query_terms(text: str, *, limit: int = 10) -> list[str]:
+    """The most specific words of a text (longest first), for full-text prefilters."""
+    seen: list[str] = []
+    for tok in words(normalise(text)):
+        tok = tok.replace("'", "")
+        if (
+            tok in STOPWORDS
+            or tok in _ALL_MARKERS
+            or tok in _CHOICE_LOOKUP
+            or tok in _UNITS
+            or tok in _NUMBER_WORDS
+            or len(tok) < 3
+            or not re.fullmatch(r"[a-z][a-z0-9]*", tok)
+            or tok in seen
+        ):
+            continue
+        seen.append(tok)
+    seen.sort(key=len, reverse=True)
+    return seen[:limit]
