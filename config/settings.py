@@ -37,6 +37,7 @@ INSTALLED_APPS = [
     "rest_framework",
     "django_filters",
     "drf_spectacular",
+    "drf_spectacular_sidecar",
     "django_htmx",
     "django_q",
     "template_partials",
@@ -127,6 +128,14 @@ SPECTACULAR_SETTINGS = {
     "DESCRIPTION": "Runs, feedback, learning candidates, playbooks and recall.",
     "VERSION": "1.0.0",
     "SERVE_INCLUDE_SCHEMA": False,
+    # The schema and its docs page are public (they hold no data) and work offline:
+    # Swagger UI's assets are vendored by drf-spectacular-sidecar, no CDN.
+    "SERVE_PERMISSIONS": ["rest_framework.permissions.AllowAny"],
+    "SERVE_AUTHENTICATION": [],
+    "SWAGGER_UI_DIST": "SIDECAR",
+    "SWAGGER_UI_FAVICON_HREF": "SIDECAR",
+    "REDOC_DIST": "SIDECAR",
+    "SWAGGER_UI_SETTINGS": {"persistAuthorization": True},
     "COMPONENT_SPLIT_REQUEST": True,
 }
 
@@ -211,11 +220,9 @@ FLYWHEEL_INGEST_RATE = os.environ.get("FLYWHEEL_INGEST_RATE", "1200/min")
 FLYWHEEL_THROTTLE_CACHE = "default"
 FLYWHEEL_CACHE_URL = os.environ.get("FLYWHEEL_CACHE_URL", "")
 if FLYWHEEL_CACHE_URL.startswith(("redis://", "rediss://")):
-    CACHES = {
-        "default": {
-            "BACKEND": "django.core.cache.backends.redis.RedisCache",
-            "LOCATION": FLYWHEEL_CACHE_URL,
-        }
+    CACHES["default"] = {
+        "BACKEND": "django.core.cache.backends.redis.RedisCache",
+        "LOCATION": FLYWHEEL_CACHE_URL,
     }
 # Several serializers have a `status` field with different choice sets: name the shared
 # ones so the schema has stable enum names (and `check --deploy` stays warning-free).

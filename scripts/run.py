@@ -115,8 +115,10 @@ def main() -> int:
     signal.signal(signal.SIGINT, on_signal)
     signal.signal(signal.SIGTERM, on_signal)
 
+    # --insecure: the development server serves the vendored static files (htmx, the
+    # console's CSS, Swagger UI) with DEBUG off, so the console works offline.
     children = [
-        start(["runserver", f"{args.host}:{args.port}", "--noreload"]),
+        start(["runserver", f"{args.host}:{args.port}", "--noreload", "--insecure"]),
         start(["qcluster"]),
     ]
     try:
