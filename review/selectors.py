@@ -1,0 +1,343 @@
+"""Reads for the reviewer console, always limited to the namespaces the user reviews."""
+from dataclasses import dataclass
+from datetime import timedelta
+
+from django.db.models import Count, Prefetch, Q, QuerySet
+from django.http import QueryDict
+from django.db.models.functions import TruncDate
+from django.utils import timezone
+
+from learning.candidate_filters import CandidateFilter
+from learning.filters import RunFilter
+from learning.models import (
+    CandidateEvidence,
+    CandidateKind,
+    CandidateStatus,
+    Feedback,
+    LearningCandidate,
+    Namespace,
+    Role,
+    RunStatus,
+    Step,
+    Trajectory,
+)
+from learning.permissions import user_namespaces
+from review.models import AuditEvent
+
+QUEUE_DEFAULT_STATUS = CandidateStatus.PENDING.value
+ALL = "all"
+
+
+def reviewable_candidates(*, user) -> QuerySet[LearningCandidate]:
+    """Candidates in the namespaces where `user` is at least a reviewer (one subquery)."""
+    return LearningCandidate.objects.filter(
+        namespace__in=user_namespaces(user, min_role=Role.REVIEWER)
+    )
+
+
+@dataclass
+class Queue:
+    filterset: CandidateFilter
+    candidates: QuerySet
+    without_status: QuerySet  # the same filters except status: for the per-status counts
+    status: list[str]
+    namespace: str
+    show_hidden: bool = False
+
+
+def queue_params(params) -> "QueryDict":
+    """The queue lists pending candidates unless a status is asked for; `status=all`
+    lists every status."""
+    if not isinstance(params, QueryDict):
+        data = QueryDict(mutable=True)
+        for key, value in dict(params).items():
+            data.setlist(key, value if isinstance(value, list) else [value])
+        params = data
+    params = params.copy()
+    statuses = [s for s in params.getlist("status") if s]
+    if not statuses:
+        params.setlist("status", [QUEUE_DEFAULT_STATUS])
+    elif ALL in statuses:
+        params.setlist("status", [])
+    return params
+
+
+def candidate_queue(*, user, params) -> Queue:
+    """The review queue for `params` (a QueryDict from the URL), filtered by
+    CandidateFilter exactly as the API filters, plus a `namespace` slug."""
+    params = queue_params(params)
+    base = reviewable_candidates(user=user)
+    namespace = (params.get("namespace") or "").strip()
+    if namespace:
+        base = base.filter(namespace__slug=namespace)
+    filterset = CandidateFilter(params, queryset=base)
+    valid = filterset.is_valid()
+    candidates = filterset.qs if valid else base.none()
+    candidates = candidates.select_related("namespace", "playbook", "skill", "leased_by")
+    candidates = candidates.order_by("-created_at", "-id")
+    without = params.copy()
+    without.setlist("status", [])
+    without["show_hidden"] = "true"  # status_counts hides below-floor pending itself
+    counts_filter = CandidateFilter(without, queryset=base)
+    counts_qs = counts_filter.qs if counts_filter.is_valid() else base.none()
+    return Queue(
+        show_hidden=bool(valid and filterset.form.cleaned_data.get("show_hidden")),
+        filterset=filterset,
+        candidates=candidates,
+        without_status=counts_qs,
+        status=params.getlist("status"),
+        namespace=namespace,
+    )
+
+
+def status_counts(*, candidates: QuerySet, show_hidden: bool = False) -> dict[str, int]:
+    """Candidates per status in one grouped query (below-floor pending ones excluded
+    as the queue excludes them, unless asked to show them)."""
+    if not show_hidden:
+        candidates = candidates.filter(
+            Q(below_floor=False) | ~Q(status=CandidateStatus.PENDING)
+        )
+    rows = (
+        candidates.order_by()
+        .values("status")
+        .annotate(n=Count("id"))
+    )
+    counts = {status: 0 for status in CandidateStatus.values}
+    for row in rows:
+        counts[row["status"]] = row["n"]
+    counts[ALL] = sum(counts.values())
+    return counts
+
+
+def candidate_for_review(*, user, candidate_id: int) -> LearningCandidate:
+    """One candidate with its evidence runs, their steps and feedback, in a fixed
+    number of queries. DoesNotExist outside the user's namespaces."""
+    evidence = CandidateEvidence.objects.select_related(
+        "trajectory", "reflection"
+    ).prefetch_related(
+        Prefetch("trajectory__steps", queryset=Step.objects.order_by("index")),
+        Prefetch("trajectory__feedback", queryset=Feedback.objects.order_by("created_at", "id")),
+    ).order_by("created_at", "id")
+    return (
+        reviewable_candidates(user=user)
+        .select_related(
+            "namespace", "playbook", "skill", "leased_by", "reflection", "superseded_by",
+            "replaces_strategy",
+        )
+        .prefetch_related(Prefetch("evidence", queryset=evidence))
+        .get(pk=candidate_id)
+    )
+
+
+def candidate_history(*, candidate: LearningCandidate) -> QuerySet[AuditEvent]:
+    return AuditEvent.objects.filter(candidate=candidate).order_by("created_at", "id")
+
+
+def conflict_items(*, candidate: LearningCandidate) -> list[dict]:
+    """The curated items the audit says this candidate contradicts, with the live text
+    of each strategy (so the console shows both side by side)."""
+    from playbooks.models import Memory, Strategy
+
+    findings = ((candidate.audit or {}).get("conflict")) or []
+    related = []
+    for finding in findings:
+        for item in finding.get("related") or []:
+            related.append({**item, "severity": finding.get("severity", ""),
+                            "message": finding.get("message", "")})
+    strategy_ids = [r["id"] for r in related if r.get("type") == "strategy" and r.get("id")]
+    memory_ids = [r["id"] for r in related if r.get("type") == "memory" and r.get("id")]
+    strategies = Strategy.objects.filter(
+        pk__in=_ints(strategy_ids), playbook__namespace=candidate.namespace
+    ).select_related("playbook").in_bulk()
+    memories = Memory.objects.filter(
+        pk__in=_ints(memory_ids), namespace=candidate.namespace
+    ).in_bulk()
+    for item in related:
+        obj = None
+        if item.get("type") == "strategy":
+            obj = strategies.get(_int(item.get("id")))
+        elif item.get("type") == "memory":
+            obj = memories.get(_int(item.get("id")))
+        item["object"] = obj
+        item["replaceable"] = item.get("type") == "strategy" and obj is not None and obj.active
+    return related
+
+
+def _int(value):
+    try:
+        return int(value)
+    except (TypeError, ValueError):
+        return None
+
+
+def _ints(values):
+    return [v for v in (_int(v) for v in values) if v is not None]
+
+
+def queue_neighbours(*, user, candidate: LearningCandidate) -> dict:
+    """The next pending candidate after this one in queue order (for "next")."""
+    pending = reviewable_candidates(user=user).filter(
+        status=CandidateStatus.PENDING, below_floor=False
+    ).exclude(pk=candidate.pk)
+    nxt = (
+        pending.filter(
+            Q(created_at__lt=candidate.created_at)
+            | Q(created_at=candidate.created_at, pk__lt=candidate.pk)
+        )
+        .order_by("-created_at", "-id")
+        .values_list("pk", flat=True)
+        .first()
+    )
+    if nxt is None:
+        nxt = pending.order_by("-created_at", "-id").values_list("pk", flat=True).first()
+    return {"next": nxt}
+
+
+# --- Runs ---------------------------------------------------------------------------
+
+def run_browser(*, user, params) -> tuple[RunFilter, QuerySet[Trajectory]]:
+    base = Trajectory.objects.filter(namespace__in=user_namespaces(user, min_role=Role.REVIEWER))
+    namespace = (params.get("namespace") or "").strip()
+    if namespace:
+        base = base.filter(namespace__slug=namespace)
+    filterset = RunFilter(params, queryset=base)
+    qs = filterset.qs if filterset.is_valid() else base.none()
+    qs = qs.select_related("namespace").annotate(step_count=Count("steps")).order_by(
+        "-created_at", "-id"
+    )
+    return filterset, qs
+
+
+def run_for_review(*, user, run_id) -> Trajectory:
+    return (
+        Trajectory.objects.filter(namespace__in=user_namespaces(user, min_role=Role.REVIEWER))
+        .select_related("namespace")
+        .prefetch_related(
+            Prefetch("steps", queryset=Step.objects.order_by("index")),
+            Prefetch("feedback", queryset=Feedback.objects.order_by("created_at", "id")),
+            "reflections",
+            Prefetch(
+                "candidate_evidence",
+                queryset=CandidateEvidence.objects.select_related("candidate").order_by("id"),
+            ),
+        )
+        .get(pk=run_id)
+    )
+
+
+# --- Activity -----------------------------------------------------------------------
+
+ACTIVITY_FILTERS = ("namespace", "actor", "action", "candidate", "target_type")
+
+
+def activity_events(*, user, params) -> QuerySet[AuditEvent]:
+    qs = AuditEvent.objects.filter(
+        namespace__in=user_namespaces(user, min_role=Role.REVIEWER)
+    ).select_related("namespace", "candidate")
+    if params.get("namespace"):
+        qs = qs.filter(namespace__slug=params["namespace"])
+    if params.get("actor"):
+        qs = qs.filter(actor__icontains=params["actor"].strip())
+    if params.get("action"):
+        qs = qs.filter(action=params["action"])
+    if params.get("target_type"):
+        qs = qs.filter(target_type=params["target_type"])
+    candidate = _int(params.get("candidate"))
+    if candidate is not None:
+        qs = qs.filter(candidate_id=candidate)
+    return qs.order_by("-created_at", "-id")
+
+
+def activity_actions(*, user) -> list[str]:
+    return list(
+        AuditEvent.objects.filter(namespace__in=user_namespaces(user))
+        .order_by("action")
+        .values_list("action", flat=True)
+        .distinct()
+    )
+
+
+# --- Dashboard ----------------------------------------------------------------------
+
+AGE_BUCKETS = (
+    ("< 1 h", timedelta(hours=1)),
+    ("1–24 h", timedelta(hours=24)),
+    ("1–7 d", timedelta(days=7)),
+    ("> 7 d", None),
+)
+
+
+def queue_health(*, user, now=None) -> dict:
+    """Pending candidates by age bucket and kind, in one grouped query."""
+    now = now or timezone.now()
+    pending = reviewable_candidates(user=user).filter(
+        status=CandidateStatus.PENDING, below_floor=False
+    )
+    aggregates = {}
+    lower = None
+    for i, (label, upper) in enumerate(AGE_BUCKETS):
+        condition = Q()
+        if upper is not None:
+            condition &= Q(created_at__gt=now - upper)
+        if lower is not None:
+            condition &= Q(created_at__lte=now - lower)
+        for kind in CandidateKind.values:
+            aggregates[f"b{i}_{kind}"] = Count("id", filter=condition & Q(kind=kind))
+        lower = upper
+    totals = pending.aggregate(**aggregates)
+    buckets = []
+    for i, (label, _) in enumerate(AGE_BUCKETS):
+        by_kind = {kind: totals[f"b{i}_{kind}"] or 0 for kind in CandidateKind.values}
+        buckets.append({"label": label, "by_kind": by_kind, "total": sum(by_kind.values())})
+    return {"buckets": buckets, "total": sum(b["total"] for b in buckets)}
+
+
+def decisions_per_day(*, user, days: int = 14, now=None) -> list[dict]:
+    """Review decisions (approve/deny/conflict) per day over the last `days`."""
+    now = now or timezone.now()
+    start = (now - timedelta(days=days - 1)).date()
+    rows = (
+        AuditEvent.objects.filter(
+            namespace__in=user_namespaces(user),
+            action__in=["approve", "deny", "conflict"],
+            created_at__date__gte=start,
+        )
+        .annotate(day=TruncDate("created_at"))
+        .values("day", "action")
+        .annotate(n=Count("id"))
+    )
+    table = {start + timedelta(days=i): {"approve": 0, "deny": 0, "conflict": 0}
+             for i in range(days)}
+    for row in rows:
+        if row["day"] in table:
+            table[row["day"]][row["action"]] = row["n"]
+    return [{"day": day, **counts} for day, counts in sorted(table.items())]
+
+
+def learning_curves(*, user, days: int = 30, top: int = 5, now=None) -> dict:
+    """Daily success rate of finished runs per task type (the `top` busiest types)."""
+    now = now or timezone.now()
+    start = (now - timedelta(days=days - 1)).date()
+    finished = Trajectory.objects.filter(
+        namespace__in=user_namespaces(user),
+        created_at__date__gte=start,
+        status__in=[RunStatus.SUCCESS, RunStatus.FAILURE, RunStatus.PARTIAL],
+    ).exclude(task_type="")
+    rows = list(
+        finished.annotate(day=TruncDate("created_at"))
+        .values("task_type", "day")
+        .annotate(n=Count("id"), ok=Count("id", filter=Q(status=RunStatus.SUCCESS)))
+    )
+    volume: dict[str, int] = {}
+    for row in rows:
+        volume[row["task_type"]] = volume.get(row["task_type"], 0) + row["n"]
+    types = sorted(volume, key=lambda t: (-volume[t], t))[:top]
+    series = {t: {} for t in types}
+    for row in rows:
+        if row["task_type"] in series:
+            series[row["task_type"]][row["day"]] = (row["ok"], row["n"])
+    return {"start": start, "days": days, "series": series, "volume": volume}
+
+
+def user_namespace_choices(*, user) -> list[Namespace]:
+    return list(user_namespaces(user, min_role=Role.REVIEWER).order_by("slug"))

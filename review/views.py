@@ -1,0 +1,431 @@
+"""The reviewer console: thin views over review.selectors (reads) and review.services
+(actions). Every action is a plain form POST that htmx speeds up; permissions are
+checked here, per namespace, never in templates."""
+from django.conf import settings
+from django.contrib import messages
+from django.core.paginator import Paginator
+from django.http import Http404, HttpResponse, QueryDict
+from django.shortcuts import redirect, render
+from django.urls import reverse
+from django.utils import timezone
+from django.utils.http import url_has_allowed_host_and_scheme
+from django.views.decorators.http import require_GET, require_POST
+
+from learning.models import (
+    CandidateKind,
+    CandidateStatus,
+    LearningCandidate,
+    Role,
+    RunStatus,
+    Severity,
+    Trajectory,
+)
+from learning.permissions import console_role_required, user_has_role
+from review import charts, selectors, services
+from review.forms import (
+    ApproveForm,
+    BulkForm,
+    CandidateEditForm,
+    DenyForm,
+    NoteForm,
+)
+
+reviewer_required = console_role_required(Role.REVIEWER)
+QUEUE_PAGE_SIZE = 50
+MAX_PAGE_SIZE = 200
+CONFLICT_STATUS = {
+    services.AlreadyDecided: 409,
+    services.NeedsOverride: 403,
+    services.NoteRequired: 400,
+}
+
+
+def _page(request, qs, per_page: int):
+    try:
+        per_page = max(1, min(int(request.GET.get("per_page", per_page)), MAX_PAGE_SIZE))
+    except ValueError:
+        pass
+    return Paginator(qs, per_page).get_page(request.GET.get("page"))
+
+
+def _actor(request, candidate) -> services.Actor:
+    return services.Actor(
+        label=request.user.get_username(),
+        is_admin=user_has_role(request.user, candidate.namespace, Role.ADMIN),
+    )
+
+
+def _get_candidate(request, pk: int) -> LearningCandidate:
+    try:
+        return selectors.candidate_for_review(user=request.user, candidate_id=pk)
+    except LearningCandidate.DoesNotExist:
+        raise Http404("No such candidate in your namespaces.")
+
+
+def _safe_next(request, default: str) -> str:
+    target = request.POST.get("next") or request.GET.get("next") or ""
+    if target and url_has_allowed_host_and_scheme(
+        target, allowed_hosts={request.get_host()}, require_https=request.is_secure()
+    ):
+        return target
+    return default
+
+
+def _is_partial(request) -> bool:
+    return bool(request.htmx) and not request.htmx.history_restore_request
+
+
+# --- Queue --------------------------------------------------------------------------
+
+def _queue_context(request, params) -> dict:
+    queue = selectors.candidate_queue(user=request.user, params=params)
+    page = _page(request, queue.candidates, QUEUE_PAGE_SIZE)
+    counts = selectors.status_counts(candidates=queue.without_status,
+                                     show_hidden=queue.show_hidden)
+    current = queue.status[0] if len(queue.status) == 1 else selectors.ALL
+    query = params.urlencode() if hasattr(params, "urlencode") else ""
+    return {
+        "queue": queue,
+        "filter": queue.filterset,
+        "page": page,
+        "counts": counts,
+        "current_status": current,
+        "status_tabs": [(s, counts[s]) for s in CandidateStatus.values]
+        + [(selectors.ALL, counts[selectors.ALL])],
+        "namespaces": selectors.user_namespace_choices(user=request.user),
+        "kinds": CandidateKind.values,
+        "severities": ["block", "warn", "info", "none"],
+        "query": query,
+        "tab_query": params,
+        "now": timezone.now(),
+        "me": request.user,
+        "queue_url": reverse("review:queue") + (f"?{query}" if query else ""),
+    }
+
+
+@require_GET
+@reviewer_required
+def queue(request):
+    context = _queue_context(request, request.GET)
+    if _is_partial(request):
+        return render(request, "review/queue.html#queue-results", context)
+    return render(request, "review/queue.html", context)
+
+
+@require_POST
+@reviewer_required
+def candidates_bulk(request):
+    form = BulkForm(request.POST)
+    query = request.POST.get("query", "")
+    back = reverse("review:queue") + (f"?{query}" if query else "")
+    if not form.is_valid():
+        errors = "; ".join(e for errs in form.errors.values() for e in errs)
+        return _bulk_response(request, query, back, level="error", text=errors, status=400)
+    if form.cleaned_data["all_matching"]:
+        params = QueryDict(form.cleaned_data["query"], mutable=True)
+        ids = selectors.candidate_queue(user=request.user, params=params).candidates
+        ids = ids.values_list("pk", flat=True)[: services.BULK_LIMIT + 1]
+    else:
+        ids = selectors.reviewable_candidates(user=request.user).filter(
+            pk__in=form.cleaned_data["ids"]
+        ).values_list("pk", flat=True)
+    outcome = services.candidates_bulk_decide(
+        candidate_ids=list(ids),
+        actor=services.Actor(label=request.user.get_username(), is_admin=False),
+        decision=form.cleaned_data["decision"],
+        note=form.cleaned_data["note"],
+    )
+    level = "success" if outcome.decided and not outcome.skipped_count else "warning"
+    return _bulk_response(request, query, back, level=level, text=outcome.summary())
+
+
+def _bulk_response(request, query: str, back: str, *, level: str, text: str, status=200):
+    if _is_partial(request):
+        context = _queue_context(request, QueryDict(query))
+        context["toasts"] = [(level, text)]
+        response = render(request, "review/queue.html#queue-results", context, status=status)
+        return response
+    getattr(messages, level)(request, text)
+    return redirect(back)
+
+
+# --- One candidate ------------------------------------------------------------------
+
+def _preview(candidate) -> dict:
+    """The diff approving would create (from playbooks.apply once it offers it)."""
+    from playbooks import apply
+
+    if candidate.status not in (CandidateStatus.PENDING, CandidateStatus.APPLY_FAILED):
+        return {}
+    if not hasattr(apply, "candidate_apply_preview"):
+        return {"unavailable": True}
+    try:
+        preview = apply.candidate_apply_preview(candidate=candidate)
+    except apply.ApplyFailed as exc:
+        return {"error": str(exc)}
+    diff = preview.get("diff")
+    if isinstance(diff, str):
+        preview["diff_lines"] = [
+            ("add" if line.startswith("+") and not line.startswith("+++") else
+             "del" if line.startswith("-") and not line.startswith("---") else
+             "hunk" if line.startswith("@@") else "", line)
+            for line in diff.splitlines()
+        ]
+    return preview
+
+
+def _candidate_context(request, candidate, **extra) -> dict:
+    now = timezone.now()
+    held_by_other = bool(
+        candidate.leased_by_id and candidate.leased_by_id != request.user.pk
+        and candidate.lease_until and candidate.lease_until > now
+    )
+    audit = candidate.audit or {}
+    findings = [
+        {"audit": name, **finding}
+        for name in ("hygiene", "conflict", "duplicate")
+        for finding in (audit.get(name) or [])
+    ]
+    is_admin = user_has_role(request.user, candidate.namespace, Role.ADMIN)
+    open_ = candidate.status in (CandidateStatus.PENDING, CandidateStatus.APPLY_FAILED)
+    context = {
+        "c": candidate,
+        "now": now,
+        "held_by_other": held_by_other,
+        "findings": findings,
+        "conflicts": selectors.conflict_items(candidate=candidate),
+        "blocked": candidate.max_severity == Severity.BLOCK,
+        "is_admin": is_admin,
+        "is_open": open_,
+        "history": selectors.candidate_history(candidate=candidate),
+        "preview": _preview(candidate) if open_ else {},
+        "edit_form": CandidateEditForm(candidate=candidate) if open_ else None,
+        "neighbours": selectors.queue_neighbours(user=request.user, candidate=candidate),
+        "lease_seconds": settings.FLYWHEEL_LEASE_SECONDS,
+        "queue_url": _safe_next(request, reverse("review:queue")),
+    }
+    context.update(extra)
+    return context
+
+
+@require_GET
+@reviewer_required
+def candidate_detail(request, pk: int):
+    candidate = _get_candidate(request, pk)
+    until = services.candidate_lease(
+        namespace=candidate.namespace, candidate_id=candidate.pk, user=request.user
+    )
+    if until is not None:
+        candidate.leased_by, candidate.lease_until = request.user, until
+    context = _candidate_context(request, candidate)
+    if _is_partial(request):
+        return render(request, "review/candidate.html#candidate", context)
+    return render(request, "review/candidate.html", context)
+
+
+@require_POST
+@reviewer_required
+def candidate_release(request, pk: int):
+    candidate = _get_candidate(request, pk)
+    services.candidate_release(
+        namespace=candidate.namespace, candidate_id=candidate.pk, user=request.user
+    )
+    if _is_partial(request):
+        return HttpResponse(status=204)
+    messages.info(request, f"Released candidate {pk}.")
+    return redirect(_safe_next(request, reverse("review:queue")))
+
+
+def _act(request, pk: int, form_class, action, verb: str):
+    """Run one review action and answer with the fragment the request came from: a
+    queue row (`#cand-<id>`), the candidate panel (htmx), or a redirect (plain POST)."""
+    candidate = _get_candidate(request, pk)
+    form = form_class(request.POST)
+    status, level = 200, "success"
+    if not form.is_valid():
+        text = "; ".join(e for errs in form.errors.values() for e in errs)
+        status, level = 400, "error"
+    else:
+        try:
+            candidate = action(candidate, form.cleaned_data, _actor(request, candidate))
+        except services.ReviewError as exc:
+            text, level = str(exc), "error"
+            status = CONFLICT_STATUS.get(type(exc), 400)
+        else:
+            text = f"Candidate {pk} {verb}."
+            if candidate.status == CandidateStatus.APPLY_FAILED:
+                text = f"Candidate {pk} was approved but applying it failed: {candidate.apply_error}"
+                level = "warning"
+            elif candidate.status == CandidateStatus.APPLIED and candidate.applied_version:
+                text = f"Candidate {pk} applied (version {candidate.applied_version})."
+        candidate = _get_candidate(request, pk)
+    if _is_partial(request):
+        toasts = [(level, text)]
+        target = request.htmx.target or ""
+        if target.startswith("cand-"):
+            return _row_response(request, candidate, toasts, status)
+        context = _candidate_context(request, candidate, toasts=toasts)
+        return render(request, "review/candidate.html#candidate", context, status=status)
+    getattr(messages, level)(request, text)
+    return redirect(_safe_next(request, reverse("review:candidate", args=[pk])))
+
+
+def _row_response(request, candidate, toasts, status):
+    """A queue row after an action, with the status counts of the page it sits on
+    (from HX-Current-URL) swapped out of band."""
+    from urllib.parse import urlsplit
+
+    query = urlsplit(request.htmx.current_url or "").query
+    queue = selectors.candidate_queue(user=request.user, params=QueryDict(query))
+    counts = selectors.status_counts(candidates=queue.without_status,
+                                     show_hidden=queue.show_hidden)
+    context = {
+        "c": candidate, "now": timezone.now(), "me": request.user, "selected": True,
+        "row_toasts": toasts, "row_tabs": True, "tab_query": QueryDict(query),
+        "current_status": queue.status[0] if len(queue.status) == 1 else selectors.ALL,
+        "status_tabs": [(s, counts[s]) for s in CandidateStatus.values]
+        + [(selectors.ALL, counts[selectors.ALL])],
+    }
+    return render(request, "review/queue.html#queue-row", context, status=status)
+
+
+def _approve(candidate, data, actor):
+    return services.candidate_approve(
+        namespace=candidate.namespace, candidate_id=candidate.pk, actor=actor,
+        note=data["note"], override=data["override"],
+        replace_strategy_id=data["replace_strategy"],
+    )
+
+
+def _deny(candidate, data, actor):
+    return services.candidate_deny(
+        namespace=candidate.namespace, candidate_id=candidate.pk, actor=actor,
+        note=data["note"],
+    )
+
+
+def _conflict(candidate, data, actor):
+    return services.candidate_mark_conflicted(
+        namespace=candidate.namespace, candidate_id=candidate.pk, actor=actor,
+        note=data["note"],
+    )
+
+
+@require_POST
+@reviewer_required
+def candidate_approve(request, pk: int):
+    return _act(request, pk, ApproveForm, _approve, "approved")
+
+
+@require_POST
+@reviewer_required
+def candidate_deny(request, pk: int):
+    return _act(request, pk, DenyForm, _deny, "denied")
+
+
+@require_POST
+@reviewer_required
+def candidate_conflict(request, pk: int):
+    return _act(request, pk, NoteForm, _conflict, "marked conflicted")
+
+
+@require_POST
+@reviewer_required
+def candidate_edit(request, pk: int):
+    candidate = _get_candidate(request, pk)
+    form = CandidateEditForm(request.POST, candidate=candidate)
+    status, level, text = 200, "success", f"Candidate {pk} edited."
+    if form.is_valid():
+        try:
+            services.candidate_edit(
+                namespace=candidate.namespace, candidate_id=candidate.pk,
+                actor=_actor(request, candidate), changes=form.changes(),
+                note=form.cleaned_data["note"],
+            )
+        except services.ReviewError as exc:
+            status, level, text = CONFLICT_STATUS.get(type(exc), 400), "error", str(exc)
+        candidate = _get_candidate(request, pk)
+        edit_form = None
+    else:
+        status, level = 400, "error"
+        text = "; ".join(f"{k}: {e}" for k, errs in form.errors.items() for e in errs)
+        edit_form = form
+    if _is_partial(request):
+        context = _candidate_context(request, candidate, toasts=[(level, text)])
+        if edit_form is not None:
+            context["edit_form"], context["edit_open"] = edit_form, True
+        return render(request, "review/candidate.html#candidate", context, status=status)
+    getattr(messages, level)(request, text)
+    return redirect(reverse("review:candidate", args=[pk]))
+
+
+# --- Runs, activity, dashboard ------------------------------------------------------
+
+@require_GET
+@reviewer_required
+def runs(request):
+    filterset, qs = selectors.run_browser(user=request.user, params=request.GET)
+    context = {
+        "filter": filterset,
+        "page": _page(request, qs, 50),
+        "namespaces": selectors.user_namespace_choices(user=request.user),
+        "run_statuses": RunStatus.values,
+    }
+    if _is_partial(request):
+        return render(request, "review/runs.html#run-results", context)
+    return render(request, "review/runs.html", context)
+
+
+@require_GET
+@reviewer_required
+def run_detail(request, pk):
+    try:
+        run = selectors.run_for_review(user=request.user, run_id=pk)
+    except (Trajectory.DoesNotExist, ValueError):
+        raise Http404("No such run in your namespaces.")
+    highlight = set()
+    for part in request.GET.get("hl", "").split(","):
+        if part.strip().isdigit():
+            highlight.add(int(part))
+    return render(request, "review/run_detail.html", {"run": run, "highlight": highlight})
+
+
+@require_GET
+@reviewer_required
+def activity(request):
+    events = selectors.activity_events(user=request.user, params=request.GET)
+    context = {
+        "page": _page(request, events, 50),
+        "namespaces": selectors.user_namespace_choices(user=request.user),
+        "actions": selectors.activity_actions(user=request.user),
+        "params": request.GET,
+    }
+    if _is_partial(request):
+        return render(request, "review/activity.html#activity-results", context)
+    return render(request, "review/activity.html", context)
+
+
+@require_GET
+@reviewer_required
+def dashboard(request):
+    health = selectors.queue_health(user=request.user)
+    decisions = selectors.decisions_per_day(user=request.user, days=14)
+    curves = selectors.learning_curves(user=request.user, days=30)
+    health_rows = [{"label": b["label"], **b["by_kind"]} for b in health["buckets"]]
+    decision_rows = [{**row, "label": row["day"].strftime("%b %d")} for row in decisions]
+    context = {
+        "health": health,
+        "health_chart": charts.stacked_bars(
+            rows=health_rows, keys=CandidateKind.values, label_key="label",
+            colours=charts.KIND_COLOURS,
+        ),
+        "decisions": decisions,
+        "decisions_chart": charts.stacked_bars(
+            rows=decision_rows, keys=["approve", "deny", "conflict"], label_key="label",
+            colours=charts.DECISION_COLOURS, label_every=2,
+        ),
+        "curves_chart": charts.line_chart(
+            start=curves["start"], days=curves["days"], series=curves["series"]
+        ),
+    }
+    return render(request, "review/dashboard.html", context)
