@@ -160,26 +160,42 @@ class Parsed:
 
 
 def run_parse(run: RunView) -> Parsed:
-    """Pairs each tool call with its result: the step's own `result`, else the next
-    observation (parallel calls take the following observations in order)."""
+    """Pairs each tool call with its outcome. Shapes understood: an observation step
+    after the call (by `result.call_id` when both carry one, else the first waiting call
+    of the same tool, else the first waiting call), or the call's own `result` when no
+    observation answers it. Arguments come from `result.arguments` (the importers'
+    shape) or from the description `name({json})` / `name(k=v, …)`."""
     parsed = Parsed(run=run)
     waiting: list[Call] = []
+    by_call_id: dict[str, Call] = {}
+    own_result: dict[int, object] = {}
     for step in run.steps:
         if step.type in ("tool_call", "action") and (step.tool or "(" in step.description):
             tool, args = parse_call(step)
-            if not tool:
+            if not tool or tool in NEUTRAL_TOOLS and step.type == "decision":
                 continue
             call = Call(step=step.index, tool=tool, args=args)
+            result = step.result
+            if isinstance(result, dict) and isinstance(result.get("arguments"), dict):
+                call.args = result["arguments"]
+                if result.get("call_id"):
+                    by_call_id[str(result["call_id"])] = call
+            elif result is not None:
+                own_result[step.index] = result
             parsed.calls.append(call)
-            if step.result is not None:
-                call.result, call.result_step = step.result, step.index
-            else:
-                waiting.append(call)
+            waiting.append(call)
         elif step.type == "observation":
-            value = step.result if step.result is not None else step.description
+            meta = step.result if isinstance(step.result, dict) else {}
+            value = step.description if (step.description or "").strip() else step.result
+            if meta.get("is_error") and not _is_error(value):
+                value = f"Error: {value}"
             parsed.observations.append((step.index, value))
-            if waiting:
-                call = waiting.pop(0)
+            call = by_call_id.get(str(meta.get("call_id") or ""))
+            if call is None or call not in waiting:
+                call = next((c for c in waiting if step.tool and c.tool == step.tool),
+                            waiting[0] if waiting else None)
+            if call is not None:
+                waiting.remove(call)
                 call.result, call.result_step = value, step.index
         elif step.type == "message":
             role, _, text = step.description.partition(":")
@@ -189,6 +205,9 @@ def run_parse(run: RunView) -> Parsed:
                 parsed.messages.append(Message(step=step.index, role=role, text=text.strip()))
             else:
                 parsed.messages.append(Message(step=step.index, role="", text=step.description))
+    for call in waiting:  # no observation answered it: the call's own result, if any
+        if call.step in own_result:
+            call.result, call.result_step = own_result[call.step], call.step
     return parsed
 
 
