@@ -94,14 +94,27 @@ def redact_text(text: str) -> tuple[str, int]:
     return text, total
 
 
+# A JSON object member whose name says it holds a secret is masked whatever its value
+# looks like: {"password": "hunter2"} has nothing a text pattern could recognise.
+_SECRET_KEY = re.compile(
+    r"(?i)^(?:.*[_-])?(?:password|passwd|pwd|secret|api[_-]?key|apikey|access[_-]?token"
+    r"|auth[_-]?token|refresh[_-]?token|client[_-]?secret|private[_-]?key|authorization"
+    r"|credentials?)$"
+)
+
+
 def redact_value(value: Any) -> tuple[Any, int]:
-    """Redact strings anywhere inside a JSON-like value (dict keys are kept)."""
+    """Redact strings anywhere inside a JSON-like value (dict keys are kept; a string
+    under a secret-sounding key is masked whole)."""
     if isinstance(value, str):
         return redact_text(value)
     if isinstance(value, dict):
         total, out = 0, {}
         for key, item in value.items():
-            out[key], count = redact_value(item)
+            if isinstance(item, str) and item and item != MASK and _SECRET_KEY.match(str(key)):
+                out[key], count = MASK, 1
+            else:
+                out[key], count = redact_value(item)
             total += count
         return out, total
     if isinstance(value, list):
