@@ -27,6 +27,7 @@ from django.db import transaction
 from django.utils import timezone
 
 from learning.models import CandidateKind, CandidateStatus, LearningCandidate
+from learning.webhooks import candidate_event_emit
 from playbooks import services
 from playbooks.models import ChangeKind, Memory, Playbook, Skill, SkillVersion, Strategy
 
@@ -388,6 +389,7 @@ def candidate_apply(*, candidate: LearningCandidate, actor: str) -> None:
             from_status=CandidateStatus.APPROVED, to_status=CandidateStatus.APPLIED,
             data=data,
         )
+        candidate_event_emit(candidate=candidate, event="candidate.applied")  # webhooks
 
 
 # --- rebase and revert -------------------------------------------------------------

@@ -23,6 +23,7 @@ from django.conf import settings
 from django.db import connection, transaction
 
 from learning.models import RunStatus, Trajectory
+from learning.webhooks import version_flagged_emit
 from playbooks.models import Playbook, PlaybookVersion, RecallLog, Strategy
 
 Z_95 = 1.959963984540054
@@ -160,6 +161,8 @@ def quality_gate_evaluate(*, playbook: Playbook, actor: str = "system:quality-ga
                     target_type="playbook", target_id=playbook.slug,
                     note=result["reason"], data={"version": version.number},
                 )
+                if version.flagged:  # webhooks
+                    version_flagged_emit(playbook=playbook, version=version)
         results.append(result)
     return results
 

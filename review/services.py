@@ -16,6 +16,7 @@ from learning.models import (
     Namespace,
     Severity,
 )
+from learning.webhooks import candidate_event_emit
 from review.models import AuditEvent
 
 
@@ -112,6 +113,7 @@ def _decide(candidate, *, actor: Actor, to_status: str, note: str, action: str, 
         note=note,
         data=data,
     )
+    candidate_event_emit(candidate=candidate, event="candidate.decided")  # webhooks
 
 
 def candidate_approve(

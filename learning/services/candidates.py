@@ -19,6 +19,7 @@ from learning.models import (
     Reflection,
     Trajectory,
 )
+from learning.webhooks import candidate_event_emit
 
 MEMORY_KINDS = {CandidateKind.PREFERENCE, CandidateKind.DURABLE_FACT}
 _WORD = re.compile(r"[a-z0-9_]+")
@@ -156,6 +157,7 @@ def candidate_create(
     candidate.evidence_count = candidate.evidence.count()
     candidate.save(update_fields=["evidence_count"])
     candidate_audit_enqueue(candidate=candidate)
+    candidate_event_emit(candidate=candidate, event="candidate.created")  # webhooks
     return candidate, True
 
 
