@@ -1,0 +1,1 @@
+from tests.reliability.procs import gunicorn, qclusters, redis_url  # noqa: F401
