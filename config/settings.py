@@ -158,8 +158,18 @@ FLYWHEEL_CONFIDENCE_FLOORS = {
 FLYWHEEL_LEASE_SECONDS = int(os.environ.get("FLYWHEEL_LEASE_SECONDS", 300))
 ANTHROPIC_API_KEY = os.environ.get("ANTHROPIC_API_KEY", "")
 ANTHROPIC_BASE_URL = os.environ.get("ANTHROPIC_BASE_URL", "") or None
-ANTHROPIC_MODEL = os.environ.get("ANTHROPIC_MODEL", "claude-sonnet-4-5")
+ANTHROPIC_MODEL = os.environ.get("ANTHROPIC_MODEL", "claude-sonnet-4-6")
 ANTHROPIC_TIMEOUT = env_float("ANTHROPIC_TIMEOUT", 60.0)
+ANTHROPIC_MAX_RETRIES = int(os.environ.get("ANTHROPIC_MAX_RETRIES", 2))
+# Batch reflection waits this long for a Message Batch, then falls back to offline.
+ANTHROPIC_BATCH_WAIT = env_float("ANTHROPIC_BATCH_WAIT", 90.0)
+# A run's reflection is tried this many times before it is marked `failed`.
+FLYWHEEL_REFLECTION_MAX_ATTEMPTS = int(os.environ.get("FLYWHEEL_REFLECTION_MAX_ATTEMPTS", 3))
+# The sweeper re-queues runs pending longer than this (more than Q_RETRY, so the
+# broker's own re-delivery after a killed worker comes first).
+FLYWHEEL_REFLECTION_STALE_SECONDS = int(os.environ.get("FLYWHEEL_REFLECTION_STALE_SECONDS", 300))
+# Batch reflection of a task type once this many new finished runs arrived.
+FLYWHEEL_BATCH_MIN_RUNS = int(os.environ.get("FLYWHEEL_BATCH_MIN_RUNS", 5))
 
 # --- Background work (Django-Q2) ----------------------------------------------------
 # ORM broker by default: one machine needs nothing but the database. Set Q_BROKER_URL

@@ -15,7 +15,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 TOOL = "record_lessons"
 
 
-def message_body(content, *, model="claude-sonnet-4-5", usage=None):
+def message_body(content, *, model="claude-sonnet-4-6", usage=None):
     return {
         "id": f"msg_{time.monotonic_ns()}", "type": "message", "role": "assistant",
         "model": model, "content": content, "stop_reason": "tool_use", "stop_sequence": None,
@@ -88,7 +88,7 @@ class FakeAnthropic:
             return 200, message_body([{"type": "text", "text": value}])
         if kind == "raw":
             return 200, value
-        return 200, tool_message(value, model=body.get("model", "claude-sonnet-4-5"))
+        return 200, tool_message(value, model=body.get("model", "claude-sonnet-4-6"))
 
     def _batch_view(self, batch):
         view = {k: v for k, v in batch.items() if k != "results"}

@@ -170,7 +170,8 @@ class ClaudeReflector:
         self.model = model or settings.ANTHROPIC_MODEL
         self.name = self.model
         self._client = client
-        self._max_retries = 2 if max_retries is None else max_retries
+        self._max_retries = (getattr(settings, "ANTHROPIC_MAX_RETRIES", 2)
+                             if max_retries is None else max_retries)
         self._timeout = timeout or settings.ANTHROPIC_TIMEOUT
         self.offline = OfflineReflector()
 
