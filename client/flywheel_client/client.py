@@ -245,12 +245,18 @@ class Flywheel:
         task: str,
         task_type: str | None = None,
         budget_tokens: int | None = None,
+        session_id: str | None = None,
+        run: str | None = None,
     ) -> Context:
-        """Ask for the playbook's context for a task, to paste into a prompt."""
+        """Ask for the playbook's context for a task, to paste into a prompt.
+        ``session_id`` / ``run`` (the run's external_id) link the recall to the run,
+        which lets the quality gate judge the version by how its runs end."""
         body = self.request(
             "GET",
             f"playbooks/{urllib.parse.quote(playbook, safe='')}/context/",
-            params={"task": task, "task_type": task_type, "budget_tokens": budget_tokens},
+            params={"task": task, "task_type": task_type or None,
+                    "budget_tokens": budget_tokens, "session_id": session_id or None,
+                    "run": run},
         )
         return Context(
             playbook=body.get("playbook", playbook),
@@ -271,7 +277,8 @@ class Flywheel:
         evidence_runs: list[str] | None = None,
         **extra: Any,
     ) -> dict[str, Any]:
-        """Propose a learning candidate (the playbook must be in agentic mode)."""
+        """Propose a learning candidate (audited, then reviewed). The server merges a
+        repeat of a pending proposal into it, so a retried proposal is harmless."""
         body: dict[str, Any] = {
             "kind": kind, "content": content, "rationale": rationale,
             "confidence": confidence, **extra,
@@ -280,7 +287,7 @@ class Flywheel:
             body["playbook"] = playbook
         if evidence_runs:
             body["evidence_runs"] = [str(r) for r in evidence_runs]
-        return self.request("POST", "candidates/", json_body=body, idempotent=False)
+        return self.request("POST", "candidates/", json_body=body, idempotent=True)
 
 
 class RunRecorder:
@@ -386,6 +393,16 @@ class RunRecorder:
         self.tokens_used = (self.tokens_used or 0) + tokens
         if cost_usd:
             self.cost_usd = (self.cost_usd or 0.0) + cost_usd
+
+    def recall(self, playbook: str, *, budget_tokens: int | None = None) -> Context:
+        """Recall context for this run's task, linked to this run, and note the
+        version in ``playbook_versions``."""
+        context = self.client.recall(
+            playbook, task=self.task, task_type=self.task_type, budget_tokens=budget_tokens,
+            session_id=self.session_id, run=self.external_id,
+        )
+        self.use(context)
+        return context
 
     def use(self, context: Context | str) -> None:
         """Note a playbook version the run used (``Context`` or ``"slug@n"``)."""

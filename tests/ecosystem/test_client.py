@@ -121,3 +121,54 @@ def test_connection_errors_are_retried_then_raised():
         fw.feedback("r-1", 0.5)  # refused: never processed, so retried even here
     assert len(delays) == 3
     assert 0.25 <= delays[0] <= 0.5 and 1.0 <= delays[2] <= 2.0  # exponential
+
+
+@pytest.fixture
+def airline(live_server):
+    """An agentic playbook with one strategy, made through the admin API."""
+    admin_token, admin_raw = make_token(namespace="acme", role="admin", name="pb-admin")
+    admin = Flywheel(live_server.url, admin_raw, sleep=lambda s: None)
+    admin.request("POST", "playbooks/", json_body={
+        "slug": "airline", "name": "Airline support", "scope": "team", "mode": "agentic"})
+    admin.request("POST", "playbooks/airline/strategies/", json_body={
+        "type": "helpful",
+        "description": "Look up the reservation before changing a flight",
+        "context": "flight changes"})
+    return admin.request("GET", "playbooks/airline/")
+
+
+def test_recall_inside_a_run_links_the_version(fw, airline):
+    """run.recall() fetches the playbook context for the run's task and records
+    "slug@version" in the run's playbook_versions."""
+    with fw.run("Change the flight of reservation 4WQ150",
+                task_type="airline.change_flight") as run:
+        context = run.recall("airline", budget_tokens=500)
+        run.succeed()
+    assert context.playbook == "airline"
+    assert context.version == airline["version"] >= 2
+    assert "Look up the reservation" in context.context
+    assert context.items and context.tokens > 0
+    stored = Trajectory.objects.get(pk=run.id)
+    assert stored.playbook_versions == [f"airline@{context.version}"]
+    with pytest.raises(ApiError) as excinfo:
+        fw.recall("no-such-playbook", task="x")
+    assert excinfo.value.status == 404
+
+
+def test_propose_a_candidate_with_evidence(fw, airline):
+    """propose() posts a candidate citing the run as evidence; it waits for review;
+    the same proposal again is merged, not duplicated."""
+    with fw.run("Change the flight of reservation 4WQ150") as run:
+        run.succeed()
+    proposal = dict(kind="strategy_helpful",
+                    content="Confirm the cabin class before offering a change",
+                    rationale="basic economy can't be changed", confidence=0.7,
+                    playbook="airline", evidence_runs=[run.id])
+    candidate = fw.propose(**proposal)
+    assert candidate["status"] == "pending" and candidate["playbook"] == "airline"
+    assert candidate["evidence_runs"] == [run.id]
+    again = fw.propose(**proposal)
+    assert again["id"] == candidate["id"]
+    with pytest.raises(ApiError) as excinfo:
+        fw.propose(kind="strategy_helpful", content="x", playbook="nope")
+    assert "playbook" in excinfo.value.field_errors
