@@ -164,6 +164,12 @@ def _preview(candidate) -> dict:
     except apply.ApplyFailed as exc:
         return {"error": str(exc)}
     diff = preview.get("diff")
+    if isinstance(diff, dict):
+        preview["diff_items"] = [
+            (cls, _diff_text(item))
+            for cls, key in (("add", "added"), ("del", "removed"), ("chg", "changed"))
+            for item in diff.get(key) or []
+        ]
     if isinstance(diff, str):
         preview["diff_lines"] = [
             ("add" if line.startswith("+") and not line.startswith("+++") else
@@ -172,6 +178,21 @@ def _preview(candidate) -> dict:
             for line in diff.splitlines()
         ]
     return preview
+
+
+def _diff_text(item) -> str:
+    if not isinstance(item, dict):
+        return str(item)
+    text = item.get("description") or item.get("content") or item.get("text") or ""
+    fields = item.get("fields") or {}
+    if fields:
+        changes = ", ".join(
+            f"{name}: {change.get('from')} → {change.get('to')}"
+            if isinstance(change, dict) else f"{name}: {change}"
+            for name, change in fields.items()
+        )
+        text = f"{text} ({changes})" if text else changes
+    return text or str(item)
 
 
 def _candidate_context(request, candidate, **extra) -> dict:

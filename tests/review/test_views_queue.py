@@ -1,0 +1,180 @@
+"""The review queue: filters in the URL, counts per status, constant queries, htmx
+partials, bulk decisions — and only the reviewer's namespaces."""
+import pytest
+from django.db import connection
+from django.test import Client
+from django.test.utils import CaptureQueriesContext
+
+from learning.models import LearningCandidate
+from review.models import AuditEvent
+from tests.factories import CandidateFactory, NamespaceFactory
+from tests.review.conftest import HX, hx, make_user
+
+pytestmark = pytest.mark.django_db
+
+
+def test_anonymous_users_are_sent_to_login(client):
+    response = client.get("/")
+    assert response.status_code == 302 and response["Location"].startswith("/login/")
+
+
+def test_users_without_a_reviewer_role_are_refused(acme):
+    agent = make_user("agnes", acme, "agent")
+    client = Client()
+    client.force_login(agent)
+    assert client.get("/").status_code == 403
+
+
+def test_queue_lists_pending_candidates_of_my_namespaces_only(rclient, acme):
+    mine = CandidateFactory(namespace=acme, content="Mine: check the fare rules")
+    CandidateFactory(namespace=acme, content="Already denied", status="denied")
+    CandidateFactory(namespace=NamespaceFactory(slug="elsewhere"), content="Not yours")
+    response = rclient.get("/")
+    html = response.content.decode()
+    assert response.status_code == 200
+    assert "Mine: check the fare rules" in html and f'id="cand-{mine.pk}"' in html
+    assert "Already denied" not in html and "Not yours" not in html
+    assert "<html" in html  # the full page
+    counts = response.context["counts"]
+    assert counts["pending"] == 1 and counts["denied"] == 1 and counts["all"] == 2
+
+
+def test_htmx_request_gets_only_the_results_partial(rclient, acme):
+    CandidateFactory(namespace=acme, content="Partial row")
+    response = rclient.get("/?kind=strategy_helpful", **HX)
+    html = response.content.decode()
+    assert response.status_code == 200
+    assert html.lstrip().startswith('<div id="queue-results">')
+    assert "Partial row" in html and "<html" not in html
+
+
+def test_history_restore_gets_the_full_page(rclient, acme):
+    response = rclient.get("/", HTTP_HX_REQUEST="true", HTTP_HX_HISTORY_RESTORE_REQUEST="true")
+    assert "<html" in response.content.decode()
+
+
+@pytest.mark.parametrize(
+    "query, expected",
+    [
+        ("kind=preference", {"pref"}),
+        ("severity=block", {"blocked"}),
+        ("severity=none", {"pref", "low", "helpful"}),
+        ("min_confidence=0.5&max_confidence=0.95", {"pref", "blocked", "helpful"}),
+        ("q=CABIN", {"helpful"}),
+        ("namespace=acme&playbook=airline", {"helpful"}),
+        ("agent=bot-7", {"pref"}),
+        ("status=denied", {"denied"}),
+        ("status=all", {"pref", "blocked", "low", "helpful", "denied"}),
+        ("min_confidence=abc", set()),
+    ],
+)
+def test_filters(rclient, acme, query, expected):
+    """The console filters with CandidateFilter, as the API does; state is in the URL."""
+    from tests.factories import make_playbook
+
+    playbook = make_playbook(acme, slug="airline")
+    CandidateFactory(namespace=acme, content="pref", kind="preference", confidence=0.6,
+                     agent="bot-7")
+    CandidateFactory(namespace=acme, content="blocked", max_severity="block", confidence=0.9)
+    CandidateFactory(namespace=acme, content="low", confidence=0.2)
+    CandidateFactory(namespace=acme, content="helpful: check the cabin", confidence=0.8,
+                     playbook=playbook)
+    CandidateFactory(namespace=acme, content="denied", status="denied")
+    response = rclient.get(f"/?{query}")
+    assert response.status_code == 200
+    shown = {c.content.split(":")[0] for c in response.context["page"]}
+    assert shown == expected
+
+
+def test_query_count_is_constant_whatever_the_page_size(rclient, acme,
+                                                        django_assert_num_queries):
+    """2 rows or 30 rows: the same number of queries (no N+1 on namespace, playbook,
+    lease holder)."""
+    from tests.factories import make_playbook
+
+    playbook = make_playbook(acme, slug="airline")
+    holder = make_user("otto", acme)
+    CandidateFactory.create_batch(2, namespace=acme, playbook=playbook, leased_by=holder)
+    with CaptureQueriesContext(connection) as two:
+        assert rclient.get("/").status_code == 200
+    assert len(two) <= 8
+    CandidateFactory.create_batch(28, namespace=acme, playbook=playbook, leased_by=holder)
+    with django_assert_num_queries(len(two)):
+        response = rclient.get("/")
+    assert len(response.context["page"]) == 30
+
+
+def test_pagination_keeps_the_filters(rclient, acme):
+    CandidateFactory.create_batch(5, namespace=acme, kind="procedure")
+    response = rclient.get("/?kind=procedure&per_page=2&page=2")
+    html = response.content.decode()
+    assert len(response.context["page"]) == 2
+    assert "kind=procedure" in html and "page=3" in html and "3–4 of 5" in html
+
+
+def test_lease_holder_shows_in_the_queue(rclient, acme):
+    from datetime import timedelta
+
+    from django.utils import timezone
+
+    holder = make_user("otto", acme)
+    CandidateFactory(namespace=acme, leased_by=holder,
+                     lease_until=timezone.now() + timedelta(minutes=5))
+    assert "🔒 otto" in rclient.get("/").content.decode()
+
+
+def test_bulk_deny_as_plain_form_post(rclient, acme):
+    cs = CandidateFactory.create_batch(3, namespace=acme)
+    foreign = CandidateFactory(namespace=NamespaceFactory(slug="elsewhere"))
+    response = rclient.post("/candidates/bulk/", {
+        "decision": "deny", "note": "too vague", "ids": [cs[0].pk, cs[1].pk, foreign.pk],
+        "query": "status=pending",
+    }, follow=True)
+    assert response.redirect_chain[-1][0] == "/?status=pending"
+    assert "Denied 2." in response.content.decode()
+    statuses = dict(LearningCandidate.objects.values_list("pk", "status"))
+    assert statuses == {cs[0].pk: "denied", cs[1].pk: "denied", cs[2].pk: "pending",
+                        foreign.pk: "pending"}
+
+
+def test_bulk_deny_without_reason_is_refused(rclient, acme):
+    c = CandidateFactory(namespace=acme)
+    response = rclient.post("/candidates/bulk/", {"decision": "deny", "ids": [c.pk]}, **HX)
+    assert response.status_code == 400
+    assert "A denial needs a reason." in response.content.decode()
+    c.refresh_from_db()
+    assert c.status == "pending"
+
+
+def test_bulk_all_matching_acts_on_the_filter_not_the_page(rclient, acme, fake_apply):
+    """"All N matching this filter" approves every match (beyond the page), skips the
+    blocked one and says so; non-matching candidates are untouched."""
+    procedures = CandidateFactory.create_batch(4, namespace=acme, kind="procedure")
+    blocked = CandidateFactory(namespace=acme, kind="procedure", max_severity="block")
+    other = CandidateFactory(namespace=acme, kind="preference")
+    response = rclient.post("/candidates/bulk/", {
+        "decision": "approve", "note": "", "all_matching": "true",
+        "query": "kind=procedure&per_page=2",
+    }, **hx())
+    html = response.content.decode()
+    assert response.status_code == 200
+    assert "Approved 4; skipped 1: blocking audit finding" in html
+    assert html.lstrip().startswith('<div id="queue-results">')
+    statuses = dict(LearningCandidate.objects.values_list("pk", "status"))
+    assert [statuses[c.pk] for c in procedures] == ["applied"] * 4
+    assert statuses[blocked.pk] == "pending" and statuses[other.pk] == "pending"
+
+
+def test_bulk_needs_a_selection(rclient, acme):
+    response = rclient.post("/candidates/bulk/", {"decision": "conflict"}, follow=True)
+    assert "Select at least one candidate." in response.content.decode()
+    assert not AuditEvent.objects.exists()
+
+
+def test_bulk_requires_post_and_csrf(acme, reviewer):
+    client = Client(enforce_csrf_checks=True)
+    client.force_login(reviewer)
+    c = CandidateFactory(namespace=acme)
+    assert client.get("/candidates/bulk/").status_code == 405
+    assert client.post("/candidates/bulk/", {"decision": "conflict", "ids": [c.pk]}
+                       ).status_code == 403
