@@ -1,0 +1,243 @@
+"""Curation of playbooks and consolidation of memories (scheduled; see tasks.py).
+
+Curating a playbook, in one new version with its diff (nothing changes: no version):
+- merge near-duplicate strategies of the same type (token-set Jaccard or character
+  ratio >= MERGE_THRESHOLD): the survivor keeps the summed helpful/harmful counts, the
+  union of the evidence and the higher confidence; the others are retired;
+- retire strategies whose harmful count outweighs the helpful one (with at least
+  HARMFUL_MIN harmful observations);
+- decay strategies not recalled for DECAY_DAYS (nor changed in that time, so one decay
+  per idle period): confidence x DECAY_FACTOR, retired below RETIRE_BELOW.
+
+Consolidating memories: groups of at least MIN_GROUP active low-importance memories
+(importance < LOW_IMPORTANCE) with the same scope, user, kind and entity are summarised
+into one `summary` memory (Claude when ANTHROPIC_API_KEY is set, else — or when the
+call fails — an offline summariser); the originals are deactivated and point at it.
+High-importance memories are never touched.
+"""
+import logging
+import re
+from collections import defaultdict
+from datetime import datetime, timedelta
+from difflib import SequenceMatcher
+
+from django.conf import settings
+from django.db import transaction
+from django.utils import timezone
+
+from learning.models import Namespace
+from playbooks import services
+from playbooks.models import ChangeKind, Memory, MemoryKind, Playbook, Strategy
+
+logger = logging.getLogger(__name__)
+
+MERGE_THRESHOLD = 0.8
+HARMFUL_MIN = 3
+DECAY_DAYS = 60
+DECAY_FACTOR = 0.8
+RETIRE_BELOW = 0.15
+LOW_IMPORTANCE = 0.4
+MIN_GROUP = 3
+CURATION_ACTOR = "system:curation"
+
+_WORD = re.compile(r"[a-z0-9]+")
+_STOP = frozenset("a an the to of and or for in on with before after when is be it".split())
+
+
+def _tokens(text: str) -> frozenset[str]:
+    return frozenset(w for w in _WORD.findall(text.lower()) if w not in _STOP)
+
+
+def strategy_similarity(a: str, b: str) -> float:
+    ta, tb = _tokens(a), _tokens(b)
+    jaccard = len(ta & tb) / len(ta | tb) if ta | tb else 0.0
+    if jaccard >= MERGE_THRESHOLD:
+        return jaccard
+    ratio = SequenceMatcher(None, " ".join(a.lower().split()), " ".join(b.lower().split()))
+    return max(jaccard, ratio.ratio())
+
+
+def _duplicate_groups(strategies: list[Strategy]) -> list[list[Strategy]]:
+    """Union-find over pairs that share a token (an inverted index keeps it far from
+    all-pairs on big playbooks) and are similar enough."""
+    parent = {s.pk: s.pk for s in strategies}
+
+    def find(x):
+        while parent[x] != x:
+            parent[x] = parent[parent[x]]
+            x = parent[x]
+        return x
+
+    by_id = {s.pk: s for s in strategies}
+    index: dict[tuple[str, str], list[int]] = defaultdict(list)
+    for s in strategies:
+        for token in _tokens(s.description):
+            index[(s.type, token)].append(s.pk)
+    checked = set()
+    for ids in index.values():
+        if len(ids) > 200:  # a very common token says little; rarer ones pair them up
+            continue
+        for i, a in enumerate(ids):
+            for b in ids[i + 1:]:
+                if (a, b) in checked or find(a) == find(b):
+                    continue
+                checked.add((a, b))
+                if strategy_similarity(by_id[a].description, by_id[b].description) >= MERGE_THRESHOLD:
+                    parent[find(b)] = find(a)
+    groups: dict[int, list[Strategy]] = defaultdict(list)
+    for s in strategies:
+        groups[find(s.pk)].append(s)
+    return [g for g in groups.values() if len(g) > 1]
+
+
+def playbook_curate(
+    *, playbook: Playbook, actor: str = CURATION_ACTOR, now: datetime | None = None
+) -> dict:
+    """Merge, retire and decay (see the module docstring); one version if anything
+    changed. Returns what it did."""
+    now = now or timezone.now()
+    report = {"playbook": playbook.slug, "merged": [], "retired_harmful": [], "decayed": [],
+              "retired_stale": [], "version": None}
+    with transaction.atomic():
+        playbook = services.playbook_lock(playbook=playbook)
+        active = list(Strategy.objects.filter(playbook=playbook, active=True).order_by("id"))
+        retired: set[int] = set()
+        for group in _duplicate_groups(active):
+            survivor = max(group, key=lambda s: (s.helpful_count - s.harmful_count,
+                                                 s.confidence, -s.pk))
+            evidence = list(survivor.evidence or [])
+            for other in group:
+                if other.pk == survivor.pk:
+                    continue
+                survivor.helpful_count += other.helpful_count
+                survivor.harmful_count += other.harmful_count
+                survivor.confidence = max(survivor.confidence, other.confidence)
+                evidence += [e for e in other.evidence or [] if e not in evidence]
+                other.active = False
+                other.save(update_fields=["active", "updated_at"])
+                retired.add(other.pk)
+                report["merged"].append({"into": survivor.pk, "retired": other.pk})
+            survivor.evidence = evidence
+            survivor.save()
+        stale_before = now - timedelta(days=DECAY_DAYS)
+        for s in active:
+            if s.pk in retired:
+                continue
+            if s.harmful_count >= HARMFUL_MIN and s.harmful_count > s.helpful_count:
+                s.active = False
+                s.save(update_fields=["active", "updated_at"])
+                report["retired_harmful"].append(s.pk)
+                continue
+            last_used = s.last_recalled_at or s.created_at
+            if last_used < stale_before and s.updated_at < stale_before:
+                s.confidence = round(s.confidence * DECAY_FACTOR, 4)
+                if s.confidence < RETIRE_BELOW:
+                    s.active = False
+                    report["retired_stale"].append(s.pk)
+                else:
+                    report["decayed"].append(s.pk)
+                s.save(update_fields=["confidence", "active", "updated_at"])
+        if any(report[k] for k in ("merged", "retired_harmful", "decayed", "retired_stale")):
+            note = (f"curation: {len(report['merged'])} merged, "
+                    f"{len(report['retired_harmful'])} retired as harmful, "
+                    f"{len(report['decayed'])} decayed, "
+                    f"{len(report['retired_stale'])} retired as stale")
+            kind = ChangeKind.MERGE if not any(
+                report[k] for k in ("retired_harmful", "decayed", "retired_stale")
+            ) else ChangeKind.CURATION
+            version = services.playbook_version_commit(
+                playbook=playbook, change_kind=kind, actor=actor, note=note,
+                allow_empty=True,
+            )
+            report["version"] = version.number
+    return report
+
+
+# --- memories ------------------------------------------------------------------------
+
+
+def summarise_offline(texts: list[str]) -> str:
+    """Deterministic: the distinct notes, in order, as one line each."""
+    seen, lines = set(), []
+    for text in texts:
+        key = " ".join(text.lower().split()).rstrip(".")
+        if key and key not in seen:
+            seen.add(key)
+            lines.append("- " + " ".join(text.split()))
+    return f"Summary of {len(texts)} notes:\n" + "\n".join(lines)
+
+
+def summarise_with_claude(texts: list[str]) -> str:
+    import anthropic
+
+    client = anthropic.Anthropic(
+        api_key=settings.ANTHROPIC_API_KEY, base_url=settings.ANTHROPIC_BASE_URL,
+        timeout=settings.ANTHROPIC_TIMEOUT,
+    )
+    notes = "\n".join(f"- {t}" for t in texts)
+    message = client.messages.create(
+        model=settings.ANTHROPIC_MODEL,
+        max_tokens=400,
+        system="You merge an agent's memory notes into one short, faithful summary. Keep "
+               "every distinct fact or preference; drop repetition; no preamble.",
+        messages=[{"role": "user", "content": f"Notes:\n{notes}\n\nSummary:"}],
+    )
+    text = "".join(getattr(block, "text", "") for block in message.content).strip()
+    if not text:
+        raise ValueError("empty summary")
+    return text
+
+
+def summarise(texts: list[str]) -> tuple[str, str]:
+    """(summary, summariser name): Claude when configured, offline otherwise or on
+    any failure."""
+    if settings.ANTHROPIC_API_KEY:
+        try:
+            return summarise_with_claude(texts), settings.ANTHROPIC_MODEL
+        except Exception as exc:  # the summary must not depend on the network
+            logger.warning("memory summary by Claude failed, using offline: %s", exc)
+    return summarise_offline(texts), "offline"
+
+
+def memories_consolidate(
+    *, namespace: Namespace, actor: str = CURATION_ACTOR, summariser=None
+) -> list[Memory]:
+    """Summarise groups of low-importance memories (see module docstring)."""
+    groups: dict[tuple, list[Memory]] = defaultdict(list)
+    rows = Memory.objects.filter(
+        namespace=namespace, active=True, importance__lt=LOW_IMPORTANCE,
+        kind__in=[MemoryKind.PREFERENCE, MemoryKind.DURABLE_FACT],
+    ).order_by("created_at", "id")
+    for memory in rows:
+        groups[(memory.scope, memory.user_id, memory.kind, memory.entity)].append(memory)
+    created = []
+    for (scope, user_id, kind, entity), members in groups.items():
+        if len(members) < MIN_GROUP:
+            continue
+        texts = [m.content for m in members]
+        if summariser is not None:
+            content, by = summariser(texts), "custom"
+        else:
+            content, by = summarise(texts)
+        with transaction.atomic():
+            locked = list(Memory.objects.select_for_update().filter(
+                pk__in=[m.pk for m in members], active=True
+            ))
+            if len(locked) != len(members):
+                continue  # changed under us; the next run will see it
+            summary = Memory.objects.create(
+                namespace=namespace, scope=scope, user_id=user_id, entity=entity,
+                kind=MemoryKind.SUMMARY, content=content,
+                importance=max(m.importance for m in members),
+            )
+            Memory.objects.filter(pk__in=[m.pk for m in members]).update(
+                active=False, consolidated_into=summary
+            )
+            services._audit(
+                namespace=namespace, actor=actor, action="memory_consolidate",
+                target_type="memory", target_id=summary.pk,
+                data={"sources": [m.pk for m in members], "kind": kind, "summariser": by},
+            )
+        created.append(summary)
+    return created
+
