@@ -462,15 +462,16 @@ def _flat(args: dict) -> dict:
         if isinstance(value, (str, int, float, bool)) or value is None:
             out[key] = value
         elif isinstance(value, list):
-            out[key] = " | ".join(sorted(_item_text(v) for v in value))
+            out[key] = "[" + " | ".join(sorted(_item_text(v) for v in value)) + "]"
         else:
             out[key] = json.dumps(value, sort_keys=True)
     return out
 
 
 def _diff_text(key: str, want, got) -> tuple[str, str]:
-    if isinstance(want, str) and " | " in f"{want} | {got}" and got is not None:
-        want_items, got_items = set(want.split(" | ")), set(str(got).split(" | "))
+    if isinstance(want, str) and want.startswith("[") and isinstance(got, str):
+        want_items = set(want.strip("[]").split(" | ")) - {""}
+        got_items = set(got.strip("[]").split(" | ")) - {""}
         extra, missing = sorted(got_items - want_items), sorted(want_items - got_items)
         return (f"{key} {', '.join(missing) or '(no others)'}",
                 f"{', '.join(extra) or 'nothing else'}")

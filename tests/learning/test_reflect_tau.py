@@ -1,0 +1,69 @@
+"""Real tau-bench airline runs (fixtures/tau-bench) posted through the API become
+specific, provenanced candidates for at least 80% of the failures."""
+import gzip
+import json
+import re
+from pathlib import Path
+
+import pytest
+from django.conf import settings
+
+from learning.importers import tau_bench_payload
+from learning.models import CandidateEvidence, LearningCandidate, Trajectory
+
+pytestmark = pytest.mark.django_db
+
+FIXTURE = Path(settings.BASE_DIR) / "fixtures" / "tau-bench" / "gpt-4o-airline.json.gz"
+TOOLS = {
+    "get_user_details", "get_reservation_details", "search_direct_flight",
+    "search_onestop_flight", "update_reservation_flights", "update_reservation_baggages",
+    "update_reservation_passengers", "cancel_reservation", "book_reservation",
+    "send_certificate", "transfer_to_human_agents", "calculate", "list_all_airports",
+}
+GENERIC = re.compile(r"\b(be careful|double-check everything|pay attention)\b", re.I)
+
+
+@pytest.fixture(scope="module")
+def sample():
+    """The first 12 tasks x 4 trials: successes and failures of the same tasks."""
+    with gzip.open(FIXTURE, "rt") as fh:
+        records = json.load(fh)
+    return [tau_bench_payload(r) for r in records if r["task_id"] < 12]
+
+
+def test_failed_tau_bench_runs_yield_specific_candidates_with_provenance(
+    agent_client, reviewer_client, sample, django_capture_on_commit_callbacks
+):
+    with django_capture_on_commit_callbacks(execute=True):
+        response = agent_client.post_json("/api/v1/runs/", {"runs": sample})
+    assert response.status_code == 201, response.json()
+    failed = set(
+        Trajectory.objects.filter(status="failure").values_list("id", flat=True)
+    )
+    assert len(failed) >= 10
+    assert not Trajectory.objects.filter(id__in=failed).exclude(
+        reflection_status="reflected").exists()
+
+    body = reviewer_client.get("/api/v1/candidates/?page_size=500").json()
+    covered = {run for c in body["results"] for run in c["evidence_runs"]}
+    share = len({str(r) for r in failed} & covered) / len(failed)
+    assert share >= 0.8, f"only {share:.0%} of failed runs gave candidates"
+
+    strategies = LearningCandidate.objects.filter(kind__startswith="strategy")
+    assert strategies.count() >= 10
+    for candidate in strategies:
+        named = {t for t in TOOLS if t in candidate.content}
+        assert named, f"no tool named in: {candidate.content}"
+        assert not GENERIC.search(candidate.content)
+        assert candidate.playbook.slug == "airline"
+    # Provenance: the exact steps, which exist in the run they point at.
+    evidence = CandidateEvidence.objects.filter(candidate__kind__startswith="strategy",
+                                                trajectory_id__in=failed)
+    checked = 0
+    for row in evidence.exclude(step_indexes=[]).select_related("trajectory")[:50]:
+        indexes = set(row.trajectory.steps.values_list("index", flat=True))
+        assert set(row.step_indexes) <= indexes
+        checked += 1
+    assert checked >= 10
+    # Contrast across trials of one task is among the lessons.
+    assert LearningCandidate.objects.filter(content__contains="successful run").exists()
