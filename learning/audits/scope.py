@@ -17,6 +17,13 @@ from learning.models import CandidateKind, CandidateStatus, LearningCandidate
 MAX_ROWS = 60
 MEMORY_KINDS = {CandidateKind.PREFERENCE, CandidateKind.DURABLE_FACT}
 TRGM_THRESHOLD = 0.3  # pg_trgm.similarity_threshold's default, used on SQLite too
+# Exactly the expressions of the full-text indexes, so the planner can use them.
+STRATEGY_TSV = (
+    "to_tsvector('english', playbooks_strategy.description || ' ' || "
+    "playbooks_strategy.context)"
+)
+MEMORY_TSV = "to_tsvector('english', playbooks_memory.content)"
+CANDIDATE_TSV = "to_tsvector('english', learning_learningcandidate.content)"
 
 
 @dataclass
@@ -124,8 +131,7 @@ def strategy_items(candidate, text: str) -> list[Item]:
     rows = _similar_rows(
         qs.only("id", "type", "description", "context"),
         field_name="description",
-        tsv_sql="to_tsvector('english', playbooks_strategy.description || ' ' || "
-        "playbooks_strategy.context)",
+        tsv_sql=STRATEGY_TSV,
         text=text,
         extra_text=lambda row: f"{row.description} {row.context}",
     )
@@ -149,7 +155,7 @@ def memory_items(candidate, text: str) -> list[Item]:
     rows = _similar_rows(
         qs.only("id", "kind", "content"),
         field_name="content",
-        tsv_sql="to_tsvector('english', playbooks_memory.content)",
+        tsv_sql=MEMORY_TSV,
         text=text,
     )
     return [
@@ -196,7 +202,7 @@ def pending_candidate_items(candidate, text: str) -> list[Item]:
             "created_at", "evidence_count", "namespace_id", "status",
         ),
         field_name="content",
-        tsv_sql="to_tsvector('english', learning_learningcandidate.content)",
+        tsv_sql=CANDIDATE_TSV,
         text=text,
     )
     return [

@@ -126,7 +126,10 @@ def candidate_supersede(*, newer, survivor) -> None:
             defaults={"step_indexes": row.step_indexes, "reflection_id": row.reflection_id},
         )
         added += int(created)
-    survivor.evidence_count += added if evidence_rows else newer.evidence_count
+    if evidence_rows:
+        survivor.evidence_count = survivor.evidence.count()
+    else:  # a proposal without runs still counts as one more sighting
+        survivor.evidence_count += max(newer.evidence_count, 1)
     survivor.save(update_fields=["evidence_count", "updated_at"])
     from_status = newer.status
     newer.status = CandidateStatus.SUPERSEDED
