@@ -133,7 +133,7 @@ def qclusters(transactional_db, tmp_path):
 
     yield _start
     for proc in procs:
-        stop(proc)
+        stop(proc, signal.SIGKILL)  # a graceful stop waits for its workers: not needed
 
 
 @pytest.fixture
