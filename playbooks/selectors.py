@@ -13,11 +13,17 @@ from playbooks.models import (
 )
 
 
-def playbook_list(*, namespace: Namespace) -> QuerySet[Playbook]:
-    """Playbooks with their active strategy count and flagged version numbers
-    (two queries for the whole list)."""
+def playbook_list(
+    *, namespace: Namespace | None = None, namespaces: QuerySet[Namespace] | None = None
+) -> QuerySet[Playbook]:
+    """Playbooks (of one namespace, or of several) with their active strategy count and
+    flagged version numbers (two queries for the whole list)."""
+    qs = Playbook.objects.select_related("namespace")
+    qs = qs.filter(namespace=namespace) if namespace is not None else qs.filter(
+        namespace__in=namespaces
+    )
     return (
-        Playbook.objects.filter(namespace=namespace)
+        qs
         .annotate(strategy_count=Count("strategies", filter=Q(strategies__active=True)))
         .prefetch_related(
             Prefetch(
@@ -28,7 +34,7 @@ def playbook_list(*, namespace: Namespace) -> QuerySet[Playbook]:
                 to_attr="flagged_version_rows",
             )
         )
-        .order_by("slug")
+        .order_by("namespace__slug", "slug")
     )
 
 

@@ -1,0 +1,384 @@
+"""Admin pages for playbooks, skills and the hygiene policy: thin views over
+playbooks.services. Every page works as plain forms; htmx swaps the changed fragment.
+Admin Membership is checked here, per namespace."""
+from django.contrib import messages
+from django.core.exceptions import PermissionDenied
+from django.http import Http404
+from django.shortcuts import redirect, render
+from django.views.decorators.http import require_GET, require_http_methods, require_POST
+
+from learning.models import Namespace, Role
+from learning.permissions import console_role_required, user_has_role, user_namespaces
+from playbooks import apply, quality, selectors, services
+from playbooks.forms import (
+    PlaybookCreateForm,
+    PlaybookSettingsForm,
+    PolicyForm,
+    SkillCreateForm,
+    SkillEditForm,
+    StrategyForm,
+)
+from playbooks.models import Playbook, Skill, Strategy
+
+admin_required = console_role_required(Role.ADMIN)
+
+
+def _namespace(request, ns: str) -> Namespace:
+    namespace = Namespace.objects.filter(slug=ns).first()
+    if namespace is None:
+        raise Http404("No such namespace.")
+    if not user_has_role(request.user, namespace, Role.ADMIN):
+        raise PermissionDenied("You need the admin role in this namespace.")
+    return namespace
+
+
+def _playbook(request, ns: str, slug: str) -> Playbook:
+    namespace = _namespace(request, ns)
+    try:
+        return selectors.playbook_get(namespace=namespace, slug=slug)
+    except Playbook.DoesNotExist:
+        raise Http404("No such playbook.")
+
+
+def _skill(request, ns: str, slug: str) -> Skill:
+    namespace = _namespace(request, ns)
+    try:
+        return selectors.skill_get(namespace=namespace, slug=slug)
+    except Skill.DoesNotExist:
+        raise Http404("No such skill.")
+
+
+def _actor(request) -> str:
+    return request.user.get_username()
+
+
+def _form_error(form, exc: services.PlaybookError):
+    form.add_error(exc.field if exc.field in form.fields else None, str(exc))
+
+
+def _is_htmx(request) -> bool:
+    return bool(request.htmx) and not request.htmx.history_restore_request
+
+
+# --- playbooks -----------------------------------------------------------------------
+
+
+@admin_required
+@require_http_methods(["GET", "POST"])
+def playbook_index(request):
+    """All playbooks of the namespaces the user administers, and a create form."""
+    namespaces = user_namespaces(request.user, min_role=Role.ADMIN)
+    form = PlaybookCreateForm(request.POST or None, namespaces=namespaces)
+    status = 200
+    if request.method == "POST":
+        if form.is_valid():
+            namespace = _namespace(request, form.cleaned_data.pop("namespace"))
+            try:
+                playbook = services.playbook_create_checked(
+                    namespace=namespace, actor=_actor(request), **form.cleaned_data
+                )
+            except services.PlaybookError as exc:
+                _form_error(form, exc)
+            else:
+                messages.success(request, f"Created playbook {playbook.slug} (version 1).")
+                return redirect("playbooks:detail", ns=namespace.slug, slug=playbook.slug)
+        status = 400
+    playbooks = list(selectors.playbook_list(namespaces=namespaces))
+    for playbook in playbooks:
+        playbook.flagged_versions = selectors.playbook_flagged_numbers(playbook)
+    return render(request, "playbooks/index.html", {
+        "playbooks": playbooks, "form": form, "namespaces": namespaces,
+    }, status=status)
+
+
+def _detail_context(playbook: Playbook, **extra) -> dict:
+    strategies = list(selectors.strategy_list(playbook=playbook))
+    return {
+        "playbook": playbook,
+        "strategies": strategies,
+        "settings_form": PlaybookSettingsForm(initial={
+            "name": playbook.name, "description": playbook.description,
+            "scope": playbook.scope, "mode": playbook.mode,
+            "auto_apply_threshold": playbook.auto_apply_threshold,
+            "task_types": ", ".join(playbook.task_types or []),
+        }),
+        "add_form": StrategyForm(),
+        "flagged": list(playbook.versions.filter(flagged=True).only("number", "flag_reason")),
+        **extra,
+    }
+
+
+def _strategies_response(request, playbook: Playbook, *, status: int = 200, **extra):
+    """After a strategy change: the #strategies fragment for htmx, else the page."""
+    playbook.refresh_from_db()
+    if _is_htmx(request):
+        return render(request, "playbooks/detail.html#strategies",
+                      _detail_context(playbook, **extra), status=status)
+    if status >= 400:
+        return render(request, "playbooks/detail.html", _detail_context(playbook, **extra),
+                      status=status)
+    return redirect("playbooks:detail", ns=playbook.namespace.slug, slug=playbook.slug)
+
+
+@admin_required
+@require_GET
+def playbook_detail(request, ns, slug):
+    playbook = _playbook(request, ns, slug)
+    return render(request, "playbooks/detail.html", _detail_context(playbook))
+
+
+@admin_required
+@require_POST
+def playbook_settings(request, ns, slug):
+    playbook = _playbook(request, ns, slug)
+    form = PlaybookSettingsForm(request.POST)
+    if form.is_valid():
+        try:
+            services.playbook_update(playbook=playbook, actor=_actor(request),
+                                     **form.cleaned_data)
+        except services.PlaybookError as exc:
+            _form_error(form, exc)
+        else:
+            messages.success(request, "Settings saved.")
+            return redirect("playbooks:detail", ns=ns, slug=slug)
+    context = _detail_context(playbook)
+    context["settings_form"] = form
+    return render(request, "playbooks/detail.html", context, status=400)
+
+
+@admin_required
+@require_POST
+def strategy_add(request, ns, slug):
+    playbook = _playbook(request, ns, slug)
+    form = StrategyForm(request.POST)
+    if form.is_valid():
+        try:
+            _, version = services.strategy_add(playbook=playbook, actor=_actor(request),
+                                               **form.cleaned_data)
+        except services.PlaybookError as exc:
+            _form_error(form, exc)
+        else:
+            messages.success(request, f"Added; now version {version.number}.")
+            return _strategies_response(request, playbook)
+    return _strategies_response(request, playbook, status=400, add_form=form)
+
+
+@admin_required
+@require_http_methods(["GET", "POST"])
+def strategy_edit(request, ns, slug, strategy_id):
+    playbook = _playbook(request, ns, slug)
+    strategy = Strategy.objects.filter(playbook=playbook, pk=strategy_id, active=True).first()
+    if strategy is None:
+        raise Http404("No such active strategy.")
+    if request.method == "GET":
+        form = StrategyForm(initial={
+            "type": strategy.type, "description": strategy.description,
+            "context": strategy.context, "confidence": strategy.confidence,
+        })
+        return render(request, "playbooks/strategy_edit.html",
+                      {"playbook": playbook, "strategy": strategy, "form": form})
+    form = StrategyForm(request.POST)
+    if form.is_valid():
+        try:
+            _, version = services.strategy_edit(
+                playbook=playbook, strategy_id=strategy.pk, actor=_actor(request),
+                **form.cleaned_data,
+            )
+        except services.PlaybookError as exc:
+            _form_error(form, exc)
+        else:
+            messages.success(request, f"Saved; now version {version.number}.")
+            return _strategies_response(request, playbook)
+    return render(request, "playbooks/strategy_edit.html",
+                  {"playbook": playbook, "strategy": strategy, "form": form}, status=400)
+
+
+@admin_required
+@require_POST
+def strategy_retire(request, ns, slug, strategy_id):
+    playbook = _playbook(request, ns, slug)
+    try:
+        version = services.strategy_retire(playbook=playbook, strategy_id=strategy_id,
+                                           actor=_actor(request))
+    except services.PlaybookError as exc:
+        messages.error(request, str(exc))
+        return _strategies_response(request, playbook, status=400)
+    messages.success(request, f"Retired; now version {version.number}.")
+    return _strategies_response(request, playbook)
+
+
+@admin_required
+@require_POST
+def strategy_move(request, ns, slug, strategy_id):
+    playbook = _playbook(request, ns, slug)
+    active = list(Strategy.objects.filter(playbook=playbook, active=True)
+                  .order_by("position", "id").values_list("pk", flat=True))
+    if strategy_id not in active:
+        raise Http404("No such active strategy.")
+    step = -1 if request.POST.get("direction") == "up" else 1
+    target = active.index(strategy_id) + step
+    if 0 <= target < len(active):
+        services.strategy_move(playbook=playbook, strategy_id=strategy_id, to_index=target,
+                               actor=_actor(request))
+    return _strategies_response(request, playbook)
+
+
+@admin_required
+@require_GET
+def playbook_history(request, ns, slug):
+    """Every version with its diff and quality figures, and a rollback button each."""
+    playbook = _playbook(request, ns, slug)
+    versions = list(selectors.version_list(playbook=playbook))
+    return render(request, "playbooks/history.html", {"playbook": playbook,
+                                                       "versions": versions})
+
+
+@admin_required
+@require_POST
+def playbook_rollback(request, ns, slug, number):
+    playbook = _playbook(request, ns, slug)
+    try:
+        version = services.playbook_rollback(playbook=playbook, number=number,
+                                             actor=_actor(request),
+                                             note=request.POST.get("note", "")[:2000])
+    except services.PlaybookError as exc:
+        raise Http404(str(exc))
+    messages.success(request, f"Rolled back to version {number}: now version {version.number}.")
+    return redirect("playbooks:history", ns=ns, slug=slug)
+
+
+@admin_required
+@require_POST
+def playbook_quality(request, ns, slug):
+    playbook = _playbook(request, ns, slug)
+    results = quality.quality_gate_evaluate(playbook=playbook, actor=_actor(request))
+    flagged = [r["version"] for r in results if r["worse"]]
+    messages.info(request, f"Quality gate: {len(results)} versions evaluated; flagged: "
+                           f"{', '.join(map(str, flagged)) or 'none'}.")
+    return redirect("playbooks:history", ns=ns, slug=slug)
+
+
+@admin_required
+@require_GET
+def strategy_stats(request, ns, slug, strategy_id):
+    playbook = _playbook(request, ns, slug)
+    strategy = Strategy.objects.filter(playbook=playbook, pk=strategy_id).select_related(
+        "playbook").first()
+    if strategy is None:
+        raise Http404("No such strategy.")
+    return render(request, "playbooks/strategy_stats.html", {
+        "playbook": playbook, "strategy": strategy,
+        "stats": quality.strategy_outcomes(strategy=strategy),
+    })
+
+
+@admin_required
+@require_POST
+def candidate_revert(request, ns, candidate_id):
+    """Undo an applied (e.g. auto-applied) candidate with a new version."""
+    from learning.models import LearningCandidate
+
+    namespace = _namespace(request, ns)
+    candidate = LearningCandidate.objects.filter(namespace=namespace, pk=candidate_id).first()
+    if candidate is None:
+        raise Http404("No such candidate.")
+    try:
+        result = apply.candidate_revert(candidate=candidate, actor=_actor(request),
+                                        note=request.POST.get("note", "")[:2000])
+    except apply.ApplyFailed as exc:
+        messages.error(request, str(exc))
+    else:
+        messages.success(request, f"Reverted candidate {candidate.pk} "
+                                  f"({result.get('target')}).")
+    nxt = request.POST.get("next") or ""
+    if nxt.startswith("/") and not nxt.startswith("//"):
+        return redirect(nxt)
+    return redirect("playbooks:index")
+
+
+# --- skills and policy -------------------------------------------------------------
+
+
+@admin_required
+@require_http_methods(["GET", "POST"])
+def skill_index(request, ns):
+    namespace = _namespace(request, ns)
+    form = SkillCreateForm(request.POST or None)
+    status = 200
+    if request.method == "POST":
+        if form.is_valid():
+            try:
+                skill = services.skill_create(namespace=namespace, actor=_actor(request),
+                                              **form.cleaned_data)
+            except services.PlaybookError as exc:
+                _form_error(form, exc)
+            else:
+                messages.success(request, f"Created skill {skill.slug}.")
+                return redirect("playbooks:skill", ns=ns, slug=skill.slug)
+        status = 400
+    return render(request, "playbooks/skills.html", {
+        "namespace": namespace, "skills": selectors.skill_list(namespace=namespace),
+        "form": form,
+    }, status=status)
+
+
+@admin_required
+@require_http_methods(["GET", "POST"])
+def skill_detail(request, ns, slug):
+    skill = _skill(request, ns, slug)
+    form = SkillEditForm(request.POST or None, initial={"text": skill.text})
+    status = 200
+    if request.method == "POST":
+        if form.is_valid():
+            try:
+                version = services.skill_update(skill=skill, actor=_actor(request),
+                                                **form.cleaned_data)
+            except services.PlaybookError as exc:
+                _form_error(form, exc)
+            else:
+                messages.success(request, f"Saved; now version {version.number}.")
+                return redirect("playbooks:skill", ns=ns, slug=slug)
+        status = 400
+    return render(request, "playbooks/skill.html", {
+        "namespace": skill.namespace, "skill": skill, "form": form,
+        "versions": selectors.skill_version_list(skill=skill),
+        "hash": services.text_hash(skill.text),
+    }, status=status)
+
+
+@admin_required
+@require_POST
+def skill_rollback(request, ns, slug, number):
+    skill = _skill(request, ns, slug)
+    try:
+        version = services.skill_rollback(skill=skill, number=number, actor=_actor(request))
+    except services.PlaybookError as exc:
+        raise Http404(str(exc))
+    messages.success(request, f"Rolled back to version {number}: now version {version.number}.")
+    return redirect("playbooks:skill", ns=ns, slug=slug)
+
+
+@admin_required
+@require_http_methods(["GET", "POST"])
+def policy_edit(request, ns):
+    namespace = _namespace(request, ns)
+    policy = selectors.policy_get(namespace=namespace)
+    initial = {f: "\n".join(getattr(policy, f) or []) for f in services.POLICY_FIELDS}
+    form = PolicyForm(request.POST or None, initial=initial)
+    status = 200
+    if request.method == "POST":
+        if form.is_valid():
+            try:
+                services.policy_update(namespace=namespace, actor=_actor(request),
+                                       **form.cleaned_data)
+            except services.PlaybookError as exc:
+                _form_error(form, exc)
+            else:
+                messages.success(request, "Policy saved.")
+                return redirect("playbooks:policy", ns=ns)
+        status = 400
+    return render(request, "playbooks/policy.html", {
+        "namespace": namespace, "policy": policy, "form": form,
+        "history": namespace.audit_events.filter(action="policy_edit")[:20],
+    }, status=status)
+
