@@ -16,12 +16,12 @@ from learning.models import (
     Trajectory,
 )
 from learning.reflectors import Lesson, ReflectionResult, RunView, StepView, reflector_get
-from learning.services.candidates import EvidenceRef, candidate_create
+from learning.services.candidates import MEMORY_KINDS, EvidenceRef, candidate_create
 
 logger = logging.getLogger(__name__)
 
 REFLECT_TASK = "learning.tasks.run_reflect_task"
-PEER_LIMIT = 60  # other runs of the task type loaded for contrast
+PEER_LIMIT = 30  # successful runs of the task type loaded for contrast
 STEP_LIMIT = 400  # steps of one run handed to a reflector
 
 
@@ -140,11 +140,12 @@ def run_views(runs: list[Trajectory]) -> list[RunView]:
 
 
 def peers_for(*, run: Trajectory, limit: int = PEER_LIMIT) -> list[Trajectory]:
-    """Finished runs of the same task type: the same task first, then the newest."""
+    """Successful runs of the same task type to contrast with: the same task first,
+    then the newest. (Every contrast is with successes, so failures are not loaded.)"""
     base = (
-        Trajectory.objects.filter(namespace_id=run.namespace_id, task_type=run.task_type)
+        Trajectory.objects.filter(namespace_id=run.namespace_id, task_type=run.task_type,
+                                  status=RunStatus.SUCCESS)
         .exclude(pk=run.pk)
-        .exclude(status=RunStatus.RUNNING)
     )
     same = list(base.filter(task_description=run.task_description).order_by("-created_at")[:20])
     rest = list(
@@ -235,7 +236,12 @@ def lessons_to_candidates(*, namespace, lessons: list[Lesson], reflection, run=N
                           task_type: str = "", agent: str = "", source: str = "reflection"):
     """One candidate per lesson (merged with an equal pending one), with evidence: the
     run and its steps, plus the other runs the lesson was contrasted with."""
+    from playbooks.services import playbook_for_task_type
+
     created = []
+    playbook = None
+    if any(lesson.kind not in MEMORY_KINDS for lesson in lessons):
+        playbook = playbook_for_task_type(namespace=namespace, task_type=task_type)
     known = set(Trajectory.objects.filter(
         namespace=namespace,
         pk__in={rid for lesson in lessons for rid in
@@ -257,6 +263,7 @@ def lessons_to_candidates(*, namespace, lessons: list[Lesson], reflection, run=N
             agent=agent, user_id=lesson.user_id, entity=lesson.entity,
             memory_scope=lesson.memory_scope, evidence=evidence, reflection=reflection,
             source=source, key=lesson.key,
+            playbook=None if lesson.kind in MEMORY_KINDS else playbook,
         )
         created.append(candidate)
     return created
