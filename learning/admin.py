@@ -75,3 +75,146 @@ class WebhookDeliveryAdmin(admin.ModelAdmin):
         for delivery in queryset:
             webhook_delivery_redeliver(delivery=delivery)
         self.message_user(request, f"{queryset.count()} deliveries queued again.")
+
+
+# --- Runs, tokens and learning candidates: read-mostly ------------------------------
+# Writes go through the services (ingest, feedback, review actions) so that scores,
+# audits and the audit trail stay right; the admin is for looking things up.
+from django.utils import timezone  # noqa: E402
+from django.utils.html import format_html  # noqa: E402
+
+from learning.models import (  # noqa: E402
+    ApiToken,
+    CandidateEvidence,
+    Feedback,
+    LearningCandidate,
+    Membership,
+    Namespace,
+    Reflection,
+    Step,
+    Trajectory,
+)
+
+
+class ReadOnlyAdmin(admin.ModelAdmin):
+    """Browse and search; no add, change or delete."""
+
+    def has_add_permission(self, request, obj=None):
+        return False
+
+    def has_change_permission(self, request, obj=None):
+        return False
+
+    def has_delete_permission(self, request, obj=None):
+        return False
+
+
+class ReadOnlyInline(admin.TabularInline):
+    extra = 0
+    max_num = 0
+    can_delete = False
+    show_change_link = False
+
+    def get_readonly_fields(self, request, obj=None):
+        return self.fields or []
+
+    def has_add_permission(self, request, obj=None):
+        return False
+
+    def has_change_permission(self, request, obj=None):
+        return False
+
+
+@admin.register(Namespace)
+class NamespaceAdmin(admin.ModelAdmin):
+    list_display = ["slug", "name", "created_at"]
+    search_fields = ["slug", "name"]
+
+
+@admin.register(Membership)
+class MembershipAdmin(admin.ModelAdmin):
+    list_display = ["user", "namespace", "role"]
+    list_filter = ["role", "namespace"]
+    list_select_related = ["user", "namespace"]
+    search_fields = ["user__username", "namespace__slug"]
+    autocomplete_fields = ["namespace"]
+
+
+@admin.register(ApiToken)
+class ApiTokenAdmin(admin.ModelAdmin):
+    """Tokens are created with `manage.py create_token` (the raw key is shown once);
+    here they can be looked up and revoked."""
+
+    list_display = ["name", "namespace", "role", "key_prefix", "created_at", "last_used_at",
+                    "revoked_at"]
+    list_filter = ["role", "namespace", ("revoked_at", admin.EmptyFieldListFilter)]
+    list_select_related = ["namespace"]
+    search_fields = ["name", "key_prefix"]
+    readonly_fields = ["namespace", "name", "role", "key_prefix", "created_at",
+                       "last_used_at", "revoked_at"]
+    exclude = ["key_hash"]
+    actions = ["revoke"]
+
+    def has_add_permission(self, request, obj=None):
+        return False
+
+    @admin.action(description="Revoke the selected tokens")
+    def revoke(self, request, queryset):
+        count = queryset.filter(revoked_at__isnull=True).update(revoked_at=timezone.now())
+        self.message_user(request, f"{count} tokens revoked.")
+
+
+class StepInline(ReadOnlyInline):
+    model = Step
+    fields = ["index", "type", "tool", "description", "result", "tokens"]
+    ordering = ["index"]
+
+
+class FeedbackInline(ReadOnlyInline):
+    model = Feedback
+    fields = ["created_at", "feedback_type", "score", "source", "message"]
+
+
+@admin.register(Trajectory)
+class TrajectoryAdmin(ReadOnlyAdmin):
+    list_display = ["__str__", "namespace", "agent", "task_type", "status",
+                    "success_score", "effective_score", "needs_relearning",
+                    "reflection_status", "created_at"]
+    list_filter = ["status", "reflection_status", "needs_relearning", "redacted",
+                   "namespace", "task_type"]
+    list_select_related = ["namespace"]
+    search_fields = ["=id", "external_id", "task_description", "user_id", "agent"]
+    date_hierarchy = "created_at"
+    inlines = [StepInline, FeedbackInline]
+    show_full_result_count = False
+
+
+class CandidateEvidenceInline(ReadOnlyInline):
+    model = CandidateEvidence
+    fields = ["trajectory", "step_indexes", "created_at"]
+    raw_id_fields = ["trajectory"]
+
+
+@admin.register(Reflection)
+class ReflectionAdmin(ReadOnlyAdmin):
+    list_display = ["pk", "namespace", "trajectory", "task_type", "is_batch", "reflector",
+                    "fallback", "input_tokens", "output_tokens", "cost_usd", "created_at"]
+    list_filter = ["reflector", "fallback", "is_batch", "namespace"]
+    list_select_related = ["namespace", "trajectory"]
+    search_fields = ["trajectory__external_id", "task_type"]
+
+
+@admin.register(LearningCandidate)
+class LearningCandidateAdmin(ReadOnlyAdmin):
+    """Review decisions belong to the console (they are audited); this is a lookup."""
+
+    list_display = ["pk", "kind", "short_content", "status", "confidence", "max_severity",
+                    "namespace", "playbook", "evidence_count", "created_at"]
+    list_filter = ["status", "kind", "max_severity", "source", "namespace"]
+    list_select_related = ["namespace", "playbook"]
+    search_fields = ["content", "rationale", "fingerprint"]
+    inlines = [CandidateEvidenceInline]
+
+    @admin.display(description="content")
+    def short_content(self, obj):
+        return format_html("<span title='{}'>{}</span>", obj.content, obj.content[:80])
