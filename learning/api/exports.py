@@ -15,13 +15,15 @@ from learning.services.exports import (
 
 
 class ExportApi(APIView):
-    """``GET /api/v1/exports/{format}/``: sft, preferences or episodes as JSONL."""
+    """Training data as JSONL: sft examples, preference pairs or RL episodes."""
 
     permission_classes = [IsReviewer]
 
     @extend_schema(
         operation_id="exports_retrieve",
         parameters=[
+            OpenApiParameter("export_format", str, OpenApiParameter.PATH,
+                             enum=list(EXPORT_FORMATS)),
             OpenApiParameter("task_type", str),
             OpenApiParameter("min_score", float, description="effective score floor "
                              "(sft default 0.8; preferences: of the chosen run)"),
