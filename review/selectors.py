@@ -45,15 +45,23 @@ class Queue:
     show_hidden: bool = False
 
 
-def queue_params(params) -> "QueryDict":
+def clean_params(params) -> QueryDict:
+    """A mutable copy without empty values (a GET form sends `kind=` for "any")."""
+    data = QueryDict(mutable=True)
+    items = params.lists() if isinstance(params, QueryDict) else (
+        (k, v if isinstance(v, list) else [v]) for k, v in dict(params).items()
+    )
+    for key, values in items:
+        values = [v for v in values if v not in ("", None)]
+        if values:
+            data.setlist(key, values)
+    return data
+
+
+def queue_params(params) -> QueryDict:
     """The queue lists pending candidates unless a status is asked for; `status=all`
     lists every status."""
-    if not isinstance(params, QueryDict):
-        data = QueryDict(mutable=True)
-        for key, value in dict(params).items():
-            data.setlist(key, value if isinstance(value, list) else [value])
-        params = data
-    params = params.copy()
+    params = clean_params(params)
     statuses = [s for s in params.getlist("status") if s]
     if not statuses:
         params.setlist("status", [QUEUE_DEFAULT_STATUS])
@@ -200,7 +208,7 @@ def run_browser(*, user, params) -> tuple[RunFilter, QuerySet[Trajectory]]:
     namespace = (params.get("namespace") or "").strip()
     if namespace:
         base = base.filter(namespace__slug=namespace)
-    filterset = RunFilter(params, queryset=base)
+    filterset = RunFilter(clean_params(params), queryset=base)
     qs = filterset.qs if filterset.is_valid() else base.none()
     qs = qs.select_related("namespace").annotate(step_count=Count("steps")).order_by(
         "-created_at", "-id"
