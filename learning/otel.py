@@ -182,12 +182,18 @@ def _json_id(value: Any, name: str, *, required: bool) -> str:
         if required:
             raise OtlpDecodeError(f"{name}: required")
         return ""
-    text = str(value).lower()
+    text = str(value)
     try:
-        bytes.fromhex(text)
+        return bytes.fromhex(text).hex()
     except ValueError:
-        raise OtlpDecodeError(f"{name}: must be a hex string, got {value!r}")
-    return text
+        pass
+    try:  # some SDKs send the proto3 JSON default (base64) instead
+        raw = base64.b64decode(text, validate=True)
+    except ValueError:
+        raw = b""
+    if len(raw) in (8, 16):
+        return raw.hex()
+    raise OtlpDecodeError(f"{name}: must be a hex string, got {value!r}")
 
 
 def spans_from_json(body: bytes) -> list[OtelSpan]:

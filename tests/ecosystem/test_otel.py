@@ -1,4 +1,5 @@
 """OpenTelemetry ingest: real OTel SDK spans exported over OTLP/HTTP become runs."""
+import base64
 import gzip
 import json
 
@@ -199,6 +200,20 @@ def test_json_encoding_gzip_maps_and_redacts(agent_client):
     assert run.session_id == "c-1"
     assert run.tokens_used == 15
     assert [s.type for s in run.steps.all()] == ["message"]
+
+
+def test_json_ids_in_base64_are_accepted_too(agent_client):
+    """Trace ids sent in proto3's base64 JSON form (some SDKs do) map to the same
+    hex external id."""
+    trace = _json_trace()
+    b64 = base64.b64encode(bytes.fromhex("5b8efff798038103d269b633813fc60c")).decode()
+    for span in trace["resourceSpans"][0]["scopeSpans"][0]["spans"]:
+        span["traceId"] = b64
+    response = agent_client.generic("POST", "/api/v1/otel/v1/traces", json.dumps(trace),
+                                    content_type="application/json")
+    assert response.status_code == 200, response.content
+    assert Trajectory.objects.filter(
+        external_id="otel-5b8efff798038103d269b633813fc60c").exists()
 
 
 @pytest.mark.parametrize(

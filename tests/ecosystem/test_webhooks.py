@@ -146,16 +146,20 @@ def test_webhooks_need_an_admin_token_and_stay_in_their_namespace(
     read in a fixed number of queries."""
     assert agent_client.get("/api/v1/webhooks/").status_code == 403
     hook = webhook_create(namespace=admin_client_api.namespace, url="https://x.test/h")
+    webhook_create(namespace=admin_client_api.namespace, url="https://y.test/h")
+    with django_assert_num_queries(4):  # token, last_used, count, page
+        listed = admin_client_api.get("/api/v1/webhooks/").json()
+    assert [h["url"] for h in listed["results"]] == ["https://x.test/h", "https://y.test/h"]
     WebhookDelivery.objects.bulk_create(
         [WebhookDelivery(webhook=hook, event="candidate.created", payload={"i": i})
            for i in range(3)]
     )
     assert other_client.get(f"/api/v1/webhooks/{hook.pk}/deliveries/").status_code == 404
-    with django_assert_num_queries(5):  # token, last_used, hook, count, page
+    with django_assert_num_queries(4):  # token (last_used_at already fresh), hook, count, page
         response = admin_client_api.get(f"/api/v1/webhooks/{hook.pk}/deliveries/")
     assert response.json()["count"] == 3
     assert admin_client_api.delete(f"/api/v1/webhooks/{hook.pk}/").status_code == 204
-    assert not Webhook.objects.exists()
+    assert not Webhook.objects.filter(pk=hook.pk).exists()
 
 
 def test_django_admin_registers_a_hook_with_a_generated_secret(client):
