@@ -30,12 +30,11 @@ def start(args: list[str]) -> subprocess.Popen:
 
 
 def stop(children: list[subprocess.Popen], timeout: float = 10.0) -> None:
+    # SIGTERM to each child itself (not its group): qcluster's sentinel then stops its
+    # own workers gracefully; the group is killed only if that takes too long.
     for child in children:
         if child.poll() is None:
-            try:
-                os.killpg(child.pid, signal.SIGTERM)
-            except ProcessLookupError:
-                pass
+            child.send_signal(signal.SIGTERM)
     deadline = time.monotonic() + timeout
     for child in children:
         try:
