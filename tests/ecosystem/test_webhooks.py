@@ -177,3 +177,48 @@ def test_django_admin_registers_a_hook_with_a_generated_secret(client):
     hook = Webhook.objects.get()
     assert hook.secret.startswith("whsec_") and hook.events == ["candidate.applied"]
     assert hook.created_by == "root"
+
+
+def test_the_state_machine_and_quality_gate_emit_their_events(
+    admin_client_api, django_capture_on_commit_callbacks, settings
+):
+    """The real call sites emit: candidate_create → candidate.created, approving →
+    candidate.decided then candidate.applied, the quality gate flagging a version →
+    version.flagged (all delivered to one hook)."""
+    from learning.services.candidates import candidate_create
+    from playbooks.quality import quality_gate_evaluate
+    from playbooks.services import playbook_create
+    from review.services import candidate_approve
+    from tests.factories import TrajectoryFactory
+
+    namespace = admin_client_api.namespace
+    playbook = playbook_create(namespace=namespace, slug="airline", name="Airline")
+    with Recorder() as receiver:
+        webhook_create(namespace=namespace, url=receiver.url)
+        with django_capture_on_commit_callbacks(execute=True):
+            candidate, created = candidate_create(
+                namespace=namespace, kind="strategy_helpful", playbook=playbook,
+                content="Look up the reservation before changing a flight",
+                rationale="seen in successful runs", confidence=0.8,
+            )
+        assert created
+        with django_capture_on_commit_callbacks(execute=True):
+            candidate_approve(namespace=namespace, candidate_id=candidate.pk,
+                              actor=Actor("rev", is_admin=True), note="ok")
+        playbook.refresh_from_db()
+        settings.FLYWHEEL_QUALITY_MIN_RUNS = 3
+        before, after = playbook.current_version - 1, playbook.current_version
+        for i in range(4):
+            TrajectoryFactory(namespace=namespace, status="success", success_score=1.0,
+                              playbook_versions=[f"airline@{before}"])
+            TrajectoryFactory(namespace=namespace, status="failure", success_score=0.0,
+                              playbook_versions=[f"airline@{after}"])
+        with django_capture_on_commit_callbacks(execute=True):
+            quality_gate_evaluate(playbook=playbook)
+    events = [json.loads(r["body"]) for r in receiver.requests]
+    assert [e["event"] for e in events] == [
+        "candidate.created", "candidate.decided", "candidate.applied", "version.flagged"]
+    assert events[1]["data"]["candidate"]["status"] == "approved"
+    assert events[2]["data"]["candidate"]["applied_version"] == after
+    assert events[3]["data"]["playbook"] == "airline"
+    assert events[3]["data"]["version"] == after and events[3]["data"]["reason"]
