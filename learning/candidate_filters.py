@@ -1,5 +1,6 @@
 """One query shape for learning candidates: the API list, the review console queue and
 the tests filter candidates the same way."""
+
 import django_filters
 from django.db.models import Q
 
@@ -23,8 +24,12 @@ class CandidateFilter(django_filters.FilterSet):
     ``pending`` (history views show everything that was decided).
     """
 
-    status = django_filters.MultipleChoiceFilter(choices=CandidateStatus.choices, distinct=False)
-    kind = django_filters.MultipleChoiceFilter(choices=CandidateKind.choices, distinct=False)
+    status = django_filters.MultipleChoiceFilter(
+        choices=CandidateStatus.choices, distinct=False
+    )
+    kind = django_filters.MultipleChoiceFilter(
+        choices=CandidateKind.choices, distinct=False
+    )
     playbook = django_filters.CharFilter(field_name="playbook__slug")
     agent = django_filters.CharFilter()
     task_type = django_filters.CharFilter()
@@ -32,18 +37,28 @@ class CandidateFilter(django_filters.FilterSet):
     source = django_filters.CharFilter()
     severity = django_filters.MultipleChoiceFilter(
         field_name="max_severity",
-        choices=[(value, value or "none") for value in Severity.values] + [("none", "none")],
+        choices=[(value, value or "none") for value in Severity.values]
+        + [("none", "none")],
         method="filter_severity",
         distinct=False,
     )
-    min_confidence = django_filters.NumberFilter(field_name="confidence", lookup_expr="gte")
-    max_confidence = django_filters.NumberFilter(field_name="confidence", lookup_expr="lte")
+    min_confidence = django_filters.NumberFilter(
+        field_name="confidence", lookup_expr="gte"
+    )
+    max_confidence = django_filters.NumberFilter(
+        field_name="confidence", lookup_expr="lte"
+    )
     q = django_filters.CharFilter(method="filter_text")
     run = django_filters.UUIDFilter(field_name="evidence__trajectory_id", distinct=True)
-    audited = django_filters.BooleanFilter(field_name="audited_at", lookup_expr="isnull",
-                                           exclude=True)
-    created_after = django_filters.IsoDateTimeFilter(field_name="created_at", lookup_expr="gte")
-    created_before = django_filters.IsoDateTimeFilter(field_name="created_at", lookup_expr="lt")
+    audited = django_filters.BooleanFilter(
+        field_name="audited_at", lookup_expr="isnull", exclude=True
+    )
+    created_after = django_filters.IsoDateTimeFilter(
+        field_name="created_at", lookup_expr="gte"
+    )
+    created_before = django_filters.IsoDateTimeFilter(
+        field_name="created_at", lookup_expr="lt"
+    )
     show_hidden = django_filters.BooleanFilter(method="filter_show_hidden")
 
     class Meta:
@@ -60,7 +75,9 @@ class CandidateFilter(django_filters.FilterSet):
         value = (value or "").strip()
         if not value:
             return queryset
-        return queryset.filter(Q(content__icontains=value) | Q(rationale__icontains=value))
+        return queryset.filter(
+            Q(content__icontains=value) | Q(rationale__icontains=value)
+        )
 
     def filter_show_hidden(self, queryset, name, value):
         # Applied in `filter_queryset` so it also acts when the parameter is absent.

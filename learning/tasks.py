@@ -1,5 +1,6 @@
 """Django-Q2 tasks: thin callers of the reflection services (load by id, call, return
 a small summary for the task result)."""
+
 from learning.services import batch, reflection, relearning
 
 
@@ -12,7 +13,9 @@ def reflection_sweep_task() -> dict:
     return reflection.reflection_sweep()
 
 
-def batch_reflect_task(namespace_id: int | None = None, task_type: str | None = None) -> dict:
+def batch_reflect_task(
+    namespace_id: int | None = None, task_type: str | None = None
+) -> dict:
     if namespace_id is not None and task_type is not None:
         made = batch.batch_reflect(namespace_id=namespace_id, task_type=task_type)
         return {"reflection": getattr(made, "pk", None)}

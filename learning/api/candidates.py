@@ -1,5 +1,6 @@
 """Learning candidates API: list/detail with CandidateFilter, agent proposals, and the
 review actions (approve, deny, conflict) for reviewer tokens."""
+
 from drf_spectacular.utils import OpenApiParameter, extend_schema
 from rest_framework import exceptions, serializers, status
 from rest_framework.response import Response
@@ -31,12 +32,38 @@ class CandidateOutputSerializer(serializers.ModelSerializer):
     class Meta:
         model = LearningCandidate
         fields = [
-            "id", "kind", "status", "content", "rationale", "confidence", "playbook",
-            "skill", "task_type", "agent", "target", "evidence_runs", "evidence_count",
-            "evidence", "reflection", "source", "proposed_by", "below_floor",
-            "audited_at", "audit", "max_severity", "created_at", "updated_at",
-            "decided_by", "decision_note", "decided_at", "apply_error", "applied_at",
-            "applied_version", "auto_applied", "superseded_by", "patch",
+            "id",
+            "kind",
+            "status",
+            "content",
+            "rationale",
+            "confidence",
+            "playbook",
+            "skill",
+            "task_type",
+            "agent",
+            "target",
+            "evidence_runs",
+            "evidence_count",
+            "evidence",
+            "reflection",
+            "source",
+            "proposed_by",
+            "below_floor",
+            "audited_at",
+            "audit",
+            "max_severity",
+            "created_at",
+            "updated_at",
+            "decided_by",
+            "decision_note",
+            "decided_at",
+            "apply_error",
+            "applied_at",
+            "applied_version",
+            "auto_applied",
+            "superseded_by",
+            "patch",
         ]
         read_only_fields = fields
 
@@ -64,24 +91,36 @@ class CandidateOutputSerializer(serializers.ModelSerializer):
                 "entity": candidate.entity,
             }
         if candidate.kind == CandidateKind.PATCH_SKILL:
-            return {"type": "skill", "skill": self.get_skill(candidate),
-                    "base_hash": candidate.base_hash}
+            return {
+                "type": "skill",
+                "skill": self.get_skill(candidate),
+                "base_hash": candidate.base_hash,
+            }
         return {"type": "playbook", "playbook": self.get_playbook(candidate)}
 
 
 class CandidateProposeInputSerializer(serializers.Serializer):
     kind = serializers.ChoiceField(choices=CandidateKind.choices)
     content = serializers.CharField(max_length=20_000)
-    rationale = serializers.CharField(max_length=20_000, required=False, allow_blank=True)
-    confidence = serializers.FloatField(min_value=0.0, max_value=1.0, required=False,
-                                        default=0.5)
+    rationale = serializers.CharField(
+        max_length=20_000, required=False, allow_blank=True
+    )
+    confidence = serializers.FloatField(
+        min_value=0.0, max_value=1.0, required=False, default=0.5
+    )
     playbook = serializers.SlugField(max_length=100, required=False, allow_blank=True)
     task_type = serializers.CharField(max_length=200, required=False, allow_blank=True)
-    evidence_runs = serializers.ListField(child=serializers.CharField(max_length=64),
-                                          required=False, max_length=200, default=list)
+    evidence_runs = serializers.ListField(
+        child=serializers.CharField(max_length=64),
+        required=False,
+        max_length=200,
+        default=list,
+    )
     user_id = serializers.CharField(max_length=200, required=False, allow_blank=True)
     entity = serializers.CharField(max_length=200, required=False, allow_blank=True)
-    memory_scope = serializers.ChoiceField(choices=["user", "namespace"], required=False)
+    memory_scope = serializers.ChoiceField(
+        choices=["user", "namespace"], required=False
+    )
     skill = serializers.SlugField(max_length=100, required=False, allow_blank=True)
     patch = serializers.CharField(max_length=200_000, required=False, allow_blank=True)
     base_hash = serializers.CharField(max_length=64, required=False, allow_blank=True)
@@ -89,19 +128,29 @@ class CandidateProposeInputSerializer(serializers.Serializer):
     def validate(self, data):
         if not data.get("playbook") and not data.get("task_type"):
             raise serializers.ValidationError(
-                {"playbook": "Name the playbook (slug) or the task_type this proposal is for."}
+                {
+                    "playbook": "Name the playbook (slug) or the task_type this proposal is for."
+                }
             )
-        if data["kind"] == CandidateKind.PATCH_SKILL and not (data.get("skill") and data.get("patch")):
+        if data["kind"] == CandidateKind.PATCH_SKILL and not (
+            data.get("skill") and data.get("patch")
+        ):
             raise serializers.ValidationError(
-                {"patch": "A patch_skill proposal needs `skill` (slug) and `patch` (a diff)."}
+                {
+                    "patch": "A patch_skill proposal needs `skill` (slug) and `patch` (a diff)."
+                }
             )
         return data
 
 
 class ReviewActionInputSerializer(serializers.Serializer):
-    note = serializers.CharField(max_length=5000, required=False, allow_blank=True, default="")
+    note = serializers.CharField(
+        max_length=5000, required=False, allow_blank=True, default=""
+    )
     override = serializers.BooleanField(required=False, default=False)
-    replace_strategy = serializers.IntegerField(required=False, allow_null=True, min_value=1)
+    replace_strategy = serializers.IntegerField(
+        required=False, allow_null=True, min_value=1
+    )
 
 
 # --- views ---------------------------------------------------------------------
@@ -119,12 +168,14 @@ def _candidate_or_404(request, candidate_id) -> LearningCandidate:
 class CandidateListCreateApi(APIView):
     @extend_schema(
         operation_id="candidates_list",
-        parameters=[OpenApiParameter(name, str, required=False)
-                    for name in CandidateFilter.base_filters]
+        parameters=[
+            OpenApiParameter(name, str, required=False)
+            for name in CandidateFilter.base_filters
+        ]
         + [OpenApiParameter("page", int), OpenApiParameter("page_size", int)],
         responses=CandidateOutputSerializer(many=True),
         description="Candidates of your namespace, newest first. Below-floor candidates "
-                    "are hidden unless show_hidden=true or a decided status is asked for.",
+        "are hidden unless show_hidden=true or a decided status is asked for.",
     )
     def get(self, request):
         try:
@@ -135,16 +186,18 @@ class CandidateListCreateApi(APIView):
             raise exceptions.ValidationError(exc.errors)
         paginator = self.settings.DEFAULT_PAGINATION_CLASS()
         page = paginator.paginate_queryset(qs, request, view=self)
-        return paginator.get_paginated_response(CandidateOutputSerializer(page, many=True).data)
+        return paginator.get_paginated_response(
+            CandidateOutputSerializer(page, many=True).data
+        )
 
     @extend_schema(
         operation_id="candidates_propose",
         request=CandidateProposeInputSerializer,
         responses={201: CandidateOutputSerializer, 200: CandidateOutputSerializer},
         description="An agent proposes a learning. Accepted for playbooks in `agentic` or "
-                    "`propose` mode (audited, then reviewed); refused with 403 for "
-                    "`background` playbooks, which could apply it without a reviewer. The "
-                    "same lesson already pending adds evidence instead (200).",
+        "`propose` mode (audited, then reviewed); refused with 403 for "
+        "`background` playbooks, which could apply it without a reviewer. The "
+        "same lesson already pending adds evidence instead (200).",
     )
     def post(self, request):
         serializer = CandidateProposeInputSerializer(data=request.data)
@@ -152,23 +205,31 @@ class CandidateListCreateApi(APIView):
         token = request.auth
         try:
             candidate, created = candidate_services.candidate_propose(
-                namespace=token.namespace, proposed_by=f"token:{token.name}",
+                namespace=token.namespace,
+                proposed_by=f"token:{token.name}",
                 data=serializer.validated_data,
             )
         except candidate_services.CandidateInvalid as exc:
             raise exceptions.ValidationError({exc.field: [exc.message]})
         except candidate_services.ProposalRefused as exc:
             raise exceptions.PermissionDenied(str(exc))
-        candidate = candidate_services.candidate_get(namespace=token.namespace,
-                                                     candidate_id=candidate.pk)
-        return Response(CandidateOutputSerializer(candidate).data,
-                        status=status.HTTP_201_CREATED if created else status.HTTP_200_OK)
+        candidate = candidate_services.candidate_get(
+            namespace=token.namespace, candidate_id=candidate.pk
+        )
+        return Response(
+            CandidateOutputSerializer(candidate).data,
+            status=status.HTTP_201_CREATED if created else status.HTTP_200_OK,
+        )
 
 
 class CandidateDetailApi(APIView):
-    @extend_schema(operation_id="candidates_retrieve", responses=CandidateOutputSerializer)
+    @extend_schema(
+        operation_id="candidates_retrieve", responses=CandidateOutputSerializer
+    )
     def get(self, request, candidate_id):
-        return Response(CandidateOutputSerializer(_candidate_or_404(request, candidate_id)).data)
+        return Response(
+            CandidateOutputSerializer(_candidate_or_404(request, candidate_id)).data
+        )
 
 
 class CandidateReviewApi(APIView):
@@ -177,7 +238,9 @@ class CandidateReviewApi(APIView):
     permission_classes = [IsReviewer]
     review_action = ""
 
-    @extend_schema(request=ReviewActionInputSerializer, responses=CandidateOutputSerializer)
+    @extend_schema(
+        request=ReviewActionInputSerializer, responses=CandidateOutputSerializer
+    )
     def post(self, request, candidate_id):
         from review import services as review
 
@@ -186,12 +249,18 @@ class CandidateReviewApi(APIView):
         serializer.is_valid(raise_exception=True)
         data = serializer.validated_data
         token = request.auth
-        actor = review.Actor(label=f"token:{token.name}", is_admin=token.role == "admin")
+        actor = review.Actor(
+            label=f"token:{token.name}", is_admin=token.role == "admin"
+        )
         kwargs = dict(namespace=token.namespace, candidate_id=candidate.pk, actor=actor)
         try:
             if self.review_action == "approve":
-                review.candidate_approve(**kwargs, note=data["note"], override=data["override"],
-                                         replace_strategy_id=data.get("replace_strategy"))
+                review.candidate_approve(
+                    **kwargs,
+                    note=data["note"],
+                    override=data["override"],
+                    replace_strategy_id=data.get("replace_strategy"),
+                )
             elif self.review_action == "deny":
                 review.candidate_deny(**kwargs, note=data["note"])
             else:
@@ -204,18 +273,22 @@ class CandidateReviewApi(APIView):
             raise exceptions.PermissionDenied(str(exc))
         except review.ReviewError as exc:
             raise exceptions.ValidationError({"detail": str(exc)})
-        candidate = candidate_services.candidate_get(namespace=token.namespace,
-                                                     candidate_id=candidate.pk)
+        candidate = candidate_services.candidate_get(
+            namespace=token.namespace, candidate_id=candidate.pk
+        )
         return Response(CandidateOutputSerializer(candidate).data)
 
 
 class CandidateApproveApi(CandidateReviewApi):
     review_action = "approve"
 
-    @extend_schema(operation_id="candidates_approve", request=ReviewActionInputSerializer,
-                   responses=CandidateOutputSerializer,
-                   description="Approve and apply. Body: note, override (admins, for a "
-                               "blocking audit finding), replace_strategy (strategy id).")
+    @extend_schema(
+        operation_id="candidates_approve",
+        request=ReviewActionInputSerializer,
+        responses=CandidateOutputSerializer,
+        description="Approve and apply. Body: note, override (admins, for a "
+        "blocking audit finding), replace_strategy (strategy id).",
+    )
     def post(self, request, candidate_id):
         return super().post(request, candidate_id)
 
@@ -223,9 +296,12 @@ class CandidateApproveApi(CandidateReviewApi):
 class CandidateDenyApi(CandidateReviewApi):
     review_action = "deny"
 
-    @extend_schema(operation_id="candidates_deny", request=ReviewActionInputSerializer,
-                   responses=CandidateOutputSerializer,
-                   description="Deny with a reason (`note` is required; agents see it).")
+    @extend_schema(
+        operation_id="candidates_deny",
+        request=ReviewActionInputSerializer,
+        responses=CandidateOutputSerializer,
+        description="Deny with a reason (`note` is required; agents see it).",
+    )
     def post(self, request, candidate_id):
         return super().post(request, candidate_id)
 
@@ -233,7 +309,10 @@ class CandidateDenyApi(CandidateReviewApi):
 class CandidateConflictApi(CandidateReviewApi):
     review_action = "conflict"
 
-    @extend_schema(operation_id="candidates_conflict", request=ReviewActionInputSerializer,
-                   responses=CandidateOutputSerializer)
+    @extend_schema(
+        operation_id="candidates_conflict",
+        request=ReviewActionInputSerializer,
+        responses=CandidateOutputSerializer,
+    )
     def post(self, request, candidate_id):
         return super().post(request, candidate_id)

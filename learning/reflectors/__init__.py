@@ -1,8 +1,15 @@
 """Reflectors turn runs into lessons: one interface (`base.Reflector`), an offline
 deterministic implementation and a Claude one; `reflector_get()` picks by settings."""
+
 from django.conf import settings
 
-from learning.reflectors.base import Lesson, ReflectionResult, Reflector, RunView, StepView
+from learning.reflectors.base import (
+    Lesson,
+    ReflectionResult,
+    Reflector,
+    RunView,
+    StepView,
+)
 
 
 def reflector_get() -> Reflector:
@@ -16,4 +23,11 @@ def reflector_get() -> Reflector:
     return OfflineReflector()
 
 
-__all__ = ["Lesson", "ReflectionResult", "Reflector", "RunView", "StepView", "reflector_get"]
+__all__ = [
+    "Lesson",
+    "ReflectionResult",
+    "Reflector",
+    "RunView",
+    "StepView",
+    "reflector_get",
+]

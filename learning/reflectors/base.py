@@ -1,4 +1,5 @@
 """The reflector interface and the plain data it works on (no ORM inside reflectors)."""
+
 import json
 import re
 import uuid

@@ -1,4 +1,5 @@
 """Batch reflection: patterns common to many runs of one task type, with frequencies."""
+
 from django.conf import settings
 from django.db import transaction
 from django.db.models import Count, Max, Q
@@ -14,7 +15,9 @@ def batch_min_runs() -> int:
     return int(getattr(settings, "FLYWHEEL_BATCH_MIN_RUNS", 5))
 
 
-def batch_reflect(*, namespace_id: int, task_type: str, limit: int = BATCH_LIMIT) -> Reflection | None:
+def batch_reflect(
+    *, namespace_id: int, task_type: str, limit: int = BATCH_LIMIT
+) -> Reflection | None:
     """Reflect over the newest finished runs of a task type as a whole: lessons found in
     at least two runs become candidates whose evidence is every run that showed them
     (merged into equal pending candidates). Returns the batch Reflection."""
@@ -29,21 +32,40 @@ def batch_reflect(*, namespace_id: int, task_type: str, limit: int = BATCH_LIMIT
     result = reflector_get().reflect_batch(runs=run_views(runs))
     with transaction.atomic():
         reflection = Reflection.objects.create(
-            namespace=namespace, task_type=task_type, is_batch=True,
-            helpful_strategies=[l.as_item() for l in result.lessons
-                                if l.kind in ("strategy_helpful", "procedure")],
-            harmful_patterns=[l.as_item() for l in result.lessons
-                              if l.kind == "strategy_harmful"],
-            observations=[{"description": f"{len(runs)} runs reflected as a batch",
-                           "evidence": result.summary, "confidence": 1.0}],
-            reflector=result.reflector, fallback=result.fallback,
-            fallback_reason=result.fallback_reason, prompt_version=result.prompt_version,
-            input_tokens=result.input_tokens, output_tokens=result.output_tokens,
+            namespace=namespace,
+            task_type=task_type,
+            is_batch=True,
+            helpful_strategies=[
+                l.as_item()
+                for l in result.lessons
+                if l.kind in ("strategy_helpful", "procedure")
+            ],
+            harmful_patterns=[
+                l.as_item() for l in result.lessons if l.kind == "strategy_harmful"
+            ],
+            observations=[
+                {
+                    "description": f"{len(runs)} runs reflected as a batch",
+                    "evidence": result.summary,
+                    "confidence": 1.0,
+                }
+            ],
+            reflector=result.reflector,
+            fallback=result.fallback,
+            fallback_reason=result.fallback_reason,
+            prompt_version=result.prompt_version,
+            input_tokens=result.input_tokens,
+            output_tokens=result.output_tokens,
             cost_usd=result.cost_usd,
         )
         reflection.batch_runs.set(runs)
-        lessons_to_candidates(namespace=namespace, lessons=result.lessons,
-                              reflection=reflection, task_type=task_type, source="batch")
+        lessons_to_candidates(
+            namespace=namespace,
+            lessons=result.lessons,
+            reflection=reflection,
+            task_type=task_type,
+            source="batch",
+        )
     return reflection
 
 
@@ -53,11 +75,13 @@ def batch_reflect_due() -> dict:
     last = {
         (row["namespace_id"], row["task_type"]): row["last"]
         for row in Reflection.objects.filter(is_batch=True)
-        .values("namespace_id", "task_type").annotate(last=Max("created_at"))
+        .values("namespace_id", "task_type")
+        .annotate(last=Max("created_at"))
     }
     groups = (
         Trajectory.objects.exclude(status=RunStatus.RUNNING)
-        .values("namespace_id", "task_type").annotate(n=Count("id"), newest=Max("created_at"))
+        .values("namespace_id", "task_type")
+        .annotate(n=Count("id"), newest=Max("created_at"))
         .filter(n__gte=batch_min_runs())
     )
     done = []
@@ -65,9 +89,15 @@ def batch_reflect_due() -> dict:
         key = (group["namespace_id"], group["task_type"])
         since = last.get(key)
         if since is not None:
-            fresh = Trajectory.objects.filter(
-                Q(namespace_id=key[0]) & Q(task_type=key[1]) & Q(created_at__gt=since)
-            ).exclude(status=RunStatus.RUNNING).count()
+            fresh = (
+                Trajectory.objects.filter(
+                    Q(namespace_id=key[0])
+                    & Q(task_type=key[1])
+                    & Q(created_at__gt=since)
+                )
+                .exclude(status=RunStatus.RUNNING)
+                .count()
+            )
             if fresh < batch_min_runs():
                 continue
         if batch_reflect(namespace_id=key[0], task_type=key[1]) is not None:

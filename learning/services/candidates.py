@@ -1,5 +1,6 @@
 """Learning candidates: creation (from reflection, batch reflection and agents) with
 confidence floors and evidence merging, and the reads the API and console share."""
+
 import hashlib
 import re
 import uuid
@@ -98,7 +99,9 @@ def candidate_create(
 
     content = (content or "").strip()
     if kind not in CandidateKind.values:
-        raise CandidateInvalid("kind", f"unknown kind {kind!r}; use one of {CandidateKind.values}")
+        raise CandidateInvalid(
+            "kind", f"unknown kind {kind!r}; use one of {CandidateKind.values}"
+        )
     if not content:
         raise CandidateInvalid("content", "content must not be empty.")
     if not 0.0 <= float(confidence) <= 1.0:
@@ -107,19 +110,29 @@ def candidate_create(
         memory_scope = memory_scope or ("user" if user_id else "namespace")
     elif kind != CandidateKind.PATCH_SKILL and playbook is None:
         playbook = playbook_for_task_type(namespace=namespace, task_type=task_type)
-    scope = _scope_label(kind=kind, playbook=playbook, skill=skill,
-                         memory_scope=memory_scope, user_id=user_id, entity=entity)
+    scope = _scope_label(
+        kind=kind,
+        playbook=playbook,
+        skill=skill,
+        memory_scope=memory_scope,
+        user_id=user_id,
+        entity=entity,
+    )
     fingerprint = candidate_fingerprint(kind=kind, key=key or content, scope=scope)
     evidence = list(evidence)
 
     existing = (
         LearningCandidate.objects.select_for_update()
-        .filter(namespace=namespace, fingerprint=fingerprint, status=CandidateStatus.PENDING)
+        .filter(
+            namespace=namespace, fingerprint=fingerprint, status=CandidateStatus.PENDING
+        )
         .order_by("created_at", "id")
         .first()
     )
     if existing is not None:
-        added = _evidence_add(candidate=existing, evidence=evidence, reflection=reflection)
+        added = _evidence_add(
+            candidate=existing, evidence=evidence, reflection=reflection
+        )
         if added:
             existing.evidence_count = existing.evidence.count()
             # More independent runs showing it: a little more confidence, never past 0.95.
@@ -127,8 +140,14 @@ def candidate_create(
                 min(0.95, max(existing.confidence, float(confidence)) + 0.02 * added), 3
             )
             existing.below_floor = existing.confidence < confidence_floor(kind)
-            existing.save(update_fields=["evidence_count", "confidence", "below_floor",
-                                         "updated_at"])
+            existing.save(
+                update_fields=[
+                    "evidence_count",
+                    "confidence",
+                    "below_floor",
+                    "updated_at",
+                ]
+            )
         return existing, False
 
     candidate = LearningCandidate.objects.create(
@@ -170,13 +189,21 @@ def _evidence_add(*, candidate, evidence: list[EvidenceRef], reflection) -> int:
         by_run.setdefault(uuid.UUID(str(ref.run_id)), set()).update(
             int(i) for i in ref.step_indexes
         )
-    current = {e.trajectory_id: e for e in candidate.evidence.filter(trajectory_id__in=by_run)}
+    current = {
+        e.trajectory_id: e for e in candidate.evidence.filter(trajectory_id__in=by_run)
+    }
     new_rows = []
     for run_id, steps in by_run.items():
         row = current.get(run_id)
         if row is None:
-            new_rows.append(CandidateEvidence(candidate=candidate, trajectory_id=run_id,
-                                              step_indexes=sorted(steps), reflection=reflection))
+            new_rows.append(
+                CandidateEvidence(
+                    candidate=candidate,
+                    trajectory_id=run_id,
+                    step_indexes=sorted(steps),
+                    reflection=reflection,
+                )
+            )
         elif not steps <= set(row.step_indexes):
             row.step_indexes = sorted(steps | set(row.step_indexes))
             row.save(update_fields=["step_indexes"])
@@ -184,7 +211,9 @@ def _evidence_add(*, candidate, evidence: list[EvidenceRef], reflection) -> int:
     return len(new_rows)
 
 
-def candidate_list(*, namespace: Namespace, filters=None) -> QuerySet[LearningCandidate]:
+def candidate_list(
+    *, namespace: Namespace, filters=None
+) -> QuerySet[LearningCandidate]:
     """Candidates of one namespace, newest first, filtered by CandidateFilter; two
     queries whatever the page size (the rows, then their evidence)."""
     from learning.candidate_filters import CandidateFilter
@@ -193,7 +222,10 @@ def candidate_list(*, namespace: Namespace, filters=None) -> QuerySet[LearningCa
         LearningCandidate.objects.filter(namespace=namespace)
         .select_related("playbook", "skill")
         .prefetch_related(
-            Prefetch("evidence", queryset=CandidateEvidence.objects.order_by("created_at", "id"))
+            Prefetch(
+                "evidence",
+                queryset=CandidateEvidence.objects.order_by("created_at", "id"),
+            )
         )
         .order_by("-created_at", "-id")
     )
@@ -219,10 +251,14 @@ def runs_in_namespace(*, namespace: Namespace, run_ids: Iterable) -> list[Trajec
             wanted.append(uuid.UUID(str(raw)))
         except ValueError:
             raise CandidateInvalid("evidence_runs", f"{raw!r} is not a run id.")
-    found = {r.id: r for r in Trajectory.objects.filter(namespace=namespace, id__in=wanted)}
+    found = {
+        r.id: r for r in Trajectory.objects.filter(namespace=namespace, id__in=wanted)
+    }
     missing = [str(r) for r in wanted if r not in found]
     if missing:
-        raise CandidateInvalid("evidence_runs", f"no run {missing[0]} in your namespace.")
+        raise CandidateInvalid(
+            "evidence_runs", f"no run {missing[0]} in your namespace."
+        )
     return [found[r] for r in wanted]
 
 
@@ -236,8 +272,9 @@ class ProposalRefused(Exception):
     """An agent may not propose into this target; the message says why."""
 
 
-def candidate_propose(*, namespace: Namespace, proposed_by: str, data: dict
-                      ) -> tuple[LearningCandidate, bool]:
+def candidate_propose(
+    *, namespace: Namespace, proposed_by: str, data: dict
+) -> tuple[LearningCandidate, bool]:
     """An agent's own proposal (POST /api/v1/candidates/). The target playbook is the
     named one or the task type's; it must exist and not be in `background` mode, where
     a clean candidate could be applied without any reviewer. In `agentic` and `propose`
@@ -249,14 +286,19 @@ def candidate_propose(*, namespace: Namespace, proposed_by: str, data: dict
     if slug:
         playbook = Playbook.objects.filter(namespace=namespace, slug=slug).first()
         if playbook is None:
-            raise CandidateInvalid("playbook", f"no playbook '{slug}' in your namespace.")
+            raise CandidateInvalid(
+                "playbook", f"no playbook '{slug}' in your namespace."
+            )
     else:
-        playbook = playbook_for_task_type(namespace=namespace, task_type=data["task_type"],
-                                          create=False)
+        playbook = playbook_for_task_type(
+            namespace=namespace, task_type=data["task_type"], create=False
+        )
         if playbook is None:
             raise CandidateInvalid(
-                "task_type", f"no playbook learns from task type '{data['task_type']}'; "
-                "name one with `playbook`.")
+                "task_type",
+                f"no playbook learns from task type '{data['task_type']}'; "
+                "name one with `playbook`.",
+            )
     if playbook.mode == LearningMode.BACKGROUND:
         raise ProposalRefused(
             f"Playbook '{playbook.slug}' is in 'background' mode, where clean candidates are "
@@ -267,15 +309,28 @@ def candidate_propose(*, namespace: Namespace, proposed_by: str, data: dict
     if data.get("skill"):
         skill = Skill.objects.filter(namespace=namespace, slug=data["skill"]).first()
         if skill is None:
-            raise CandidateInvalid("skill", f"no skill '{data['skill']}' in your namespace.")
-    runs = runs_in_namespace(namespace=namespace, run_ids=data.get("evidence_runs") or [])
+            raise CandidateInvalid(
+                "skill", f"no skill '{data['skill']}' in your namespace."
+            )
+    runs = runs_in_namespace(
+        namespace=namespace, run_ids=data.get("evidence_runs") or []
+    )
     return candidate_create(
-        namespace=namespace, kind=data["kind"], content=data["content"],
-        rationale=data.get("rationale", ""), confidence=data.get("confidence", 0.5),
-        task_type=data.get("task_type") or "", agent=proposed_by.removeprefix("token:"),
-        playbook=playbook, skill=skill, memory_scope=data.get("memory_scope", ""),
-        user_id=data.get("user_id", ""), entity=data.get("entity", ""),
-        patch=data.get("patch", ""), base_hash=data.get("base_hash", ""),
-        evidence=[EvidenceRef(run_id=r.pk) for r in runs], source="agent",
+        namespace=namespace,
+        kind=data["kind"],
+        content=data["content"],
+        rationale=data.get("rationale", ""),
+        confidence=data.get("confidence", 0.5),
+        task_type=data.get("task_type") or "",
+        agent=proposed_by.removeprefix("token:"),
+        playbook=playbook,
+        skill=skill,
+        memory_scope=data.get("memory_scope", ""),
+        user_id=data.get("user_id", ""),
+        entity=data.get("entity", ""),
+        patch=data.get("patch", ""),
+        base_hash=data.get("base_hash", ""),
+        evidence=[EvidenceRef(run_id=r.pk) for r in runs],
+        source="agent",
         proposed_by=proposed_by,
     )

@@ -1,4 +1,5 @@
 """Hooks from ingest into the reflection pipeline (decisions and queueing)."""
+
 from learning.models import Trajectory
 
 

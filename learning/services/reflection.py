@@ -1,5 +1,6 @@
 """Reflection on finished runs: the sampling decision, queueing, the idempotent reflect
 step that turns a run into candidates, and the sweeper for runs left pending."""
+
 import hashlib
 import logging
 from datetime import timedelta
@@ -9,13 +10,19 @@ from django.db import transaction
 from django.utils import timezone
 
 from learning.models import (
-    ReflectionStatus,
     Reflection,
+    ReflectionStatus,
     RunStatus,
     Step,
     Trajectory,
 )
-from learning.reflectors import Lesson, ReflectionResult, RunView, StepView, reflector_get
+from learning.reflectors import (
+    Lesson,
+    ReflectionResult,
+    RunView,
+    StepView,
+    reflector_get,
+)
 from learning.services.candidates import MEMORY_KINDS, EvidenceRef, candidate_create
 
 logger = logging.getLogger(__name__)
@@ -33,7 +40,9 @@ def stale_after() -> timedelta:
     """A pending run untouched this long is re-queued by the sweeper. Longer than the
     broker's `retry`, so a re-delivery after a killed worker comes first."""
     default = int(settings.Q_CLUSTER.get("retry", 180)) + 60
-    return timedelta(seconds=int(getattr(settings, "FLYWHEEL_REFLECTION_STALE_SECONDS", default)))
+    return timedelta(
+        seconds=int(getattr(settings, "FLYWHEEL_REFLECTION_STALE_SECONDS", default))
+    )
 
 
 def success_sample_bucket(run_id) -> float:
@@ -56,13 +65,21 @@ def reflection_decide(*, run: Trajectory) -> tuple[str, str]:
         and run.effective_score is not None
         and run.effective_score < run.success_score
     ):
-        return (ReflectionStatus.PENDING,
-                f"effective score dropped ({run.success_score:.2f} → {run.effective_score:.2f})")
+        return (
+            ReflectionStatus.PENDING,
+            f"effective score dropped ({run.success_score:.2f} → {run.effective_score:.2f})",
+        )
     rate = float(settings.FLYWHEEL_SUCCESS_SAMPLE_RATE)
     bucket = success_sample_bucket(run.id)
     if bucket < rate:
-        return ReflectionStatus.PENDING, f"sampled success ({bucket:.3f} < rate {rate:g})"
-    return ReflectionStatus.SKIPPED, f"success not sampled ({bucket:.3f} ≥ rate {rate:g})"
+        return (
+            ReflectionStatus.PENDING,
+            f"sampled success ({bucket:.3f} < rate {rate:g})",
+        )
+    return (
+        ReflectionStatus.SKIPPED,
+        f"success not sampled ({bucket:.3f} ≥ rate {rate:g})",
+    )
 
 
 def reflection_enqueue(*, run_ids: list) -> None:
@@ -76,8 +93,12 @@ def reflection_enqueue(*, run_ids: list) -> None:
     def _send():
         for run_id in ids:
             try:
-                async_task(REFLECT_TASK, run_id, task_name=f"reflect-{run_id}",
-                           group="reflection")
+                async_task(
+                    REFLECT_TASK,
+                    run_id,
+                    task_name=f"reflect-{run_id}",
+                    group="reflection",
+                )
             except Exception:  # noqa: BLE001 - the sweeper re-queues what did not go out
                 logger.exception("could not queue reflection of run %s", run_id)
 
@@ -92,8 +113,11 @@ def runs_reflection_decide(*, runs: list[Trajectory]) -> None:
         if status == ReflectionStatus.UNDECIDED:
             continue
         Trajectory.objects.filter(pk=run.pk).update(
-            reflection_status=status, reflection_reason=reason[:200], reflection_error="",
-            reflection_attempts=0, updated_at=timezone.now(),
+            reflection_status=status,
+            reflection_reason=reason[:200],
+            reflection_error="",
+            reflection_attempts=0,
+            updated_at=timezone.now(),
         )
         run.reflection_status, run.reflection_reason = status, reason[:200]
         if status == ReflectionStatus.PENDING:
@@ -108,8 +132,11 @@ def run_score_drop_handle(*, run: Trajectory, previous: float) -> None:
         return
     reason = f"effective score dropped ({previous:.2f} → {run.effective_score:.2f})"
     Trajectory.objects.filter(pk=run.pk).update(
-        reflection_status=ReflectionStatus.PENDING, reflection_reason=reason[:200],
-        reflection_error="", reflection_attempts=0, updated_at=timezone.now(),
+        reflection_status=ReflectionStatus.PENDING,
+        reflection_reason=reason[:200],
+        reflection_error="",
+        reflection_attempts=0,
+        updated_at=timezone.now(),
     )
     run.reflection_status, run.reflection_reason = ReflectionStatus.PENDING, reason
     reflection_enqueue(run_ids=[run.pk])
@@ -119,21 +146,39 @@ def run_score_drop_handle(*, run: Trajectory, previous: float) -> None:
 
 
 def run_view(run: Trajectory, steps=None) -> RunView:
-    steps = steps if steps is not None else list(run.steps.order_by("index")[:STEP_LIMIT])
+    steps = (
+        steps if steps is not None else list(run.steps.order_by("index")[:STEP_LIMIT])
+    )
     return RunView(
-        id=run.id, task_type=run.task_type, task_description=run.task_description,
+        id=run.id,
+        task_type=run.task_type,
+        task_description=run.task_description,
         status=run.status,
-        score=run.effective_score if run.effective_score is not None else run.success_score,
-        user_id=run.user_id, agent=run.agent, error_message=run.error_message,
-        steps=[StepView(index=s.index, type=s.type, description=s.description, tool=s.tool,
-                        result=s.result) for s in steps],
+        score=run.effective_score
+        if run.effective_score is not None
+        else run.success_score,
+        user_id=run.user_id,
+        agent=run.agent,
+        error_message=run.error_message,
+        steps=[
+            StepView(
+                index=s.index,
+                type=s.type,
+                description=s.description,
+                tool=s.tool,
+                result=s.result,
+            )
+            for s in steps
+        ],
     )
 
 
 def run_views(runs: list[Trajectory]) -> list[RunView]:
     """Views of many runs with their steps in two queries."""
     by_run: dict = {r.pk: [] for r in runs}
-    for step in Step.objects.filter(trajectory_id__in=by_run).order_by("trajectory_id", "index"):
+    for step in Step.objects.filter(trajectory_id__in=by_run).order_by(
+        "trajectory_id", "index"
+    ):
         if len(by_run[step.trajectory_id]) < STEP_LIMIT:
             by_run[step.trajectory_id].append(step)
     return [run_view(r, by_run[r.pk]) for r in runs]
@@ -142,14 +187,16 @@ def run_views(runs: list[Trajectory]) -> list[RunView]:
 def peers_for(*, run: Trajectory, limit: int = PEER_LIMIT) -> list[Trajectory]:
     """Successful runs of the same task type to contrast with: the same task first,
     then the newest. (Every contrast is with successes, so failures are not loaded.)"""
-    base = (
-        Trajectory.objects.filter(namespace_id=run.namespace_id, task_type=run.task_type,
-                                  status=RunStatus.SUCCESS)
-        .exclude(pk=run.pk)
+    base = Trajectory.objects.filter(
+        namespace_id=run.namespace_id, task_type=run.task_type, status=RunStatus.SUCCESS
+    ).exclude(pk=run.pk)
+    same = list(
+        base.filter(task_description=run.task_description).order_by("-created_at")[:20]
     )
-    same = list(base.filter(task_description=run.task_description).order_by("-created_at")[:20])
     rest = list(
-        base.exclude(pk__in=[p.pk for p in same]).order_by("-created_at")[: max(0, limit - len(same))]
+        base.exclude(pk__in=[p.pk for p in same]).order_by("-created_at")[
+            : max(0, limit - len(same))
+        ]
     )
     return same + rest
 
@@ -179,18 +226,28 @@ def run_reflect(*, run_id, force: bool = False) -> Reflection | None:
         with transaction.atomic():
             locked = Trajectory.objects.select_for_update().get(pk=run.pk)
             if locked.reflection_status == ReflectionStatus.REFLECTED and not force:
-                return locked.reflections.filter(is_batch=False).first()  # a twin finished
+                return locked.reflections.filter(
+                    is_batch=False
+                ).first()  # a twin finished
             reflection = reflection_store(run=locked, result=result)
             locked.reflection_status = ReflectionStatus.REFLECTED
             locked.reflection_error = (
                 f"fallback: {result.fallback_reason}"[:2000] if result.fallback else ""
             )
             locked.reflected_at = timezone.now()
-            locked.save(update_fields=["reflection_status", "reflection_error", "reflected_at",
-                                       "updated_at"])
+            locked.save(
+                update_fields=[
+                    "reflection_status",
+                    "reflection_error",
+                    "reflected_at",
+                    "updated_at",
+                ]
+            )
         return reflection
     except Exception as exc:
-        run_reflection_failure_record(run_id=run.pk, error=f"{exc.__class__.__name__}: {exc}")
+        run_reflection_failure_record(
+            run_id=run.pk, error=f"{exc.__class__.__name__}: {exc}"
+        )
         raise
 
 
@@ -209,15 +266,28 @@ def run_reflection_failure_record(*, run_id, error: str) -> None:
 def reflection_store(*, run: Trajectory, result: ReflectionResult) -> Reflection:
     """The run's one (non-batch) Reflection, updated in place, and its candidates."""
     values = dict(
-        namespace_id=run.namespace_id, task_type=run.task_type, is_batch=False,
-        helpful_strategies=[l.as_item() for l in result.lessons
-                            if l.kind in ("strategy_helpful", "procedure")],
-        harmful_patterns=[l.as_item() for l in result.lessons if l.kind == "strategy_harmful"],
-        observations=[l.as_item() for l in result.lessons
-                      if l.kind not in ("strategy_helpful", "procedure", "strategy_harmful")],
-        reflector=result.reflector, fallback=result.fallback,
-        fallback_reason=result.fallback_reason, prompt_version=result.prompt_version,
-        input_tokens=result.input_tokens, output_tokens=result.output_tokens,
+        namespace_id=run.namespace_id,
+        task_type=run.task_type,
+        is_batch=False,
+        helpful_strategies=[
+            l.as_item()
+            for l in result.lessons
+            if l.kind in ("strategy_helpful", "procedure")
+        ],
+        harmful_patterns=[
+            l.as_item() for l in result.lessons if l.kind == "strategy_harmful"
+        ],
+        observations=[
+            l.as_item()
+            for l in result.lessons
+            if l.kind not in ("strategy_helpful", "procedure", "strategy_harmful")
+        ],
+        reflector=result.reflector,
+        fallback=result.fallback,
+        fallback_reason=result.fallback_reason,
+        prompt_version=result.prompt_version,
+        input_tokens=result.input_tokens,
+        output_tokens=result.output_tokens,
         cost_usd=result.cost_usd,
     )
     reflection = run.reflections.filter(is_batch=False).order_by("created_at").first()
@@ -227,13 +297,27 @@ def reflection_store(*, run: Trajectory, result: ReflectionResult) -> Reflection
         for key, value in values.items():
             setattr(reflection, key, value)
         reflection.save()
-    lessons_to_candidates(namespace=run.namespace, lessons=result.lessons, reflection=reflection,
-                          run=run, task_type=run.task_type, agent=run.agent)
+    lessons_to_candidates(
+        namespace=run.namespace,
+        lessons=result.lessons,
+        reflection=reflection,
+        run=run,
+        task_type=run.task_type,
+        agent=run.agent,
+    )
     return reflection
 
 
-def lessons_to_candidates(*, namespace, lessons: list[Lesson], reflection, run=None,
-                          task_type: str = "", agent: str = "", source: str = "reflection"):
+def lessons_to_candidates(
+    *,
+    namespace,
+    lessons: list[Lesson],
+    reflection,
+    run=None,
+    task_type: str = "",
+    agent: str = "",
+    source: str = "reflection",
+):
     """One candidate per lesson (merged with an equal pending one), with evidence: the
     run and its steps, plus the other runs the lesson was contrasted with."""
     from playbooks.services import playbook_for_task_type
@@ -242,15 +326,22 @@ def lessons_to_candidates(*, namespace, lessons: list[Lesson], reflection, run=N
     playbook = None
     if any(lesson.kind not in MEMORY_KINDS for lesson in lessons):
         playbook = playbook_for_task_type(namespace=namespace, task_type=task_type)
-    known = set(Trajectory.objects.filter(
-        namespace=namespace,
-        pk__in={rid for lesson in lessons for rid in
-                list(lesson.related_runs) + list(lesson.run_ids)},
-    ).values_list("pk", flat=True))
+    known = set(
+        Trajectory.objects.filter(
+            namespace=namespace,
+            pk__in={
+                rid
+                for lesson in lessons
+                for rid in list(lesson.related_runs) + list(lesson.run_ids)
+            },
+        ).values_list("pk", flat=True)
+    )
     for lesson in lessons:
         evidence = []
         if run is not None:
-            evidence.append(EvidenceRef(run_id=run.pk, step_indexes=lesson.step_indexes))
+            evidence.append(
+                EvidenceRef(run_id=run.pk, step_indexes=lesson.step_indexes)
+            )
         for rid, steps in lesson.related_runs.items():
             if rid in known:
                 evidence.append(EvidenceRef(run_id=rid, step_indexes=steps or []))
@@ -258,11 +349,20 @@ def lessons_to_candidates(*, namespace, lessons: list[Lesson], reflection, run=N
             if rid in known and rid not in lesson.related_runs:
                 evidence.append(EvidenceRef(run_id=rid, step_indexes=[]))
         candidate, _new = candidate_create(
-            namespace=namespace, kind=lesson.kind, content=lesson.content,
-            rationale=lesson.rationale, confidence=lesson.confidence, task_type=task_type,
-            agent=agent, user_id=lesson.user_id, entity=lesson.entity,
-            memory_scope=lesson.memory_scope, evidence=evidence, reflection=reflection,
-            source=source, key=lesson.key,
+            namespace=namespace,
+            kind=lesson.kind,
+            content=lesson.content,
+            rationale=lesson.rationale,
+            confidence=lesson.confidence,
+            task_type=task_type,
+            agent=agent,
+            user_id=lesson.user_id,
+            entity=lesson.entity,
+            memory_scope=lesson.memory_scope,
+            evidence=evidence,
+            reflection=reflection,
+            source=source,
+            key=lesson.key,
             playbook=None if lesson.kind in MEMORY_KINDS else playbook,
         )
         created.append(candidate)
@@ -278,8 +378,9 @@ def reflection_sweep(*, now=None) -> dict:
     with the error and attempts once they have used every attempt."""
     now = now or timezone.now()
     undecided = list(
-        Trajectory.objects.filter(reflection_status=ReflectionStatus.UNDECIDED)
-        .exclude(status=RunStatus.RUNNING)[:500]
+        Trajectory.objects.filter(reflection_status=ReflectionStatus.UNDECIDED).exclude(
+            status=RunStatus.RUNNING
+        )[:500]
     )
     if undecided:
         with transaction.atomic():
@@ -302,6 +403,8 @@ def reflection_sweep(*, now=None) -> dict:
                 failed.append(run.pk)
             else:
                 requeued.append(run.pk)
-            run.save(update_fields=["reflection_status", "reflection_error", "updated_at"])
+            run.save(
+                update_fields=["reflection_status", "reflection_error", "updated_at"]
+            )
         reflection_enqueue(run_ids=requeued)
     return {"decided": len(undecided), "requeued": len(requeued), "failed": len(failed)}

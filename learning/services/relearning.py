@@ -1,5 +1,6 @@
 """The relearning queue: runs whose feedback departed from their outcome are reflected
 again, highest priority first, with their effective score."""
+
 from django.db.models import F, QuerySet
 
 from learning.models import Namespace, Trajectory
@@ -11,8 +12,12 @@ def relearning_queue(*, namespace: Namespace | None = None) -> QuerySet[Trajecto
     qs = Trajectory.objects.filter(needs_relearning=True).exclude(status="running")
     if namespace is not None:
         qs = qs.filter(namespace=namespace)
-    return qs.order_by("-relearning_priority", F("effective_score").asc(nulls_last=True),
-                       "created_at", "id")
+    return qs.order_by(
+        "-relearning_priority",
+        F("effective_score").asc(nulls_last=True),
+        "created_at",
+        "id",
+    )
 
 
 def relearning_process(*, limit: int = 20, namespace: Namespace | None = None) -> dict:

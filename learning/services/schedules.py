@@ -1,4 +1,5 @@
 """The Django-Q2 schedules of the learning loop, created idempotently by name."""
+
 from django.db import transaction
 
 # name: (func, schedule_type, minutes)
@@ -7,7 +8,11 @@ SCHEDULES = {
     "flywheel-batch-reflection": ("learning.tasks.batch_reflect_task", "I", 30),
     "flywheel-relearning": ("learning.tasks.relearning_task", "I", 10),
     "flywheel-playbooks-curate": ("playbooks.tasks.playbooks_curate", "H", None),
-    "flywheel-memories-consolidate": ("playbooks.tasks.memories_consolidate", "D", None),
+    "flywheel-memories-consolidate": (
+        "playbooks.tasks.memories_consolidate",
+        "D",
+        None,
+    ),
     "flywheel-quality-gate": ("playbooks.tasks.quality_gate_evaluate", "H", None),
 }
 
@@ -24,8 +29,12 @@ def schedules_setup() -> dict[str, str]:
         Schedule.objects.filter(pk__in=[s.pk for s in extra]).delete()
         _obj, created = Schedule.objects.update_or_create(
             name=name,
-            defaults={"func": func, "schedule_type": schedule_type, "minutes": minutes,
-                      "repeats": -1},
+            defaults={
+                "func": func,
+                "schedule_type": schedule_type,
+                "minutes": minutes,
+                "repeats": -1,
+            },
         )
         out[name] = "created" if created else "updated"
     return out

@@ -1,5 +1,6 @@
 """The candidates API: list with CandidateFilter at constant queries, detail, agent
 proposals by playbook mode, and review actions for reviewer tokens."""
+
 import pytest
 
 from learning.models import CandidateEvidence
@@ -12,8 +13,9 @@ pytestmark = pytest.mark.django_db
 @pytest.fixture(autouse=True)
 def no_audit(monkeypatch):
     """Audits are tested on their own; here they would only add queries and time."""
-    monkeypatch.setattr("learning.services.audit.candidate_audit_enqueue",
-                        lambda **kw: None)
+    monkeypatch.setattr(
+        "learning.services.audit.candidate_audit_enqueue", lambda **kw: None
+    )
 
 
 def seed(namespace, n=3, **kwargs):
@@ -22,8 +24,9 @@ def seed(namespace, n=3, **kwargs):
         candidate = CandidateFactory(namespace=namespace, **kwargs)
         for _ in range(2):
             run = TrajectoryFactory(namespace=namespace)
-            CandidateEvidence.objects.create(candidate=candidate, trajectory=run,
-                                             step_indexes=[1, 2])
+            CandidateEvidence.objects.create(
+                candidate=candidate, trajectory=run, step_indexes=[1, 2]
+            )
         out.append(candidate)
     return out
 
@@ -34,7 +37,9 @@ def test_list_has_the_documented_fields_at_constant_queries(
     ns = reviewer_client.namespace
     playbook = playbook_create(namespace=ns, slug="airline")
     seed(ns, 2, playbook=playbook)
-    reviewer_client.get("/api/v1/candidates/")  # the token's last_used_at is stamped once
+    reviewer_client.get(
+        "/api/v1/candidates/"
+    )  # the token's last_used_at is stamped once
     with django_assert_num_queries(4):  # token, count, rows, evidence
         body = reviewer_client.get("/api/v1/candidates/").json()
     seed(ns, 4, playbook=playbook)
@@ -42,9 +47,25 @@ def test_list_has_the_documented_fields_at_constant_queries(
         body = reviewer_client.get("/api/v1/candidates/").json()
     assert body["count"] == 6
     item = body["results"][0]
-    for field in ("id", "kind", "status", "content", "rationale", "confidence", "playbook",
-                  "evidence_runs", "evidence_count", "audited_at", "audit", "created_at",
-                  "decided_by", "decision_note", "evidence", "target", "below_floor"):
+    for field in (
+        "id",
+        "kind",
+        "status",
+        "content",
+        "rationale",
+        "confidence",
+        "playbook",
+        "evidence_runs",
+        "evidence_count",
+        "audited_at",
+        "audit",
+        "created_at",
+        "decided_by",
+        "decision_note",
+        "evidence",
+        "target",
+        "below_floor",
+    ):
         assert field in item
     assert item["playbook"] == "airline"
     assert len(item["evidence_runs"]) == 2
@@ -54,12 +75,26 @@ def test_list_has_the_documented_fields_at_constant_queries(
 def test_filters_and_hidden_below_floor(reviewer_client):
     """Below-floor candidates are hidden unless asked for; filters combine."""
     ns = reviewer_client.namespace
-    CandidateFactory(namespace=ns, kind="preference", content="Prefers aisle seats",
-                     confidence=0.2, below_floor=True)
-    CandidateFactory(namespace=ns, kind="strategy_harmful", content="Never cancel basic",
-                     confidence=0.9)
-    CandidateFactory(namespace=ns, kind="strategy_helpful", status="denied",
-                     decision_note="too vague", confidence=0.5)
+    CandidateFactory(
+        namespace=ns,
+        kind="preference",
+        content="Prefers aisle seats",
+        confidence=0.2,
+        below_floor=True,
+    )
+    CandidateFactory(
+        namespace=ns,
+        kind="strategy_harmful",
+        content="Never cancel basic",
+        confidence=0.9,
+    )
+    CandidateFactory(
+        namespace=ns,
+        kind="strategy_helpful",
+        status="denied",
+        decision_note="too vague",
+        confidence=0.5,
+    )
 
     def ids(query):
         response = reviewer_client.get(f"/api/v1/candidates/?{query}")
@@ -88,9 +123,14 @@ def test_agents_propose_to_agentic_and_propose_playbooks(agent_client, mode):
     ns = agent_client.namespace
     playbook_create(namespace=ns, slug="airline", mode=mode)
     run = TrajectoryFactory(namespace=ns)
-    payload = {"kind": "strategy_helpful", "content": "Check the cabin with "
-               "get_reservation_details first.", "rationale": "r", "confidence": 0.8,
-               "playbook": "airline", "evidence_runs": [str(run.pk)]}
+    payload = {
+        "kind": "strategy_helpful",
+        "content": "Check the cabin with get_reservation_details first.",
+        "rationale": "r",
+        "confidence": 0.8,
+        "playbook": "airline",
+        "evidence_runs": [str(run.pk)],
+    }
     response = agent_client.post_json("/api/v1/candidates/", payload)
     assert response.status_code == 201, response.json()
     body = response.json()
@@ -102,21 +142,43 @@ def test_agents_propose_to_agentic_and_propose_playbooks(agent_client, mode):
 
 def test_background_playbooks_refuse_agent_proposals(agent_client):
     playbook_create(namespace=agent_client.namespace, slug="airline", mode="background")
-    response = agent_client.post_json("/api/v1/candidates/", {
-        "kind": "strategy_helpful", "content": "Do X first", "playbook": "airline"})
+    response = agent_client.post_json(
+        "/api/v1/candidates/",
+        {"kind": "strategy_helpful", "content": "Do X first", "playbook": "airline"},
+    )
     assert response.status_code == 403
     assert "agentic" in response.json()["detail"]
 
 
-@pytest.mark.parametrize("payload,field", [
-    ({"kind": "strategy_helpful", "content": "x", "playbook": "missing"}, "playbook"),
-    ({"kind": "strategy_helpful", "content": "x"}, "playbook"),
-    ({"kind": "nope", "content": "x", "playbook": "airline"}, "kind"),
-    ({"kind": "strategy_helpful", "content": "x", "playbook": "airline",
-      "confidence": 3}, "confidence"),
-    ({"kind": "strategy_helpful", "content": "x", "playbook": "airline",
-      "evidence_runs": ["not-a-run"]}, "evidence_runs"),
-])
+@pytest.mark.parametrize(
+    "payload,field",
+    [
+        (
+            {"kind": "strategy_helpful", "content": "x", "playbook": "missing"},
+            "playbook",
+        ),
+        ({"kind": "strategy_helpful", "content": "x"}, "playbook"),
+        ({"kind": "nope", "content": "x", "playbook": "airline"}, "kind"),
+        (
+            {
+                "kind": "strategy_helpful",
+                "content": "x",
+                "playbook": "airline",
+                "confidence": 3,
+            },
+            "confidence",
+        ),
+        (
+            {
+                "kind": "strategy_helpful",
+                "content": "x",
+                "playbook": "airline",
+                "evidence_runs": ["not-a-run"],
+            },
+            "evidence_runs",
+        ),
+    ],
+)
 def test_bad_proposals_name_the_field(agent_client, payload, field):
     playbook_create(namespace=agent_client.namespace, slug="airline", mode="agentic")
     response = agent_client.post_json("/api/v1/candidates/", payload)
@@ -124,8 +186,9 @@ def test_bad_proposals_name_the_field(agent_client, payload, field):
     assert field in response.json()
 
 
-def test_review_actions_need_a_reviewer_and_map_errors(agent_client, reviewer_client,
-                                                       other_client):
+def test_review_actions_need_a_reviewer_and_map_errors(
+    agent_client, reviewer_client, other_client
+):
     """Agents get 403, other namespaces 404; deny needs a note (400 naming it); a
     decided candidate answers 409; denial notes reach agents."""
     ns = reviewer_client.namespace
@@ -137,18 +200,24 @@ def test_review_actions_need_a_reviewer_and_map_errors(agent_client, reviewer_cl
     assert missing.status_code == 400 and "note" in missing.json()
     ok = reviewer_client.post_json(f"{url}/deny/", {"note": "too vague"})
     assert ok.status_code == 200
-    assert ok.json()["status"] == "denied" and ok.json()["decided_by"] == "token:reviewer-1"
+    assert (
+        ok.json()["status"] == "denied"
+        and ok.json()["decided_by"] == "token:reviewer-1"
+    )
     again = reviewer_client.post_json(f"{url}/approve/", {"note": "hm"})
     assert again.status_code == 409 and "already denied" in again.json()["detail"]
     seen = agent_client.get(f"{url}/").json()
     assert seen["decision_note"] == "too vague"
-    marked = reviewer_client.post_json(f"/api/v1/candidates/{conflicted.pk}/conflict/",
-                                       {"note": "contradicts policy"})
+    marked = reviewer_client.post_json(
+        f"/api/v1/candidates/{conflicted.pk}/conflict/", {"note": "contradicts policy"}
+    )
     assert marked.status_code == 200 and marked.json()["status"] == "conflicted"
 
 
 def test_a_blocking_finding_needs_an_admin_override(reviewer_client, admin_client_api):
-    candidate = CandidateFactory(namespace=reviewer_client.namespace, max_severity="block")
+    candidate = CandidateFactory(
+        namespace=reviewer_client.namespace, max_severity="block"
+    )
     url = f"/api/v1/candidates/{candidate.pk}/approve/"
     plain = reviewer_client.post_json(url, {"note": "ok"})
     assert plain.status_code == 403 and "override" in plain.json()["detail"]

@@ -1,5 +1,6 @@
 """candidate_create: targets, confidence floors, evidence merging by fingerprint, and
 the audit hook."""
+
 import pytest
 
 from learning.models import LearningCandidate
@@ -14,16 +15,21 @@ from tests.factories import NamespaceFactory, TrajectoryFactory
 
 pytestmark = pytest.mark.django_db
 
-LESSON = "Call get_reservation_details before update_reservation_flights (seen 3 times)."
+LESSON = (
+    "Call get_reservation_details before update_reservation_flights (seen 3 times)."
+)
 
 
 def test_a_strategy_goes_to_the_task_types_playbook_with_its_evidence():
     ns = NamespaceFactory()
     run = TrajectoryFactory(namespace=ns)
     candidate, created = candidate_create(
-        namespace=ns, kind="strategy_helpful", content=LESSON, confidence=0.7,
-        task_type="airline.change_flight", evidence=[EvidenceRef(run_id=run.pk,
-                                                                 step_indexes=[3, 1])],
+        namespace=ns,
+        kind="strategy_helpful",
+        content=LESSON,
+        confidence=0.7,
+        task_type="airline.change_flight",
+        evidence=[EvidenceRef(run_id=run.pk, step_indexes=[3, 1])],
     )
     assert created and candidate.playbook.slug == "airline"
     assert candidate.evidence_count == 1
@@ -32,13 +38,25 @@ def test_a_strategy_goes_to_the_task_types_playbook_with_its_evidence():
 
 
 def test_below_the_kinds_floor_is_kept_but_flagged(settings):
-    settings.FLYWHEEL_CONFIDENCE_FLOORS = {**settings.FLYWHEEL_CONFIDENCE_FLOORS,
-                                           "preference": 0.5}
+    settings.FLYWHEEL_CONFIDENCE_FLOORS = {
+        **settings.FLYWHEEL_CONFIDENCE_FLOORS,
+        "preference": 0.5,
+    }
     ns = NamespaceFactory()
-    low, _ = candidate_create(namespace=ns, kind="preference", content="Prefers aisle.",
-                              confidence=0.45, user_id="u1")
-    high, _ = candidate_create(namespace=ns, kind="preference", content="Prefers window.",
-                               confidence=0.55, user_id="u1")
+    low, _ = candidate_create(
+        namespace=ns,
+        kind="preference",
+        content="Prefers aisle.",
+        confidence=0.45,
+        user_id="u1",
+    )
+    high, _ = candidate_create(
+        namespace=ns,
+        kind="preference",
+        content="Prefers window.",
+        confidence=0.55,
+        user_id="u1",
+    )
     assert low.below_floor and not high.below_floor
     assert low.memory_scope == "user" and low.playbook is None
 
@@ -47,20 +65,35 @@ def test_the_same_lesson_again_adds_evidence_instead_of_a_row():
     """Same fingerprint (numbers and case ignored) on a pending candidate: the run is
     added as evidence, counted once however often it is reported."""
     ns = NamespaceFactory()
-    first_run, second_run = TrajectoryFactory(namespace=ns), TrajectoryFactory(namespace=ns)
-    first, _ = candidate_create(namespace=ns, kind="strategy_harmful", content=LESSON,
-                                task_type="airline", confidence=0.6,
-                                evidence=[EvidenceRef(run_id=first_run.pk, step_indexes=[1])])
+    first_run, second_run = (
+        TrajectoryFactory(namespace=ns),
+        TrajectoryFactory(namespace=ns),
+    )
+    first, _ = candidate_create(
+        namespace=ns,
+        kind="strategy_harmful",
+        content=LESSON,
+        task_type="airline",
+        confidence=0.6,
+        evidence=[EvidenceRef(run_id=first_run.pk, step_indexes=[1])],
+    )
     again, created = candidate_create(
-        namespace=ns, kind="strategy_harmful",
-        content=LESSON.replace("3 times", "7 TIMES"), task_type="airline", confidence=0.6,
+        namespace=ns,
+        kind="strategy_harmful",
+        content=LESSON.replace("3 times", "7 TIMES"),
+        task_type="airline",
+        confidence=0.6,
         evidence=[EvidenceRef(run_id=second_run.pk, step_indexes=[4])],
     )
     assert not created and again.pk == first.pk
-    repeat, _ = candidate_create(namespace=ns, kind="strategy_harmful", content=LESSON,
-                                 task_type="airline", confidence=0.6,
-                                 evidence=[EvidenceRef(run_id=second_run.pk,
-                                                       step_indexes=[5])])
+    repeat, _ = candidate_create(
+        namespace=ns,
+        kind="strategy_harmful",
+        content=LESSON,
+        task_type="airline",
+        confidence=0.6,
+        evidence=[EvidenceRef(run_id=second_run.pk, step_indexes=[5])],
+    )
     first.refresh_from_db()
     assert LearningCandidate.objects.count() == 1
     assert first.evidence_count == 2
@@ -71,36 +104,47 @@ def test_the_same_lesson_again_adds_evidence_instead_of_a_row():
 def test_a_decided_candidate_is_not_merged_into():
     """Evidence merges only into a pending candidate; a denied one stays as it was."""
     ns = NamespaceFactory()
-    denied, _ = candidate_create(namespace=ns, kind="strategy_harmful", content=LESSON,
-                                 task_type="airline")
+    denied, _ = candidate_create(
+        namespace=ns, kind="strategy_harmful", content=LESSON, task_type="airline"
+    )
     LearningCandidate.objects.filter(pk=denied.pk).update(status="denied")
-    fresh, created = candidate_create(namespace=ns, kind="strategy_harmful", content=LESSON,
-                                      task_type="airline")
+    fresh, created = candidate_create(
+        namespace=ns, kind="strategy_harmful", content=LESSON, task_type="airline"
+    )
     assert created and fresh.pk != denied.pk
 
 
 def test_fingerprints_separate_kinds_and_scopes():
-    assert candidate_fingerprint(kind="preference", key="x 1", scope="memory:user:a:") != \
-        candidate_fingerprint(kind="preference", key="x 1", scope="memory:user:b:")
-    assert candidate_fingerprint(kind="strategy_helpful", key="Use X, 2 bags") == \
-        candidate_fingerprint(kind="strategy_helpful", key="use x 5 bags")
+    assert candidate_fingerprint(
+        kind="preference", key="x 1", scope="memory:user:a:"
+    ) != candidate_fingerprint(kind="preference", key="x 1", scope="memory:user:b:")
+    assert candidate_fingerprint(
+        kind="strategy_helpful", key="Use X, 2 bags"
+    ) == candidate_fingerprint(kind="strategy_helpful", key="use x 5 bags")
 
 
 def test_every_new_candidate_is_handed_to_the_audit(monkeypatch):
     seen = []
-    monkeypatch.setattr("learning.services.audit.candidate_audit_enqueue",
-                        lambda *, candidate: seen.append(candidate.pk))
+    monkeypatch.setattr(
+        "learning.services.audit.candidate_audit_enqueue",
+        lambda *, candidate: seen.append(candidate.pk),
+    )
     ns = NamespaceFactory()
-    made, _ = candidate_create(namespace=ns, kind="durable_fact", content="User u1 is gold.")
+    made, _ = candidate_create(
+        namespace=ns, kind="durable_fact", content="User u1 is gold."
+    )
     candidate_create(namespace=ns, kind="durable_fact", content="User u1 is gold.")
     assert seen == [made.pk]
 
 
-@pytest.mark.parametrize("kwargs,field", [
-    ({"kind": "wisdom", "content": "x"}, "kind"),
-    ({"kind": "preference", "content": "  "}, "content"),
-    ({"kind": "preference", "content": "x", "confidence": 1.5}, "confidence"),
-])
+@pytest.mark.parametrize(
+    "kwargs,field",
+    [
+        ({"kind": "wisdom", "content": "x"}, "kind"),
+        ({"kind": "preference", "content": "  "}, "content"),
+        ({"kind": "preference", "content": "x", "confidence": 1.5}, "confidence"),
+    ],
+)
 def test_bad_input_names_the_field(kwargs, field):
     with pytest.raises(CandidateInvalid) as info:
         candidate_create(namespace=NamespaceFactory(), **kwargs)

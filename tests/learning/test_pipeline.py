@@ -1,5 +1,6 @@
 """The reflection pipeline: the sampling decision, queueing on commit, idempotent
 reflection, the sweeper after a killed worker, schedules, relearning and batches."""
+
 from datetime import timedelta
 
 import pytest
@@ -31,10 +32,13 @@ pytestmark = pytest.mark.django_db
 
 FAILED_STEPS = [
     ("message", "", "user: Please change reservation 4WQ150 to the 18:00 flight."),
-    ("tool_call", "update_reservation_flights",
-     'update_reservation_flights({"reservation_id": "4WQ150", "cabin": "economy", '
-     '"flights": [{"flight_number": "HAT030", "date": "2024-05-13"}], '
-     '"payment_id": "credit_card_1"})'),
+    (
+        "tool_call",
+        "update_reservation_flights",
+        'update_reservation_flights({"reservation_id": "4WQ150", "cabin": "economy", '
+        '"flights": [{"flight_number": "HAT030", "date": "2024-05-13"}], '
+        '"payment_id": "credit_card_1"})',
+    ),
     ("observation", "", "Error: flight HAT030 not available on date 2024-05-13"),
 ]
 
@@ -50,20 +54,33 @@ def make_run(steps=FAILED_STEPS, **kwargs):
 
 def run_payload(external_id, status="failure"):
     return {
-        "external_id": external_id, "task_type": "airline.change_flight", "status": status,
+        "external_id": external_id,
+        "task_type": "airline.change_flight",
+        "status": status,
         "task_description": "Change reservation 4WQ150 to the evening flight",
-        "success_score": 0.0 if status == "failure" else 1.0, "user_id": "mia_li_3668",
-        "steps": [{"type": t, "tool": tool, "description": d} if tool else
-                  {"type": t, "description": d} for t, tool, d in FAILED_STEPS],
+        "success_score": 0.0 if status == "failure" else 1.0,
+        "user_id": "mia_li_3668",
+        "steps": [
+            {"type": t, "tool": tool, "description": d}
+            if tool
+            else {"type": t, "description": d}
+            for t, tool, d in FAILED_STEPS
+        ],
     }
 
 
 def test_failures_partials_and_drops_are_always_reflected():
     """Failures and partials are pending; so is a success whose effective score fell."""
     assert reflection_decide(run=TrajectoryFactory.build(status="failure")) == (
-        "pending", "failure")
-    assert reflection_decide(run=TrajectoryFactory.build(status="partial"))[1] == "partial"
-    dropped = TrajectoryFactory.build(status="success", success_score=1.0, effective_score=0.4)
+        "pending",
+        "failure",
+    )
+    assert (
+        reflection_decide(run=TrajectoryFactory.build(status="partial"))[1] == "partial"
+    )
+    dropped = TrajectoryFactory.build(
+        status="success", success_score=1.0, effective_score=0.4
+    )
     status, reason = reflection_decide(run=dropped)
     assert status == "pending" and "dropped" in reason
 
@@ -99,19 +116,23 @@ def test_posting_a_failed_run_reflects_it_on_commit(
     assert detail["reflection"]["attempts"] == 1
     evidence = CandidateEvidence.objects.filter(trajectory_id=run_id)
     assert evidence.exists()
-    lesson = LearningCandidate.objects.get(evidence__trajectory_id=run_id,
-                                           content__contains="not available")
+    lesson = LearningCandidate.objects.get(
+        evidence__trajectory_id=run_id, content__contains="not available"
+    )
     assert "update_reservation_flights" in lesson.content
     assert lesson.evidence.get().step_indexes == [1, 2]
     assert lesson.reflection.trajectory_id is not None
 
 
-def test_skipped_success_records_the_reason(agent_client, settings,
-                                            django_capture_on_commit_callbacks):
+def test_skipped_success_records_the_reason(
+    agent_client, settings, django_capture_on_commit_callbacks
+):
     """A success outside the sample is `skipped` with the reason, and nothing is queued."""
     settings.FLYWHEEL_SUCCESS_SAMPLE_RATE = 0.0
     with django_capture_on_commit_callbacks(execute=True):
-        body = agent_client.post_json("/api/v1/runs/", run_payload("ok-1", "success")).json()
+        body = agent_client.post_json(
+            "/api/v1/runs/", run_payload("ok-1", "success")
+        ).json()
     assert body["reflection"]["status"] == "skipped"
     assert "not sampled" in body["reflection"]["reason"]
     assert not Reflection.objects.exists()
@@ -125,7 +146,9 @@ def test_reflecting_twice_does_not_duplicate(django_capture_on_commit_callbacks)
     first = sorted(LearningCandidate.objects.values_list("id", "evidence_count"))
     run_reflect(run_id=run.pk, force=True)
     run_reflect(run_id=run.pk)  # no longer pending: a no-op
-    assert sorted(LearningCandidate.objects.values_list("id", "evidence_count")) == first
+    assert (
+        sorted(LearningCandidate.objects.values_list("id", "evidence_count")) == first
+    )
     assert Reflection.objects.filter(trajectory=run).count() == 1
     assert CandidateEvidence.objects.filter(trajectory=run).count() == len(first)
 
@@ -151,7 +174,9 @@ def test_a_killed_worker_leaves_the_run_pending_and_the_sweeper_reflects_it(
     assert (run.reflection_status, run.reflection_attempts) == ("pending", 1)
     monkeypatch.undo()
 
-    assert reflection_sweep()["requeued"] == 0  # not stale yet: the broker may re-deliver
+    assert (
+        reflection_sweep()["requeued"] == 0
+    )  # not stale yet: the broker may re-deliver
     later = timezone.now() + reflection_services.stale_after() + timedelta(seconds=1)
     with django_capture_on_commit_callbacks(execute=True):
         summary = reflection_sweep(now=later)
@@ -205,14 +230,21 @@ def test_the_sweeper_gives_up_on_a_lost_run_and_decides_undecided_ones(
     assert undecided.reflection_status == "reflected"
 
 
-def test_a_score_drop_queues_reflection_again(agent_client, django_capture_on_commit_callbacks):
+def test_a_score_drop_queues_reflection_again(
+    agent_client, django_capture_on_commit_callbacks
+):
     """Feedback that lowers a skipped success's effective score makes it pending with the
     reason and reflects it."""
-    run = make_run(status="success", success_score=1.0, reflection_status="skipped",
-                   namespace=agent_client.namespace)
+    run = make_run(
+        status="success",
+        success_score=1.0,
+        reflection_status="skipped",
+        namespace=agent_client.namespace,
+    )
     with django_capture_on_commit_callbacks(execute=True):
-        response = agent_client.post_json(f"/api/v1/runs/{run.pk}/feedback/",
-                                          {"feedback_type": "human", "score": 0.0})
+        response = agent_client.post_json(
+            f"/api/v1/runs/{run.pk}/feedback/", {"feedback_type": "human", "score": 0.0}
+        )
     assert response.status_code == 201
     run.refresh_from_db()
     assert run.reflection_status == "reflected"
@@ -229,21 +261,27 @@ def test_setup_schedules_is_idempotent():
     assert sorted(names) == sorted(SCHEDULES)
     assert Schedule.objects.get(name="flywheel-relearning").minutes == 10
     funcs = set(Schedule.objects.values_list("func", flat=True))
-    assert {"playbooks.tasks.playbooks_curate", "playbooks.tasks.memories_consolidate",
-            "playbooks.tasks.quality_gate_evaluate",
-            "learning.tasks.reflection_sweep_task"} <= funcs
+    assert {
+        "playbooks.tasks.playbooks_curate",
+        "playbooks.tasks.memories_consolidate",
+        "playbooks.tasks.quality_gate_evaluate",
+        "learning.tasks.reflection_sweep_task",
+    } <= funcs
 
 
 def test_relearning_goes_by_priority_then_effective_score():
     """The queue re-reflects the highest priority first; ties go to the lower effective
     score; processed runs leave the queue."""
     ns = NamespaceFactory()
-    low = make_run(namespace=ns, needs_relearning=True, relearning_priority=3,
-                   effective_score=0.1)
-    high_b = make_run(namespace=ns, needs_relearning=True, relearning_priority=8,
-                      effective_score=0.6)
-    high_a = make_run(namespace=ns, needs_relearning=True, relearning_priority=8,
-                      effective_score=0.2)
+    low = make_run(
+        namespace=ns, needs_relearning=True, relearning_priority=3, effective_score=0.1
+    )
+    high_b = make_run(
+        namespace=ns, needs_relearning=True, relearning_priority=8, effective_score=0.6
+    )
+    high_a = make_run(
+        namespace=ns, needs_relearning=True, relearning_priority=8, effective_score=0.2
+    )
     make_run(namespace=ns, needs_relearning=False)
     assert list(relearning_queue(namespace=ns)) == [high_a, high_b, low]
     result = relearning_process(limit=2, namespace=ns)
@@ -257,17 +295,30 @@ def test_batch_reflection_reports_patterns_with_frequencies():
     """A batch over a task type keeps the lessons found in several runs, with how many,
     and its candidates carry every run as evidence."""
     ns = NamespaceFactory()
-    runs = [make_run(namespace=ns, task_description=f"Change reservation R{i}")
-            for i in range(3)]
-    make_run(namespace=ns, steps=[("message", "", "user: hello")], status="success",
-             success_score=1.0)
+    runs = [
+        make_run(namespace=ns, task_description=f"Change reservation R{i}")
+        for i in range(3)
+    ]
+    make_run(
+        namespace=ns,
+        steps=[("message", "", "user: hello")],
+        status="success",
+        success_score=1.0,
+    )
     batch = batch_reflect(namespace_id=ns.pk, task_type="airline.change_flight")
     assert batch.is_batch and batch.batch_runs.count() == 4
-    pattern = next(p for p in batch.harmful_patterns if "not available" in p["description"])
+    pattern = next(
+        p for p in batch.harmful_patterns if "not available" in p["description"]
+    )
     assert pattern["frequency"] == 3
-    candidate = LearningCandidate.objects.get(reflection=batch,
-                                              content__contains="not available")
+    candidate = LearningCandidate.objects.get(
+        reflection=batch, content__contains="not available"
+    )
     assert set(candidate.evidence.values_list("trajectory_id", flat=True)) == {
-        r.pk for r in runs}
+        r.pk for r in runs
+    }
     assert "3 of 4" in candidate.rationale
-    assert Trajectory.objects.filter(reflection_status=ReflectionStatus.FAILED).count() == 0
+    assert (
+        Trajectory.objects.filter(reflection_status=ReflectionStatus.FAILED).count()
+        == 0
+    )

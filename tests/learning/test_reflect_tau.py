@@ -1,5 +1,6 @@
 """Real tau-bench airline runs (fixtures/tau-bench) posted through the API become
 specific, provenanced candidates for at least 80% of the failures."""
+
 import gzip
 import json
 import re
@@ -15,10 +16,19 @@ pytestmark = pytest.mark.django_db
 
 FIXTURE = Path(settings.BASE_DIR) / "fixtures" / "tau-bench" / "gpt-4o-airline.json.gz"
 TOOLS = {
-    "get_user_details", "get_reservation_details", "search_direct_flight",
-    "search_onestop_flight", "update_reservation_flights", "update_reservation_baggages",
-    "update_reservation_passengers", "cancel_reservation", "book_reservation",
-    "send_certificate", "transfer_to_human_agents", "calculate", "list_all_airports",
+    "get_user_details",
+    "get_reservation_details",
+    "search_direct_flight",
+    "search_onestop_flight",
+    "update_reservation_flights",
+    "update_reservation_baggages",
+    "update_reservation_passengers",
+    "cancel_reservation",
+    "book_reservation",
+    "send_certificate",
+    "transfer_to_human_agents",
+    "calculate",
+    "list_all_airports",
 }
 GENERIC = re.compile(r"\b(be careful|double-check everything|pay attention)\b", re.I)
 
@@ -32,7 +42,11 @@ def sample():
 
 
 def test_failed_tau_bench_runs_yield_specific_candidates_with_provenance(
-    agent_client, reviewer_client, sample, django_capture_on_commit_callbacks, monkeypatch
+    agent_client,
+    reviewer_client,
+    sample,
+    django_capture_on_commit_callbacks,
+    monkeypatch,
 ):
     """Posting a sample of real runs (successes and failures of the same tasks) reflects
     every failure; >= 80% of them are evidence of a candidate, strategy candidates name
@@ -48,8 +62,11 @@ def test_failed_tau_bench_runs_yield_specific_candidates_with_provenance(
         Trajectory.objects.filter(status="failure").values_list("id", flat=True)
     )
     assert len(failed) >= 10
-    assert not Trajectory.objects.filter(id__in=failed).exclude(
-        reflection_status="reflected").exists()
+    assert (
+        not Trajectory.objects.filter(id__in=failed)
+        .exclude(reflection_status="reflected")
+        .exists()
+    )
 
     body = reviewer_client.get("/api/v1/candidates/?page_size=500").json()
     covered = {run for c in body["results"] for run in c["evidence_runs"]}
@@ -64,8 +81,9 @@ def test_failed_tau_bench_runs_yield_specific_candidates_with_provenance(
         assert not GENERIC.search(candidate.content)
         assert candidate.playbook.slug == "airline"
     # Provenance: the exact steps, which exist in the run they point at.
-    evidence = CandidateEvidence.objects.filter(candidate__kind__startswith="strategy",
-                                                trajectory_id__in=failed)
+    evidence = CandidateEvidence.objects.filter(
+        candidate__kind__startswith="strategy", trajectory_id__in=failed
+    )
     checked = 0
     for row in evidence.exclude(step_indexes=[]).select_related("trajectory")[:50]:
         indexes = set(row.trajectory.steps.values_list("index", flat=True))

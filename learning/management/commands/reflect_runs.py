@@ -5,15 +5,23 @@ from learning.services import batch, reflection, relearning
 
 
 class Command(BaseCommand):
-    help = ("Reflect without a worker: pending runs (default), given runs, a batch over a "
-            "task type, or the relearning queue.")
+    help = (
+        "Reflect without a worker: pending runs (default), given runs, a batch over a "
+        "task type, or the relearning queue."
+    )
 
     def add_arguments(self, parser):
         parser.add_argument("runs", nargs="*", help="run ids to reflect on (again)")
         parser.add_argument("--namespace", help="namespace slug (default: all)")
-        parser.add_argument("--batch", metavar="TASK_TYPE", help="batch-reflect a task type")
-        parser.add_argument("--relearn", action="store_true", help="process relearning queue")
-        parser.add_argument("--sweep", action="store_true", help="run the pending sweeper")
+        parser.add_argument(
+            "--batch", metavar="TASK_TYPE", help="batch-reflect a task type"
+        )
+        parser.add_argument(
+            "--relearn", action="store_true", help="process relearning queue"
+        )
+        parser.add_argument(
+            "--sweep", action="store_true", help="run the pending sweeper"
+        )
         parser.add_argument("--limit", type=int, default=500)
 
     def handle(self, *args, **opts):
@@ -27,12 +35,21 @@ class Command(BaseCommand):
         if opts["batch"]:
             if namespace is None:
                 raise CommandError("--batch needs --namespace")
-            made = batch.batch_reflect(namespace_id=namespace.pk, task_type=opts["batch"])
+            made = batch.batch_reflect(
+                namespace_id=namespace.pk, task_type=opts["batch"]
+            )
             count = made.candidates.count() if made else 0
-            self.stdout.write(f"batch reflection {getattr(made, 'pk', None)}: {count} candidates")
+            self.stdout.write(
+                f"batch reflection {getattr(made, 'pk', None)}: {count} candidates"
+            )
         if opts["relearn"]:
-            self.stdout.write(str(relearning.relearning_process(limit=opts["limit"],
-                                                                namespace=namespace)))
+            self.stdout.write(
+                str(
+                    relearning.relearning_process(
+                        limit=opts["limit"], namespace=namespace
+                    )
+                )
+            )
         if opts["runs"]:
             for run_id in opts["runs"]:
                 made = reflection.run_reflect(run_id=run_id, force=True)
@@ -42,7 +59,9 @@ class Command(BaseCommand):
             if namespace is not None:
                 qs = qs.filter(namespace=namespace)
             done = 0
-            for run_id in qs.order_by("created_at").values_list("pk", flat=True)[: opts["limit"]]:
+            for run_id in qs.order_by("created_at").values_list("pk", flat=True)[
+                : opts["limit"]
+            ]:
                 try:
                     reflection.run_reflect(run_id=run_id)
                     done += 1
