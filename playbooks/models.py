@@ -78,7 +78,14 @@ class Strategy(models.Model):
         constraints = [
             models.UniqueConstraint(fields=["playbook", "key"], name="uniq_strategy_key")
         ]
-        indexes = [models.Index(fields=["playbook", "active"], name="strategy_pb_active")]
+        indexes = [
+            models.Index(fields=["playbook", "active"], name="strategy_pb_active"),
+            # recall's "best general strategies" fill, without sorting the playbook
+            models.Index(
+                fields=["playbook", "-confidence", "-helpful_count", "position"],
+                condition=models.Q(active=True), name="strategy_fill",
+            ),
+        ]
 
     def __str__(self):
         return f"[{self.type}] {self.description[:60]}"

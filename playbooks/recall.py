@@ -1,7 +1,8 @@
 """Recall: the playbook's most useful strategies for a task, inside a token budget.
 
-Candidates are found by relevance to the task text: on PostgreSQL with the full-text
-GIN index (`to_tsvector('english', description || ' ' || context)`, terms OR-ed) and,
+Candidates are found by relevance to the task text: on PostgreSQL with full-text search
+over a stored `to_tsvector('english', description || ' ' || context)` column and its
+GIN index (migration 0003; terms OR-ed, ranked with ts_rank) and,
 for short task texts, the trigram index on `description` (word similarity, catches
 typos); elsewhere (SQLite) by a Python term-overlap fallback. Each is scored
 
@@ -16,12 +17,12 @@ Tokens are estimated as ceil(characters / 4) (the usual rule of thumb for Englis
 with Claude and GPT tokenizers); the context text, header included, never exceeds
 `budget_tokens` by that estimate. Harmful patterns are phrased as things to avoid.
 """
+import json
 import math
 import re
 from dataclasses import dataclass
 from datetime import datetime
 
-from django.conf import settings
 from django.db import connection, transaction
 from django.utils import timezone
 
@@ -81,37 +82,46 @@ _FIELDS = (
 
 
 def _postgres_candidates(playbook: Playbook, task: str, terms: list[str]) -> list[Scored]:
-    if not terms:
-        return []
-    use_trigram = len(task) <= 40
+    """Matches ranked by the database plus the best general strategies (the fill), in
+    one round trip; a strategy in both keeps its match."""
+    use_trigram = bool(terms) and len(task) <= 40
     trigram_sql = "OR %(task)s <%% s.description" if use_trigram else ""
-    sql = f"""
-        SELECT s.id, s.key, s.type, s.description, s.context, s.confidence,
-               s.helpful_count, s.harmful_count, s.updated_at,
-               ts_rank_cd(to_tsvector('english', s.description || ' ' || s.context),
-                          q.query) AS fts,
-               {"word_similarity(%(task)s, s.description)" if use_trigram else "0"} AS trgm
-        FROM playbooks_strategy s, to_tsquery('english', %(query)s) AS q(query)
-        WHERE s.playbook_id = %(playbook)s AND s.active
-          AND (to_tsvector('english', s.description || ' ' || s.context) @@ q.query
-               {trigram_sql})
-        ORDER BY fts DESC, trgm DESC, s.confidence DESC
-        LIMIT %(limit)s
+    trigram_score = "word_similarity(%(task)s, s.description)" if use_trigram else "0"
+    columns = ("s.id, s.key, s.type, s.description, s.context, s.confidence, "
+               "s.helpful_count, s.harmful_count, s.updated_at")
+    matched = f"""
+        (SELECT {columns}, ts_rank(s.search_vector, q.query) AS fts,
+                {trigram_score} AS trgm, 1 AS matched
+         FROM playbooks_strategy s, to_tsquery('english', %(query)s) AS q(query)
+         WHERE s.playbook_id = %(playbook)s AND s.active
+           AND (s.search_vector @@ q.query {trigram_sql})
+         ORDER BY fts DESC, trgm DESC, s.confidence DESC
+         LIMIT %(limit)s)
+        UNION ALL
+    """ if terms else ""
+    sql = f"""{matched}
+        (SELECT {columns}, 0, 0, 0
+         FROM playbooks_strategy s
+         WHERE s.playbook_id = %(playbook)s AND s.active
+         ORDER BY s.confidence DESC, s.helpful_count DESC, s.position
+         LIMIT %(fill)s)
     """
     params = {
         "task": task, "query": " | ".join(terms), "playbook": playbook.pk,
-        "limit": MAX_CANDIDATES,
+        "limit": MAX_CANDIDATES, "fill": FILL_CANDIDATES,
     }
     with connection.cursor() as cursor:
         cursor.execute(sql, params)
         rows = cursor.fetchall()
-    if not rows:
-        return []
-    best = max(row[9] for row in rows) or 1.0
-    out = []
+    best = max((row[9] for row in rows if row[11]), default=0) or 1.0
+    out, seen = [], set()
     for row in rows:
+        if row[0] in seen:
+            continue
+        seen.add(row[0])
         item = Scored(*row[:9])
-        item.relevance = min(1.0, 0.8 * (row[9] / best) + 0.2 * float(row[10] or 0))
+        if row[11]:
+            item.relevance = min(1.0, 0.8 * (row[9] / best) + 0.2 * float(row[10] or 0))
         out.append(item)
     return out
 
@@ -201,11 +211,11 @@ def playbook_recall(
     """Rank, fit into the budget, log the recall (RecallLog) and return it."""
     terms = task_terms(f"{task} {task_type.replace('.', ' ').replace('_', ' ')}")
     version = playbook.current_version
-    if getattr(settings, "DATABASE_IS_POSTGRES", connection.vendor == "postgresql"):
+    postgres = connection.vendor == "postgresql"
+    if postgres:
         found = _postgres_candidates(playbook, task, terms)
     else:
         found = _python_candidates(playbook, terms)
-    if len(found) < FILL_CANDIDATES:
         found += _fill_candidates(playbook, {s.id for s in found})
     now = timezone.now()
     for item in found:
@@ -218,7 +228,7 @@ def playbook_recall(
     used = len(header)
     for item in found:
         line = strategy_line(item.type, item.description) + "\n"
-        if estimate_tokens("x" * (used + len(line))) > budget_tokens:
+        if math.ceil((used + len(line)) / 4) > budget_tokens:
             continue  # a shorter one further down may still fit
         lines.append(line)
         used += len(line)
@@ -232,16 +242,47 @@ def playbook_recall(
         tokens=estimate_tokens(context),
     )
     if log:
+        _recall_log(playbook=playbook, version=version, task=task, task_type=task_type,
+                    items=items, tokens=result.tokens, requested_by=requested_by,
+                    session_id=session_id, run_external_id=run_external_id, now=now,
+                    postgres=postgres)
+    return result
+
+
+def _recall_log(*, playbook, version, task, task_type, items, tokens, requested_by,
+                session_id, run_external_id, now, postgres: bool) -> None:
+    """The RecallLog row and the strategies' last_recalled_at: on PostgreSQL one
+    statement (a data-modifying CTE), so recall stays at a fixed few round trips."""
+    keys = [i["key"] for i in items]
+    values = {
+        "namespace_id": playbook.namespace_id, "playbook_id": playbook.pk,
+        "version": version, "task": task[:2000], "task_type": task_type[:200],
+        "strategy_keys": keys, "tokens": tokens, "requested_by": requested_by[:150],
+        "session_id": session_id[:200], "run_external_id": run_external_id[:200],
+    }
+    if not postgres:
         with transaction.atomic():
-            RecallLog.objects.create(
-                namespace_id=playbook.namespace_id, playbook=playbook, version=version,
-                task=task[:2000], task_type=task_type[:200],
-                strategy_keys=[i["key"] for i in items], tokens=result.tokens,
-                requested_by=requested_by[:150], session_id=session_id[:200],
-                run_external_id=run_external_id[:200],
-            )
+            RecallLog.objects.create(**values)
             if items:
                 Strategy.objects.filter(pk__in=[i["id"] for i in items]).update(
                     last_recalled_at=now
                 )
-    return result
+        return
+    values["strategy_keys"] = json.dumps(keys)
+    with connection.cursor() as cursor:
+        cursor.execute(
+            """
+            WITH log AS (
+                INSERT INTO playbooks_recalllog (namespace_id, playbook_id, version, task,
+                    task_type, strategy_keys, tokens, requested_by, session_id,
+                    run_external_id, created_at)
+                VALUES (%(namespace_id)s, %(playbook_id)s, %(version)s, %(task)s,
+                    %(task_type)s, %(strategy_keys)s::jsonb, %(tokens)s, %(requested_by)s,
+                    %(session_id)s, %(run_external_id)s, %(now)s)
+                RETURNING id
+            )
+            UPDATE playbooks_strategy SET last_recalled_at = %(now)s
+            WHERE id = ANY(%(ids)s) AND EXISTS (SELECT 1 FROM log)
+            """,
+            {**values, "now": now, "ids": [i["id"] for i in items]},
+        )

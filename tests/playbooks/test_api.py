@@ -128,8 +128,8 @@ def test_recall_and_history_query_counts(agent_client, django_assert_num_queries
     for n in range(5):
         make_strategy(pb, f"Baggage allowance rule {n}.")
     agent_client.get("/api/v1/playbooks/airline/context/", {"task": "baggage"})
-    # token, playbook, matches, fill, RecallLog insert (+savepoint), last_recalled_at update
-    with django_assert_num_queries(8):
+    # token, playbook, matches + fill (one UNION), RecallLog + last_recalled_at (one CTE)
+    with django_assert_num_queries(4):
         body = agent_client.get("/api/v1/playbooks/airline/context/", {"task": "baggage"}).json()
     assert len(body["items"]) == 5
     with django_assert_num_queries(4):

@@ -1,0 +1,104 @@
+"""Recall cost against playbook size: the same task texts are recalled from a playbook
+of 1,000 strategies and one of 10,000, in the same run, through the real API view
+(token auth, ranking, budget, RecallLog write) in-process. Prints `recall_ms_10k`
+(median server time at 10,000) and `recall_growth_1k_10k` (10,000 ÷ 1,000): matches
+come from the full-text GIN index, so time should barely grow with size."""
+import random
+import statistics
+import sys
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from common import django_setup, report  # noqa: E402
+
+VERBS = """confirm check verify ask offer escalate record cancel refund rebook quote
+retry cache log validate compare notify document summarise archive page restart drain
+snapshot rotate tag export load dedupe partition backfill review approve schedule""".split()
+NOUNS = """reservation cabin fare voucher baggage lounge upgrade passenger ticket invoice
+order shipment address warranty subscription account password invoice payment card
+coupon seat itinerary visa transfer hotel taxi meal infant wheelchair pet loyalty tier
+membership refund chargeback dispute webhook timeout queue worker node volume disk
+certificate backup replica index partition table schema column export report dashboard
+metric alert pager incident deploy release branch migration fixture cache session token
+region bucket pipeline batch stream topic consumer producer cluster namespace secret
+quota limit budget forecast ledger tax currency exchange supplier catalog price discount
+return exchange complaint feedback survey callback transcript language channel""".split()
+WHENS = """when the customer is upset|before the deadline|after the first failure|during
+peak hours|for premium members|on international routes|in the nightly batch|for new
+accounts|when the queue backs up|before closing the ticket|after the migration|for
+enterprise tenants|during the holiday season|on the first contact|for repeat
+issues""".replace("\n", " ").split("|")
+
+
+def strategy_text(rng: random.Random, n: int) -> str:
+    a, b, c = rng.sample(NOUNS, 3)
+    return (f"{rng.choice(VERBS).capitalize()} the {a} {b} and the {c} "
+            f"{rng.choice(WHENS).strip()} (case {n}).")
+
+
+CONTEXTS = ["airline.change_flight", "airline.baggage", "retail.return", "ops.incident",
+            "billing.refund", "support.escalation", ""]
+
+
+def build(size: int, rng: random.Random, token_name: str):
+    from learning.models import Namespace
+    from learning.services.tokens import token_create
+    from playbooks.models import Playbook, PlaybookVersion, Strategy
+
+    namespace = Namespace.objects.create(slug=f"bench-recall-{size}")
+    playbook = Playbook.objects.create(namespace=namespace, slug="support", name="Support",
+                                       current_version=1)
+    PlaybookVersion.objects.create(playbook=playbook, number=1, change_kind="create")
+    Strategy.objects.bulk_create(
+        (Strategy(playbook=playbook, type="harmful" if n % 5 == 0 else "helpful",
+                  description=strategy_text(rng, n), context=rng.choice(CONTEXTS),
+                  confidence=round(rng.uniform(0.3, 0.95), 2),
+                  helpful_count=rng.randint(0, 9), harmful_count=rng.randint(0, 3),
+                  position=n) for n in range(size)),
+        batch_size=2000,
+    )
+    _, raw = token_create(name=token_name, namespace_slug=namespace.slug, role="agent")
+    return playbook, raw
+
+
+def recall_times(client, raw: str, tasks: list[str]) -> list[float]:
+    samples = []
+    for task in tasks:
+        started = time.perf_counter()
+        response = client.get("/api/v1/playbooks/support/context/",
+                              {"task": task, "budget_tokens": 600},
+                              HTTP_AUTHORIZATION=f"Bearer {raw}")
+        samples.append(time.perf_counter() - started)
+        assert response.status_code == 200, response.content[:200]
+        assert response.json()["items"], task
+    return samples
+
+
+def main() -> dict:
+    django_setup()
+    from django.db import connection
+    from django.test import Client
+
+    rng = random.Random(11)
+    small = build(1_000, rng, "bench-1k")
+    large = build(10_000, rng, "bench-10k")
+    with connection.cursor() as cursor:
+        cursor.execute("ANALYZE playbooks_strategy")
+    tasks = [strategy_text(rng, 80_000 + n).split(" (case")[0] for n in range(40)]
+    client = Client()
+    recall_times(client, small[1], tasks[:5])  # warm-up: connection, plans, caches
+    recall_times(client, large[1], tasks[:5])
+    t_small = statistics.median(recall_times(client, small[1], tasks[5:]))
+    t_large = statistics.median(recall_times(client, large[1], tasks[5:]))
+    results = {
+        "recall_ms_10k": round(t_large * 1000, 2),
+        "recall_ms_1k": round(t_small * 1000, 2),
+        "recall_growth_1k_10k": round(t_large / t_small, 2),
+    }
+    report(results)
+    return results
+
+
+if __name__ == "__main__":
+    main()
