@@ -174,8 +174,14 @@ class Flywheel:
                 return min(self.max_backoff, max(0.0, float(retry_after)))
             except ValueError:
                 pass
-        base = min(self.max_backoff, self.backoff * (2**attempt))
+        base = min(self.max_backoff, self.backoff * (2.0**attempt))
         return base / 2 + random.uniform(0, base / 2)
+
+    def _object(self, method: str, path: str, **kwargs: Any) -> dict[str, Any]:
+        body = self.request(method, path, **kwargs)
+        if not isinstance(body, dict):
+            raise FlywheelError(f"{method} {path}: expected a JSON object, got {body!r:.200}")
+        return body
 
     # --- runs ------------------------------------------------------------------
 
@@ -184,12 +190,12 @@ class Flywheel:
         payload = dict(run)
         if self.agent and "agent" not in payload:
             payload["agent"] = self.agent
-        return self.request(
+        return self._object(
             "POST", "runs/", json_body=payload, idempotent=bool(payload.get("external_id"))
         )
 
     def get_run(self, run_id: str) -> dict[str, Any]:
-        return self.request("GET", f"runs/{run_id}/")
+        return self._object("GET", f"runs/{run_id}/")
 
     def run(
         self,
@@ -233,7 +239,7 @@ class Flywheel:
             body["message"] = message
         if metrics:
             body["metrics"] = metrics
-        return self.request("POST", f"runs/{run_id}/feedback/", json_body=body,
+        return self._object("POST", f"runs/{run_id}/feedback/", json_body=body,
                             idempotent=False)
 
     # --- playbooks and candidates ----------------------------------------------
@@ -251,7 +257,7 @@ class Flywheel:
         """Ask for the playbook's context for a task, to paste into a prompt.
         ``session_id`` / ``run`` (the run's external_id) link the recall to the run,
         which lets the quality gate judge the version by how its runs end."""
-        body = self.request(
+        body = self._object(
             "GET",
             f"playbooks/{urllib.parse.quote(playbook, safe='')}/context/",
             params={"task": task, "task_type": task_type or None,
@@ -287,7 +293,7 @@ class Flywheel:
             body["playbook"] = playbook
         if evidence_runs:
             body["evidence_runs"] = [str(r) for r in evidence_runs]
-        return self.request("POST", "candidates/", json_body=body, idempotent=True)
+        return self._object("POST", "candidates/", json_body=body, idempotent=True)
 
 
 class RunRecorder:
@@ -337,7 +343,7 @@ class RunRecorder:
         exc_type: type[BaseException] | None,
         exc: BaseException | None,
         tb: TracebackType | None,
-    ) -> bool:
+    ) -> None:
         if exc is not None:
             self.fail(f"{exc_type.__name__ if exc_type else 'Error'}: {exc}"[:10_000])
         try:
@@ -347,7 +353,6 @@ class RunRecorder:
                 raise
             # Don't hide the agent's own exception behind a recording failure.
             logger.exception("flywheel: could not record run %s", self.external_id)
-        return False
 
     # --- steps -----------------------------------------------------------------
 
