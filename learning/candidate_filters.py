@@ -11,17 +11,13 @@ from learning.models import (
     Severity,
 )
 
-TRUE_VALUES = {"1", "true", "yes", "on"}
-# Statuses whose list is a review queue: below-floor candidates stay hidden there.
-QUEUE_STATUSES = {CandidateStatus.PENDING.value}
-
 
 class CandidateFilter(django_filters.FilterSet):
     """Filters over LearningCandidate.
 
-    Candidates under their kind's confidence floor (``below_floor``) are left out
-    unless ``show_hidden=true`` or the ``status`` filter asks for a status other than
-    ``pending`` (history views show everything that was decided).
+    Pending candidates under their kind's confidence floor (``below_floor``) are left
+    out unless ``show_hidden=true``; decided ones show whatever their confidence, so a
+    ``status`` filter for decided statuses lists them.
     """
 
     status = django_filters.MultipleChoiceFilter(
@@ -85,12 +81,7 @@ class CandidateFilter(django_filters.FilterSet):
 
     def filter_queryset(self, queryset):
         queryset = super().filter_queryset(queryset)
-        if not self._shows_hidden():
-            queryset = queryset.filter(below_floor=False)
+        if not self.form.cleaned_data.get("show_hidden"):
+            # Hidden from the queue only: once decided, it shows like any other.
+            queryset = queryset.exclude(below_floor=True, status=CandidateStatus.PENDING)
         return queryset
-
-    def _shows_hidden(self) -> bool:
-        if self.form.cleaned_data.get("show_hidden"):
-            return True
-        statuses = set(self.form.cleaned_data.get("status") or [])
-        return bool(statuses - QUEUE_STATUSES)
