@@ -318,3 +318,17 @@ class FeedbackResultSerializer(serializers.Serializer):
     needs_relearning = serializers.BooleanField()
     relearning_priority = serializers.IntegerField()
     run = RunOutputSerializer()
+
+
+class RunBatchItemSerializer(serializers.Serializer):
+    id = serializers.UUIDField()
+    external_id = serializers.CharField(allow_null=True)
+    created = serializers.BooleanField()
+
+
+class RunBatchResultSerializer(serializers.Serializer):
+    """The answer to a batch post: counts, then one item per posted run, in order."""
+
+    created = serializers.IntegerField()
+    existing = serializers.IntegerField()
+    runs = RunBatchItemSerializer(many=True)

@@ -4,8 +4,14 @@ import uuid
 from django.db import connection
 from django.http import JsonResponse
 from django.views.decorators.http import require_GET
-from drf_spectacular.utils import OpenApiParameter, extend_schema
-from rest_framework import exceptions, status
+from drf_spectacular.types import OpenApiTypes
+from drf_spectacular.utils import (
+    OpenApiParameter,
+    PolymorphicProxySerializer,
+    extend_schema,
+    inline_serializer,
+)
+from rest_framework import exceptions, serializers, status
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
@@ -16,6 +22,7 @@ from learning.api.serializers import (
     FeedbackOutputSerializer,
     FeedbackResultSerializer,
     RunBatchInputSerializer,
+    RunBatchResultSerializer,
     RunCompleteInputSerializer,
     RunDetailOutputSerializer,
     RunInputSerializer,
@@ -24,7 +31,7 @@ from learning.api.serializers import (
     StepsInputSerializer,
 )
 from learning.filters import RunFilter
-from learning.models import Trajectory
+from learning.models import RunStatus, Trajectory
 from learning.services import runs as run_services
 from learning.throttling import IngestRateThrottle
 
@@ -36,16 +43,53 @@ def get_run_or_404(request, run_id) -> Trajectory:
         raise exceptions.NotFound("No run with this id in your namespace.")
 
 
+_FILTER_TYPES = {
+    "status": (str, "Run status; repeat for several (status=failure&status=partial)."),
+    "min_score": (float, "Effective score at least this."),
+    "max_score": (float, "Effective score at most this."),
+    "created_after": (OpenApiTypes.DATETIME, "Created at or after (ISO 8601)."),
+    "created_before": (OpenApiTypes.DATETIME, "Created before (ISO 8601)."),
+    "needs_relearning": (bool, "Marked for relearning by feedback."),
+    "q": (str, "Text in the task description."),
+}
+RUN_LIST_PARAMETERS = [
+    OpenApiParameter(
+        name,
+        _FILTER_TYPES.get(name, (str, ""))[0],
+        required=False,
+        description=_FILTER_TYPES.get(name, (str, ""))[1],
+        enum=RunStatus.values if name == "status" else None,
+        many=True if name == "status" else None,
+        explode=True if name == "status" else None,
+    )
+    for name in RunFilter.base_filters
+] + [
+    OpenApiParameter("page", int, description="Page number, from 1."),
+    OpenApiParameter("page_size", int, description="Runs per page (default 50, at most 500)."),
+]
+RUN_PAGE = inline_serializer(
+    "PaginatedRunList",
+    fields={
+        "count": serializers.IntegerField(),
+        "next": serializers.URLField(allow_null=True),
+        "previous": serializers.URLField(allow_null=True),
+        "results": RunOutputSerializer(many=True),
+    },
+)
+RUN_CREATE_RESULT = PolymorphicProxySerializer(
+    component_name="RunCreateResult",
+    serializers=[RunDetailOutputSerializer, RunBatchResultSerializer],
+    resource_type_field_name=None,
+)
+
+
 class RunListCreateApi(APIView):
     throttle_classes = [IngestRateThrottle]  # POSTs only (learning/throttling.py)
 
     @extend_schema(
         operation_id="runs_list",
-        parameters=[
-            OpenApiParameter(name, str, required=False)
-            for name in RunFilter.base_filters
-        ] + [OpenApiParameter("page", int), OpenApiParameter("page_size", int)],
-        responses=RunOutputSerializer(many=True),
+        parameters=RUN_LIST_PARAMETERS,
+        responses=RUN_PAGE,
     )
     def get(self, request):
         try:
@@ -58,8 +102,12 @@ class RunListCreateApi(APIView):
 
     @extend_schema(
         operation_id="runs_create",
-        request=RunInputSerializer,
-        responses={201: RunOutputSerializer, 200: RunOutputSerializer},
+        request=PolymorphicProxySerializer(
+            component_name="RunCreateInput",
+            serializers=[RunInputSerializer, RunBatchInputSerializer],
+            resource_type_field_name=None,
+        ),
+        responses={201: RUN_CREATE_RESULT, 200: RUN_CREATE_RESULT},
         description=(
             "Post one run with its steps, or a batch as {\"runs\": [...]}. Idempotent on "
             "external_id within the namespace: a repeat returns the stored run with 200."

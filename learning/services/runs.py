@@ -55,7 +55,8 @@ def _build_run(
     *, namespace: Namespace, agent: str, data: dict[str, Any]
 ) -> tuple[Trajectory, list[StepRow]]:
     values = {key: data[key] for key in RUN_FIELDS if key in data and data[key] is not None}
-    values.setdefault("agent", agent)
+    if not values.get("agent"):  # missing or blank: the caller's (the token's) name
+        values["agent"] = agent
     values["task_description"], n_task = redact_text(values.get("task_description", ""))
     values["error_message"], n_err = redact_text(values.get("error_message", ""))
     if "metrics" in values:

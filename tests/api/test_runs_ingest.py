@@ -77,6 +77,8 @@ def test_a_run_without_status_is_running_and_has_no_score(agent_client):
     body = response.json()
     assert body["status"] == "running" and body["effective_score"] is None
     assert body["agent"] == "planner" and body["completed_at"] is None
+    blank = agent_client.post_json(RUNS, {"task_description": "x", "agent": ""}).json()
+    assert blank["agent"] == "agent-1"
 
 
 def test_reposting_an_external_id_returns_the_first_run_with_200(agent_client):
