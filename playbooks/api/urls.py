@@ -24,6 +24,10 @@ urlpatterns = [
     path("skills/<slug:slug>/versions/", views.SkillVersionsApi.as_view(), name="skill-versions"),
     path("skills/<slug:slug>/versions/<int:number>/rollback/", views.SkillRollbackApi.as_view(),
          name="skill-rollback"),
+    path("candidates/<str:candidate_id>/preview/", views.CandidatePreviewApi.as_view(),
+         name="candidate-preview"),
+    path("candidates/<str:candidate_id>/revert/", views.CandidateRevertApi.as_view(),
+         name="candidate-revert"),
     path("memories/", views.MemoryListApi.as_view(), name="memories"),
     path("policy/", views.PolicyApi.as_view(), name="policy"),
 ]

@@ -6,7 +6,7 @@ from rest_framework.views import APIView
 
 from learning.api.errors import Conflict
 from learning.models import Role
-from playbooks import quality, recall, selectors, services
+from playbooks import apply, quality, recall, selectors, services
 from playbooks.api.serializers import (
     MemoryOutputSerializer,
     PlaybookDetailOutputSerializer,
@@ -416,3 +416,46 @@ class PolicyApi(APIView):
         except services.PlaybookError as exc:
             raise_for(exc)
         return Response(PolicySerializer(policy).data)
+
+
+# --- candidates: what applying would do, and undoing it ----------------------------
+
+
+def get_candidate(request, candidate_id):
+    from learning.models import LearningCandidate
+
+    try:
+        return LearningCandidate.objects.select_related("playbook", "skill", "namespace").get(
+            namespace=request.auth.namespace, pk=int(candidate_id)
+        )
+    except (ValueError, LearningCandidate.DoesNotExist):
+        raise exceptions.NotFound("No candidate with this id in your namespace.")
+
+
+class CandidatePreviewApi(APIView):
+    @extend_schema(operation_id="candidates_apply_preview", responses=dict,
+                   description="What approving would change: target, name, from/to "
+                               "version and the diff (or `error` when it could not apply).")
+    def get(self, request, candidate_id):
+        return Response(apply.candidate_apply_preview(candidate=get_candidate(request,
+                                                                              candidate_id)))
+
+
+class CandidateRevertApi(APIView):
+    @extend_schema(operation_id="candidates_revert", request=RollbackInputSerializer,
+                   responses=dict,
+                   description="Reviewer tokens: undo an applied (e.g. auto-applied) "
+                               "candidate with a new version; it stays `applied` and the "
+                               "audit trail records the revert. 409 when it cannot.")
+    def post(self, request, candidate_id):
+        if not request.auth.has_role(Role.REVIEWER):
+            raise exceptions.PermissionDenied("This action needs a 'reviewer' token.")
+        candidate = get_candidate(request, candidate_id)
+        serializer = RollbackInputSerializer(data=request.data or {})
+        serializer.is_valid(raise_exception=True)
+        try:
+            result = apply.candidate_revert(candidate=candidate, actor=actor_of(request),
+                                            note=serializer.validated_data["note"])
+        except apply.ApplyFailed as exc:
+            raise Conflict(str(exc))
+        return Response(result)

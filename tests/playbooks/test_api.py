@@ -154,3 +154,21 @@ def test_skills_memories_policy_endpoints(admin_client_api, agent_client):
                                 format="json").json()["denied_tools"] == ["rm"]
     assert agent_client.get("/api/v1/policy/").json()["denied_tools"] == ["rm"]
     assert agent_client.get("/api/v1/memories/").json()["count"] == 0
+
+
+def test_candidate_preview_and_revert(agent_client, reviewer_client, other_client):
+    """Preview shows the coming version; a reviewer reverts an applied candidate (a new
+    version without it); reverting twice is 409; agents may not; other namespaces 404."""
+    pb = make_playbook(agent_client.namespace, "airline")
+    candidate = CandidateFactory(namespace=pb.namespace, playbook=pb, content="Ask first.")
+    preview = agent_client.get(f"/api/v1/candidates/{candidate.pk}/preview/").json()
+    assert (preview["target"], preview["from_version"], preview["to_version"]) == (
+        "playbook", 1, 2)
+    candidate_approve(namespace=pb.namespace, candidate_id=candidate.pk, actor=Actor("r"))
+    url = f"/api/v1/candidates/{candidate.pk}/revert/"
+    assert agent_client.post_json(url, {}).status_code == 403
+    assert other_client.post_json(url, {}).status_code == 404
+    response = reviewer_client.post_json(url, {"note": "auto-applied by mistake"})
+    assert response.status_code == 200 and response.json()["version"] == 3
+    assert reviewer_client.post_json(url, {}).status_code == 409
+    assert agent_client.get("/api/v1/playbooks/airline/").json()["strategies"] == []

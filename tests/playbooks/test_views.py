@@ -122,3 +122,21 @@ def test_skill_and_policy_pages(ns):
     policy = HygienePolicy.objects.get(namespace=ns)
     assert policy.denied_tools == ["rm", "curl"] and policy.protected_branches == ["main"]
     assert b"rm, curl" in client.get("/playbooks/acme/_policy/").content
+
+
+def test_revert_page_action(ns):
+    """An admin reverts an applied candidate from the console and is sent back."""
+    from review.services import Actor, candidate_approve
+    from tests.factories import CandidateFactory
+
+    client = login(ns)
+    pb = make_playbook(ns, "airline")
+    candidate = CandidateFactory(namespace=ns, playbook=pb, content="Ask first.")
+    candidate_approve(namespace=ns, candidate_id=candidate.pk, actor=Actor("r"))
+    response = client.post(f"/playbooks/acme/_candidates/{candidate.pk}/revert/",
+                           {"next": "/playbooks/acme/airline/history/"})
+    assert response.status_code == 302 and response["Location"] == "/playbooks/acme/airline/history/"
+    assert not Strategy.objects.get(source_candidate=candidate).active
+    evil = client.post(f"/playbooks/acme/_candidates/{candidate.pk}/revert/",
+                       {"next": "//evil.example/"})
+    assert evil["Location"] == "/playbooks/"
