@@ -29,6 +29,7 @@ class RunView:
     agent: str = ""
     error_message: str = ""
     steps: list[StepView] = field(default_factory=list)
+    metrics: dict = field(default_factory=dict)
 
     @property
     def succeeded(self) -> bool:

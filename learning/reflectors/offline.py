@@ -42,6 +42,7 @@ WRITE_PREFIXES = (
     "return_",
     "refund_",
 )
+HANDOFF_PREFIXES = ("transfer_", "escalate_", "handoff_")
 LOOKUP_PREFIXES = ("get_", "search_", "list_", "find_", "lookup_", "read_", "fetch_")
 NEUTRAL_TOOLS = {"think", "calculate"}
 CONFIRM = re.compile(
@@ -122,6 +123,10 @@ ERROR_ADVICE = [
 ]
 
 
+def _is_action(tool: str) -> bool:
+    return _is_write(tool) or tool.startswith(HANDOFF_PREFIXES)
+
+
 def _is_write(tool: str) -> bool:
     return tool.startswith(WRITE_PREFIXES)
 
@@ -197,6 +202,11 @@ class Parsed:
     calls: list[Call] = field(default_factory=list)
     messages: list[Message] = field(default_factory=list)
     observations: list[tuple[int, object]] = field(default_factory=list)
+
+    @property
+    def actions(self) -> list[Call]:
+        """Writes plus hand-offs (transfer_to_human_agents): what contrast compares."""
+        return [c for c in self.calls if _is_action(c.tool)]
 
     @property
     def writes(self) -> list[Call]:
@@ -299,6 +309,7 @@ class OfflineReflector:
             _unconfirmed_writes,
             _missing_lookups,
             _contrast_same_task,
+            _expected_actions,
             _contrast_task_type,
             _unchecked_reservations,
             _corrections,
@@ -531,8 +542,15 @@ def _missing_lookups(me: Parsed, _others) -> list[Lesson]:
         reservation = call.args.get("reservation_id")
         if reservation and not call.tool.startswith("book_"):
             looked = any(
-                c.tool.startswith("get_reservation")
-                and c.args.get("reservation_id") == reservation
+                (
+                    c.tool.startswith("get_reservation")
+                    and c.args.get("reservation_id") == reservation
+                )
+                # A reservation this run just created is known without a lookup.
+                or (
+                    c.tool.startswith("book_")
+                    and (_json_obj(c.result) or {}).get("reservation_id") == reservation
+                )
                 for c in before
             )
             if not looked:
@@ -628,19 +646,19 @@ def _contrast_same_task(me: Parsed, others: list[Parsed]) -> list[Lesson]:
     # What the successful runs changed, tool by tool.
     win_tools: Counter = Counter()
     for w in winners:
-        win_tools.update({c.tool for c in w.writes if not c.failed})
-    mine = {c.tool: c for c in me.writes if not c.failed}
-    mine_any = {c.tool: c for c in me.writes}
+        win_tools.update({c.tool for c in w.actions if not c.failed})
+    mine = {c.tool: c for c in me.actions if not c.failed}
+    mine_any = {c.tool: c for c in me.actions}
     for tool, k in win_tools.most_common():
         if k * 2 < n:
             continue
         example = next(
-            c for w in winners for c in w.writes if c.tool == tool and not c.failed
+            c for w in winners for c in w.actions if c.tool == tool and not c.failed
         )
         related = {
-            w.run.id: [c.step for c in w.writes if c.tool == tool]
+            w.run.id: [c.step for c in w.actions if c.tool == tool]
             for w in winners
-            if any(c.tool == tool for c in w.writes)
+            if any(c.tool == tool for c in w.actions)
         }
         if tool not in mine:
             tried = mine_any.get(tool)
@@ -673,7 +691,7 @@ def _contrast_same_task(me: Parsed, others: list[Parsed]) -> list[Lesson]:
         win_calls = [
             _flat(c.args)
             for w in winners
-            for c in w.writes
+            for c in w.actions
             if c.tool == tool and not c.failed
         ]
         for key in win_calls[0]:
@@ -1007,3 +1025,63 @@ def _procedures(me: Parsed, others: list[Parsed]) -> list[Lesson]:
             },
         )
     ]
+
+
+def _expected_actions(me: Parsed, _others) -> list[Lesson]:
+    """When the run's metrics name the actions an evaluator expected
+    (`metrics.expected_actions`, e.g. from tau-bench imports): the changes the failed
+    run left out or made without need."""
+    expected = me.run.metrics.get("expected_actions") if me.run.metrics else None
+    if not me.run.failed or not isinstance(expected, list):
+        return []
+    want = Counter(t for t in expected if isinstance(t, str) and _is_action(t))
+    done = Counter(c.tool for c in me.actions if not c.failed)
+    gist = _task_gist(me.run.task_description)
+    task = (me.run.task_description or "").strip()
+    lessons = []
+    instead = [t for t in done if t not in want]
+    for tool, n in sorted(want.items()):
+        if done[tool] >= n:
+            continue
+        times = f" {n} times" if n > 1 else ""
+        made = (
+            f"made it {done[tool]} time(s)" if done[tool] else f"never called `{tool}`"
+        )
+        also = (
+            f" and called {', '.join(f'`{t}`' for t in instead)} instead"
+            if instead
+            else ""
+        )
+        lessons.append(
+            Lesson(
+                kind="strategy_helpful",
+                content=(
+                    f'For "{gist}": the task needed `{tool}`{times} (what the evaluator '
+                    f"expected); the failed run {made}{also}."
+                ),
+                rationale=(
+                    f"Expected actions {dict(want)}; the run's successful changes "
+                    f"{dict(done) or 'none'}."
+                ),
+                confidence=0.7,
+                step_indexes=[c.step for c in me.actions],
+                key=f"expected-missing {task} {tool}",
+            )
+        )
+    for tool in instead:
+        calls = [c for c in me.actions if c.tool == tool and not c.failed]
+        lessons.append(
+            Lesson(
+                kind="strategy_harmful",
+                content=(
+                    f'For "{gist}": `{tool}` was not needed '
+                    f"({_fmt_args(calls[0].args, limit=90)}); the evaluator expected only "
+                    f"{', '.join(f'`{t}`' for t in sorted(want)) or 'no change'}."
+                ),
+                rationale=f"Steps {', '.join(str(c.step) for c in calls)}: unexpected change.",
+                confidence=0.65,
+                step_indexes=[c.step for c in calls],
+                key=f"expected-extra {task} {tool}",
+            )
+        )
+    return lessons

@@ -160,6 +160,7 @@ def run_view(run: Trajectory, steps=None) -> RunView:
         user_id=run.user_id,
         agent=run.agent,
         error_message=run.error_message,
+        metrics=run.metrics if isinstance(run.metrics, dict) else {},
         steps=[
             StepView(
                 index=s.index,

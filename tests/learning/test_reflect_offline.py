@@ -276,3 +276,32 @@ def test_the_analysis_is_deterministic():
         ]
     )
     assert [l.content for l in lessons(run)] == [l.content for l in lessons(run)]
+
+
+def test_expected_actions_in_the_metrics_name_what_the_run_left_out():
+    """With `metrics.expected_actions` (tau-bench imports carry them), the failed run's
+    missing change and its unneeded hand-off are both named."""
+    run = view(
+        [
+            say("user", "Change the passenger to me. Yes."),
+            call(
+                "update_reservation_flights", reservation_id="FQ8APE", cabin="economy"
+            ),
+            obs("{}"),
+            call("transfer_to_human_agents", summary="cannot change passenger"),
+            obs("Transfer successful"),
+        ]
+    )
+    run.metrics = {
+        "expected_actions": [
+            "get_reservation_details",
+            "update_reservation_flights",
+            "update_reservation_passengers",
+        ]
+    }
+    found = {l.key.split(" ")[0]: l for l in lessons(run)}
+    missing = found["expected-missing"]
+    assert "`update_reservation_passengers`" in missing.content
+    assert "`transfer_to_human_agents` instead" in missing.content
+    extra = found["expected-extra"]
+    assert extra.kind == "strategy_harmful" and extra.step_indexes == [3]
