@@ -1,7 +1,8 @@
 """What a candidate is compared with: the curated items and pending candidates in its
-scope that share its subject. On PostgreSQL the candidate set comes from the trigram
-and full-text GIN indexes (learning/migrations/0003_search_indexes.py), so an audit
-never reads the whole playbook; on SQLite the same filter runs in Python."""
+scope that share its subject. On PostgreSQL the candidate set comes from the full-text
+GIN indexes (learning/migrations/0003_search_indexes.py) and is ranked with pg_trgm
+similarity, so an audit never reads the whole playbook; on SQLite the same filter runs
+in Python."""
 from dataclasses import dataclass, field
 from itertools import combinations
 
@@ -10,13 +11,18 @@ from django.db import connection
 from django.db.models import BooleanField, Q
 from django.db.models.expressions import RawSQL
 
-from learning.audits.text import query_terms, trigram_similarity, words
+from learning.audits.text import (
+    normalise,
+    query_terms,
+    stem,
+    trigram_similarity,
+    words,
+)
 from learning.models import CandidateKind, CandidateStatus, LearningCandidate
 
 # At most this many rows of each source reach the Python checks.
 MAX_ROWS = 60
 MEMORY_KINDS = {CandidateKind.PREFERENCE, CandidateKind.DURABLE_FACT}
-TRGM_THRESHOLD = 0.3  # pg_trgm.similarity_threshold's default, used on SQLite too
 # Exactly the expressions of the full-text indexes, so the planner can use them.
 STRATEGY_TSV = (
     "to_tsvector('english', playbooks_strategy.description || ' ' || "
@@ -58,14 +64,21 @@ def candidate_sign(candidate) -> int:
     return -1 if candidate.kind == CandidateKind.STRATEGY_HARMFUL else 1
 
 
-def _pair_tsquery(terms: list[str]) -> str:
-    """`(a & b) | (a & c) | …`: rows sharing at least two specific words with the
-    candidate (one word when it has only one)."""
-    if not terms:
+def _shared_needed(terms: list[str]) -> int:
+    """How many of the candidate's specific words a row must share to be compared:
+    the conflict rule wants 40% of the subject in common, so a long text needs three;
+    a short one two (one when it has only one)."""
+    if len(terms) <= 1:
+        return len(terms)
+    return 2 if len(terms) <= 5 else 3
+
+
+def _terms_tsquery(terms: list[str]) -> str:
+    """`(a & b & c) | (a & b & d) | …`: rows sharing `_shared_needed` of the words."""
+    need = _shared_needed(terms)
+    if not need:
         return ""
-    if len(terms) == 1:
-        return terms[0]
-    return " | ".join(f"({a} & {b})" for a, b in combinations(terms, 2))
+    return " | ".join(f"({' & '.join(group)})" for group in combinations(terms, need))
 
 
 def _postgres() -> bool:
@@ -73,20 +86,18 @@ def _postgres() -> bool:
 
 
 def _indexed_filter(qs, *, field_name: str, tsv_sql: str, text: str, terms: list[str]):
-    """Rows whose `field_name` is trigram-similar to `text` or whose full-text vector
-    (`tsv_sql`, exactly the index expression) matches two of `terms`; most similar
-    first, at most MAX_ROWS."""
-    cond = Q(**{f"{field_name}__trigram_similar": text})
-    tsquery = _pair_tsquery(terms)
-    if tsquery:
-        cond |= Q(
-            RawSQL(
-                f"{tsv_sql} @@ to_tsquery('english', %s)", [tsquery],
-                output_field=BooleanField(),
-            )
-        )
+    """Rows whose full-text vector (`tsv_sql`, exactly the GIN index expression)
+    shares `_shared_needed` of the candidate's specific words, most trigram-similar
+    first (pg_trgm), at most MAX_ROWS. Near-identical texts share nearly all their
+    words, so duplicates are found by the same look-up."""
+    tsquery = _terms_tsquery(terms)
+    if not tsquery:
+        return qs.none()
     return (
-        qs.filter(cond)
+        qs.filter(
+            RawSQL(f"{tsv_sql} @@ to_tsquery('english', %s)", [tsquery],
+                   output_field=BooleanField())
+        )
         .annotate(_sim=TrigramSimilarity(field_name, text))
         .order_by("-_sim", "-pk")[:MAX_ROWS]
     )
@@ -94,22 +105,64 @@ def _indexed_filter(qs, *, field_name: str, tsv_sql: str, text: str, terms: list
 
 def _python_filter(rows, *, text: str, terms: list[str], get_text) -> list:
     """The same rule as `_indexed_filter`, in Python (SQLite)."""
-    wanted = set(terms)
-    need = 1 if len(terms) == 1 else 2
+    need = _shared_needed(terms)
+    if not need:
+        return []
+    wanted = {stem(t) for t in terms}
     scored = []
     for row in rows:
         other = get_text(row)
-        sim = trigram_similarity(text, other)
-        shared = len(wanted & set(words(other.lower()))) if wanted else 0
-        if sim >= TRGM_THRESHOLD or (wanted and shared >= need):
-            scored.append((sim, row.pk, row))
+        shared = len(wanted & {stem(w) for w in words(normalise(other))})
+        if shared >= need:
+            scored.append((trigram_similarity(text, other), row.pk, row))
     scored.sort(key=lambda t: (t[0], t[1]), reverse=True)
     return [row for _, _, row in scored[:MAX_ROWS]]
 
 
-def _similar_rows(qs, *, field_name: str, tsv_sql: str, text: str, extra_text=None):
+# Words in more than this share of rows (PostgreSQL's most_common_elems statistics of
+# the full-text index) say little about the subject and only make the look-up slow.
+COMMON_WORD_SHARE = 0.05
+
+
+def _selective_terms(terms: list[str], *, index_name: str) -> list[str]:
+    """The candidate's words less those the index statistics show as common, rarest
+    first; unchanged when the table has no statistics yet (small tables)."""
+    if not terms:
+        return terms
+    with connection.cursor() as cursor:
+        cursor.execute(
+            """
+            WITH terms AS (
+                SELECT t, ord, array_to_string(
+                    tsvector_to_array(to_tsvector('english', t)), ' ') AS lexeme
+                FROM unnest(%s::text[]) WITH ORDINALITY AS u(t, ord)
+            ), stats AS (
+                SELECT e.elem, e.freq
+                FROM pg_stats s,
+                     unnest(s.most_common_elems::text::text[], s.most_common_elem_freqs)
+                         AS e(elem, freq)
+                WHERE s.tablename = %s
+            )
+            SELECT terms.t, COALESCE(stats.freq, 0) FROM terms
+            LEFT JOIN stats ON stats.elem = terms.lexeme
+            WHERE terms.lexeme <> ''
+            ORDER BY COALESCE(stats.freq, 0), terms.ord
+            """,
+            [terms, index_name],
+        )
+        ranked = cursor.fetchall()
+    selective = [t for t, freq in ranked if freq <= COMMON_WORD_SHARE]
+    if len(selective) < min(2, len(ranked)):
+        selective = [t for t, _ in ranked[:2]]
+    return selective
+
+
+def _similar_rows(
+    qs, *, field_name: str, tsv_sql: str, index_name: str, text: str, extra_text=None
+):
     terms = query_terms(text)
     if _postgres():
+        terms = _selective_terms(terms, index_name=index_name)
         return list(
             _indexed_filter(qs, field_name=field_name, tsv_sql=tsv_sql, text=text,
                             terms=terms)
@@ -132,6 +185,7 @@ def strategy_items(candidate, text: str) -> list[Item]:
         qs.only("id", "type", "description", "context"),
         field_name="description",
         tsv_sql=STRATEGY_TSV,
+        index_name="strategy_desc_fts",
         text=text,
         extra_text=lambda row: f"{row.description} {row.context}",
     )
@@ -156,6 +210,7 @@ def memory_items(candidate, text: str) -> list[Item]:
         qs.only("id", "kind", "content"),
         field_name="content",
         tsv_sql=MEMORY_TSV,
+        index_name="memory_content_fts",
         text=text,
     )
     return [
@@ -203,6 +258,7 @@ def pending_candidate_items(candidate, text: str) -> list[Item]:
         ),
         field_name="content",
         tsv_sql=CANDIDATE_TSV,
+        index_name="candidate_content_fts",
         text=text,
     )
     return [

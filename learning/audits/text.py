@@ -236,6 +236,7 @@ def _extract_values(norm: str) -> tuple[dict, str]:
     return {k: frozenset(v) for k, v in values.items()}, norm
 
 
+@lru_cache(maxsize=4096)
 def analyse(text: str, *, sign: int = 1) -> Analysis:
     """Subject words, polarity, axis sides and values of one sentence. `sign` is -1 for
     texts that describe something to avoid (harmful strategies)."""
@@ -293,20 +294,22 @@ def analyse(text: str, *, sign: int = 1) -> Analysis:
     )
 
 
+@lru_cache(maxsize=4096)
 def content_stems(text: str) -> frozenset:
     """Stemmed words without stopwords (markers kept): for duplicate detection."""
     toks = words(normalise(text))
     return frozenset(stem(t.replace("'", "")) for t in toks if t not in STOPWORDS)
 
 
-def _trigrams(text: str) -> set[str]:
+@lru_cache(maxsize=4096)
+def _trigrams(text: str) -> frozenset[str]:
     """pg_trgm's trigrams: each alphanumeric word padded with two spaces before and
     one after."""
     grams: set[str] = set()
     for word in re.findall(r"[a-z0-9]+", normalise(text)):
         padded = f"  {word} "
         grams.update(padded[i : i + 3] for i in range(len(padded) - 2))
-    return grams
+    return frozenset(grams)
 
 
 def trigram_similarity(a: str, b: str) -> float:
@@ -329,7 +332,7 @@ def overlap(a: frozenset, b: frozenset) -> float:
     return len(a & b) / min(len(a), len(b))
 
 
-def query_terms(text: str, *, limit: int = 10) -> list[str]:
+def query_terms(text: str, *, limit: int = 8) -> list[str]:
     """The most specific words of a text (longest first), for full-text prefilters."""
     seen: list[str] = []
     for tok in words(normalise(text)):
