@@ -1,4 +1,5 @@
 """Flywheel settings: one module, configured from the environment."""
+import hashlib
 import os
 from pathlib import Path
 
@@ -196,7 +197,15 @@ CACHES = {
     "default": {"BACKEND": "django.core.cache.backends.locmem.LocMemCache"},
     "q-stats": {
         "BACKEND": "django.core.cache.backends.filebased.FileBasedCache",
-        "LOCATION": os.environ.get("Q_STATS_DIR", str(BASE_DIR / "var" / "q-stats")),
+        # One directory per database, so two setups on one machine never see each
+        # other's workers.
+        "LOCATION": os.environ.get(
+            "Q_STATS_DIR",
+            str(BASE_DIR / "var" / "q-stats" / hashlib.sha256(
+                "|".join(str(DATABASES["default"].get(k) or "") for k in ("HOST", "PORT", "NAME"))
+                .encode()
+            ).hexdigest()[:16]),
+        ),
     },
 }
 Q_CLUSTER["cache"] = "q-stats"

@@ -82,8 +82,9 @@ def _open_text(path: Path) -> io.TextIOBase:
     with open(path, "rb") as probe:
         magic = probe.read(2)
     if magic == b"\x1f\x8b":
-        return io.TextIOWrapper(gzip.open(path, "rb"), encoding="utf-8")
-    return open(path, encoding="utf-8")
+        return io.TextIOWrapper(gzip.open(path, "rb"), encoding="utf-8", errors="replace")
+    # Undecodable bytes become U+FFFD: the record is then rejected, not the file.
+    return open(path, encoding="utf-8", errors="replace")
 
 
 def _first_char(path: Path) -> str:
@@ -97,14 +98,6 @@ def _first_char(path: Path) -> str:
                 return stripped[0]
 
 
-def records_count(path: Path) -> int:
-    """How many records the file holds (for the progress bar)."""
-    if _first_char(path) == "[":
-        return len(_load_array(path))
-    with _open_text(path) as handle:
-        return sum(1 for line in handle if line.strip())
-
-
 def _load_array(path: Path) -> list:
     try:
         with _open_text(path) as handle:
@@ -116,12 +109,7 @@ def _load_array(path: Path) -> list:
     return data
 
 
-def records_read(path: Path) -> Iterator[tuple[str, Any, str | None]]:
-    """(where, record, error) for each record of a JSON array or a JSONL file."""
-    if _first_char(path) == "[":
-        for number, record in enumerate(_load_array(path), start=1):
-            yield f"record {number}", record, None
-        return
+def _jsonl_records(path: Path) -> Iterator[tuple[str, Any, str | None]]:
     with _open_text(path) as handle:
         for number, line in enumerate(handle, start=1):
             if not line.strip():
@@ -130,6 +118,27 @@ def records_read(path: Path) -> Iterator[tuple[str, Any, str | None]]:
                 yield f"line {number}", json.loads(line), None
             except (ValueError, RecursionError) as exc:
                 yield f"line {number}", None, f"invalid JSON: {exc}"
+
+
+def records_open(path: Path) -> tuple[int, Iterator[tuple[str, Any, str | None]]]:
+    """How many records the file holds (for the progress bar) and an iterator of
+    (where, record, error) over them: a JSON array, or JSONL read line by line."""
+    try:
+        first = _first_char(path)
+    except (OSError, EOFError) as exc:
+        raise ImportFileError(f"cannot read {path}: {exc}") from exc
+    if first == "[":
+        records = _load_array(path)
+        return len(records), (
+            (f"record {number}", record, None)
+            for number, record in enumerate(records, start=1)
+        )
+    try:
+        with _open_text(path) as handle:
+            total = sum(1 for line in handle if line.strip())
+    except (OSError, EOFError) as exc:
+        raise ImportFileError(f"cannot read {path}: {exc}") from exc
+    return total, _jsonl_records(path)
 
 
 # --- converting -------------------------------------------------------------------
@@ -385,7 +394,7 @@ def runs_import(
         raise ValueError(f"unknown format {fmt!r}; use one of {', '.join(FORMATS)}")
     if not path.is_file():
         raise ImportFileError(f"no such file: {path}")
-    total = records_count(path)
+    total, records = records_open(path)
     if limit is not None:
         total = min(total, limit)
     report = ImportReport()
@@ -400,24 +409,36 @@ def runs_import(
         if progress:
             progress(report, total)
 
-    for where, record, error in records_read(path):
-        if limit is not None and report.read >= limit:
-            break
-        report.read += 1
-        if error is None:
-            try:
-                payload = payload_convert(record, fmt=fmt, domain=domain)
-            except (ValueError, TypeError, AttributeError) as exc:
-                error = f"cannot convert: {exc}"
-        if error is None:
-            serializer = RunInputSerializer(data=payload)
-            if serializer.is_valid():
-                batch.append(serializer.validated_data)
+    try:
+        for where, record, error in records:
+            if limit is not None and report.read >= limit:
+                break
+            report.read += 1
+            if error is None:
+                error, payload = _record_check(record, fmt=fmt, domain=domain)
+            if error is not None:
+                report.rejected.append(Rejected(where=where, reason=error))
             else:
-                error = "; ".join(_flatten_errors(serializer.errors))
-        if error is not None:
-            report.rejected.append(Rejected(where=where, reason=error))
-        if len(batch) >= batch_size:
-            flush()
+                batch.append(payload)
+            if len(batch) >= batch_size:
+                flush()
+    except (OSError, EOFError) as exc:  # a truncated or corrupt .gz, a vanished file
+        flush()
+        raise ImportFileError(
+            f"reading {path} failed after {report.read} records ({exc}); the runs before "
+            "it are stored, and a re-run skips them"
+        ) from exc
     flush()
     return report
+
+
+def _record_check(record: Any, *, fmt: str, domain: str) -> tuple[str | None, dict | None]:
+    """(reason, None) for a record that cannot be stored, else (None, validated run)."""
+    try:
+        payload = payload_convert(record, fmt=fmt, domain=domain)
+    except (ValueError, TypeError, AttributeError) as exc:
+        return f"cannot convert: {exc}", None
+    serializer = RunInputSerializer(data=payload)
+    if not serializer.is_valid():
+        return "; ".join(_flatten_errors(serializer.errors)), None
+    return None, serializer.validated_data

@@ -239,3 +239,29 @@ def test_load_demo_is_idempotent(tmp_path):
     assert token_file.read_text().strip() == raw and "reused" in out.getvalue()
     assert ApiToken.objects.filter(namespace__slug="demo").count() == 1
     assert User.objects.filter(username__in=["reviewer", "admin"]).count() == 2
+
+
+def test_a_truncated_gzip_file_is_an_error_not_a_traceback(tmp_path):
+    """A corrupt .gz stops the import with a message (runs before the damage stay)."""
+    good = gzip.compress(
+        ("\n".join(json.dumps({"external_id": f"t-{i}", "task_description": "x"})
+                   for i in range(50)) + "\n").encode()
+    )
+    path = tmp_path / "runs.jsonl.gz"
+    path.write_bytes(good[: len(good) // 2])
+    ns = namespace_get_or_create(slug="gz")
+    with pytest.raises(ImportFileError, match="cannot read"):
+        runs_import(path=path, fmt="jsonl", namespace=ns, agent="a")
+
+
+def test_undecodable_bytes_reject_the_line_not_the_file(tmp_path):
+    """A line with invalid UTF-8 is rejected on its own; the others are stored."""
+    path = tmp_path / "runs.jsonl"
+    path.write_bytes(
+        b'{"external_id": "u-1", "task_description": "fine"}\n'
+        b'{"external_id": "u-2", "task_description": "\xff\xfe broken}\n'
+        b'{"external_id": "u-3", "task_description": "fine too"}\n'
+    )
+    report = runs_import(path=path, fmt="jsonl", namespace=namespace_get_or_create(slug="u"),
+                         agent="a")
+    assert (report.created, [r.where for r in report.rejected]) == (2, ["line 2"])
