@@ -17,6 +17,7 @@ flag_reason + quality figures) shows in the console and the API next to a one-cl
 rollback; re-evaluating clears it when the evidence no longer holds.
 """
 import math
+import os
 from statistics import fmean, variance
 
 from django.conf import settings
@@ -31,7 +32,9 @@ ALPHA = 0.05
 
 
 def min_runs() -> int:
-    return int(getattr(settings, "FLYWHEEL_QUALITY_MIN_RUNS", 20))
+    """FLYWHEEL_QUALITY_MIN_RUNS from settings, else the environment, else 20."""
+    default = os.environ.get("FLYWHEEL_QUALITY_MIN_RUNS", "20")
+    return int(getattr(settings, "FLYWHEEL_QUALITY_MIN_RUNS", default))
 
 
 def wilson_interval(successes: int, n: int, z: float = Z_95) -> tuple[float, float]:

@@ -172,8 +172,8 @@ _AVOID_PREFIXES = ("avoid", "never", "don't", "do not", "stop")
 def strategy_line(type: str, description: str) -> str:
     text = " ".join(description.split())
     if type == StrategyType.HARMFUL:
-        if text.lower().startswith(_AVOID_PREFIXES):
-            return f"- Avoid: {text}" if not text.lower().startswith("avoid") else f"- {text}"
+        if text.lower().startswith(_AVOID_PREFIXES):  # already says what not to do
+            return f"- {text}"
         return f"- Avoid: {text[:1].lower()}{text[1:]}"
     return f"- Do: {text}"
 

@@ -104,3 +104,12 @@ def test_python_fallback_ranks_by_term_overlap(playbook):
     found = recall._python_candidates(playbook, recall.task_terms("baggage allowances tier"))
     assert found[0].description.startswith("Check the membership tier")
     assert found[0].relevance == 1.0
+
+
+def test_harmful_lines_already_phrased_as_avoidance_are_kept():
+    """"Never …"/"Avoid …" harmful entries are not doubled up with "Avoid:"."""
+    assert recall.strategy_line("harmful", "Never refund basic economy.") == (
+        "- Never refund basic economy.")
+    assert recall.strategy_line("harmful", "Refunding basic economy.") == (
+        "- Avoid: refunding basic economy.")
+    assert recall.strategy_line("helpful", "Ask  first.") == "- Do: Ask first."
