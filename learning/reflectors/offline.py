@@ -663,9 +663,9 @@ def _contrast_same_task(me: Parsed, others: list[Parsed]) -> list[Lesson]:
         if tool not in mine:
             tried = mine_any.get(tool)
             how = (
-                f'it tried once and failed ("{tried.error_text}")'
+                f'tried it and failed ("{tried.error_text}")'
                 if tried
-                else f"it never called `{tool}`"
+                else f"never called `{tool}`"
             )
             lessons.append(
                 Lesson(
