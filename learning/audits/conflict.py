@@ -3,10 +3,11 @@ candidate) on the same subject? Contradiction pairs, negation and changed quanti
 or choices, compared sentence by sentence, only between texts about one subject."""
 from dataclasses import dataclass
 
-from learning.audits.text import Analysis, analyse, jaccard, sentences
+from learning.audits.text import Analysis, analyse, jaccard, overlap, sentences
 
 MIN_SHARED = 2  # subject words two sentences must share …
-MIN_JACCARD = 0.4  # … and how much of their subjects must agree
+MIN_JACCARD = 0.4  # … and how much of their subjects must agree,
+CONTAINED = 0.9  # … or how much of the shorter subject the longer must hold
 VALUE_JACCARD = 0.5  # changed values need a closer subject match
 MAX_SENTENCES = 40
 
@@ -20,11 +21,16 @@ class Contradiction:
 
 
 def same_subject(a: Analysis, b: Analysis, *, threshold: float = MIN_JACCARD) -> bool:
+    """Both sentences are about one thing: most of their subject words agree, or the
+    shorter one's subject lies inside the longer one's ("skip X before Y" against
+    "do X before Y to check a, b and c")."""
     shared = a.subject & b.subject
     score = jaccard(a.subject, b.subject)
-    if score < threshold:
+    if len(shared) == 1:
+        return score == 1.0
+    if len(shared) < MIN_SHARED:
         return False
-    return len(shared) >= MIN_SHARED or (len(shared) == 1 and score == 1.0)
+    return score >= threshold or overlap(a.subject, b.subject) >= CONTAINED
 
 
 def _describe_sign(a: Analysis) -> str:

@@ -2,10 +2,13 @@
 Applied duplicates are reported (apply then reinforces the existing strategy instead
 of adding a copy); pending duplicates are merged by services.audit."""
 from learning.audits.conflict import text_contradiction
-from learning.audits.text import content_stems, jaccard, trigram_similarity
+from learning.audits.text import content_stems, jaccard, overlap, trigram_similarity
 
 TRIGRAM_DUPLICATE = 0.7
 WORDS_DUPLICATE = 0.75
+# One text is the other plus an explanation: every word of a long enough shorter one.
+CONTAINED_DUPLICATE = 0.95
+CONTAINED_MIN_WORDS = 8
 
 
 def similarity(a: str, b: str) -> float:
@@ -16,8 +19,15 @@ def similarity(a: str, b: str) -> float:
 def is_near_duplicate(a: str, b: str, *, a_sign: int = 1, b_sign: int = 1) -> bool:
     if a_sign != b_sign:
         return False
-    if trigram_similarity(a, b) < TRIGRAM_DUPLICATE and (
-        jaccard(content_stems(a), content_stems(b)) < WORDS_DUPLICATE
+    stems_a, stems_b = content_stems(a), content_stems(b)
+    contained = (
+        min(len(stems_a), len(stems_b)) >= CONTAINED_MIN_WORDS
+        and overlap(stems_a, stems_b) >= CONTAINED_DUPLICATE
+    )
+    if (
+        trigram_similarity(a, b) < TRIGRAM_DUPLICATE
+        and jaccard(stems_a, stems_b) < WORDS_DUPLICATE
+        and not contained
     ):
         return False
     # Same words, opposite meaning ("do" vs "do not") is a conflict, not a copy.

@@ -357,8 +357,10 @@ def _secret_findings(text: str) -> list[dict]:
                      "knowledge must never carry secrets.", "secret")
         )
         return findings
-    for match in _TOKENISH.finditer(text):
-        token = match.group(0)
+    parts = (p for m in _TOKENISH.finditer(text) for p in m.group(0).split("="))
+    for token in parts:
+        if len(token) < 20:
+            continue  # key=value: judge the value alone
         if _UUID.match(token) or re.fullmatch(r"[0-9a-f]+", token, re.I):
             continue  # run ids and commit hashes
         if "_" in token and token.replace("_", "").isalpha():

@@ -11,13 +11,7 @@ from django.db import connection
 from django.db.models import BooleanField, Q
 from django.db.models.expressions import RawSQL
 
-from learning.audits.text import (
-    normalise,
-    query_terms,
-    stem,
-    trigram_similarity,
-    words,
-)
+from learning.audits.text import index_words, query_terms, stem, trigram_similarity
 from learning.models import CandidateKind, CandidateStatus, LearningCandidate
 
 # At most this many rows of each source reach the Python checks.
@@ -112,7 +106,7 @@ def _python_filter(rows, *, text: str, terms: list[str], get_text) -> list:
     scored = []
     for row in rows:
         other = get_text(row)
-        shared = len(wanted & {stem(w) for w in words(normalise(other))})
+        shared = len(wanted & {stem(w) for w in index_words(other)})
         if shared >= need:
             scored.append((trigram_similarity(text, other), row.pk, row))
     scored.sort(key=lambda t: (t[0], t[1]), reverse=True)

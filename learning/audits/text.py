@@ -140,7 +140,8 @@ _NUMBER = re.compile(
     r"(?<![\w.\-])(\d+(?:\.\d+)?)(?:\s*(%|[a-z]+)(?![\w]))?(?![\w.\-]\w)", re.I
 )
 _WORD = re.compile(r"[a-z0-9][a-z0-9_'\-]*[a-z0-9]|[a-z0-9]")
-_SENTENCE_SPLIT = re.compile(r"(?<=[.!?;])\s+|\n+|\s+-\s+|(?<=:)\s+(?=[A-Z])")
+# Sentences and clauses: an explanation after ": " or "; " is a statement of its own.
+_SENTENCE_SPLIT = re.compile(r"(?<=[.!?;:])\s+|\n+|\s+-\s+")
 
 
 def normalise(text: str) -> str:
@@ -332,11 +333,21 @@ def overlap(a: frozenset, b: frozenset) -> float:
     return len(a & b) / min(len(a), len(b))
 
 
+def index_words(text: str) -> list[str]:
+    """Words as PostgreSQL's text-search parser sees them: identifiers split at
+    underscores and hyphens (get_user_details -> get, user, details)."""
+    return [
+        part
+        for tok in words(normalise(text))
+        for part in re.split(r"[_\-]+", tok.replace("'", ""))
+        if part
+    ]
+
+
 def query_terms(text: str, *, limit: int = 8) -> list[str]:
     """The most specific words of a text (longest first), for full-text prefilters."""
     seen: list[str] = []
-    for tok in words(normalise(text)):
-        tok = tok.replace("'", "")
+    for tok in index_words(text):
         if (
             tok in STOPWORDS
             or tok in _ALL_MARKERS
