@@ -2,8 +2,9 @@
 again, highest priority first, with their effective score."""
 
 from django.db.models import F, QuerySet
+from django.utils import timezone
 
-from learning.models import Namespace, Trajectory
+from learning.models import Namespace, ReflectionStatus, Trajectory
 from learning.services.reflection import run_reflect
 
 
@@ -25,8 +26,18 @@ def relearning_process(*, limit: int = 20, namespace: Namespace | None = None) -
     once its reflection is stored (a failure keeps it queued for the next pass)."""
     done, errors = [], {}
     for run in list(relearning_queue(namespace=namespace)[:limit]):
+        score = "none" if run.effective_score is None else f"{run.effective_score:.2f}"
+        Trajectory.objects.filter(pk=run.pk).update(
+            reflection_status=ReflectionStatus.PENDING,
+            reflection_reason=(
+                f"relearning (priority {run.relearning_priority}, effective score {score})"
+            ),
+            reflection_error="",
+            reflection_attempts=0,
+            updated_at=timezone.now(),
+        )
         try:
-            run_reflect(run_id=run.pk, force=True)
+            run_reflect(run_id=run.pk)
         except Exception as exc:  # noqa: BLE001 - one bad run must not stop the queue
             errors[str(run.pk)] = f"{exc.__class__.__name__}: {exc}"
             continue

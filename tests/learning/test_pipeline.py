@@ -289,6 +289,9 @@ def test_relearning_goes_by_priority_then_effective_score():
     assert list(relearning_queue(namespace=ns)) == [low]
     assert Reflection.objects.filter(trajectory=high_a).exists()
     assert not Reflection.objects.filter(trajectory=low).exists()
+    high_a.refresh_from_db()
+    assert high_a.reflection_status == "reflected"
+    assert high_a.reflection_reason == "relearning (priority 8, effective score 0.20)"
 
 
 def test_batch_reflection_reports_patterns_with_frequencies():
