@@ -42,8 +42,9 @@ def sentence_contradiction(a: Analysis, b: Analysis) -> Contradiction | None:
     """The first way in which `a` contradicts `b`, or None."""
     if not same_subject(a, b):
         return None
-    subject = ", ".join(sorted(a.subject & b.subject))
-    if a.sign != b.sign:
+    shared = a.subject & b.subject
+    subject = ", ".join(sorted(shared))
+    if a.sign_on(shared) != b.sign_on(shared):
         kind = "pair" if (a.pair_words or b.pair_words) else "negation"
         return Contradiction(
             kind=kind,

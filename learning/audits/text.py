@@ -134,6 +134,13 @@ _NUMBER_WORDS = {
     "thirty": 30, "sixty": 60, "hundred": 100, "once": 1, "twice": 2,
 }
 
+# Unit words that say nothing about the subject once their number is read.
+_UNIT_NOISE = frozenset(
+    """ms millisecond milliseconds sec secs second seconds min mins minute minutes hr
+    hrs hour hours day days week weeks month months percent kb mb gb tb""".split()
+)
+FLIP_WINDOW = 4  # a negation governs the next few words
+
 _HIDDEN_CHARS = re.compile("[\u200b-\u200f\u202a-\u202e\u2060-\u2064\u2066-\u2069\ufeff]")
 _URLISH = re.compile(r"\b(?:https?|s3|gs|ftp)://[^\s'\"<>]+", re.I)
 _NUMBER = re.compile(
@@ -198,6 +205,19 @@ class Analysis:
     values: dict = field(default_factory=dict)  # category -> frozenset of values
     negations: tuple = ()  # the words that flipped the sign
     pair_words: tuple = ()
+    base_sign: int = 1  # -1 for harmful strategies
+    # Each sign flip and the subject words it governs (None: the whole sentence).
+    flips: tuple = ()
+
+    def sign_on(self, shared: frozenset) -> int:
+        """The polarity of what this sentence says about `shared` subject words: a
+        negation of something else ("confirm X without calling back") does not
+        count."""
+        sign = self.base_sign
+        for _word, scope in self.flips:
+            if scope is None or scope & shared:
+                sign = -sign
+        return sign
 
 
 _POLARITY_LOOKUP: dict[str, int] = {}
@@ -247,21 +267,26 @@ def analyse(text: str, *, sign: int = 1) -> Analysis:
     norm = norm.replace("turn on", "turn_on").replace("turn off", "turn_off")
     values, rest = _extract_values(norm)
     toks = words(rest)
+    base_sign = sign
     subject, negs, pairs = set(), [], []
+    stems: list[str | None] = []  # per token: its subject stem, if it is one
+    flip_at: list[tuple[int, str]] = []
     axes: dict[str, set] = {}
     choice_vals: dict[str, set] = {}
     for i, tok in enumerate(toks):
         bare = tok.replace("'", "")
+        stems.append(None)
         if tok in NEGATORS or bare in NEGATORS:
-            # "no" followed by a noun ("no refunds") negates; "no." alone too.
             sign = -sign
             negs.append(tok)
+            flip_at.append((i, tok))
             continue
         pol = _POLARITY_LOOKUP.get(tok)
         if pol is not None:
             pairs.append(tok)
             if pol < 0:
                 sign = -sign
+                flip_at.append((i, tok))
         for axis, side in _AXIS_LOOKUP.get(tok, ()):
             axes.setdefault(axis, set()).add(side)
         if tok in _ALL_MARKERS:
@@ -277,11 +302,14 @@ def analyse(text: str, *, sign: int = 1) -> Analysis:
                 float(_NUMBER_WORDS[tok])
             }
             continue
-        if tok in STOPWORDS or tok in _NUMBER_WORDS:
+        if tok in STOPWORDS or tok in _NUMBER_WORDS or tok in _UNIT_NOISE:
             continue
-        if tok in _UNITS and len(tok) > 2:
-            continue
-        subject.add(stem(bare))
+        stems[i] = stem(bare)
+        subject.add(stems[i])
+    flips = []
+    for i, word in flip_at:
+        scope = frozenset(st for st in stems[i + 1 : i + 1 + FLIP_WINDOW] if st)
+        flips.append((word, scope or None))
     for group, vals in choice_vals.items():
         values[group] = frozenset(vals)
     return Analysis(
@@ -292,6 +320,8 @@ def analyse(text: str, *, sign: int = 1) -> Analysis:
         values=values,
         negations=tuple(negs),
         pair_words=tuple(pairs),
+        base_sign=base_sign,
+        flips=tuple(flips),
     )
 
 
