@@ -311,6 +311,8 @@ def _apply_to_playbook(plan: Plan, candidate: LearningCandidate, actor: str) -> 
     playbook = services.playbook_lock(playbook=plan.playbook)
     if plan.op == "reinforce":
         strategy = Strategy.objects.select_for_update().get(pk=plan.strategy.pk)
+        if not strategy.active:
+            raise ApplyFailed(f"Strategy {strategy.pk} to reinforce was retired meanwhile.")
         for key, value in _reinforced(strategy, candidate).items():
             setattr(strategy, key, value)
         strategy.save()
@@ -319,6 +321,8 @@ def _apply_to_playbook(plan: Plan, candidate: LearningCandidate, actor: str) -> 
         position = None
         if plan.op == "replace":
             old = Strategy.objects.select_for_update().get(pk=plan.strategy.pk)
+            if not old.active:
+                raise ApplyFailed(f"Strategy {old.pk} to replace was retired meanwhile.")
             old.active = False
             old.save(update_fields=["active", "updated_at"])
             position = old.position
