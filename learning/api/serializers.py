@@ -124,8 +124,9 @@ def _step_validate(step) -> tuple[dict, dict]:
     kind = step.get("type")
     if kind is None:
         errors["type"] = ["This field is required."]
-    elif kind not in STEP_TYPES:
-        errors["type"] = [f'"{kind}" is not a valid step type; {STEP_TYPE_ERROR}']
+    elif not isinstance(kind, str) or kind not in STEP_TYPES:
+        shown = kind if isinstance(kind, str) else type(kind).__name__
+        errors["type"] = [f'"{shown}" is not a valid step type; {STEP_TYPE_ERROR}']
     else:
         out["type"] = kind
     text = step.get("description")

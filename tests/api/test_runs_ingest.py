@@ -345,3 +345,31 @@ def test_concurrent_overlapping_batches_store_each_run_once(api_factory):
     for body in results:
         for run in body["runs"]:
             assert ids.setdefault(run["external_id"], run["id"]) == run["id"]
+
+
+WRONG_VALUES = [None, True, 0, -1, 1.5, 2**70, "", "x", "\x00", "9" * 300, [], [1], {},
+                {"a": "\x00"}]
+RUN_FIELDS = ["external_id", "agent", "user_id", "session_id", "task_description",
+              "task_type", "status", "success_score", "error_message", "duration_ms",
+              "tokens_used", "cost_usd", "metrics", "playbook_versions", "started_at",
+              "completed_at", "steps"]
+STEP_FIELDS = ["type", "description", "result", "tool", "tokens", "started_at", "ended_at"]
+
+
+def test_no_value_in_any_field_causes_a_server_error(agent_client):
+    """Every run and step field, given each of a set of wrong-typed or extreme values,
+    is either stored (201) or refused with a 400 naming that field: never a 500."""
+    for field in RUN_FIELDS:
+        for value in WRONG_VALUES:
+            payload = {**run_payload(external_id=None), field: value}
+            response = agent_client.post_json(RUNS, payload)
+            assert response.status_code in (201, 400), (field, value, response.content)
+            if response.status_code == 400:
+                assert field in response.json(), (field, value, response.json())
+    for field in STEP_FIELDS:
+        for value in WRONG_VALUES:
+            step = {"type": "action", "description": "x", field: value}
+            response = agent_client.post_json(RUNS, run_payload(external_id=None, steps=[step]))
+            assert response.status_code in (201, 400), (field, value, response.content)
+            if response.status_code == 400:
+                assert field in response.json()["steps"]["0"], (field, value)

@@ -163,3 +163,40 @@ def test_unknown_and_malformed_run_ids_are_404(agent_client, suffix):
         response = agent_client.get(url) if not suffix else agent_client.post_json(url, {})
         assert response.status_code == 404
         assert "detail" in response.json()
+
+
+WRONG_VALUES = [None, True, -1, 1.5, 2**70, "", "x", "\x00", [], [1], {}, {"a": "\x00"}]
+
+
+def test_no_value_breaks_complete_feedback_or_steps(agent_client):
+    """complete, feedback and steps answer 2xx/400/409 for any value in any field:
+    never a 500."""
+    run_id = agent_client.post_json(RUNS, {"task_description": "fuzz"}).json()["id"]
+    cases = {
+        "complete/": (["status", "success_score", "error_message", "duration_ms",
+                       "tokens_used", "cost_usd", "metrics", "playbook_versions"],
+                      {"status": "success"}),
+        "feedback/": (["feedback_type", "score", "source", "message", "metrics"],
+                      {"feedback_type": "human", "score": 0.5}),
+    }
+    for suffix, (fields, base) in cases.items():
+        for field in fields:
+            for value in WRONG_VALUES:
+                response = agent_client.post_json(
+                    f"{RUNS}{run_id}/{suffix}", {**base, field: value}
+                )
+                assert response.status_code in (200, 201, 400, 409), (suffix, field, value)
+    for value in WRONG_VALUES:
+        response = agent_client.post_json(f"{RUNS}{run_id}/steps/", {"steps": value})
+        assert response.status_code in (201, 400, 409), value
+
+
+@pytest.mark.parametrize("query", [
+    "page=abc", "page=0", "page=-1", "page_size=abc", "page_size=-5", "page_size=100000",
+    "min_score=NaN", "max_score=1e999", "status=", "created_after=2026-13-01",
+    "needs_relearning=maybe", "q=%00",
+])
+def test_odd_list_queries_never_500(agent_client, query):
+    """Junk in the list's query string is a 200, 400 or 404, never a 500."""
+    response = agent_client.get(f"{RUNS}?{query}")
+    assert response.status_code in (200, 400, 404), response.content

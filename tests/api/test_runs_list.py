@@ -162,3 +162,41 @@ def test_healthz_reports_database_and_worker(client):
     body = response.json()
     assert body["status"] == "ok" and body["database"] == "ok"
     assert "worker_alive" in body
+
+
+def test_healthz_is_503_json_when_the_database_is_down(client, monkeypatch):
+    """A database failure is reported, as JSON with 503, not raised."""
+    from django.db import OperationalError
+
+    from learning.api import views
+
+    class Broken:
+        def cursor(self):
+            raise OperationalError("connection refused")
+
+    monkeypatch.setattr(views, "connection", Broken())
+    response = client.get("/healthz")
+    assert response.status_code == 503
+    assert response.json()["status"] == "degraded"
+    assert response.json()["database"].startswith("error")
+
+
+def test_worker_status_reads_cluster_heartbeats(settings, monkeypatch):
+    """Outside sync mode the worker is alive only with a recent, running heartbeat."""
+    from types import SimpleNamespace
+
+    from django_q.status import Stat
+
+    from learning.services.health import worker_status
+
+    settings.Q_CLUSTER = {**settings.Q_CLUSTER, "sync": False}
+    now = timezone.now()
+    monkeypatch.setattr(Stat, "get_all", staticmethod(lambda: []))
+    assert worker_status()["worker_alive"] is False
+    stale = SimpleNamespace(status="Idle", timestamp=now - timedelta(minutes=5))
+    stopped = SimpleNamespace(status="Stopped", timestamp=now)
+    monkeypatch.setattr(Stat, "get_all", staticmethod(lambda: [stale, stopped]))
+    assert worker_status()["worker"] == "down"
+    fresh = SimpleNamespace(status="Idle", timestamp=now)
+    monkeypatch.setattr(Stat, "get_all", staticmethod(lambda: [stale, fresh]))
+    assert worker_status() == {"worker": "alive", "worker_alive": True, "clusters": 1}
