@@ -200,3 +200,52 @@ def test_odd_list_queries_never_500(agent_client, query):
     """Junk in the list's query string is a 200, 400 or 404, never a 500."""
     response = agent_client.get(f"{RUNS}?{query}")
     assert response.status_code in (200, 400, 404), response.content
+
+
+@pytest.mark.django_db(transaction=True)
+def test_concurrent_appends_keep_every_step_in_one_sequence(api_factory):
+    """Four clients appending to one run at once: every step is stored, numbered
+    1..12 without gaps or clashes (the run row is locked while appending)."""
+    import json
+    import threading
+
+    from django.db import connection
+    from django.test import Client
+
+    agent = api_factory("acme", "agent", "appender")
+    run_id = agent.post_json(RUNS, {
+        "task_description": "long task", "steps": [{"type": "message", "description": "go"}],
+    }).json()["id"]
+    header = agent._credentials["HTTP_AUTHORIZATION"]
+    barrier = threading.Barrier(4)
+    codes, errors = [], []
+
+    def append(worker):
+        try:
+            client = Client(HTTP_AUTHORIZATION=header)
+            body = json.dumps({"steps": [
+                {"type": "action", "description": f"w{worker}-{i}"} for i in range(3)
+            ]})
+            barrier.wait(timeout=10)
+            response = client.post(f"{RUNS}{run_id}/steps/", data=body,
+                                   content_type="application/json")
+            codes.append(response.status_code)
+        except Exception as exc:  # noqa: BLE001
+            errors.append(exc)
+        finally:
+            connection.close()
+
+    threads = [threading.Thread(target=append, args=(w,)) for w in range(4)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(timeout=30)
+    assert not errors and codes == [201] * 4
+    run = Trajectory.objects.get(pk=run_id)
+    indexes = list(run.steps.order_by("index").values_list("index", flat=True))
+    assert indexes == list(range(13))
+    # each worker's three steps stay together and in order
+    descriptions = list(run.steps.order_by("index").values_list("description", flat=True))[1:]
+    for start in range(0, 12, 3):
+        worker = descriptions[start].split("-")[0]
+        assert descriptions[start:start + 3] == [f"{worker}-{i}" for i in range(3)]
