@@ -8,6 +8,7 @@ from rest_framework.views import APIView
 
 from learning.api.auth import IsReviewer
 from learning.api.errors import Conflict
+from learning.api.pagination import Pagination
 from learning.candidate_filters import CandidateFilter
 from learning.models import CandidateKind, LearningCandidate
 from learning.services import candidates as candidate_services
@@ -166,6 +167,7 @@ def _candidate_or_404(request, candidate_id) -> LearningCandidate:
 
 
 class CandidateListCreateApi(APIView):
+    pagination_class = Pagination  # the schema documents the paginated list
     @extend_schema(
         operation_id="candidates_list",
         parameters=[

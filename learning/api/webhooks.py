@@ -5,6 +5,7 @@ from rest_framework.response import Response
 from rest_framework.views import APIView
 
 from learning.api.auth import IsAdmin
+from learning.api.pagination import Pagination
 from learning.models import Webhook, WebhookDelivery
 from learning.webhooks import WEBHOOK_EVENTS, webhook_create
 
@@ -44,6 +45,7 @@ def _hook_or_404(request, webhook_id) -> Webhook:
 
 
 class WebhookListCreateApi(APIView):
+    pagination_class = Pagination  # the schema documents the paginated list
     permission_classes = [IsAdmin]
 
     @extend_schema(operation_id="webhooks_list", responses=WebhookOutputSerializer(many=True))
@@ -87,6 +89,7 @@ class WebhookDetailApi(APIView):
 
 
 class WebhookDeliveriesApi(APIView):
+    pagination_class = Pagination  # the schema documents the paginated list
     permission_classes = [IsAdmin]
 
     @extend_schema(operation_id="webhooks_deliveries_list",

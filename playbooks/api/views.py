@@ -5,6 +5,7 @@ from rest_framework.response import Response
 from rest_framework.views import APIView
 
 from learning.api.errors import Conflict
+from learning.api.pagination import Pagination
 from learning.models import Role
 from playbooks import apply, quality, recall, selectors, services
 from playbooks.api.serializers import (
@@ -73,6 +74,7 @@ def playbook_payload(playbook: Playbook, *, with_strategies: bool = False) -> di
 
 
 class PlaybookListCreateApi(APIView):
+    pagination_class = Pagination  # the schema documents the paginated list
     @extend_schema(operation_id="playbooks_list", responses=PlaybookOutputSerializer(many=True))
     def get(self, request):
         qs = selectors.playbook_list(namespace=request.auth.namespace)
@@ -202,6 +204,7 @@ class PlaybookStrategyStatsApi(APIView):
 
 
 class PlaybookVersionsApi(APIView):
+    pagination_class = Pagination  # the schema documents the paginated list
     @extend_schema(operation_id="playbooks_versions_list",
                    responses=VersionOutputSerializer(many=True))
     def get(self, request, slug):
@@ -312,6 +315,7 @@ def skill_payload(skill: Skill) -> dict:
 
 
 class SkillListCreateApi(APIView):
+    pagination_class = Pagination  # the schema documents the paginated list
     @extend_schema(operation_id="skills_list", responses=SkillOutputSerializer(many=True))
     def get(self, request):
         qs = selectors.skill_list(namespace=request.auth.namespace)
@@ -358,6 +362,7 @@ class SkillDetailApi(APIView):
 
 
 class SkillVersionsApi(APIView):
+    pagination_class = Pagination  # the schema documents the paginated list
     @extend_schema(operation_id="skills_versions_list",
                    responses=SkillVersionOutputSerializer(many=True))
     def get(self, request, slug):
@@ -384,6 +389,7 @@ class SkillRollbackApi(APIView):
 
 
 class MemoryListApi(APIView):
+    pagination_class = Pagination  # the schema documents the paginated list
     @extend_schema(operation_id="memories_list",
                    parameters=[OpenApiParameter("user_id", str)],
                    responses=MemoryOutputSerializer(many=True))
