@@ -55,3 +55,18 @@ def test_other_candidates_wait_for_a_reviewer(ns, mode, kwargs):
     candidate.refresh_from_db()
     assert candidate.status == "pending" and not candidate.auto_applied
     assert not Strategy.objects.filter(playbook=playbook).exists()
+
+
+def test_audit_hook_auto_applies_in_background_mode(ns):
+    """The real audit pipeline calls the hook: a clean confident candidate for a
+    background playbook ends applied without a reviewer."""
+    from learning.services.audit import candidate_audit
+
+    playbook = make_playbook(ns, "airline", mode="background")
+    candidate = CandidateFactory(namespace=ns, playbook=playbook, confidence=0.95,
+                                 content="Confirm the cabin class before searching flights.")
+    report = candidate_audit(candidate=candidate)
+    candidate.refresh_from_db()
+    clean = not any(f["severity"] in ("warn", "block") for fs in report.values() for f in fs)
+    assert clean, report
+    assert candidate.status == "applied" and candidate.auto_applied

@@ -92,3 +92,16 @@ def test_strategy_outcomes_follow_recalls_to_runs():
     assert out["by_status"] == {"success": 2, "failure": 1}
     assert out["success_rate"] == pytest.approx(0.6667, abs=1e-3)
     assert RecallLog.objects.count() == 3
+
+
+def test_lower_scores_alone_flag_a_version():
+    """Same success rate but clearly lower effective scores: flagged by the score
+    interval, not by the z-test."""
+    ns = NamespaceFactory(slug="acme")
+    pb = make_playbook(ns, "airline")
+    make_strategy(pb, "a")
+    runs(ns, "airline@1", 30, 40, score_ok=0.95, score_bad=0.5)
+    runs(ns, "airline@2", 30, 40, score_ok=0.7, score_bad=0.2)
+    result = quality.version_quality_compute(playbook=pb, number=2)
+    assert result["p_value"] == 1.0 and result["worse"]
+    assert result["reason"].startswith("mean score -0.26")  # 0.575 - 0.8375
