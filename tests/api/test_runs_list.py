@@ -98,7 +98,9 @@ def test_list_pages_newest_first(agent_client):
         seen += [r["id"] for r in body["results"]]
         url = body["next"]
     assert len(seen) == len(set(seen)) == 5
-    newest_first = list(Trajectory.objects.order_by("-created_at", "-id").values_list("id", flat=True))
+    newest_first = list(
+        Trajectory.objects.order_by("-created_at", "-id").values_list("id", flat=True)
+    )
     assert seen == [str(i) for i in newest_first]
     assert agent_client.get(RUNS + "?page=9").status_code == 404
 

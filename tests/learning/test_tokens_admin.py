@@ -5,7 +5,13 @@ from django.contrib.auth import get_user_model
 from django.urls import reverse
 
 from learning.models import ApiToken, Trajectory
-from tests.factories import CandidateFactory, FeedbackFactory, StepFactory, TrajectoryFactory, make_token
+from tests.factories import (
+    CandidateFactory,
+    FeedbackFactory,
+    StepFactory,
+    TrajectoryFactory,
+    make_token,
+)
 
 pytestmark = pytest.mark.django_db
 

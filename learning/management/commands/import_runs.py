@@ -1,4 +1,4 @@
-"""python manage.py import_runs PATH --format tau-bench|openai-chat|jsonl (--token T | --namespace NS)"""
+"""python manage.py import_runs PATH --format FORMAT (--token T | --namespace NS)"""
 import sys
 import time
 
