@@ -134,6 +134,10 @@ _NUMBER_WORDS = {
     "thirty": 30, "sixty": 60, "hundred": 100, "once": 1, "twice": 2,
 }
 
+_ORDINALS = {
+    "second": 2, "third": 3, "fourth": 4, "fifth": 5, "sixth": 6, "seventh": 7,
+    "eighth": 8, "ninth": 9, "tenth": 10,
+}
 # Unit words that say nothing about the subject once their number is read.
 _UNIT_NOISE = frozenset(
     """ms millisecond milliseconds sec secs second seconds min mins minute minutes hr
@@ -294,6 +298,11 @@ def analyse(text: str, *, sign: int = 1) -> Analysis:
         group = _CHOICE_LOOKUP.get(tok)
         if group and tok not in _CHOICE_NOISE:
             choice_vals.setdefault(group, set()).add(tok)
+            continue
+        if tok in _ORDINALS and not (i + 1 < len(toks) and toks[i + 1] in _UNITS):
+            # "after the second attempt": an ordinal is a quantity, not a subject word
+            values.setdefault("quantity:", frozenset())
+            values["quantity:"] = values["quantity:"] | {float(_ORDINALS[tok])}
             continue
         if tok in _NUMBER_WORDS and i + 1 < len(toks) and toks[i + 1] in _UNITS:
             canon = _UNITS[toks[i + 1]]
