@@ -21,19 +21,21 @@ from playbooks.forms import (
 from playbooks.models import Playbook, Skill, Strategy
 
 admin_required = console_role_required(Role.ADMIN)
+# Reviewers may read playbooks and their history; every change needs an admin.
+reader_required = console_role_required(Role.REVIEWER)
 
 
-def _namespace(request, ns: str) -> Namespace:
+def _namespace(request, ns: str, role: str = Role.ADMIN) -> Namespace:
     namespace = Namespace.objects.filter(slug=ns).first()
     if namespace is None:
         raise Http404("No such namespace.")
-    if not user_has_role(request.user, namespace, Role.ADMIN):
-        raise PermissionDenied("You need the admin role in this namespace.")
+    if not user_has_role(request.user, namespace, role):
+        raise PermissionDenied(f"You need the {role} role in this namespace.")
     return namespace
 
 
-def _playbook(request, ns: str, slug: str) -> Playbook:
-    namespace = _namespace(request, ns)
+def _playbook(request, ns: str, slug: str, role: str = Role.ADMIN) -> Playbook:
+    namespace = _namespace(request, ns, role)
     try:
         return selectors.playbook_get(namespace=namespace, slug=slug)
     except Playbook.DoesNotExist:
@@ -63,14 +65,17 @@ def _is_htmx(request) -> bool:
 # --- playbooks -----------------------------------------------------------------------
 
 
-@admin_required
+@reader_required
 @require_http_methods(["GET", "POST"])
 def playbook_index(request):
-    """All playbooks of the namespaces the user administers, and a create form."""
-    namespaces = user_namespaces(request.user, min_role=Role.ADMIN)
-    form = PlaybookCreateForm(request.POST or None, namespaces=namespaces)
+    """The playbooks of the user's namespaces, and (for admins) a create form."""
+    namespaces = user_namespaces(request.user, min_role=Role.REVIEWER)
+    admin_namespaces = list(user_namespaces(request.user, min_role=Role.ADMIN))
+    form = PlaybookCreateForm(request.POST or None, namespaces=admin_namespaces)
     status = 200
     if request.method == "POST":
+        if not admin_namespaces:
+            raise PermissionDenied("You need the admin role in a namespace.")
         if form.is_valid():
             namespace = _namespace(request, form.cleaned_data.pop("namespace"))
             try:
@@ -87,14 +92,15 @@ def playbook_index(request):
     for playbook in playbooks:
         playbook.flagged_versions = selectors.playbook_flagged_numbers(playbook)
     return render(request, "playbooks/index.html", {
-        "playbooks": playbooks, "form": form, "namespaces": namespaces,
+        "playbooks": playbooks, "form": form, "admin_namespaces": admin_namespaces,
     }, status=status)
 
 
-def _detail_context(playbook: Playbook, **extra) -> dict:
+def _detail_context(playbook: Playbook, *, can_edit: bool = True, **extra) -> dict:
     strategies = list(selectors.strategy_list(playbook=playbook))
     return {
         "playbook": playbook,
+        "can_edit": can_edit,
         "strategies": strategies,
         "settings_form": PlaybookSettingsForm(initial={
             "name": playbook.name, "description": playbook.description,
@@ -120,11 +126,13 @@ def _strategies_response(request, playbook: Playbook, *, status: int = 200, **ex
     return redirect("playbooks:detail", ns=playbook.namespace.slug, slug=playbook.slug)
 
 
-@admin_required
+@reader_required
 @require_GET
 def playbook_detail(request, ns, slug):
-    playbook = _playbook(request, ns, slug)
-    return render(request, "playbooks/detail.html", _detail_context(playbook))
+    playbook = _playbook(request, ns, slug, Role.REVIEWER)
+    can_edit = user_has_role(request.user, playbook.namespace, Role.ADMIN)
+    return render(request, "playbooks/detail.html", _detail_context(playbook,
+                                                                    can_edit=can_edit))
 
 
 @admin_required
@@ -223,14 +231,16 @@ def strategy_move(request, ns, slug, strategy_id):
     return _strategies_response(request, playbook)
 
 
-@admin_required
+@reader_required
 @require_GET
 def playbook_history(request, ns, slug):
-    """Every version with its diff and quality figures, and a rollback button each."""
-    playbook = _playbook(request, ns, slug)
+    """Every version with its diff and quality figures, and (admins) a rollback button."""
+    playbook = _playbook(request, ns, slug, Role.REVIEWER)
     versions = list(selectors.version_list(playbook=playbook))
-    return render(request, "playbooks/history.html", {"playbook": playbook,
-                                                       "versions": versions})
+    return render(request, "playbooks/history.html", {
+        "playbook": playbook, "versions": versions,
+        "can_edit": user_has_role(request.user, playbook.namespace, Role.ADMIN),
+    })
 
 
 @admin_required
@@ -258,10 +268,10 @@ def playbook_quality(request, ns, slug):
     return redirect("playbooks:history", ns=ns, slug=slug)
 
 
-@admin_required
+@reader_required
 @require_GET
 def strategy_stats(request, ns, slug, strategy_id):
-    playbook = _playbook(request, ns, slug)
+    playbook = _playbook(request, ns, slug, Role.REVIEWER)
     strategy = Strategy.objects.filter(playbook=playbook, pk=strategy_id).select_related(
         "playbook").first()
     if strategy is None:

@@ -73,11 +73,22 @@ def test_htmx_returns_the_strategies_fragment_and_errors_name_fields(ns):
 
 
 def test_only_admins_of_the_namespace_and_csrf(ns):
-    """A reviewer gets 403; an admin of another namespace gets 403 for this one;
+    """A reviewer may read but every change is 403; an admin of another namespace gets
+    403 for this one;
     anonymous users are sent to log in; a POST without a CSRF token is refused."""
-    make_playbook(ns, "airline")
+    make_strategy(make_playbook(ns, "airline"), "Alpha.")
+    admin = login(ns, username="adm")
+    assert b"Roll back to version 1" in admin.get("/playbooks/acme/airline/history/").content
     reviewer = login(ns, role="reviewer", username="rev")
-    assert reviewer.get("/playbooks/").status_code == 403
+    page = reviewer.get("/playbooks/acme/airline/")
+    assert page.status_code == 200 and b"Add a strategy" not in page.content
+    assert reviewer.get("/playbooks/").status_code == 200
+    assert b"Roll back" not in reviewer.get("/playbooks/acme/airline/history/").content
+    assert reviewer.post("/playbooks/acme/airline/strategies/", {
+        "type": "helpful", "description": "x", "confidence": "0.5"}).status_code == 403
+    assert reviewer.post("/playbooks/", {"namespace": "acme", "slug": "x", "scope": "team",
+                                         "mode": "propose"}).status_code == 403
+    assert reviewer.get("/playbooks/acme/_policy/").status_code == 403
     other_ns = NamespaceFactory(slug="elsewhere")
     other = login(other_ns, username="oth")
     assert other.get("/playbooks/acme/airline/").status_code == 403
@@ -98,7 +109,7 @@ def test_index_query_count(ns, django_assert_num_queries):
         make_strategy(make_playbook(ns, slug), "advice")
     PlaybookVersion.objects.filter(number=2).update(flagged=True, flag_reason="worse")
     client.get("/playbooks/")
-    # session, user, namespaces check, namespaces list, playbooks, flagged prefetch
+    # session, user, role check, admin namespaces, playbooks, flagged prefetch
     with django_assert_num_queries(6):
         response = client.get("/playbooks/")
     assert response.content.decode().count("flagged: 2") == 3
