@@ -242,6 +242,14 @@ class RunInputSerializer(OutcomeFieldsMixin):
     def validate_external_id(self, value):
         return value or None
 
+    def validate(self, attrs):
+        started, completed = attrs.get("started_at"), attrs.get("completed_at")
+        if started and completed and completed < started:
+            raise serializers.ValidationError(
+                {"completed_at": ["Must not be before started_at."]}
+            )
+        return attrs
+
 
 class RunBatchInputSerializer(serializers.Serializer):
     runs = RunInputSerializer(many=True, allow_empty=False, max_length=MAX_RUNS_PER_BATCH)

@@ -195,6 +195,8 @@ def test_finished_runs_reach_the_pipeline_once_and_running_ones_do_not(
         ({"metrics": {"note": "nul\x00byte"}}, "metrics"),
         ({"playbook_versions": "airline@3"}, "playbook_versions"),
         ({"started_at": "yesterday"}, "started_at"),
+        ({"started_at": "2026-01-02T00:00:00Z", "completed_at": "2026-01-01T00:00:00Z"},
+         "completed_at"),
         ({"steps": "none"}, "steps"),
         ({"steps": [{"type": "teleport", "description": "x"}]}, "type"),
         ({"steps": [{"type": "action"}]}, "description"),
