@@ -2,7 +2,7 @@
 import logging
 
 from django.core.exceptions import ValidationError as DjangoValidationError
-from django.db import IntegrityError
+from django.db import DataError, IntegrityError
 from django.http import Http404
 from rest_framework import exceptions, status
 from rest_framework.response import Response
@@ -34,6 +34,15 @@ def exception_handler(exc, context):
         if isinstance(response.data, list):
             response.data = {"detail": response.data}
         return response
+    if isinstance(exc, DataError):
+        # A value Python accepted but the database cannot hold (a time zone offset
+        # beyond ±15:59, a number out of range): the caller's input, not our fault.
+        logger.info("data error: %s", exc)
+        return Response(
+            {"detail": "A value is out of the range the database accepts (for example a "
+                       "time zone offset beyond ±15:59).", "code": "invalid"},
+            status=status.HTTP_400_BAD_REQUEST,
+        )
     if isinstance(exc, IntegrityError):
         logger.warning("integrity error: %s", exc)
         return Response(

@@ -287,7 +287,7 @@ class ReflectionStateSerializer(serializers.Serializer):
     reason = serializers.CharField(source="reflection_reason")
     error = serializers.CharField(source="reflection_error")
     attempts = serializers.IntegerField(source="reflection_attempts")
-    reflected_at = serializers.DateTimeField()
+    reflected_at = serializers.DateTimeField(allow_null=True)
 
 
 class RunOutputSerializer(serializers.ModelSerializer):
