@@ -2,6 +2,7 @@
 from dataclasses import dataclass
 from datetime import timedelta
 
+from django.core.exceptions import EmptyResultSet
 from django.db.models import Count, Prefetch, Q, QuerySet
 from django.http import QueryDict
 from django.db.models.functions import TruncDate
@@ -70,14 +71,19 @@ def queue_params(params) -> QueryDict:
     return params
 
 
-def candidate_queue(*, user, params) -> Queue:
+def candidate_queue(*, user, params, namespaces: list[Namespace] | None = None) -> Queue:
     """The review queue for `params` (a QueryDict from the URL), filtered by
-    CandidateFilter exactly as the API filters, plus a `namespace` slug."""
+    CandidateFilter exactly as the API filters, plus a `namespace` slug. The user's
+    namespaces are resolved first (pass them if already loaded), so the candidate
+    queries filter on literal ids and use the (namespace, status, created_at) index."""
     params = queue_params(params)
-    base = reviewable_candidates(user=user)
+    if namespaces is None:
+        namespaces = user_namespace_choices(user=user)
+    ids = [ns.pk for ns in namespaces]
     namespace = (params.get("namespace") or "").strip()
     if namespace:
-        base = base.filter(namespace__slug=namespace)
+        ids = [ns.pk for ns in namespaces if ns.slug == namespace]
+    base = LearningCandidate.objects.filter(namespace_id__in=ids)
     filterset = CandidateFilter(params, queryset=base)
     valid = filterset.is_valid()
     candidates = filterset.qs if valid else base.none()
@@ -98,23 +104,45 @@ def candidate_queue(*, user, params) -> Queue:
     )
 
 
-def status_counts(*, candidates: QuerySet, show_hidden: bool = False) -> dict[str, int]:
-    """Candidates per status in one grouped query (below-floor pending ones excluded
-    as the queue excludes them, unless asked to show them)."""
+COUNT_CAP = 1000
+
+
+def status_counts(*, candidates: QuerySet, show_hidden: bool = False,
+                  cap: int = COUNT_CAP) -> tuple[dict[str, int], set[str]]:
+    """Candidates per status, each counted up to `cap` (the tabs then say "1000+"), in
+    one statement of LIMITed index scans: exact COUNT(*) per status over a large queue
+    costs more than the rest of the page. Below-floor pending candidates are left out
+    as the queue leaves them out, unless asked to show them.
+    Returns (counts, the statuses whose count reached the cap)."""
+    from django.db import connection
+
+    per_status = candidates
     if not show_hidden:
-        candidates = candidates.filter(
+        per_status = candidates.filter(
             Q(below_floor=False) | ~Q(status=CandidateStatus.PENDING)
         )
-    rows = (
-        candidates.order_by()
-        .values("status")
-        .annotate(n=Count("id"))
-    )
-    counts = {status: 0 for status in CandidateStatus.values}
-    for row in rows:
-        counts[row["status"]] = row["n"]
-    counts[ALL] = sum(counts.values())
-    return counts
+    # "All" hides every below-floor candidate, as CandidateFilter does without a status.
+    every = candidates if show_hidden else candidates.filter(below_floor=False)
+    limited = [per_status.filter(status=status) for status in CandidateStatus.values]
+    limited.append(every)
+    parts, params = [], []
+    for i, qs in enumerate(limited):
+        try:
+            sql, sql_params = qs.order_by().values("id")[: cap + 1].query.sql_with_params()
+        except EmptyResultSet:  # no namespace, or an invalid filter: nothing to count
+            parts.append("0")
+            continue
+        parts.append(f"(SELECT COUNT(*) FROM ({sql}) AS s{i})")
+        params.extend(sql_params)
+    with connection.cursor() as cursor:
+        cursor.execute("SELECT " + ", ".join(parts), params)
+        row = cursor.fetchone()
+    counts, capped = {}, set()
+    for status, n in zip([*CandidateStatus.values, ALL], row):
+        counts[status] = min(n, cap)
+        if n > cap:
+            capped.add(status)
+    return counts, capped
 
 
 def candidate_for_review(*, user, candidate_id: int) -> LearningCandidate:

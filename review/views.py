@@ -3,11 +3,12 @@
 checked here, per namespace, never in templates."""
 from django.conf import settings
 from django.contrib import messages
-from django.core.paginator import Paginator
+from django.core.paginator import EmptyPage, Page, PageNotAnInteger, Paginator
 from django.http import Http404, HttpResponse, QueryDict
 from django.shortcuts import redirect, render
 from django.urls import reverse
 from django.utils import timezone
+from django.utils.functional import cached_property
 from django.utils.http import url_has_allowed_host_and_scheme
 from django.views.decorators.http import require_GET, require_POST
 
@@ -40,12 +41,61 @@ CONFLICT_STATUS = {
 }
 
 
-def _page(request, qs, per_page: int):
+class _OpenPage(Page):
+    def __init__(self, object_list, number, paginator, has_more: bool):
+        super().__init__(object_list, number, paginator)
+        self.has_more = has_more
+
+    def has_next(self) -> bool:
+        return self.has_more
+
+    def end_index(self) -> int:
+        return (self.number - 1) * self.paginator.per_page + len(self.object_list)
+
+
+class QueuePaginator(Paginator):
+    """Pages with a count the caller already has (the status tabs count the current
+    filter): no extra COUNT query. Over the tabs' cap the count is unknown, so the
+    pages are open-ended: one extra row tells whether there is a next page."""
+
+    def __init__(self, object_list, per_page, *, count: int, capped: bool):
+        super().__init__(object_list, per_page)
+        self._known_count, self.capped, self.cap = count, capped, count
+
+    @cached_property
+    def count(self) -> int:
+        return self._known_count
+
+    def validate_number(self, number):
+        if not self.capped:
+            return super().validate_number(number)
+        try:
+            number = int(number)
+        except (TypeError, ValueError):
+            raise PageNotAnInteger("That page number is not an integer")
+        if number < 1:
+            raise EmptyPage("That page number is less than 1")
+        return number
+
+    def page(self, number):
+        if not self.capped:
+            return super().page(number)
+        number = self.validate_number(number)
+        bottom = (number - 1) * self.per_page
+        rows = list(self.object_list[bottom : bottom + self.per_page + 1])
+        return _OpenPage(rows[: self.per_page], number, self, len(rows) > self.per_page)
+
+
+def _page(request, qs, per_page: int, **paginator_kwargs):
     try:
         per_page = max(1, min(int(request.GET.get("per_page", per_page)), MAX_PAGE_SIZE))
     except ValueError:
         pass
-    return Paginator(qs, per_page).get_page(request.GET.get("page"))
+    if paginator_kwargs:
+        paginator = QueuePaginator(qs, per_page, **paginator_kwargs)
+    else:
+        paginator = Paginator(qs, per_page)
+    return paginator.get_page(request.GET.get("page"))
 
 
 def _actor(request, candidate) -> services.Actor:
@@ -77,12 +127,23 @@ def _is_partial(request) -> bool:
 
 # --- Queue --------------------------------------------------------------------------
 
+def _status_tabs(counts, capped):
+    return [(s, counts[s], s in capped) for s in CandidateStatus.values] + [
+        (selectors.ALL, counts[selectors.ALL], selectors.ALL in capped)
+    ]
+
+
 def _queue_context(request, params) -> dict:
-    queue = selectors.candidate_queue(user=request.user, params=params)
-    page = _page(request, queue.candidates, QUEUE_PAGE_SIZE)
-    counts = selectors.status_counts(candidates=queue.without_status,
-                                     show_hidden=queue.show_hidden)
+    namespaces = selectors.user_namespace_choices(user=request.user)
+    queue = selectors.candidate_queue(user=request.user, params=params, namespaces=namespaces)
+    counts, capped = selectors.status_counts(candidates=queue.without_status,
+                                             show_hidden=queue.show_hidden)
     current = queue.status[0] if len(queue.status) == 1 else selectors.ALL
+    if current in counts and not (len(queue.status) > 1):
+        page = _page(request, queue.candidates, QUEUE_PAGE_SIZE,
+                     count=counts[current], capped=current in capped)
+    else:
+        page = _page(request, queue.candidates, QUEUE_PAGE_SIZE)
     query = params.urlencode() if hasattr(params, "urlencode") else ""
     return {
         "queue": queue,
@@ -90,9 +151,8 @@ def _queue_context(request, params) -> dict:
         "page": page,
         "counts": counts,
         "current_status": current,
-        "status_tabs": [(s, counts[s]) for s in CandidateStatus.values]
-        + [(selectors.ALL, counts[selectors.ALL])],
-        "namespaces": selectors.user_namespace_choices(user=request.user),
+        "status_tabs": _status_tabs(counts, capped),
+        "namespaces": namespaces,
         "kinds": CandidateKind.values,
         "severities": ["block", "warn", "info", "none"],
         "query": query,
@@ -298,14 +358,13 @@ def _row_response(request, candidate, toasts, status):
 
     query = urlsplit(request.htmx.current_url or "").query
     queue = selectors.candidate_queue(user=request.user, params=QueryDict(query))
-    counts = selectors.status_counts(candidates=queue.without_status,
-                                     show_hidden=queue.show_hidden)
+    counts, capped = selectors.status_counts(candidates=queue.without_status,
+                                             show_hidden=queue.show_hidden)
     context = {
         "c": candidate, "now": timezone.now(), "me": request.user, "selected": True,
         "row_toasts": toasts, "row_tabs": True, "tab_query": QueryDict(query),
         "current_status": queue.status[0] if len(queue.status) == 1 else selectors.ALL,
-        "status_tabs": [(s, counts[s]) for s in CandidateStatus.values]
-        + [(selectors.ALL, counts[selectors.ALL])],
+        "status_tabs": _status_tabs(counts, capped),
     }
     return render(request, "review/queue.html#queue-row", context, status=status)
 

@@ -178,3 +178,28 @@ def test_bulk_requires_post_and_csrf(acme, reviewer):
     assert client.get("/candidates/bulk/").status_code == 405
     assert client.post("/candidates/bulk/", {"decision": "conflict", "ids": [c.pk]}
                        ).status_code == 403
+
+
+def test_status_counts_are_capped(rclient, acme, monkeypatch):
+    """Over the cap the tabs say "N+" and pages are open-ended (no COUNT(*) over a
+    large queue)."""
+    from review import selectors
+
+    monkeypatch.setattr(selectors, "COUNT_CAP", 3)
+    monkeypatch.setattr(selectors.status_counts, "__kwdefaults__", {"show_hidden": False,
+                                                                     "cap": 3})
+    CandidateFactory.create_batch(5, namespace=acme)
+    response = rclient.get("/?per_page=2")
+    html = response.content.decode()
+    assert response.context["counts"]["pending"] == 3
+    assert 'Pending <span class="count">3+</span>' in html
+    assert "1–2 of 3+" in html and "page=2" in html
+    last = rclient.get("/?per_page=2&page=3")
+    assert len(last.context["page"]) == 1 and not last.context["page"].has_next()
+
+
+def test_queue_of_a_namespace_i_do_not_review_is_empty(rclient, acme):
+    CandidateFactory(namespace=NamespaceFactory(slug="elsewhere"))
+    response = rclient.get("/?namespace=elsewhere")
+    assert response.status_code == 200
+    assert response.context["counts"]["all"] == 0 and len(response.context["page"]) == 0
