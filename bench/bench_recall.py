@@ -85,7 +85,9 @@ def main() -> dict:
     large = build(10_000, rng, "bench-10k")
     with connection.cursor() as cursor:
         cursor.execute("ANALYZE playbooks_strategy")
-    tasks = [strategy_text(rng, 80_000 + n).split(" (case")[0] for n in range(40)]
+    # half sentence-long task descriptions, half two-word ones
+    tasks = [strategy_text(rng, 80_000 + n).split(" (case")[0] if n % 2 else
+             " ".join(rng.sample(NOUNS, 2)) for n in range(40)]
     client = Client()
     recall_times(client, small[1], tasks[:5])  # warm-up: connection, plans, caches
     recall_times(client, large[1], tasks[:5])

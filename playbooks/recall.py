@@ -2,14 +2,15 @@
 
 Candidates are found by relevance to the task text: on PostgreSQL with full-text search
 over a stored `to_tsvector('english', description || ' ' || context)` column and its
-GIN index (migration 0003; terms OR-ed, ranked with ts_rank) and,
-for short task texts, the trigram index on `description` (word similarity, catches
-typos); elsewhere (SQLite) by a Python term-overlap fallback. Each is scored
+GIN index (migration 0003; terms OR-ed, ranked with ts_rank) and, when a short task
+finds (almost) no full-text match, the trigram index on `description` (word
+similarity, catches misspellings); elsewhere (SQLite) by a Python term-overlap
+fallback. Each is scored
 
     score = 0.55 * relevance + 0.20 * confidence + 0.15 * usefulness + 0.10 * recency
 
-relevance: the full-text rank normalised to the best match (plus trigram word
-similarity), 0 for strategies that do not match the task at all (these only fill a
+relevance: the full-text rank normalised to the best match (trigram near-spellings at
+most 0.6), 0 for strategies that do not match the task at all (these only fill a
 budget that matched ones leave free); usefulness: (helpful + 1) / (helpful + harmful
 + 2); recency: exp(-days since the strategy last changed / 90).
 
@@ -30,6 +31,7 @@ from playbooks.models import Playbook, RecallLog, Strategy, StrategyType
 
 MAX_CANDIDATES = 100  # relevant strategies scored per recall
 FILL_CANDIDATES = 20  # best general strategies considered when few match
+TRIGRAM_BELOW = 3  # a short task with fewer full-text matches also tries trigrams
 DEFAULT_BUDGET = 800
 MAX_BUDGET = 32000
 STOPWORDS = frozenset(
@@ -81,47 +83,60 @@ _FIELDS = (
 )
 
 
+_COLUMNS = ("s.id, s.key, s.type, s.description, s.context, s.confidence, "
+            "s.helpful_count, s.harmful_count, s.updated_at")
+
+
 def _postgres_candidates(playbook: Playbook, task: str, terms: list[str]) -> list[Scored]:
-    """Matches ranked by the database plus the best general strategies (the fill), in
-    one round trip; a strategy in both keeps its match."""
-    use_trigram = bool(terms) and len(task) <= 40
-    trigram_sql = "OR %(task)s <%% s.description" if use_trigram else ""
-    trigram_score = "word_similarity(%(task)s, s.description)" if use_trigram else "0"
-    columns = ("s.id, s.key, s.type, s.description, s.context, s.confidence, "
-               "s.helpful_count, s.harmful_count, s.updated_at")
+    """Full-text matches ranked by the database plus the best general strategies (the
+    fill), in one round trip; a strategy in both keeps its match. When a short task
+    matches (almost) nothing, trigram word similarity looks for near-spellings."""
     matched = f"""
-        (SELECT {columns}, ts_rank(s.search_vector, q.query) AS fts,
-                {trigram_score} AS trgm, 1 AS matched
+        (SELECT {_COLUMNS}, ts_rank(s.search_vector, q.query) AS fts, 1 AS matched
          FROM playbooks_strategy s, to_tsquery('english', %(query)s) AS q(query)
-         WHERE s.playbook_id = %(playbook)s AND s.active
-           AND (s.search_vector @@ q.query {trigram_sql})
-         ORDER BY fts DESC, trgm DESC, s.confidence DESC
+         WHERE s.playbook_id = %(playbook)s AND s.active AND s.search_vector @@ q.query
+         ORDER BY fts DESC, s.confidence DESC
          LIMIT %(limit)s)
         UNION ALL
     """ if terms else ""
     sql = f"""{matched}
-        (SELECT {columns}, 0, 0, 0
+        (SELECT {_COLUMNS}, 0, 0
          FROM playbooks_strategy s
          WHERE s.playbook_id = %(playbook)s AND s.active
          ORDER BY s.confidence DESC, s.helpful_count DESC, s.position
          LIMIT %(fill)s)
     """
     params = {
-        "task": task, "query": " | ".join(terms), "playbook": playbook.pk,
+        "query": " | ".join(terms), "playbook": playbook.pk,
         "limit": MAX_CANDIDATES, "fill": FILL_CANDIDATES,
     }
     with connection.cursor() as cursor:
         cursor.execute(sql, params)
-        rows = cursor.fetchall()
-    best = max((row[9] for row in rows if row[11]), default=0) or 1.0
+        rows = [(row[:9], float(row[9]), "fts" if row[10] else "fill")
+                for row in cursor.fetchall()]
+        fts_count = sum(kind == "fts" for _, _, kind in rows)
+        if terms and fts_count < TRIGRAM_BELOW and len(task) <= 40:
+            cursor.execute(
+                f"""SELECT {_COLUMNS}, word_similarity(%(task)s, s.description) AS sim
+                    FROM playbooks_strategy s
+                    WHERE s.playbook_id = %(playbook)s AND s.active
+                      AND %(task)s <%% s.description
+                    ORDER BY sim DESC LIMIT %(fill)s""",
+                {"task": task, "playbook": playbook.pk, "fill": FILL_CANDIDATES},
+            )
+            rows += [(row[:9], float(row[9]), "trgm") for row in cursor.fetchall()]
+    best = max((rank for _, rank, kind in rows if kind == "fts"), default=0) or 1.0
+    priority = {"fts": 0, "trgm": 1, "fill": 2}
     out, seen = [], set()
-    for row in rows:
-        if row[0] in seen:
+    for fields, rank, kind in sorted(rows, key=lambda r: priority[r[2]]):
+        if fields[0] in seen:
             continue
-        seen.add(row[0])
-        item = Scored(*row[:9])
-        if row[11]:
-            item.relevance = min(1.0, 0.8 * (row[9] / best) + 0.2 * float(row[10] or 0))
+        seen.add(fields[0])
+        item = Scored(*fields)
+        if kind == "fts":
+            item.relevance = min(1.0, rank / best)
+        elif kind == "trgm":  # near-spellings rank below real matches
+            item.relevance = 0.6 * rank
         out.append(item)
     return out
 

@@ -113,3 +113,11 @@ def test_harmful_lines_already_phrased_as_avoidance_are_kept():
     assert recall.strategy_line("harmful", "Refunding basic economy.") == (
         "- Avoid: refunding basic economy.")
     assert recall.strategy_line("helpful", "Ask  first.") == "- Do: Ask first."
+
+
+def test_misspelled_short_task_finds_strategies_by_trigram(playbook):
+    """A short task with a misspelling and no full-text match still finds the strategy
+    by trigram similarity, ranked above the general fill."""
+    result = recall.playbook_recall(playbook=playbook, task="reservaton")
+    assert result.items[0]["description"].startswith("Ask for the reservation id")
+    assert result.items[0]["score"] > result.items[1]["score"]
