@@ -8,7 +8,7 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 
 from django.conf import settings
-from django.db import transaction
+from django.db import connection, transaction
 from django.db.models import Prefetch, QuerySet
 
 from learning.models import (
@@ -121,6 +121,7 @@ def candidate_create(
     fingerprint = candidate_fingerprint(kind=kind, key=key or content, scope=scope)
     evidence = list(evidence)
 
+    _fingerprint_lock(namespace_id=namespace.pk, fingerprint=fingerprint)
     existing = (
         LearningCandidate.objects.select_for_update()
         .filter(
@@ -178,6 +179,19 @@ def candidate_create(
     candidate_audit_enqueue(candidate=candidate)
     candidate_event_emit(candidate=candidate, event="candidate.created")  # webhooks
     return candidate, True
+
+
+def _fingerprint_lock(*, namespace_id: int, fingerprint: str) -> None:
+    """Two workers finding the same new lesson at once must make one candidate: on
+    PostgreSQL a transaction-scoped advisory lock per (namespace, fingerprint) orders
+    them (SQLite already serialises writers)."""
+    if connection.vendor != "postgresql":
+        return
+    key = int(
+        hashlib.sha256(f"{namespace_id}:{fingerprint}".encode()).hexdigest()[:15], 16
+    )
+    with connection.cursor() as cursor:
+        cursor.execute("SELECT pg_advisory_xact_lock(%s)", [key])
 
 
 def _evidence_add(*, candidate, evidence: list[EvidenceRef], reflection) -> int:

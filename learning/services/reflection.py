@@ -6,7 +6,7 @@ import logging
 from datetime import timedelta
 
 from django.conf import settings
-from django.db import transaction
+from django.db import IntegrityError, transaction
 from django.utils import timezone
 
 from learning.models import (
@@ -326,7 +326,13 @@ def lessons_to_candidates(
     created = []
     playbook = None
     if any(lesson.kind not in MEMORY_KINDS for lesson in lessons):
-        playbook = playbook_for_task_type(namespace=namespace, task_type=task_type)
+        try:
+            with transaction.atomic():
+                playbook = playbook_for_task_type(
+                    namespace=namespace, task_type=task_type
+                )
+        except IntegrityError:  # another worker created it at the same moment
+            playbook = playbook_for_task_type(namespace=namespace, task_type=task_type)
     known = set(
         Trajectory.objects.filter(
             namespace=namespace,

@@ -157,3 +157,43 @@ def test_evidence_runs_must_be_in_the_namespace():
     with pytest.raises(CandidateInvalid) as info:
         candidate_services.runs_in_namespace(namespace=ns, run_ids=[foreign.pk])
     assert info.value.field == "evidence_runs"
+
+
+@pytest.mark.django_db(transaction=True)
+def test_the_same_new_lesson_found_by_two_workers_at_once_is_one_candidate(monkeypatch):
+    """Concurrent candidate_create calls with one fingerprint (two workers reflecting
+    two runs) make one candidate with both runs as evidence."""
+    import threading
+
+    from django.db import connection
+
+    monkeypatch.setattr(
+        "learning.services.audit.candidate_audit_enqueue", lambda **kw: None
+    )
+    ns = NamespaceFactory()
+    runs = [TrajectoryFactory(namespace=ns), TrajectoryFactory(namespace=ns)]
+    barrier = threading.Barrier(2)
+    errors = []
+
+    def work(run):
+        try:
+            barrier.wait(timeout=10)
+            candidate_create(
+                namespace=ns,
+                kind="durable_fact",
+                content="User u1 is gold.",
+                evidence=[EvidenceRef(run_id=run.pk)],
+            )
+        except Exception as exc:  # noqa: BLE001
+            errors.append(exc)
+        finally:
+            connection.close()
+
+    threads = [threading.Thread(target=work, args=(r,)) for r in runs]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(timeout=30)
+    assert not errors
+    (candidate,) = LearningCandidate.objects.filter(namespace=ns)
+    assert candidate.evidence_count == 2
