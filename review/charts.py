@@ -60,8 +60,8 @@ def stacked_bars(*, rows: list[dict], keys: list[str], label_key: str, colours: 
             "legend": [{"key": k, "colour": colours[k]} for k in keys]}
 
 
-def line_chart(*, start, days: int, series: dict, width: int = 560,
-               height: int = 200) -> dict:
+def line_chart(*, start, days: int, series: dict, width: int = 1100,
+               height: int = 220) -> dict:
     """One polyline per series of {day: (ok, n)}: the daily success rate, 0–100 %.
     Days without runs are gaps (the line joins the days that have data)."""
     left, right, top, bottom = 36, 8, 8, 22

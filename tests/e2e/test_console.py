@@ -209,6 +209,17 @@ def test_resolve_a_conflict_side_by_side(login_as, live_server, rita, acme, airl
     assert c.status == "applied" and c.replaces_strategy_id == old.pk
     assert not old.active
     assert Strategy.objects.get(playbook=airline, active=True).description.startswith("Rebook")
+    # The evidence link opens the run's timeline with the same steps highlighted.
+    page.click("#evidence .ev-head a")
+    expect(page.locator("#timeline .step.hl")).to_have_count(2)
+    screenshot(page, "run-timeline")
+    page.click("nav.mainnav >> text=Activity")
+    expect(page.locator("#activity-results")).to_contain_text(f"candidate #{c.pk}")
+    expect(page.locator("#activity-results")).to_contain_text(f"Replaces strategy #{old.pk}")
+    screenshot(page, "activity")
+    page.click("nav.mainnav >> text=Dashboard")
+    expect(page.locator("svg.chart")).to_have_count(3)
+    screenshot(page, "dashboard")
     assert not page.js_errors
 
 
