@@ -16,8 +16,9 @@ def attempt_then_finish(marker_dir: str, first_attempt_seconds: float) -> str:
     return f"done on attempt {attempt}"
 
 
-def record_worker(marker_dir: str, n: int) -> int:
-    """Records which worker process ran task n (a short task, for scale-out tests)."""
-    time.sleep(0.05)
-    (Path(marker_dir) / f"task-{n}-{os.getpid()}-{os.getppid()}").touch()
-    return os.getpid()
+def record_worker(marker_dir: str, n: int, seconds: float = 0.2) -> int:
+    """Records which cluster ran task n: the process group of its qcluster (each test
+    cluster is started in its own session)."""
+    time.sleep(seconds)
+    (Path(marker_dir) / f"task-{n}-{os.getpgid(0)}").touch()
+    return os.getpgid(0)
