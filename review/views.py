@@ -201,10 +201,15 @@ def candidates_bulk(request):
 
 def _bulk_response(request, query: str, back: str, *, level: str, text: str, status=200):
     if _is_partial(request):
+        if status >= 400:
+            # Keep the reviewer's selection and note: only the message is added.
+            response = render(request, "review/_toasts.html",
+                              {"toasts": [(level, text)]}, status=status)
+            response["HX-Reswap"] = "none"
+            return response
         context = _queue_context(request, QueryDict(query))
         context["toasts"] = [(level, text)]
-        response = render(request, "review/queue.html#queue-results", context, status=status)
-        return response
+        return render(request, "review/queue.html#queue-results", context, status=status)
     getattr(messages, level)(request, text)
     return redirect(back)
 

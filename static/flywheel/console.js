@@ -159,6 +159,13 @@
     else if (key === "e" && row) { window.location.href = row.dataset.openUrl + "#edit"; }
   });
 
+  // Leaving a candidate gives its lease back at once (it would expire anyway).
+  window.addEventListener("pagehide", function () {
+    var mine = document.querySelector("[data-lease-mine] form");
+    if (!mine || !navigator.sendBeacon) return;
+    navigator.sendBeacon(mine.action, new FormData(mine));
+  });
+
   // Opening a candidate at #edit unfolds the edit form.
   document.addEventListener("DOMContentLoaded", function () {
     if (location.hash === "#edit") { var edit = document.getElementById("edit"); if (edit) edit.open = true; }

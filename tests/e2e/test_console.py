@@ -249,3 +249,14 @@ def test_two_reviewers_on_one_candidate(login_as, live_server, rita, acme, airli
     assert AuditEvent.objects.filter(candidate=c, action__in=["approve", "deny", "apply"]
                                      ).count() == 1
     assert airline.strategies.count() == 0
+    # Leaving a candidate gives the lease back straight away.
+    other = CandidateFactory(namespace=acme, content="Quote the fare difference")
+    first.goto(f"{live_server.url}/candidates/{other.pk}/")
+    expect(first.locator("[data-lease-mine]")).to_be_visible()
+    assert LearningCandidate.objects.get(pk=other.pk).leased_by_id == rita.pk
+    first.goto(f"{live_server.url}/")
+    for _ in range(50):
+        if LearningCandidate.objects.get(pk=other.pk).leased_by_id is None:
+            break
+        first.wait_for_timeout(100)
+    assert LearningCandidate.objects.get(pk=other.pk).leased_by_id is None

@@ -142,6 +142,8 @@ def test_bulk_deny_without_reason_is_refused(rclient, acme):
     response = rclient.post("/candidates/bulk/", {"decision": "deny", "ids": [c.pk]}, **HX)
     assert response.status_code == 400
     assert "A denial needs a reason." in response.content.decode()
+    # The selection stays as it is: only the message is swapped in.
+    assert response["HX-Reswap"] == "none" and "queue-results" not in response.content.decode()
     c.refresh_from_db()
     assert c.status == "pending"
 
