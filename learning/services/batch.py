@@ -71,7 +71,10 @@ def batch_reflect(
 
 def batch_reflect_due() -> dict:
     """Every (namespace, task type) with at least FLYWHEEL_BATCH_MIN_RUNS finished runs
-    newer than its last batch reflection gets one."""
+    newer than its last batch reflection gets one, each as its own task (a Claude
+    Message Batch may take most of a task's time budget)."""
+    from django_q.tasks import async_task
+
     last = {
         (row["namespace_id"], row["task_type"]): row["last"]
         for row in Reflection.objects.filter(is_batch=True)
@@ -100,6 +103,12 @@ def batch_reflect_due() -> dict:
             )
             if fresh < batch_min_runs():
                 continue
-        if batch_reflect(namespace_id=key[0], task_type=key[1]) is not None:
-            done.append(f"{key[0]}:{key[1]}")
-    return {"batches": done}
+        async_task(
+            "learning.tasks.batch_reflect_task",
+            key[0],
+            key[1],
+            task_name=f"batch-{key[0]}-{key[1]}"[:100],
+            group="batch-reflection",
+        )
+        done.append(f"{key[0]}:{key[1]}")
+    return {"queued": done}

@@ -325,3 +325,20 @@ def test_batch_reflection_reports_patterns_with_frequencies():
         Trajectory.objects.filter(reflection_status=ReflectionStatus.FAILED).count()
         == 0
     )
+
+
+def test_due_batches_are_queued_once_per_new_runs(settings):
+    """The schedule batch-reflects a task type once it has enough new finished runs, and
+    not again until enough newer runs arrive."""
+    from learning.services.batch import batch_reflect_due
+
+    settings.FLYWHEEL_BATCH_MIN_RUNS = 3
+    ns = NamespaceFactory()
+    for i in range(3):
+        make_run(namespace=ns, task_description=f"Change reservation R{i}")
+    make_run(namespace=ns, task_type="airline.book", status="running")
+    assert batch_reflect_due()["queued"] == [f"{ns.pk}:airline.change_flight"]
+    assert (
+        Reflection.objects.filter(is_batch=True).count() == 1
+    )  # sync mode: ran inline
+    assert batch_reflect_due()["queued"] == []
