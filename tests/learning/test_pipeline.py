@@ -342,3 +342,30 @@ def test_due_batches_are_queued_once_per_new_runs(settings):
         Reflection.objects.filter(is_batch=True).count() == 1
     )  # sync mode: ran inline
     assert batch_reflect_due()["queued"] == []
+
+
+def test_completing_a_running_run_records_the_decision(
+    agent_client, django_capture_on_commit_callbacks
+):
+    """A run posted running has no decision; completing it as partial makes it pending
+    and the task reflects it."""
+    payload = {k: v for k, v in run_payload("live-1").items() if k != "status"}
+    created = agent_client.post_json("/api/v1/runs/", payload).json()
+    assert created["reflection"]["status"] == "undecided"
+    with django_capture_on_commit_callbacks(execute=True):
+        done = agent_client.post_json(
+            f"/api/v1/runs/{created['id']}/complete/",
+            {"status": "partial", "success_score": 0.5},
+        )
+    assert done.status_code == 200
+    run = Trajectory.objects.get(pk=created["id"])
+    assert (run.reflection_status, run.reflection_reason) == ("reflected", "partial")
+
+
+def test_reflect_runs_command_reflects_pending_runs_without_a_worker():
+    run = make_run(reflection_status="pending")
+    call_command("reflect_runs")
+    run.refresh_from_db()
+    assert run.reflection_status == "reflected"
+    with pytest.raises(Exception, match="--namespace"):
+        call_command("reflect_runs", "--batch", "airline")
