@@ -205,3 +205,24 @@ def test_queue_of_a_namespace_i_do_not_review_is_empty(rclient, acme):
     response = rclient.get("/?namespace=elsewhere")
     assert response.status_code == 200
     assert response.context["counts"]["all"] == 0 and len(response.context["page"]) == 0
+
+
+def test_row_buttons_work_without_javascript(rclient, acme):
+    """A row's ⚑ button posts the queue's form to the candidate's action URL; the
+    reviewer lands back on the same filtered queue."""
+    c = CandidateFactory(namespace=acme, kind="procedure")
+    html = rclient.get("/?kind=procedure").content.decode()
+    assert 'name="next" value="/?kind=procedure"' in html
+    assert f'formaction="/candidates/{c.pk}/conflict/"' in html
+    response = rclient.post(f"/candidates/{c.pk}/conflict/", {
+        "next": "/?kind=procedure&status=pending", "note": "", "query": "kind=procedure",
+    })
+    assert response.status_code == 302 and response["Location"] == "/?kind=procedure&status=pending"
+    c.refresh_from_db()
+    assert c.status == "conflicted"
+
+
+def test_next_must_stay_on_this_site(rclient, acme):
+    c = CandidateFactory(namespace=acme)
+    response = rclient.post(f"/candidates/{c.pk}/conflict/", {"next": "https://evil.example/"})
+    assert response["Location"] == f"/candidates/{c.pk}/"
