@@ -151,3 +151,23 @@ def test_revert_page_action(ns):
     evil = client.post(f"/playbooks/acme/_candidates/{candidate.pk}/revert/",
                        {"next": "//evil.example/"})
     assert evil["Location"] == "/playbooks/"
+
+
+def test_flagged_version_shows_banner_and_one_click_rollback(ns):
+    """A version flagged by the quality gate is called out on the playbook page and its
+    history offers the rollback to the version before it."""
+    client = login(ns)
+    pb = make_playbook(ns, "airline")
+    make_strategy(pb, "Risky advice.")
+    PlaybookVersion.objects.filter(playbook=pb, number=2).update(
+        flagged=True, flag_reason="success rate 80% -> 50%",
+        quality={"new": {"runs": 100, "success_rate": 0.5, "mean_score": 0.4},
+                 "previous": {"runs": 100, "success_rate": 0.0, "mean_score": 0.8},
+                 "baseline": 1, "p_value": 0.0001})
+    detail = client.get("/playbooks/acme/airline/").content.decode()
+    assert "Version 2 is flagged by the quality gate: success rate 80% -&gt; 50%" in detail
+    history = client.get("/playbooks/acme/airline/history/").content.decode()
+    assert 'action="/playbooks/acme/airline/versions/1/rollback/"' in history
+    assert "success 0.0," in history
+    assert client.post("/playbooks/acme/airline/versions/1/rollback/").status_code == 302
+    assert Strategy.objects.filter(playbook=pb, active=True).count() == 0
