@@ -207,12 +207,55 @@ class RecallResult:
     context: str
     items: list[dict]
     tokens: int
+    memories: list[dict] | None = None  # only when asked for a user's memories
 
     def as_dict(self) -> dict:
-        return {
+        data = {
             "playbook": self.playbook, "version": self.version, "context": self.context,
             "items": self.items, "tokens": self.tokens,
         }
+        if self.memories is not None:
+            data["memories"] = self.memories
+        return data
+
+
+MEMORY_SHARE = 0.25  # of the budget, at most, for the user's memories
+MAX_MEMORIES = 10
+_MEMORY_HEADER = "What we know about this user and the task's entities:\n"
+
+
+def _memories_for(playbook: Playbook, user_id: str, task: str) -> list[tuple]:
+    """The user's memories and namespace facts about an entity the task names, most
+    important first (one query)."""
+    from django.db.models import Q
+
+    from playbooks.models import Memory
+
+    words = set(re.findall(r"[\w-]+", task))
+    wanted = Q(user_id=user_id) if user_id else Q(pk__in=[])
+    if words:
+        wanted |= Q(user_id="") & ~Q(entity="") & Q(entity__in=words)
+    return list(
+        Memory.objects.filter(namespace_id=playbook.namespace_id, active=True)
+        .filter(wanted)
+        .order_by("-importance", "-created_at", "-id")
+        .values_list("id", "kind", "content", "entity")[:MAX_MEMORIES]
+    )
+
+
+def _memory_lines(rows: list[tuple], budget_tokens: int) -> tuple[str, list[dict]]:
+    limit = math.floor(budget_tokens * MEMORY_SHARE)
+    text, used = "", len(_MEMORY_HEADER)
+    kept = []
+    for pk, kind, content, entity in rows:
+        about = f"{entity}: " if entity else ""
+        line = f"- {about}{' '.join(content.split())}\n"
+        if math.ceil((used + len(line)) / 4) > limit:
+            continue
+        text += line
+        used += len(line)
+        kept.append({"id": pk, "kind": kind, "entity": entity, "content": content})
+    return (_MEMORY_HEADER + text if kept else ""), kept
 
 
 def playbook_recall(
@@ -224,9 +267,12 @@ def playbook_recall(
     requested_by: str = "",
     session_id: str = "",
     run_external_id: str = "",
+    user_id: str | None = None,
     log: bool = True,
 ) -> RecallResult:
-    """Rank, fit into the budget, log the recall (RecallLog) and return it."""
+    """Rank, fit into the budget, log the recall (RecallLog) and return it. With
+    `user_id`, up to a quarter of the budget carries that user's memories (and
+    namespace facts about entities the task names)."""
     terms = task_terms(f"{task} {task_type.replace('.', ' ').replace('_', ' ')}")
     version = playbook.current_version
     postgres = connection.vendor == "postgresql"
@@ -240,10 +286,15 @@ def playbook_recall(
         item.score = _score(item, now)
     found.sort(key=lambda s: (-s.score, s.id))
 
+    memory_text, memories = "", None
+    if user_id is not None:
+        memory_text, memories = _memory_lines(
+            _memories_for(playbook, user_id, task), budget_tokens
+        )
     header = _header(playbook, version)
     lines: list[str] = []
     items: list[dict] = []
-    used = len(header)
+    used = len(header) + len(memory_text)
     for item in found:
         line = strategy_line(item.type, item.description) + "\n"
         if math.ceil((used + len(line)) / 4) > budget_tokens:
@@ -254,10 +305,12 @@ def playbook_recall(
             "id": item.id, "key": str(item.key), "type": item.type,
             "description": item.description, "score": item.score,
         })
-    context = header + "".join(lines) if lines else ""
+    context = header + "".join(lines) + memory_text if lines or memory_text else ""
+    if math.ceil(len(context) / 4) > budget_tokens:  # header + memories alone too big
+        context, memories = "", ([] if memories is not None else None)
     result = RecallResult(
         playbook=playbook.slug, version=version, context=context, items=items,
-        tokens=estimate_tokens(context),
+        tokens=estimate_tokens(context), memories=memories,
     )
     if log:
         _recall_log(playbook=playbook, version=version, task=task, task_type=task_type,

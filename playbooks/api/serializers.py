@@ -65,6 +65,7 @@ class RecallQuerySerializer(serializers.Serializer):
     )
     session_id = StrictCharField(max_length=200, required=False, allow_blank=True, default="")
     run = StrictCharField(max_length=200, required=False, allow_blank=True, default="")
+    user_id = StrictCharField(max_length=200, required=False, allow_blank=True)
 
     def validate(self, attrs):
         if not attrs["task"].strip() and not attrs["task_type"].strip():
@@ -133,12 +134,21 @@ class RecallItemSerializer(serializers.Serializer):
     score = serializers.FloatField()
 
 
+class RecallMemorySerializer(serializers.Serializer):
+    id = serializers.IntegerField()
+    kind = serializers.CharField()
+    entity = serializers.CharField()
+    content = serializers.CharField()
+
+
 class RecallOutputSerializer(serializers.Serializer):
     playbook = serializers.CharField()
     version = serializers.IntegerField()
     context = serializers.CharField()
     items = RecallItemSerializer(many=True)
     tokens = serializers.IntegerField()
+    memories = RecallMemorySerializer(many=True, required=False,
+                                      help_text="only when user_id was given")
 
 
 class SkillInputSerializer(serializers.Serializer):

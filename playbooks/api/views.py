@@ -286,6 +286,9 @@ class PlaybookContextApi(APIView):
                                          f"{recall.MAX_BUDGET}; tokens ~ characters / 4"),
             OpenApiParameter("session_id", str, description="links the recall to a run"),
             OpenApiParameter("run", str, description="the run's external_id, if known"),
+            OpenApiParameter("user_id", str, description="add this user's memories (and "
+                             "facts about entities the task names), up to a quarter of "
+                             "the budget"),
         ],
         responses=RecallOutputSerializer,
         description="Recall: the playbook's most useful strategies for the task, ranked "
@@ -302,6 +305,7 @@ class PlaybookContextApi(APIView):
             playbook=playbook, task=data["task"], task_type=data["task_type"],
             budget_tokens=data["budget_tokens"], requested_by=actor_of(request),
             session_id=data["session_id"], run_external_id=data["run"],
+            user_id=data.get("user_id"),
         )
         return Response(result.as_dict())
 

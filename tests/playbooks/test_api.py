@@ -172,3 +172,17 @@ def test_candidate_preview_and_revert(agent_client, reviewer_client, other_clien
     assert response.status_code == 200 and response.json()["version"] == 3
     assert reviewer_client.post_json(url, {}).status_code == 409
     assert agent_client.get("/api/v1/playbooks/airline/").json()["strategies"] == []
+
+
+def test_recall_with_user_id_returns_memories(agent_client):
+    """?user_id= adds the user's memories to the answer and the context."""
+    from playbooks.services import memory_create
+
+    pb = make_playbook(agent_client.namespace, "airline")
+    make_strategy(pb, "Check the baggage allowance.")
+    memory_create(namespace=pb.namespace, kind="preference", user_id="mia",
+                  content="Prefers window seats.")
+    body = agent_client.get("/api/v1/playbooks/airline/context/",
+                            {"task": "baggage", "user_id": "mia"}).json()
+    assert [m["content"] for m in body["memories"]] == ["Prefers window seats."]
+    assert "Prefers window seats." in body["context"]

@@ -121,3 +121,30 @@ def test_misspelled_short_task_finds_strategies_by_trigram(playbook):
     result = recall.playbook_recall(playbook=playbook, task="reservaton")
     assert result.items[0]["description"].startswith("Ask for the reservation id")
     assert result.items[0]["score"] > result.items[1]["score"]
+
+
+def test_user_memories_join_the_context_within_a_quarter_of_the_budget(playbook):
+    """With user_id, the user's memories and facts about entities the task names are
+    added (most important first) inside a quarter of the budget; other users' are not."""
+    from playbooks.services import memory_create
+
+    ns = playbook.namespace
+    memory_create(namespace=ns, kind="preference", user_id="mia", importance=0.9,
+                  content="Prefers window seats.")
+    memory_create(namespace=ns, kind="preference", user_id="bob", importance=0.9,
+                  content="Prefers aisle seats.")
+    memory_create(namespace=ns, kind="durable_fact", entity="HAT001", importance=0.5,
+                  content="Departs from JFK terminal 4.")
+    memory_create(namespace=ns, kind="durable_fact", entity="HAT999", importance=0.5,
+                  content="Irrelevant flight.")
+    result = recall.playbook_recall(playbook=playbook, task="change flight HAT001 baggage",
+                                    user_id="mia", budget_tokens=400)
+    assert [m["content"] for m in result.memories] == [
+        "Prefers window seats.", "Departs from JFK terminal 4."]
+    assert "- HAT001: Departs from JFK terminal 4." in result.context
+    assert "aisle" not in result.context and "Irrelevant" not in result.context
+    assert result.tokens <= 400 and result.items
+    small = recall.playbook_recall(playbook=playbook, task="change flight HAT001",
+                                   user_id="mia", budget_tokens=40)
+    assert len(small.memories) <= 1 and small.tokens <= 40
+    assert "memories" not in recall.playbook_recall(playbook=playbook, task="x").as_dict()
