@@ -2,7 +2,14 @@
 Applied duplicates are reported (apply then reinforces the existing strategy instead
 of adding a copy); pending duplicates are merged by services.audit."""
 from learning.audits.conflict import text_contradiction
-from learning.audits.text import content_stems, jaccard, overlap, trigram_similarity
+from learning.audits.text import (
+    content_stems,
+    different_names,
+    jaccard,
+    overlap,
+    text_names,
+    trigram_similarity,
+)
 
 TRIGRAM_DUPLICATE = 0.7
 WORDS_DUPLICATE = 0.75
@@ -19,6 +26,8 @@ def similarity(a: str, b: str) -> float:
 def is_near_duplicate(a: str, b: str, *, a_sign: int = 1, b_sign: int = 1) -> bool:
     if a_sign != b_sign:
         return False
+    if different_names(text_names(a), text_names(b)):
+        return False  # one template, different reservations or tools
     stems_a, stems_b = content_stems(a), content_stems(b)
     contained = (
         min(len(stems_a), len(stems_b)) >= CONTAINED_MIN_WORDS

@@ -145,6 +145,7 @@ _UNIT_NOISE = frozenset(
 )
 FLIP_WINDOW = 4  # a negation governs the next few words
 
+_ID = re.compile(r"(?=[a-z0-9_\-]*\d)(?=[a-z0-9_\-]*[a-z])[a-z0-9][a-z0-9_\-]*")
 _HIDDEN_CHARS = re.compile("[\u200b-\u200f\u202a-\u202e\u2060-\u2064\u2066-\u2069\ufeff]")
 _URLISH = re.compile(r"\b(?:https?|s3|gs|ftp)://[^\s'\"<>]+", re.I)
 _NUMBER = re.compile(
@@ -210,6 +211,9 @@ class Analysis:
     negations: tuple = ()  # the words that flipped the sign
     pair_words: tuple = ()
     base_sign: int = 1  # -1 for harmful strategies
+    # Names of entities and code: ids (4wq150, mia_li_3668) and identifiers
+    # (get_user_details); two texts naming different ones are about different things.
+    ids: frozenset = field(default_factory=frozenset)
     # Each sign flip and the subject words it governs (None: the whole sentence).
     flips: tuple = ()
 
@@ -241,18 +245,20 @@ _ALL_MARKERS = set(NEGATORS) | set(_POLARITY_LOOKUP) | set(_AXIS_LOOKUP)
 
 
 def _extract_values(norm: str) -> tuple[dict, str]:
-    """Numbers with units, URLs/buckets and quoted strings; returns the text without
-    them so they do not count as subject words."""
+    """Numbers with units and URLs/buckets; returns the text without them (and
+    without quoted speech) so they do not count as subject words."""
     values: dict[str, set] = {}
     for match in _URLISH.finditer(norm):
         values.setdefault("location", set()).add(match.group(0).rstrip(".,;)"))
     norm = _URLISH.sub(" ", norm)
-    for match in re.finditer(r"[\"`]([^\"`]{1,60})[\"`]", norm):
-        values.setdefault("quoted", set()).add(match.group(1).strip())
+    # Quoted speech ("the user said …") is run content, not the candidate's advice.
+    norm = re.sub(r'"[^"\n]{3,300}"', " ", norm)
 
     def _num(match: re.Match) -> str:
         number, unit = match.group(1), (match.group(2) or "").lower()
         canon = _UNITS.get(unit)
+        if unit and canon is None and match.group(0)[len(number)].isalpha():
+            return match.group(0)  # "4XGCCM", "3rd": an identifier, not a quantity
         values.setdefault(f"quantity:{canon or ''}", set()).add(float(number))
         # An unknown word after the number ("3.12 in", "2 retries") stays a word.
         return " " if canon or not unit else f" {unit} "
@@ -313,16 +319,23 @@ def analyse(text: str, *, sign: int = 1) -> Analysis:
             continue
         if tok in STOPWORDS or tok in _NUMBER_WORDS or tok in _UNIT_NOISE:
             continue
+        if len(bare) <= 2:
+            continue
         stems[i] = stem(bare)
         subject.add(stems[i])
+    if base_sign < 0 and any(i <= 1 for i, _ in flip_at):
+        # "Never …", "Do not …": a harmful entry phrased as advice says what it means.
+        base_sign = 1
     flips = []
     for i, word in flip_at:
         scope = frozenset(st for st in stems[i + 1 : i + 1 + FLIP_WINDOW] if st)
         flips.append((word, scope or None))
     for group, vals in choice_vals.items():
         values[group] = frozenset(vals)
+    ids = _names(toks)
     return Analysis(
         text=text,
+        ids=ids,
         subject=frozenset(subject),
         sign=sign,
         axes={k: frozenset(v) for k, v in axes.items()},
@@ -332,6 +345,25 @@ def analyse(text: str, *, sign: int = 1) -> Analysis:
         base_sign=base_sign,
         flips=tuple(flips),
     )
+
+
+def _names(toks) -> frozenset:
+    return frozenset(
+        t for t in toks
+        if len(t) >= 4 and t not in _CHOICE_LOOKUP
+        and (("_" in t and t.strip("_")) or (len(t) >= 5 and _ID.fullmatch(t)))
+    )
+
+
+@lru_cache(maxsize=4096)
+def text_names(text: str) -> frozenset:
+    """The ids and code identifiers a whole text names (quoted parts included)."""
+    return _names(words(normalise(text)))
+
+
+def different_names(a: frozenset, b: frozenset) -> bool:
+    """Each names something the other does not: different entities or tools."""
+    return bool(a - b) and bool(b - a)
 
 
 @lru_cache(maxsize=4096)
