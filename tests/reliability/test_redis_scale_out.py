@@ -70,3 +70,26 @@ def test_two_clusters_on_one_redis_broker_share_the_web_sides_tasks(
     assert sorted(int(n) for _task, n, _group in done) == list(range(16))  # each once
     assert {int(group) for *_rest, group in done} == {first.pid, second.pid}
     assert broker.queue_size() == 0
+
+
+def test_the_ingest_limit_is_shared_between_web_processes_through_redis(
+    redis_url, gunicorn
+):
+    """With FLYWHEEL_CACHE_URL on Redis, two gunicorn workers count one token's posts
+    together: at 5/min exactly 5 of 8 posts are stored, the rest get 429, and the
+    count lives in Redis."""
+    import redis
+
+    server = gunicorn(workers=2, FLYWHEEL_CACHE_URL=redis_url, FLYWHEEL_INGEST_RATE="5/min")
+    token, raw = token_create(name="limited", namespace_slug="limited", role="agent")
+    statuses = []
+    for n in range(8):
+        status, _body = post_json(f"{server.url}/api/v1/runs/", raw, {
+            "external_id": f"limited-{n}", "task_description": "Look up a reservation",
+            "status": "running",
+        })
+        statuses.append(status)
+    assert statuses == [201] * 5 + [429] * 3
+    assert Trajectory.objects.filter(namespace__slug="limited").count() == 5
+    keys = redis.Redis.from_url(redis_url).keys(f"*throttle:ingest:{token.pk}")
+    assert len(keys) == 1
