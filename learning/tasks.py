@@ -9,6 +9,11 @@ def run_reflect_task(run_id: str, force: bool = False) -> dict:
     return {"run": run_id, "reflection": getattr(result, "pk", None)}
 
 
+def reflection_fanout_task(run_ids: list[str]) -> dict:
+    reflection.reflection_tasks_send(run_ids=run_ids)
+    return {"queued": len(run_ids)}
+
+
 def reflection_sweep_task() -> dict:
     return reflection.reflection_sweep()
 

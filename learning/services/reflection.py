@@ -28,6 +28,7 @@ from learning.services.candidates import MEMORY_KINDS, EvidenceRef, candidate_cr
 logger = logging.getLogger(__name__)
 
 REFLECT_TASK = "learning.tasks.run_reflect_task"
+FANOUT_TASK = "learning.tasks.reflection_fanout_task"
 PEER_LIMIT = 30  # successful runs of the task type loaded for contrast
 STEP_LIMIT = 400  # steps of one run handed to a reflector
 
@@ -69,17 +70,12 @@ def reflection_decide(*, run: Trajectory) -> tuple[str, str]:
             ReflectionStatus.PENDING,
             f"effective score dropped ({run.success_score:.2f} → {run.effective_score:.2f})",
         )
+    # The reason names the rate, not the run's bucket, so a batch of decisions is a
+    # handful of distinct rows to write (runs_reflection_decide groups by them).
     rate = float(settings.FLYWHEEL_SUCCESS_SAMPLE_RATE)
-    bucket = success_sample_bucket(run.id)
-    if bucket < rate:
-        return (
-            ReflectionStatus.PENDING,
-            f"sampled success ({bucket:.3f} < rate {rate:g})",
-        )
-    return (
-        ReflectionStatus.SKIPPED,
-        f"success not sampled ({bucket:.3f} ≥ rate {rate:g})",
-    )
+    if success_sample_bucket(run.id) < rate:
+        return ReflectionStatus.PENDING, f"sampled success (rate {rate:g})"
+    return ReflectionStatus.SKIPPED, f"success not sampled (rate {rate:g})"
 
 
 def reflection_enqueue(*, run_ids: list) -> None:
@@ -91,37 +87,51 @@ def reflection_enqueue(*, run_ids: list) -> None:
         return
 
     def _send():
-        for run_id in ids:
+        # A batch goes out as one fan-out task, so ingest writes one broker row per
+        # request, not one per run; the worker then queues each run's own task.
+        if len(ids) > 1:
             try:
-                async_task(
-                    REFLECT_TASK,
-                    run_id,
-                    task_name=f"reflect-{run_id}",
-                    group="reflection",
-                )
+                async_task(FANOUT_TASK, ids, task_name=f"reflect-fanout-{ids[0]}",
+                           group="reflection")
             except Exception:  # noqa: BLE001 - the sweeper re-queues what did not go out
-                logger.exception("could not queue reflection of run %s", run_id)
+                logger.exception("could not queue reflection of %d runs", len(ids))
+            return
+        reflection_tasks_send(run_ids=ids)
 
     transaction.on_commit(_send)
 
 
+def reflection_tasks_send(*, run_ids: list[str]) -> None:
+    """One reflection task per run (what the fan-out task does on the worker)."""
+    from django_q.tasks import async_task
+
+    for run_id in run_ids:
+        try:
+            async_task(REFLECT_TASK, run_id, task_name=f"reflect-{run_id}", group="reflection")
+        except Exception:  # noqa: BLE001 - the sweeper re-queues what did not go out
+            logger.exception("could not queue reflection of run %s", run_id)
+
+
 def runs_reflection_decide(*, runs: list[Trajectory]) -> None:
     """Record the decision on each finished run and queue the pending ones (on commit)."""
-    pending = []
+    pending, groups = [], {}
     for run in runs:
         status, reason = reflection_decide(run=run)
         if status == ReflectionStatus.UNDECIDED:
             continue
-        Trajectory.objects.filter(pk=run.pk).update(
-            reflection_status=status,
-            reflection_reason=reason[:200],
-            reflection_error="",
-            reflection_attempts=0,
-            updated_at=timezone.now(),
-        )
         run.reflection_status, run.reflection_reason = status, reason[:200]
+        groups.setdefault((status, reason[:200]), []).append(run.pk)
         if status == ReflectionStatus.PENDING:
             pending.append(run.pk)
+    now = timezone.now()
+    for (status, reason), ids in groups.items():  # one UPDATE per distinct decision
+        Trajectory.objects.filter(pk__in=ids).update(
+            reflection_status=status,
+            reflection_reason=reason,
+            reflection_error="",
+            reflection_attempts=0,
+            updated_at=now,
+        )
     reflection_enqueue(run_ids=pending)
 
 
