@@ -1090,3 +1090,42 @@ CASES += [
         "existing": [strat("Rotate the TLS certificates on the load balancer a week before they expire.")],
     },
 ]
+
+# Regression cases from the offline reflector's output on the tau-bench demo runs
+# (the rules were adjusted after seeing them, so they are not a hold-out).
+CASES += [
+    {
+        "id": "airline-clean-facts-different-reservations",
+        "domain": "support",
+        "expect": "clean",
+        "candidate": cand("Reservation UDMOP1 (user amelia_davis_8890): cabin basic_economy, round_trip, SFO→SFO, travel insurance no.",
+                          kind="durable_fact", memory_scope="namespace"),
+        "existing": [mem("Reservation 4XGCCM (user amelia_davis_8890): cabin business, round_trip, IAH→DTW, travel insurance yes.",
+                         kind="durable_fact")],
+    },
+    {
+        "id": "airline-clean-template-different-tools",
+        "domain": "support",
+        "expect": "clean",
+        "candidate": cand('For "and you want to remove Ethan from you reservation H9ZU1C.": the task needed `book_reservation` (what the evaluator expected); the failed run never called `book_reservation`.'),
+        "existing": [pending('For "and you want to remove Ethan from you reservation H9ZU1C.": the task needed `cancel_reservation` (what the evaluator expected); the failed run never called `cancel_reservation`.')],
+    },
+    {
+        "id": "airline-dup-user-preference",
+        "domain": "support",
+        "expect": "duplicate",
+        "candidate": cand('aarav_ahmed_6699 prefers: "Please use my credit card ending in 7334 for the payment."',
+                          kind="preference", memory_scope="user", user_id="aarav_ahmed_6699"),
+        "existing": [mem('aarav_ahmed_6699 prefers: "Can you please use my credit card ending in 7334 for this booking?"',
+                         scope="user", user_id="aarav_ahmed_6699")],
+    },
+    {
+        "id": "airline-conflict-fact-same-reservation",
+        "domain": "support",
+        "expect": "conflict",
+        "candidate": cand("Reservation 4XGCCM (user amelia_davis_8890): cabin business, round_trip, IAH→DTW, travel insurance no.",
+                          kind="durable_fact", memory_scope="namespace"),
+        "existing": [mem("Reservation 4XGCCM (user amelia_davis_8890): cabin business, round_trip, IAH→DTW, travel insurance yes.",
+                         kind="durable_fact")],
+    },
+]
