@@ -137,7 +137,8 @@ def _queue_context(request, params) -> dict:
     namespaces = selectors.user_namespace_choices(user=request.user)
     queue = selectors.candidate_queue(user=request.user, params=params, namespaces=namespaces)
     counts, capped = selectors.status_counts(candidates=queue.without_status,
-                                             show_hidden=queue.show_hidden)
+                                             show_hidden=queue.show_hidden,
+                                             narrowed=queue.narrowed)
     current = queue.status[0] if len(queue.status) == 1 else selectors.ALL
     if current in counts and not (len(queue.status) > 1):
         page = _page(request, queue.candidates, QUEUE_PAGE_SIZE,
@@ -364,7 +365,8 @@ def _row_response(request, candidate, toasts, status):
     query = urlsplit(request.htmx.current_url or "").query
     queue = selectors.candidate_queue(user=request.user, params=QueryDict(query))
     counts, capped = selectors.status_counts(candidates=queue.without_status,
-                                             show_hidden=queue.show_hidden)
+                                             show_hidden=queue.show_hidden,
+                                             narrowed=queue.narrowed)
     context = {
         "c": candidate, "now": timezone.now(), "me": request.user, "selected": True,
         "row_toasts": toasts, "row_tabs": True, "tab_query": QueryDict(query),
