@@ -275,12 +275,22 @@ def _candidate_context(request, candidate, **extra) -> dict:
     ]
     is_admin = user_has_role(request.user, candidate.namespace, Role.ADMIN)
     open_ = candidate.status in (CandidateStatus.PENDING, CandidateStatus.APPLY_FAILED)
+    conflicts = selectors.conflict_items(candidate=candidate)
+    for item in conflicts:
+        if open_ and item["replaceable"]:
+            # What "approve as replacement" would do: the same preview, replacing it.
+            saved = candidate.replaces_strategy_id
+            candidate.replaces_strategy_id = item["object"].pk
+            try:
+                item["preview"] = _preview(candidate)
+            finally:
+                candidate.replaces_strategy_id = saved
     context = {
         "c": candidate,
         "now": now,
         "held_by_other": held_by_other,
         "findings": findings,
-        "conflicts": selectors.conflict_items(candidate=candidate),
+        "conflicts": conflicts,
         "blocked": candidate.max_severity == Severity.BLOCK,
         "is_admin": is_admin,
         "is_open": open_,

@@ -200,6 +200,7 @@ def test_resolve_a_conflict_side_by_side(login_as, live_server, rita, acme, airl
     expect(page.locator("#evidence .step.hl")).to_have_count(2)
     expect(page.locator("#evidence")).to_contain_text("resolved on first contact")
     expect(page.locator("#preview")).to_contain_text("v2 → v3")
+    expect(pair.locator(".replace-preview .del")).to_contain_text("Never rebook basic economy")
     screenshot(page, "conflict-side-by-side")
     pair.locator("[data-action=replace]").click()
     expect(page.locator("[data-decided]")).to_contain_text("Applied by rita")
