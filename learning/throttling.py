@@ -6,6 +6,7 @@ counted per API token over a sliding window in the cache named by
 with N web processes a token may post up to N times the rate; set
 ``FLYWHEEL_CACHE_URL=redis://…`` to share one count between processes and machines.
 """
+
 import logging
 
 from django.conf import settings
@@ -43,7 +44,7 @@ class IngestRateThrottle(SimpleRateThrottle):
             # "1200/min", "20/s", "50000/hour", "5/10s": an optional multiplier
             # before the unit letter.
             digits = "".join(ch for ch in period if ch.isdigit())
-            unit = period[len(digits):][:1]
+            unit = period[len(digits) :][:1]
             duration = {"s": 1, "m": 60, "h": 3600, "d": 86400}[unit] * int(digits or 1)
             return (int(num), duration)
         except (ValueError, KeyError) as exc:
@@ -54,7 +55,9 @@ class IngestRateThrottle(SimpleRateThrottle):
     def get_cache_key(self, request, view) -> str | None:
         token = request.auth
         if not isinstance(token, ApiToken):
-            return None  # unauthenticated requests are refused before they cost anything
+            return (
+                None  # unauthenticated requests are refused before they cost anything
+            )
         return f"throttle:{self.scope}:{token.pk}"
 
     def allow_request(self, request, view) -> bool:
@@ -63,6 +66,7 @@ class IngestRateThrottle(SimpleRateThrottle):
         try:
             return super().allow_request(request, view)
         except Exception:  # noqa: BLE001 - a cache outage must not take ingest down
-            logger.warning("ingest throttle cache unavailable; allowing the request",
-                           exc_info=True)
+            logger.warning(
+                "ingest throttle cache unavailable; allowing the request", exc_info=True
+            )
             return True

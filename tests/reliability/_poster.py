@@ -5,6 +5,7 @@
 Waits until START_AT (epoch seconds) so all clients fire together, posts each body in
 order and writes one record per body: the final status, the response body and the
 errors it retried (5xx and connection errors are retryable; 4xx are not)."""
+
 import json
 import sys
 import time
@@ -14,8 +15,13 @@ import urllib.request
 
 def post(url: str, token: str, body) -> tuple[int, object]:
     request = urllib.request.Request(
-        url, data=json.dumps(body).encode(), method="POST",
-        headers={"Authorization": f"Bearer {token}", "Content-Type": "application/json"},
+        url,
+        data=json.dumps(body).encode(),
+        method="POST",
+        headers={
+            "Authorization": f"Bearer {token}",
+            "Content-Type": "application/json",
+        },
     )
     try:
         with urllib.request.urlopen(request, timeout=30) as response:

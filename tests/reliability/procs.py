@@ -1,4 +1,5 @@
 """Real processes against the test database: gunicorn, qcluster, redis-server, clients."""
+
 import json
 import os
 import shutil
@@ -26,7 +27,9 @@ def child_database_url() -> str:
     """The URL of the database pytest-django created, for child processes."""
     s = connection.settings_dict
     auth = s["USER"] + (f":{s['PASSWORD']}" if s.get("PASSWORD") else "")
-    return f"postgres://{auth}@{s['HOST'] or '127.0.0.1'}:{s['PORT'] or 5432}/{s['NAME']}"
+    return (
+        f"postgres://{auth}@{s['HOST'] or '127.0.0.1'}:{s['PORT'] or 5432}/{s['NAME']}"
+    )
 
 
 def child_env(tmp_path: Path, **overrides) -> dict:
@@ -59,7 +62,9 @@ def stop(proc: subprocess.Popen, sig=signal.SIGTERM, timeout: float = 20) -> Non
         proc.wait(timeout=10)
 
 
-def wait_for(predicate, *, timeout: float, interval: float = 0.1, what: str = "condition"):
+def wait_for(
+    predicate, *, timeout: float, interval: float = 0.1, what: str = "condition"
+):
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         value = predicate()
@@ -75,11 +80,28 @@ class Gunicorn:
         self.url = f"http://127.0.0.1:{self.port}"
         self.log = log
         self.proc = subprocess.Popen(
-            [sys.executable, "-m", "gunicorn", "config.wsgi", "-w", str(workers),
-             "--preload", "-b", f"127.0.0.1:{self.port}", "--timeout", "60", "--graceful-timeout", "2",
-             "--log-level", "warning"],
-            cwd=ROOT, env=env, start_new_session=True,
-            stdout=log.open("wb"), stderr=subprocess.STDOUT,
+            [
+                sys.executable,
+                "-m",
+                "gunicorn",
+                "config.wsgi",
+                "-w",
+                str(workers),
+                "--preload",
+                "-b",
+                f"127.0.0.1:{self.port}",
+                "--timeout",
+                "60",
+                "--graceful-timeout",
+                "2",
+                "--log-level",
+                "warning",
+            ],
+            cwd=ROOT,
+            env=env,
+            start_new_session=True,
+            stdout=log.open("wb"),
+            stderr=subprocess.STDOUT,
         )
 
         def up():
@@ -103,7 +125,11 @@ def gunicorn(transactional_db, tmp_path):
     servers = []
 
     def _start(workers: int = 3, **env) -> Gunicorn:
-        server = Gunicorn(child_env(tmp_path, **env), workers, tmp_path / f"gunicorn{len(servers)}.log")
+        server = Gunicorn(
+            child_env(tmp_path, **env),
+            workers,
+            tmp_path / f"gunicorn{len(servers)}.log",
+        )
         servers.append(server)
         return server
 
@@ -116,8 +142,11 @@ def qcluster(tmp_path: Path, name: str, **env) -> subprocess.Popen:
     log = tmp_path / f"qcluster-{name}.log"
     return subprocess.Popen(
         [sys.executable, "manage.py", "qcluster"],
-        cwd=ROOT, env=child_env(tmp_path, **env), start_new_session=True,
-        stdout=log.open("wb"), stderr=subprocess.STDOUT,
+        cwd=ROOT,
+        env=child_env(tmp_path, **env),
+        start_new_session=True,
+        stdout=log.open("wb"),
+        stderr=subprocess.STDOUT,
     )
 
 
@@ -141,12 +170,27 @@ def redis_url(tmp_path):
     """A throwaway redis-server on a free loopback port, nothing persisted."""
     binary = shutil.which("redis-server")
     if binary is None:
-        pytest.skip("redis-server is not installed (scripts/system_deps.sh installs it)")
+        pytest.skip(
+            "redis-server is not installed (scripts/system_deps.sh installs it)"
+        )
     port = free_port()
     proc = subprocess.Popen(
-        [binary, "--port", str(port), "--bind", "127.0.0.1", "--save", "", "--appendonly",
-         "no", "--dir", str(tmp_path)],
-        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True,
+        [
+            binary,
+            "--port",
+            str(port),
+            "--bind",
+            "127.0.0.1",
+            "--save",
+            "",
+            "--appendonly",
+            "no",
+            "--dir",
+            str(tmp_path),
+        ],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        start_new_session=True,
     )
     import redis
 
@@ -163,10 +207,17 @@ def redis_url(tmp_path):
     stop(proc)
 
 
-def post_json(url: str, token: str, body, timeout: float = 30) -> tuple[int, dict | None]:
+def post_json(
+    url: str, token: str, body, timeout: float = 30
+) -> tuple[int, dict | None]:
     request = urllib.request.Request(
-        url, data=json.dumps(body).encode(), method="POST",
-        headers={"Authorization": f"Bearer {token}", "Content-Type": "application/json"},
+        url,
+        data=json.dumps(body).encode(),
+        method="POST",
+        headers={
+            "Authorization": f"Bearer {token}",
+            "Content-Type": "application/json",
+        },
     )
     try:
         with urllib.request.urlopen(request, timeout=timeout) as response:
@@ -182,8 +233,14 @@ POSTER = Path(__file__).with_name("_poster.py")
 
 
 def run_posters(
-    url: str, token: str, bodies_per_client: list[list], tmp_path: Path, *, retries: int = 0,
-    delay: float = 1.0, timeout: float = 120,
+    url: str,
+    token: str,
+    bodies_per_client: list[list],
+    tmp_path: Path,
+    *,
+    retries: int = 0,
+    delay: float = 1.0,
+    timeout: float = 120,
 ) -> list[list[dict]]:
     """One client process per list of bodies, all starting together; their records."""
     start_at = time.time() + delay
@@ -192,10 +249,23 @@ def run_posters(
         bodies_path = tmp_path / f"bodies-{n}.json"
         bodies_path.write_text(json.dumps(bodies))
         out = tmp_path / f"out-{n}.json"
-        procs.append((subprocess.Popen(
-            [sys.executable, str(POSTER), url, token, str(bodies_path), str(start_at), str(out),
-             str(retries)],
-        ), out))
+        procs.append(
+            (
+                subprocess.Popen(
+                    [
+                        sys.executable,
+                        str(POSTER),
+                        url,
+                        token,
+                        str(bodies_path),
+                        str(start_at),
+                        str(out),
+                        str(retries),
+                    ],
+                ),
+                out,
+            )
+        )
     results = []
     for proc, out in procs:
         assert proc.wait(timeout=timeout) == 0

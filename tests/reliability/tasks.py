@@ -1,4 +1,5 @@
 """Django-Q2 tasks used only by the reliability tests (run by real qcluster processes)."""
+
 import os
 import time
 from pathlib import Path

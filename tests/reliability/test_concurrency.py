@@ -1,5 +1,6 @@
 """Concurrency on PostgreSQL: real processes posting, reviewers racing, ingest beside
 applies. Nothing is duplicated, nothing is lost, nothing is applied twice."""
+
 import random
 import threading
 
@@ -23,19 +24,26 @@ def _run(tag: str, n: int, steps: int = 3) -> dict:
         "status": "failure" if n % 3 == 0 else "success",
         "success_score": 0.0 if n % 3 == 0 else 1.0,
         "steps": [
-            {"type": "tool_call", "tool": "get_reservation_details",
-             "description": f"get_reservation_details(reservation_id=R{n:04d}) step {i}",
-             "result": {"i": i}}
+            {
+                "type": "tool_call",
+                "tool": "get_reservation_details",
+                "description": f"get_reservation_details(reservation_id=R{n:04d}) step {i}",
+                "result": {"i": i},
+            }
             for i in range(steps)
         ],
     }
 
 
-def _assert_stored_once(namespace_slug: str, external_ids: list[str], steps: int) -> None:
+def _assert_stored_once(
+    namespace_slug: str, external_ids: list[str], steps: int
+) -> None:
     runs = Trajectory.objects.filter(namespace__slug=namespace_slug)
     assert sorted(runs.values_list("external_id", flat=True)) == sorted(external_ids)
     for run in runs:
-        indexes = list(Step.objects.filter(trajectory=run).values_list("index", flat=True))
+        indexes = list(
+            Step.objects.filter(trajectory=run).values_list("index", flat=True)
+        )
         assert sorted(indexes) == list(range(steps)), run.external_id
 
 
@@ -53,7 +61,9 @@ def test_eight_processes_posting_the_same_runs_store_each_once(gunicorn, tmp_pat
         order = runs[:]
         rng.shuffle(order)
         if n % 2:
-            clients.append([{"runs": order[i:i + 6]} for i in range(0, len(order), 6)])
+            clients.append(
+                [{"runs": order[i : i + 6]} for i in range(0, len(order), 6)]
+            )
         else:
             clients.append(order)
     results = run_posters(f"{server.url}/api/v1/runs/", raw, clients, tmp_path)
@@ -77,13 +87,17 @@ def _playbook_with_candidates(namespace_slug: str, count: int):
     from playbooks.services import playbook_create
 
     namespace, _ = Namespace.objects.get_or_create(slug=namespace_slug)
-    playbook = playbook_create(namespace=namespace, slug="airline", task_types=["airline.change_flight"])
+    playbook = playbook_create(
+        namespace=namespace, slug="airline", task_types=["airline.change_flight"]
+    )
     candidates = [
         CandidateFactory(
-            namespace=namespace, playbook=playbook, kind="strategy_helpful",
+            namespace=namespace,
+            playbook=playbook,
+            kind="strategy_helpful",
             content=f"Rule {n}: check fare class {n} with get_fare_rules before "
-                    f"changing a {['window', 'aisle', 'exit', 'bulkhead'][n % 4]} seat "
-                    f"on route {n * 7919 % 1000}",
+            f"changing a {['window', 'aisle', 'exit', 'bulkhead'][n % 4]} seat "
+            f"on route {n * 7919 % 1000}",
             audit={"conflict": [], "hygiene": [], "duplicate": []},
         )
         for n in range(count)
@@ -94,11 +108,19 @@ def _playbook_with_candidates(namespace_slug: str, count: int):
 def _skip_unless_apply_is_real(namespace):
     from review.services import Actor, candidate_approve
 
-    probe = CandidateFactory(namespace=namespace, kind="durable_fact", memory_scope="namespace",
-                             content="The probe fact for apply availability.")
-    result = candidate_approve(namespace=namespace, candidate_id=probe.pk,
-                               actor=Actor("probe", is_admin=True))
-    if result.status == CandidateStatus.APPLY_FAILED and "not available" in result.apply_error:
+    probe = CandidateFactory(
+        namespace=namespace,
+        kind="durable_fact",
+        memory_scope="namespace",
+        content="The probe fact for apply availability.",
+    )
+    result = candidate_approve(
+        namespace=namespace, candidate_id=probe.pk, actor=Actor("probe", is_admin=True)
+    )
+    if (
+        result.status == CandidateStatus.APPLY_FAILED
+        and "not available" in result.apply_error
+    ):
         pytest.skip("playbooks.apply.candidate_apply is not implemented yet")
 
 
@@ -140,7 +162,9 @@ def test_two_reviewers_approving_the_same_candidates_apply_each_once():
         barrier.wait()
         for pk in order:
             try:
-                candidate_approve(namespace=namespace, candidate_id=pk, actor=Actor(name))
+                candidate_approve(
+                    namespace=namespace, candidate_id=pk, actor=Actor(name)
+                )
                 outcomes[name].append(("won", pk))
             except AlreadyDecided:
                 outcomes[name].append(("lost", pk))
@@ -159,7 +183,10 @@ def test_two_reviewers_approving_the_same_candidates_apply_each_once():
     assert applies.count() == 100
     assert sorted(applies.values_list("candidate_id", flat=True)) == sorted(ids)
     assert PlaybookVersion.objects.filter(playbook=playbook).count() == 101
-    assert Strategy.objects.filter(playbook=playbook, source_candidate_id__in=ids).count() == 100
+    assert (
+        Strategy.objects.filter(playbook=playbook, source_candidate_id__in=ids).count()
+        == 100
+    )
 
 
 def test_ingest_during_playbook_applies_loses_nothing(gunicorn, tmp_path):
@@ -184,9 +211,13 @@ def test_ingest_during_playbook_applies_loses_nothing(gunicorn, tmp_path):
         close_old_connections()
         try:
             for candidate in candidates:
-                applied.append(candidate_approve(
-                    namespace=namespace, candidate_id=candidate.pk, actor=Actor("rev")
-                ).status)
+                applied.append(
+                    candidate_approve(
+                        namespace=namespace,
+                        candidate_id=candidate.pk,
+                        actor=Actor("rev"),
+                    ).status
+                )
         finally:
             connection.close()
 
@@ -194,7 +225,10 @@ def test_ingest_during_playbook_applies_loses_nothing(gunicorn, tmp_path):
     applier.start()
     try:
         results = run_posters(
-            f"{server.url}/api/v1/runs/", raw, [runs[i::4] for i in range(4)], tmp_path,
+            f"{server.url}/api/v1/runs/",
+            raw,
+            [runs[i::4] for i in range(4)],
+            tmp_path,
             delay=0.2,
         )
     finally:

@@ -4,8 +4,9 @@ Model API failures (timeouts, 500, 429, malformed output) falling back to the of
 reflector are covered by the pipeline's own tests
 (tests/learning/test_reflect_claude.py), not repeated here.
 """
-import signal
+
 import os
+import signal
 import threading
 import time
 
@@ -31,19 +32,30 @@ def test_a_worker_killed_mid_task_is_retried_and_finishes(qclusters, tmp_path):
     timing = {"Q_TIMEOUT": 5, "Q_RETRY": 6, "Q_WORKERS": 1}
     first = qclusters("first", **timing)
     task_id = async_task(
-        "tests.reliability.tasks.attempt_then_finish", str(markers), 60, sync=False,
+        "tests.reliability.tasks.attempt_then_finish",
+        str(markers),
+        60,
+        sync=False,
         task_name="reliability-kill",
     )
-    attempt = wait_for(lambda: list(markers.glob("attempt-1-*")), timeout=60,
-                       interval=0.05, what="the first attempt to start")
+    attempt = wait_for(
+        lambda: list(markers.glob("attempt-1-*")),
+        timeout=60,
+        interval=0.05,
+        what="the first attempt to start",
+    )
     os.killpg(first.pid, signal.SIGKILL)
     first.wait(timeout=10)
     assert not (markers / "done").exists()
     assert OrmQ.objects.count() == 1  # not acknowledged: still queued, under its lease
 
     qclusters("second", **timing)
-    wait_for(lambda: Success.objects.filter(id=task_id).exists(), timeout=60,
-             interval=0.2, what="the retried task to succeed")
+    wait_for(
+        lambda: Success.objects.filter(id=task_id).exists(),
+        timeout=60,
+        interval=0.2,
+        what="the retried task to succeed",
+    )
     success = Success.objects.get(id=task_id)
     assert success.result == "done on attempt 2"
     first_pid = attempt[0].name.rsplit("-", 1)[1]
@@ -60,8 +72,14 @@ def _run(n: int, steps: int) -> dict:
         "task_type": "airline.cancel",
         "status": "success",
         "success_score": 1.0,
-        "steps": [{"type": "action", "description": f"step {i} of run {n}", "result": {"i": i}}
-                  for i in range(steps)],
+        "steps": [
+            {
+                "type": "action",
+                "description": f"step {i} of run {n}",
+                "result": {"i": i},
+            }
+            for i in range(steps)
+        ],
     }
 
 
@@ -71,7 +89,9 @@ def test_dropped_database_connections_never_half_store_a_run(gunicorn, tmp_path)
     connection errors, which they retry; every run ends up stored exactly once with
     all 20 steps, and no run is ever visible without its steps."""
     server = gunicorn(workers=2)
-    _token, raw = token_create(name="outage-agent", namespace_slug="outage", role="agent")
+    _token, raw = token_create(
+        name="outage-agent", namespace_slug="outage", role="agent"
+    )
     runs = [_run(n, 20) for n in range(60)]
     with connection.cursor() as cursor:
         cursor.execute("SELECT pg_backend_pid()")
@@ -110,8 +130,13 @@ def test_dropped_database_connections_never_half_store_a_run(gunicorn, tmp_path)
     thread.start()
     try:
         results = run_posters(
-            f"{server.url}/api/v1/runs/", raw, [runs[i::4] for i in range(4)], tmp_path,
-            retries=30, delay=0.3, timeout=300,
+            f"{server.url}/api/v1/runs/",
+            raw,
+            [runs[i::4] for i in range(4)],
+            tmp_path,
+            retries=30,
+            delay=0.3,
+            timeout=300,
         )
     finally:
         stop.set()

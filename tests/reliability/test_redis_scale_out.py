@@ -4,6 +4,7 @@ Django-Q2 uses one broker per cluster. With Q_BROKER_URL=redis://… the web sid
 enqueues on Redis and any number of `qcluster` processes, on any machine, share the
 queue: here two of them, beside a gunicorn web server, against a real redis-server.
 """
+
 import pytest
 
 from learning.models import ReflectionStatus, Trajectory
@@ -31,27 +32,47 @@ def test_two_clusters_on_one_redis_broker_share_the_web_sides_tasks(
     env = {"Q_BROKER_URL": redis_url, "Q_WORKERS": 1, "Q_TIMEOUT": 30, "Q_RETRY": 40}
     first = qclusters("a", **env)
     second = qclusters("b", **env)
-    wait_for(lambda: _ready(tmp_path, "a") and _ready(tmp_path, "b"), timeout=60,
-             interval=0.2, what="both clusters")
+    wait_for(
+        lambda: _ready(tmp_path, "a") and _ready(tmp_path, "b"),
+        timeout=60,
+        interval=0.2,
+        what="both clusters",
+    )
 
     # The web side: runs posted over HTTP queue their reflection on Redis.
     server = gunicorn(workers=1, Q_BROKER_URL=redis_url)
     _token, raw = token_create(name="scale-agent", namespace_slug="scale", role="agent")
     for n in range(4):
-        status, body = post_json(f"{server.url}/api/v1/runs/", raw, {
-            "external_id": f"scale-{n}", "task_type": "airline.change_flight",
-            "task_description": f"Change reservation R{n:04d} to the evening flight",
-            "status": "failure", "success_score": 0.0,
-            "steps": [
-                {"type": "tool_call", "tool": "update_reservation_flights",
-                 "description": f'update_reservation_flights({{"reservation_id": "R{n:04d}"}})'},
-                {"type": "observation", "description": "Error: flight not available"},
-            ],
-        })
+        status, body = post_json(
+            f"{server.url}/api/v1/runs/",
+            raw,
+            {
+                "external_id": f"scale-{n}",
+                "task_type": "airline.change_flight",
+                "task_description": f"Change reservation R{n:04d} to the evening flight",
+                "status": "failure",
+                "success_score": 0.0,
+                "steps": [
+                    {
+                        "type": "tool_call",
+                        "tool": "update_reservation_flights",
+                        "description": f'update_reservation_flights({{"reservation_id": "R{n:04d}"}})',
+                    },
+                    {
+                        "type": "observation",
+                        "description": "Error: flight not available",
+                    },
+                ],
+            },
+        )
         assert status == 201, body
     runs = Trajectory.objects.filter(namespace__slug="scale")
-    wait_for(lambda: runs.filter(reflection_status=ReflectionStatus.REFLECTED).count() == 4,
-             timeout=90, interval=0.3, what="the runs to be reflected by the Redis workers")
+    wait_for(
+        lambda: runs.filter(reflection_status=ReflectionStatus.REFLECTED).count() == 4,
+        timeout=90,
+        interval=0.3,
+        what="the runs to be reflected by the Redis workers",
+    )
     from django_q.models import OrmQ
 
     assert OrmQ.objects.count() == 0  # nothing went through the database broker
@@ -62,10 +83,19 @@ def test_two_clusters_on_one_redis_broker_share_the_web_sides_tasks(
     markers = tmp_path / "markers"
     markers.mkdir()
     for n in range(16):
-        async_task("tests.reliability.tasks.record_worker", str(markers), n,
-                   broker=broker, sync=False)
-    wait_for(lambda: len(list(markers.iterdir())) >= 16, timeout=90, interval=0.2,
-             what="16 tasks to run")
+        async_task(
+            "tests.reliability.tasks.record_worker",
+            str(markers),
+            n,
+            broker=broker,
+            sync=False,
+        )
+    wait_for(
+        lambda: len(list(markers.iterdir())) >= 16,
+        timeout=90,
+        interval=0.2,
+        what="16 tasks to run",
+    )
     done = [path.name.split("-") for path in markers.iterdir()]
     assert sorted(int(n) for _task, n, _group in done) == list(range(16))  # each once
     assert {int(group) for *_rest, group in done} == {first.pid, second.pid}
@@ -80,14 +110,21 @@ def test_the_ingest_limit_is_shared_between_web_processes_through_redis(
     count lives in Redis."""
     import redis
 
-    server = gunicorn(workers=2, FLYWHEEL_CACHE_URL=redis_url, FLYWHEEL_INGEST_RATE="5/min")
+    server = gunicorn(
+        workers=2, FLYWHEEL_CACHE_URL=redis_url, FLYWHEEL_INGEST_RATE="5/min"
+    )
     token, raw = token_create(name="limited", namespace_slug="limited", role="agent")
     statuses = []
     for n in range(8):
-        status, _body = post_json(f"{server.url}/api/v1/runs/", raw, {
-            "external_id": f"limited-{n}", "task_description": "Look up a reservation",
-            "status": "running",
-        })
+        status, _body = post_json(
+            f"{server.url}/api/v1/runs/",
+            raw,
+            {
+                "external_id": f"limited-{n}",
+                "task_description": "Look up a reservation",
+                "status": "running",
+            },
+        )
         statuses.append(status)
     assert statuses == [201] * 5 + [429] * 3
     assert Trajectory.objects.filter(namespace__slug="limited").count() == 5

@@ -1,4 +1,5 @@
 """Ingest rate limits: a token posting faster than FLYWHEEL_INGEST_RATE gets 429."""
+
 import json
 
 import pytest
@@ -78,7 +79,12 @@ def test_rate_off_disables_the_limit(api_factory, settings):
 
 @pytest.mark.parametrize(
     ("rate", "expected"),
-    [("1200/min", (1200, 60)), ("20/s", (20, 1)), ("5/10s", (5, 10)), ("100/hour", (100, 3600))],
+    [
+        ("1200/min", (1200, 60)),
+        ("20/s", (20, 1)),
+        ("5/10s", (5, 10)),
+        ("100/hour", (100, 3600)),
+    ],
 )
 def test_rate_strings(rate, expected):
     """The documented rate spellings parse to (requests, seconds)."""

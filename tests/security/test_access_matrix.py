@@ -9,6 +9,7 @@ role below the route's floor gets 403; a role at or above it is served (never 40
 403, 404, 405 or 5xx); the other namespace's admin gets 403/404 for acme's objects;
 and no response ever contains an object of a namespace the caller does not belong to.
 """
+
 import pytest
 from django.contrib.auth import get_user_model
 from django.test import Client
@@ -84,17 +85,27 @@ CONSOLE = {
     "playbooks/": {"GET": REVIEWER, "POST": ADMIN},
     "playbooks/<slug:ns>/_skills/": {"GET": ADMIN, "POST": ADMIN},
     "playbooks/<slug:ns>/_skills/<slug:slug>/": {"GET": ADMIN, "POST": ADMIN},
-    "playbooks/<slug:ns>/_skills/<slug:slug>/versions/<int:number>/rollback/": {"POST": ADMIN},
+    "playbooks/<slug:ns>/_skills/<slug:slug>/versions/<int:number>/rollback/": {
+        "POST": ADMIN
+    },
     "playbooks/<slug:ns>/_policy/": {"GET": ADMIN, "POST": ADMIN},
     "playbooks/<slug:ns>/_candidates/<int:candidate_id>/revert/": {"POST": ADMIN},
     "playbooks/<slug:ns>/<slug:slug>/": {"GET": REVIEWER},
     "playbooks/<slug:ns>/<slug:slug>/settings/": {"POST": ADMIN},
     "playbooks/<slug:ns>/<slug:slug>/strategies/": {"POST": ADMIN},
-    "playbooks/<slug:ns>/<slug:slug>/strategies/<int:strategy_id>/edit/": {"GET": ADMIN,
-                                                                          "POST": ADMIN},
-    "playbooks/<slug:ns>/<slug:slug>/strategies/<int:strategy_id>/retire/": {"POST": ADMIN},
-    "playbooks/<slug:ns>/<slug:slug>/strategies/<int:strategy_id>/move/": {"POST": ADMIN},
-    "playbooks/<slug:ns>/<slug:slug>/strategies/<int:strategy_id>/stats/": {"GET": REVIEWER},
+    "playbooks/<slug:ns>/<slug:slug>/strategies/<int:strategy_id>/edit/": {
+        "GET": ADMIN,
+        "POST": ADMIN,
+    },
+    "playbooks/<slug:ns>/<slug:slug>/strategies/<int:strategy_id>/retire/": {
+        "POST": ADMIN
+    },
+    "playbooks/<slug:ns>/<slug:slug>/strategies/<int:strategy_id>/move/": {
+        "POST": ADMIN
+    },
+    "playbooks/<slug:ns>/<slug:slug>/strategies/<int:strategy_id>/stats/": {
+        "GET": REVIEWER
+    },
     "playbooks/<slug:ns>/<slug:slug>/history/": {"GET": REVIEWER},
     "playbooks/<slug:ns>/<slug:slug>/versions/<int:number>/rollback/": {"POST": ADMIN},
     "playbooks/<slug:ns>/<slug:slug>/quality/": {"POST": ADMIN},
@@ -115,8 +126,13 @@ def all_routes() -> list[str]:
             elif isinstance(pattern, URLPattern):
                 yield prefix + str(pattern.pattern)
 
-    return sorted({r for r in walk(get_resolver().url_patterns)
-                   if not r.startswith(SKIPPED_PREFIXES)})
+    return sorted(
+        {
+            r
+            for r in walk(get_resolver().url_patterns)
+            if not r.startswith(SKIPPED_PREFIXES)
+        }
+    )
 
 
 def test_every_route_is_classified():
@@ -124,7 +140,9 @@ def test_every_route_is_classified():
     matrix lists no route that no longer exists."""
     routes = set(all_routes())
     classified = set(API) | set(CONSOLE)
-    assert sorted(routes - classified) == [], "classify these routes in the access matrix"
+    assert sorted(routes - classified) == [], (
+        "classify these routes in the access matrix"
+    )
     assert sorted(classified - routes) == [], "these classified routes no longer exist"
 
 
@@ -144,32 +162,64 @@ def test_api_methods_match_the_views():
         view_class = getattr(by_route[route], "cls", None)
         if view_class is None:
             continue  # a plain Django view (healthz)
-        served = {m.upper() for m in ("get", "post", "put", "patch", "delete")
-                  if hasattr(view_class, m)}
+        served = {
+            m.upper()
+            for m in ("get", "post", "put", "patch", "delete")
+            if hasattr(view_class, m)
+        }
         assert served == set(methods), route
 
 
 def _world(namespace: Namespace, mark: str) -> dict:
     """One of every object, each carrying `mark` in its text."""
-    run = TrajectoryFactory(namespace=namespace, status="running", success_score=None,
-                            task_description=f"Rebook {mark}", external_id=f"ext-{mark}")
+    run = TrajectoryFactory(
+        namespace=namespace,
+        status="running",
+        success_score=None,
+        task_description=f"Rebook {mark}",
+        external_id=f"ext-{mark}",
+    )
     StepFactory(trajectory=run, index=0, description=f"lookup {mark}")
-    playbook = playbook_services.playbook_create(namespace=namespace, slug="airline",
-                                                 name=f"Airline {mark}")
+    playbook = playbook_services.playbook_create(
+        namespace=namespace, slug="airline", name=f"Airline {mark}"
+    )
     strategy, _version = playbook_services.strategy_add(
-        playbook=playbook, actor="setup", type="helpful",
+        playbook=playbook,
+        actor="setup",
+        type="helpful",
         description=f"Check the fare rules first {mark}",
     )
-    candidate = CandidateFactory(namespace=namespace, playbook=playbook,
-                                 content=f"Always confirm the cabin {mark}")
-    skill = playbook_services.skill_create(namespace=namespace, slug="refund",
-                                           text=f"1. Look up the order {mark}\n", actor="setup")
-    playbook_services.memory_create(namespace=namespace, kind="durable_fact",
-                                    content=f"Basic economy cannot be changed {mark}")
-    webhook = Webhook.objects.create(namespace=namespace, url=f"https://hooks.example/{mark}",
-                                     secret="s3cret-" + mark, description=mark)
-    return {"namespace": namespace, "run": run, "playbook": playbook, "strategy": strategy,
-            "candidate": candidate, "skill": skill, "webhook": webhook}
+    candidate = CandidateFactory(
+        namespace=namespace,
+        playbook=playbook,
+        content=f"Always confirm the cabin {mark}",
+    )
+    skill = playbook_services.skill_create(
+        namespace=namespace,
+        slug="refund",
+        text=f"1. Look up the order {mark}\n",
+        actor="setup",
+    )
+    playbook_services.memory_create(
+        namespace=namespace,
+        kind="durable_fact",
+        content=f"Basic economy cannot be changed {mark}",
+    )
+    webhook = Webhook.objects.create(
+        namespace=namespace,
+        url=f"https://hooks.example/{mark}",
+        secret="s3cret-" + mark,
+        description=mark,
+    )
+    return {
+        "namespace": namespace,
+        "run": run,
+        "playbook": playbook,
+        "strategy": strategy,
+        "candidate": candidate,
+        "skill": skill,
+        "webhook": webhook,
+    }
 
 
 def _url(route: str, world: dict) -> str:
@@ -185,7 +235,9 @@ def _url(route: str, world: dict) -> str:
         "<int:webhook_id>": str(world["webhook"].pk),
         "<str:export_format>": "episodes",
         "<slug:ns>": world["namespace"].slug,
-        "<slug:slug>": world["skill"].slug if "skills" in route else world["playbook"].slug,
+        "<slug:slug>": world["skill"].slug
+        if "skills" in route
+        else world["playbook"].slug,
     }
     path = "/" + route
     for converter, value in values.items():
@@ -207,15 +259,20 @@ def _has_object_params(route: str) -> bool:
 
 
 def _body(response) -> str:
-    raw = b"".join(response.streaming_content) if response.streaming else response.content
+    raw = (
+        b"".join(response.streaming_content) if response.streaming else response.content
+    )
     return raw.decode(errors="replace")
 
 
 def _call(client, method: str, path: str):
     if method == "GET":
         return client.get(path)
-    kwargs = {"content_type": "application/json", "data": "{}"} if path.startswith("/api/") \
+    kwargs = (
+        {"content_type": "application/json", "data": "{}"}
+        if path.startswith("/api/")
         else {}
+    )
     return getattr(client, method.lower())(path, **kwargs)
 
 
@@ -243,7 +300,9 @@ def _api_callers():
     for role in (AGENT, REVIEWER, ADMIN):
         token, raw = token_create(name=f"{role}-tok", namespace_slug="acme", role=role)
         callers[role] = (role, TokenClient(raw, token))
-    token, raw = token_create(name="foreign-admin", namespace_slug="elsewhere", role=ADMIN)
+    token, raw = token_create(
+        name="foreign-admin", namespace_slug="elsewhere", role=ADMIN
+    )
     callers["foreign-admin"] = ("foreign", TokenClient(raw, token))
     return callers
 
@@ -258,11 +317,17 @@ def _check(kind, who, role, floor, route, method, response, acme, other, failure
     if floor == PUBLIC:
         ok = status < 400 or (route == "logout/" and status in (302, 405))
     elif role is None:  # anonymous
-        ok = status == 401 if kind == "api" else (
-            status == 302 and response["Location"].startswith("/login/"))
+        ok = (
+            status == 401
+            if kind == "api"
+            else (status == 302 and response["Location"].startswith("/login/"))
+        )
     elif role == "foreign":
-        ok = status in (403, 404) if _has_object_params(route) else (
-            status not in (401, 403, 404, 405))
+        ok = (
+            status in (403, 404)
+            if _has_object_params(route)
+            else (status not in (401, 403, 404, 405))
+        )
         if ACME_MARK in body or str(acme["run"].id) in body:
             failures.append(f"{label}: leaks acme's objects to another namespace")
     elif role == "nobody":
@@ -271,7 +336,9 @@ def _check(kind, who, role, floor, route, method, response, acme, other, failure
         ok = status == 403
     else:
         ok = status not in (401, 403, 404, 405) and status < 500
-    if role not in (None, "foreign") and (FOREIGN_MARK in body or str(other["run"].id) in body):
+    if role not in (None, "foreign") and (
+        FOREIGN_MARK in body or str(other["run"].id) in body
+    ):
         failures.append(f"{label}: leaks another namespace's objects")
     if not ok:
         failures.append(f"{label}: expected {floor} access")
@@ -283,33 +350,53 @@ def test_api_access_matrix(worlds):
     acme, other = worlds
     callers = _api_callers()
     failures: list[str] = []
-    calls = [(route, method, floor) for route, methods in API.items()
-             for method, floor in methods.items()]
+    calls = [
+        (route, method, floor)
+        for route, methods in API.items()
+        for method, floor in methods.items()
+    ]
     for route, method, floor in _order(calls):
         for who, (role, client) in callers.items():
             if role == ADMIN and method == "DELETE":
                 continue  # done last, below
             response = _call(client, method, _url(route, acme))
-            _check("api", who, role, floor, route, method, response, acme, other, failures)
+            _check(
+                "api", who, role, floor, route, method, response, acme, other, failures
+            )
     # Deleting works for acme's admin (and only now, so it cannot hide other checks).
     role, client = callers[ADMIN]
     for route, method, floor in calls:
         if method == "DELETE":
             response = _call(client, method, _url(route, acme))
-            _check("api", ADMIN, role, floor, route, method, response, acme, other, failures)
+            _check(
+                "api",
+                ADMIN,
+                role,
+                floor,
+                route,
+                method,
+                response,
+                acme,
+                other,
+                failures,
+            )
     assert failures == [], "\n".join(failures)
 
 
 def _console_callers():
     User = get_user_model()
     callers = {"anonymous": (None, Client())}
-    for who, role, namespace in [(REVIEWER, REVIEWER, "acme"), (ADMIN, ADMIN, "acme"),
-                                 ("foreign-admin", ADMIN, "elsewhere"),
-                                 ("nobody", None, None)]:
+    for who, role, namespace in [
+        (REVIEWER, REVIEWER, "acme"),
+        (ADMIN, ADMIN, "acme"),
+        ("foreign-admin", ADMIN, "elsewhere"),
+        ("nobody", None, None),
+    ]:
         user = User.objects.create_user(username=f"u-{who}", password="pw-123456789")
         if namespace:
-            Membership.objects.create(user=user, role=role,
-                                      namespace=Namespace.objects.get(slug=namespace))
+            Membership.objects.create(
+                user=user, role=role, namespace=Namespace.objects.get(slug=namespace)
+            )
         client = Client()
         client.force_login(user)
         label = "foreign" if who == "foreign-admin" else (role or "nobody")
@@ -324,8 +411,11 @@ def test_console_access_matrix(worlds):
     acme, other = worlds
     callers = _console_callers()
     failures: list[str] = []
-    calls = [(route, method, floor) for route, methods in CONSOLE.items()
-             for method, floor in methods.items()]
+    calls = [
+        (route, method, floor)
+        for route, methods in CONSOLE.items()
+        for method, floor in methods.items()
+    ]
     for route, method, floor in _order(calls):
         for who, (role, client) in callers.items():
             if route == "logout/":
@@ -333,15 +423,27 @@ def test_console_access_matrix(worlds):
             response = _call(client, method, _url(route, acme))
             if role == "nobody" and floor == PUBLIC:
                 role = None
-            _check("console", who, role, floor, route, method, response, acme, other,
-                   failures)
+            _check(
+                "console",
+                who,
+                role,
+                floor,
+                route,
+                method,
+                response,
+                acme,
+                other,
+                failures,
+            )
     assert failures == [], "\n".join(failures)
 
 
 def test_django_admin_site_is_staff_only(worlds):
     """The Django admin sends anonymous callers and non-staff reviewers to its login."""
     assert Client().get("/admin/").status_code == 302
-    reviewer = get_user_model().objects.create_user(username="rev", password="pw-123456789")
+    reviewer = get_user_model().objects.create_user(
+        username="rev", password="pw-123456789"
+    )
     client = Client()
     client.force_login(reviewer)
     response = client.get("/admin/learning/trajectory/")

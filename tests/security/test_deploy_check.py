@@ -1,4 +1,5 @@
 """Production settings: `manage.py check --deploy` is clean when DJANGO_SECURE is on."""
+
 import os
 import secrets
 import subprocess
@@ -17,7 +18,11 @@ def _check_deploy(**env_overrides) -> subprocess.CompletedProcess:
     env.update(DJANGO_SETTINGS_MODULE="config.settings", **env_overrides)
     return subprocess.run(
         [sys.executable, "manage.py", "check", "--deploy", "--fail-level", "WARNING"],
-        cwd=ROOT, env=env, capture_output=True, text=True, timeout=120,
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
     )
 
 
@@ -42,7 +47,12 @@ def test_development_defaults_fail_check_deploy():
     result = _check_deploy(DJANGO_DEBUG="false")
     output = result.stdout + result.stderr
     assert result.returncode != 0
-    for check_id in ("security.W004", "security.W008", "security.W012", "security.W016"):
+    for check_id in (
+        "security.W004",
+        "security.W008",
+        "security.W012",
+        "security.W016",
+    ):
         assert check_id in output, output
 
 

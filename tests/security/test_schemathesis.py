@@ -6,6 +6,7 @@ with an admin token: no response may be a 5xx, and every response must match the
 schema documented for its status code. All operations run in one test so that every
 problem is listed, operation by operation, in a single failure message.
 """
+
 import pytest
 import schemathesis
 from hypothesis import HealthCheck, given, settings
@@ -22,11 +23,17 @@ EXAMPLES = {GenerationMode.POSITIVE: 8, GenerationMode.NEGATIVE: 4}
 
 def _fuzz(operation, mode, headers) -> str | None:
     @given(case=operation.as_strategy(generation_mode=mode))
-    @settings(max_examples=EXAMPLES[mode], deadline=None, database=None,
-              suppress_health_check=list(HealthCheck), derandomize=True)
+    @settings(
+        max_examples=EXAMPLES[mode],
+        deadline=None,
+        database=None,
+        suppress_health_check=list(HealthCheck),
+        derandomize=True,
+    )
     def run(case):
-        case.call_and_validate(headers=headers,
-                               checks=[not_a_server_error, response_schema_conformance])
+        case.call_and_validate(
+            headers=headers, checks=[not_a_server_error, response_schema_conformance]
+        )
 
     try:
         run()
@@ -40,7 +47,9 @@ def _summary(exc: Exception) -> str:
     keep = []
     lines = [line.strip() for line in str(exc).splitlines() if line.strip()]
     for i, line in enumerate(lines):
-        if line.startswith(("- ST", "- ", "curl ")) or (i and lines[i - 1].startswith("- ")):
+        if line.startswith(("- ST", "- ", "curl ")) or (
+            i and lines[i - 1].startswith("- ")
+        ):
             keep.append(line[:300])
     return " | ".join(keep) or str(exc)[:500]
 

@@ -1,4 +1,5 @@
 """Secrets posted inside runs never reach the database or the logs."""
+
 import json
 import logging
 
@@ -30,12 +31,17 @@ def _run_with_secrets() -> dict:
         "metrics": {"env": {"AWS_ACCESS_KEY_ID": s["aws_key_id"]}, "turns": 3},
         "steps": [
             {"type": "message", "description": f"user: my token is {s['github']}"},
-            {"type": "tool_call", "tool": "http_get",
-             "description": f"http_get(headers={{'Authorization': 'Bearer {s['jwt']}'}})",
-             "result": {"nested": [{"deep": {"slack": f"token {s['slack']}"}}]}},
-            {"type": "observation",
-             "description": "-----BEGIN RSA PRIVATE KEY-----\n"
-                            f"{s['private_key_body']}\n-----END RSA PRIVATE KEY-----"},
+            {
+                "type": "tool_call",
+                "tool": "http_get",
+                "description": f"http_get(headers={{'Authorization': 'Bearer {s['jwt']}'}})",
+                "result": {"nested": [{"deep": {"slack": f"token {s['slack']}"}}]},
+            },
+            {
+                "type": "observation",
+                "description": "-----BEGIN RSA PRIVATE KEY-----\n"
+                f"{s['private_key_body']}\n-----END RSA PRIVATE KEY-----",
+            },
         ],
     }
 
@@ -59,10 +65,14 @@ def test_secrets_in_runs_are_redacted_before_storage_and_logging(api_factory, ca
     response = client.post_json("/api/v1/runs/", _run_with_secrets())
     assert response.status_code == 201, response.json()
     run_id = response.json()["id"]
-    feedback = client.post_json(f"/api/v1/runs/{run_id}/feedback/", {
-        "feedback_type": "human", "score": 0.1,
-        "message": f"it leaked {SECRETS['anthropic']} again",
-    })
+    feedback = client.post_json(
+        f"/api/v1/runs/{run_id}/feedback/",
+        {
+            "feedback_type": "human",
+            "score": 0.1,
+            "message": f"it leaked {SECRETS['anthropic']} again",
+        },
+    )
     assert feedback.status_code == 201, feedback.json()
     raw_token = client._credentials["HTTP_AUTHORIZATION"].split()[1]
 
