@@ -74,13 +74,22 @@ def candidate_audit(*, candidate) -> dict:
     report = audit_report_build(candidate=candidate)
     max_severity = report_max_severity(report)
     with transaction.atomic():
-        locked = LearningCandidate.objects.select_for_update().get(pk=candidate.pk)
+        # Lock this candidate and any pending duplicate in one ordered query, so two
+        # audits merging the same pair at once wait for each other instead of
+        # deadlocking.
+        rows = {
+            row.pk: row
+            for row in LearningCandidate.objects.select_for_update()
+            .filter(pk__in=[candidate.pk, *_pending_duplicate_ids(report)])
+            .order_by("pk")
+        }
+        locked = rows[candidate.pk]
         locked.audit = report
         locked.audited_at = timezone.now()
         locked.max_severity = max_severity
         locked.save(update_fields=["audit", "audited_at", "max_severity", "updated_at"])
         if locked.status == CandidateStatus.PENDING:
-            _merge_pending_duplicates(candidate=locked, findings=report["duplicate"])
+            _merge_pending_duplicates(candidate=locked, rows=rows)
     locked.refresh_from_db()
     if locked.status == CandidateStatus.PENDING:
         from playbooks.modes import candidate_consider_auto_apply
@@ -89,21 +98,27 @@ def candidate_audit(*, candidate) -> dict:
     return report
 
 
-def _merge_pending_duplicates(*, candidate, findings: list[dict]) -> None:
-    """A near-identical pending candidate of the same kind and target: the newer of
-    the two is superseded by the older, which takes over its evidence."""
-    other_ids = [
+def _pending_duplicate_ids(report: dict) -> list[int]:
+    return [
         rel["id"]
-        for finding in findings
+        for finding in report["duplicate"]
         for rel in finding["related"]
         if rel["type"] == "candidate"
     ]
-    if not other_ids:
-        return
-    others = (
-        LearningCandidate.objects.select_for_update()
-        .filter(pk__in=other_ids, status=CandidateStatus.PENDING, kind=candidate.kind)
-        .order_by("created_at", "pk")
+
+
+def _merge_pending_duplicates(*, candidate, rows: dict) -> None:
+    """A near-identical pending candidate of the same kind and target: the newer of
+    the two is superseded by the older, which takes over its evidence. `rows` are the
+    locked candidates."""
+    others = sorted(
+        (
+            row for pk, row in rows.items()
+            if pk != candidate.pk
+            and row.status == CandidateStatus.PENDING
+            and row.kind == candidate.kind
+        ),
+        key=lambda c: (c.created_at, c.pk),
     )
     for other in others:
         older, newer = sorted([candidate, other], key=lambda c: (c.created_at, c.pk))

@@ -316,3 +316,59 @@ def test_python_fallback_matches_the_index_rule():
     kept = scope._python_filter(rows, text=text, terms=scope.query_terms(text),
                                 get_text=lambda r: r.text)
     assert [r.pk for r in kept] == [1]
+
+
+def test_api_proposal_is_audited(agent_client, django_capture_on_commit_callbacks):
+    """A candidate an agent proposes through POST /api/v1/candidates/ is audited once
+    the request commits; a secret in it is a block finding."""
+    make_playbook(agent_client.namespace, slug="airline", mode="agentic")
+    with django_capture_on_commit_callbacks(execute=True):
+        response = agent_client.post_json("/api/v1/candidates/", {
+            "kind": "strategy_helpful", "playbook": "airline", "confidence": 0.9,
+            "content": "Authenticate with api_key=sk-live-abcdefghijklmnopqrstuvwx12.",
+            "rationale": "worked once",
+        })
+    assert response.status_code == 201, response.content
+    detail = agent_client.get(f"/api/v1/candidates/{response.json()['id']}/").json()
+    assert detail["audited_at"] is not None
+    assert detail["audit"]["hygiene"][0]["severity"] == "block"
+    assert LearningCandidate.objects.get(pk=detail["id"]).max_severity == "block"
+
+
+@pytest.mark.django_db(transaction=True)
+def test_concurrent_audits_of_a_duplicate_pair_merge_once():
+    """Two workers auditing two near-identical candidates at the same moment: no
+    deadlock, exactly one is superseded, by the older one, with one audit-trail row."""
+    import threading
+
+    from django.db import connections
+
+    playbook = make_playbook(NamespaceFactory(slug="race"), slug="ops")
+    ns = playbook.namespace
+    for attempt in range(3):
+        older = CandidateFactory(namespace=ns, playbook=playbook,
+                                 content=f"Check disk usage on volume {attempt} before rotating logs.")
+        newer = CandidateFactory(namespace=ns, playbook=playbook,
+                                 content=f"Check the disk usage on volume {attempt} before rotating the logs.")
+        barrier, errors = threading.Barrier(2), []
+
+        def audit(candidate):
+            try:
+                barrier.wait()
+                candidate_audit(candidate=candidate)
+            except Exception as exc:  # noqa: BLE001 - reported below
+                errors.append(exc)
+            finally:
+                connections.close_all()
+
+        threads = [threading.Thread(target=audit, args=(c,)) for c in (older, newer)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join(30)
+        assert errors == []
+        older.refresh_from_db()
+        newer.refresh_from_db()
+        assert (older.status, newer.status) == ("pending", "superseded")
+        assert newer.superseded_by_id == older.pk
+        assert AuditEvent.objects.filter(candidate=newer, action="supersede").count() == 1
