@@ -164,3 +164,18 @@ def test_bulk_deny_needs_one_reason_and_records_it_on_each(acme):
 def test_bulk_refuses_unknown_decisions(acme):
     with pytest.raises(services.ReviewError):
         services.candidates_bulk_decide(candidate_ids=[], actor=RITA, decision="apply")
+
+
+def test_an_edit_that_adds_a_secret_is_blocked_by_the_real_audit(acme):
+    """The edit goes through the real audits: a credential pasted into the text gets a
+    `block` finding, so only an admin override could approve it."""
+    c = CandidateFactory(namespace=acme, content="Verify the passenger's identity first")
+    services.candidate_edit(
+        namespace=acme, candidate_id=c.pk, actor=RITA,
+        changes={"content": "Call the fare API with key AKIAIOSFODNN7EXAMPLE first"},
+    )
+    c.refresh_from_db()
+    assert c.audited_at is not None and c.max_severity == "block"
+    assert any("secret" in f["message"] for f in c.audit["hygiene"])
+    with pytest.raises(services.NeedsOverride):
+        services.candidate_approve(namespace=acme, candidate_id=c.pk, actor=RITA)

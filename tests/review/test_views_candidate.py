@@ -242,3 +242,15 @@ def test_release_gives_the_lease_back(rclient, reviewer, acme):
     response = rclient.post(f"/candidates/{c.pk}/release/")
     assert response.status_code == 302
     assert LearningCandidate.objects.get(pk=c.pk).leased_by is None
+
+
+def test_conflict_with_another_pending_candidate_links_to_it(rclient, acme):
+    other = CandidateFactory(namespace=acme, content="Never rebook")
+    c = CandidateFactory(namespace=acme, audit={
+        "conflict": [{"severity": "warn", "message": "Contradicts a pending candidate",
+                      "related": [{"type": "candidate", "id": other.pk,
+                                   "text": "Never rebook"}]}],
+        "hygiene": [], "duplicate": []})
+    html = rclient.get(f"/candidates/{c.pk}/").content.decode()
+    assert f'Pending candidate <a href="/candidates/{other.pk}/">#{other.pk}</a>' in html
+    assert "Approve as replacement" not in html
