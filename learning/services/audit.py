@@ -80,7 +80,13 @@ def candidate_audit(*, candidate) -> dict:
         rows = {
             row.pk: row
             for row in LearningCandidate.objects.select_for_update()
-            .filter(pk__in=[candidate.pk, *_pending_duplicate_ids(report)])
+            .filter(
+                pk__in=[
+                    candidate.pk,
+                    *_related_candidate_ids(report["duplicate"]),
+                    *_related_candidate_ids(report["conflict"]),
+                ]
+            )
             .order_by("pk")
         }
         locked = rows[candidate.pk]
@@ -89,7 +95,12 @@ def candidate_audit(*, candidate) -> dict:
         locked.max_severity = max_severity
         locked.save(update_fields=["audit", "audited_at", "max_severity", "updated_at"])
         if locked.status == CandidateStatus.PENDING:
-            _merge_pending_duplicates(candidate=locked, rows=rows)
+            duplicates = set(_related_candidate_ids(report["duplicate"]))
+            _merge_pending_duplicates(
+                candidate=locked, rows={pk: rows[pk] for pk in duplicates if pk in rows}
+            )
+            if locked.status == CandidateStatus.PENDING:  # not merged away
+                _mirror_conflicts(candidate=locked, findings=report["conflict"], rows=rows)
     locked.refresh_from_db()
     if locked.status == CandidateStatus.PENDING:
         from playbooks.modes import candidate_consider_auto_apply
@@ -98,13 +109,37 @@ def candidate_audit(*, candidate) -> dict:
     return report
 
 
-def _pending_duplicate_ids(report: dict) -> list[int]:
+def _related_candidate_ids(findings: list[dict]) -> list[int]:
     return [
-        rel["id"]
-        for finding in report["duplicate"]
-        for rel in finding["related"]
+        rel["id"] for finding in findings for rel in finding["related"]
         if rel["type"] == "candidate"
     ]
+
+
+def _mirror_conflicts(*, candidate, findings: list[dict], rows: dict) -> None:
+    """A conflict between two pending candidates shows on both: the other one (when
+    already audited) gets the finding too, pointing back, so whichever a reviewer
+    opens first shows the pair side by side."""
+    for finding in findings:
+        for rel in finding["related"]:
+            other = rows.get(rel["id"]) if rel["type"] == "candidate" else None
+            if other is None or other.status != CandidateStatus.PENDING or not other.audit:
+                continue
+            existing = other.audit.get("conflict") or []
+            if any(r.get("type") == "candidate" and r.get("id") == candidate.pk
+                   for f in existing for r in f.get("related", [])):
+                continue
+            mirrored = {
+                "severity": finding["severity"],
+                "message": f"Contradicted by pending {candidate.kind} candidate "
+                           f"#{candidate.pk}.",
+                "related": [{"type": "candidate", "id": candidate.pk,
+                             "text": candidate.content[:500]}],
+                "kind": finding.get("kind", ""),
+            }
+            other.audit = {**other.audit, "conflict": [*existing, mirrored]}
+            other.max_severity = report_max_severity(other.audit)
+            other.save(update_fields=["audit", "max_severity", "updated_at"])
 
 
 def _merge_pending_duplicates(*, candidate, rows: dict) -> None:

@@ -369,6 +369,26 @@ def test_concurrent_audits_of_a_duplicate_pair_merge_once():
         assert errors == []
         older.refresh_from_db()
         newer.refresh_from_db()
-        assert (older.status, newer.status) == ("pending", "superseded")
+        assert (older.status, newer.status) == ("pending", "superseded"), (
+            attempt, older.superseded_by_id, older.audit, newer.audit)
         assert newer.superseded_by_id == older.pk
         assert AuditEvent.objects.filter(candidate=newer, action="supersede").count() == 1
+
+
+def test_conflict_between_pending_candidates_shows_on_both(playbook):
+    """When a new candidate contradicts an already audited pending one, both reports
+    name the other (whichever the reviewer opens first shows the pair)."""
+    ns = playbook.namespace
+    first = CandidateFactory(namespace=ns, playbook=playbook,
+                             content="Pin the Python version to 3.11 in the CI image.")
+    assert candidate_audit(candidate=first)["conflict"] == []
+    second = CandidateFactory(namespace=ns, playbook=playbook,
+                              content="Pin the Python version to 3.12 in the CI image.")
+    report = candidate_audit(candidate=second)
+    assert report["conflict"][0]["related"][0]["id"] == first.pk
+    first.refresh_from_db()
+    assert first.max_severity == "warn"
+    assert [r["id"] for f in first.audit["conflict"] for r in f["related"]] == [second.pk]
+    candidate_audit(candidate=second)  # re-auditing adds no second copy
+    first.refresh_from_db()
+    assert len(first.audit["conflict"]) == 1
