@@ -41,7 +41,7 @@ def test_audits_meet_their_targets():
 def test_audit_eval_command_prints_the_table(monkeypatch):
     """`manage.py audit_eval` prints the table for the case set (here a slice of it,
     the full set is measured above) and lists the cases it got wrong."""
-    import tests.learning.audit_cases as audit_cases
+    from tests.learning import audit_cases
 
     picked = [c for c in CASES if c["expect"] == "conflict"][:2] + [
         c for c in CASES if c["expect"] == "clean"][:2]

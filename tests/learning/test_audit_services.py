@@ -352,7 +352,7 @@ def test_concurrent_audits_of_a_duplicate_pair_merge_once():
                                  content=f"Check the disk usage on volume {attempt} before rotating the logs.")
         barrier, errors = threading.Barrier(2), []
 
-        def audit(candidate):
+        def audit(candidate, barrier=barrier, errors=errors):
             try:
                 barrier.wait()
                 candidate_audit(candidate=candidate)
