@@ -10,6 +10,13 @@ from rest_framework.views import exception_handler as drf_exception_handler
 
 logger = logging.getLogger(__name__)
 
+try:  # COPY (the ingest hot path) raises psycopg's own error, not Django's wrapper
+    from psycopg import DataError as PsycopgDataError
+
+    DATA_ERRORS: tuple[type[Exception], ...] = (DataError, PsycopgDataError)
+except ImportError:  # pragma: no cover - SQLite-only installs
+    DATA_ERRORS = (DataError,)
+
 
 class PayloadTooLarge(exceptions.APIException):
     status_code = status.HTTP_413_REQUEST_ENTITY_TOO_LARGE
@@ -34,7 +41,7 @@ def exception_handler(exc, context):
         if isinstance(response.data, list):
             response.data = {"detail": response.data}
         return response
-    if isinstance(exc, DataError):
+    if isinstance(exc, DATA_ERRORS):
         # A value Python accepted but the database cannot hold (a time zone offset
         # beyond ±15:59, a number out of range): the caller's input, not our fault.
         logger.info("data error: %s", exc)

@@ -69,3 +69,33 @@ def test_every_operation_survives_generated_requests(live_server):
         if (problem := _fuzz(operation, mode, headers))
     ]
     assert failures == [], "\n\n".join(failures)
+
+
+def test_found_by_fuzzing_time_zone_offsets_beyond_postgres_range_are_a_400(
+    api_factory,
+):
+    """Regression (found by the test above): Python accepts a +20:48 offset, PostgreSQL
+    does not. A run whose step carries one, or a list filter with one, is a 400 and
+    nothing is stored, not a 500."""
+    from learning.models import Trajectory
+
+    client = api_factory("acme", "agent", "tz-agent")
+    response = client.post_json(
+        "/api/v1/runs/",
+        {
+            "external_id": "tz-1",
+            "task_description": "Rebook",
+            "status": "success",
+            "steps": [
+                {
+                    "type": "action",
+                    "description": "rebook",
+                    "ended_at": "2024-05-13T06:49:19+20:48",
+                }
+            ],
+        },
+    )
+    assert response.status_code == 400, response.content
+    assert not Trajectory.objects.filter(external_id="tz-1").exists()
+    listing = client.get("/api/v1/runs/?created_before=2024-04-27T01:02:39%2B17:32")
+    assert listing.status_code == 400, listing.content
