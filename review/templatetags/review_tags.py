@@ -82,3 +82,29 @@ def clip(value, length: int = 180) -> str:
     """truncatechars without the translation lookup it makes on every call."""
     text = str(value or "")
     return text if len(text) <= length else text[: length - 1].rstrip() + "…"
+
+
+@register.simple_tag
+def timeline_window(steps, highlight, context: int = 1, head: int = 4):
+    """The steps worth showing in an evidence excerpt: the highlighted ones with
+    `context` steps around them (or the first `head` steps without highlights), and
+    gaps standing for the steps left out: [{"step": s} | {"gap": n}, ...]."""
+    steps = list(steps)
+    marked = set(highlight or [])
+    if marked:
+        keep = {s.index for s in steps
+                if any(abs(s.index - h) <= context for h in marked)}
+    else:
+        keep = {s.index for s in steps[:head]}
+    items, gap = [], 0
+    for step in steps:
+        if step.index in keep:
+            if gap:
+                items.append({"gap": gap})
+                gap = 0
+            items.append({"step": step})
+        else:
+            gap += 1
+    if gap:
+        items.append({"gap": gap})
+    return items

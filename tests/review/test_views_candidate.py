@@ -254,3 +254,20 @@ def test_conflict_with_another_pending_candidate_links_to_it(rclient, acme):
     html = rclient.get(f"/candidates/{c.pk}/").content.decode()
     assert f'Pending candidate <a href="/candidates/{other.pk}/">#{other.pk}</a>' in html
     assert "Approve as replacement" not in html
+
+
+def test_evidence_shows_an_excerpt_around_the_highlighted_steps(rclient, acme):
+    """Long runs are cut to the lesson's steps with one step of context each side; the
+    run page keeps the full timeline."""
+    run = TrajectoryFactory(namespace=acme)
+    for i in range(10):
+        StepFactory(trajectory=run, index=i, description=f"action number {i}")
+    c = CandidateFactory(namespace=acme)
+    CandidateEvidence.objects.create(candidate=c, trajectory=run, step_indexes=[5])
+    html = rclient.get(f"/candidates/{c.pk}/").content.decode()
+    shown = [i for i in range(10) if f"action number {i}<" in html]
+    assert shown == [4, 5, 6]
+    assert "… 4 steps not shown" in html and "… 3 steps not shown" in html
+    assert f'href="/runs/{run.pk}/?hl=5">full timeline' in html
+    full = rclient.get(f"/runs/{run.pk}/?hl=5").content.decode()
+    assert all(f"action number {i}<" in full for i in range(10))
