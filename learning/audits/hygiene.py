@@ -312,27 +312,44 @@ def _force_push_findings(text: str, policy: Policy) -> list[dict]:
     return findings
 
 
+_EXFIL_VERBS = re.compile(
+    r"\b(?:cat|less|more|head|tail|read|print|echo|dump|copy|cp|scp|rsync|upload|send"
+    r"|post|paste|share|email|attach|base64|curl|wget|exfiltrate|commit|push|chmod)\b",
+    re.I,
+)
+
+
 def _sensitive_path_findings(text: str, policy: Policy) -> list[dict]:
-    findings = []
+    """One finding naming every sensitive path the text touches: `block` when its
+    clause reads, copies or sends it, `warn` when it only names it."""
     lowered = text.lower()
+    hits: dict[str, bool] = {}
     for path in policy.sensitive_paths:
         p = path.lower()
         start = 0
-        while True:
-            index = lowered.find(p, start)
-            if index < 0:
-                break
+        while (index := lowered.find(p, start)) >= 0:
             start = index + 1
             before = lowered[index - 1] if index else " "
             if p[0].isalnum() and (before.isalnum() or before == "_"):
                 continue
             if _negated(text, index):
                 continue
-            findings.append(
-                _finding("block", f"Touches the sensitive path {path}.", "sensitive_path")
+            clause = (
+                _CLAUSE_BREAK.split(lowered[max(0, index - 60) : index])[-1]
+                + _CLAUSE_BREAK.split(lowered[index : index + 60])[0]
             )
-            break
-    return findings
+            hits[path] = hits.get(path, False) or bool(_EXFIL_VERBS.search(clause))
+    if not hits:
+        return []
+    reads = any(hits.values())
+    return [
+        _finding(
+            "block" if reads else "warn",
+            f"{'Reads or moves' if reads else 'Mentions'} sensitive path(s): "
+            f"{', '.join(hits)}.",
+            "sensitive_path",
+        )
+    ]
 
 
 # --- secrets ------------------------------------------------------------------------

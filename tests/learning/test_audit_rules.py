@@ -137,6 +137,17 @@ def test_policy_tools_and_hosts():
     assert rules("See https://docs.corp.example/a and api.example.com", policy) == set()
 
 
+def test_sensitive_paths_block_when_read_or_moved():
+    """Reading or moving a sensitive file blocks; only naming it warns."""
+    def severity(text):
+        return [f["severity"] for f in hygiene_findings(text=text, policy=Policy())
+                if f["rule"] == "sensitive_path"]
+
+    assert severity("Copy ~/.ssh/id_rsa to the bastion") == ["block"]
+    assert severity("Set the registry URL in .npmrc for the build") == ["warn"]
+    assert severity("Never print ~/.aws/credentials in logs") == []
+
+
 def test_entropy_flags_random_strings_only():
     assert shannon_entropy("aaaa") == 0
     assert "entropy" in rules("token Zk3Qp9LmX2vB7nR4tY8wC1sD")
