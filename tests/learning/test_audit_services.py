@@ -392,3 +392,31 @@ def test_conflict_between_pending_candidates_shows_on_both(playbook):
     candidate_audit(candidate=second)  # re-auditing adds no second copy
     first.refresh_from_db()
     assert len(first.audit["conflict"]) == 1
+
+
+def test_skill_patch_is_checked_against_the_lines_it_keeps(playbook):
+    """A skill patch is compared with the skill's lines except those it removes: the
+    edit itself is not a conflict, a contradiction with a kept line is."""
+    from playbooks.models import Skill
+
+    skill = Skill.objects.create(
+        namespace=playbook.namespace, slug="deploy", name="Deploy",
+        text="1. Never deploy on Fridays.\n2. Run the database migrations before "
+             "deploying the new code.\n3. Smoke-test the login page.",
+    )
+    replace = CandidateFactory(
+        namespace=playbook.namespace, kind="patch_skill", skill=skill,
+        content="Allow small deploys on Fridays.",
+        patch="--- a\n+++ b\n-1. Never deploy on Fridays.\n+1. Always deploy on Fridays "
+              "when the change is small.\n",
+    )
+    assert candidate_audit(candidate=replace)["conflict"] == []
+    contradict = CandidateFactory(
+        namespace=playbook.namespace, kind="patch_skill", skill=skill,
+        content="Speed up releases.",
+        patch="--- a\n+++ b\n+4. Do not run the database migrations before deploying "
+              "the new code.\n",
+    )
+    finding = candidate_audit(candidate=contradict)["conflict"][0]
+    assert finding["related"] == [{"type": "skill", "id": skill.pk, "text": (
+        "2. Run the database migrations before deploying the new code.")}]
