@@ -86,16 +86,17 @@ class QueuePaginator(Paginator):
         return _OpenPage(rows[: self.per_page], number, self, len(rows) > self.per_page)
 
 
-def _page(request, qs, per_page: int, **paginator_kwargs):
+def _page(request, qs, per_page: int, params=None, **paginator_kwargs):
+    params = request.GET if params is None else params
     try:
-        per_page = max(1, min(int(request.GET.get("per_page", per_page)), MAX_PAGE_SIZE))
-    except ValueError:
+        per_page = max(1, min(int(params.get("per_page", per_page)), MAX_PAGE_SIZE))
+    except (TypeError, ValueError):
         pass
     if paginator_kwargs:
         paginator = QueuePaginator(qs, per_page, **paginator_kwargs)
     else:
         paginator = Paginator(qs, per_page)
-    return paginator.get_page(request.GET.get("page"))
+    return paginator.get_page(params.get("page"))
 
 
 def _actor(request, candidate) -> services.Actor:
@@ -141,10 +142,10 @@ def _queue_context(request, params) -> dict:
                                              narrowed=queue.narrowed)
     current = queue.status[0] if len(queue.status) == 1 else selectors.ALL
     if current in counts and not (len(queue.status) > 1):
-        page = _page(request, queue.candidates, QUEUE_PAGE_SIZE,
+        page = _page(request, queue.candidates, QUEUE_PAGE_SIZE, params,
                      count=counts[current], capped=current in capped)
     else:
-        page = _page(request, queue.candidates, QUEUE_PAGE_SIZE)
+        page = _page(request, queue.candidates, QUEUE_PAGE_SIZE, params)
     query = params.urlencode() if hasattr(params, "urlencode") else ""
     return {
         "queue": queue,

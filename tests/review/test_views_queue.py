@@ -253,3 +253,14 @@ def test_capped_and_grouped_counts_agree(rclient, acme, query):
     assert response.context["counts"] == grouped
     # The pending tab's count is the number of rows the page lists.
     assert len(response.context["page"]) == grouped["pending"]
+
+
+def test_after_a_bulk_action_the_pager_keeps_the_filters(rclient, acme):
+    CandidateFactory.create_batch(4, namespace=acme, kind="procedure")
+    c = CandidateFactory(namespace=acme, kind="procedure")
+    response = rclient.post("/candidates/bulk/", {
+        "decision": "conflict", "ids": [c.pk], "query": "kind=procedure&per_page=2",
+    }, **hx())
+    html = response.content.decode()
+    assert "Marked conflicted 1." in html
+    assert "kind=procedure" in html and "page=2" in html and "1–2 of 4" in html
