@@ -1,6 +1,5 @@
 """Server-side SVG charts for the dashboard: geometry computed here, drawn by templates
 (no JavaScript, no external library)."""
-from datetime import timedelta
 
 PALETTE = ["#4f7cff", "#22a06b", "#e5484d", "#f5a524", "#8e4ec6", "#12a5a5"]
 KIND_COLOURS = {
@@ -60,35 +59,36 @@ def stacked_bars(*, rows: list[dict], keys: list[str], label_key: str, colours: 
             "legend": [{"key": k, "colour": colours[k]} for k in keys]}
 
 
-def line_chart(*, start, days: int, series: dict, width: int = 1100,
+def line_chart(*, slots: list[str], series: dict, width: int = 1100,
                height: int = 220) -> dict:
-    """One polyline per series of {day: (ok, n)}: the daily success rate, 0–100 %.
-    Days without runs are gaps (the line joins the days that have data)."""
+    """One polyline per series of {slot index: (ok, n)}: the success rate, 0–100 %, at
+    each slot (a day, or a tenth of the runs). Slots without runs are skipped (the line
+    joins the slots that have data)."""
     left, right, top, bottom = 36, 8, 8, 22
     plot_w, plot_h = width - left - right, height - top - bottom
-    step = plot_w / max(days - 1, 1)
+    count = len(slots)
+    step = plot_w / max(count - 1, 1)
     lines = []
     for i, (name, points) in enumerate(series.items()):
         coords, dots = [], []
-        for d in range(days):
-            day = start + timedelta(days=d)
-            if day not in points:
+        for slot in range(count):
+            if slot not in points:
                 continue
-            ok, n = points[day]
+            ok, n = points[slot]
             rate = ok / n if n else 0
-            x = round(left + d * step, 1)
+            x = round(left + slot * step, 1)
             y = round(top + plot_h * (1 - rate), 1)
             coords.append(f"{x},{y}")
-            dots.append({"x": x, "y": y, "title": f"{name} {day}: {ok}/{n} ({rate:.0%})"})
+            dots.append({"x": x, "y": y,
+                         "title": f"{name} {slots[slot]}: {ok}/{n} ({rate:.0%})"})
         total_ok = sum(ok for ok, _ in points.values())
         total_n = sum(n for _, n in points.values())
         lines.append({"name": name, "colour": PALETTE[i % len(PALETTE)],
                       "points": " ".join(coords), "dots": dots,
                       "rate": total_ok / total_n if total_n else 0, "runs": total_n})
-    label_every = max(days // 6, 1)
-    labels = [{"x": round(left + d * step, 1),
-               "text": (start + timedelta(days=d)).strftime("%b %d")}
-              for d in range(0, days, label_every)]
+    label_every = max(count // 6, 1)
+    labels = [{"x": round(left + slot * step, 1), "text": slots[slot]}
+              for slot in range(0, count, label_every)]
     ticks = [{"y": round(top + plot_h * (1 - f), 1), "value": int(f * 100)}
              for f in (0, 0.25, 0.5, 0.75, 1)]
     return {"width": width, "height": height, "lines": lines, "labels": labels,

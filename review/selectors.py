@@ -377,7 +377,12 @@ def decisions_per_day(*, user, days: int = 14, now=None) -> list[dict]:
 
 
 def learning_curves(*, user, days: int = 30, top: int = 5, now=None) -> dict:
-    """Daily success rate of finished runs per task type (the `top` busiest types)."""
+    """Success rate of finished runs over time per task type (the `top` busiest types):
+    per day over the last `days`; when the runs span fewer than three days (an import,
+    a fresh install) per tenth of each task type's runs in the order they ran instead,
+    so the curve still shows whether later runs do better than earlier ones.
+    Returns {"mode": "day"|"order", "slots": [label, ...],
+    "series": {task_type: {slot: (ok, n)}}, "volume": {task_type: n}}."""
     now = now or timezone.now()
     start = (now - timedelta(days=days - 1)).date()
     finished = Trajectory.objects.filter(
@@ -395,10 +400,42 @@ def learning_curves(*, user, days: int = 30, top: int = 5, now=None) -> dict:
         volume[row["task_type"]] = volume.get(row["task_type"], 0) + row["n"]
     types = sorted(volume, key=lambda t: (-volume[t], t))[:top]
     series = {t: {} for t in types}
-    for row in rows:
-        if row["task_type"] in series:
-            series[row["task_type"]][row["day"]] = (row["ok"], row["n"])
-    return {"start": start, "days": days, "series": series, "volume": volume}
+    if len({row["day"] for row in rows}) >= 3:
+        slots = [(start + timedelta(days=d)).strftime("%b %d") for d in range(days)]
+        for row in rows:
+            if row["task_type"] in series:
+                slot = (row["day"] - start).days
+                series[row["task_type"]][slot] = (row["ok"], row["n"])
+        return {"mode": "day", "slots": slots, "series": series, "volume": volume}
+    for task_type, bucket, n, ok in _run_order_tenths(finished.filter(task_type__in=types)):
+        series[task_type][bucket - 1] = (ok, n)
+    slots = [f"{i * 10}–{(i + 1) * 10}%" for i in range(10)]
+    return {"mode": "order", "slots": slots, "series": series, "volume": volume}
+
+
+def _run_order_tenths(runs: QuerySet) -> list[tuple]:
+    """(task_type, tenth 1–10, runs, successes) with the runs of each task type split
+    into tenths by the order they ran (ntile in SQL; one row per tenth comes back)."""
+    from django.db import connection
+    from django.db.models import F, Window
+    from django.db.models.functions import Ntile
+
+    inner = runs.annotate(
+        tenth=Window(Ntile(10), partition_by=[F("task_type")],
+                     order_by=[F("created_at").asc(), F("id").asc()])
+    ).order_by().values("task_type", "status", "tenth")
+    try:
+        sql, params = inner.query.sql_with_params()
+    except EmptyResultSet:
+        return []
+    with connection.cursor() as cursor:
+        cursor.execute(
+            "SELECT t.task_type, t.tenth, COUNT(*), "
+            "SUM(CASE WHEN t.status = %s THEN 1 ELSE 0 END) "
+            f"FROM ({sql}) AS t GROUP BY t.task_type, t.tenth",
+            [RunStatus.SUCCESS.value, *params],
+        )
+        return cursor.fetchall()
 
 
 def user_namespace_choices(*, user) -> list[Namespace]:

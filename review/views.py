@@ -522,8 +522,7 @@ def dashboard(request):
             rows=decision_rows, keys=["approve", "deny", "conflict"], label_key="label",
             colours=charts.DECISION_COLOURS, label_every=2,
         ),
-        "curves_chart": charts.line_chart(
-            start=curves["start"], days=curves["days"], series=curves["series"]
-        ),
+        "curves": curves,
+        "curves_chart": charts.line_chart(slots=curves["slots"], series=curves["series"]),
     }
     return render(request, "review/dashboard.html", context)

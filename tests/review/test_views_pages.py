@@ -113,8 +113,9 @@ def test_dashboard_draws_queue_health_decisions_and_learning_curves(rclient, acm
                        target_id=c.pk, candidate=c)
     for status in ("success", "success", "failure"):
         TrajectoryFactory(namespace=acme, task_type="airline.book", status=status)
-    run = TrajectoryFactory(namespace=acme, task_type="airline.book", status="failure")
-    Trajectory.objects.filter(pk=run.pk).update(created_at=now - timedelta(days=2))
+    for days_ago in (2, 5):
+        run = TrajectoryFactory(namespace=acme, task_type="airline.book", status="failure")
+        Trajectory.objects.filter(pk=run.pk).update(created_at=now - timedelta(days=days_ago))
     response = rclient.get("/dashboard/")
     html = response.content.decode()
     assert response.status_code == 200
@@ -122,10 +123,12 @@ def test_dashboard_draws_queue_health_decisions_and_learning_curves(rclient, acm
     assert health["total"] == 2
     assert [b["total"] for b in health["buckets"]] == [1, 0, 1, 0]
     assert response.context["decisions"][-1]["deny"] == 1
+    assert response.context["curves"]["mode"] == "day"
     line = response.context["curves_chart"]["lines"][0]
-    assert line["name"] == "airline.book" and line["runs"] == 4
-    assert len(line["dots"]) == 2  # two days with runs
-    assert "67%" in line["dots"][-1]["title"]
+    assert line["name"] == "airline.book" and line["runs"] == 5
+    assert len(line["dots"]) == 3  # three days with runs
+    assert "2/3 (67%)" in line["dots"][-1]["title"]
+    assert "0/1 (0%)" in line["dots"][0]["title"]
     assert html.count("<svg") >= 3 and "<polyline" in html and "<script src=\"http" not in html
 
 
@@ -138,3 +141,20 @@ def test_charts_scale_bars_to_the_tallest():
     assert len(first["segments"]) == 2 and len(second["segments"]) == 1
     assert first["segments"][0]["h"] == 2 * second["segments"][0]["h"]
     assert chart["ticks"][-1]["value"] == 4
+
+
+def test_learning_curve_by_run_order_when_runs_span_under_three_days(rclient, acme):
+    """An import lands every run on one day: the curve then follows the runs in the
+    order they ran, in tenths — failures first, successes later shows as a rising line."""
+    for i in range(20):
+        TrajectoryFactory(namespace=acme, task_type="airline.book",
+                          status="failure" if i < 10 else "success")
+    TrajectoryFactory(namespace=acme, task_type="retail.return", status="success")
+    response = rclient.get("/dashboard/")
+    curves = response.context["curves"]
+    assert curves["mode"] == "order" and len(curves["slots"]) == 10
+    assert curves["series"]["airline.book"] == {
+        i: (0 if i < 5 else 2, 2) for i in range(10)
+    }
+    assert curves["series"]["retail.return"] == {0: (1, 1)}
+    assert "by tenths of its runs" in response.content.decode()
