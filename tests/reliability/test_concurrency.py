@@ -13,7 +13,7 @@ from review.models import AuditEvent
 from tests.factories import CandidateFactory
 from tests.reliability.procs import run_posters
 
-pytestmark = pytest.mark.django_db(transaction=True)
+pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.slow]
 
 
 def _run(tag: str, n: int, steps: int = 3) -> dict:

@@ -54,6 +54,7 @@ def _summary(exc: Exception) -> str:
     return " | ".join(keep) or str(exc)[:500]
 
 
+@pytest.mark.slow
 def test_every_operation_survives_generated_requests(live_server):
     """No generated request gets a 5xx or a response that contradicts the schema."""
     _token, raw = token_create(name="fuzzer", namespace_slug="fuzz", role="admin")
