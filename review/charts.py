@@ -16,7 +16,7 @@ DECISION_COLOURS = {"approve": "#22a06b", "deny": "#e5484d", "conflict": "#f5a52
 def _nice_max(value: float) -> int:
     if value <= 4:
         return 4
-    for step in (5, 10, 20, 25, 50, 100, 200, 250, 500, 1000, 2000, 5000, 10000):
+    for step in (5, 10, 20, 25, 50, 75, 100, 150, 200, 250, 500, 1000, 2000, 5000, 10000):
         if value <= step * 4:
             return step * 4
     return int(value) + 1
@@ -64,7 +64,7 @@ def line_chart(*, slots: list[str], series: dict, width: int = 1100,
     """One polyline per series of {slot index: (ok, n)}: the success rate, 0–100 %, at
     each slot (a day, or a tenth of the runs). Slots without runs are skipped (the line
     joins the slots that have data)."""
-    left, right, top, bottom = 36, 8, 8, 22
+    left, right, top, bottom = 36, 30, 8, 22
     plot_w, plot_h = width - left - right, height - top - bottom
     count = len(slots)
     step = plot_w / max(count - 1, 1)
