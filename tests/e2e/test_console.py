@@ -261,3 +261,31 @@ def test_two_reviewers_on_one_candidate(login_as, live_server, rita, acme, airli
             break
         first.wait_for_timeout(100)
     assert LearningCandidate.objects.get(pk=other.pk).leased_by_id is None
+
+
+def test_open_edit_then_approve_from_the_keyboard(login_as, live_server, rita, acme, airline,
+                                                  screenshot):
+    """`o` opens the selected candidate, `e` unfolds the edit form (the edit is recorded
+    with before/after), `a` approves the edited text."""
+    c = CandidateFactory(namespace=acme, playbook=airline, content="Check fares")
+    page = login_as(rita)
+    page.goto(live_server.url + "/")
+    expect(page.locator(f"#cand-{c.pk}")).to_have_class(re.compile(r"\bselected\b"))
+    page.keyboard.press("o")
+    expect(page).to_have_url(f"{live_server.url}/candidates/{c.pk}/#evidence")
+    page.keyboard.press("e")
+    expect(page.locator("#edit textarea[name=content]")).to_be_focused()
+    page.fill("#edit textarea[name=content]", "Check the fare rules before rebooking")
+    page.fill("#edit input[name=note]", "more precise")
+    page.click("#edit button[type=submit]")
+    expect(page.locator("[data-content]")).to_have_text("Check the fare rules before rebooking")
+    expect(page.locator("#history")).to_contain_text("more precise")
+    screenshot(page, "edited")
+    page.keyboard.press("a")
+    expect(page.locator("[data-decided]")).to_contain_text("Applied by rita")
+    c.refresh_from_db()
+    assert c.status == "applied"
+    assert airline.strategies.get().description == "Check the fare rules before rebooking"
+    edit = AuditEvent.objects.get(candidate=c, action="edit")
+    assert edit.data["before"]["content"] == "Check fares"
+    assert not page.js_errors
