@@ -1014,7 +1014,7 @@ def _procedures(me: Parsed, others: list[Parsed]) -> list[Lesson]:
             kind="procedure",
             content=(
                 f"For {me.run.task_type or 'these'} tasks that end in `{me.writes[-1].tool}`: "
-                f"{steps} (the sequence of {k} successful runs)."
+                f"{steps}."
             ),
             rationale=f"The same tool sequence succeeded in {k} runs of this task type.",
             confidence=round(min(0.85, 0.45 + 0.1 * k), 3),
