@@ -10,25 +10,8 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from common import django_setup, report  # noqa: E402
+from common import NOUNS, VERBS, WHENS, django_setup, report  # noqa: E402
 
-VERBS = """confirm check verify ask offer escalate record cancel refund rebook quote
-retry cache log validate compare notify document summarise archive page restart drain
-snapshot rotate tag export load dedupe partition backfill review approve schedule""".split()
-NOUNS = """reservation cabin fare voucher baggage lounge upgrade passenger ticket invoice
-order shipment address warranty subscription account password invoice payment card
-coupon seat itinerary visa transfer hotel taxi meal infant wheelchair pet loyalty tier
-membership refund chargeback dispute webhook timeout queue worker node volume disk
-certificate backup replica index partition table schema column export report dashboard
-metric alert pager incident deploy release branch migration fixture cache session token
-region bucket pipeline batch stream topic consumer producer cluster namespace secret
-quota limit budget forecast ledger tax currency exchange supplier catalog price discount
-return exchange complaint feedback survey callback transcript language channel""".split()
-WHENS = """when the customer is upset|before the deadline|after the first failure|during
-peak hours|for premium members|on international routes|in the nightly batch|for new
-accounts|when the queue backs up|before closing the ticket|after the migration|for
-enterprise tenants|during the holiday season|on the first contact|for repeat
-issues""".replace("\n", " ").split("|")
 
 
 SYLLABLES = "ka lo mi ter van sul pre dor bex quin ra tos fel gim nu par".split()

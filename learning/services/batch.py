@@ -6,7 +6,7 @@ from django.db.models import Count, Max, Q
 
 from learning.models import Namespace, Reflection, RunStatus, Trajectory
 from learning.reflectors import reflector_get
-from learning.services.reflection import lessons_to_candidates, run_views
+from learning.services.reflection import lessons_to_candidates, reflection_fields, run_views
 
 BATCH_LIMIT = 200  # newest finished runs of the task type looked at
 
@@ -31,32 +31,17 @@ def batch_reflect(
         return None
     result = reflector_get().reflect_batch(runs=run_views(runs))
     with transaction.atomic():
+        fields = reflection_fields(result)
+        # A batch's observation is the batch itself (its patterns and frequencies).
+        fields["observations"] = [
+            {
+                "description": f"{len(runs)} runs reflected as a batch",
+                "evidence": result.summary,
+                "confidence": 1.0,
+            }
+        ]
         reflection = Reflection.objects.create(
-            namespace=namespace,
-            task_type=task_type,
-            is_batch=True,
-            helpful_strategies=[
-                l.as_item()
-                for l in result.lessons
-                if l.kind in ("strategy_helpful", "procedure")
-            ],
-            harmful_patterns=[
-                l.as_item() for l in result.lessons if l.kind == "strategy_harmful"
-            ],
-            observations=[
-                {
-                    "description": f"{len(runs)} runs reflected as a batch",
-                    "evidence": result.summary,
-                    "confidence": 1.0,
-                }
-            ],
-            reflector=result.reflector,
-            fallback=result.fallback,
-            fallback_reason=result.fallback_reason,
-            prompt_version=result.prompt_version,
-            input_tokens=result.input_tokens,
-            output_tokens=result.output_tokens,
-            cost_usd=result.cost_usd,
+            namespace=namespace, task_type=task_type, is_batch=True, **fields
         )
         reflection.batch_runs.set(runs)
         lessons_to_candidates(

@@ -274,24 +274,20 @@ def run_reflection_failure_record(*, run_id, error: str) -> None:
         run.save(update_fields=["reflection_error", "reflection_status", "updated_at"])
 
 
-def reflection_store(*, run: Trajectory, result: ReflectionResult) -> Reflection:
-    """The run's one (non-batch) Reflection, updated in place, and its candidates."""
-    values = dict(
-        namespace_id=run.namespace_id,
-        task_type=run.task_type,
-        is_batch=False,
-        helpful_strategies=[
-            l.as_item()
-            for l in result.lessons
-            if l.kind in ("strategy_helpful", "procedure")
-        ],
-        harmful_patterns=[
-            l.as_item() for l in result.lessons if l.kind == "strategy_harmful"
-        ],
+HELPFUL_KINDS = ("strategy_helpful", "procedure")
+
+
+def reflection_fields(result: ReflectionResult) -> dict:
+    """A Reflection's analysis and cost fields from a reflector's result: helpful
+    strategies, harmful patterns, and every other lesson as an observation."""
+    lessons = result.lessons
+    return dict(
+        helpful_strategies=[l.as_item() for l in lessons if l.kind in HELPFUL_KINDS],
+        harmful_patterns=[l.as_item() for l in lessons if l.kind == "strategy_harmful"],
         observations=[
             l.as_item()
-            for l in result.lessons
-            if l.kind not in ("strategy_helpful", "procedure", "strategy_harmful")
+            for l in lessons
+            if l.kind not in HELPFUL_KINDS and l.kind != "strategy_harmful"
         ],
         reflector=result.reflector,
         fallback=result.fallback,
@@ -300,6 +296,16 @@ def reflection_store(*, run: Trajectory, result: ReflectionResult) -> Reflection
         input_tokens=result.input_tokens,
         output_tokens=result.output_tokens,
         cost_usd=result.cost_usd,
+    )
+
+
+def reflection_store(*, run: Trajectory, result: ReflectionResult) -> Reflection:
+    """The run's one (non-batch) Reflection, updated in place, and its candidates."""
+    values = dict(
+        namespace_id=run.namespace_id,
+        task_type=run.task_type,
+        is_batch=False,
+        **reflection_fields(result),
     )
     reflection = run.reflections.filter(is_batch=False).order_by("created_at").first()
     if reflection is None:

@@ -4,15 +4,7 @@ flat as playbooks grow. SQLite gets nothing (recall uses its Python fallback the
 the column is generated, so no model field is needed."""
 from django.db import migrations, models
 
-
-class PostgresOnlySQL(migrations.RunSQL):
-    def database_forwards(self, app_label, schema_editor, from_state, to_state):
-        if schema_editor.connection.vendor == "postgresql":
-            super().database_forwards(app_label, schema_editor, from_state, to_state)
-
-    def database_backwards(self, app_label, schema_editor, from_state, to_state):
-        if schema_editor.connection.vendor == "postgresql":
-            super().database_backwards(app_label, schema_editor, from_state, to_state)
+from learning.migration_operations import PostgresOnlySQL
 
 
 class Migration(migrations.Migration):

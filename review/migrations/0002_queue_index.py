@@ -3,15 +3,7 @@ covering below_floor, so the queue page reads its 50 rows in order and the cappe
 per-status counts are index-only scans (bench/bench_queue.py: 100,000 candidates)."""
 from django.db import migrations
 
-
-class PostgresOnlySQL(migrations.RunSQL):
-    def database_forwards(self, app_label, schema_editor, from_state, to_state):
-        if schema_editor.connection.vendor == "postgresql":
-            super().database_forwards(app_label, schema_editor, from_state, to_state)
-
-    def database_backwards(self, app_label, schema_editor, from_state, to_state):
-        if schema_editor.connection.vendor == "postgresql":
-            super().database_backwards(app_label, schema_editor, from_state, to_state)
+from learning.migration_operations import PostgresOnlySQL
 
 
 class Migration(migrations.Migration):
