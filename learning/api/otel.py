@@ -1,5 +1,4 @@
 """OTLP/HTTP traces endpoint: protobuf or JSON bodies, optionally gzip-compressed."""
-import gzip
 import zlib
 
 from django.conf import settings

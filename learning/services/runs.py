@@ -15,7 +15,6 @@ except ImportError:  # SQLite-only installs never take the COPY path
 from learning.models import (
     Feedback,
     Namespace,
-    ReflectionStatus,
     RunStatus,
     Step,
     Trajectory,
@@ -185,10 +184,16 @@ def run_steps_append(*, run: Trajectory, steps: list[dict[str, Any]]) -> list[St
             ]
         )
         if redactions:
-            locked.redacted = True
-            locked.redaction_count += redactions
+            _redactions_note(locked, redactions)
             locked.save(update_fields=["redacted", "redaction_count", "updated_at"])
     return rows
+
+
+def _redactions_note(run: Trajectory, count: int) -> None:
+    """Record on the run (unsaved) that `count` more secrets were masked."""
+    if count:
+        run.redacted = True
+        run.redaction_count += count
 
 
 class RunNotRunning(Exception):
@@ -209,13 +214,11 @@ def run_complete(*, run: Trajectory, data: dict[str, Any]) -> Trajectory:
                 setattr(locked, key, data[key])
         if data.get("error_message"):
             locked.error_message, n = redact_text(data["error_message"])
-            if n:
-                locked.redacted, locked.redaction_count = True, locked.redaction_count + n
+            _redactions_note(locked, n)
         if data.get("metrics"):
             metrics, n = redact_value(data["metrics"])
             locked.metrics = {**locked.metrics, **metrics}
-            if n:
-                locked.redacted, locked.redaction_count = True, locked.redaction_count + n
+            _redactions_note(locked, n)
         locked.completed_at = timezone.now()
         locked.effective_score = _effective_score(locked)
         locked.save()
@@ -267,6 +270,3 @@ def feedback_add(*, run: Trajectory, data: dict[str, Any]) -> tuple[Feedback, Tr
             pipeline.run_score_dropped(run=locked, previous=previous)
     return feedback, locked
 
-
-def reflection_status_label(run: Trajectory) -> str:
-    return ReflectionStatus(run.reflection_status).label

@@ -6,8 +6,8 @@ import pytest
 from django.core.management import call_command
 from django.utils import timezone
 
-from learning.models import Namespace, Trajectory
-from tests.factories import NamespaceFactory, StepFactory, TrajectoryFactory
+from learning.models import Trajectory
+from tests.factories import StepFactory, TrajectoryFactory
 
 pytestmark = pytest.mark.django_db
 
