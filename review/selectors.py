@@ -23,6 +23,7 @@ from learning.models import (
     Trajectory,
 )
 from learning.permissions import user_namespaces
+from learning.selectors import run_step_count
 from review.models import AuditEvent
 
 QUEUE_DEFAULT_STATUS = CandidateStatus.PENDING.value
@@ -264,7 +265,7 @@ def run_browser(*, user, params) -> tuple[RunFilter, QuerySet[Trajectory]]:
         base = base.filter(namespace__slug=namespace)
     filterset = RunFilter(clean_params(params), queryset=base)
     qs = filterset.qs if filterset.is_valid() else base.none()
-    qs = qs.select_related("namespace").annotate(step_count=Count("steps")).order_by(
+    qs = qs.select_related("namespace").annotate(step_count=run_step_count()).order_by(
         "-created_at", "-id"
     )
     return filterset, qs
