@@ -3,6 +3,7 @@ audited against a playbook of 100 strategies (and 100 memories) and one of 10,00
 (and 10,000 memories), in the same run. Prints `audit_growth_100_10k` (median audit
 time at 10,000 ÷ at 100): the candidate set comes from the trigram/full-text GIN
 indexes, so it should stay far below 100."""
+
 import random
 import statistics
 import sys
@@ -13,18 +14,17 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from common import NOUNS, VERBS, WHENS, django_setup, report  # noqa: E402
 
 
-
 SYLLABLES = "ka lo mi ter van sul pre dor bex quin ra tos fel gim nu par".split()
 # Product, tool and place names: a real playbook's vocabulary grows with it.
-ENTITIES = sorted({
-    "".join(random.Random(i).sample(SYLLABLES, 3)) for i in range(4000)
-})
+ENTITIES = sorted({"".join(random.Random(i).sample(SYLLABLES, 3)) for i in range(4000)})
 
 
 def strategy_text(rng: random.Random, n: int) -> str:
     a, b, c = rng.sample(NOUNS, 3)
-    return (f"{rng.choice(VERBS).capitalize()} the {rng.choice(ENTITIES)} {a} {b} and "
-            f"the {c} {rng.choice(WHENS).strip()}.")
+    return (
+        f"{rng.choice(VERBS).capitalize()} the {rng.choice(ENTITIES)} {a} {b} and "
+        f"the {c} {rng.choice(WHENS).strip()}."
+    )
 
 
 def build(size: int, rng: random.Random):
@@ -32,15 +32,28 @@ def build(size: int, rng: random.Random):
     from playbooks.models import Memory, Playbook, Strategy
 
     namespace = Namespace.objects.create(slug=f"bench-audit-{size}")
-    playbook = Playbook.objects.create(namespace=namespace, slug="support", name="Support")
+    playbook = Playbook.objects.create(
+        namespace=namespace, slug="support", name="Support"
+    )
     Strategy.objects.bulk_create(
-        (Strategy(playbook=playbook, type="helpful", description=strategy_text(rng, n),
-                  position=n) for n in range(size)),
+        (
+            Strategy(
+                playbook=playbook,
+                type="helpful",
+                description=strategy_text(rng, n),
+                position=n,
+            )
+            for n in range(size)
+        ),
         batch_size=2000,
     )
     Memory.objects.bulk_create(
-        (Memory(namespace=namespace, kind="durable_fact", content=strategy_text(rng, n))
-         for n in range(size)),
+        (
+            Memory(
+                namespace=namespace, kind="durable_fact", content=strategy_text(rng, n)
+            )
+            for n in range(size)
+        ),
         batch_size=2000,
     )
     return namespace, playbook
@@ -53,7 +66,10 @@ def audit_times(namespace, playbook, texts: list[str]) -> list[float]:
     samples = []
     for text in texts:
         candidate = LearningCandidate.objects.create(
-            namespace=namespace, kind="strategy_helpful", content=text, playbook=playbook
+            namespace=namespace,
+            kind="strategy_helpful",
+            content=text,
+            playbook=playbook,
         )
         started = time.perf_counter()
         candidate_audit(candidate=candidate)

@@ -1,5 +1,6 @@
 """Ingest throughput through the real HTTP API (gunicorn, 2 workers, loopback) against
 a raw psycopg COPY of the same rows: `ingest_ratio_vs_copy` = API rows/s ÷ COPY rows/s."""
+
 import json
 import os
 import signal
@@ -20,8 +21,14 @@ STEPS = 25
 BATCH = int(os.environ.get("BENCH_INGEST_BATCH", 100))
 CLIENTS = 2
 
-TOOLS = ["get_reservation_details", "get_user_details", "search_direct_flight",
-         "update_reservation_flights", "cancel_reservation", "book_reservation"]
+TOOLS = [
+    "get_reservation_details",
+    "get_user_details",
+    "search_direct_flight",
+    "update_reservation_flights",
+    "cancel_reservation",
+    "book_reservation",
+]
 
 
 def make_run(i: int, prefix: str) -> dict:
@@ -29,16 +36,21 @@ def make_run(i: int, prefix: str) -> dict:
     for s in range(STEPS):
         kind = ("message", "tool_call", "observation")[s % 3]
         tool = TOOLS[s % len(TOOLS)] if kind == "tool_call" else ""
-        steps.append({
-            "type": kind,
-            "tool": tool,
-            "description": (
-                f"{tool}(reservation_id='R{i:05d}', user_id='mia_li_{s}')" if tool else
-                f"user: I would like to change my flight {i} to the next day, economy cabin, "
-                f"and keep my two checked bags; step {s} of the conversation."
-            ),
-            "result": {"status": "ok", "step": s} if kind == "observation" else None,
-        })
+        steps.append(
+            {
+                "type": kind,
+                "tool": tool,
+                "description": (
+                    f"{tool}(reservation_id='R{i:05d}', user_id='mia_li_{s}')"
+                    if tool
+                    else f"user: I would like to change my flight {i} to the next day, economy cabin, "
+                    f"and keep my two checked bags; step {s} of the conversation."
+                ),
+                "result": {"status": "ok", "step": s}
+                if kind == "observation"
+                else None,
+            }
+        )
     return {
         "external_id": f"{prefix}-{i}",
         "task_description": f"Change the flight of reservation R{i:05d} to the next day",
@@ -57,21 +69,29 @@ def free_port() -> int:
 
 
 def api_ingest(base: str, token: str, runs: list[dict]) -> float:
-    batches = [runs[i:i + BATCH] for i in range(0, len(runs), BATCH)]
+    batches = [runs[i : i + BATCH] for i in range(0, len(runs), BATCH)]
     errors = []
 
     def worker(mine):
         for batch in mine:
             body = json.dumps({"runs": batch}).encode()
             req = urllib.request.Request(
-                base + "/api/v1/runs/", data=body, method="POST",
-                headers={"Content-Type": "application/json", "Authorization": f"Bearer {token}"},
+                base + "/api/v1/runs/",
+                data=body,
+                method="POST",
+                headers={
+                    "Content-Type": "application/json",
+                    "Authorization": f"Bearer {token}",
+                },
             )
             with urllib.request.urlopen(req, timeout=120) as resp:
                 if resp.status not in (200, 201):
                     errors.append(resp.status)
 
-    threads = [threading.Thread(target=worker, args=(batches[k::CLIENTS],)) for k in range(CLIENTS)]
+    threads = [
+        threading.Thread(target=worker, args=(batches[k::CLIENTS],))
+        for k in range(CLIENTS)
+    ]
     start = time.perf_counter()
     for t in threads:
         t.start()
@@ -98,13 +118,32 @@ def copy_ingest(namespace_id: int, runs: list[dict]) -> float:
         run_rows, step_rows = [], []
         for run in runs:
             rid = uuid.uuid4()
-            run_rows.append((rid, namespace_id, run["external_id"], "bench", run["user_id"], "",
-                             run["task_description"], run["task_type"], run["status"],
-                             run["success_score"], run["success_score"]))
+            run_rows.append(
+                (
+                    rid,
+                    namespace_id,
+                    run["external_id"],
+                    "bench",
+                    run["user_id"],
+                    "",
+                    run["task_description"],
+                    run["task_type"],
+                    run["status"],
+                    run["success_score"],
+                    run["success_score"],
+                )
+            )
             for idx, step in enumerate(run["steps"]):
-                step_rows.append((rid, idx, step["type"], step["description"],
-                                  json.dumps(step["result"]) if step["result"] else None,
-                                  step["tool"]))
+                step_rows.append(
+                    (
+                        rid,
+                        idx,
+                        step["type"],
+                        step["description"],
+                        json.dumps(step["result"]) if step["result"] else None,
+                        step["tool"],
+                    )
+                )
         with cur.copy(
             "COPY learning_trajectory (id, namespace_id, external_id, agent, user_id, session_id,"
             " task_description, task_type, status, success_score, effective_score, error_message,"
@@ -113,8 +152,24 @@ def copy_ingest(namespace_id: int, runs: list[dict]) -> float:
             " reflection_attempts, created_at, updated_at) FROM STDIN"
         ) as copy:
             for row in run_rows:
-                copy.write_row(row + ("", "{}", "[]", False, 0, False, 0, "skipped", "", "", 0,
-                                      "now", "now"))
+                copy.write_row(
+                    row
+                    + (
+                        "",
+                        "{}",
+                        "[]",
+                        False,
+                        0,
+                        False,
+                        0,
+                        "skipped",
+                        "",
+                        "",
+                        0,
+                        "now",
+                        "now",
+                    )
+                )
         with cur.copy(
             "COPY learning_step (trajectory_id, index, type, description, result, tool, created_at)"
             " FROM STDIN"
@@ -130,13 +185,29 @@ def main() -> dict:
     from learning.models import Step, Trajectory
     from learning.services.tokens import token_create
 
-    token, raw = token_create(name="bench-agent", namespace_slug="bench-ingest", role="agent")
+    token, raw = token_create(
+        name="bench-agent", namespace_slug="bench-ingest", role="agent"
+    )
     port = free_port()
     env = dict(os.environ, DJANGO_SETTINGS_MODULE="config.settings", Q_SYNC="false")
     server = subprocess.Popen(
-        [sys.executable, "-m", "gunicorn", "config.wsgi", "-w", "2", "-b", f"127.0.0.1:{port}",
-         "--log-level", "warning", "--timeout", "120"],
-        cwd=ROOT, env=env, start_new_session=True,
+        [
+            sys.executable,
+            "-m",
+            "gunicorn",
+            "config.wsgi",
+            "-w",
+            "2",
+            "-b",
+            f"127.0.0.1:{port}",
+            "--log-level",
+            "warning",
+            "--timeout",
+            "120",
+        ],
+        cwd=ROOT,
+        env=env,
+        start_new_session=True,
     )
     base = f"http://127.0.0.1:{port}"
     try:
@@ -146,17 +217,24 @@ def main() -> dict:
                 break
             except Exception:
                 time.sleep(0.2)
-        api_ingest(base, raw, [make_run(i, "warm") for i in range(2 * BATCH)])  # warm up
+        api_ingest(
+            base, raw, [make_run(i, "warm") for i in range(2 * BATCH)]
+        )  # warm up
         api_runs = [make_run(i, "api") for i in range(RUNS)]
         api_s = api_ingest(base, raw, api_runs)
     finally:
         os.killpg(server.pid, signal.SIGTERM)
         server.wait(timeout=20)
     copy_s = copy_ingest(token.namespace_id, [make_run(i, "copy") for i in range(RUNS)])
-    stored = Step.objects.filter(trajectory__namespace=token.namespace,
-                                 trajectory__external_id__startswith="api-").count()
+    stored = Step.objects.filter(
+        trajectory__namespace=token.namespace,
+        trajectory__external_id__startswith="api-",
+    ).count()
     assert stored == RUNS * STEPS, f"API stored {stored} steps, expected {RUNS * STEPS}"
-    assert Trajectory.objects.filter(namespace=token.namespace).count() == RUNS * 2 + 2 * BATCH
+    assert (
+        Trajectory.objects.filter(namespace=token.namespace).count()
+        == RUNS * 2 + 2 * BATCH
+    )
     rows = RUNS * (STEPS + 1)
     return {
         "ingest_ratio_vs_copy": round(copy_s / api_s, 3),

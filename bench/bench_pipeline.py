@@ -3,6 +3,7 @@ with the ORM broker (reflection tasks queue up), then ONE Django-Q2 worker proce
 (`qcluster`, Q_WORKERS=1) reflects on them offline and audits every candidate. Prints
 `pipeline_runs_per_s` (reflected runs ÷ wall time from worker start to the last audit)
 and `worker_rss_mb` (peak resident memory of the worker processes)."""
+
 import os
 import signal
 import subprocess
@@ -62,10 +63,19 @@ def main() -> dict:
     pending = runs.filter(reflection_status=ReflectionStatus.PENDING).count()
     assert pending, "no run was queued for reflection"
 
-    env = dict(os.environ, Q_WORKERS="1", Q_SYNC="false", DJANGO_SETTINGS_MODULE="config.settings")
+    env = dict(
+        os.environ,
+        Q_WORKERS="1",
+        Q_SYNC="false",
+        DJANGO_SETTINGS_MODULE="config.settings",
+    )
     worker = subprocess.Popen(
-        [sys.executable, "manage.py", "qcluster"], cwd=ROOT, env=env,
-        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True,
+        [sys.executable, "manage.py", "qcluster"],
+        cwd=ROOT,
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        start_new_session=True,
     )
     start = time.perf_counter()
     peak = 0.0

@@ -3,6 +3,7 @@
 the real view (Django test Client, session login, templates) as the median of several
 requests, and the SQL queries per page. Prints `queue_page_ms_100k` and `queue_queries`
 (plus the filtered and deep-page variants)."""
+
 import io
 import random
 import sys
@@ -17,11 +18,23 @@ from common import django_setup, median_ms, report  # noqa: E402
 CANDIDATES = 100_000
 RUNS = 10_000
 STEPS_PER_RUN = 100
-KINDS = ["strategy_helpful", "strategy_harmful", "preference", "durable_fact", "procedure",
-         "patch_skill"]
+KINDS = [
+    "strategy_helpful",
+    "strategy_harmful",
+    "preference",
+    "durable_fact",
+    "procedure",
+    "patch_skill",
+]
 # Most of a mature queue is decided; a realistic share is still pending.
-STATUSES = ["pending"] * 25 + ["applied"] * 40 + ["denied"] * 25 + ["conflicted"] * 5 + \
-    ["superseded"] * 3 + ["apply_failed"] * 2
+STATUSES = (
+    ["pending"] * 25
+    + ["applied"] * 40
+    + ["denied"] * 25
+    + ["conflicted"] * 5
+    + ["superseded"] * 3
+    + ["apply_failed"] * 2
+)
 SEVERITIES = [""] * 70 + ["info"] * 15 + ["warn"] * 12 + ["block"] * 3
 WORDS = """confirm check verify ask offer escalate record cancel refund rebook quote retry
 reservation cabin fare voucher baggage lounge upgrade passenger ticket invoice order seat
@@ -47,7 +60,9 @@ def load(rng: random.Random):
     user = get_user_model().objects.create_user("bench-reviewer", password="x")
     Membership.objects.create(user=user, namespace=namespace, role="reviewer")
     playbooks = [
-        Playbook.objects.create(namespace=namespace, slug=f"pb-{i}", name=f"Playbook {i}")
+        Playbook.objects.create(
+            namespace=namespace, slug=f"pb-{i}", name=f"Playbook {i}"
+        )
         for i in range(10)
     ]
     now = timezone.now()
@@ -55,56 +70,164 @@ def load(rng: random.Random):
     connection.ensure_connection()
     raw = connection.connection
     with raw.cursor() as cur:
-        copy_rows(cur, "learning_trajectory", [
-            "id", "namespace_id", "external_id", "agent", "user_id", "session_id",
-            "task_description", "task_type", "status", "success_score", "effective_score",
-            "error_message", "metrics", "playbook_versions", "needs_relearning",
-            "relearning_priority", "redacted", "redaction_count", "reflection_status",
-            "reflection_reason", "reflection_error", "reflection_attempts", "created_at",
-            "updated_at",
-        ], (
-            (rid, namespace.pk, f"bench-{n}", f"agent-{n % 7}", "", "",
-             f"Task {n}: change reservation R{n:05d}", f"airline.t{n % 12}",
-             "success" if n % 3 else "failure", 1.0 if n % 3 else 0.0,
-             1.0 if n % 3 else 0.0, "", "{}", "[]", False, 0, False, 0, "reflected", "",
-             "", 0, now - timedelta(minutes=n), now)
-            for n, rid in enumerate(run_ids)
-        ))
+        copy_rows(
+            cur,
+            "learning_trajectory",
+            [
+                "id",
+                "namespace_id",
+                "external_id",
+                "agent",
+                "user_id",
+                "session_id",
+                "task_description",
+                "task_type",
+                "status",
+                "success_score",
+                "effective_score",
+                "error_message",
+                "metrics",
+                "playbook_versions",
+                "needs_relearning",
+                "relearning_priority",
+                "redacted",
+                "redaction_count",
+                "reflection_status",
+                "reflection_reason",
+                "reflection_error",
+                "reflection_attempts",
+                "created_at",
+                "updated_at",
+            ],
+            (
+                (
+                    rid,
+                    namespace.pk,
+                    f"bench-{n}",
+                    f"agent-{n % 7}",
+                    "",
+                    "",
+                    f"Task {n}: change reservation R{n:05d}",
+                    f"airline.t{n % 12}",
+                    "success" if n % 3 else "failure",
+                    1.0 if n % 3 else 0.0,
+                    1.0 if n % 3 else 0.0,
+                    "",
+                    "{}",
+                    "[]",
+                    False,
+                    0,
+                    False,
+                    0,
+                    "reflected",
+                    "",
+                    "",
+                    0,
+                    now - timedelta(minutes=n),
+                    now,
+                )
+                for n, rid in enumerate(run_ids)
+            ),
+        )
         step_types = ["message", "tool_call", "observation", "decision", "action"]
         stamp = now.isoformat()
         # 1,000,000 rows: write COPY text in large chunks rather than row by row.
-        with cur.copy("COPY learning_step (trajectory_id, index, type, description, tool, "
-                      "created_at) FROM STDIN") as copy:
+        with cur.copy(
+            "COPY learning_step (trajectory_id, index, type, description, tool, "
+            "created_at) FROM STDIN"
+        ) as copy:
             for start_run in range(0, RUNS, 1000):
                 buf = io.StringIO()
                 for n in range(start_run, min(start_run + 1000, RUNS)):
                     rid = run_ids[n]
                     for i in range(STEPS_PER_RUN):
                         tool = "get_reservation_details" if i % 5 == 1 else ""
-                        buf.write(f"{rid}\t{i}\t{step_types[i % 5]}\tstep {i} of run {n}: "
-                                  f"get_reservation_details\t{tool}\t{stamp}\n")
+                        buf.write(
+                            f"{rid}\t{i}\t{step_types[i % 5]}\tstep {i} of run {n}: "
+                            f"get_reservation_details\t{tool}\t{stamp}\n"
+                        )
                 copy.write(buf.getvalue())
-        copy_rows(cur, "learning_learningcandidate", [
-            "namespace_id", "kind", "status", "content", "rationale", "confidence",
-            "playbook_id", "memory_scope", "user_id", "entity", "task_type", "agent", "patch",
-            "base_hash", "source", "proposed_by", "evidence_count", "fingerprint",
-            "below_floor", "max_severity", "override_by", "decided_by", "decision_note",
-            "apply_error", "auto_applied", "created_at", "updated_at",
-        ], (
-            (namespace.pk, rng.choice(KINDS), status,
-             " ".join(rng.choices(WORDS, k=14)) + f" (#{n})", "Seen in failed runs.",
-             round(rng.uniform(0.2, 0.99), 2), rng.choice(playbooks).pk, "", "", "",
-             f"airline.t{n % 12}", f"agent-{n % 7}", "", "", "reflection", "", 1,
-             f"{n:064x}", rng.random() < 0.05, rng.choice(SEVERITIES), "",
-             "" if status == "pending" else "someone", "", "", False,
-             now - timedelta(seconds=n * 30), now)
-            for n, status in ((n, rng.choice(STATUSES)) for n in range(CANDIDATES))
-        ))
+        copy_rows(
+            cur,
+            "learning_learningcandidate",
+            [
+                "namespace_id",
+                "kind",
+                "status",
+                "content",
+                "rationale",
+                "confidence",
+                "playbook_id",
+                "memory_scope",
+                "user_id",
+                "entity",
+                "task_type",
+                "agent",
+                "patch",
+                "base_hash",
+                "source",
+                "proposed_by",
+                "evidence_count",
+                "fingerprint",
+                "below_floor",
+                "max_severity",
+                "override_by",
+                "decided_by",
+                "decision_note",
+                "apply_error",
+                "auto_applied",
+                "created_at",
+                "updated_at",
+            ],
+            (
+                (
+                    namespace.pk,
+                    rng.choice(KINDS),
+                    status,
+                    " ".join(rng.choices(WORDS, k=14)) + f" (#{n})",
+                    "Seen in failed runs.",
+                    round(rng.uniform(0.2, 0.99), 2),
+                    rng.choice(playbooks).pk,
+                    "",
+                    "",
+                    "",
+                    f"airline.t{n % 12}",
+                    f"agent-{n % 7}",
+                    "",
+                    "",
+                    "reflection",
+                    "",
+                    1,
+                    f"{n:064x}",
+                    rng.random() < 0.05,
+                    rng.choice(SEVERITIES),
+                    "",
+                    "" if status == "pending" else "someone",
+                    "",
+                    "",
+                    False,
+                    now - timedelta(seconds=n * 30),
+                    now,
+                )
+                for n, status in ((n, rng.choice(STATUSES)) for n in range(CANDIDATES))
+            ),
+        )
         cur.execute("SELECT min(id) FROM learning_learningcandidate")
         first_id = cur.fetchone()[0]
-        copy_rows(cur, "learning_candidateevidence", [
-            "candidate_id", "trajectory_id", "step_indexes", "created_at",
-        ], ((first_id + n, run_ids[n % RUNS], "[1, 3]", now) for n in range(CANDIDATES)))
+        copy_rows(
+            cur,
+            "learning_candidateevidence",
+            [
+                "candidate_id",
+                "trajectory_id",
+                "step_indexes",
+                "created_at",
+            ],
+            (
+                (first_id + n, run_ids[n % RUNS], "[1, 3]", now)
+                for n in range(CANDIDATES)
+            ),
+        )
     raw.commit() if not raw.autocommit else None
     # A bulk load leaves the visibility map unset until autovacuum passes; a queue
     # that has been live for a while has been vacuumed, so measure that state.
@@ -123,8 +246,11 @@ def main() -> None:
     start = time.perf_counter()
     user = load(rng)
     load_s = time.perf_counter() - start
-    print(f"loaded {CANDIDATES} candidates and {RUNS * STEPS_PER_RUN} steps in "
-          f"{load_s:.1f} s", file=sys.stderr)
+    print(
+        f"loaded {CANDIDATES} candidates and {RUNS * STEPS_PER_RUN} steps in "
+        f"{load_s:.1f} s",
+        file=sys.stderr,
+    )
 
     client = Client()
     client.force_login(user)
@@ -134,6 +260,7 @@ def main() -> None:
             response = client.get(url)
             assert response.status_code == 200, response.status_code
             return response
+
         return get
 
     queries = []
@@ -148,10 +275,15 @@ def main() -> None:
     results = {
         "queue_page_ms_100k": round(median_ms(page("/"), repeat=15, warmup=3), 1),
         "queue_queries": len(queries),
-        "queue_page_ms_100k_filtered": round(median_ms(
-            page("/?kind=procedure&severity=warn&min_confidence=0.5"), repeat=9), 1),
-        "queue_page_ms_100k_all_statuses_page_100": round(median_ms(
-            page("/?status=all&page=100"), repeat=9), 1),
+        "queue_page_ms_100k_filtered": round(
+            median_ms(
+                page("/?kind=procedure&severity=warn&min_confidence=0.5"), repeat=9
+            ),
+            1,
+        ),
+        "queue_page_ms_100k_all_statuses_page_100": round(
+            median_ms(page("/?status=all&page=100"), repeat=9), 1
+        ),
         "queue_load_s": round(load_s, 1),
     }
     print("queries on the queue page:", file=sys.stderr)

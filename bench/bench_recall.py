@@ -3,6 +3,7 @@ of 1,000 strategies and one of 10,000, in the same run, through the real API vie
 (token auth, ranking, budget, RecallLog write) in-process. Prints `recall_ms_10k`
 (median server time at 10,000) and `recall_growth_1k_10k` (10,000 ÷ 1,000): matches
 come from the full-text GIN index, so time should barely grow with size."""
+
 import random
 import statistics
 import sys
@@ -13,15 +14,23 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from common import NOUNS, VERBS, WHENS, django_setup, report  # noqa: E402
 
 
-
 def strategy_text(rng: random.Random, n: int) -> str:
     a, b, c = rng.sample(NOUNS, 3)
-    return (f"{rng.choice(VERBS).capitalize()} the {a} {b} and the {c} "
-            f"{rng.choice(WHENS).strip()} (case {n}).")
+    return (
+        f"{rng.choice(VERBS).capitalize()} the {a} {b} and the {c} "
+        f"{rng.choice(WHENS).strip()} (case {n})."
+    )
 
 
-CONTEXTS = ["airline.change_flight", "airline.baggage", "retail.return", "ops.incident",
-            "billing.refund", "support.escalation", ""]
+CONTEXTS = [
+    "airline.change_flight",
+    "airline.baggage",
+    "retail.return",
+    "ops.incident",
+    "billing.refund",
+    "support.escalation",
+    "",
+]
 
 
 def build(size: int, rng: random.Random, token_name: str):
@@ -30,15 +39,24 @@ def build(size: int, rng: random.Random, token_name: str):
     from playbooks.models import Playbook, PlaybookVersion, Strategy
 
     namespace = Namespace.objects.create(slug=f"bench-recall-{size}")
-    playbook = Playbook.objects.create(namespace=namespace, slug="support", name="Support",
-                                       current_version=1)
+    playbook = Playbook.objects.create(
+        namespace=namespace, slug="support", name="Support", current_version=1
+    )
     PlaybookVersion.objects.create(playbook=playbook, number=1, change_kind="create")
     Strategy.objects.bulk_create(
-        (Strategy(playbook=playbook, type="harmful" if n % 5 == 0 else "helpful",
-                  description=strategy_text(rng, n), context=rng.choice(CONTEXTS),
-                  confidence=round(rng.uniform(0.3, 0.95), 2),
-                  helpful_count=rng.randint(0, 9), harmful_count=rng.randint(0, 3),
-                  position=n) for n in range(size)),
+        (
+            Strategy(
+                playbook=playbook,
+                type="harmful" if n % 5 == 0 else "helpful",
+                description=strategy_text(rng, n),
+                context=rng.choice(CONTEXTS),
+                confidence=round(rng.uniform(0.3, 0.95), 2),
+                helpful_count=rng.randint(0, 9),
+                harmful_count=rng.randint(0, 3),
+                position=n,
+            )
+            for n in range(size)
+        ),
         batch_size=2000,
     )
     _, raw = token_create(name=token_name, namespace_slug=namespace.slug, role="agent")
@@ -49,9 +67,11 @@ def recall_times(client, raw: str, tasks: list[str]) -> list[float]:
     samples = []
     for task in tasks:
         started = time.perf_counter()
-        response = client.get("/api/v1/playbooks/support/context/",
-                              {"task": task, "budget_tokens": 600},
-                              HTTP_AUTHORIZATION=f"Bearer {raw}")
+        response = client.get(
+            "/api/v1/playbooks/support/context/",
+            {"task": task, "budget_tokens": 600},
+            HTTP_AUTHORIZATION=f"Bearer {raw}",
+        )
         samples.append(time.perf_counter() - started)
         assert response.status_code == 200, response.content[:200]
         assert response.json()["items"], task
@@ -69,8 +89,12 @@ def main() -> dict:
     with connection.cursor() as cursor:
         cursor.execute("ANALYZE playbooks_strategy")
     # half sentence-long task descriptions, half two-word ones
-    tasks = [strategy_text(rng, 80_000 + n).split(" (case")[0] if n % 2 else
-             " ".join(rng.sample(NOUNS, 2)) for n in range(40)]
+    tasks = [
+        strategy_text(rng, 80_000 + n).split(" (case")[0]
+        if n % 2
+        else " ".join(rng.sample(NOUNS, 2))
+        for n in range(40)
+    ]
     client = Client()
     recall_times(client, small[1], tasks[:5])  # warm-up: connection, plans, caches
     recall_times(client, large[1], tasks[:5])

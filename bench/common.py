@@ -1,5 +1,6 @@
 """Shared helpers for the benchmarks: Django setup against DATABASE_URL, timing, and
 the one-line result protocol (`RESULT {json}` as the last line of stdout)."""
+
 import json
 import os
 import statistics

@@ -1,6 +1,7 @@
 """`make bench`: runs every bench/bench_*.py in its own fresh PostgreSQL database,
 collects the `RESULT {json}` line each prints, writes bench/results.json and prints
 the table README carries. Every figure is a ratio or a time measured in one run."""
+
 import json
 import os
 import subprocess
@@ -41,23 +42,34 @@ def run_one(script: Path, base_url: str) -> dict:
     env = dict(os.environ, DATABASE_URL=fresh_database(base_url, script.stem))
     started = time.perf_counter()
     proc = subprocess.run(
-        [sys.executable, str(script)], env=env, capture_output=True, text=True, timeout=1800
+        [sys.executable, str(script)],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=1800,
     )
     elapsed = time.perf_counter() - started
     lines = [line for line in proc.stdout.splitlines() if line.startswith("RESULT ")]
     if proc.returncode != 0 or not lines:
-        print(f"  {script.stem} FAILED ({proc.returncode}):\n{proc.stderr[-1500:]}", file=sys.stderr)
+        print(
+            f"  {script.stem} FAILED ({proc.returncode}):\n{proc.stderr[-1500:]}",
+            file=sys.stderr,
+        )
         return {}
     print(f"  {script.stem}: {elapsed:.0f} s", file=sys.stderr)
-    return json.loads(lines[-1][len("RESULT "):])
+    return json.loads(lines[-1][len("RESULT ") :])
 
 
 def main() -> int:
     base_url = os.environ.get("DATABASE_URL", "")
     if not base_url.startswith("postgres"):
-        sys.exit("make bench runs on PostgreSQL (scripts/with_postgres.sh sets DATABASE_URL)")
+        sys.exit(
+            "make bench runs on PostgreSQL (scripts/with_postgres.sh sets DATABASE_URL)"
+        )
     only = set(sys.argv[1:])
-    scripts = sorted(HERE.glob("bench_*.py"), key=lambda p: (ORDER + [p.stem]).index(p.stem))
+    scripts = sorted(
+        HERE.glob("bench_*.py"), key=lambda p: (ORDER + [p.stem]).index(p.stem)
+    )
     results: dict = {}
     for script in scripts:
         if only and script.stem not in only:

@@ -1,4 +1,5 @@
 """Flywheel settings: one module, configured from the environment."""
+
 import hashlib
 import os
 from pathlib import Path
@@ -9,7 +10,12 @@ BASE_DIR = Path(__file__).resolve().parent.parent
 
 
 def env_bool(name: str, default: bool = False) -> bool:
-    return os.environ.get(name, str(default)).strip().lower() in {"1", "true", "yes", "on"}
+    return os.environ.get(name, str(default)).strip().lower() in {
+        "1",
+        "true",
+        "yes",
+        "on",
+    }
 
 
 def env_float(name: str, default: float) -> float:
@@ -17,7 +23,11 @@ def env_float(name: str, default: float) -> float:
 
 
 def env_list(name: str, default: str = "") -> list[str]:
-    return [item.strip() for item in os.environ.get(name, default).split(",") if item.strip()]
+    return [
+        item.strip()
+        for item in os.environ.get(name, default).split(",")
+        if item.strip()
+    ]
 
 
 DEBUG = env_bool("DJANGO_DEBUG", False)
@@ -87,7 +97,9 @@ DATABASES = {
 if DATABASES["default"]["ENGINE"] == "django.db.backends.sqlite3":
     # The ORM broker and the web server share the file: wait for locks, don't fail.
     DATABASES["default"].setdefault("OPTIONS", {})
-    DATABASES["default"]["OPTIONS"].update({"timeout": 30, "transaction_mode": "IMMEDIATE"})
+    DATABASES["default"]["OPTIONS"].update(
+        {"timeout": 30, "transaction_mode": "IMMEDIATE"}
+    )
     DATABASES["default"]["CONN_MAX_AGE"] = 0
 DATABASE_IS_POSTGRES = DATABASES["default"]["ENGINE"].endswith("postgresql")
 
@@ -109,7 +121,9 @@ LOGIN_REDIRECT_URL = "review:queue"
 LOGOUT_REDIRECT_URL = "login"
 
 # Bodies above this many bytes are refused with 413 before they are parsed.
-FLYWHEEL_MAX_BODY_BYTES = int(os.environ.get("FLYWHEEL_MAX_BODY_BYTES", 8 * 1024 * 1024))
+FLYWHEEL_MAX_BODY_BYTES = int(
+    os.environ.get("FLYWHEEL_MAX_BODY_BYTES", 8 * 1024 * 1024)
+)
 DATA_UPLOAD_MAX_MEMORY_SIZE = FLYWHEEL_MAX_BODY_BYTES
 
 REST_FRAMEWORK = {
@@ -165,10 +179,14 @@ ANTHROPIC_MAX_RETRIES = int(os.environ.get("ANTHROPIC_MAX_RETRIES", 2))
 # Batch reflection waits this long for a Message Batch, then falls back to offline.
 ANTHROPIC_BATCH_WAIT = env_float("ANTHROPIC_BATCH_WAIT", 90.0)
 # A run's reflection is tried this many times before it is marked `failed`.
-FLYWHEEL_REFLECTION_MAX_ATTEMPTS = int(os.environ.get("FLYWHEEL_REFLECTION_MAX_ATTEMPTS", 3))
+FLYWHEEL_REFLECTION_MAX_ATTEMPTS = int(
+    os.environ.get("FLYWHEEL_REFLECTION_MAX_ATTEMPTS", 3)
+)
 # The sweeper re-queues runs pending longer than this (more than Q_RETRY, so the
 # broker's own re-delivery after a killed worker comes first).
-FLYWHEEL_REFLECTION_STALE_SECONDS = int(os.environ.get("FLYWHEEL_REFLECTION_STALE_SECONDS", 300))
+FLYWHEEL_REFLECTION_STALE_SECONDS = int(
+    os.environ.get("FLYWHEEL_REFLECTION_STALE_SECONDS", 300)
+)
 # Batch reflection of a task type once this many new finished runs arrived.
 FLYWHEEL_BATCH_MIN_RUNS = int(os.environ.get("FLYWHEEL_BATCH_MIN_RUNS", 5))
 
@@ -201,10 +219,17 @@ CACHES = {
         # other's workers.
         "LOCATION": os.environ.get(
             "Q_STATS_DIR",
-            str(BASE_DIR / "var" / "q-stats" / hashlib.sha256(
-                "|".join(str(DATABASES["default"].get(k) or "") for k in ("HOST", "PORT", "NAME"))
-                .encode()
-            ).hexdigest()[:16]),
+            str(
+                BASE_DIR
+                / "var"
+                / "q-stats"
+                / hashlib.sha256(
+                    "|".join(
+                        str(DATABASES["default"].get(k) or "")
+                        for k in ("HOST", "PORT", "NAME")
+                    ).encode()
+                ).hexdigest()[:16]
+            ),
         ),
     },
 }
@@ -254,4 +279,6 @@ SPECTACULAR_SETTINGS["ENUM_NAME_OVERRIDES"] = {
 if env_bool("DJANGO_SECURE", False) and "insecure-dev-key" in SECRET_KEY:
     from django.core.exceptions import ImproperlyConfigured
 
-    raise ImproperlyConfigured("DJANGO_SECURE is on: set DJANGO_SECRET_KEY to a secret value.")
+    raise ImproperlyConfigured(
+        "DJANGO_SECURE is on: set DJANGO_SECRET_KEY to a secret value."
+    )

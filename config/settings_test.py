@@ -1,4 +1,5 @@
 """Test settings: PostgreSQL from DATABASE_URL, Django-Q2 in sync mode."""
+
 import os
 
 os.environ.setdefault("Q_SYNC", "true")

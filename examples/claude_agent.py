@@ -14,6 +14,7 @@ quality gate can tell whether that version helps.
 The tools work on a small in-memory airline (reservations, flights); basic economy
 reservations cannot be changed, which is the kind of lesson a playbook learns.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -54,7 +55,10 @@ TOOLS: list[dict[str, Any]] = [
         "description": "Flights between two airports.",
         "input_schema": {
             "type": "object",
-            "properties": {"origin": {"type": "string"}, "destination": {"type": "string"}},
+            "properties": {
+                "origin": {"type": "string"},
+                "destination": {"type": "string"},
+            },
             "required": ["origin", "destination"],
         },
     },
@@ -63,8 +67,10 @@ TOOLS: list[dict[str, Any]] = [
         "description": "Move a reservation to another flight.",
         "input_schema": {
             "type": "object",
-            "properties": {"reservation_id": {"type": "string"},
-                           "flight_number": {"type": "string"}},
+            "properties": {
+                "reservation_id": {"type": "string"},
+                "flight_number": {"type": "string"},
+            },
             "required": ["reservation_id", "flight_number"],
         },
     },
@@ -76,10 +82,20 @@ class Airline:
 
     def __init__(self) -> None:
         self.reservations = {
-            "4WQ150": {"passenger": "Mia Li", "cabin": "economy", "flight": "HAT041",
-                       "origin": "JFK", "destination": "SFO"},
-            "8ZK211": {"passenger": "Raj Patel", "cabin": "basic_economy",
-                       "flight": "HAT041", "origin": "JFK", "destination": "SFO"},
+            "4WQ150": {
+                "passenger": "Mia Li",
+                "cabin": "economy",
+                "flight": "HAT041",
+                "origin": "JFK",
+                "destination": "SFO",
+            },
+            "8ZK211": {
+                "passenger": "Raj Patel",
+                "cabin": "basic_economy",
+                "flight": "HAT041",
+                "origin": "JFK",
+                "destination": "SFO",
+            },
         }
         self.flights = {
             "HAT041": {"origin": "JFK", "destination": "SFO", "departs": "08:00"},
@@ -92,9 +108,12 @@ class Airline:
             found = self.reservations.get(str(args.get("reservation_id", "")))
             return (found or {"error": "reservation not found"}), found is None
         if name == "search_flights":
-            flights = [{"flight_number": n, **f} for n, f in self.flights.items()
-                       if f["origin"] == args.get("origin")
-                       and f["destination"] == args.get("destination")]
+            flights = [
+                {"flight_number": n, **f}
+                for n, f in self.flights.items()
+                if f["origin"] == args.get("origin")
+                and f["destination"] == args.get("destination")
+            ]
             return {"flights": flights}, False
         if name == "change_flight":
             reservation = self.reservations.get(str(args.get("reservation_id", "")))
@@ -143,8 +162,10 @@ def run_agent(
                 run.observe(f"playbook '{playbook}' not found; working without it")
             else:
                 if context.context:
-                    system += (f"\n\nLessons from earlier runs (playbook "
-                               f"{context.version_ref}):\n{context.context}")
+                    system += (
+                        f"\n\nLessons from earlier runs (playbook "
+                        f"{context.version_ref}):\n{context.context}"
+                    )
         messages: list[dict[str, Any]] = [{"role": "user", "content": task}]
         run.message("user", task)
         while True:
@@ -152,17 +173,35 @@ def run_agent(
                 raise RuntimeError(f"no final answer after {max_turns} model turns")
             turns += 1
             response = anthropic_client.messages.create(
-                model=model, max_tokens=1024, system=system, tools=TOOLS, messages=messages
+                model=model,
+                max_tokens=1024,
+                system=system,
+                tools=TOOLS,
+                messages=messages,
             )
             usage = response.usage
             tokens = (usage.input_tokens or 0) + (usage.output_tokens or 0)
             run.add_usage(tokens=tokens)
-            messages.append({"role": "assistant", "content": [
-                {"type": "text", "text": b.text} if b.type == "text"
-                else {"type": "tool_use", "id": b.id, "name": b.name, "input": b.input}
-                for b in response.content if b.type in ("text", "tool_use")
-            ]})
-            text = "\n".join(b.text for b in response.content if b.type == "text").strip()
+            messages.append(
+                {
+                    "role": "assistant",
+                    "content": [
+                        {"type": "text", "text": b.text}
+                        if b.type == "text"
+                        else {
+                            "type": "tool_use",
+                            "id": b.id,
+                            "name": b.name,
+                            "input": b.input,
+                        }
+                        for b in response.content
+                        if b.type in ("text", "tool_use")
+                    ],
+                }
+            )
+            text = "\n".join(
+                b.text for b in response.content if b.type == "text"
+            ).strip()
             if text:
                 run.message("assistant", text, tokens=tokens)
                 answer = text
@@ -174,8 +213,14 @@ def run_agent(
                 run.tool_call(block.name, dict(block.input), result)
                 if is_error:
                     tool_errors.append(f"{block.name}: {result.get('error')}")
-                tool_results.append({"type": "tool_result", "tool_use_id": block.id,
-                                     "content": json.dumps(result), "is_error": is_error})
+                tool_results.append(
+                    {
+                        "type": "tool_result",
+                        "tool_use_id": block.id,
+                        "content": json.dumps(result),
+                        "is_error": is_error,
+                    }
+                )
             if response.stop_reason != "tool_use" or not tool_results:
                 break
             messages.append({"role": "user", "content": tool_results})
@@ -184,9 +229,13 @@ def run_agent(
             run.partial(0.5)
         else:
             run.succeed(1.0)
-    return AgentResult(run_id=run.id, answer=answer,
-                       playbook_versions=list(run.playbook_versions), turns=turns,
-                       tool_errors=tool_errors)
+    return AgentResult(
+        run_id=run.id,
+        answer=answer,
+        playbook_versions=list(run.playbook_versions),
+        turns=turns,
+        tool_errors=tool_errors,
+    )
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -197,7 +246,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--model", default=DEFAULT_MODEL)
     parser.add_argument("--flywheel-url", default=os.environ.get("FLYWHEEL_URL"))
     parser.add_argument("--token", default=os.environ.get("FLYWHEEL_TOKEN"))
-    parser.add_argument("--anthropic-base-url", default=os.environ.get("ANTHROPIC_BASE_URL"))
+    parser.add_argument(
+        "--anthropic-base-url", default=os.environ.get("ANTHROPIC_BASE_URL")
+    )
     args = parser.parse_args(argv)
     if not os.environ.get("ANTHROPIC_API_KEY"):
         parser.error("set ANTHROPIC_API_KEY")

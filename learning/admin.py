@@ -1,4 +1,5 @@
 """Django admin for the learning app."""
+
 import secrets
 
 from django import forms
@@ -12,11 +13,14 @@ from learning.webhooks import WEBHOOK_EVENTS, webhook_delivery_redeliver
 class WebhookForm(forms.ModelForm):
     url = forms.URLField(max_length=500, assume_scheme="https")
     events = forms.MultipleChoiceField(
-        choices=[(e, e) for e in WEBHOOK_EVENTS], required=False,
-        widget=forms.CheckboxSelectMultiple, help_text="None ticked: every event.",
+        choices=[(e, e) for e in WEBHOOK_EVENTS],
+        required=False,
+        widget=forms.CheckboxSelectMultiple,
+        help_text="None ticked: every event.",
     )
     secret = forms.CharField(
-        required=False, help_text="Leave blank to generate one. Receivers verify "
+        required=False,
+        help_text="Leave blank to generate one. Receivers verify "
         "X-Flywheel-Signature = sha256=HMAC-SHA256(secret, body).",
     )
 
@@ -38,8 +42,16 @@ class WebhookDeliveryInline(admin.TabularInline):
     model = WebhookDelivery
     extra = 0
     can_delete = False
-    fields = ["event", "status", "attempts", "last_status_code", "last_error",
-              "next_attempt_at", "delivered_at", "created_at"]
+    fields = [
+        "event",
+        "status",
+        "attempts",
+        "last_status_code",
+        "last_error",
+        "next_attempt_at",
+        "delivered_at",
+        "created_at",
+    ]
     readonly_fields = fields
     ordering = ["-created_at"]
     max_num = 0
@@ -61,13 +73,30 @@ class WebhookAdmin(admin.ModelAdmin):
 
 @admin.register(WebhookDelivery)
 class WebhookDeliveryAdmin(admin.ModelAdmin):
-    list_display = ["event", "webhook", "status", "attempts", "last_status_code",
-                    "created_at", "delivered_at"]
+    list_display = [
+        "event",
+        "webhook",
+        "status",
+        "attempts",
+        "last_status_code",
+        "created_at",
+        "delivered_at",
+    ]
     list_filter = ["status", "event"]
     list_select_related = ["webhook"]
-    readonly_fields = ["webhook", "event_id", "event", "payload", "status", "attempts",
-                       "next_attempt_at", "last_status_code", "last_error", "delivered_at",
-                       "created_at"]
+    readonly_fields = [
+        "webhook",
+        "event_id",
+        "event",
+        "payload",
+        "status",
+        "attempts",
+        "next_attempt_at",
+        "last_status_code",
+        "last_error",
+        "delivered_at",
+        "created_at",
+    ]
     actions = ["redeliver"]
 
     @admin.action(description="Deliver the selected events again")
@@ -145,13 +174,27 @@ class ApiTokenAdmin(admin.ModelAdmin):
     """Tokens are created with `manage.py create_token` (the raw key is shown once);
     here they can be looked up and revoked."""
 
-    list_display = ["name", "namespace", "role", "key_prefix", "created_at", "last_used_at",
-                    "revoked_at"]
+    list_display = [
+        "name",
+        "namespace",
+        "role",
+        "key_prefix",
+        "created_at",
+        "last_used_at",
+        "revoked_at",
+    ]
     list_filter = ["role", "namespace", ("revoked_at", admin.EmptyFieldListFilter)]
     list_select_related = ["namespace"]
     search_fields = ["name", "key_prefix"]
-    readonly_fields = ["namespace", "name", "role", "key_prefix", "created_at",
-                       "last_used_at", "revoked_at"]
+    readonly_fields = [
+        "namespace",
+        "name",
+        "role",
+        "key_prefix",
+        "created_at",
+        "last_used_at",
+        "revoked_at",
+    ]
     exclude = ["key_hash"]
     actions = ["revoke"]
 
@@ -160,7 +203,9 @@ class ApiTokenAdmin(admin.ModelAdmin):
 
     @admin.action(description="Revoke the selected tokens")
     def revoke(self, request, queryset):
-        count = queryset.filter(revoked_at__isnull=True).update(revoked_at=timezone.now())
+        count = queryset.filter(revoked_at__isnull=True).update(
+            revoked_at=timezone.now()
+        )
         self.message_user(request, f"{count} tokens revoked.")
 
 
@@ -177,11 +222,26 @@ class FeedbackInline(ReadOnlyInline):
 
 @admin.register(Trajectory)
 class TrajectoryAdmin(ReadOnlyAdmin):
-    list_display = ["__str__", "namespace", "agent", "task_type", "status",
-                    "success_score", "effective_score", "needs_relearning",
-                    "reflection_status", "created_at"]
-    list_filter = ["status", "reflection_status", "needs_relearning", "redacted",
-                   "namespace", "task_type"]
+    list_display = [
+        "__str__",
+        "namespace",
+        "agent",
+        "task_type",
+        "status",
+        "success_score",
+        "effective_score",
+        "needs_relearning",
+        "reflection_status",
+        "created_at",
+    ]
+    list_filter = [
+        "status",
+        "reflection_status",
+        "needs_relearning",
+        "redacted",
+        "namespace",
+        "task_type",
+    ]
     list_select_related = ["namespace"]
     search_fields = ["=id", "external_id", "task_description", "user_id", "agent"]
     date_hierarchy = "created_at"
@@ -197,8 +257,19 @@ class CandidateEvidenceInline(ReadOnlyInline):
 
 @admin.register(Reflection)
 class ReflectionAdmin(ReadOnlyAdmin):
-    list_display = ["pk", "namespace", "trajectory", "task_type", "is_batch", "reflector",
-                    "fallback", "input_tokens", "output_tokens", "cost_usd", "created_at"]
+    list_display = [
+        "pk",
+        "namespace",
+        "trajectory",
+        "task_type",
+        "is_batch",
+        "reflector",
+        "fallback",
+        "input_tokens",
+        "output_tokens",
+        "cost_usd",
+        "created_at",
+    ]
     list_filter = ["reflector", "fallback", "is_batch", "namespace"]
     list_select_related = ["namespace", "trajectory"]
     search_fields = ["trajectory__external_id", "task_type"]
@@ -208,8 +279,18 @@ class ReflectionAdmin(ReadOnlyAdmin):
 class LearningCandidateAdmin(ReadOnlyAdmin):
     """Review decisions belong to the console (they are audited); this is a lookup."""
 
-    list_display = ["pk", "kind", "short_content", "status", "confidence", "max_severity",
-                    "namespace", "playbook", "evidence_count", "created_at"]
+    list_display = [
+        "pk",
+        "kind",
+        "short_content",
+        "status",
+        "confidence",
+        "max_severity",
+        "namespace",
+        "playbook",
+        "evidence_count",
+        "created_at",
+    ]
     list_filter = ["status", "kind", "max_severity", "source", "namespace"]
     list_select_related = ["namespace", "playbook"]
     search_fields = ["content", "rationale", "fingerprint"]

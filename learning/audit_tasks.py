@@ -1,4 +1,5 @@
 """Django-Q2 task: audit one learning candidate (a thin caller of the service)."""
+
 from learning.models import LearningCandidate
 from learning.services.audit import candidate_audit
 

@@ -83,5 +83,7 @@ class CandidateFilter(django_filters.FilterSet):
         queryset = super().filter_queryset(queryset)
         if not self.form.cleaned_data.get("show_hidden"):
             # Hidden from the queue only: once decided, it shows like any other.
-            queryset = queryset.exclude(below_floor=True, status=CandidateStatus.PENDING)
+            queryset = queryset.exclude(
+                below_floor=True, status=CandidateStatus.PENDING
+            )
         return queryset

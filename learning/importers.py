@@ -33,6 +33,7 @@ openai-chat (JSONL, one ``{"messages": [...], ...}`` per line): the same message
 jsonl: one run payload per line, exactly as ``POST /api/v1/runs/`` takes it; a line
   without ``external_id`` gets ``jsonl-<hash of the line>``.
 """
+
 from __future__ import annotations
 
 import gzip
@@ -82,7 +83,9 @@ def _open_text(path: Path) -> io.TextIOBase:
     with open(path, "rb") as probe:
         magic = probe.read(2)
     if magic == b"\x1f\x8b":
-        return io.TextIOWrapper(gzip.open(path, "rb"), encoding="utf-8", errors="replace")
+        return io.TextIOWrapper(
+            gzip.open(path, "rb"), encoding="utf-8", errors="replace"
+        )
     # Undecodable bytes become U+FFFD: the record is then rejected, not the file.
     return open(path, encoding="utf-8", errors="replace")
 
@@ -210,7 +213,9 @@ def messages_to_steps(messages: list) -> tuple[list[dict], dict[str, int]]:
             calls.append({"function": message["function_call"]})
         if role == "assistant" and calls:
             if content.strip():
-                steps.append({"type": "message", "description": _clip(f"assistant: {content}")})
+                steps.append(
+                    {"type": "message", "description": _clip(f"assistant: {content}")}
+                )
             for call in calls:
                 function = call.get("function") or {}
                 name = str(function.get("name") or "unknown_tool")[:200]
@@ -222,18 +227,22 @@ def messages_to_steps(messages: list) -> tuple[list[dict], dict[str, int]]:
                 if name == "think" and isinstance(arguments, dict):
                     if call_id:
                         think_ids.add(call_id)
-                    steps.append({
-                        "type": "decision",
-                        "tool": "think",
-                        "description": _clip(str(arguments.get("thought", ""))),
-                    })
+                    steps.append(
+                        {
+                            "type": "decision",
+                            "tool": "think",
+                            "description": _clip(str(arguments.get("thought", ""))),
+                        }
+                    )
                     continue
-                steps.append({
-                    "type": "tool_call",
-                    "tool": name,
-                    "description": _clip(_call_text(name, arguments)),
-                    "result": {"arguments": arguments, "call_id": call_id},
-                })
+                steps.append(
+                    {
+                        "type": "tool_call",
+                        "tool": name,
+                        "description": _clip(_call_text(name, arguments)),
+                        "result": {"arguments": arguments, "call_id": call_id},
+                    }
+                )
         elif role in ("tool", "function"):
             call_id = message.get("tool_call_id") or ""
             name = str(message.get("name") or names_by_call.get(call_id, ""))[:200]
@@ -241,14 +250,18 @@ def messages_to_steps(messages: list) -> tuple[list[dict], dict[str, int]]:
                 continue
             is_error = content.lstrip().lower().startswith("error")
             counts["tool_errors"] += is_error
-            steps.append({
-                "type": "observation",
-                "tool": name,
-                "description": _clip(content),
-                "result": {"call_id": call_id, "is_error": is_error},
-            })
+            steps.append(
+                {
+                    "type": "observation",
+                    "tool": name,
+                    "description": _clip(content),
+                    "result": {"call_id": call_id, "is_error": is_error},
+                }
+            )
         else:
-            steps.append({"type": "message", "description": _clip(f"{role}: {content}")})
+            steps.append(
+                {"type": "message", "description": _clip(f"{role}: {content}")}
+            )
     return steps, counts
 
 
@@ -276,7 +289,8 @@ def tau_bench_payload(record: Any, *, domain: str = "airline") -> dict:
     metrics: dict[str, Any] = {**counts, "reward": reward}
     if isinstance(reward_info.get("info"), dict):
         metrics["reward_breakdown"] = {
-            key: value for key, value in reward_info["info"].items()
+            key: value
+            for key, value in reward_info["info"].items()
             if isinstance(value, (int, float))
         }
     if info.get("user_cost") is not None:
@@ -284,7 +298,9 @@ def tau_bench_payload(record: Any, *, domain: str = "airline") -> dict:
     expected = [a.get("name") for a in task.get("actions") or [] if isinstance(a, dict)]
     if expected:
         metrics["expected_actions"] = expected
-    instruction = str(task.get("instruction") or f"tau-bench {domain} task {record['task_id']}")
+    instruction = str(
+        task.get("instruction") or f"tau-bench {domain} task {record['task_id']}"
+    )
     return {
         "external_id": f"tau-{domain}-{record['task_id']}-{record.get('trial', 0)}",
         "task_description": instruction[:TASK_LIMIT],
@@ -308,27 +324,39 @@ def openai_chat_payload(record: Any) -> dict:
     task = record.get("task_description")
     if not task:
         first_user = next(
-            (m for m in messages if isinstance(m, dict) and m.get("role") == "user"), None
+            (m for m in messages if isinstance(m, dict) and m.get("role") == "user"),
+            None,
         )
         task = _text(first_user.get("content")) if first_user else ""
     external_id = record.get("external_id") or record.get("id")
     payload: dict[str, Any] = {
         "external_id": str(external_id) if external_id else f"chat-{_digest(messages)}",
-        "task_description": (task or "(conversation without a user message)")[:TASK_LIMIT],
+        "task_description": (task or "(conversation without a user message)")[
+            :TASK_LIMIT
+        ],
         "steps": steps,
-        "metrics": {**counts, **(record.get("metrics") or record.get("metadata") or {})},
+        "metrics": {
+            **counts,
+            **(record.get("metrics") or record.get("metadata") or {}),
+        },
     }
     for key in ("task_type", "user_id", "session_id", "agent", "status"):
         if record.get(key) is not None:
             payload[key] = record[key]
     score = next(
-        (record[k] for k in ("success_score", "reward", "score") if record.get(k) is not None),
+        (
+            record[k]
+            for k in ("success_score", "reward", "score")
+            if record.get(k) is not None
+        ),
         None,
     )
     if score is not None:
         payload["success_score"] = score
         if "status" not in payload and isinstance(score, (int, float)):
-            payload["status"] = "success" if score >= 1 else "partial" if score > 0 else "failure"
+            payload["status"] = (
+                "success" if score >= 1 else "partial" if score > 0 else "failure"
+            )
     return payload
 
 
@@ -432,7 +460,9 @@ def runs_import(
     return report
 
 
-def _record_check(record: Any, *, fmt: str, domain: str) -> tuple[str | None, dict | None]:
+def _record_check(
+    record: Any, *, fmt: str, domain: str
+) -> tuple[str | None, dict | None]:
     """(reason, None) for a record that cannot be stored, else (None, validated run)."""
     try:
         payload = payload_convert(record, fmt=fmt, domain=domain)

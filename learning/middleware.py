@@ -1,4 +1,5 @@
 """Refuse oversized bodies with 413 before anything reads them."""
+
 from django.conf import settings
 from django.http import JsonResponse
 
@@ -12,7 +13,9 @@ class BodySizeLimitMiddleware:
         try:
             length = int(request.META.get("CONTENT_LENGTH") or 0)
         except ValueError:
-            return JsonResponse({"detail": "Invalid Content-Length header."}, status=400)
+            return JsonResponse(
+                {"detail": "Invalid Content-Length header."}, status=400
+            )
         if length > limit:
             return JsonResponse(
                 {

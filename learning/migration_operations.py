@@ -1,4 +1,5 @@
 """Migration operations shared by the apps' migrations."""
+
 from django.db import migrations
 
 

@@ -1,4 +1,5 @@
 """Runs (trajectories), their steps and feedback; reflections and learning candidates."""
+
 import hashlib
 import secrets
 import uuid
@@ -34,7 +35,9 @@ class ApiToken(models.Model):
 
     PREFIX = "fw_"
 
-    namespace = models.ForeignKey(Namespace, on_delete=models.CASCADE, related_name="tokens")
+    namespace = models.ForeignKey(
+        Namespace, on_delete=models.CASCADE, related_name="tokens"
+    )
     name = models.CharField(max_length=100)
     role = models.CharField(max_length=16, choices=Role.choices, default=Role.AGENT)
     key_prefix = models.CharField(max_length=12, db_index=True)
@@ -71,7 +74,9 @@ class Membership(models.Model):
 
     class Meta:
         constraints = [
-            models.UniqueConstraint(fields=["user", "namespace"], name="uniq_membership")
+            models.UniqueConstraint(
+                fields=["user", "namespace"], name="uniq_membership"
+            )
         ]
 
     def __str__(self):
@@ -95,7 +100,9 @@ class ReflectionStatus(models.TextChoices):
 
 class Trajectory(models.Model):
     id = models.UUIDField(primary_key=True, default=uuid.uuid4, editable=False)
-    namespace = models.ForeignKey(Namespace, on_delete=models.CASCADE, related_name="runs")
+    namespace = models.ForeignKey(
+        Namespace, on_delete=models.CASCADE, related_name="runs"
+    )
     external_id = models.CharField(max_length=200, null=True, blank=True)
     agent = models.CharField(max_length=100, blank=True, db_index=True)
     user_id = models.CharField(max_length=200, blank=True, db_index=True)
@@ -103,7 +110,10 @@ class Trajectory(models.Model):
     task_description = models.TextField()
     task_type = models.CharField(max_length=200, blank=True, db_index=True)
     status = models.CharField(
-        max_length=16, choices=RunStatus.choices, default=RunStatus.RUNNING, db_index=True
+        max_length=16,
+        choices=RunStatus.choices,
+        default=RunStatus.RUNNING,
+        db_index=True,
     )
     success_score = models.FloatField(null=True, blank=True)
     effective_score = models.FloatField(null=True, blank=True)
@@ -119,7 +129,9 @@ class Trajectory(models.Model):
     redaction_count = models.PositiveIntegerField(default=0)
     # The reflection decision and its outcome.
     reflection_status = models.CharField(
-        max_length=16, choices=ReflectionStatus.choices, default=ReflectionStatus.UNDECIDED
+        max_length=16,
+        choices=ReflectionStatus.choices,
+        default=ReflectionStatus.UNDECIDED,
     )
     reflection_reason = models.CharField(max_length=200, blank=True)
     reflection_error = models.TextField(blank=True)
@@ -146,7 +158,9 @@ class Trajectory(models.Model):
         ]
         indexes = [
             models.Index(fields=["namespace", "-created_at"], name="run_ns_created"),
-            models.Index(fields=["namespace", "task_type", "status"], name="run_ns_type_status"),
+            models.Index(
+                fields=["namespace", "task_type", "status"], name="run_ns_type_status"
+            ),
             models.Index(
                 fields=["namespace", "-relearning_priority"],
                 condition=Q(needs_relearning=True),
@@ -167,7 +181,9 @@ class StepType(models.TextChoices):
 
 
 class Step(models.Model):
-    trajectory = models.ForeignKey(Trajectory, on_delete=models.CASCADE, related_name="steps")
+    trajectory = models.ForeignKey(
+        Trajectory, on_delete=models.CASCADE, related_name="steps"
+    )
     index = models.PositiveIntegerField()
     type = models.CharField(max_length=16, choices=StepType.choices)
     description = models.TextField()
@@ -181,7 +197,9 @@ class Step(models.Model):
     class Meta:
         ordering = ["trajectory", "index"]
         constraints = [
-            models.UniqueConstraint(fields=["trajectory", "index"], name="uniq_step_index")
+            models.UniqueConstraint(
+                fields=["trajectory", "index"], name="uniq_step_index"
+            )
         ]
 
     def __str__(self):
@@ -222,9 +240,15 @@ class Reflection(models.Model):
         Namespace, on_delete=models.CASCADE, related_name="reflections"
     )
     trajectory = models.ForeignKey(
-        Trajectory, on_delete=models.CASCADE, null=True, blank=True, related_name="reflections"
+        Trajectory,
+        on_delete=models.CASCADE,
+        null=True,
+        blank=True,
+        related_name="reflections",
     )
-    batch_runs = models.ManyToManyField(Trajectory, blank=True, related_name="batch_reflections")
+    batch_runs = models.ManyToManyField(
+        Trajectory, blank=True, related_name="batch_reflections"
+    )
     task_type = models.CharField(max_length=200, blank=True)
     is_batch = models.BooleanField(default=False)
     helpful_strategies = models.JSONField(default=list, blank=True)
@@ -298,11 +322,17 @@ class LearningCandidate(models.Model):
     confidence = models.FloatField(default=0.5)
     # Target: a playbook (strategies, procedures), a skill (patch_skill) or memory.
     playbook = models.ForeignKey(
-        "playbooks.Playbook", on_delete=models.SET_NULL, null=True, blank=True,
+        "playbooks.Playbook",
+        on_delete=models.SET_NULL,
+        null=True,
+        blank=True,
         related_name="candidates",
     )
     skill = models.ForeignKey(
-        "playbooks.Skill", on_delete=models.SET_NULL, null=True, blank=True,
+        "playbooks.Skill",
+        on_delete=models.SET_NULL,
+        null=True,
+        blank=True,
         related_name="candidates",
     )
     memory_scope = models.CharField(max_length=16, blank=True)  # "user" | "namespace"
@@ -314,10 +344,16 @@ class LearningCandidate(models.Model):
     patch = models.TextField(blank=True)
     base_hash = models.CharField(max_length=64, blank=True)
     # Provenance.
-    source = models.CharField(max_length=16, default="reflection")  # reflection|agent|batch
+    source = models.CharField(
+        max_length=16, default="reflection"
+    )  # reflection|agent|batch
     proposed_by = models.CharField(max_length=100, blank=True)
     reflection = models.ForeignKey(
-        Reflection, on_delete=models.SET_NULL, null=True, blank=True, related_name="candidates"
+        Reflection,
+        on_delete=models.SET_NULL,
+        null=True,
+        blank=True,
+        related_name="candidates",
     )
     evidence_runs = models.ManyToManyField(
         Trajectory, through="CandidateEvidence", related_name="candidates", blank=True
@@ -340,7 +376,10 @@ class LearningCandidate(models.Model):
         "self", on_delete=models.SET_NULL, null=True, blank=True, related_name="merged"
     )
     replaces_strategy = models.ForeignKey(
-        "playbooks.Strategy", on_delete=models.SET_NULL, null=True, blank=True,
+        "playbooks.Strategy",
+        on_delete=models.SET_NULL,
+        null=True,
+        blank=True,
         related_name="replaced_by_candidates",
     )
     apply_error = models.TextField(blank=True)
@@ -349,7 +388,10 @@ class LearningCandidate(models.Model):
     auto_applied = models.BooleanField(default=False)
     # Soft lock: the reviewer who opened it holds it until lease_until.
     leased_by = models.ForeignKey(
-        settings.AUTH_USER_MODEL, on_delete=models.SET_NULL, null=True, blank=True,
+        settings.AUTH_USER_MODEL,
+        on_delete=models.SET_NULL,
+        null=True,
+        blank=True,
         related_name="+",
     )
     lease_until = models.DateTimeField(null=True, blank=True)
@@ -359,7 +401,9 @@ class LearningCandidate(models.Model):
     class Meta:
         ordering = ["-created_at", "-id"]
         indexes = [
-            models.Index(fields=["namespace", "status", "-created_at"], name="cand_ns_status"),
+            models.Index(
+                fields=["namespace", "status", "-created_at"], name="cand_ns_status"
+            ),
             models.Index(fields=["namespace", "fingerprint"], name="cand_ns_fp"),
         ]
 
@@ -397,7 +441,9 @@ class CandidateEvidence(models.Model):
 class Webhook(models.Model):
     """A URL that receives signed events of one namespace (learning.webhooks)."""
 
-    namespace = models.ForeignKey(Namespace, on_delete=models.CASCADE, related_name="webhooks")
+    namespace = models.ForeignKey(
+        Namespace, on_delete=models.CASCADE, related_name="webhooks"
+    )
     url = models.URLField(max_length=500)
     # Signs each body: X-Flywheel-Signature: sha256=HMAC-SHA256(secret, body).
     secret = models.CharField(max_length=100)
@@ -424,7 +470,9 @@ class DeliveryStatus(models.TextChoices):
 class WebhookDelivery(models.Model):
     """One event for one webhook, and how its delivery went (the delivery log)."""
 
-    webhook = models.ForeignKey(Webhook, on_delete=models.CASCADE, related_name="deliveries")
+    webhook = models.ForeignKey(
+        Webhook, on_delete=models.CASCADE, related_name="deliveries"
+    )
     event_id = models.UUIDField(default=uuid.uuid4, editable=False, unique=True)
     event = models.CharField(max_length=50)
     payload = models.JSONField(default=dict)
@@ -441,7 +489,11 @@ class WebhookDelivery(models.Model):
 
     class Meta:
         ordering = ["-created_at", "-id"]
-        indexes = [models.Index(fields=["webhook", "-created_at"], name="delivery_hook_created")]
+        indexes = [
+            models.Index(
+                fields=["webhook", "-created_at"], name="delivery_hook_created"
+            )
+        ]
 
     def __str__(self):
         return f"{self.event} → {self.webhook_id} ({self.status})"

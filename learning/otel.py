@@ -16,6 +16,7 @@ span): a trace seen without its agent span yet is stored as a ``running`` run an
 completed when the agent span arrives. Steps remember their span id, so a retried
 export never duplicates them.
 """
+
 import base64
 import json
 from dataclasses import dataclass, field
@@ -30,8 +31,15 @@ from learning.services.runs import run_complete, run_steps_append, runs_ingest
 
 EXTERNAL_ID_PREFIX = "otel-"
 STATUS_ERROR = 2  # opentelemetry.proto.trace.v1.Status.StatusCode.STATUS_CODE_ERROR
-GENAI_OPERATIONS = {"invoke_agent", "chat", "execute_tool", "text_completion",
-                    "generate_content", "create_agent", "embeddings"}
+GENAI_OPERATIONS = {
+    "invoke_agent",
+    "chat",
+    "execute_tool",
+    "text_completion",
+    "generate_content",
+    "create_agent",
+    "embeddings",
+}
 MAX_TEXT = 20_000
 PLACEHOLDER_TASK = "OpenTelemetry trace {trace_id} (agent span not received yet)"
 
@@ -117,7 +125,9 @@ def spans_from_protobuf(body: bytes) -> list[OtelSpan]:
     try:
         request.ParseFromString(body)
     except DecodeError as exc:
-        raise OtlpDecodeError(f"body: not an OTLP protobuf ExportTraceServiceRequest ({exc})")
+        raise OtlpDecodeError(
+            f"body: not an OTLP protobuf ExportTraceServiceRequest ({exc})"
+        )
     spans = []
     for resource_spans in request.resource_spans:
         resource = _pb_attributes(resource_spans.resource.attributes)
@@ -136,8 +146,11 @@ def spans_from_protobuf(body: bytes) -> list[OtelSpan]:
                         attributes=_pb_attributes(span.attributes),
                         resource=resource,
                         events=[
-                            {"name": e.name, "time_ns": e.time_unix_nano,
-                             "attributes": _pb_attributes(e.attributes)}
+                            {
+                                "name": e.name,
+                                "time_ns": e.time_unix_nano,
+                                "attributes": _pb_attributes(e.attributes),
+                            }
                             for e in span.events
                         ],
                     )
@@ -157,7 +170,9 @@ def _json_any_value(value: Any) -> Any:
     if "doubleValue" in value:
         return float(value["doubleValue"])
     if "arrayValue" in value:
-        return [_json_any_value(v) for v in (value["arrayValue"] or {}).get("values", [])]
+        return [
+            _json_any_value(v) for v in (value["arrayValue"] or {}).get("values", [])
+        ]
     if "kvlistValue" in value:
         return _json_attributes((value["kvlistValue"] or {}).get("values", []))
     if "bytesValue" in value:
@@ -218,8 +233,12 @@ def spans_from_json(body: bytes) -> list[OtelSpan]:
                     status = span.get("status") or {}
                     spans.append(
                         OtelSpan(
-                            trace_id=_json_id(span.get("traceId"), "traceId", required=True),
-                            span_id=_json_id(span.get("spanId"), "spanId", required=True),
+                            trace_id=_json_id(
+                                span.get("traceId"), "traceId", required=True
+                            ),
+                            span_id=_json_id(
+                                span.get("spanId"), "spanId", required=True
+                            ),
                             parent_span_id=_json_id(
                                 span.get("parentSpanId"), "parentSpanId", required=False
                             ),
@@ -231,9 +250,13 @@ def spans_from_json(body: bytes) -> list[OtelSpan]:
                             attributes=_json_attributes(span.get("attributes", [])),
                             resource=resource,
                             events=[
-                                {"name": e.get("name", ""),
-                                 "time_ns": int(e.get("timeUnixNano") or 0),
-                                 "attributes": _json_attributes(e.get("attributes", []))}
+                                {
+                                    "name": e.get("name", ""),
+                                    "time_ns": int(e.get("timeUnixNano") or 0),
+                                    "attributes": _json_attributes(
+                                        e.get("attributes", [])
+                                    ),
+                                }
                                 for e in span.get("events", []) or []
                             ],
                         )
@@ -247,9 +270,11 @@ def spans_from_json(body: bytes) -> list[OtelSpan]:
 
 def _json_status_code(code: Any) -> int:
     if isinstance(code, str):
-        return {"STATUS_CODE_UNSET": 0, "STATUS_CODE_OK": 1, "STATUS_CODE_ERROR": 2}.get(
-            code, int(code) if code.isdigit() else 0
-        )
+        return {
+            "STATUS_CODE_UNSET": 0,
+            "STATUS_CODE_OK": 1,
+            "STATUS_CODE_ERROR": 2,
+        }.get(code, int(code) if code.isdigit() else 0)
     return int(code or 0)
 
 
@@ -288,7 +313,9 @@ def _message_text(message: Any) -> str:
     content = message.get("content")
     if isinstance(content, list):
         return "\n".join(
-            str(c.get("text", "")) for c in content if isinstance(c, dict) and c.get("text")
+            str(c.get("text", ""))
+            for c in content
+            if isinstance(c, dict) and c.get("text")
         )
     return str(content or "")
 
@@ -347,21 +374,37 @@ def _step_from_span(span: OtelSpan) -> dict[str, Any] | None:
     if span.status_code == STATUS_ERROR:
         base_result["error"] = span.status_message or attrs.get("error.type") or "error"
     if op == "execute_tool":
-        tool = str(attrs.get("gen_ai.tool.name") or span.name.removeprefix("execute_tool ").strip())
+        tool = str(
+            attrs.get("gen_ai.tool.name")
+            or span.name.removeprefix("execute_tool ").strip()
+        )
         arguments = _json_attr(attrs.get("gen_ai.tool.call.arguments"))
         args_text = (
-            json.dumps(arguments, sort_keys=True) if isinstance(arguments, (dict, list))
+            json.dumps(arguments, sort_keys=True)
+            if isinstance(arguments, (dict, list))
             else str(arguments or "")
         )
-        result = {**base_result, "arguments": arguments,
-                  "output": _json_attr(attrs.get("gen_ai.tool.call.result"))}
+        result = {
+            **base_result,
+            "arguments": arguments,
+            "output": _json_attr(attrs.get("gen_ai.tool.call.result")),
+        }
         if attrs.get("gen_ai.tool.call.id"):
             result["call_id"] = attrs["gen_ai.tool.call.id"]
-        return {"type": "tool_call", "tool": tool[:200],
-                "description": _clip(f"{tool}({args_text})"), "result": result,
-                "started_at": span.started_at, "ended_at": span.ended_at}
+        return {
+            "type": "tool_call",
+            "tool": tool[:200],
+            "description": _clip(f"{tool}({args_text})"),
+            "result": result,
+            "started_at": span.started_at,
+            "ended_at": span.ended_at,
+        }
     if op in ("chat", "text_completion", "generate_content"):
-        model = attrs.get("gen_ai.response.model") or attrs.get("gen_ai.request.model") or ""
+        model = (
+            attrs.get("gen_ai.response.model")
+            or attrs.get("gen_ai.request.model")
+            or ""
+        )
         text = _output_text(span)
         description = f"assistant: {text}" if text else f"{op} {model}".strip()
         result = {
@@ -372,14 +415,23 @@ def _step_from_span(span: OtelSpan) -> dict[str, Any] | None:
         }
         if attrs.get("gen_ai.response.finish_reasons"):
             result["finish_reasons"] = attrs["gen_ai.response.finish_reasons"]
-        return {"type": "message", "description": _clip(description), "result": result,
-                "tokens": _chat_tokens(span), "started_at": span.started_at,
-                "ended_at": span.ended_at}
+        return {
+            "type": "message",
+            "description": _clip(description),
+            "result": result,
+            "tokens": _chat_tokens(span),
+            "started_at": span.started_at,
+            "ended_at": span.ended_at,
+        }
     if op == "invoke_agent":  # a sub-agent inside the run
         name = attrs.get("gen_ai.agent.name") or span.name
-        return {"type": "action", "description": _clip(f"invoke agent {name}"),
-                "result": base_result, "started_at": span.started_at,
-                "ended_at": span.ended_at}
+        return {
+            "type": "action",
+            "description": _clip(f"invoke agent {name}"),
+            "result": base_result,
+            "started_at": span.started_at,
+            "ended_at": span.ended_at,
+        }
     return None
 
 
@@ -422,15 +474,22 @@ def _run_fields(root: OtelSpan, spans: list[OtelSpan]) -> dict[str, Any]:
         "status": status,
         "success_score": score,
         "error_message": (
-            (root.status_message or str(attrs.get("error.type") or "error")) if failed else ""
+            (root.status_message or str(attrs.get("error.type") or "error"))
+            if failed
+            else ""
         ),
         "duration_ms": max(0, (root.end_ns - root.start_ns) // 1_000_000) or None,
         "tokens_used": sum(tokens) if tokens else None,
         "playbook_versions": [str(v)[:200] for v in versions][:100],
         "started_at": root.started_at,
         "completed_at": root.ended_at,
-        "metrics": {"otel": {"trace_id": root.trace_id, "span_id": root.span_id,
-                             "spans": len(spans)}},
+        "metrics": {
+            "otel": {
+                "trace_id": root.trace_id,
+                "span_id": root.span_id,
+                "spans": len(spans),
+            }
+        },
     }
     if attrs.get("gen_ai.agent.id"):
         fields["metrics"]["otel"]["agent_id"] = str(attrs["gen_ai.agent.id"])
@@ -456,8 +515,9 @@ def otel_traces_ingest(
         genai = [s for s in trace_spans if s.operation]
         if not genai:
             continue  # not an agent trace: accepted and ignored
-        run, created = _trace_ingest(namespace=namespace, agent=agent, trace_id=trace_id,
-                                     spans=genai)
+        run, created = _trace_ingest(
+            namespace=namespace, agent=agent, trace_id=trace_id, spans=genai
+        )
         (result.runs_created if created else result.runs_updated).append(str(run.id))
     return result
 
@@ -467,7 +527,9 @@ def _trace_ingest(
 ) -> tuple[Trajectory, bool]:
     external_id = EXTERNAL_ID_PREFIX + trace_id
     root = _agent_root(spans)
-    step_spans = sorted((s for s in spans if s is not root), key=lambda s: (s.start_ns, s.end_ns))
+    step_spans = sorted(
+        (s for s in spans if s is not root), key=lambda s: (s.start_ns, s.end_ns)
+    )
     steps = [step for step in (_step_from_span(s) for s in step_spans) if step]
     with transaction.atomic():
         existing = (
@@ -477,7 +539,11 @@ def _trace_ingest(
         )
         if existing is None:
             if root is not None:
-                data = {"external_id": external_id, **_run_fields(root, spans), "steps": steps}
+                data = {
+                    "external_id": external_id,
+                    **_run_fields(root, spans),
+                    "steps": steps,
+                }
             else:
                 first = min(spans, key=lambda s: s.start_ns)
                 data = {
@@ -508,7 +574,9 @@ def _trace_ingest(
         return existing, False
 
 
-def _running_run_finish(*, run: Trajectory, root: OtelSpan, spans: list[OtelSpan]) -> None:
+def _running_run_finish(
+    *, run: Trajectory, root: OtelSpan, spans: list[OtelSpan]
+) -> None:
     fields = _run_fields(root, spans)
     # The identity arrives with the agent span; the description may have come with
     # an earlier export (the first user message), which the span's name must not undo.
@@ -525,10 +593,22 @@ def _running_run_finish(*, run: Trajectory, root: OtelSpan, spans: list[OtelSpan
     run.started_at = fields["started_at"] or run.started_at
     if n:
         run.redacted, run.redaction_count = True, run.redaction_count + n
-    run.save(update_fields=["task_description", "task_type", "session_id", "user_id",
-                            "agent", "started_at", "redacted", "redaction_count",
-                            "updated_at"])
-    stored_tokens = [t for t in run.steps.values_list("tokens", flat=True) if t is not None]
+    run.save(
+        update_fields=[
+            "task_description",
+            "task_type",
+            "session_id",
+            "user_id",
+            "agent",
+            "started_at",
+            "redacted",
+            "redaction_count",
+            "updated_at",
+        ]
+    )
+    stored_tokens = [
+        t for t in run.steps.values_list("tokens", flat=True) if t is not None
+    ]
     run_complete(
         run=run,
         data={

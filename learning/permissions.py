@@ -1,5 +1,6 @@
 """Console access: a user's role in a namespace comes from Membership rows
 (superusers are admins everywhere). Views check this; templates never do."""
+
 from functools import wraps
 
 from django.contrib.auth.decorators import login_required

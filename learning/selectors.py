@@ -1,4 +1,5 @@
 """Reads for runs, always inside one namespace."""
+
 from django.db.models import Count, IntegerField, OuterRef, Prefetch, QuerySet, Subquery
 from django.db.models.functions import Coalesce
 
@@ -19,7 +20,9 @@ def run_step_count():
     return Coalesce(Subquery(steps), 0, output_field=IntegerField())
 
 
-def run_list(*, namespace: Namespace, filters: dict | None = None) -> QuerySet[Trajectory]:
+def run_list(
+    *, namespace: Namespace, filters: dict | None = None
+) -> QuerySet[Trajectory]:
     from learning.filters import RunFilter
 
     qs = (
@@ -43,7 +46,9 @@ def run_get(*, namespace: Namespace, run_id) -> Trajectory:
         Trajectory.objects.select_related("namespace")
         .prefetch_related(
             Prefetch("steps", queryset=Step.objects.order_by("index")),
-            Prefetch("feedback", queryset=Feedback.objects.order_by("created_at", "id")),
+            Prefetch(
+                "feedback", queryset=Feedback.objects.order_by("created_at", "id")
+            ),
         )
         .get(namespace=namespace, pk=run_id)
     )

@@ -13,6 +13,7 @@ Deliveries run on the Django-Q2 worker; a failure (non-2xx, timeout, refused) is
 retried with exponential backoff (30 s, 2 min, 8 min, …) up to WEBHOOK_MAX_ATTEMPTS,
 each attempt recorded on the WebhookDelivery row (the delivery log).
 """
+
 import hashlib
 import hmac
 import json
@@ -52,7 +53,9 @@ def webhook_signature(*, secret: str, body: bytes) -> str:
 
 
 def webhook_signature_verify(*, secret: str, body: bytes, signature: str) -> bool:
-    return hmac.compare_digest(webhook_signature(secret=secret, body=body), signature or "")
+    return hmac.compare_digest(
+        webhook_signature(secret=secret, body=body), signature or ""
+    )
 
 
 def _validated(url: str, events: list[str] | None) -> list[str]:
@@ -93,13 +96,16 @@ def webhook_create(
     )
 
 
-def webhook_event_emit(*, namespace: Namespace, event: str, payload: dict[str, Any]) -> list[WebhookDelivery]:
+def webhook_event_emit(
+    *, namespace: Namespace, event: str, payload: dict[str, Any]
+) -> list[WebhookDelivery]:
     """Record one delivery per subscribed webhook and enqueue them when the caller's
     transaction commits (nothing is sent for a rolled-back change)."""
     if event not in WEBHOOK_EVENTS:
         raise ValueError(f"unknown webhook event {event!r}")
     hooks = [
-        hook for hook in Webhook.objects.filter(namespace=namespace, active=True)
+        hook
+        for hook in Webhook.objects.filter(namespace=namespace, active=True)
         if not hook.events or event in hook.events
     ]
     if not hooks:
@@ -135,7 +141,9 @@ def _body(delivery: WebhookDelivery) -> bytes:
 def _post(url: str, body: bytes, headers: dict[str, str]) -> tuple[int | None, str]:
     request = urllib.request.Request(url, data=body, headers=headers, method="POST")
     try:
-        with urllib.request.urlopen(request, timeout=WEBHOOK_TIMEOUT_SECONDS) as response:
+        with urllib.request.urlopen(
+            request, timeout=WEBHOOK_TIMEOUT_SECONDS
+        ) as response:
             return response.status, ""
     except urllib.error.HTTPError as exc:
         return exc.code, exc.read(500).decode("utf-8", "replace")
@@ -157,7 +165,10 @@ def webhook_delivery_attempt(*, delivery_id: int) -> WebhookDelivery | None:
             .filter(pk=delivery_id)
             .first()
         )
-        if delivery is None or delivery.status in (DeliveryStatus.DELIVERED, DeliveryStatus.FAILED):
+        if delivery is None or delivery.status in (
+            DeliveryStatus.DELIVERED,
+            DeliveryStatus.FAILED,
+        ):
             return delivery  # gone, being sent by another worker, or settled
         hook = delivery.webhook
         body = _body(delivery)
@@ -184,14 +195,21 @@ def webhook_delivery_attempt(*, delivery_id: int) -> WebhookDelivery | None:
                 delivery.next_attempt_at = None
             else:
                 delivery.status = DeliveryStatus.RETRYING
-                delivery.next_attempt_at = now + webhook_backoff(attempts=delivery.attempts)
+                delivery.next_attempt_at = now + webhook_backoff(
+                    attempts=delivery.attempts
+                )
         delivery.save()
         if delivery.status == DeliveryStatus.RETRYING:
             next_run = delivery.next_attempt_at
             transaction.on_commit(lambda: _retry_schedule(delivery.pk, next_run))
     if delivery.status != DeliveryStatus.DELIVERED:
-        logger.warning("webhook delivery %s to %s failed (attempt %s): %s",
-                       delivery.pk, hook.url, delivery.attempts, delivery.last_error)
+        logger.warning(
+            "webhook delivery %s to %s failed (attempt %s): %s",
+            delivery.pk,
+            hook.url,
+            delivery.attempts,
+            delivery.last_error,
+        )
     return delivery
 
 
@@ -200,8 +218,14 @@ def _retry_schedule(delivery_id: int, next_run) -> None:
     from django_q.tasks import schedule
 
     # A one-off schedule: the worker runs it at next_run, then deletes it.
-    schedule(DELIVERY_TASK, delivery_id, name=f"webhook-retry-{delivery_id}-{next_run.timestamp():.0f}",
-             schedule_type=Schedule.ONCE, repeats=-1, next_run=next_run)
+    schedule(
+        DELIVERY_TASK,
+        delivery_id,
+        name=f"webhook-retry-{delivery_id}-{next_run.timestamp():.0f}",
+        schedule_type=Schedule.ONCE,
+        repeats=-1,
+        next_run=next_run,
+    )
 
 
 def webhook_delivery_task(delivery_id: int) -> str:
@@ -250,7 +274,9 @@ def candidate_event_payload(candidate) -> dict[str, Any]:
 def candidate_event_emit(*, candidate, event: str) -> None:
     """One-line hook for the candidate state machine's call sites."""
     webhook_event_emit(
-        namespace=candidate.namespace, event=event, payload=candidate_event_payload(candidate)
+        namespace=candidate.namespace,
+        event=event,
+        payload=candidate_event_payload(candidate),
     )
 
 
@@ -259,6 +285,9 @@ def version_flagged_emit(*, playbook, version) -> None:
     webhook_event_emit(
         namespace=playbook.namespace,
         event="version.flagged",
-        payload={"playbook": playbook.slug, "version": version.number,
-                 "reason": version.flag_reason},
+        payload={
+            "playbook": playbook.slug,
+            "version": version.number,
+            "reason": version.flag_reason,
+        },
     )

@@ -4,6 +4,7 @@ Playbook and skill content changes only through playbooks/services.py (each chan
 new audited version); the admin shows versions and diffs, and edits only the hygiene
 policy and memory flags.
 """
+
 from django.contrib import admin
 
 from learning.admin import ReadOnlyAdmin, ReadOnlyInline
@@ -21,8 +22,15 @@ from playbooks.models import (
 
 class StrategyInline(ReadOnlyInline):
     model = Strategy
-    fields = ["type", "description", "context", "confidence", "helpful_count",
-              "harmful_count", "active"]
+    fields = [
+        "type",
+        "description",
+        "context",
+        "confidence",
+        "helpful_count",
+        "harmful_count",
+        "active",
+    ]
     ordering = ["position"]
 
 
@@ -35,8 +43,15 @@ class PlaybookVersionInline(ReadOnlyInline):
 
 @admin.register(Playbook)
 class PlaybookAdmin(ReadOnlyAdmin):
-    list_display = ["slug", "name", "namespace", "scope", "mode", "current_version",
-                    "updated_at"]
+    list_display = [
+        "slug",
+        "name",
+        "namespace",
+        "scope",
+        "mode",
+        "current_version",
+        "updated_at",
+    ]
     list_filter = ["scope", "mode", "namespace"]
     list_select_related = ["namespace"]
     search_fields = ["slug", "name", "description"]
@@ -45,8 +60,14 @@ class PlaybookAdmin(ReadOnlyAdmin):
 
 @admin.register(PlaybookVersion)
 class PlaybookVersionAdmin(ReadOnlyAdmin):
-    list_display = ["playbook", "number", "change_kind", "created_by", "flagged",
-                    "created_at"]
+    list_display = [
+        "playbook",
+        "number",
+        "change_kind",
+        "created_by",
+        "flagged",
+        "created_at",
+    ]
     list_filter = ["change_kind", "flagged"]
     list_select_related = ["playbook"]
     search_fields = ["playbook__slug", "note"]
@@ -54,8 +75,15 @@ class PlaybookVersionAdmin(ReadOnlyAdmin):
 
 @admin.register(Strategy)
 class StrategyAdmin(ReadOnlyAdmin):
-    list_display = ["playbook", "type", "description", "confidence", "helpful_count",
-                    "harmful_count", "active"]
+    list_display = [
+        "playbook",
+        "type",
+        "description",
+        "confidence",
+        "helpful_count",
+        "harmful_count",
+        "active",
+    ]
     list_filter = ["type", "active"]
     list_select_related = ["playbook"]
     search_fields = ["description", "context"]
@@ -84,15 +112,44 @@ class SkillVersionAdmin(ReadOnlyAdmin):
 
 @admin.register(Memory)
 class MemoryAdmin(admin.ModelAdmin):
-    list_display = ["kind", "content", "scope", "user_id", "entity", "importance", "active",
-                    "namespace", "created_at"]
+    list_display = [
+        "kind",
+        "content",
+        "scope",
+        "user_id",
+        "entity",
+        "importance",
+        "active",
+        "namespace",
+        "created_at",
+    ]
     list_filter = ["kind", "scope", "active", "namespace"]
     list_select_related = ["namespace"]
     search_fields = ["content", "user_id", "entity"]
-    fields = ["namespace", "kind", "scope", "user_id", "entity", "content", "importance",
-              "active", "source_candidate", "consolidated_into", "created_at"]
-    readonly_fields = ["namespace", "kind", "scope", "user_id", "entity", "content",
-                       "source_candidate", "consolidated_into", "created_at"]
+    fields = [
+        "namespace",
+        "kind",
+        "scope",
+        "user_id",
+        "entity",
+        "content",
+        "importance",
+        "active",
+        "source_candidate",
+        "consolidated_into",
+        "created_at",
+    ]
+    readonly_fields = [
+        "namespace",
+        "kind",
+        "scope",
+        "user_id",
+        "entity",
+        "content",
+        "source_candidate",
+        "consolidated_into",
+        "created_at",
+    ]
 
     def has_add_permission(self, request, obj=None):
         return False
@@ -112,8 +169,14 @@ class HygienePolicyAdmin(admin.ModelAdmin):
 
 @admin.register(RecallLog)
 class RecallLogAdmin(ReadOnlyAdmin):
-    list_display = ["playbook", "version", "task_type", "tokens", "requested_by",
-                    "created_at"]
+    list_display = [
+        "playbook",
+        "version",
+        "task_type",
+        "tokens",
+        "requested_by",
+        "created_at",
+    ]
     list_filter = ["playbook"]
     list_select_related = ["playbook"]
     search_fields = ["task", "run_external_id", "session_id"]

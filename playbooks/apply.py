@@ -19,6 +19,7 @@ What each kind does:
   the skill, provided its text still hashes to `base_hash`; else ApplyFailed, and
   candidate_rebase re-targets the patch on the current text.
 """
+
 import re
 from dataclasses import dataclass, field
 from typing import Any
@@ -82,9 +83,11 @@ def patch_parse(patch: str) -> list[Hunk]:
     return hunks
 
 
-def _find(lines: list[str], block: list[str], start: int, expected: int, fuzzy: bool) -> int:
+def _find(
+    lines: list[str], block: list[str], start: int, expected: int, fuzzy: bool
+) -> int:
     def matches(at: int) -> bool:
-        return lines[at:at + len(block)] == block
+        return lines[at : at + len(block)] == block
 
     if 0 <= expected <= len(lines) and matches(expected) and expected >= start:
         return expected
@@ -113,7 +116,7 @@ def patch_apply(text: str, patch: str, *, fuzzy: bool = False) -> str:
                 f"Hunk {number} of the patch does not match the skill text "
                 f"(its context lines are not there)."
             )
-        lines[at:at + len(hunk.old)] = hunk.new
+        lines[at : at + len(hunk.old)] = hunk.new
         offset += len(hunk.new) - len(hunk.old)
         cursor = at + len(hunk.new)
     return "".join(lines)
@@ -154,14 +157,18 @@ def _duplicate_strategy_ids(candidate: LearningCandidate) -> list[int]:
 
 def _target_playbook(candidate: LearningCandidate) -> Playbook:
     if candidate.playbook_id:
-        return Playbook.objects.select_related("namespace").filter(
-            pk=candidate.playbook_id
-        ).first()
+        return (
+            Playbook.objects.select_related("namespace")
+            .filter(pk=candidate.playbook_id)
+            .first()
+        )
     if candidate.task_type:
         return services.playbook_for_task_type(
             namespace=candidate.namespace, task_type=candidate.task_type
         )
-    raise ApplyFailed("The candidate names no playbook and no task type to find one by.")
+    raise ApplyFailed(
+        "The candidate names no playbook and no task type to find one by."
+    )
 
 
 def _skill_new_text(candidate: LearningCandidate, skill: Skill) -> str:
@@ -189,15 +196,23 @@ def _plan(candidate: LearningCandidate) -> Plan:
         skill = Skill.objects.filter(pk=candidate.skill_id).first()
         if skill is None or skill.namespace_id != candidate.namespace_id:
             raise ApplyFailed("The candidate names no skill to patch.")
-        return Plan(target="skill", op="skill", skill=skill,
-                    new_text=_skill_new_text(candidate, skill))
+        return Plan(
+            target="skill",
+            op="skill",
+            skill=skill,
+            new_text=_skill_new_text(candidate, skill),
+        )
     if kind not in STRATEGY_KINDS:
         raise ApplyFailed(f"Unknown candidate kind {kind!r}.")
     playbook = _target_playbook(candidate)
     if playbook is None or playbook.namespace_id != candidate.namespace_id:
         raise ApplyFailed("The target playbook is missing.")
-    plan = Plan(target="playbook", op="add", playbook=playbook,
-                strategy_type=STRATEGY_KINDS[kind])
+    plan = Plan(
+        target="playbook",
+        op="add",
+        playbook=playbook,
+        strategy_type=STRATEGY_KINDS[kind],
+    )
     if candidate.replaces_strategy_id:
         old = Strategy.objects.filter(
             pk=candidate.replaces_strategy_id, playbook=playbook, active=True
@@ -251,36 +266,54 @@ def candidate_apply_preview(*, candidate: LearningCandidate) -> dict[str, Any]:
     try:
         plan = _plan(candidate)
     except ApplyFailed as exc:
-        target = "skill" if candidate.kind == CandidateKind.PATCH_SKILL else (
-            "memory" if candidate.kind in MEMORY_KINDS else "playbook"
+        target = (
+            "skill"
+            if candidate.kind == CandidateKind.PATCH_SKILL
+            else ("memory" if candidate.kind in MEMORY_KINDS else "playbook")
         )
         obj = candidate.skill if target == "skill" else candidate.playbook
         return {
-            "target": target, "name": getattr(obj, "slug", None),
+            "target": target,
+            "name": getattr(obj, "slug", None),
             "from_version": getattr(obj, "current_version", None),
-            "to_version": None, "diff": {} if target != "skill" else "", "error": str(exc),
+            "to_version": None,
+            "diff": {} if target != "skill" else "",
+            "error": str(exc),
         }
     if plan.target == "memory":
         scope = "user" if candidate.user_id else (candidate.memory_scope or "namespace")
         return {
             "target": "memory",
             "name": f"user:{candidate.user_id}" if candidate.user_id else scope,
-            "from_version": None, "to_version": None,
-            "diff": {"added": [{"kind": candidate.kind, "content": candidate.content,
-                                "entity": candidate.entity,
-                                "importance": candidate.confidence}],
-                     "removed": [], "changed": []},
+            "from_version": None,
+            "to_version": None,
+            "diff": {
+                "added": [
+                    {
+                        "kind": candidate.kind,
+                        "content": candidate.content,
+                        "entity": candidate.entity,
+                        "importance": candidate.confidence,
+                    }
+                ],
+                "removed": [],
+                "changed": [],
+            },
         }
     if plan.target == "skill":
         skill = plan.skill
         return {
-            "target": "skill", "name": skill.slug,
-            "from_version": skill.current_version, "to_version": skill.current_version + 1,
+            "target": "skill",
+            "name": skill.slug,
+            "from_version": skill.current_version,
+            "to_version": skill.current_version + 1,
             "diff": services.text_diff(skill.text, plan.new_text, name=skill.slug),
         }
     playbook = plan.playbook
     new_item = {
-        "id": None, "key": None, "type": plan.strategy_type,
+        "id": None,
+        "key": None,
+        "type": plan.strategy_type,
         "description": candidate.content.strip(),
     }
     diff: dict[str, list] = {"added": [], "removed": [], "changed": []}
@@ -288,19 +321,29 @@ def candidate_apply_preview(*, candidate: LearningCandidate) -> dict[str, Any]:
         strategy = plan.strategy
         after = _reinforced(strategy, candidate)
         before = services.strategy_snapshot(strategy)
-        diff["changed"].append({
-            **services._brief(before),
-            "fields": {k: {"from": before[k], "to": v} for k, v in after.items()
-                       if before[k] != v},
-        })
+        diff["changed"].append(
+            {
+                **services._brief(before),
+                "fields": {
+                    k: {"from": before[k], "to": v}
+                    for k, v in after.items()
+                    if before[k] != v
+                },
+            }
+        )
     else:
         diff["added"].append(new_item)
         if plan.op == "replace":
-            diff["removed"].append(services._brief(services.strategy_snapshot(plan.strategy)))
+            diff["removed"].append(
+                services._brief(services.strategy_snapshot(plan.strategy))
+            )
     return {
-        "target": "playbook", "name": playbook.slug, "op": plan.op,
+        "target": "playbook",
+        "name": playbook.slug,
+        "op": plan.op,
         "from_version": playbook.current_version,
-        "to_version": playbook.current_version + 1, "diff": diff,
+        "to_version": playbook.current_version + 1,
+        "diff": diff,
     }
 
 
@@ -312,44 +355,60 @@ def _apply_to_playbook(plan: Plan, candidate: LearningCandidate, actor: str) -> 
     if plan.op == "reinforce":
         strategy = Strategy.objects.select_for_update().get(pk=plan.strategy.pk)
         if not strategy.active:
-            raise ApplyFailed(f"Strategy {strategy.pk} to reinforce was retired meanwhile.")
+            raise ApplyFailed(
+                f"Strategy {strategy.pk} to reinforce was retired meanwhile."
+            )
         for key, value in _reinforced(strategy, candidate).items():
             setattr(strategy, key, value)
         strategy.save()
-        note = f"reinforced strategy {strategy.pk} (+{max(candidate.evidence_count, 1)})"
+        note = (
+            f"reinforced strategy {strategy.pk} (+{max(candidate.evidence_count, 1)})"
+        )
     else:
         position = None
         if plan.op == "replace":
             old = Strategy.objects.select_for_update().get(pk=plan.strategy.pk)
             if not old.active:
-                raise ApplyFailed(f"Strategy {old.pk} to replace was retired meanwhile.")
+                raise ApplyFailed(
+                    f"Strategy {old.pk} to replace was retired meanwhile."
+                )
             old.active = False
             old.save(update_fields=["active", "updated_at"])
             position = old.position
         try:
             strategy = services.strategy_insert(
-                playbook=playbook, type=plan.strategy_type, description=candidate.content,
-                context=_context_for(candidate), evidence=_evidence_ids(candidate),
+                playbook=playbook,
+                type=plan.strategy_type,
+                description=candidate.content,
+                context=_context_for(candidate),
+                evidence=_evidence_ids(candidate),
                 confidence=candidate.confidence,
                 helpful_count=max(candidate.evidence_count, 1),
-                source_candidate=candidate, position=position,
+                source_candidate=candidate,
+                position=position,
             )
         except services.PlaybookError as exc:
             raise ApplyFailed(str(exc))
         note = (
             f"replaced strategy {plan.strategy.pk} with {strategy.pk}"
-            if plan.op == "replace" else f"added strategy {strategy.pk}"
+            if plan.op == "replace"
+            else f"added strategy {strategy.pk}"
         )
     version = services.playbook_version_commit(
-        playbook=playbook, change_kind=ChangeKind.APPLY, actor=actor,
-        note=f"candidate {candidate.pk}: {note}", candidate=candidate,
+        playbook=playbook,
+        change_kind=ChangeKind.APPLY,
+        actor=actor,
+        note=f"candidate {candidate.pk}: {note}",
+        candidate=candidate,
     )
     return version.number
 
 
 def candidate_apply(*, candidate: LearningCandidate, actor: str) -> None:
     if candidate.status != CandidateStatus.APPROVED:
-        raise ApplyFailed(f"Only approved candidates are applied (this one is {candidate.status}).")
+        raise ApplyFailed(
+            f"Only approved candidates are applied (this one is {candidate.status})."
+        )
     plan = _plan(candidate)
     data: dict[str, Any] = {"target": plan.target, "op": plan.op}
     with transaction.atomic():
@@ -361,8 +420,12 @@ def candidate_apply(*, candidate: LearningCandidate, actor: str) -> None:
             new_text = _skill_new_text(candidate, skill)  # re-checked under the lock
             try:
                 version = services.skill_version_commit(
-                    skill=skill, text=new_text, change_kind=ChangeKind.APPLY, actor=actor,
-                    note=f"candidate {candidate.pk}", candidate=candidate,
+                    skill=skill,
+                    text=new_text,
+                    change_kind=ChangeKind.APPLY,
+                    actor=actor,
+                    note=f"candidate {candidate.pk}",
+                    candidate=candidate,
                 )
             except services.PlaybookError as exc:
                 raise ApplyFailed(f"The patch changes nothing ({exc}).")
@@ -371,10 +434,14 @@ def candidate_apply(*, candidate: LearningCandidate, actor: str) -> None:
         else:
             try:
                 memory = services.memory_create(
-                    namespace=candidate.namespace, kind=candidate.kind,
-                    content=candidate.content, user_id=candidate.user_id,
-                    entity=candidate.entity, importance=candidate.confidence,
-                    scope=candidate.memory_scope, source_candidate=candidate,
+                    namespace=candidate.namespace,
+                    kind=candidate.kind,
+                    content=candidate.content,
+                    user_id=candidate.user_id,
+                    entity=candidate.entity,
+                    importance=candidate.confidence,
+                    scope=candidate.memory_scope,
+                    source_candidate=candidate,
                 )
             except services.PlaybookError as exc:
                 raise ApplyFailed(str(exc))
@@ -384,13 +451,24 @@ def candidate_apply(*, candidate: LearningCandidate, actor: str) -> None:
         candidate.applied_at = timezone.now()
         candidate.applied_version = number
         candidate.apply_error = ""
-        candidate.save(update_fields=[
-            "status", "applied_at", "applied_version", "apply_error", "updated_at"
-        ])
+        candidate.save(
+            update_fields=[
+                "status",
+                "applied_at",
+                "applied_version",
+                "apply_error",
+                "updated_at",
+            ]
+        )
         services._audit(
-            namespace=candidate.namespace, actor=actor, action="apply",
-            target_type="candidate", target_id=candidate.pk, candidate=candidate,
-            from_status=CandidateStatus.APPROVED, to_status=CandidateStatus.APPLIED,
+            namespace=candidate.namespace,
+            actor=actor,
+            action="apply",
+            target_type="candidate",
+            target_id=candidate.pk,
+            candidate=candidate,
+            from_status=CandidateStatus.APPROVED,
+            to_status=CandidateStatus.APPLIED,
             data=data,
         )
         candidate_event_emit(candidate=candidate, event="candidate.applied")  # webhooks
@@ -404,9 +482,11 @@ def candidate_rebase(*, candidate: LearningCandidate, actor: str) -> LearningCan
     """Re-target a patch_skill candidate on the skill's current text: its hunks are
     placed by their context (fuzzily), the patch is rewritten against the current text
     and base_hash updated. Raises ApplyFailed when the hunks no longer fit."""
-    candidate = LearningCandidate.objects.select_for_update(of=("self",)).select_related(
-        "skill", "namespace"
-    ).get(pk=candidate.pk)
+    candidate = (
+        LearningCandidate.objects.select_for_update(of=("self",))
+        .select_related("skill", "namespace")
+        .get(pk=candidate.pk)
+    )
     if candidate.kind != CandidateKind.PATCH_SKILL:
         raise ApplyFailed("Only patch_skill candidates can be rebased.")
     if candidate.is_terminal or candidate.status == CandidateStatus.APPROVED:
@@ -418,8 +498,11 @@ def candidate_rebase(*, candidate: LearningCandidate, actor: str) -> LearningCan
     patch = candidate.patch
     if not patch.strip():
         base = next(
-            (v.text for v in SkillVersion.objects.filter(skill=skill)
-             if services.text_hash(v.text) == candidate.base_hash),
+            (
+                v.text
+                for v in SkillVersion.objects.filter(skill=skill)
+                if services.text_hash(v.text) == candidate.base_hash
+            ),
             None,
         )
         if base is None:
@@ -434,16 +517,25 @@ def candidate_rebase(*, candidate: LearningCandidate, actor: str) -> LearningCan
     candidate.apply_error = ""
     candidate.save(update_fields=["patch", "base_hash", "apply_error", "updated_at"])
     services._audit(
-        namespace=candidate.namespace, actor=actor, action="rebase",
-        target_type="candidate", target_id=candidate.pk, candidate=candidate,
-        data={"from_hash": old_hash, "to_hash": current_hash,
-              "skill_version": skill.current_version},
+        namespace=candidate.namespace,
+        actor=actor,
+        action="rebase",
+        target_type="candidate",
+        target_id=candidate.pk,
+        candidate=candidate,
+        data={
+            "from_hash": old_hash,
+            "to_hash": current_hash,
+            "skill_version": skill.current_version,
+        },
     )
     return candidate
 
 
 @transaction.atomic
-def candidate_revert(*, candidate: LearningCandidate, actor: str, note: str = "") -> dict:
+def candidate_revert(
+    *, candidate: LearningCandidate, actor: str, note: str = ""
+) -> dict:
     """Undo an applied candidate (e.g. one auto-applied in background mode) with a new
     version: its strategy retired (or the replaced one restored, or the reinforcement
     taken back), its memory deactivated, or its skill version rolled back when nothing
@@ -451,9 +543,11 @@ def candidate_revert(*, candidate: LearningCandidate, actor: str, note: str = ""
     the revert."""
     from review.models import AuditEvent
 
-    candidate = LearningCandidate.objects.select_for_update(of=("self",)).select_related(
-        "namespace", "playbook", "skill"
-    ).get(pk=candidate.pk)
+    candidate = (
+        LearningCandidate.objects.select_for_update(of=("self",))
+        .select_related("namespace", "playbook", "skill")
+        .get(pk=candidate.pk)
+    )
     if candidate.status != CandidateStatus.APPLIED:
         raise ApplyFailed("Only applied candidates can be reverted.")
     if AuditEvent.objects.filter(candidate=candidate, action="revert").exists():
@@ -462,7 +556,9 @@ def candidate_revert(*, candidate: LearningCandidate, actor: str, note: str = ""
     op = (applied.data or {}).get("op") if applied else None
     result: dict[str, Any] = {"op": op}
     if candidate.kind in MEMORY_KINDS:
-        count = Memory.objects.filter(source_candidate=candidate, active=True).update(active=False)
+        count = Memory.objects.filter(source_candidate=candidate, active=True).update(
+            active=False
+        )
         result.update(target="memory", deactivated=count)
     elif candidate.kind == CandidateKind.PATCH_SKILL:
         skill = services.skill_lock(skill=candidate.skill)
@@ -476,17 +572,24 @@ def candidate_revert(*, candidate: LearningCandidate, actor: str, note: str = ""
         result.update(target="skill", version=version.number)
     else:
         playbook_slug = (applied.data or {}).get("playbook") if applied else None
-        playbook = Playbook.objects.filter(
-            namespace=candidate.namespace, slug=playbook_slug
-        ).first() or candidate.playbook
+        playbook = (
+            Playbook.objects.filter(
+                namespace=candidate.namespace, slug=playbook_slug
+            ).first()
+            or candidate.playbook
+        )
         if playbook is None:
             raise ApplyFailed("The playbook is gone.")
         playbook = services.playbook_lock(playbook=playbook)
         if op == "reinforce":
-            version_row = playbook.versions.filter(number=candidate.applied_version).first()
+            version_row = playbook.versions.filter(
+                number=candidate.applied_version
+            ).first()
             changed = (version_row.diff or {}).get("changed", []) if version_row else []
             for item in changed:
-                strategy = Strategy.objects.filter(playbook=playbook, pk=item["id"]).first()
+                strategy = Strategy.objects.filter(
+                    playbook=playbook, pk=item["id"]
+                ).first()
                 delta = item["fields"].get("helpful_count")
                 if strategy and delta:
                     strategy.helpful_count = max(
@@ -504,13 +607,21 @@ def candidate_revert(*, candidate: LearningCandidate, actor: str, note: str = ""
                     playbook=playbook, pk=candidate.replaces_strategy_id
                 ).update(active=True)
         version = services.playbook_version_commit(
-            playbook=playbook, change_kind=ChangeKind.EDIT, actor=actor,
-            note=note or f"reverted candidate {candidate.pk}", allow_empty=True,
+            playbook=playbook,
+            change_kind=ChangeKind.EDIT,
+            actor=actor,
+            note=note or f"reverted candidate {candidate.pk}",
+            allow_empty=True,
         )
         result.update(target="playbook", playbook=playbook.slug, version=version.number)
     services._audit(
-        namespace=candidate.namespace, actor=actor, action="revert",
-        target_type="candidate", target_id=candidate.pk, candidate=candidate,
-        note=note, data=result,
+        namespace=candidate.namespace,
+        actor=actor,
+        action="revert",
+        target_type="candidate",
+        target_id=candidate.pk,
+        candidate=candidate,
+        note=note,
+        data=result,
     )
     return result

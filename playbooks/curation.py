@@ -15,6 +15,7 @@ into one `summary` memory (Claude when ANTHROPIC_API_KEY is set, else — or whe
 call fails — an offline summariser); the originals are deactivated and point at it.
 High-importance memories are never touched.
 """
+
 import logging
 import re
 from collections import defaultdict
@@ -41,7 +42,9 @@ MIN_GROUP = 3
 CURATION_ACTOR = "system:curation"
 
 _WORD = re.compile(r"[a-z0-9]+")
-_STOP = frozenset("a an the to of and or for in on with before after when is be it".split())
+_STOP = frozenset(
+    "a an the to of and or for in on with before after when is be it".split()
+)
 
 
 def _tokens(text: str) -> frozenset[str]:
@@ -53,7 +56,9 @@ def strategy_similarity(a: str, b: str) -> float:
     jaccard = len(ta & tb) / len(ta | tb) if ta | tb else 0.0
     if jaccard >= MERGE_THRESHOLD:
         return jaccard
-    ratio = SequenceMatcher(None, " ".join(a.lower().split()), " ".join(b.lower().split()))
+    ratio = SequenceMatcher(
+        None, " ".join(a.lower().split()), " ".join(b.lower().split())
+    )
     return max(jaccard, ratio.ratio())
 
 
@@ -78,11 +83,14 @@ def _duplicate_groups(strategies: list[Strategy]) -> list[list[Strategy]]:
         if len(ids) > 200:  # a very common token says little; rarer ones pair them up
             continue
         for i, a in enumerate(ids):
-            for b in ids[i + 1:]:
+            for b in ids[i + 1 :]:
                 if (a, b) in checked or find(a) == find(b):
                     continue
                 checked.add((a, b))
-                if strategy_similarity(by_id[a].description, by_id[b].description) >= MERGE_THRESHOLD:
+                if (
+                    strategy_similarity(by_id[a].description, by_id[b].description)
+                    >= MERGE_THRESHOLD
+                ):
                     parent[find(b)] = find(a)
     groups: dict[int, list[Strategy]] = defaultdict(list)
     for s in strategies:
@@ -96,15 +104,25 @@ def playbook_curate(
     """Merge, retire and decay (see the module docstring); one version if anything
     changed. Returns what it did."""
     now = now or timezone.now()
-    report = {"playbook": playbook.slug, "merged": [], "retired_harmful": [], "decayed": [],
-              "retired_stale": [], "version": None}
+    report = {
+        "playbook": playbook.slug,
+        "merged": [],
+        "retired_harmful": [],
+        "decayed": [],
+        "retired_stale": [],
+        "version": None,
+    }
     with transaction.atomic():
         playbook = services.playbook_lock(playbook=playbook)
-        active = list(Strategy.objects.filter(playbook=playbook, active=True).order_by("id"))
+        active = list(
+            Strategy.objects.filter(playbook=playbook, active=True).order_by("id")
+        )
         retired: set[int] = set()
         for group in _duplicate_groups(active):
-            survivor = max(group, key=lambda s: (s.helpful_count - s.harmful_count,
-                                                 s.confidence, -s.pk))
+            survivor = max(
+                group,
+                key=lambda s: (s.helpful_count - s.harmful_count, s.confidence, -s.pk),
+            )
             evidence = list(survivor.evidence or [])
             for other in group:
                 if other.pk == survivor.pk:
@@ -137,16 +155,27 @@ def playbook_curate(
                 else:
                     report["decayed"].append(s.pk)
                 s.save(update_fields=["confidence", "active", "updated_at"])
-        if any(report[k] for k in ("merged", "retired_harmful", "decayed", "retired_stale")):
-            note = (f"curation: {len(report['merged'])} merged, "
-                    f"{len(report['retired_harmful'])} retired as harmful, "
-                    f"{len(report['decayed'])} decayed, "
-                    f"{len(report['retired_stale'])} retired as stale")
-            kind = ChangeKind.MERGE if not any(
-                report[k] for k in ("retired_harmful", "decayed", "retired_stale")
-            ) else ChangeKind.CURATION
+        if any(
+            report[k] for k in ("merged", "retired_harmful", "decayed", "retired_stale")
+        ):
+            note = (
+                f"curation: {len(report['merged'])} merged, "
+                f"{len(report['retired_harmful'])} retired as harmful, "
+                f"{len(report['decayed'])} decayed, "
+                f"{len(report['retired_stale'])} retired as stale"
+            )
+            kind = (
+                ChangeKind.MERGE
+                if not any(
+                    report[k] for k in ("retired_harmful", "decayed", "retired_stale")
+                )
+                else ChangeKind.CURATION
+            )
             version = services.playbook_version_commit(
-                playbook=playbook, change_kind=kind, actor=actor, note=note,
+                playbook=playbook,
+                change_kind=kind,
+                actor=actor,
+                note=note,
                 allow_empty=True,
             )
             report["version"] = version.number
@@ -171,7 +200,8 @@ def summarise_with_claude(texts: list[str]) -> str:
     import anthropic
 
     client = anthropic.Anthropic(
-        api_key=settings.ANTHROPIC_API_KEY, base_url=settings.ANTHROPIC_BASE_URL,
+        api_key=settings.ANTHROPIC_API_KEY,
+        base_url=settings.ANTHROPIC_BASE_URL,
         timeout=settings.ANTHROPIC_TIMEOUT,
     )
     notes = "\n".join(f"- {t}" for t in texts)
@@ -179,7 +209,7 @@ def summarise_with_claude(texts: list[str]) -> str:
         model=settings.ANTHROPIC_MODEL,
         max_tokens=400,
         system="You merge an agent's memory notes into one short, faithful summary. Keep "
-               "every distinct fact or preference; drop repetition; no preamble.",
+        "every distinct fact or preference; drop repetition; no preamble.",
         messages=[{"role": "user", "content": f"Notes:\n{notes}\n\nSummary:"}],
     )
     text = "".join(getattr(block, "text", "") for block in message.content).strip()
@@ -205,11 +235,15 @@ def memories_consolidate(
     """Summarise groups of low-importance memories (see module docstring)."""
     groups: dict[tuple, list[Memory]] = defaultdict(list)
     rows = Memory.objects.filter(
-        namespace=namespace, active=True, importance__lt=LOW_IMPORTANCE,
+        namespace=namespace,
+        active=True,
+        importance__lt=LOW_IMPORTANCE,
         kind__in=[MemoryKind.PREFERENCE, MemoryKind.DURABLE_FACT],
     ).order_by("created_at", "id")
     for memory in rows:
-        groups[(memory.scope, memory.user_id, memory.kind, memory.entity)].append(memory)
+        groups[(memory.scope, memory.user_id, memory.kind, memory.entity)].append(
+            memory
+        )
     created = []
     for (scope, user_id, kind, entity), members in groups.items():
         if len(members) < MIN_GROUP:
@@ -220,24 +254,36 @@ def memories_consolidate(
         else:
             content, by = summarise(texts)
         with transaction.atomic():
-            locked = list(Memory.objects.select_for_update().filter(
-                pk__in=[m.pk for m in members], active=True
-            ))
+            locked = list(
+                Memory.objects.select_for_update().filter(
+                    pk__in=[m.pk for m in members], active=True
+                )
+            )
             if len(locked) != len(members):
                 continue  # changed under us; the next run will see it
             summary = Memory.objects.create(
-                namespace=namespace, scope=scope, user_id=user_id, entity=entity,
-                kind=MemoryKind.SUMMARY, content=content,
+                namespace=namespace,
+                scope=scope,
+                user_id=user_id,
+                entity=entity,
+                kind=MemoryKind.SUMMARY,
+                content=content,
                 importance=max(m.importance for m in members),
             )
             Memory.objects.filter(pk__in=[m.pk for m in members]).update(
                 active=False, consolidated_into=summary
             )
             services._audit(
-                namespace=namespace, actor=actor, action="memory_consolidate",
-                target_type="memory", target_id=summary.pk,
-                data={"sources": [m.pk for m in members], "kind": kind, "summariser": by},
+                namespace=namespace,
+                actor=actor,
+                action="memory_consolidate",
+                target_type="memory",
+                target_id=summary.pk,
+                data={
+                    "sources": [m.pk for m in members],
+                    "kind": kind,
+                    "summariser": by,
+                },
             )
         created.append(summary)
     return created
-

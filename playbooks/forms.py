@@ -1,11 +1,16 @@
 """Console forms for editing playbooks, strategies, skills and the hygiene policy."""
+
 from django import forms
 
 from playbooks.models import LearningMode, Scope, StrategyType
 
 
 def _lines(value: str) -> list[str]:
-    return [line.strip() for line in (value or "").replace(",", "\n").splitlines() if line.strip()]
+    return [
+        line.strip()
+        for line in (value or "").replace(",", "\n").splitlines()
+        if line.strip()
+    ]
 
 
 class PlaybookCreateForm(forms.Form):
@@ -22,7 +27,9 @@ class PlaybookCreateForm(forms.Form):
 
 class PlaybookSettingsForm(forms.Form):
     name = forms.CharField(max_length=200)
-    description = forms.CharField(widget=forms.Textarea(attrs={"rows": 2}), required=False)
+    description = forms.CharField(
+        widget=forms.Textarea(attrs={"rows": 2}), required=False
+    )
     scope = forms.ChoiceField(choices=Scope.choices)
     mode = forms.ChoiceField(choices=LearningMode.choices)
     auto_apply_threshold = forms.FloatField(min_value=0, max_value=1)
@@ -34,34 +41,52 @@ class PlaybookSettingsForm(forms.Form):
 
 class StrategyForm(forms.Form):
     type = forms.ChoiceField(choices=StrategyType.choices, initial=StrategyType.HELPFUL)
-    description = forms.CharField(max_length=4000, widget=forms.Textarea(attrs={"rows": 2}))
-    context = forms.CharField(max_length=4000, required=False,
-                              help_text="when it applies (task types, triggers)")
+    description = forms.CharField(
+        max_length=4000, widget=forms.Textarea(attrs={"rows": 2})
+    )
+    context = forms.CharField(
+        max_length=4000,
+        required=False,
+        help_text="when it applies (task types, triggers)",
+    )
     confidence = forms.FloatField(min_value=0, max_value=1, initial=0.7)
 
 
 class SkillCreateForm(forms.Form):
     slug = forms.SlugField(max_length=100)
     name = forms.CharField(max_length=200, required=False)
-    text = forms.CharField(widget=forms.Textarea(attrs={"rows": 8}), required=False,
-                           strip=False)
+    text = forms.CharField(
+        widget=forms.Textarea(attrs={"rows": 8}), required=False, strip=False
+    )
 
 
 class SkillEditForm(forms.Form):
-    text = forms.CharField(widget=forms.Textarea(attrs={"rows": 16}), required=False,
-                           strip=False)
+    text = forms.CharField(
+        widget=forms.Textarea(attrs={"rows": 16}), required=False, strip=False
+    )
     note = forms.CharField(max_length=2000, required=False)
 
 
 class PolicyForm(forms.Form):
-    allowed_tools = forms.CharField(widget=forms.Textarea(attrs={"rows": 3}), required=False,
-                                    help_text="one per line; empty: any tool not denied")
-    denied_tools = forms.CharField(widget=forms.Textarea(attrs={"rows": 3}), required=False)
-    egress_allowlist = forms.CharField(widget=forms.Textarea(attrs={"rows": 3}), required=False,
-                                       help_text="hosts, or *.suffix")
-    sensitive_paths = forms.CharField(widget=forms.Textarea(attrs={"rows": 3}), required=False)
-    protected_branches = forms.CharField(widget=forms.Textarea(attrs={"rows": 3}),
-                                         required=False)
+    allowed_tools = forms.CharField(
+        widget=forms.Textarea(attrs={"rows": 3}),
+        required=False,
+        help_text="one per line; empty: any tool not denied",
+    )
+    denied_tools = forms.CharField(
+        widget=forms.Textarea(attrs={"rows": 3}), required=False
+    )
+    egress_allowlist = forms.CharField(
+        widget=forms.Textarea(attrs={"rows": 3}),
+        required=False,
+        help_text="hosts, or *.suffix",
+    )
+    sensitive_paths = forms.CharField(
+        widget=forms.Textarea(attrs={"rows": 3}), required=False
+    )
+    protected_branches = forms.CharField(
+        widget=forms.Textarea(attrs={"rows": 3}), required=False
+    )
 
     def clean(self):
         data = super().clean()

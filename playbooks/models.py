@@ -1,4 +1,5 @@
 """Playbooks and their versioned strategies, skills, memories, policy and recall log."""
+
 import uuid
 
 from django.db import models
@@ -39,7 +40,9 @@ class Playbook(models.Model):
     class Meta:
         ordering = ["slug"]
         constraints = [
-            models.UniqueConstraint(fields=["namespace", "slug"], name="uniq_playbook_slug")
+            models.UniqueConstraint(
+                fields=["namespace", "slug"], name="uniq_playbook_slug"
+            )
         ]
 
     def __str__(self):
@@ -54,8 +57,12 @@ class StrategyType(models.TextChoices):
 class Strategy(models.Model):
     """The live state of one playbook entry; versions hold immutable snapshots."""
 
-    playbook = models.ForeignKey(Playbook, on_delete=models.CASCADE, related_name="strategies")
-    key = models.UUIDField(default=uuid.uuid4, editable=False)  # identity across versions
+    playbook = models.ForeignKey(
+        Playbook, on_delete=models.CASCADE, related_name="strategies"
+    )
+    key = models.UUIDField(
+        default=uuid.uuid4, editable=False
+    )  # identity across versions
     type = models.CharField(max_length=8, choices=StrategyType.choices)
     description = models.TextField()
     context = models.TextField(blank=True)
@@ -66,7 +73,10 @@ class Strategy(models.Model):
     position = models.PositiveIntegerField(default=0)
     active = models.BooleanField(default=True)
     source_candidate = models.ForeignKey(
-        "learning.LearningCandidate", on_delete=models.SET_NULL, null=True, blank=True,
+        "learning.LearningCandidate",
+        on_delete=models.SET_NULL,
+        null=True,
+        blank=True,
         related_name="+",
     )
     last_recalled_at = models.DateTimeField(null=True, blank=True)
@@ -76,14 +86,17 @@ class Strategy(models.Model):
     class Meta:
         ordering = ["position", "id"]
         constraints = [
-            models.UniqueConstraint(fields=["playbook", "key"], name="uniq_strategy_key")
+            models.UniqueConstraint(
+                fields=["playbook", "key"], name="uniq_strategy_key"
+            )
         ]
         indexes = [
             models.Index(fields=["playbook", "active"], name="strategy_pb_active"),
             # recall's "best general strategies" fill, without sorting the playbook
             models.Index(
                 fields=["playbook", "-confidence", "-helpful_count", "position"],
-                condition=models.Q(active=True), name="strategy_fill",
+                condition=models.Q(active=True),
+                name="strategy_fill",
             ),
         ]
 
@@ -103,15 +116,22 @@ class ChangeKind(models.TextChoices):
 class PlaybookVersion(models.Model):
     """An immutable snapshot of a playbook's strategies, with the diff from the last."""
 
-    playbook = models.ForeignKey(Playbook, on_delete=models.CASCADE, related_name="versions")
+    playbook = models.ForeignKey(
+        Playbook, on_delete=models.CASCADE, related_name="versions"
+    )
     number = models.PositiveIntegerField()
     content = models.JSONField(default=list)  # [{key, type, description, context, ...}]
-    diff = models.JSONField(default=dict)  # {"added": [...], "removed": [...], "changed": [...]}
+    diff = models.JSONField(
+        default=dict
+    )  # {"added": [...], "removed": [...], "changed": [...]}
     change_kind = models.CharField(max_length=16, choices=ChangeKind.choices)
     note = models.TextField(blank=True)
     created_by = models.CharField(max_length=150, blank=True)
     candidate = models.ForeignKey(
-        "learning.LearningCandidate", on_delete=models.SET_NULL, null=True, blank=True,
+        "learning.LearningCandidate",
+        on_delete=models.SET_NULL,
+        null=True,
+        blank=True,
         related_name="+",
     )
     rolled_back_to = models.PositiveIntegerField(null=True, blank=True)
@@ -124,7 +144,9 @@ class PlaybookVersion(models.Model):
     class Meta:
         ordering = ["playbook", "-number"]
         constraints = [
-            models.UniqueConstraint(fields=["playbook", "number"], name="uniq_playbook_version")
+            models.UniqueConstraint(
+                fields=["playbook", "number"], name="uniq_playbook_version"
+            )
         ]
 
     def __str__(self):
@@ -145,7 +167,9 @@ class Skill(models.Model):
     class Meta:
         ordering = ["slug"]
         constraints = [
-            models.UniqueConstraint(fields=["namespace", "slug"], name="uniq_skill_slug")
+            models.UniqueConstraint(
+                fields=["namespace", "slug"], name="uniq_skill_slug"
+            )
         ]
 
     def __str__(self):
@@ -161,7 +185,10 @@ class SkillVersion(models.Model):
     note = models.TextField(blank=True)
     created_by = models.CharField(max_length=150, blank=True)
     candidate = models.ForeignKey(
-        "learning.LearningCandidate", on_delete=models.SET_NULL, null=True, blank=True,
+        "learning.LearningCandidate",
+        on_delete=models.SET_NULL,
+        null=True,
+        blank=True,
         related_name="+",
     )
     created_at = models.DateTimeField(auto_now_add=True)
@@ -169,7 +196,9 @@ class SkillVersion(models.Model):
     class Meta:
         ordering = ["skill", "-number"]
         constraints = [
-            models.UniqueConstraint(fields=["skill", "number"], name="uniq_skill_version")
+            models.UniqueConstraint(
+                fields=["skill", "number"], name="uniq_skill_version"
+            )
         ]
 
 
@@ -191,7 +220,10 @@ class Memory(models.Model):
     importance = models.FloatField(default=0.5)
     active = models.BooleanField(default=True)
     source_candidate = models.ForeignKey(
-        "learning.LearningCandidate", on_delete=models.SET_NULL, null=True, blank=True,
+        "learning.LearningCandidate",
+        on_delete=models.SET_NULL,
+        null=True,
+        blank=True,
         related_name="+",
     )
     consolidated_into = models.ForeignKey(
@@ -231,7 +263,9 @@ class RecallLog(models.Model):
     namespace = models.ForeignKey(
         "learning.Namespace", on_delete=models.CASCADE, related_name="+"
     )
-    playbook = models.ForeignKey(Playbook, on_delete=models.CASCADE, related_name="recalls")
+    playbook = models.ForeignKey(
+        Playbook, on_delete=models.CASCADE, related_name="recalls"
+    )
     version = models.PositiveIntegerField()
     task = models.TextField(blank=True)
     task_type = models.CharField(max_length=200, blank=True)
@@ -244,4 +278,6 @@ class RecallLog(models.Model):
     created_at = models.DateTimeField(auto_now_add=True)
 
     class Meta:
-        indexes = [models.Index(fields=["playbook", "-created_at"], name="recall_pb_created")]
+        indexes = [
+            models.Index(fields=["playbook", "-created_at"], name="recall_pb_created")
+        ]

@@ -1,4 +1,5 @@
 """Learning modes: background mode applies clean, confident candidates at once."""
+
 import logging
 
 from learning.models import CandidateStatus, LearningCandidate, Severity
@@ -54,8 +55,10 @@ def candidate_consider_auto_apply(*, candidate) -> bool:
         return False
     try:
         result = candidate_approve(
-            namespace=candidate.namespace, candidate_id=candidate.pk,
-            actor=Actor(AUTO_APPLY_ACTOR), note="auto-applied (background mode)",
+            namespace=candidate.namespace,
+            candidate_id=candidate.pk,
+            actor=Actor(AUTO_APPLY_ACTOR),
+            note="auto-applied (background mode)",
         )
     except ReviewError as exc:
         logger.info("auto-apply of candidate %s skipped: %s", candidate.pk, exc)

@@ -16,6 +16,7 @@ whole score-difference interval lies below zero. The flag (PlaybookVersion.flagg
 flag_reason + quality figures) shows in the console and the API next to a one-click
 rollback; re-evaluating clears it when the evidence no longer holds.
 """
+
 import math
 import os
 from statistics import fmean, variance
@@ -81,9 +82,12 @@ def _runs_using(playbook: Playbook, number: int) -> list[tuple[str, float | None
         )
     else:
         rows = [
-            (s, e, sc) for s, e, sc, used in qs.filter(
+            (s, e, sc)
+            for s, e, sc, used in qs.filter(
                 playbook_versions__icontains=tag
-            ).values_list("status", "effective_score", "success_score", "playbook_versions")
+            ).values_list(
+                "status", "effective_score", "success_score", "playbook_versions"
+            )
             if tag in (used or [])
         ]
     return [(status, eff if eff is not None else sc) for status, eff, sc in rows]
@@ -108,16 +112,24 @@ def version_quality_compute(*, playbook: Playbook, number: int) -> dict:
     """The figures for version `number` against `number - 1` (see module docstring)."""
     new = _side(_runs_using(playbook, number))
     old = _side(_runs_using(playbook, number - 1)) if number > 1 else _side([])
-    z, p_value = two_proportion_z_test(new["successes"], new["runs"], old["successes"],
-                                       old["runs"])
-    result = {"version": number, "baseline": number - 1, "new": new, "previous": old,
-              "min_runs": min_runs()}
+    z, p_value = two_proportion_z_test(
+        new["successes"], new["runs"], old["successes"], old["runs"]
+    )
+    result = {
+        "version": number,
+        "baseline": number - 1,
+        "new": new,
+        "previous": old,
+        "min_runs": min_runs(),
+    }
     if new["runs"] and old["runs"]:
         p1, p0 = new["successes"] / new["runs"], old["successes"] / old["runs"]
         se = math.sqrt(p1 * (1 - p1) / new["runs"] + p0 * (1 - p0) / old["runs"])
         result["success_diff"] = round(p1 - p0, 4)
-        result["success_diff_ci"] = [round(p1 - p0 - Z_95 * se, 4),
-                                     round(p1 - p0 + Z_95 * se, 4)]
+        result["success_diff_ci"] = [
+            round(p1 - p0 - Z_95 * se, 4),
+            round(p1 - p0 + Z_95 * se, 4),
+        ]
     result["z"] = round(z, 4)
     result["p_value"] = round(p_value, 6)
     means = mean_difference_interval(new.pop("_scores"), old.pop("_scores"))
@@ -141,14 +153,19 @@ def version_quality_compute(*, playbook: Playbook, number: int) -> dict:
     return result
 
 
-def quality_gate_evaluate(*, playbook: Playbook, actor: str = "system:quality-gate") -> list[dict]:
+def quality_gate_evaluate(
+    *, playbook: Playbook, actor: str = "system:quality-gate"
+) -> list[dict]:
     """Compute and store the figures for every version after the first; flag the ones
     that do significantly worse than their predecessor (audited when the flag changes)."""
     from playbooks.services import _audit
 
     results = []
-    versions = list(PlaybookVersion.objects.filter(playbook=playbook, number__gt=1)
-                    .defer("content").order_by("number"))
+    versions = list(
+        PlaybookVersion.objects.filter(playbook=playbook, number__gt=1)
+        .defer("content")
+        .order_by("number")
+    )
     for version in versions:
         result = version_quality_compute(playbook=playbook, number=version.number)
         with transaction.atomic():
@@ -159,10 +176,13 @@ def quality_gate_evaluate(*, playbook: Playbook, actor: str = "system:quality-ga
             version.save(update_fields=["quality", "flagged", "flag_reason"])
             if was != version.flagged:
                 _audit(
-                    namespace=playbook.namespace, actor=actor,
+                    namespace=playbook.namespace,
+                    actor=actor,
                     action="version_flag" if version.flagged else "version_unflag",
-                    target_type="playbook", target_id=playbook.slug,
-                    note=result["reason"], data={"version": version.number},
+                    target_type="playbook",
+                    target_id=playbook.slug,
+                    note=result["reason"],
+                    data={"version": version.number},
                 )
                 if version.flagged:  # webhooks
                     version_flagged_emit(playbook=playbook, version=version)
@@ -179,16 +199,24 @@ def strategy_outcomes(*, strategy: Strategy) -> dict:
         logs = logs.filter(strategy_keys__contains=[key])
         rows = list(logs.values_list("session_id", "run_external_id"))
     else:
-        rows = [(s, r) for s, r, keys in logs.filter(strategy_keys__icontains=key)
-                .values_list("session_id", "run_external_id", "strategy_keys") if key in keys]
+        rows = [
+            (s, r)
+            for s, r, keys in logs.filter(strategy_keys__icontains=key).values_list(
+                "session_id", "run_external_id", "strategy_keys"
+            )
+            if key in keys
+        ]
     sessions = {s for s, _ in rows if s}
     externals = {r for _, r in rows if r}
     by_status: dict[str, int] = {}
     scores: list[float] = []
     if sessions or externals:
-        runs = Trajectory.objects.filter(namespace_id=strategy.playbook.namespace_id).filter(
-            _runs_matching(sessions, externals)
-        ).exclude(status=RunStatus.RUNNING).values_list("status", "effective_score")
+        runs = (
+            Trajectory.objects.filter(namespace_id=strategy.playbook.namespace_id)
+            .filter(_runs_matching(sessions, externals))
+            .exclude(status=RunStatus.RUNNING)
+            .values_list("status", "effective_score")
+        )
         for status, score in runs:
             by_status[status] = by_status.get(status, 0) + 1
             if score is not None:

@@ -18,6 +18,7 @@ Tokens are estimated as ceil(characters / 4) (the usual rule of thumb for Englis
 with Claude and GPT tokenizers); the context text, header included, never exceeds
 `budget_tokens` by that estimate. Harmful patterns are phrased as things to avoid.
 """
+
 import json
 import math
 import re
@@ -78,28 +79,43 @@ class Scored:
 
 
 _FIELDS = (
-    "id", "key", "type", "description", "context", "confidence", "helpful_count",
-    "harmful_count", "updated_at",
+    "id",
+    "key",
+    "type",
+    "description",
+    "context",
+    "confidence",
+    "helpful_count",
+    "harmful_count",
+    "updated_at",
 )
 
 
 # updated_at as epoch seconds: parsing ~120 timestamps per recall cost milliseconds
-_COLUMNS = ("s.id, s.key, s.type, s.description, s.context, s.confidence, "
-            "s.helpful_count, s.harmful_count, extract(epoch FROM s.updated_at)::float8")
+_COLUMNS = (
+    "s.id, s.key, s.type, s.description, s.context, s.confidence, "
+    "s.helpful_count, s.harmful_count, extract(epoch FROM s.updated_at)::float8"
+)
 
 
-def _postgres_candidates(playbook: Playbook, task: str, terms: list[str]) -> list[Scored]:
+def _postgres_candidates(
+    playbook: Playbook, task: str, terms: list[str]
+) -> list[Scored]:
     """Full-text matches ranked by the database plus the best general strategies (the
     fill), in one round trip; a strategy in both keeps its match. When a short task
     matches (almost) nothing, trigram word similarity looks for near-spellings."""
-    matched = f"""
+    matched = (
+        f"""
         (SELECT {_COLUMNS}, ts_rank(s.search_vector, q.query) AS fts, 1 AS matched
          FROM playbooks_strategy s, to_tsquery('english', %(query)s) AS q(query)
          WHERE s.playbook_id = %(playbook)s AND s.active AND s.search_vector @@ q.query
          ORDER BY fts DESC, s.confidence DESC
          LIMIT %(limit)s)
         UNION ALL
-    """ if terms else ""
+    """
+        if terms
+        else ""
+    )
     sql = f"""{matched}
         (SELECT {_COLUMNS}, 0, 0
          FROM playbooks_strategy s
@@ -108,13 +124,17 @@ def _postgres_candidates(playbook: Playbook, task: str, terms: list[str]) -> lis
          LIMIT %(fill)s)
     """
     params = {
-        "query": " | ".join(terms), "playbook": playbook.pk,
-        "limit": MAX_CANDIDATES, "fill": FILL_CANDIDATES,
+        "query": " | ".join(terms),
+        "playbook": playbook.pk,
+        "limit": MAX_CANDIDATES,
+        "fill": FILL_CANDIDATES,
     }
     with connection.cursor() as cursor:
         cursor.execute(sql, params)
-        rows = [(row[:9], float(row[9]), "fts" if row[10] else "fill")
-                for row in cursor.fetchall()]
+        rows = [
+            (row[:9], float(row[9]), "fts" if row[10] else "fill")
+            for row in cursor.fetchall()
+        ]
         fts_count = sum(kind == "fts" for _, _, kind in rows)
         if terms and fts_count < TRIGRAM_BELOW and len(task) <= 40:
             cursor.execute(
@@ -147,7 +167,9 @@ def _python_candidates(playbook: Playbook, terms: list[str]) -> list[Scored]:
     if not wanted:
         return []
     out = []
-    for row in Strategy.objects.filter(playbook=playbook, active=True).values_list(*_FIELDS):
+    for row in Strategy.objects.filter(playbook=playbook, active=True).values_list(
+        *_FIELDS
+    ):
         words = {_stem(w) for w in _WORD.findall(f"{row[3]} {row[4]}".lower())}
         overlap = len(wanted & words)
         if overlap:
@@ -172,13 +194,19 @@ def _fill_candidates(playbook: Playbook, exclude: set[int]) -> list[Scored]:
 
 
 def _score(item: Scored, now: datetime) -> float:
-    usefulness = (item.helpful_count + 1) / (item.helpful_count + item.harmful_count + 2)
+    usefulness = (item.helpful_count + 1) / (
+        item.helpful_count + item.harmful_count + 2
+    )
     changed = item.updated_at
-    seconds = now.timestamp() - (changed if isinstance(changed, float) else changed.timestamp())
+    seconds = now.timestamp() - (
+        changed if isinstance(changed, float) else changed.timestamp()
+    )
     age_days = max(seconds / 86400, 0.0)
     recency = math.exp(-age_days / 90)
     return round(
-        0.55 * item.relevance + 0.20 * item.confidence + 0.15 * usefulness
+        0.55 * item.relevance
+        + 0.20 * item.confidence
+        + 0.15 * usefulness
         + 0.10 * recency,
         4,
     )
@@ -211,8 +239,11 @@ class RecallResult:
 
     def as_dict(self) -> dict:
         data = {
-            "playbook": self.playbook, "version": self.version, "context": self.context,
-            "items": self.items, "tokens": self.tokens,
+            "playbook": self.playbook,
+            "version": self.version,
+            "context": self.context,
+            "items": self.items,
+            "tokens": self.tokens,
         }
         if self.memories is not None:
             data["memories"] = self.memories
@@ -301,35 +332,71 @@ def playbook_recall(
             continue  # a shorter one further down may still fit
         lines.append(line)
         used += len(line)
-        items.append({
-            "id": item.id, "key": str(item.key), "type": item.type,
-            "description": item.description, "score": item.score,
-        })
+        items.append(
+            {
+                "id": item.id,
+                "key": str(item.key),
+                "type": item.type,
+                "description": item.description,
+                "score": item.score,
+            }
+        )
     context = header + "".join(lines) + memory_text if lines or memory_text else ""
     if math.ceil(len(context) / 4) > budget_tokens:  # header + memories alone too big
         context, memories = "", ([] if memories is not None else None)
     result = RecallResult(
-        playbook=playbook.slug, version=version, context=context, items=items,
-        tokens=estimate_tokens(context), memories=memories,
+        playbook=playbook.slug,
+        version=version,
+        context=context,
+        items=items,
+        tokens=estimate_tokens(context),
+        memories=memories,
     )
     if log:
-        _recall_log(playbook=playbook, version=version, task=task, task_type=task_type,
-                    items=items, tokens=result.tokens, requested_by=requested_by,
-                    session_id=session_id, run_external_id=run_external_id, now=now,
-                    postgres=postgres)
+        _recall_log(
+            playbook=playbook,
+            version=version,
+            task=task,
+            task_type=task_type,
+            items=items,
+            tokens=result.tokens,
+            requested_by=requested_by,
+            session_id=session_id,
+            run_external_id=run_external_id,
+            now=now,
+            postgres=postgres,
+        )
     return result
 
 
-def _recall_log(*, playbook, version, task, task_type, items, tokens, requested_by,
-                session_id, run_external_id, now, postgres: bool) -> None:
+def _recall_log(
+    *,
+    playbook,
+    version,
+    task,
+    task_type,
+    items,
+    tokens,
+    requested_by,
+    session_id,
+    run_external_id,
+    now,
+    postgres: bool,
+) -> None:
     """The RecallLog row and the strategies' last_recalled_at: on PostgreSQL one
     statement (a data-modifying CTE), so recall stays at a fixed few round trips."""
     keys = [i["key"] for i in items]
     values = {
-        "namespace_id": playbook.namespace_id, "playbook_id": playbook.pk,
-        "version": version, "task": task[:2000], "task_type": task_type[:200],
-        "strategy_keys": keys, "tokens": tokens, "requested_by": requested_by[:150],
-        "session_id": session_id[:200], "run_external_id": run_external_id[:200],
+        "namespace_id": playbook.namespace_id,
+        "playbook_id": playbook.pk,
+        "version": version,
+        "task": task[:2000],
+        "task_type": task_type[:200],
+        "strategy_keys": keys,
+        "tokens": tokens,
+        "requested_by": requested_by[:150],
+        "session_id": session_id[:200],
+        "run_external_id": run_external_id[:200],
     }
     if not postgres:
         with transaction.atomic():

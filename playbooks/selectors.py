@@ -1,4 +1,5 @@
 """Reads for playbooks, versions, skills, memories and policy (one query shape each)."""
+
 from django.db.models import Count, Prefetch, Q, QuerySet
 
 from learning.models import Namespace
@@ -19,12 +20,15 @@ def playbook_list(
     """Playbooks (of one namespace, or of several) with their active strategy count and
     flagged version numbers (two queries for the whole list)."""
     qs = Playbook.objects.select_related("namespace")
-    qs = qs.filter(namespace=namespace) if namespace is not None else qs.filter(
-        namespace__in=namespaces
+    qs = (
+        qs.filter(namespace=namespace)
+        if namespace is not None
+        else qs.filter(namespace__in=namespaces)
     )
     return (
-        qs
-        .annotate(strategy_count=Count("strategies", filter=Q(strategies__active=True)))
+        qs.annotate(
+            strategy_count=Count("strategies", filter=Q(strategies__active=True))
+        )
         .prefetch_related(
             Prefetch(
                 "versions",
@@ -47,10 +51,14 @@ def playbook_flagged_numbers(playbook: Playbook) -> list[int]:
 
 def playbook_get(*, namespace: Namespace, slug: str) -> Playbook:
     """Raises Playbook.DoesNotExist for another namespace's playbook."""
-    return Playbook.objects.select_related("namespace").get(namespace=namespace, slug=slug)
+    return Playbook.objects.select_related("namespace").get(
+        namespace=namespace, slug=slug
+    )
 
 
-def strategy_list(*, playbook: Playbook, include_retired: bool = False) -> QuerySet[Strategy]:
+def strategy_list(
+    *, playbook: Playbook, include_retired: bool = False
+) -> QuerySet[Strategy]:
     qs = Strategy.objects.filter(playbook=playbook)
     if not include_retired:
         qs = qs.filter(active=True)
@@ -58,7 +66,11 @@ def strategy_list(*, playbook: Playbook, include_retired: bool = False) -> Query
 
 
 def version_list(*, playbook: Playbook) -> QuerySet[PlaybookVersion]:
-    return PlaybookVersion.objects.filter(playbook=playbook).defer("content").order_by("-number")
+    return (
+        PlaybookVersion.objects.filter(playbook=playbook)
+        .defer("content")
+        .order_by("-number")
+    )
 
 
 def version_get(*, playbook: Playbook, number: int) -> PlaybookVersion:

@@ -1,6 +1,7 @@
 """Writes for playbooks, skills and policy: every change to a playbook's strategies or a
 skill's text is a new immutable version with a diff, written atomically with an
 AuditEvent. Apply (playbooks.apply), curation and rollback all go through here."""
+
 import difflib
 import hashlib
 import uuid
@@ -76,7 +77,9 @@ def playbook_snapshot(*, playbook: Playbook) -> list[dict[str, Any]]:
     """The active strategies in order, as a version's content."""
     return [
         strategy_snapshot(s)
-        for s in Strategy.objects.filter(playbook=playbook, active=True).order_by("position", "id")
+        for s in Strategy.objects.filter(playbook=playbook, active=True).order_by(
+            "position", "id"
+        )
     ]
 
 
@@ -158,8 +161,13 @@ def playbook_create(
         current_version=1,
     )
     PlaybookVersion.objects.create(
-        playbook=playbook, number=1, content=[], diff={}, change_kind=ChangeKind.CREATE,
-        note="created", created_by=created_by,
+        playbook=playbook,
+        number=1,
+        content=[],
+        diff={},
+        change_kind=ChangeKind.CREATE,
+        note="created",
+        created_by=created_by,
     )
     return playbook
 
@@ -186,29 +194,46 @@ def playbook_create_checked(
         if Playbook.objects.filter(namespace=namespace, slug=slug).exists():
             raise PlaybookError(
                 f"A playbook '{slug}' already exists in this namespace.",
-                field="slug", code="duplicate",
+                field="slug",
+                code="duplicate",
             )
         playbook = playbook_create(
-            namespace=namespace, slug=slug, name=name, scope=scope, mode=mode,
-            task_types=task_types, created_by=actor,
+            namespace=namespace,
+            slug=slug,
+            name=name,
+            scope=scope,
+            mode=mode,
+            task_types=task_types,
+            created_by=actor,
         )
         _audit(
-            namespace=namespace, actor=actor, action="playbook_create",
-            target_type="playbook", target_id=playbook.slug, data={"version": 1},
+            namespace=namespace,
+            actor=actor,
+            action="playbook_create",
+            target_type="playbook",
+            target_id=playbook.slug,
+            data={"version": 1},
         )
     return playbook
 
 
 @transaction.atomic
-def playbook_update(
-    *, playbook: Playbook, actor: str, **changes: Any
-) -> Playbook:
+def playbook_update(*, playbook: Playbook, actor: str, **changes: Any) -> Playbook:
     """Settings (name, description, scope, mode, auto-apply threshold, task types): not
     content, so no new version, but audited with the before/after values."""
-    allowed = {"name", "description", "scope", "mode", "auto_apply_threshold", "task_types"}
+    allowed = {
+        "name",
+        "description",
+        "scope",
+        "mode",
+        "auto_apply_threshold",
+        "task_types",
+    }
     unknown = set(changes) - allowed
     if unknown:
-        raise PlaybookError(f"Unknown field {sorted(unknown)[0]}.", field=sorted(unknown)[0])
+        raise PlaybookError(
+            f"Unknown field {sorted(unknown)[0]}.", field=sorted(unknown)[0]
+        )
     if "scope" in changes and changes["scope"] not in Scope.values:
         raise PlaybookError(f"One of {', '.join(Scope.values)}.", field="scope")
     if "mode" in changes and changes["mode"] not in LearningMode.values:
@@ -224,11 +249,17 @@ def playbook_update(
     for key, value in changes.items():
         setattr(playbook, key, value)
     playbook.save()
-    diff = {k: {"from": before[k], "to": v} for k, v in changes.items() if before[k] != v}
+    diff = {
+        k: {"from": before[k], "to": v} for k, v in changes.items() if before[k] != v
+    }
     if diff:
         _audit(
-            namespace=playbook.namespace, actor=actor, action="playbook_settings",
-            target_type="playbook", target_id=playbook.slug, data={"diff": diff},
+            namespace=playbook.namespace,
+            actor=actor,
+            action="playbook_settings",
+            target_type="playbook",
+            target_id=playbook.slug,
+            data={"diff": diff},
         )
     return playbook
 
@@ -253,18 +284,32 @@ def playbook_version_commit(
     if diff_is_empty(diff) and not allow_empty:
         raise PlaybookError("Nothing changed.", code="no_change")
     number = (
-        PlaybookVersion.objects.filter(playbook=playbook).aggregate(n=Max("number"))["n"] or 0
+        PlaybookVersion.objects.filter(playbook=playbook).aggregate(n=Max("number"))[
+            "n"
+        ]
+        or 0
     ) + 1
     version = PlaybookVersion.objects.create(
-        playbook=playbook, number=number, content=content, diff=diff,
-        change_kind=change_kind, note=note, created_by=actor, candidate=candidate,
+        playbook=playbook,
+        number=number,
+        content=content,
+        diff=diff,
+        change_kind=change_kind,
+        note=note,
+        created_by=actor,
+        candidate=candidate,
         rolled_back_to=rolled_back_to,
     )
     playbook.current_version = number
     playbook.save(update_fields=["current_version", "updated_at"])
     _audit(
-        namespace=playbook.namespace, actor=actor, action=f"playbook_{change_kind}",
-        target_type="playbook", target_id=playbook.slug, candidate=candidate, note=note,
+        namespace=playbook.namespace,
+        actor=actor,
+        action=f"playbook_{change_kind}",
+        target_type="playbook",
+        target_id=playbook.slug,
+        candidate=candidate,
+        note=note,
         data={
             "version": number,
             "added": len(diff["added"]),
@@ -277,7 +322,11 @@ def playbook_version_commit(
 
 def playbook_lock(*, playbook: Playbook) -> Playbook:
     """Re-read the playbook FOR UPDATE: version numbers are handed out one at a time."""
-    return Playbook.objects.select_for_update().select_related("namespace").get(pk=playbook.pk)
+    return (
+        Playbook.objects.select_for_update()
+        .select_related("namespace")
+        .get(pk=playbook.pk)
+    )
 
 
 def _next_position(playbook: Playbook) -> int:
@@ -285,7 +334,9 @@ def _next_position(playbook: Playbook) -> int:
     return 0 if top is None else top + 1
 
 
-def _clean_strategy_fields(*, type: str | None, description: str | None, confidence=None):
+def _clean_strategy_fields(
+    *, type: str | None, description: str | None, confidence=None
+):
     if type is not None and type not in StrategyType.values:
         raise PlaybookError("Either 'helpful' or 'harmful'.", field="type")
     if description is not None and not description.strip():
@@ -311,9 +362,13 @@ def strategy_insert(
     """A new live strategy row (the caller commits the version)."""
     _clean_strategy_fields(type=type, description=description, confidence=confidence)
     return Strategy.objects.create(
-        playbook=playbook, type=type, description=description.strip(),
-        context=(context or "").strip(), evidence=list(evidence or []),
-        confidence=confidence, helpful_count=helpful_count,
+        playbook=playbook,
+        type=type,
+        description=description.strip(),
+        context=(context or "").strip(),
+        evidence=list(evidence or []),
+        confidence=confidence,
+        helpful_count=helpful_count,
         source_candidate=source_candidate,
         position=_next_position(playbook) if position is None else position,
     )
@@ -323,7 +378,9 @@ def _get_strategy(playbook: Playbook, strategy_id) -> Strategy:
     try:
         return Strategy.objects.get(playbook=playbook, pk=int(strategy_id))
     except (TypeError, ValueError, Strategy.DoesNotExist):
-        raise PlaybookError("No such strategy in this playbook.", field="id", code="not_found")
+        raise PlaybookError(
+            "No such strategy in this playbook.", field="id", code="not_found"
+        )
 
 
 @transaction.atomic
@@ -340,11 +397,16 @@ def strategy_add(
     """A hand-written strategy: a new version."""
     playbook = playbook_lock(playbook=playbook)
     strategy = strategy_insert(
-        playbook=playbook, type=type, description=description, context=context,
+        playbook=playbook,
+        type=type,
+        description=description,
+        context=context,
         confidence=confidence,
     )
     version = playbook_version_commit(
-        playbook=playbook, change_kind=ChangeKind.EDIT, actor=actor,
+        playbook=playbook,
+        change_kind=ChangeKind.EDIT,
+        actor=actor,
         note=note or f"added strategy {strategy.pk}",
     )
     return strategy, version
@@ -363,9 +425,12 @@ def strategy_edit(
     allowed = {"type", "description", "context", "confidence"}
     unknown = set(changes) - allowed
     if unknown:
-        raise PlaybookError(f"Unknown field {sorted(unknown)[0]}.", field=sorted(unknown)[0])
+        raise PlaybookError(
+            f"Unknown field {sorted(unknown)[0]}.", field=sorted(unknown)[0]
+        )
     _clean_strategy_fields(
-        type=changes.get("type"), description=changes.get("description"),
+        type=changes.get("type"),
+        description=changes.get("description"),
         confidence=changes.get("confidence"),
     )
     playbook = playbook_lock(playbook=playbook)
@@ -376,7 +441,9 @@ def strategy_edit(
         setattr(strategy, key, value.strip() if isinstance(value, str) else value)
     strategy.save()
     version = playbook_version_commit(
-        playbook=playbook, change_kind=ChangeKind.EDIT, actor=actor,
+        playbook=playbook,
+        change_kind=ChangeKind.EDIT,
+        actor=actor,
         note=note or f"edited strategy {strategy.pk}",
     )
     return strategy, version
@@ -393,7 +460,9 @@ def strategy_retire(
     strategy.active = False
     strategy.save(update_fields=["active", "updated_at"])
     return playbook_version_commit(
-        playbook=playbook, change_kind=ChangeKind.EDIT, actor=actor,
+        playbook=playbook,
+        change_kind=ChangeKind.EDIT,
+        actor=actor,
         note=note or f"retired strategy {strategy.pk}",
     )
 
@@ -408,9 +477,11 @@ def strategy_move(
     if not strategy.active:
         raise PlaybookError("This strategy is retired.", field="id")
     ordered = [
-        s for s in Strategy.objects.filter(playbook=playbook, active=True).order_by(
+        s
+        for s in Strategy.objects.filter(playbook=playbook, active=True).order_by(
             "position", "id"
-        ) if s.pk != strategy.pk
+        )
+        if s.pk != strategy.pk
     ]
     to_index = max(0, min(int(to_index), len(ordered)))
     ordered.insert(to_index, strategy)
@@ -419,7 +490,9 @@ def strategy_move(
             item.position = index
             item.save(update_fields=["position", "updated_at"])
     return playbook_version_commit(
-        playbook=playbook, change_kind=ChangeKind.EDIT, actor=actor,
+        playbook=playbook,
+        change_kind=ChangeKind.EDIT,
+        actor=actor,
         note=f"moved strategy {strategy.pk} to #{to_index + 1}",
     )
 
@@ -454,8 +527,11 @@ def playbook_rollback(
         raise PlaybookError(f"No version {number}.", field="version", code="not_found")
     playbook_restore_content(playbook=playbook, content=target.content)
     return playbook_version_commit(
-        playbook=playbook, change_kind=ChangeKind.ROLLBACK, actor=actor,
-        note=note or f"rolled back to version {number}", rolled_back_to=number,
+        playbook=playbook,
+        change_kind=ChangeKind.ROLLBACK,
+        actor=actor,
+        note=note or f"rolled back to version {number}",
+        rolled_back_to=number,
         allow_empty=True,
     )
 
@@ -472,25 +548,37 @@ def skill_create(
         raise PlaybookError("Use lowercase letters, digits and hyphens.", field="slug")
     if Skill.objects.filter(namespace=namespace, slug=slug).exists():
         raise PlaybookError(
-            f"A skill '{slug}' already exists in this namespace.", field="slug",
+            f"A skill '{slug}' already exists in this namespace.",
+            field="slug",
             code="duplicate",
         )
     skill = Skill.objects.create(
         namespace=namespace, slug=slug, name=name or slug, text=text, current_version=1
     )
     SkillVersion.objects.create(
-        skill=skill, number=1, text=text, diff=text_diff("", text, name=slug),
-        change_kind=ChangeKind.CREATE, note="created", created_by=actor,
+        skill=skill,
+        number=1,
+        text=text,
+        diff=text_diff("", text, name=slug),
+        change_kind=ChangeKind.CREATE,
+        note="created",
+        created_by=actor,
     )
     _audit(
-        namespace=namespace, actor=actor, action="skill_create", target_type="skill",
-        target_id=slug, data={"version": 1, "hash": text_hash(text)},
+        namespace=namespace,
+        actor=actor,
+        action="skill_create",
+        target_type="skill",
+        target_id=slug,
+        data={"version": 1, "hash": text_hash(text)},
     )
     return skill
 
 
 def skill_lock(*, skill: Skill) -> Skill:
-    return Skill.objects.select_for_update().select_related("namespace").get(pk=skill.pk)
+    return (
+        Skill.objects.select_for_update().select_related("namespace").get(pk=skill.pk)
+    )
 
 
 def skill_version_commit(
@@ -510,23 +598,36 @@ def skill_version_commit(
         SkillVersion.objects.filter(skill=skill).aggregate(n=Max("number"))["n"] or 0
     ) + 1
     version = SkillVersion.objects.create(
-        skill=skill, number=number, text=text, diff=text_diff(skill.text, text, name=skill.slug),
-        change_kind=change_kind, note=note, created_by=actor, candidate=candidate,
+        skill=skill,
+        number=number,
+        text=text,
+        diff=text_diff(skill.text, text, name=skill.slug),
+        change_kind=change_kind,
+        note=note,
+        created_by=actor,
+        candidate=candidate,
     )
     before = text_hash(skill.text)
     skill.text = text
     skill.current_version = number
     skill.save(update_fields=["text", "current_version", "updated_at"])
     _audit(
-        namespace=skill.namespace, actor=actor, action=f"skill_{change_kind}",
-        target_type="skill", target_id=skill.slug, candidate=candidate, note=note,
+        namespace=skill.namespace,
+        actor=actor,
+        action=f"skill_{change_kind}",
+        target_type="skill",
+        target_id=skill.slug,
+        candidate=candidate,
+        note=note,
         data={"version": number, "from_hash": before, "to_hash": text_hash(text)},
     )
     return version
 
 
 @transaction.atomic
-def skill_update(*, skill: Skill, text: str, actor: str, note: str = "") -> SkillVersion:
+def skill_update(
+    *, skill: Skill, text: str, actor: str, note: str = ""
+) -> SkillVersion:
     """A hand edit of a skill's text."""
     skill = skill_lock(skill=skill)
     return skill_version_commit(
@@ -541,8 +642,12 @@ def skill_rollback(*, skill: Skill, number: int, actor: str) -> SkillVersion:
     if target is None:
         raise PlaybookError(f"No version {number}.", field="version", code="not_found")
     return skill_version_commit(
-        skill=skill, text=target.text, change_kind=ChangeKind.ROLLBACK, actor=actor,
-        note=f"rolled back to version {number}", allow_empty=True,
+        skill=skill,
+        text=target.text,
+        change_kind=ChangeKind.ROLLBACK,
+        actor=actor,
+        note=f"rolled back to version {number}",
+        allow_empty=True,
     )
 
 
@@ -563,8 +668,12 @@ def memory_create(
     if not (content or "").strip():
         raise PlaybookError("A memory needs content.", field="content")
     return Memory.objects.create(
-        namespace=namespace, kind=kind, content=content.strip(), user_id=user_id or "",
-        entity=entity or "", importance=max(0.0, min(1.0, importance)),
+        namespace=namespace,
+        kind=kind,
+        content=content.strip(),
+        user_id=user_id or "",
+        entity=entity or "",
+        importance=max(0.0, min(1.0, importance)),
         scope=scope or ("user" if user_id else "namespace"),
         source_candidate=source_candidate,
     )
@@ -590,9 +699,13 @@ def policy_update(*, namespace: Namespace, actor: str, **changes: Any) -> Hygien
     """Edit the namespace's hygiene policy; the audit row carries the diff."""
     unknown = set(changes) - set(POLICY_FIELDS)
     if unknown:
-        raise PlaybookError(f"Unknown field {sorted(unknown)[0]}.", field=sorted(unknown)[0])
+        raise PlaybookError(
+            f"Unknown field {sorted(unknown)[0]}.", field=sorted(unknown)[0]
+        )
     cleaned = {k: _clean_list(v, k) for k, v in changes.items()}
-    policy, _ = HygienePolicy.objects.select_for_update().get_or_create(namespace=namespace)
+    policy, _ = HygienePolicy.objects.select_for_update().get_or_create(
+        namespace=namespace
+    )
     diff = {}
     for key, value in cleaned.items():
         before = list(getattr(policy, key) or [])
@@ -603,8 +716,12 @@ def policy_update(*, namespace: Namespace, actor: str, **changes: Any) -> Hygien
     policy.save()
     if diff:
         _audit(
-            namespace=namespace, actor=actor, action="policy_edit", target_type="policy",
-            target_id=namespace.slug, data={"diff": diff},
+            namespace=namespace,
+            actor=actor,
+            action="policy_edit",
+            target_type="policy",
+            target_id=namespace.slug,
+            data={"diff": diff},
         )
     return policy
 
@@ -624,7 +741,8 @@ def playbook_for_task_type(
     """The playbook a run of this task type learns into: one that lists the task type,
     else the one named by the task type's first segment (created when missing)."""
     claimed = [
-        p for p in Playbook.objects.filter(namespace=namespace)
+        p
+        for p in Playbook.objects.filter(namespace=namespace)
         if task_type and task_type in (p.task_types or [])
     ]
     if claimed:
@@ -635,5 +753,7 @@ def playbook_for_task_type(
         with transaction.atomic():
             playbook = Playbook.objects.select_for_update().filter(
                 namespace=namespace, slug=slug
-            ).first() or playbook_create(namespace=namespace, slug=slug, name=slug.title())
+            ).first() or playbook_create(
+                namespace=namespace, slug=slug, name=slug.title()
+            )
     return playbook

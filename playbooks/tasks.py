@@ -1,4 +1,5 @@
 """Django-Q2 tasks (scheduled by setup_schedules): thin loops over the services."""
+
 import logging
 
 from learning.models import Namespace
@@ -35,5 +36,7 @@ def quality_gate_evaluate(playbook_id: int | None = None) -> dict:
     """Compare every version with its predecessor and flag the worse ones."""
     flagged = 0
     for playbook in _playbooks(playbook_id):
-        flagged += sum(r["worse"] for r in quality.quality_gate_evaluate(playbook=playbook))
+        flagged += sum(
+            r["worse"] for r in quality.quality_gate_evaluate(playbook=playbook)
+        )
     return {"versions_flagged": flagged}

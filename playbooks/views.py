@@ -1,6 +1,7 @@
 """Admin pages for playbooks, skills and the hygiene policy: thin views over
 playbooks.services. Every page works as plain forms; htmx swaps the changed fragment.
 Admin Membership is checked here, per namespace."""
+
 from django.contrib import messages
 from django.core.exceptions import PermissionDenied
 from django.http import Http404
@@ -85,15 +86,26 @@ def playbook_index(request):
             except services.PlaybookError as exc:
                 _form_error(form, exc)
             else:
-                messages.success(request, f"Created playbook {playbook.slug} (version 1).")
-                return redirect("playbooks:detail", ns=namespace.slug, slug=playbook.slug)
+                messages.success(
+                    request, f"Created playbook {playbook.slug} (version 1)."
+                )
+                return redirect(
+                    "playbooks:detail", ns=namespace.slug, slug=playbook.slug
+                )
         status = 400
     playbooks = list(selectors.playbook_list(namespaces=namespaces))
     for playbook in playbooks:
         playbook.flagged_versions = selectors.playbook_flagged_numbers(playbook)
-    return render(request, "playbooks/index.html", {
-        "playbooks": playbooks, "form": form, "admin_namespaces": admin_namespaces,
-    }, status=status)
+    return render(
+        request,
+        "playbooks/index.html",
+        {
+            "playbooks": playbooks,
+            "form": form,
+            "admin_namespaces": admin_namespaces,
+        },
+        status=status,
+    )
 
 
 def _detail_context(playbook: Playbook, *, can_edit: bool = True, **extra) -> dict:
@@ -102,14 +114,20 @@ def _detail_context(playbook: Playbook, *, can_edit: bool = True, **extra) -> di
         "playbook": playbook,
         "can_edit": can_edit,
         "strategies": strategies,
-        "settings_form": PlaybookSettingsForm(initial={
-            "name": playbook.name, "description": playbook.description,
-            "scope": playbook.scope, "mode": playbook.mode,
-            "auto_apply_threshold": playbook.auto_apply_threshold,
-            "task_types": ", ".join(playbook.task_types or []),
-        }),
+        "settings_form": PlaybookSettingsForm(
+            initial={
+                "name": playbook.name,
+                "description": playbook.description,
+                "scope": playbook.scope,
+                "mode": playbook.mode,
+                "auto_apply_threshold": playbook.auto_apply_threshold,
+                "task_types": ", ".join(playbook.task_types or []),
+            }
+        ),
         "add_form": StrategyForm(),
-        "flagged": list(playbook.versions.filter(flagged=True).only("number", "flag_reason")),
+        "flagged": list(
+            playbook.versions.filter(flagged=True).only("number", "flag_reason")
+        ),
         **extra,
     }
 
@@ -118,11 +136,19 @@ def _strategies_response(request, playbook: Playbook, *, status: int = 200, **ex
     """After a strategy change: the #strategies fragment for htmx, else the page."""
     playbook.refresh_from_db()
     if _is_htmx(request):
-        return render(request, "playbooks/detail.html#strategies",
-                      _detail_context(playbook, **extra), status=status)
+        return render(
+            request,
+            "playbooks/detail.html#strategies",
+            _detail_context(playbook, **extra),
+            status=status,
+        )
     if status >= 400:
-        return render(request, "playbooks/detail.html", _detail_context(playbook, **extra),
-                      status=status)
+        return render(
+            request,
+            "playbooks/detail.html",
+            _detail_context(playbook, **extra),
+            status=status,
+        )
     return redirect("playbooks:detail", ns=playbook.namespace.slug, slug=playbook.slug)
 
 
@@ -131,8 +157,9 @@ def _strategies_response(request, playbook: Playbook, *, status: int = 200, **ex
 def playbook_detail(request, ns, slug):
     playbook = _playbook(request, ns, slug, Role.REVIEWER)
     can_edit = user_has_role(request.user, playbook.namespace, Role.ADMIN)
-    return render(request, "playbooks/detail.html", _detail_context(playbook,
-                                                                    can_edit=can_edit))
+    return render(
+        request, "playbooks/detail.html", _detail_context(playbook, can_edit=can_edit)
+    )
 
 
 @admin_required
@@ -142,8 +169,9 @@ def playbook_settings(request, ns, slug):
     form = PlaybookSettingsForm(request.POST)
     if form.is_valid():
         try:
-            services.playbook_update(playbook=playbook, actor=_actor(request),
-                                     **form.cleaned_data)
+            services.playbook_update(
+                playbook=playbook, actor=_actor(request), **form.cleaned_data
+            )
         except services.PlaybookError as exc:
             _form_error(form, exc)
         else:
@@ -161,8 +189,9 @@ def strategy_add(request, ns, slug):
     form = StrategyForm(request.POST)
     if form.is_valid():
         try:
-            _, version = services.strategy_add(playbook=playbook, actor=_actor(request),
-                                               **form.cleaned_data)
+            _, version = services.strategy_add(
+                playbook=playbook, actor=_actor(request), **form.cleaned_data
+            )
         except services.PlaybookError as exc:
             _form_error(form, exc)
         else:
@@ -175,21 +204,32 @@ def strategy_add(request, ns, slug):
 @require_http_methods(["GET", "POST"])
 def strategy_edit(request, ns, slug, strategy_id):
     playbook = _playbook(request, ns, slug)
-    strategy = Strategy.objects.filter(playbook=playbook, pk=strategy_id, active=True).first()
+    strategy = Strategy.objects.filter(
+        playbook=playbook, pk=strategy_id, active=True
+    ).first()
     if strategy is None:
         raise Http404("No such active strategy.")
     if request.method == "GET":
-        form = StrategyForm(initial={
-            "type": strategy.type, "description": strategy.description,
-            "context": strategy.context, "confidence": strategy.confidence,
-        })
-        return render(request, "playbooks/strategy_edit.html",
-                      {"playbook": playbook, "strategy": strategy, "form": form})
+        form = StrategyForm(
+            initial={
+                "type": strategy.type,
+                "description": strategy.description,
+                "context": strategy.context,
+                "confidence": strategy.confidence,
+            }
+        )
+        return render(
+            request,
+            "playbooks/strategy_edit.html",
+            {"playbook": playbook, "strategy": strategy, "form": form},
+        )
     form = StrategyForm(request.POST)
     if form.is_valid():
         try:
             _, version = services.strategy_edit(
-                playbook=playbook, strategy_id=strategy.pk, actor=_actor(request),
+                playbook=playbook,
+                strategy_id=strategy.pk,
+                actor=_actor(request),
                 **form.cleaned_data,
             )
         except services.PlaybookError as exc:
@@ -197,8 +237,12 @@ def strategy_edit(request, ns, slug, strategy_id):
         else:
             messages.success(request, f"Saved; now version {version.number}.")
             return _strategies_response(request, playbook)
-    return render(request, "playbooks/strategy_edit.html",
-                  {"playbook": playbook, "strategy": strategy, "form": form}, status=400)
+    return render(
+        request,
+        "playbooks/strategy_edit.html",
+        {"playbook": playbook, "strategy": strategy, "form": form},
+        status=400,
+    )
 
 
 @admin_required
@@ -206,8 +250,9 @@ def strategy_edit(request, ns, slug, strategy_id):
 def strategy_retire(request, ns, slug, strategy_id):
     playbook = _playbook(request, ns, slug)
     try:
-        version = services.strategy_retire(playbook=playbook, strategy_id=strategy_id,
-                                           actor=_actor(request))
+        version = services.strategy_retire(
+            playbook=playbook, strategy_id=strategy_id, actor=_actor(request)
+        )
     except services.PlaybookError as exc:
         messages.error(request, str(exc))
         return _strategies_response(request, playbook, status=400)
@@ -219,15 +264,22 @@ def strategy_retire(request, ns, slug, strategy_id):
 @require_POST
 def strategy_move(request, ns, slug, strategy_id):
     playbook = _playbook(request, ns, slug)
-    active = list(Strategy.objects.filter(playbook=playbook, active=True)
-                  .order_by("position", "id").values_list("pk", flat=True))
+    active = list(
+        Strategy.objects.filter(playbook=playbook, active=True)
+        .order_by("position", "id")
+        .values_list("pk", flat=True)
+    )
     if strategy_id not in active:
         raise Http404("No such active strategy.")
     step = -1 if request.POST.get("direction") == "up" else 1
     target = active.index(strategy_id) + step
     if 0 <= target < len(active):
-        services.strategy_move(playbook=playbook, strategy_id=strategy_id, to_index=target,
-                               actor=_actor(request))
+        services.strategy_move(
+            playbook=playbook,
+            strategy_id=strategy_id,
+            to_index=target,
+            actor=_actor(request),
+        )
     return _strategies_response(request, playbook)
 
 
@@ -237,10 +289,15 @@ def playbook_history(request, ns, slug):
     """Every version with its diff and quality figures, and (admins) a rollback button."""
     playbook = _playbook(request, ns, slug, Role.REVIEWER)
     versions = list(selectors.version_list(playbook=playbook))
-    return render(request, "playbooks/history.html", {
-        "playbook": playbook, "versions": versions,
-        "can_edit": user_has_role(request.user, playbook.namespace, Role.ADMIN),
-    })
+    return render(
+        request,
+        "playbooks/history.html",
+        {
+            "playbook": playbook,
+            "versions": versions,
+            "can_edit": user_has_role(request.user, playbook.namespace, Role.ADMIN),
+        },
+    )
 
 
 @admin_required
@@ -248,12 +305,17 @@ def playbook_history(request, ns, slug):
 def playbook_rollback(request, ns, slug, number):
     playbook = _playbook(request, ns, slug)
     try:
-        version = services.playbook_rollback(playbook=playbook, number=number,
-                                             actor=_actor(request),
-                                             note=request.POST.get("note", "")[:2000])
+        version = services.playbook_rollback(
+            playbook=playbook,
+            number=number,
+            actor=_actor(request),
+            note=request.POST.get("note", "")[:2000],
+        )
     except services.PlaybookError as exc:
         raise Http404(str(exc))
-    messages.success(request, f"Rolled back to version {number}: now version {version.number}.")
+    messages.success(
+        request, f"Rolled back to version {number}: now version {version.number}."
+    )
     return redirect("playbooks:history", ns=ns, slug=slug)
 
 
@@ -263,8 +325,11 @@ def playbook_quality(request, ns, slug):
     playbook = _playbook(request, ns, slug)
     results = quality.quality_gate_evaluate(playbook=playbook, actor=_actor(request))
     flagged = [r["version"] for r in results if r["worse"]]
-    messages.info(request, f"Quality gate: {len(results)} versions evaluated; flagged: "
-                           f"{', '.join(map(str, flagged)) or 'none'}.")
+    messages.info(
+        request,
+        f"Quality gate: {len(results)} versions evaluated; flagged: "
+        f"{', '.join(map(str, flagged)) or 'none'}.",
+    )
     return redirect("playbooks:history", ns=ns, slug=slug)
 
 
@@ -272,14 +337,22 @@ def playbook_quality(request, ns, slug):
 @require_GET
 def strategy_stats(request, ns, slug, strategy_id):
     playbook = _playbook(request, ns, slug, Role.REVIEWER)
-    strategy = Strategy.objects.filter(playbook=playbook, pk=strategy_id).select_related(
-        "playbook").first()
+    strategy = (
+        Strategy.objects.filter(playbook=playbook, pk=strategy_id)
+        .select_related("playbook")
+        .first()
+    )
     if strategy is None:
         raise Http404("No such strategy.")
-    return render(request, "playbooks/strategy_stats.html", {
-        "playbook": playbook, "strategy": strategy,
-        "stats": quality.strategy_outcomes(strategy=strategy),
-    })
+    return render(
+        request,
+        "playbooks/strategy_stats.html",
+        {
+            "playbook": playbook,
+            "strategy": strategy,
+            "stats": quality.strategy_outcomes(strategy=strategy),
+        },
+    )
 
 
 @admin_required
@@ -289,17 +362,23 @@ def candidate_revert(request, ns, candidate_id):
     from learning.models import LearningCandidate
 
     namespace = _namespace(request, ns)
-    candidate = LearningCandidate.objects.filter(namespace=namespace, pk=candidate_id).first()
+    candidate = LearningCandidate.objects.filter(
+        namespace=namespace, pk=candidate_id
+    ).first()
     if candidate is None:
         raise Http404("No such candidate.")
     try:
-        result = apply.candidate_revert(candidate=candidate, actor=_actor(request),
-                                        note=request.POST.get("note", "")[:2000])
+        result = apply.candidate_revert(
+            candidate=candidate,
+            actor=_actor(request),
+            note=request.POST.get("note", "")[:2000],
+        )
     except apply.ApplyFailed as exc:
         messages.error(request, str(exc))
     else:
-        messages.success(request, f"Reverted candidate {candidate.pk} "
-                                  f"({result.get('target')}).")
+        messages.success(
+            request, f"Reverted candidate {candidate.pk} ({result.get('target')})."
+        )
     nxt = request.POST.get("next") or ""
     if nxt.startswith("/") and not nxt.startswith("//"):
         return redirect(nxt)
@@ -318,18 +397,25 @@ def skill_index(request, ns):
     if request.method == "POST":
         if form.is_valid():
             try:
-                skill = services.skill_create(namespace=namespace, actor=_actor(request),
-                                              **form.cleaned_data)
+                skill = services.skill_create(
+                    namespace=namespace, actor=_actor(request), **form.cleaned_data
+                )
             except services.PlaybookError as exc:
                 _form_error(form, exc)
             else:
                 messages.success(request, f"Created skill {skill.slug}.")
                 return redirect("playbooks:skill", ns=ns, slug=skill.slug)
         status = 400
-    return render(request, "playbooks/skills.html", {
-        "namespace": namespace, "skills": selectors.skill_list(namespace=namespace),
-        "form": form,
-    }, status=status)
+    return render(
+        request,
+        "playbooks/skills.html",
+        {
+            "namespace": namespace,
+            "skills": selectors.skill_list(namespace=namespace),
+            "form": form,
+        },
+        status=status,
+    )
 
 
 @admin_required
@@ -341,19 +427,27 @@ def skill_detail(request, ns, slug):
     if request.method == "POST":
         if form.is_valid():
             try:
-                version = services.skill_update(skill=skill, actor=_actor(request),
-                                                **form.cleaned_data)
+                version = services.skill_update(
+                    skill=skill, actor=_actor(request), **form.cleaned_data
+                )
             except services.PlaybookError as exc:
                 _form_error(form, exc)
             else:
                 messages.success(request, f"Saved; now version {version.number}.")
                 return redirect("playbooks:skill", ns=ns, slug=slug)
         status = 400
-    return render(request, "playbooks/skill.html", {
-        "namespace": skill.namespace, "skill": skill, "form": form,
-        "versions": selectors.skill_version_list(skill=skill),
-        "hash": services.text_hash(skill.text),
-    }, status=status)
+    return render(
+        request,
+        "playbooks/skill.html",
+        {
+            "namespace": skill.namespace,
+            "skill": skill,
+            "form": form,
+            "versions": selectors.skill_version_list(skill=skill),
+            "hash": services.text_hash(skill.text),
+        },
+        status=status,
+    )
 
 
 @admin_required
@@ -361,10 +455,14 @@ def skill_detail(request, ns, slug):
 def skill_rollback(request, ns, slug, number):
     skill = _skill(request, ns, slug)
     try:
-        version = services.skill_rollback(skill=skill, number=number, actor=_actor(request))
+        version = services.skill_rollback(
+            skill=skill, number=number, actor=_actor(request)
+        )
     except services.PlaybookError as exc:
         raise Http404(str(exc))
-    messages.success(request, f"Rolled back to version {number}: now version {version.number}.")
+    messages.success(
+        request, f"Rolled back to version {number}: now version {version.number}."
+    )
     return redirect("playbooks:skill", ns=ns, slug=slug)
 
 
@@ -379,16 +477,23 @@ def policy_edit(request, ns):
     if request.method == "POST":
         if form.is_valid():
             try:
-                services.policy_update(namespace=namespace, actor=_actor(request),
-                                       **form.cleaned_data)
+                services.policy_update(
+                    namespace=namespace, actor=_actor(request), **form.cleaned_data
+                )
             except services.PlaybookError as exc:
                 _form_error(form, exc)
             else:
                 messages.success(request, "Policy saved.")
                 return redirect("playbooks:policy", ns=ns)
         status = 400
-    return render(request, "playbooks/policy.html", {
-        "namespace": namespace, "policy": policy, "form": form,
-        "history": namespace.audit_events.filter(action="policy_edit")[:20],
-    }, status=status)
-
+    return render(
+        request,
+        "playbooks/policy.html",
+        {
+            "namespace": namespace,
+            "policy": policy,
+            "form": form,
+            "history": namespace.audit_events.filter(action="policy_edit")[:20],
+        },
+        status=status,
+    )

@@ -16,14 +16,38 @@ DECISION_COLOURS = {"approve": "#22a06b", "deny": "#e5484d", "conflict": "#f5a52
 def _nice_max(value: float) -> int:
     if value <= 4:
         return 4
-    for step in (5, 10, 20, 25, 50, 75, 100, 150, 200, 250, 500, 1000, 2000, 5000, 10000):
+    for step in (
+        5,
+        10,
+        20,
+        25,
+        50,
+        75,
+        100,
+        150,
+        200,
+        250,
+        500,
+        1000,
+        2000,
+        5000,
+        10000,
+    ):
         if value <= step * 4:
             return step * 4
     return int(value) + 1
 
 
-def stacked_bars(*, rows: list[dict], keys: list[str], label_key: str, colours: dict,
-                 width: int = 560, height: int = 180, label_every: int = 1) -> dict:
+def stacked_bars(
+    *,
+    rows: list[dict],
+    keys: list[str],
+    label_key: str,
+    colours: dict,
+    width: int = 560,
+    height: int = 180,
+    label_every: int = 1,
+) -> dict:
     """Stacked vertical bars: one bar per row, one segment per key."""
     left, right, top, bottom = 32, 8, 8, 22
     plot_w, plot_h = width - left - right, height - top - bottom
@@ -42,25 +66,45 @@ def stacked_bars(*, rows: list[dict], keys: list[str], label_key: str, colours: 
                 continue
             h = plot_h * value / y_max
             y -= h
-            segments.append({"x": round(x, 1), "y": round(y, 1), "w": round(bar_w, 1),
-                             "h": round(h, 1), "colour": colours[key], "key": key,
-                             "value": value})
+            segments.append(
+                {
+                    "x": round(x, 1),
+                    "y": round(y, 1),
+                    "w": round(bar_w, 1),
+                    "h": round(h, 1),
+                    "colour": colours[key],
+                    "key": key,
+                    "value": value,
+                }
+            )
         label = row[label_key]
-        bars.append({
-            "segments": segments,
-            "label": label if i % label_every == 0 else "",
-            "lx": round(x + bar_w / 2, 1),
-            "title": f"{label}: " + ", ".join(f"{k} {row[k]}" for k in keys),
-        })
-    ticks = [{"y": round(top + plot_h - plot_h * f, 1), "value": int(y_max * f)}
-             for f in (0, 0.25, 0.5, 0.75, 1)]
-    return {"width": width, "height": height, "bars": bars, "ticks": ticks,
-            "left": left, "right": width - right, "base": top + plot_h,
-            "legend": [{"key": k, "colour": colours[k]} for k in keys]}
+        bars.append(
+            {
+                "segments": segments,
+                "label": label if i % label_every == 0 else "",
+                "lx": round(x + bar_w / 2, 1),
+                "title": f"{label}: " + ", ".join(f"{k} {row[k]}" for k in keys),
+            }
+        )
+    ticks = [
+        {"y": round(top + plot_h - plot_h * f, 1), "value": int(y_max * f)}
+        for f in (0, 0.25, 0.5, 0.75, 1)
+    ]
+    return {
+        "width": width,
+        "height": height,
+        "bars": bars,
+        "ticks": ticks,
+        "left": left,
+        "right": width - right,
+        "base": top + plot_h,
+        "legend": [{"key": k, "colour": colours[k]} for k in keys],
+    }
 
 
-def line_chart(*, slots: list[str], series: dict, width: int = 1100,
-               height: int = 220) -> dict:
+def line_chart(
+    *, slots: list[str], series: dict, width: int = 1100, height: int = 220
+) -> dict:
     """One polyline per series of {slot index: (ok, n)}: the success rate, 0–100 %, at
     each slot (a day, or a tenth of the runs). Slots without runs are skipped (the line
     joins the slots that have data)."""
@@ -79,17 +123,41 @@ def line_chart(*, slots: list[str], series: dict, width: int = 1100,
             x = round(left + slot * step, 1)
             y = round(top + plot_h * (1 - rate), 1)
             coords.append(f"{x},{y}")
-            dots.append({"x": x, "y": y,
-                         "title": f"{name} {slots[slot]}: {ok}/{n} ({rate:.0%})"})
+            dots.append(
+                {
+                    "x": x,
+                    "y": y,
+                    "title": f"{name} {slots[slot]}: {ok}/{n} ({rate:.0%})",
+                }
+            )
         total_ok = sum(ok for ok, _ in points.values())
         total_n = sum(n for _, n in points.values())
-        lines.append({"name": name, "colour": PALETTE[i % len(PALETTE)],
-                      "points": " ".join(coords), "dots": dots,
-                      "rate": total_ok / total_n if total_n else 0, "runs": total_n})
+        lines.append(
+            {
+                "name": name,
+                "colour": PALETTE[i % len(PALETTE)],
+                "points": " ".join(coords),
+                "dots": dots,
+                "rate": total_ok / total_n if total_n else 0,
+                "runs": total_n,
+            }
+        )
     label_every = max(count // 6, 1)
-    labels = [{"x": round(left + slot * step, 1), "text": slots[slot]}
-              for slot in range(0, count, label_every)]
-    ticks = [{"y": round(top + plot_h * (1 - f), 1), "value": int(f * 100)}
-             for f in (0, 0.25, 0.5, 0.75, 1)]
-    return {"width": width, "height": height, "lines": lines, "labels": labels,
-            "ticks": ticks, "left": left, "right": width - right, "base": top + plot_h}
+    labels = [
+        {"x": round(left + slot * step, 1), "text": slots[slot]}
+        for slot in range(0, count, label_every)
+    ]
+    ticks = [
+        {"y": round(top + plot_h * (1 - f), 1), "value": int(f * 100)}
+        for f in (0, 0.25, 0.5, 0.75, 1)
+    ]
+    return {
+        "width": width,
+        "height": height,
+        "lines": lines,
+        "labels": labels,
+        "ticks": ticks,
+        "left": left,
+        "right": width - right,
+        "base": top + plot_h,
+    }

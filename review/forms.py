@@ -1,4 +1,5 @@
 """Forms of the reviewer console's actions."""
+
 from django import forms
 
 from learning.models import CandidateKind
@@ -13,7 +14,8 @@ class NoteForm(forms.Form):
 
 class DenyForm(forms.Form):
     note = forms.CharField(
-        max_length=4000, widget=forms.Textarea,
+        max_length=4000,
+        widget=forms.Textarea,
         error_messages={"required": "A denial needs a reason."},
     )
 
@@ -24,12 +26,18 @@ class ApproveForm(NoteForm):
 
 
 class CandidateEditForm(forms.Form):
-    content = forms.CharField(widget=forms.Textarea(attrs={"rows": 4}), max_length=20000)
+    content = forms.CharField(
+        widget=forms.Textarea(attrs={"rows": 4}), max_length=20000
+    )
     rationale = forms.CharField(
         required=False, widget=forms.Textarea(attrs={"rows": 2}), max_length=20000
     )
-    playbook = forms.ModelChoiceField(queryset=Playbook.objects.none(), required=False,
-                                      to_field_name="slug", empty_label="— none —")
+    playbook = forms.ModelChoiceField(
+        queryset=Playbook.objects.none(),
+        required=False,
+        to_field_name="slug",
+        empty_label="— none —",
+    )
     memory_scope = forms.ChoiceField(
         required=False,
         choices=[("", "—"), ("user", "user"), ("namespace", "namespace")],
@@ -38,19 +46,25 @@ class CandidateEditForm(forms.Form):
     note = forms.CharField(required=False, max_length=4000, label="Why (optional)")
 
     def __init__(self, *args, candidate, **kwargs):
-        kwargs.setdefault("initial", {
-            "content": candidate.content,
-            "rationale": candidate.rationale,
-            "playbook": candidate.playbook.slug if candidate.playbook_id else None,
-            "memory_scope": candidate.memory_scope,
-            "user_id": candidate.user_id,
-        })
+        kwargs.setdefault(
+            "initial",
+            {
+                "content": candidate.content,
+                "rationale": candidate.rationale,
+                "playbook": candidate.playbook.slug if candidate.playbook_id else None,
+                "memory_scope": candidate.memory_scope,
+                "user_id": candidate.user_id,
+            },
+        )
         super().__init__(*args, **kwargs)
         self.candidate = candidate
         self.fields["playbook"].queryset = Playbook.objects.filter(
             namespace_id=candidate.namespace_id
         ).order_by("slug")
-        self.is_memory = candidate.kind in (CandidateKind.PREFERENCE, CandidateKind.DURABLE_FACT)
+        self.is_memory = candidate.kind in (
+            CandidateKind.PREFERENCE,
+            CandidateKind.DURABLE_FACT,
+        )
         if not self.is_memory:
             del self.fields["memory_scope"]
             del self.fields["user_id"]

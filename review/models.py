@@ -1,4 +1,5 @@
 """The audit trail: every review action and every change to curated knowledge."""
+
 from django.db import models
 
 
@@ -11,7 +12,10 @@ class AuditEvent(models.Model):
     target_type = models.CharField(max_length=40)  # candidate, playbook, skill, ...
     target_id = models.CharField(max_length=64)
     candidate = models.ForeignKey(
-        "learning.LearningCandidate", on_delete=models.SET_NULL, null=True, blank=True,
+        "learning.LearningCandidate",
+        on_delete=models.SET_NULL,
+        null=True,
+        blank=True,
         related_name="events",
     )
     from_status = models.CharField(max_length=16, blank=True)

@@ -1,4 +1,5 @@
 """Reads for the reviewer console, always limited to the namespaces the user reviews."""
+
 from dataclasses import dataclass
 from datetime import timedelta
 
@@ -43,7 +44,9 @@ def reviewable_candidates(*, user) -> QuerySet[LearningCandidate]:
 class Queue:
     filterset: CandidateFilter
     candidates: QuerySet
-    without_status: QuerySet  # the same filters except status: for the per-status counts
+    without_status: (
+        QuerySet  # the same filters except status: for the per-status counts
+    )
     status: list[str]
     namespace: str
     show_hidden: bool = False
@@ -53,8 +56,10 @@ class Queue:
 def clean_params(params) -> QueryDict:
     """A mutable copy without empty values (a GET form sends `kind=` for "any")."""
     data = QueryDict(mutable=True)
-    items = params.lists() if isinstance(params, QueryDict) else (
-        (k, v if isinstance(v, list) else [v]) for k, v in dict(params).items()
+    items = (
+        params.lists()
+        if isinstance(params, QueryDict)
+        else ((k, v if isinstance(v, list) else [v]) for k, v in dict(params).items())
     )
     for key, values in items:
         values = [v for v in values if v not in ("", None)]
@@ -75,7 +80,9 @@ def queue_params(params) -> QueryDict:
     return params
 
 
-def candidate_queue(*, user, params, namespaces: list[Namespace] | None = None) -> Queue:
+def candidate_queue(
+    *, user, params, namespaces: list[Namespace] | None = None
+) -> Queue:
     """The review queue for `params` (a QueryDict from the URL), filtered by
     CandidateFilter exactly as the API filters, plus a `namespace` slug. The user's
     namespaces are resolved first (pass them if already loaded), so the candidate
@@ -91,7 +98,9 @@ def candidate_queue(*, user, params, namespaces: list[Namespace] | None = None) 
     filterset = CandidateFilter(params, queryset=base)
     valid = filterset.is_valid()
     candidates = filterset.qs if valid else base.none()
-    candidates = candidates.select_related("namespace", "playbook", "skill", "leased_by")
+    candidates = candidates.select_related(
+        "namespace", "playbook", "skill", "leased_by"
+    )
     candidates = candidates.order_by("-created_at", "-id")
     without = params.copy()
     without.setlist("status", [])
@@ -112,9 +121,13 @@ def candidate_queue(*, user, params, namespaces: list[Namespace] | None = None) 
 COUNT_CAP = 1000
 
 
-def status_counts(*, candidates: QuerySet, show_hidden: bool = False,
-                  cap: int = COUNT_CAP, narrowed: bool = False
-                  ) -> tuple[dict[str, int], set[str]]:
+def status_counts(
+    *,
+    candidates: QuerySet,
+    show_hidden: bool = False,
+    cap: int = COUNT_CAP,
+    narrowed: bool = False,
+) -> tuple[dict[str, int], set[str]]:
     """Candidates per status. Below-floor pending candidates are left out as the queue
     leaves them out, unless asked to show them.
 
@@ -140,7 +153,9 @@ def status_counts(*, candidates: QuerySet, show_hidden: bool = False,
     parts, params = [], []
     for i, qs in enumerate(limited):
         try:
-            sql, sql_params = qs.order_by().values("id")[: cap + 1].query.sql_with_params()
+            sql, sql_params = (
+                qs.order_by().values("id")[: cap + 1].query.sql_with_params()
+            )
         except EmptyResultSet:  # no namespace, or an invalid filter: nothing to count
             parts.append("0")
             continue
@@ -159,10 +174,18 @@ def status_counts(*, candidates: QuerySet, show_hidden: bool = False,
 
 def _status_counts_grouped(*, candidates: QuerySet, show_hidden: bool):
     hidden = Q() if show_hidden else Q(below_floor=True)
-    pending_hidden = Q(status=CandidateStatus.PENDING) & hidden if not show_hidden else None
-    rows = candidates.order_by().values("status").annotate(
-        n=Count("id", filter=~pending_hidden) if pending_hidden is not None else Count("id"),
-        visible=Count("id", filter=~hidden) if not show_hidden else Count("id"),
+    pending_hidden = (
+        Q(status=CandidateStatus.PENDING) & hidden if not show_hidden else None
+    )
+    rows = (
+        candidates.order_by()
+        .values("status")
+        .annotate(
+            n=Count("id", filter=~pending_hidden)
+            if pending_hidden is not None
+            else Count("id"),
+            visible=Count("id", filter=~hidden) if not show_hidden else Count("id"),
+        )
     )
     counts = {status: 0 for status in CandidateStatus.values}
     counts[ALL] = 0
@@ -175,16 +198,26 @@ def _status_counts_grouped(*, candidates: QuerySet, show_hidden: bool):
 def candidate_for_review(*, user, candidate_id: int) -> LearningCandidate:
     """One candidate with its evidence runs, their steps and feedback, in a fixed
     number of queries. DoesNotExist outside the user's namespaces."""
-    evidence = CandidateEvidence.objects.select_related(
-        "trajectory", "reflection"
-    ).prefetch_related(
-        Prefetch("trajectory__steps", queryset=Step.objects.order_by("index")),
-        Prefetch("trajectory__feedback", queryset=Feedback.objects.order_by("created_at", "id")),
-    ).order_by("created_at", "id")
+    evidence = (
+        CandidateEvidence.objects.select_related("trajectory", "reflection")
+        .prefetch_related(
+            Prefetch("trajectory__steps", queryset=Step.objects.order_by("index")),
+            Prefetch(
+                "trajectory__feedback",
+                queryset=Feedback.objects.order_by("created_at", "id"),
+            ),
+        )
+        .order_by("created_at", "id")
+    )
     return (
         reviewable_candidates(user=user)
         .select_related(
-            "namespace", "playbook", "skill", "leased_by", "reflection", "superseded_by",
+            "namespace",
+            "playbook",
+            "skill",
+            "leased_by",
+            "reflection",
+            "superseded_by",
             "replaces_strategy",
         )
         .prefetch_related(Prefetch("evidence", queryset=evidence))
@@ -205,13 +238,24 @@ def conflict_items(*, candidate: LearningCandidate) -> list[dict]:
     related = []
     for finding in findings:
         for item in finding.get("related") or []:
-            related.append({**item, "severity": finding.get("severity", ""),
-                            "message": finding.get("message", "")})
-    strategy_ids = [r["id"] for r in related if r.get("type") == "strategy" and r.get("id")]
+            related.append(
+                {
+                    **item,
+                    "severity": finding.get("severity", ""),
+                    "message": finding.get("message", ""),
+                }
+            )
+    strategy_ids = [
+        r["id"] for r in related if r.get("type") == "strategy" and r.get("id")
+    ]
     memory_ids = [r["id"] for r in related if r.get("type") == "memory" and r.get("id")]
-    strategies = Strategy.objects.filter(
-        pk__in=_ints(strategy_ids), playbook__namespace=candidate.namespace
-    ).select_related("playbook").in_bulk()
+    strategies = (
+        Strategy.objects.filter(
+            pk__in=_ints(strategy_ids), playbook__namespace=candidate.namespace
+        )
+        .select_related("playbook")
+        .in_bulk()
+    )
     memories = Memory.objects.filter(
         pk__in=_ints(memory_ids), namespace=candidate.namespace
     ).in_bulk()
@@ -222,7 +266,9 @@ def conflict_items(*, candidate: LearningCandidate) -> list[dict]:
         elif item.get("type") == "memory":
             obj = memories.get(_int(item.get("id")))
         item["object"] = obj
-        item["replaceable"] = item.get("type") == "strategy" and obj is not None and obj.active
+        item["replaceable"] = (
+            item.get("type") == "strategy" and obj is not None and obj.active
+        )
     return related
 
 
@@ -239,9 +285,11 @@ def _ints(values):
 
 def queue_neighbours(*, user, candidate: LearningCandidate) -> dict:
     """The next pending candidate after this one in queue order (for "next")."""
-    pending = reviewable_candidates(user=user).filter(
-        status=CandidateStatus.PENDING, below_floor=False
-    ).exclude(pk=candidate.pk)
+    pending = (
+        reviewable_candidates(user=user)
+        .filter(status=CandidateStatus.PENDING, below_floor=False)
+        .exclude(pk=candidate.pk)
+    )
     nxt = (
         pending.filter(
             Q(created_at__lt=candidate.created_at)
@@ -252,36 +300,49 @@ def queue_neighbours(*, user, candidate: LearningCandidate) -> dict:
         .first()
     )
     if nxt is None:
-        nxt = pending.order_by("-created_at", "-id").values_list("pk", flat=True).first()
+        nxt = (
+            pending.order_by("-created_at", "-id").values_list("pk", flat=True).first()
+        )
     return {"next": nxt}
 
 
 # --- Runs ---------------------------------------------------------------------------
 
+
 def run_browser(*, user, params) -> tuple[RunFilter, QuerySet[Trajectory]]:
-    base = Trajectory.objects.filter(namespace__in=user_namespaces(user, min_role=Role.REVIEWER))
+    base = Trajectory.objects.filter(
+        namespace__in=user_namespaces(user, min_role=Role.REVIEWER)
+    )
     namespace = (params.get("namespace") or "").strip()
     if namespace:
         base = base.filter(namespace__slug=namespace)
     filterset = RunFilter(clean_params(params), queryset=base)
     qs = filterset.qs if filterset.is_valid() else base.none()
-    qs = qs.select_related("namespace").annotate(step_count=run_step_count()).order_by(
-        "-created_at", "-id"
+    qs = (
+        qs.select_related("namespace")
+        .annotate(step_count=run_step_count())
+        .order_by("-created_at", "-id")
     )
     return filterset, qs
 
 
 def run_for_review(*, user, run_id) -> Trajectory:
     return (
-        Trajectory.objects.filter(namespace__in=user_namespaces(user, min_role=Role.REVIEWER))
+        Trajectory.objects.filter(
+            namespace__in=user_namespaces(user, min_role=Role.REVIEWER)
+        )
         .select_related("namespace")
         .prefetch_related(
             Prefetch("steps", queryset=Step.objects.order_by("index")),
-            Prefetch("feedback", queryset=Feedback.objects.order_by("created_at", "id")),
+            Prefetch(
+                "feedback", queryset=Feedback.objects.order_by("created_at", "id")
+            ),
             "reflections",
             Prefetch(
                 "candidate_evidence",
-                queryset=CandidateEvidence.objects.select_related("candidate").order_by("id"),
+                queryset=CandidateEvidence.objects.select_related("candidate").order_by(
+                    "id"
+                ),
             ),
         )
         .get(pk=run_id)
@@ -351,7 +412,9 @@ def queue_health(*, user, now=None) -> dict:
     buckets = []
     for i, (label, _) in enumerate(AGE_BUCKETS):
         by_kind = {kind: totals[f"b{i}_{kind}"] or 0 for kind in CandidateKind.values}
-        buckets.append({"label": label, "by_kind": by_kind, "total": sum(by_kind.values())})
+        buckets.append(
+            {"label": label, "by_kind": by_kind, "total": sum(by_kind.values())}
+        )
     return {"buckets": buckets, "total": sum(b["total"] for b in buckets)}
 
 
@@ -369,8 +432,10 @@ def decisions_per_day(*, user, days: int = 14, now=None) -> list[dict]:
         .values("day", "action")
         .annotate(n=Count("id"))
     )
-    table = {start + timedelta(days=i): {"approve": 0, "deny": 0, "conflict": 0}
-             for i in range(days)}
+    table = {
+        start + timedelta(days=i): {"approve": 0, "deny": 0, "conflict": 0}
+        for i in range(days)
+    }
     for row in rows:
         if row["day"] in table:
             table[row["day"]][row["action"]] = row["n"]
@@ -408,7 +473,9 @@ def learning_curves(*, user, days: int = 30, top: int = 5, now=None) -> dict:
                 slot = (row["day"] - start).days
                 series[row["task_type"]][slot] = (row["ok"], row["n"])
         return {"mode": "day", "slots": slots, "series": series, "volume": volume}
-    for task_type, bucket, n, ok in _run_order_tenths(finished.filter(task_type__in=types)):
+    for task_type, bucket, n, ok in _run_order_tenths(
+        finished.filter(task_type__in=types)
+    ):
         series[task_type][bucket - 1] = (ok, n)
     slots = [f"{i * 10}–{(i + 1) * 10}%" for i in range(10)]
     return {"mode": "order", "slots": slots, "series": series, "volume": volume}
@@ -421,10 +488,17 @@ def _run_order_tenths(runs: QuerySet) -> list[tuple]:
     from django.db.models import F, Window
     from django.db.models.functions import Ntile
 
-    inner = runs.annotate(
-        tenth=Window(Ntile(10), partition_by=[F("task_type")],
-                     order_by=[F("created_at").asc(), F("id").asc()])
-    ).order_by().values("task_type", "status", "tenth")
+    inner = (
+        runs.annotate(
+            tenth=Window(
+                Ntile(10),
+                partition_by=[F("task_type")],
+                order_by=[F("created_at").asc(), F("id").asc()],
+            )
+        )
+        .order_by()
+        .values("task_type", "status", "tenth")
+    )
     try:
         sql, params = inner.query.sql_with_params()
     except EmptyResultSet:

@@ -2,6 +2,7 @@
 and the workers. Each action is atomic and writes its audit-trail row in the same
 transaction; a candidate is locked (SELECT … FOR UPDATE) so two reviewers acting at
 once get exactly one winner."""
+
 from dataclasses import dataclass
 from datetime import timedelta
 from typing import Any
@@ -89,10 +90,14 @@ def _ensure_open(candidate: LearningCandidate, action: str) -> None:
             f"{action} again."
         )
     if candidate.status == CandidateStatus.APPROVED:
-        raise AlreadyDecided(f"Candidate {candidate.pk} is already approved and being applied.")
+        raise AlreadyDecided(
+            f"Candidate {candidate.pk} is already approved and being applied."
+        )
 
 
-def _decide(candidate, *, actor: Actor, to_status: str, note: str, action: str, data=None):
+def _decide(
+    candidate, *, actor: Actor, to_status: str, note: str, action: str, data=None
+):
     from_status = candidate.status
     candidate.status = to_status
     candidate.decided_by = actor.label
@@ -140,14 +145,20 @@ def candidate_approve(
                     "with an explicit override."
                 )
             if not actor.is_admin:
-                raise NeedsOverride("Only an admin can override a blocking audit finding.")
+                raise NeedsOverride(
+                    "Only an admin can override a blocking audit finding."
+                )
             candidate.override_by = actor.label
         if replace_strategy_id is not None:
             candidate.replaces_strategy_id = replace_strategy_id
         data = {"override": True} if override and candidate.override_by else {}
         _decide(
-            candidate, actor=actor, to_status=CandidateStatus.APPROVED, note=note,
-            action="approve", data=data,
+            candidate,
+            actor=actor,
+            to_status=CandidateStatus.APPROVED,
+            note=note,
+            action="approve",
+            data=data,
         )
         try:
             with transaction.atomic():
@@ -157,9 +168,14 @@ def candidate_approve(
             candidate.apply_error = str(exc)
             candidate.save(update_fields=["status", "apply_error", "updated_at"])
             audit_event_record(
-                namespace=candidate.namespace, actor=actor.label, action="apply_failed",
-                target_type="candidate", target_id=candidate.pk, candidate=candidate,
-                from_status=CandidateStatus.APPROVED, to_status=CandidateStatus.APPLY_FAILED,
+                namespace=candidate.namespace,
+                actor=actor.label,
+                action="apply_failed",
+                target_type="candidate",
+                target_id=candidate.pk,
+                candidate=candidate,
+                from_status=CandidateStatus.APPROVED,
+                to_status=CandidateStatus.APPLY_FAILED,
                 note=str(exc),
             )
     return candidate
@@ -174,8 +190,13 @@ def candidate_deny(
     with transaction.atomic():
         candidate = _locked(namespace, candidate_id)
         _ensure_open(candidate, "denied")
-        _decide(candidate, actor=actor, to_status=CandidateStatus.DENIED, note=note.strip(),
-                action="deny")
+        _decide(
+            candidate,
+            actor=actor,
+            to_status=CandidateStatus.DENIED,
+            note=note.strip(),
+            action="deny",
+        )
     return candidate
 
 
@@ -185,15 +206,27 @@ def candidate_mark_conflicted(
     with transaction.atomic():
         candidate = _locked(namespace, candidate_id)
         _ensure_open(candidate, "marked conflicted")
-        _decide(candidate, actor=actor, to_status=CandidateStatus.CONFLICTED, note=note,
-                action="conflict")
+        _decide(
+            candidate,
+            actor=actor,
+            to_status=CandidateStatus.CONFLICTED,
+            note=note,
+            action="conflict",
+        )
     return candidate
 
 
 # --- Console actions: soft lock, edit before approving, bulk decisions --------------
 
 EDITABLE_STATUSES = frozenset({CandidateStatus.PENDING, CandidateStatus.APPLY_FAILED})
-EDITABLE_FIELDS = ("content", "rationale", "playbook", "memory_scope", "user_id", "task_type")
+EDITABLE_FIELDS = (
+    "content",
+    "rationale",
+    "playbook",
+    "memory_scope",
+    "user_id",
+    "task_type",
+)
 BULK_LIMIT = 5000
 
 
@@ -246,7 +279,9 @@ def candidate_edit(
     audited again, so an edit cannot slip past the hygiene or conflict checks."""
     unknown = set(changes) - set(EDITABLE_FIELDS)
     if unknown:
-        raise ReviewError(f"These fields cannot be edited: {', '.join(sorted(unknown))}.")
+        raise ReviewError(
+            f"These fields cannot be edited: {', '.join(sorted(unknown))}."
+        )
     playbook = changes.get("playbook")
     if playbook is not None and playbook.namespace_id != namespace.pk:
         raise ReviewError("The target playbook belongs to another namespace.")
@@ -264,7 +299,11 @@ def candidate_edit(
         for field, value in changes.items():
             old = _edit_value(candidate, field)
             if field != "playbook":
-                value = (value or "").strip() if isinstance(value, str) or value is None else value
+                value = (
+                    (value or "").strip()
+                    if isinstance(value, str) or value is None
+                    else value
+                )
             setattr(candidate, field, value)
             new = _edit_value(candidate, field)
             if old != new:
@@ -273,9 +312,15 @@ def candidate_edit(
             return candidate
         candidate.save()
         audit_event_record(
-            namespace=candidate.namespace, actor=actor.label, action="edit",
-            target_type="candidate", target_id=candidate.pk, candidate=candidate,
-            from_status=candidate.status, to_status=candidate.status, note=note,
+            namespace=candidate.namespace,
+            actor=actor.label,
+            action="edit",
+            target_type="candidate",
+            target_id=candidate.pk,
+            candidate=candidate,
+            from_status=candidate.status,
+            to_status=candidate.status,
+            note=note,
             data={"before": before, "after": after},
         )
         if {"content", "playbook", "memory_scope", "user_id"} & set(after):
@@ -308,14 +353,20 @@ class BulkOutcome:
         return sum(len(ids) for ids in self.skipped.values())
 
     def summary(self) -> str:
-        verb = {"approve": "Approved", "deny": "Denied", "conflict": "Marked conflicted"}
+        verb = {
+            "approve": "Approved",
+            "deny": "Denied",
+            "conflict": "Marked conflicted",
+        }
         parts = [f"{verb[self.decision]} {len(self.decided)}"]
         if self.apply_failed:
             parts.append(f"{len(self.apply_failed)} approved but failed to apply")
         for reason, ids in sorted(self.skipped.items()):
             parts.append(f"skipped {len(ids)}: {reason}")
         if self.truncated:
-            parts.append(f"stopped after the first {BULK_LIMIT}; run it again for the rest")
+            parts.append(
+                f"stopped after the first {BULK_LIMIT}; run it again for the rest"
+            )
         return "; ".join(parts) + "."
 
 

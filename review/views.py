@@ -1,6 +1,7 @@
 """The reviewer console: thin views over review.selectors (reads) and review.services
 (actions). Every action is a plain form POST that htmx speeds up; permissions are
 checked here, per namespace, never in templates."""
+
 from django.conf import settings
 from django.contrib import messages
 from django.core.paginator import EmptyPage, Page, PageNotAnInteger, Paginator
@@ -128,6 +129,7 @@ def _is_partial(request) -> bool:
 
 # --- Queue --------------------------------------------------------------------------
 
+
 def _status_tabs(counts, capped):
     return [(s, counts[s], s in capped) for s in CandidateStatus.values] + [
         (selectors.ALL, counts[selectors.ALL], selectors.ALL in capped)
@@ -136,14 +138,24 @@ def _status_tabs(counts, capped):
 
 def _queue_context(request, params) -> dict:
     namespaces = selectors.user_namespace_choices(user=request.user)
-    queue = selectors.candidate_queue(user=request.user, params=params, namespaces=namespaces)
-    counts, capped = selectors.status_counts(candidates=queue.without_status,
-                                             show_hidden=queue.show_hidden,
-                                             narrowed=queue.narrowed)
+    queue = selectors.candidate_queue(
+        user=request.user, params=params, namespaces=namespaces
+    )
+    counts, capped = selectors.status_counts(
+        candidates=queue.without_status,
+        show_hidden=queue.show_hidden,
+        narrowed=queue.narrowed,
+    )
     current = queue.status[0] if len(queue.status) == 1 else selectors.ALL
     if current in counts and not (len(queue.status) > 1):
-        page = _page(request, queue.candidates, QUEUE_PAGE_SIZE, params,
-                     count=counts[current], capped=current in capped)
+        page = _page(
+            request,
+            queue.candidates,
+            QUEUE_PAGE_SIZE,
+            params,
+            count=counts[current],
+            capped=current in capped,
+        )
     else:
         page = _page(request, queue.candidates, QUEUE_PAGE_SIZE, params)
     query = params.urlencode() if hasattr(params, "urlencode") else ""
@@ -182,15 +194,19 @@ def candidates_bulk(request):
     back = reverse("review:queue") + (f"?{query}" if query else "")
     if not form.is_valid():
         errors = "; ".join(e for errs in form.errors.values() for e in errs)
-        return _bulk_response(request, query, back, level="error", text=errors, status=400)
+        return _bulk_response(
+            request, query, back, level="error", text=errors, status=400
+        )
     if form.cleaned_data["all_matching"]:
         params = QueryDict(form.cleaned_data["query"], mutable=True)
         ids = selectors.candidate_queue(user=request.user, params=params).candidates
         ids = ids.values_list("pk", flat=True)[: services.BULK_LIMIT + 1]
     else:
-        ids = selectors.reviewable_candidates(user=request.user).filter(
-            pk__in=form.cleaned_data["ids"]
-        ).values_list("pk", flat=True)
+        ids = (
+            selectors.reviewable_candidates(user=request.user)
+            .filter(pk__in=form.cleaned_data["ids"])
+            .values_list("pk", flat=True)
+        )
     outcome = services.candidates_bulk_decide(
         candidate_ids=list(ids),
         actor=services.Actor(label=request.user.get_username(), is_admin=False),
@@ -201,22 +217,31 @@ def candidates_bulk(request):
     return _bulk_response(request, query, back, level=level, text=outcome.summary())
 
 
-def _bulk_response(request, query: str, back: str, *, level: str, text: str, status=200):
+def _bulk_response(
+    request, query: str, back: str, *, level: str, text: str, status=200
+):
     if _is_partial(request):
         if status >= 400:
             # Keep the reviewer's selection and note: only the message is added.
-            response = render(request, "review/_toasts.html",
-                              {"toasts": [(level, text)]}, status=status)
+            response = render(
+                request,
+                "review/_toasts.html",
+                {"toasts": [(level, text)]},
+                status=status,
+            )
             response["HX-Reswap"] = "none"
             return response
         context = _queue_context(request, QueryDict(query))
         context["toasts"] = [(level, text)]
-        return render(request, "review/queue.html#queue-results", context, status=status)
+        return render(
+            request, "review/queue.html#queue-results", context, status=status
+        )
     getattr(messages, level)(request, text)
     return redirect(back)
 
 
 # --- One candidate ------------------------------------------------------------------
+
 
 def _preview(candidate) -> dict:
     """The diff approving would create (from playbooks.apply once it offers it)."""
@@ -239,9 +264,16 @@ def _preview(candidate) -> dict:
         ]
     if isinstance(diff, str):
         preview["diff_lines"] = [
-            ("add" if line.startswith("+") and not line.startswith("+++") else
-             "del" if line.startswith("-") and not line.startswith("---") else
-             "hunk" if line.startswith("@@") else "", line)
+            (
+                "add"
+                if line.startswith("+") and not line.startswith("+++")
+                else "del"
+                if line.startswith("-") and not line.startswith("---")
+                else "hunk"
+                if line.startswith("@@")
+                else "",
+                line,
+            )
             for line in diff.splitlines()
         ]
     return preview
@@ -255,7 +287,8 @@ def _diff_text(item) -> str:
     if fields:
         changes = ", ".join(
             f"{name}: {change.get('from')} → {change.get('to')}"
-            if isinstance(change, dict) else f"{name}: {change}"
+            if isinstance(change, dict)
+            else f"{name}: {change}"
             for name, change in fields.items()
         )
         text = f"{text} ({changes})" if text else changes
@@ -265,8 +298,10 @@ def _diff_text(item) -> str:
 def _candidate_context(request, candidate, **extra) -> dict:
     now = timezone.now()
     held_by_other = bool(
-        candidate.leased_by_id and candidate.leased_by_id != request.user.pk
-        and candidate.lease_until and candidate.lease_until > now
+        candidate.leased_by_id
+        and candidate.leased_by_id != request.user.pk
+        and candidate.lease_until
+        and candidate.lease_until > now
     )
     audit = candidate.audit or {}
     findings = [
@@ -298,7 +333,9 @@ def _candidate_context(request, candidate, **extra) -> dict:
         "history": selectors.candidate_history(candidate=candidate),
         "preview": _preview(candidate) if open_ else {},
         "edit_form": CandidateEditForm(candidate=candidate) if open_ else None,
-        "neighbours": selectors.queue_neighbours(user=request.user, candidate=candidate),
+        "neighbours": selectors.queue_neighbours(
+            user=request.user, candidate=candidate
+        ),
         "lease_seconds": settings.FLYWHEEL_LEASE_SECONDS,
         "queue_url": _safe_next(request, reverse("review:queue")),
     }
@@ -354,7 +391,10 @@ def _act(request, pk: int, form_class, action, verb: str):
             if candidate.status == CandidateStatus.APPLY_FAILED:
                 text = f"Candidate {pk} was approved but applying it failed: {candidate.apply_error}"
                 level = "warning"
-            elif candidate.status == CandidateStatus.APPLIED and candidate.applied_version:
+            elif (
+                candidate.status == CandidateStatus.APPLIED
+                and candidate.applied_version
+            ):
                 text = f"Candidate {pk} applied (version {candidate.applied_version})."
         candidate = _get_candidate(request, pk)
     if _is_partial(request):
@@ -363,7 +403,9 @@ def _act(request, pk: int, form_class, action, verb: str):
         if target.startswith("cand-"):
             return _row_response(request, candidate, toasts, status)
         context = _candidate_context(request, candidate, toasts=toasts)
-        return render(request, "review/candidate.html#candidate", context, status=status)
+        return render(
+            request, "review/candidate.html#candidate", context, status=status
+        )
     getattr(messages, level)(request, text)
     return redirect(_safe_next(request, reverse("review:candidate", args=[pk])))
 
@@ -375,12 +417,19 @@ def _row_response(request, candidate, toasts, status):
 
     query = urlsplit(request.htmx.current_url or "").query
     queue = selectors.candidate_queue(user=request.user, params=QueryDict(query))
-    counts, capped = selectors.status_counts(candidates=queue.without_status,
-                                             show_hidden=queue.show_hidden,
-                                             narrowed=queue.narrowed)
+    counts, capped = selectors.status_counts(
+        candidates=queue.without_status,
+        show_hidden=queue.show_hidden,
+        narrowed=queue.narrowed,
+    )
     context = {
-        "c": candidate, "now": timezone.now(), "me": request.user, "selected": True,
-        "row_toasts": toasts, "row_tabs": True, "tab_query": QueryDict(query),
+        "c": candidate,
+        "now": timezone.now(),
+        "me": request.user,
+        "selected": True,
+        "row_toasts": toasts,
+        "row_tabs": True,
+        "tab_query": QueryDict(query),
         "current_status": queue.status[0] if len(queue.status) == 1 else selectors.ALL,
         "status_tabs": _status_tabs(counts, capped),
     }
@@ -389,22 +438,29 @@ def _row_response(request, candidate, toasts, status):
 
 def _approve(candidate, data, actor):
     return services.candidate_approve(
-        namespace=candidate.namespace, candidate_id=candidate.pk, actor=actor,
-        note=data["note"], override=data["override"],
+        namespace=candidate.namespace,
+        candidate_id=candidate.pk,
+        actor=actor,
+        note=data["note"],
+        override=data["override"],
         replace_strategy_id=data["replace_strategy"],
     )
 
 
 def _deny(candidate, data, actor):
     return services.candidate_deny(
-        namespace=candidate.namespace, candidate_id=candidate.pk, actor=actor,
+        namespace=candidate.namespace,
+        candidate_id=candidate.pk,
+        actor=actor,
         note=data["note"],
     )
 
 
 def _conflict(candidate, data, actor):
     return services.candidate_mark_conflicted(
-        namespace=candidate.namespace, candidate_id=candidate.pk, actor=actor,
+        namespace=candidate.namespace,
+        candidate_id=candidate.pk,
+        actor=actor,
         note=data["note"],
     )
 
@@ -436,8 +492,10 @@ def candidate_edit(request, pk: int):
     if form.is_valid():
         try:
             services.candidate_edit(
-                namespace=candidate.namespace, candidate_id=candidate.pk,
-                actor=_actor(request, candidate), changes=form.changes(),
+                namespace=candidate.namespace,
+                candidate_id=candidate.pk,
+                actor=_actor(request, candidate),
+                changes=form.changes(),
                 note=form.cleaned_data["note"],
             )
         except services.ReviewError as exc:
@@ -452,12 +510,15 @@ def candidate_edit(request, pk: int):
         context = _candidate_context(request, candidate, toasts=[(level, text)])
         if edit_form is not None:
             context["edit_form"], context["edit_open"] = edit_form, True
-        return render(request, "review/candidate.html#candidate", context, status=status)
+        return render(
+            request, "review/candidate.html#candidate", context, status=status
+        )
     getattr(messages, level)(request, text)
     return redirect(reverse("review:candidate", args=[pk]))
 
 
 # --- Runs, activity, dashboard ------------------------------------------------------
+
 
 @require_GET
 @reviewer_required
@@ -485,7 +546,9 @@ def run_detail(request, pk):
     for part in request.GET.get("hl", "").split(","):
         if part.strip().isdigit():
             highlight.add(int(part))
-    return render(request, "review/run_detail.html", {"run": run, "highlight": highlight})
+    return render(
+        request, "review/run_detail.html", {"run": run, "highlight": highlight}
+    )
 
 
 @require_GET
@@ -510,19 +573,28 @@ def dashboard(request):
     decisions = selectors.decisions_per_day(user=request.user, days=14)
     curves = selectors.learning_curves(user=request.user, days=30)
     health_rows = [{"label": b["label"], **b["by_kind"]} for b in health["buckets"]]
-    decision_rows = [{**row, "label": row["day"].strftime("%b %d")} for row in decisions]
+    decision_rows = [
+        {**row, "label": row["day"].strftime("%b %d")} for row in decisions
+    ]
     context = {
         "health": health,
         "health_chart": charts.stacked_bars(
-            rows=health_rows, keys=CandidateKind.values, label_key="label",
+            rows=health_rows,
+            keys=CandidateKind.values,
+            label_key="label",
             colours=charts.KIND_COLOURS,
         ),
         "decisions": decisions,
         "decisions_chart": charts.stacked_bars(
-            rows=decision_rows, keys=["approve", "deny", "conflict"], label_key="label",
-            colours=charts.DECISION_COLOURS, label_every=2,
+            rows=decision_rows,
+            keys=["approve", "deny", "conflict"],
+            label_key="label",
+            colours=charts.DECISION_COLOURS,
+            label_every=2,
         ),
         "curves": curves,
-        "curves_chart": charts.line_chart(slots=curves["slots"], series=curves["series"]),
+        "curves_chart": charts.line_chart(
+            slots=curves["slots"], series=curves["series"]
+        ),
     }
     return render(request, "review/dashboard.html", context)

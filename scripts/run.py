@@ -5,6 +5,7 @@ Starts `manage.py runserver HOST:PORT --noreload` and `manage.py qcluster`, wait
 /healthz, prints the console address, the demo logins, the demo agent token and a curl
 example, and stops both children cleanly on Ctrl-C or SIGTERM (or when either dies).
 """
+
 import argparse
 import json
 import os
@@ -24,7 +25,9 @@ DEMO_LOGINS = (("reviewer", "reviewer-demo"), ("admin", "admin-demo"))
 def start(args: list[str]) -> subprocess.Popen:
     # Own process group: a terminal's Ctrl-C reaches us once, and we stop each child.
     return subprocess.Popen(
-        [sys.executable, "manage.py", *args], cwd=ROOT, start_new_session=True,
+        [sys.executable, "manage.py", *args],
+        cwd=ROOT,
+        start_new_session=True,
         env=dict(os.environ, PYTHONUNBUFFERED="1"),
     )
 
@@ -78,10 +81,14 @@ def wait_healthy(
 
 
 def banner(base: str, health: dict) -> str:
-    token = TOKEN_FILE.read_text().strip() if TOKEN_FILE.is_file() else "<run manage.py load_demo>"
+    token = (
+        TOKEN_FILE.read_text().strip()
+        if TOKEN_FILE.is_file()
+        else "<run manage.py load_demo>"
+    )
     logins = "\n".join(f"    {user} / {password}" for user, password in DEMO_LOGINS)
     return f"""
-Flywheel is running (database: {health.get('database')}, worker: {health.get('worker')}).
+Flywheel is running (database: {health.get("database")}, worker: {health.get("worker")}).
 
   Console:   {base}/          (review queue; playbooks at {base}/playbooks/)
   Logins:
@@ -101,8 +108,9 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--host", default="127.0.0.1")
     parser.add_argument("--port", type=int, default=8000)
-    parser.add_argument("--timeout", type=float, default=60.0,
-                        help="seconds to wait for /healthz")
+    parser.add_argument(
+        "--timeout", type=float, default=60.0, help="seconds to wait for /healthz"
+    )
     args = parser.parse_args()
 
     stopping = False
@@ -123,17 +131,24 @@ def main() -> int:
     try:
         host = "127.0.0.1" if args.host in ("0.0.0.0", "::") else args.host
         base = f"http://{host}:{args.port}"
-        health = wait_healthy(base + "/healthz", children, args.timeout, lambda: stopping)
+        health = wait_healthy(
+            base + "/healthz", children, args.timeout, lambda: stopping
+        )
         if health is None:
             if not stopping:
-                print(f"Flywheel did not become healthy at {base}/healthz", file=sys.stderr)
+                print(
+                    f"Flywheel did not become healthy at {base}/healthz",
+                    file=sys.stderr,
+                )
             return 1
         print(banner(base, health), flush=True)
         while not stopping:
             dead = [child for child in children if child.poll() is not None]
             if dead:
-                print(f"a child process exited (code {dead[0].returncode}); stopping",
-                      file=sys.stderr)
+                print(
+                    f"a child process exited (code {dead[0].returncode}); stopping",
+                    file=sys.stderr,
+                )
                 return 1
             time.sleep(0.5)
         print("\nStopping the web server and the worker…", flush=True)

@@ -1,4 +1,5 @@
 """factory_boy factories for test data."""
+
 import factory
 
 from learning.models import (
@@ -27,7 +28,9 @@ class TrajectoryFactory(factory.django.DjangoModelFactory):
     namespace = factory.SubFactory(NamespaceFactory)
     external_id = factory.Sequence(lambda n: f"run-{n}")
     agent = "test-agent"
-    task_description = factory.Sequence(lambda n: f"Change the flight of reservation R{n:04d}")
+    task_description = factory.Sequence(
+        lambda n: f"Change the flight of reservation R{n:04d}"
+    )
     task_type = "airline.change_flight"
     status = "success"
     success_score = 1.0
@@ -61,7 +64,9 @@ class CandidateFactory(factory.django.DjangoModelFactory):
     namespace = factory.SubFactory(NamespaceFactory)
     kind = "strategy_helpful"
     content = factory.Sequence(
-        lambda n: f"Confirm the cabin class with get_reservation_details before change #{n}"
+        lambda n: (
+            f"Confirm the cabin class with get_reservation_details before change #{n}"
+        )
     )
     rationale = "Successful runs looked up the reservation first."
     confidence = 0.8
@@ -69,7 +74,9 @@ class CandidateFactory(factory.django.DjangoModelFactory):
 
 def make_token(namespace: str = "acme", role: str = "agent", name: str | None = None):
     """Returns (ApiToken, raw key)."""
-    return token_create(name=name or f"{role}-token", namespace_slug=namespace, role=role)
+    return token_create(
+        name=name or f"{role}-token", namespace_slug=namespace, role=role
+    )
 
 
 def make_playbook(namespace=None, slug: str = "airline", **kwargs):
@@ -80,11 +87,13 @@ def make_playbook(namespace=None, slug: str = "airline", **kwargs):
     return playbook_create(namespace=namespace, slug=slug, name=slug.title(), **kwargs)
 
 
-def make_strategy(playbook, description: str, *, type: str = "helpful", actor: str = "test",
-                  **kwargs):
+def make_strategy(
+    playbook, description: str, *, type: str = "helpful", actor: str = "test", **kwargs
+):
     """A strategy added by hand (a new playbook version); returns the Strategy."""
     from playbooks.services import strategy_add
 
-    strategy, _ = strategy_add(playbook=playbook, actor=actor, type=type,
-                               description=description, **kwargs)
+    strategy, _ = strategy_add(
+        playbook=playbook, actor=actor, type=type, description=description, **kwargs
+    )
     return strategy

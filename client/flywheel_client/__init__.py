@@ -1,4 +1,5 @@
 """Flywheel client: record agent runs, post feedback, recall context, propose learnings."""
+
 from flywheel_client.client import (
     ApiError,
     Context,

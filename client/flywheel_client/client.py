@@ -1,4 +1,5 @@
 """The Flywheel HTTP client (standard library only)."""
+
 from __future__ import annotations
 
 import json
@@ -128,7 +129,9 @@ class Flywheel:
         query = {k: v for k, v in (params or {}).items() if v is not None}
         if query:
             url += "?" + urllib.parse.urlencode(query)
-        data = None if json_body is None else json.dumps(json_body, default=str).encode()
+        data = (
+            None if json_body is None else json.dumps(json_body, default=str).encode()
+        )
         headers = {
             "Authorization": f"Bearer {self._token}",
             "Accept": "application/json",
@@ -138,7 +141,9 @@ class Flywheel:
             headers["Content-Type"] = "application/json"
         attempt = 0
         while True:
-            request = urllib.request.Request(url, data=data, headers=headers, method=method)
+            request = urllib.request.Request(
+                url, data=data, headers=headers, method=method
+            )
             try:
                 with urllib.request.urlopen(request, timeout=self.timeout) as response:
                     raw = response.read()
@@ -155,16 +160,26 @@ class Flywheel:
                 if not retryable or attempt >= self.max_retries:
                     raise ApiError(exc.code, body, method, path) from None
                 delay = self._delay(attempt, exc.headers.get("Retry-After"))
-                logger.info("flywheel %s %s -> %s; retrying in %.2fs", method, path,
-                            exc.code, delay)
+                logger.info(
+                    "flywheel %s %s -> %s; retrying in %.2fs",
+                    method,
+                    path,
+                    exc.code,
+                    delay,
+                )
             except (urllib.error.URLError, HTTPException, OSError) as exc:
                 reason = getattr(exc, "reason", exc)
                 refused = isinstance(reason, ConnectionRefusedError)
                 if not (idempotent or refused) or attempt >= self.max_retries:
                     raise TransportError(f"{method} {path}: {reason}") from exc
                 delay = self._delay(attempt, None)
-                logger.info("flywheel %s %s failed (%s); retrying in %.2fs", method, path,
-                            reason, delay)
+                logger.info(
+                    "flywheel %s %s failed (%s); retrying in %.2fs",
+                    method,
+                    path,
+                    reason,
+                    delay,
+                )
             self._sleep(delay)
             attempt += 1
 
@@ -180,7 +195,9 @@ class Flywheel:
     def _object(self, method: str, path: str, **kwargs: Any) -> dict[str, Any]:
         body = self.request(method, path, **kwargs)
         if not isinstance(body, dict):
-            raise FlywheelError(f"{method} {path}: expected a JSON object, got {body!r:.200}")
+            raise FlywheelError(
+                f"{method} {path}: expected a JSON object, got {body!r:.200}"
+            )
         return body
 
     # --- runs ------------------------------------------------------------------
@@ -191,7 +208,10 @@ class Flywheel:
         if self.agent and "agent" not in payload:
             payload["agent"] = self.agent
         return self._object(
-            "POST", "runs/", json_body=payload, idempotent=bool(payload.get("external_id"))
+            "POST",
+            "runs/",
+            json_body=payload,
+            idempotent=bool(payload.get("external_id")),
         )
 
     def get_run(self, run_id: str) -> dict[str, Any]:
@@ -239,8 +259,9 @@ class Flywheel:
             body["message"] = message
         if metrics:
             body["metrics"] = metrics
-        return self._object("POST", f"runs/{run_id}/feedback/", json_body=body,
-                            idempotent=False)
+        return self._object(
+            "POST", f"runs/{run_id}/feedback/", json_body=body, idempotent=False
+        )
 
     # --- playbooks and candidates ----------------------------------------------
 
@@ -260,9 +281,13 @@ class Flywheel:
         body = self._object(
             "GET",
             f"playbooks/{urllib.parse.quote(playbook, safe='')}/context/",
-            params={"task": task, "task_type": task_type or None,
-                    "budget_tokens": budget_tokens, "session_id": session_id or None,
-                    "run": run},
+            params={
+                "task": task,
+                "task_type": task_type or None,
+                "budget_tokens": budget_tokens,
+                "session_id": session_id or None,
+                "run": run,
+            },
         )
         return Context(
             playbook=body.get("playbook", playbook),
@@ -286,8 +311,11 @@ class Flywheel:
         """Propose a learning candidate (audited, then reviewed). The server merges a
         repeat of a pending proposal into it, so a retried proposal is harmless."""
         body: dict[str, Any] = {
-            "kind": kind, "content": content, "rationale": rationale,
-            "confidence": confidence, **extra,
+            "kind": kind,
+            "content": content,
+            "rationale": rationale,
+            "confidence": confidence,
+            **extra,
         }
         if playbook is not None:
             body["playbook"] = playbook
@@ -367,8 +395,11 @@ class RunRecorder:
     ) -> dict[str, Any]:
         if type not in STEP_TYPES:
             raise ValueError(f"step type must be one of {', '.join(STEP_TYPES)}")
-        step: dict[str, Any] = {"type": type, "description": description,
-                                "started_at": _now()}
+        step: dict[str, Any] = {
+            "type": type,
+            "description": description,
+            "started_at": _now(),
+        }
         if tool:
             step["tool"] = tool
         if result is not None:
@@ -378,7 +409,9 @@ class RunRecorder:
         self.steps.append(step)
         return step
 
-    def message(self, role: str, text: str, *, tokens: int | None = None) -> dict[str, Any]:
+    def message(
+        self, role: str, text: str, *, tokens: int | None = None
+    ) -> dict[str, Any]:
         return self.step("message", f"{role}: {text}", tokens=tokens)
 
     def tool_call(
@@ -403,8 +436,12 @@ class RunRecorder:
         """Recall context for this run's task, linked to this run, and note the
         version in ``playbook_versions``."""
         context = self.client.recall(
-            playbook, task=self.task, task_type=self.task_type, budget_tokens=budget_tokens,
-            session_id=self.session_id, run=self.external_id,
+            playbook,
+            task=self.task,
+            task_type=self.task_type,
+            budget_tokens=budget_tokens,
+            session_id=self.session_id,
+            run=self.external_id,
         )
         self.use(context)
         return context
@@ -428,7 +465,9 @@ class RunRecorder:
 
     def payload(self) -> dict[str, Any]:
         """The run as ``POST /api/v1/runs/`` takes it."""
-        duration_ms = int((time.monotonic() - self._started) * 1000) if self._started else None
+        duration_ms = (
+            int((time.monotonic() - self._started) * 1000) if self._started else None
+        )
         body: dict[str, Any] = {
             "external_id": self.external_id,
             "task_description": self.task,
@@ -440,10 +479,14 @@ class RunRecorder:
             "completed_at": _now(),
         }
         optional = {
-            "task_type": self.task_type, "user_id": self.user_id,
-            "session_id": self.session_id, "success_score": self.success_score,
-            "error_message": self.error_message, "tokens_used": self.tokens_used,
-            "cost_usd": self.cost_usd, "duration_ms": duration_ms,
+            "task_type": self.task_type,
+            "user_id": self.user_id,
+            "session_id": self.session_id,
+            "success_score": self.success_score,
+            "error_message": self.error_message,
+            "tokens_used": self.tokens_used,
+            "cost_usd": self.cost_usd,
+            "duration_ms": duration_ms,
         }
         body.update({k: v for k, v in optional.items() if v not in (None, "")})
         return body

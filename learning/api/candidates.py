@@ -168,6 +168,7 @@ def _candidate_or_404(request, candidate_id) -> LearningCandidate:
 
 class CandidateListCreateApi(APIView):
     pagination_class = Pagination  # the schema documents the paginated list
+
     @extend_schema(
         operation_id="candidates_list",
         parameters=[

@@ -1,4 +1,5 @@
 """JSON errors that name the field and the problem; never an HTML 500."""
+
 import logging
 
 from django.core.exceptions import ValidationError as DjangoValidationError
@@ -32,7 +33,9 @@ class Conflict(exceptions.APIException):
 
 def exception_handler(exc, context):
     if isinstance(exc, DjangoValidationError):
-        detail = exc.message_dict if hasattr(exc, "error_dict") else {"detail": exc.messages}
+        detail = (
+            exc.message_dict if hasattr(exc, "error_dict") else {"detail": exc.messages}
+        )
         exc = exceptions.ValidationError(detail)
     elif isinstance(exc, Http404):
         exc = exceptions.NotFound(str(exc) or "Not found.")
@@ -46,8 +49,11 @@ def exception_handler(exc, context):
         # beyond ±15:59, a number out of range): the caller's input, not our fault.
         logger.info("data error: %s", exc)
         return Response(
-            {"detail": "A value is out of the range the database accepts (for example a "
-                       "time zone offset beyond ±15:59).", "code": "invalid"},
+            {
+                "detail": "A value is out of the range the database accepts (for example a "
+                "time zone offset beyond ±15:59).",
+                "code": "invalid",
+            },
             status=status.HTTP_400_BAD_REQUEST,
         )
     if isinstance(exc, IntegrityError):

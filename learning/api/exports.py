@@ -1,4 +1,5 @@
 """Training exports over the API: streamed JSONL."""
+
 from django.http import StreamingHttpResponse
 from drf_spectacular.types import OpenApiTypes
 from drf_spectacular.utils import OpenApiParameter, OpenApiResponse, extend_schema
@@ -22,13 +23,22 @@ class ExportApi(APIView):
     @extend_schema(
         operation_id="exports_retrieve",
         parameters=[
-            OpenApiParameter("export_format", str, OpenApiParameter.PATH,
-                             enum=list(EXPORT_FORMATS)),
+            OpenApiParameter(
+                "export_format", str, OpenApiParameter.PATH, enum=list(EXPORT_FORMATS)
+            ),
             OpenApiParameter("task_type", str),
-            OpenApiParameter("min_score", float, description="effective score floor "
-                             "(sft default 0.8; preferences: of the chosen run)"),
-            OpenApiParameter("max_score", float, description="effective score ceiling "
-                             "(preferences: of the rejected run)"),
+            OpenApiParameter(
+                "min_score",
+                float,
+                description="effective score floor "
+                "(sft default 0.8; preferences: of the chosen run)",
+            ),
+            OpenApiParameter(
+                "max_score",
+                float,
+                description="effective score ceiling "
+                "(preferences: of the rejected run)",
+            ),
             OpenApiParameter("since", OpenApiTypes.DATETIME),
             OpenApiParameter("until", OpenApiTypes.DATETIME),
             OpenApiParameter("limit", int),
@@ -47,9 +57,13 @@ class ExportApi(APIView):
         except ExportFilterError as exc:
             raise exceptions.ValidationError(exc.errors)
         response = StreamingHttpResponse(
-            export_lines(namespace=request.auth.namespace, format=format, filters=filters),
+            export_lines(
+                namespace=request.auth.namespace, format=format, filters=filters
+            ),
             content_type="application/x-ndjson",
         )
         stamp = request.auth.namespace.slug
-        response["Content-Disposition"] = f'attachment; filename="{stamp}-{format}.jsonl"'
+        response["Content-Disposition"] = (
+            f'attachment; filename="{stamp}-{format}.jsonl"'
+        )
         return response

@@ -1,4 +1,5 @@
 """OTLP/HTTP traces endpoint: protobuf or JSON bodies, optionally gzip-compressed."""
+
 import zlib
 
 from django.conf import settings
@@ -10,7 +11,12 @@ from rest_framework.response import Response
 from rest_framework.views import APIView
 
 from learning.api.errors import PayloadTooLarge
-from learning.otel import OtlpDecodeError, otel_traces_ingest, spans_from_json, spans_from_protobuf
+from learning.otel import (
+    OtlpDecodeError,
+    otel_traces_ingest,
+    spans_from_json,
+    spans_from_protobuf,
+)
 from learning.throttling import IngestRateThrottle
 
 
@@ -22,7 +28,8 @@ def _decompressed(stream, encoding: str) -> bytes:
         return raw
     if encoding not in ("gzip", "deflate"):
         raise exceptions.UnsupportedMediaType(
-            encoding, detail=f"Content-Encoding '{encoding}' is not supported; use gzip."
+            encoding,
+            detail=f"Content-Encoding '{encoding}' is not supported; use gzip.",
         )
     wbits = 16 + zlib.MAX_WBITS if encoding == "gzip" else zlib.MAX_WBITS
     decompressor = zlib.decompressobj(wbits)

@@ -1,4 +1,5 @@
 """One page shape for every list: count, next, previous, results."""
+
 from rest_framework.pagination import PageNumberPagination
 
 

@@ -1,4 +1,5 @@
 """A JSON parser whose every failure is a 400 naming the problem."""
+
 from rest_framework.exceptions import ParseError
 from rest_framework.parsers import JSONParser
 

@@ -1,4 +1,5 @@
 """Input and output shapes of the runs API."""
+
 import math
 from typing import Any
 
@@ -7,7 +8,14 @@ from django.utils.dateparse import parse_datetime
 from drf_spectacular.utils import extend_schema_field
 from rest_framework import serializers
 
-from learning.models import Feedback, FeedbackType, RunStatus, Step, StepType, Trajectory
+from learning.models import (
+    Feedback,
+    FeedbackType,
+    RunStatus,
+    Step,
+    StepType,
+    Trajectory,
+)
 
 MAX_STEPS_PER_RUN = 5000
 MAX_RUNS_PER_BATCH = 1000
@@ -43,7 +51,9 @@ class StrictFloatField(serializers.FloatField):
 
 class StrictIntegerField(serializers.IntegerField):
     def to_internal_value(self, data):
-        if isinstance(data, bool) or (isinstance(data, float) and not data.is_integer()):
+        if isinstance(data, bool) or (
+            isinstance(data, float) and not data.is_integer()
+        ):
             self.fail("invalid")
         return super().to_internal_value(data)
 
@@ -93,10 +103,14 @@ class StorableDictField(serializers.DictField):
 class StepInputSerializer(serializers.Serializer):
     type = serializers.ChoiceField(choices=StepType.choices)
     # Blank is allowed (a tool that returned nothing); missing is not.
-    description = StrictCharField(max_length=200_000, trim_whitespace=False, allow_blank=True)
+    description = StrictCharField(
+        max_length=200_000, trim_whitespace=False, allow_blank=True
+    )
     result = StorableJSONField(required=False, allow_null=True)
     tool = StrictCharField(max_length=200, required=False, allow_blank=True)
-    tokens = StrictIntegerField(required=False, allow_null=True, min_value=0, max_value=MAX_INT)
+    tokens = StrictIntegerField(
+        required=False, allow_null=True, min_value=0, max_value=MAX_INT
+    )
     started_at = serializers.DateTimeField(required=False, allow_null=True)
     ended_at = serializers.DateTimeField(required=False, allow_null=True)
 
@@ -135,7 +149,9 @@ def _step_validate(step) -> tuple[dict, dict]:
     elif not isinstance(text, str):
         errors["description"] = [f"Not a valid string: got {type(text).__name__}."]
     elif len(text) > 200_000:
-        errors["description"] = ["Ensure this field has no more than 200000 characters."]
+        errors["description"] = [
+            "Ensure this field has no more than 200000 characters."
+        ]
     elif "\x00" in text:
         errors["description"] = ["Null characters are not allowed."]
     else:
@@ -212,7 +228,9 @@ class OutcomeFieldsMixin(serializers.Serializer):
     success_score = StrictFloatField(
         required=False, allow_null=True, min_value=0.0, max_value=1.0
     )
-    error_message = StrictCharField(required=False, allow_blank=True, max_length=100_000)
+    error_message = StrictCharField(
+        required=False, allow_blank=True, max_length=100_000
+    )
     duration_ms = StrictIntegerField(
         required=False, allow_null=True, min_value=0, max_value=MAX_BIGINT
     )
@@ -227,8 +245,9 @@ class OutcomeFieldsMixin(serializers.Serializer):
 
 
 class RunInputSerializer(OutcomeFieldsMixin):
-    external_id = StrictCharField(max_length=200, required=False, allow_null=True,
-                                  allow_blank=True)
+    external_id = StrictCharField(
+        max_length=200, required=False, allow_null=True, allow_blank=True
+    )
     agent = StrictCharField(max_length=100, required=False, allow_blank=True)
     user_id = StrictCharField(max_length=200, required=False, allow_blank=True)
     session_id = StrictCharField(max_length=200, required=False, allow_blank=True)
@@ -252,7 +271,9 @@ class RunInputSerializer(OutcomeFieldsMixin):
 
 
 class RunBatchInputSerializer(serializers.Serializer):
-    runs = RunInputSerializer(many=True, allow_empty=False, max_length=MAX_RUNS_PER_BATCH)
+    runs = RunInputSerializer(
+        many=True, allow_empty=False, max_length=MAX_RUNS_PER_BATCH
+    )
 
 
 class RunCompleteInputSerializer(OutcomeFieldsMixin):
@@ -272,14 +293,31 @@ class FeedbackInputSerializer(serializers.Serializer):
 class StepOutputSerializer(serializers.ModelSerializer):
     class Meta:
         model = Step
-        fields = ["index", "type", "description", "result", "tool", "tokens", "started_at",
-                  "ended_at", "created_at"]
+        fields = [
+            "index",
+            "type",
+            "description",
+            "result",
+            "tool",
+            "tokens",
+            "started_at",
+            "ended_at",
+            "created_at",
+        ]
 
 
 class FeedbackOutputSerializer(serializers.ModelSerializer):
     class Meta:
         model = Feedback
-        fields = ["id", "feedback_type", "score", "source", "message", "metrics", "created_at"]
+        fields = [
+            "id",
+            "feedback_type",
+            "score",
+            "source",
+            "message",
+            "metrics",
+            "created_at",
+        ]
 
 
 class ReflectionStateSerializer(serializers.Serializer):
@@ -298,12 +336,33 @@ class RunOutputSerializer(serializers.ModelSerializer):
     class Meta:
         model = Trajectory
         fields = [
-            "id", "external_id", "namespace", "agent", "user_id", "session_id",
-            "task_description", "task_type", "status", "success_score", "effective_score",
-            "error_message", "duration_ms", "tokens_used", "cost_usd", "metrics",
-            "playbook_versions", "needs_relearning", "relearning_priority", "redacted",
-            "redaction_count", "reflection", "step_count", "started_at", "completed_at",
-            "created_at", "updated_at",
+            "id",
+            "external_id",
+            "namespace",
+            "agent",
+            "user_id",
+            "session_id",
+            "task_description",
+            "task_type",
+            "status",
+            "success_score",
+            "effective_score",
+            "error_message",
+            "duration_ms",
+            "tokens_used",
+            "cost_usd",
+            "metrics",
+            "playbook_versions",
+            "needs_relearning",
+            "relearning_priority",
+            "redacted",
+            "redaction_count",
+            "reflection",
+            "step_count",
+            "started_at",
+            "completed_at",
+            "created_at",
+            "updated_at",
         ]
 
     def get_step_count(self, run) -> int:

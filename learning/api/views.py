@@ -1,4 +1,5 @@
 """Runs API: thin callers of learning.services.runs and learning.selectors."""
+
 import uuid
 
 from django.db import connection
@@ -38,7 +39,9 @@ from learning.throttling import IngestRateThrottle
 
 def get_run_or_404(request, run_id) -> Trajectory:
     try:
-        return selectors.run_get(namespace=request.auth.namespace, run_id=uuid.UUID(str(run_id)))
+        return selectors.run_get(
+            namespace=request.auth.namespace, run_id=uuid.UUID(str(run_id))
+        )
     except (ValueError, Trajectory.DoesNotExist):
         raise exceptions.NotFound("No run with this id in your namespace.")
 
@@ -65,7 +68,9 @@ RUN_LIST_PARAMETERS = [
     for name in RunFilter.base_filters
 ] + [
     OpenApiParameter("page", int, description="Page number, from 1."),
-    OpenApiParameter("page_size", int, description="Runs per page (default 50, at most 500)."),
+    OpenApiParameter(
+        "page_size", int, description="Runs per page (default 50, at most 500)."
+    ),
 ]
 RUN_PAGE = inline_serializer(
     "PaginatedRunList",
@@ -93,12 +98,16 @@ class RunListCreateApi(APIView):
     )
     def get(self, request):
         try:
-            qs = selectors.run_list(namespace=request.auth.namespace, filters=request.query_params)
+            qs = selectors.run_list(
+                namespace=request.auth.namespace, filters=request.query_params
+            )
         except selectors.InvalidFilters as exc:
             raise exceptions.ValidationError(exc.errors)
         paginator = self.settings.DEFAULT_PAGINATION_CLASS()
         page = paginator.paginate_queryset(qs, request, view=self)
-        return paginator.get_paginated_response(RunOutputSerializer(page, many=True).data)
+        return paginator.get_paginated_response(
+            RunOutputSerializer(page, many=True).data
+        )
 
     @extend_schema(
         operation_id="runs_create",
@@ -109,7 +118,7 @@ class RunListCreateApi(APIView):
         ),
         responses={201: RUN_CREATE_RESULT, 200: RUN_CREATE_RESULT},
         description=(
-            "Post one run with its steps, or a batch as {\"runs\": [...]}. Idempotent on "
+            'Post one run with its steps, or a batch as {"runs": [...]}. Idempotent on '
             "external_id within the namespace: a repeat returns the stored run with 200."
         ),
     )
@@ -119,15 +128,21 @@ class RunListCreateApi(APIView):
             raise exceptions.ValidationError(
                 {
                     "non_field_errors": [
-                        "The body must be a JSON object: one run, or {\"runs\": [...]}; "
+                        'The body must be a JSON object: one run, or {"runs": [...]}; '
                         f"got {type(data).__name__ if data is not None else 'nothing'}."
                     ]
                 }
             )
         is_batch = "runs" in data
-        serializer = (RunBatchInputSerializer if is_batch else RunInputSerializer)(data=data)
+        serializer = (RunBatchInputSerializer if is_batch else RunInputSerializer)(
+            data=data
+        )
         serializer.is_valid(raise_exception=True)
-        payloads = serializer.validated_data["runs"] if is_batch else [serializer.validated_data]
+        payloads = (
+            serializer.validated_data["runs"]
+            if is_batch
+            else [serializer.validated_data]
+        )
         token = request.auth
         results = run_services.runs_ingest(
             namespace=token.namespace, agent=token.name, runs=payloads
@@ -137,7 +152,11 @@ class RunListCreateApi(APIView):
                 "created": sum(r.created for r in results),
                 "existing": sum(not r.created for r in results),
                 "runs": [
-                    {"id": str(r.run.id), "external_id": r.run.external_id, "created": r.created}
+                    {
+                        "id": str(r.run.id),
+                        "external_id": r.run.external_id,
+                        "created": r.created,
+                    }
                     for r in results
                 ],
             }
@@ -168,10 +187,14 @@ class RunStepsApi(APIView):
         serializer = StepsInputSerializer(data=request.data)
         serializer.is_valid(raise_exception=True)
         try:
-            steps = run_services.run_steps_append(run=run, steps=serializer.validated_data["steps"])
+            steps = run_services.run_steps_append(
+                run=run, steps=serializer.validated_data["steps"]
+            )
         except run_services.RunNotRunning as exc:
             raise Conflict(str(exc))
-        return Response(StepOutputSerializer(steps, many=True).data, status=status.HTTP_201_CREATED)
+        return Response(
+            StepOutputSerializer(steps, many=True).data, status=status.HTTP_201_CREATED
+        )
 
 
 class RunCompleteApi(APIView):
@@ -202,7 +225,9 @@ class RunFeedbackApi(APIView):
         run = get_run_or_404(request, run_id)
         serializer = FeedbackInputSerializer(data=request.data)
         serializer.is_valid(raise_exception=True)
-        feedback, run = run_services.feedback_add(run=run, data=serializer.validated_data)
+        feedback, run = run_services.feedback_add(
+            run=run, data=serializer.validated_data
+        )
         run = selectors.run_get(namespace=request.auth.namespace, run_id=run.id)
         return Response(
             {
@@ -228,5 +253,9 @@ def healthz(request):
     except Exception as exc:  # noqa: BLE001 - health reports, never raises
         database = f"error: {exc.__class__.__name__}"
     worker = worker_status()
-    body = {"status": "ok" if database == "ok" else "degraded", "database": database, **worker}
+    body = {
+        "status": "ok" if database == "ok" else "degraded",
+        "database": database,
+        **worker,
+    }
     return JsonResponse(body, status=200 if database == "ok" else 503)

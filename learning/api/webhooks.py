@@ -1,4 +1,5 @@
 """Webhooks API (admin tokens): register URLs for signed events, read the delivery log."""
+
 from drf_spectacular.utils import extend_schema
 from rest_framework import exceptions, serializers, status
 from rest_framework.response import Response
@@ -13,16 +14,28 @@ from learning.webhooks import WEBHOOK_EVENTS, webhook_create
 class WebhookInputSerializer(serializers.Serializer):
     url = serializers.URLField(max_length=500)
     events = serializers.ListField(
-        child=serializers.ChoiceField(choices=WEBHOOK_EVENTS), required=False, max_length=10
+        child=serializers.ChoiceField(choices=WEBHOOK_EVENTS),
+        required=False,
+        max_length=10,
     )
-    description = serializers.CharField(max_length=200, required=False, allow_blank=True)
+    description = serializers.CharField(
+        max_length=200, required=False, allow_blank=True
+    )
     active = serializers.BooleanField(required=False)
 
 
 class WebhookOutputSerializer(serializers.ModelSerializer):
     class Meta:
         model = Webhook
-        fields = ["id", "url", "events", "active", "description", "created_by", "created_at"]
+        fields = [
+            "id",
+            "url",
+            "events",
+            "active",
+            "description",
+            "created_by",
+            "created_at",
+        ]
 
 
 class WebhookCreatedSerializer(WebhookOutputSerializer):
@@ -33,12 +46,25 @@ class WebhookCreatedSerializer(WebhookOutputSerializer):
 class DeliveryOutputSerializer(serializers.ModelSerializer):
     class Meta:
         model = WebhookDelivery
-        fields = ["id", "event_id", "event", "status", "attempts", "last_status_code",
-                  "last_error", "next_attempt_at", "delivered_at", "created_at", "payload"]
+        fields = [
+            "id",
+            "event_id",
+            "event",
+            "status",
+            "attempts",
+            "last_status_code",
+            "last_error",
+            "next_attempt_at",
+            "delivered_at",
+            "created_at",
+            "payload",
+        ]
 
 
 def _hook_or_404(request, webhook_id) -> Webhook:
-    hook = Webhook.objects.filter(namespace=request.auth.namespace, pk=webhook_id).first()
+    hook = Webhook.objects.filter(
+        namespace=request.auth.namespace, pk=webhook_id
+    ).first()
     if hook is None:
         raise exceptions.NotFound("No webhook with this id in your namespace.")
     return hook
@@ -48,12 +74,16 @@ class WebhookListCreateApi(APIView):
     pagination_class = Pagination  # the schema documents the paginated list
     permission_classes = [IsAdmin]
 
-    @extend_schema(operation_id="webhooks_list", responses=WebhookOutputSerializer(many=True))
+    @extend_schema(
+        operation_id="webhooks_list", responses=WebhookOutputSerializer(many=True)
+    )
     def get(self, request):
         hooks = Webhook.objects.filter(namespace=request.auth.namespace).order_by("id")
         paginator = self.settings.DEFAULT_PAGINATION_CLASS()
         page = paginator.paginate_queryset(hooks, request, view=self)
-        return paginator.get_paginated_response(WebhookOutputSerializer(page, many=True).data)
+        return paginator.get_paginated_response(
+            WebhookOutputSerializer(page, many=True).data
+        )
 
     @extend_schema(
         operation_id="webhooks_create",
@@ -72,7 +102,9 @@ class WebhookListCreateApi(APIView):
             description=data.get("description", ""),
             created_by=str(request.user),
         )
-        return Response(WebhookCreatedSerializer(hook).data, status=status.HTTP_201_CREATED)
+        return Response(
+            WebhookCreatedSerializer(hook).data, status=status.HTTP_201_CREATED
+        )
 
 
 class WebhookDetailApi(APIView):
@@ -92,11 +124,15 @@ class WebhookDeliveriesApi(APIView):
     pagination_class = Pagination  # the schema documents the paginated list
     permission_classes = [IsAdmin]
 
-    @extend_schema(operation_id="webhooks_deliveries_list",
-                   responses=DeliveryOutputSerializer(many=True))
+    @extend_schema(
+        operation_id="webhooks_deliveries_list",
+        responses=DeliveryOutputSerializer(many=True),
+    )
     def get(self, request, webhook_id):
         hook = _hook_or_404(request, webhook_id)
         deliveries = hook.deliveries.order_by("-created_at", "-id")
         paginator = self.settings.DEFAULT_PAGINATION_CLASS()
         page = paginator.paginate_queryset(deliveries, request, view=self)
-        return paginator.get_paginated_response(DeliveryOutputSerializer(page, many=True).data)
+        return paginator.get_paginated_response(
+            DeliveryOutputSerializer(page, many=True).data
+        )

@@ -1,6 +1,7 @@
 """Conflict audit: does a candidate contradict curated knowledge (or a pending
 candidate) on the same subject? Contradiction pairs, negation and changed quantities
 or choices, compared sentence by sentence, only between texts about one subject."""
+
 from dataclasses import dataclass
 
 from learning.audits.text import (
@@ -62,14 +63,17 @@ def sentence_contradiction(
             kind=kind,
             detail=f"opposite polarity ({_describe_sign(a)} vs {_describe_sign(b)}) "
             f"on {subject}",
-            mine=a.text, theirs=b.text,
+            mine=a.text,
+            theirs=b.text,
         )
     for axis, sides in a.axes.items():
         other = b.axes.get(axis)
         if other and len(sides) == 1 and len(other) == 1 and sides != other:
             return Contradiction(
-                kind="axis", detail=f"opposite {axis} on {subject}",
-                mine=a.text, theirs=b.text,
+                kind="axis",
+                detail=f"opposite {axis} on {subject}",
+                mine=a.text,
+                theirs=b.text,
             )
     if (
         len(shared) >= VALUE_MIN_SHARED
@@ -84,7 +88,8 @@ def sentence_contradiction(
                 return Contradiction(
                     kind="value",
                     detail=f"changed {name} ({shown} vs {theirs}) on {subject}",
-                    mine=a.text, theirs=b.text,
+                    mine=a.text,
+                    theirs=b.text,
                 )
     return None
 
@@ -109,7 +114,11 @@ def _analyses(text: str, sign: int) -> list[Analysis]:
 
 
 def text_contradiction(
-    mine: str, theirs: str, *, my_sign: int = 1, their_sign: int = 1,
+    mine: str,
+    theirs: str,
+    *,
+    my_sign: int = 1,
+    their_sign: int = 1,
     common=frozenset(),
 ) -> Contradiction | None:
     """Whether any sentence of `mine` contradicts any sentence of `theirs`. Texts
@@ -150,8 +159,9 @@ def conflict_findings(*, text: str, sign: int, items: list) -> list[dict]:
     common = scope_common_words([item.text for item in items])
     findings = []
     for item in items:
-        found = text_contradiction(text, item.text, my_sign=sign, their_sign=item.sign,
-                                   common=common)
+        found = text_contradiction(
+            text, item.text, my_sign=sign, their_sign=item.sign, common=common
+        )
         if not found:
             continue
         findings.append(

@@ -1,6 +1,7 @@
 """Duplicate audit: near-identical to an applied item or to another pending candidate.
 Applied duplicates are reported (apply then reinforces the existing strategy instead
 of adding a copy); pending duplicates are merged by services.audit."""
+
 from learning.audits.conflict import text_contradiction
 from learning.audits.text import (
     content_stems,

@@ -2,6 +2,7 @@
 (in a transaction that is rolled back), audited through `candidate_audit`, and the
 flags are compared with the label. Recall and precision per audit, and the rate of
 false alarms on clean cases."""
+
 import time
 from dataclasses import dataclass, field
 
@@ -43,24 +44,32 @@ def _build_case(index: int, case: dict):
     for item in case.get("existing", []):
         if item["type"] == "strategy":
             Strategy.objects.create(
-                playbook=playbook, type=item.get("strategy_type", "helpful"),
+                playbook=playbook,
+                type=item.get("strategy_type", "helpful"),
                 description=item["text"],
             )
         elif item["type"] == "memory":
             Memory.objects.create(
-                namespace=namespace, scope=item.get("scope", "namespace"),
-                user_id=item.get("user_id", ""), kind=item.get("kind", "preference"),
+                namespace=namespace,
+                scope=item.get("scope", "namespace"),
+                user_id=item.get("user_id", ""),
+                kind=item.get("kind", "preference"),
                 content=item["text"],
             )
         elif item["type"] == "skill":
             skill = Skill.objects.create(
-                namespace=namespace, slug="eval-skill", name="Eval skill", text=item["text"]
+                namespace=namespace,
+                slug="eval-skill",
+                name="Eval skill",
+                text=item["text"],
             )
         elif item["type"] == "candidate":
             kind = item.get("kind", "strategy_helpful")
             memory = kind in MEMORY_KINDS
             LearningCandidate.objects.create(
-                namespace=namespace, kind=kind, content=item["text"],
+                namespace=namespace,
+                kind=kind,
+                content=item["text"],
                 playbook=None if memory else playbook,
                 memory_scope=spec.get("memory_scope", "") if memory else "",
                 user_id=spec.get("user_id", "") if memory else "",
@@ -92,11 +101,18 @@ def audit_eval_run(*, cases: list[dict]) -> dict:
                 report = candidate_audit(candidate=candidate)
                 flagged = {name for name in AUDITS if report.get(name)}
                 messages = [
-                    f"{name}: {f['message']}" for name in AUDITS for f in report.get(name, [])
+                    f"{name}: {f['message']}"
+                    for name in AUDITS
+                    for f in report.get(name, [])
                 ]
                 results.append(
-                    CaseResult(case["id"], case.get("domain", ""), case["expect"], flagged,
-                               messages)
+                    CaseResult(
+                        case["id"],
+                        case.get("domain", ""),
+                        case["expect"],
+                        flagged,
+                        messages,
+                    )
                 )
             raise _Rollback
     except _Rollback:
@@ -129,9 +145,14 @@ def audit_eval_figures(*, results: list[CaseResult], elapsed: float = 0.0) -> di
         "total": len(results),
         "domains": sorted({r.domain for r in results}),
         "misses": [
-            {"id": r.id, "expect": r.expect, "flagged": sorted(r.flagged),
-             "messages": r.messages}
-            for r in results if not r.correct
+            {
+                "id": r.id,
+                "expect": r.expect,
+                "flagged": sorted(r.flagged),
+                "messages": r.messages,
+            }
+            for r in results
+            if not r.correct
         ],
         "seconds": round(elapsed, 2),
     }

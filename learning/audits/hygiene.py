@@ -2,6 +2,7 @@
 policy? Denied tools, egress outside the allowlist, downloads piped into a shell,
 disabled verification, destructive commands, force-pushes to protected branches,
 secrets, and instructions smuggled in from run content."""
+
 import ipaddress
 import math
 import re
@@ -12,17 +13,40 @@ from learning.audits.text import NEGATORS
 from learning.services.redaction import redact_text
 
 DEFAULT_SENSITIVE_PATHS = [
-    "~/.ssh", "id_rsa", "id_ed25519", "/etc/shadow", "/etc/passwd", "/etc/sudoers",
-    "~/.aws/credentials", ".aws/credentials", ".git-credentials", "~/.kube/config",
-    ".pypirc", ".npmrc", ".netrc", "/root/",
+    "~/.ssh",
+    "id_rsa",
+    "id_ed25519",
+    "/etc/shadow",
+    "/etc/passwd",
+    "/etc/sudoers",
+    "~/.aws/credentials",
+    ".aws/credentials",
+    ".git-credentials",
+    "~/.kube/config",
+    ".pypirc",
+    ".npmrc",
+    ".netrc",
+    "/root/",
 ]
 DEFAULT_PROTECTED_BRANCHES = ["main", "master", "production", "prod", "release/*"]
 # Hosts used to move data out or run code from outside, flagged even without an
 # allowlist.
 SUSPICIOUS_HOSTS = [
-    "pastebin.com", "hastebin.com", "transfer.sh", "termbin.com", "file.io",
-    "webhook.site", "requestbin.com", "requestbin.net", "ngrok.io", "ngrok-free.app",
-    "ngrok.app", "pipedream.net", "burpcollaborator.net", "interact.sh", "0x0.st",
+    "pastebin.com",
+    "hastebin.com",
+    "transfer.sh",
+    "termbin.com",
+    "file.io",
+    "webhook.site",
+    "requestbin.com",
+    "requestbin.net",
+    "ngrok.io",
+    "ngrok-free.app",
+    "ngrok.app",
+    "pipedream.net",
+    "burpcollaborator.net",
+    "interact.sh",
+    "0x0.st",
 ]
 
 
@@ -103,8 +127,11 @@ def _tool_findings(text: str, policy: Policy) -> list[dict]:
         pattern = re.compile(rf"(?<![\w\-]){re.escape(tool)}(?![\w\-])", re.I)
         for _match in _matches(pattern, text):
             findings.append(
-                _finding("block", f"Uses the tool '{tool}', which the policy denies.",
-                         "denied_tool")
+                _finding(
+                    "block",
+                    f"Uses the tool '{tool}', which the policy denies.",
+                    "denied_tool",
+                )
             )
             seen.add(tool)
             break
@@ -116,8 +143,12 @@ def _tool_findings(text: str, policy: Policy) -> list[dict]:
                 continue
             seen.add(name)
             findings.append(
-                _finding("warn", f"Uses the tool '{name}', which is not in the policy's "
-                         "allowed tools.", "tool_not_allowed")
+                _finding(
+                    "warn",
+                    f"Uses the tool '{name}', which is not in the policy's "
+                    "allowed tools.",
+                    "tool_not_allowed",
+                )
             )
     return findings
 
@@ -181,18 +212,30 @@ def _egress_findings(text: str, policy: Policy) -> list[dict]:
         if policy.egress_allowlist:
             if not _host_allowed(host, policy.egress_allowlist):
                 findings.append(
-                    _finding("block", f"Sends traffic to the {what} {host}, outside the "
-                             "namespace's egress allowlist.", "egress")
+                    _finding(
+                        "block",
+                        f"Sends traffic to the {what} {host}, outside the "
+                        "namespace's egress allowlist.",
+                        "egress",
+                    )
                 )
         elif raw_ip:
             findings.append(
-                _finding("warn", f"Talks to the raw IP address {host}; name allowed hosts "
-                         "in the egress allowlist instead.", "egress_ip")
+                _finding(
+                    "warn",
+                    f"Talks to the raw IP address {host}; name allowed hosts "
+                    "in the egress allowlist instead.",
+                    "egress_ip",
+                )
             )
         elif any(host == h or host.endswith("." + h) for h in SUSPICIOUS_HOSTS):
             findings.append(
-                _finding("warn", f"Sends data to {host}, a paste/tunnel service often "
-                         "used to move data out.", "egress_suspicious")
+                _finding(
+                    "warn",
+                    f"Sends data to {host}, a paste/tunnel service often "
+                    "used to move data out.",
+                    "egress_suspicious",
+                )
             )
     return findings
 
@@ -209,45 +252,66 @@ _PIPE_TO_SHELL = re.compile(
 )
 
 _DISABLE_CHECKS: list[tuple[str, re.Pattern]] = [
-    ("commit hooks", re.compile(r"--no-verify\b|\bHUSKY=0\b|\bSKIP=[\w,-]*\b(?=.*commit)"
-                                r"|\b(?:skip|bypass|disable)\w*\s+(?:the\s+|all\s+)?"
-                                r"(?:git\s+|commit\s+|pre-commit\s+|pre-push\s+)*hooks?\b",
-                                re.I)),
-    ("TLS verification", re.compile(
-        r"\bverify\s*=\s*false\b|\bverify\s*:\s*false\b|--insecure\b|\bcurl\s+(?:-\w+\s+)*-k\b"
-        r"|\bsslverify\s*[= ]\s*false\b|http\.sslverify\s*=?\s*false"
-        r"|NODE_TLS_REJECT_UNAUTHORIZED\s*=\s*['\"]?0|PYTHONHTTPSVERIFY\s*=\s*0"
-        r"|check_hostname\s*=\s*false|CERT_NONE\b|InsecureSkipVerify\s*:\s*true"
-        r"|strict-ssl\s*[= ]\s*false|GIT_SSL_NO_VERIFY|StrictHostKeyChecking\s*=?\s*no"
-        r"|--no-check-certificate\b|rejectUnauthorized\s*:\s*false"
-        r"|\b(?:disable|skip|turn\s+off|bypass|ignore)\w*\s+(?:the\s+)?(?:ssl|tls|https|"
-        r"certificate|cert)\s*(?:verification|validation|checks?|errors?|warnings?)?\b",
-        re.I)),
-    ("tests", re.compile(
-        r"\b(?:skip|skipping|disable|disabling|bypass|comment(?:ing)?\s+out|delete|deleting"
-        r"|remove|removing|xfail|mark(?:ing)?\s+as\s+skipped)\s+(?:the\s+|all\s+|any\s+)?"
-        r"(?:failing\s+|flaky\s+|broken\s+|unit\s+|integration\s+|remaining\s+)*"
-        r"(?:tests?|test\s+suite|specs?|ci|checks|linting|lint|type\s*checks?)\b"
-        r"(?!\s+(?:data|fixtures?|files?|users?|accounts?|environment|env|records?|"
-        r"database|db|mode|cards?|payments?|orders?|warnings?|errors?|issues|comments?))"
-        r"|-DskipTests\b|\[skip ci\]|--no-tests?\b|\bSKIP_TESTS\s*=\s*(?:1|true)\b"
-        r"|--ignore-failures?\b",
-        re.I)),
-    ("the firewall or security controls", re.compile(
-        r"\bufw\s+disable\b|\biptables\s+(?:-F|--flush)\b|\bsetenforce\s+0\b"
-        r"|\bsystemctl\s+(?:stop|disable|mask)\s+(?:firewalld|ufw|apparmor|auditd|fail2ban)"
-        r"|\b(?:disable|turn\s+off|stop|bypass)\w*\s+(?:the\s+)?(?:firewall|selinux|"
-        r"apparmor|antivirus|defender|waf|rate\s+limit(?:ing|er)?|audit\s+log(?:ging)?|"
-        r"2fa|mfa|two-factor|authentication|auth\s+checks?|csrf(?:\s+protection)?|"
-        r"signature\s+(?:checks?|verification)|security\s+(?:checks?|scans?))\b"
-        r"|DisableRealtimeMonitoring|\bchmod\s+(?:-R\s+)?777\b",
-        re.I)),
-    ("verification", re.compile(
-        r"\b(?:skip|skipping|disable|disabling|bypass|bypassing)\s+(?:the\s+)?"
-        r"(?:identity\s+|signature\s+|checksum\s+|gpg\s+|email\s+)?verification\b"
-        r"|--no-gpg-checks?\b|--nogpgcheck\b|--allow-unauthenticated\b"
-        r"|--disable-content-trust\b|--skip-checksum\b|--trusted-host\b",
-        re.I)),
+    (
+        "commit hooks",
+        re.compile(
+            r"--no-verify\b|\bHUSKY=0\b|\bSKIP=[\w,-]*\b(?=.*commit)"
+            r"|\b(?:skip|bypass|disable)\w*\s+(?:the\s+|all\s+)?"
+            r"(?:git\s+|commit\s+|pre-commit\s+|pre-push\s+)*hooks?\b",
+            re.I,
+        ),
+    ),
+    (
+        "TLS verification",
+        re.compile(
+            r"\bverify\s*=\s*false\b|\bverify\s*:\s*false\b|--insecure\b|\bcurl\s+(?:-\w+\s+)*-k\b"
+            r"|\bsslverify\s*[= ]\s*false\b|http\.sslverify\s*=?\s*false"
+            r"|NODE_TLS_REJECT_UNAUTHORIZED\s*=\s*['\"]?0|PYTHONHTTPSVERIFY\s*=\s*0"
+            r"|check_hostname\s*=\s*false|CERT_NONE\b|InsecureSkipVerify\s*:\s*true"
+            r"|strict-ssl\s*[= ]\s*false|GIT_SSL_NO_VERIFY|StrictHostKeyChecking\s*=?\s*no"
+            r"|--no-check-certificate\b|rejectUnauthorized\s*:\s*false"
+            r"|\b(?:disable|skip|turn\s+off|bypass|ignore)\w*\s+(?:the\s+)?(?:ssl|tls|https|"
+            r"certificate|cert)\s*(?:verification|validation|checks?|errors?|warnings?)?\b",
+            re.I,
+        ),
+    ),
+    (
+        "tests",
+        re.compile(
+            r"\b(?:skip|skipping|disable|disabling|bypass|comment(?:ing)?\s+out|delete|deleting"
+            r"|remove|removing|xfail|mark(?:ing)?\s+as\s+skipped)\s+(?:the\s+|all\s+|any\s+)?"
+            r"(?:failing\s+|flaky\s+|broken\s+|unit\s+|integration\s+|remaining\s+)*"
+            r"(?:tests?|test\s+suite|specs?|ci|checks|linting|lint|type\s*checks?)\b"
+            r"(?!\s+(?:data|fixtures?|files?|users?|accounts?|environment|env|records?|"
+            r"database|db|mode|cards?|payments?|orders?|warnings?|errors?|issues|comments?))"
+            r"|-DskipTests\b|\[skip ci\]|--no-tests?\b|\bSKIP_TESTS\s*=\s*(?:1|true)\b"
+            r"|--ignore-failures?\b",
+            re.I,
+        ),
+    ),
+    (
+        "the firewall or security controls",
+        re.compile(
+            r"\bufw\s+disable\b|\biptables\s+(?:-F|--flush)\b|\bsetenforce\s+0\b"
+            r"|\bsystemctl\s+(?:stop|disable|mask)\s+(?:firewalld|ufw|apparmor|auditd|fail2ban)"
+            r"|\b(?:disable|turn\s+off|stop|bypass)\w*\s+(?:the\s+)?(?:firewall|selinux|"
+            r"apparmor|antivirus|defender|waf|rate\s+limit(?:ing|er)?|audit\s+log(?:ging)?|"
+            r"2fa|mfa|two-factor|authentication|auth\s+checks?|csrf(?:\s+protection)?|"
+            r"signature\s+(?:checks?|verification)|security\s+(?:checks?|scans?))\b"
+            r"|DisableRealtimeMonitoring|\bchmod\s+(?:-R\s+)?777\b",
+            re.I,
+        ),
+    ),
+    (
+        "verification",
+        re.compile(
+            r"\b(?:skip|skipping|disable|disabling|bypass|bypassing)\s+(?:the\s+)?"
+            r"(?:identity\s+|signature\s+|checksum\s+|gpg\s+|email\s+)?verification\b"
+            r"|--no-gpg-checks?\b|--nogpgcheck\b|--allow-unauthenticated\b"
+            r"|--disable-content-trust\b|--skip-checksum\b|--trusted-host\b",
+            re.I,
+        ),
+    ),
 ]
 
 _DESTRUCTIVE = re.compile(
@@ -297,17 +361,25 @@ def _force_push_findings(text: str, policy: Policy) -> list[dict]:
     for match in _matches(_FORCE_PUSH, text):
         words = " ".join(g for g in match.groups() if g).split()
         words = [w for w in words if not w.startswith("-") and w.lower() != "origin"]
-        hit = next((w for w in words if _branch_protected(w, policy.protected_branches)),
-                   None)
+        hit = next(
+            (w for w in words if _branch_protected(w, policy.protected_branches)), None
+        )
         if hit:
             findings.append(
-                _finding("block", f"Force-pushes the protected branch '{hit.strip()}'.",
-                         "force_push_protected")
+                _finding(
+                    "block",
+                    f"Force-pushes the protected branch '{hit.strip()}'.",
+                    "force_push_protected",
+                )
             )
         else:
             findings.append(
-                _finding("warn", f"Force-pushes ({_snippet(match)}); history on shared "
-                         "branches may be lost.", "force_push")
+                _finding(
+                    "warn",
+                    f"Force-pushes ({_snippet(match)}); history on shared "
+                    "branches may be lost.",
+                    "force_push",
+                )
             )
     return findings
 
@@ -355,8 +427,9 @@ def _sensitive_path_findings(text: str, policy: Policy) -> list[dict]:
 # --- secrets ------------------------------------------------------------------------
 
 _TOKENISH = re.compile(r"(?<![\w/+=\-])[A-Za-z0-9_\-+/=]{20,}(?![\w/+=\-])")
-_UUID = re.compile(r"^[0-9a-f]{8}-?[0-9a-f]{4}-?[0-9a-f]{4}-?[0-9a-f]{4}-?[0-9a-f]{12}$",
-                   re.I)
+_UUID = re.compile(
+    r"^[0-9a-f]{8}-?[0-9a-f]{4}-?[0-9a-f]{4}-?[0-9a-f]{4}-?[0-9a-f]{12}$", re.I
+)
 
 
 def shannon_entropy(value: str) -> float:
@@ -370,8 +443,12 @@ def _secret_findings(text: str) -> list[dict]:
     _masked, count = redact_text(text)
     if count:
         findings.append(
-            _finding("block", f"Contains {count} credential(s) or secret(s); curated "
-                     "knowledge must never carry secrets.", "secret")
+            _finding(
+                "block",
+                f"Contains {count} credential(s) or secret(s); curated "
+                "knowledge must never carry secrets.",
+                "secret",
+            )
         )
         return findings
     parts = (p for m in _TOKENISH.finditer(text) for p in m.group(0).split("="))
@@ -384,13 +461,15 @@ def _secret_findings(text: str) -> list[dict]:
             continue  # snake_case identifiers
         if "/" in token and not re.search(r"\d", token):
             continue  # paths
-        classes = sum(
-            bool(re.search(p, token)) for p in (r"[a-z]", r"[A-Z]", r"\d")
-        )
+        classes = sum(bool(re.search(p, token)) for p in (r"[a-z]", r"[A-Z]", r"\d"))
         if classes >= 3 and shannon_entropy(token) >= 3.8:
             findings.append(
-                _finding("warn", f"Contains a high-entropy string ({token[:6]}…), "
-                         "possibly a secret.", "entropy")
+                _finding(
+                    "warn",
+                    f"Contains a high-entropy string ({token[:6]}…), "
+                    "possibly a secret.",
+                    "entropy",
+                )
             )
             break
     return findings
@@ -398,8 +477,9 @@ def _secret_findings(text: str) -> list[dict]:
 
 # --- prompt injection ---------------------------------------------------------------
 
-_HIDDEN = re.compile("[\u200b-\u200f\u202a-\u202e\u2060-\u2064\u2066-\u2069\ufeff"
-                     "\U000e0000-\U000e007f]")
+_HIDDEN = re.compile(
+    "[\u200b-\u200f\u202a-\u202e\u2060-\u2064\u2066-\u2069\ufeff\U000e0000-\U000e007f]"
+)
 _INJECTION = re.compile(
     r"\b(?:ignore|disregard|forget|override|bypass)\s+(?:all\s+|any\s+|every\s+)?"
     r"(?:of\s+)?(?:the\s+|your\s+|my\s+)?(?:previous|prior|above|earlier|preceding|"
@@ -427,20 +507,32 @@ def _injection_findings(text: str) -> list[dict]:
     if hidden:
         names = sorted({f"U+{ord(ch):04X}" for ch in hidden})
         findings.append(
-            _finding("block", f"Contains hidden unicode ({', '.join(names)}) that can "
-                     "smuggle instructions past a reviewer.", "hidden_unicode")
+            _finding(
+                "block",
+                f"Contains hidden unicode ({', '.join(names)}) that can "
+                "smuggle instructions past a reviewer.",
+                "hidden_unicode",
+            )
         )
     for match in _matches(_INJECTION, text):
         findings.append(
-            _finding("block", f"Looks like an instruction smuggled from run content "
-                     f"(prompt injection): “{_snippet(match)}”.", "prompt_injection")
+            _finding(
+                "block",
+                f"Looks like an instruction smuggled from run content "
+                f"(prompt injection): “{_snippet(match)}”.",
+                "prompt_injection",
+            )
         )
         break
     match = _ROLE_HEADER.search(text)
     if match:
         findings.append(
-            _finding("block", f"Contains a chat role header ({_snippet(match)}) copied "
-                     "from run content (prompt injection).", "role_header")
+            _finding(
+                "block",
+                f"Contains a chat role header ({_snippet(match)}) copied "
+                "from run content (prompt injection).",
+                "role_header",
+            )
         )
     return findings
 
@@ -452,21 +544,28 @@ def hygiene_findings(*, text: str, policy: Policy) -> list[dict]:
     findings += _egress_findings(text, policy)
     for match in _matches(_PIPE_TO_SHELL, text):
         findings.append(
-            _finding("block", f"Pipes a download into an interpreter "
-                     f"({_snippet(match)}).", "pipe_to_shell")
+            _finding(
+                "block",
+                f"Pipes a download into an interpreter ({_snippet(match)}).",
+                "pipe_to_shell",
+            )
         )
         break
     for what, pattern in _DISABLE_CHECKS:
         for match in _matches(pattern, text):
             findings.append(
-                _finding("block", f"Disables {what} ({_snippet(match)}).",
-                         "disable_checks")
+                _finding(
+                    "block", f"Disables {what} ({_snippet(match)}).", "disable_checks"
+                )
             )
             break
     for match in _matches(_DESTRUCTIVE, text):
         findings.append(
-            _finding("block", f"Runs a destructive command ({_snippet(match)}).",
-                     "destructive")
+            _finding(
+                "block",
+                f"Runs a destructive command ({_snippet(match)}).",
+                "destructive",
+            )
         )
         break
     findings += _force_push_findings(text, policy)

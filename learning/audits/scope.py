@@ -3,6 +3,7 @@ scope that share its subject. On PostgreSQL the candidate set comes from the ful
 GIN indexes (learning/migrations/0003_search_indexes.py) and is ranked with pg_trgm
 similarity, so an audit never reads the whole playbook; on SQLite the same filter runs
 in Python."""
+
 from dataclasses import dataclass, field
 from itertools import combinations
 
@@ -47,7 +48,8 @@ def candidate_text(candidate) -> str:
     text = candidate.content or ""
     if candidate.patch:
         added = [
-            line[1:] for line in candidate.patch.splitlines()
+            line[1:]
+            for line in candidate.patch.splitlines()
             if line.startswith("+") and not line.startswith("+++")
         ]
         text = "\n".join([text, *added])
@@ -89,8 +91,11 @@ def _indexed_filter(qs, *, field_name: str, tsv_sql: str, text: str, terms: list
         return qs.none()
     return (
         qs.filter(
-            RawSQL(f"{tsv_sql} @@ to_tsquery('english', %s)", [tsquery],
-                   output_field=BooleanField())
+            RawSQL(
+                f"{tsv_sql} @@ to_tsquery('english', %s)",
+                [tsquery],
+                output_field=BooleanField(),
+            )
         )
         .annotate(_sim=TrigramSimilarity(field_name, text))
         .order_by("-_sim", "-pk")[:MAX_ROWS]
@@ -158,8 +163,9 @@ def _similar_rows(
     if _postgres():
         terms = _selective_terms(terms, index_name=index_name)
         return list(
-            _indexed_filter(qs, field_name=field_name, tsv_sql=tsv_sql, text=text,
-                            terms=terms)
+            _indexed_filter(
+                qs, field_name=field_name, tsv_sql=tsv_sql, text=text, terms=terms
+            )
         )
     get_text = extra_text or (lambda row: getattr(row, field_name))
     return _python_filter(qs.iterator(), text=text, terms=terms, get_text=get_text)
@@ -185,7 +191,10 @@ def strategy_items(candidate, text: str) -> list[Item]:
     )
     return [
         Item(
-            type="strategy", id=row.pk, text=row.description, obj=row,
+            type="strategy",
+            id=row.pk,
+            text=row.description,
+            obj=row,
             sign=-1 if row.type == StrategyType.HARMFUL else 1,
             label=f"{row.type} strategy #{row.pk}",
         )
@@ -208,8 +217,13 @@ def memory_items(candidate, text: str) -> list[Item]:
         text=text,
     )
     return [
-        Item(type="memory", id=row.pk, text=row.content, obj=row,
-             label=f"{row.kind} memory #{row.pk}")
+        Item(
+            type="memory",
+            id=row.pk,
+            text=row.content,
+            obj=row,
+            label=f"{row.kind} memory #{row.pk}",
+        )
         for row in rows
     ]
 
@@ -220,7 +234,8 @@ def skill_items(candidate) -> list[Item]:
     if skill is None:
         return []
     removed = {
-        line[1:].strip() for line in (candidate.patch or "").splitlines()
+        line[1:].strip()
+        for line in (candidate.patch or "").splitlines()
         if line.startswith("-") and not line.startswith("---")
     }
     items = []
@@ -229,8 +244,13 @@ def skill_items(candidate) -> list[Item]:
         if len(line) < 8 or line in removed:
             continue
         items.append(
-            Item(type="skill", id=skill.pk, text=line, obj=skill,
-                 label=f"skill {skill.slug} line {n}")
+            Item(
+                type="skill",
+                id=skill.pk,
+                text=line,
+                obj=skill,
+                label=f"skill {skill.slug} line {n}",
+            )
         )
     return items
 
@@ -247,8 +267,17 @@ def pending_candidate_items(candidate, text: str) -> list[Item]:
         qs = qs.filter(user_id=candidate.user_id)
     rows = _similar_rows(
         qs.only(
-            "id", "kind", "content", "patch", "playbook_id", "skill_id", "user_id",
-            "created_at", "evidence_count", "namespace_id", "status",
+            "id",
+            "kind",
+            "content",
+            "patch",
+            "playbook_id",
+            "skill_id",
+            "user_id",
+            "created_at",
+            "evidence_count",
+            "namespace_id",
+            "status",
         ),
         field_name="content",
         tsv_sql=CANDIDATE_TSV,
@@ -256,8 +285,14 @@ def pending_candidate_items(candidate, text: str) -> list[Item]:
         text=text,
     )
     return [
-        Item(type="candidate", id=row.pk, text=row.content, obj=row,
-             sign=candidate_sign(row), label=f"pending {row.kind} candidate #{row.pk}")
+        Item(
+            type="candidate",
+            id=row.pk,
+            text=row.content,
+            obj=row,
+            sign=candidate_sign(row),
+            label=f"pending {row.kind} candidate #{row.pk}",
+        )
         for row in rows
     ]
 

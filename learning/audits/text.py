@@ -1,5 +1,6 @@
 """Text normalisation and similarity shared by the audits: tokens, stems, sentences,
 polarity, extracted values and a pg_trgm-compatible trigram similarity."""
+
 import re
 import unicodedata
 from dataclasses import dataclass, field
@@ -38,25 +39,95 @@ _NEG_PHRASES = [
 
 # Opposites where one side negates the other (sign -1 for the second set).
 POLARITY_PAIRS: list[tuple[frozenset, frozenset]] = [
-    (frozenset({"enable", "enabled", "enabling", "enables", "turn_on", "activate"}),
-     frozenset({"disable", "disabled", "disabling", "disables", "turn_off", "deactivate"})),
-    (frozenset({"allow", "allowed", "allows", "permit", "permitted", "accept", "grant",
-                "approve", "whitelist", "allowlist"}),
-     frozenset({"deny", "denied", "denies", "block", "blocked", "blocks", "reject",
-                "rejected", "revoke", "refuse", "decline", "blacklist", "blocklist"})),
+    (
+        frozenset({"enable", "enabled", "enabling", "enables", "turn_on", "activate"}),
+        frozenset(
+            {"disable", "disabled", "disabling", "disables", "turn_off", "deactivate"}
+        ),
+    ),
+    (
+        frozenset(
+            {
+                "allow",
+                "allowed",
+                "allows",
+                "permit",
+                "permitted",
+                "accept",
+                "grant",
+                "approve",
+                "whitelist",
+                "allowlist",
+            }
+        ),
+        frozenset(
+            {
+                "deny",
+                "denied",
+                "denies",
+                "block",
+                "blocked",
+                "blocks",
+                "reject",
+                "rejected",
+                "revoke",
+                "refuse",
+                "decline",
+                "blacklist",
+                "blocklist",
+            }
+        ),
+    ),
     (frozenset({"always"}), frozenset({"never"})),
-    (frozenset({"use", "uses", "using", "prefer", "prefers", "preferred", "recommend",
-                "recommended"}),
-     frozenset({"avoid", "avoids", "avoided", "avoiding", "discourage", "discouraged"})),
-    (frozenset({"keep", "kept", "keeps", "retain", "preserve", "add", "adds", "added"}),
-     frozenset({"remove", "removed", "removes", "delete", "deleted", "deletes", "drop",
-                "dropped", "discard", "purge", "strip"})),
-    (frozenset({"include", "included", "includes", "including"}),
-     frozenset({"exclude", "excluded", "excludes", "excluding", "omit"})),
-    (frozenset({"show", "shows", "display", "expose", "reveal"}),
-     frozenset({"hide", "hides", "hidden", "conceal", "mask", "masked"})),
-    (frozenset({"require", "required", "requires", "mandatory"}),
-     frozenset({"optional"})),
+    (
+        frozenset(
+            {
+                "use",
+                "uses",
+                "using",
+                "prefer",
+                "prefers",
+                "preferred",
+                "recommend",
+                "recommended",
+            }
+        ),
+        frozenset(
+            {"avoid", "avoids", "avoided", "avoiding", "discourage", "discouraged"}
+        ),
+    ),
+    (
+        frozenset(
+            {"keep", "kept", "keeps", "retain", "preserve", "add", "adds", "added"}
+        ),
+        frozenset(
+            {
+                "remove",
+                "removed",
+                "removes",
+                "delete",
+                "deleted",
+                "deletes",
+                "drop",
+                "dropped",
+                "discard",
+                "purge",
+                "strip",
+            }
+        ),
+    ),
+    (
+        frozenset({"include", "included", "includes", "including"}),
+        frozenset({"exclude", "excluded", "excludes", "excluding", "omit"}),
+    ),
+    (
+        frozenset({"show", "shows", "display", "expose", "reveal"}),
+        frozenset({"hide", "hides", "hidden", "conceal", "mask", "masked"}),
+    ),
+    (
+        frozenset({"require", "required", "requires", "mandatory"}),
+        frozenset({"optional"}),
+    ),
     (frozenset({"lock", "locked"}), frozenset({"unlock", "unlocked"})),
     (frozenset({"trust", "trusted"}), frozenset({"distrust", "untrusted"})),
     (frozenset({"safe"}), frozenset({"unsafe"})),
@@ -64,31 +135,78 @@ POLARITY_PAIRS: list[tuple[frozenset, frozenset]] = [
 
 # Opposite choices on one axis: neither side is a negation, they just differ.
 AXIS_PAIRS: list[tuple[str, frozenset, frozenset]] = [
-    ("increase/decrease",
-     frozenset({"increase", "increased", "increases", "raise", "raised", "higher",
-                "more", "longer", "larger", "bigger", "extend", "maximum"}),
-     frozenset({"decrease", "decreased", "decreases", "lower", "lowered", "reduce",
-                "reduced", "fewer", "less", "shorter", "smaller", "shrink", "minimum"})),
-    ("before/after",
-     frozenset({"before", "first", "earlier", "prior", "beforehand", "upfront"}),
-     frozenset({"after", "last", "later", "afterwards", "afterward", "once"})),
-    ("sync/async",
-     frozenset({"synchronous", "synchronously", "sync", "blocking", "inline"}),
-     frozenset({"asynchronous", "asynchronously", "async", "background", "queued"})),
-    ("manual/automatic",
-     frozenset({"manual", "manually", "human"}),
-     frozenset({"automatic", "automatically", "auto", "automated"})),
-    ("formal/casual",
-     frozenset({"formal", "formally"}),
-     frozenset({"casual", "informal", "casually", "informally"})),
-    ("ascending/descending",
-     frozenset({"ascending", "oldest"}), frozenset({"descending", "newest", "latest"})),
-    ("public/private",
-     frozenset({"public", "publicly"}), frozenset({"private", "privately", "internal"})),
+    (
+        "increase/decrease",
+        frozenset(
+            {
+                "increase",
+                "increased",
+                "increases",
+                "raise",
+                "raised",
+                "higher",
+                "more",
+                "longer",
+                "larger",
+                "bigger",
+                "extend",
+                "maximum",
+            }
+        ),
+        frozenset(
+            {
+                "decrease",
+                "decreased",
+                "decreases",
+                "lower",
+                "lowered",
+                "reduce",
+                "reduced",
+                "fewer",
+                "less",
+                "shorter",
+                "smaller",
+                "shrink",
+                "minimum",
+            }
+        ),
+    ),
+    (
+        "before/after",
+        frozenset({"before", "first", "earlier", "prior", "beforehand", "upfront"}),
+        frozenset({"after", "last", "later", "afterwards", "afterward", "once"}),
+    ),
+    (
+        "sync/async",
+        frozenset({"synchronous", "synchronously", "sync", "blocking", "inline"}),
+        frozenset({"asynchronous", "asynchronously", "async", "background", "queued"}),
+    ),
+    (
+        "manual/automatic",
+        frozenset({"manual", "manually", "human"}),
+        frozenset({"automatic", "automatically", "auto", "automated"}),
+    ),
+    (
+        "formal/casual",
+        frozenset({"formal", "formally"}),
+        frozenset({"casual", "informal", "casually", "informally"}),
+    ),
+    (
+        "ascending/descending",
+        frozenset({"ascending", "oldest"}),
+        frozenset({"descending", "newest", "latest"}),
+    ),
+    (
+        "public/private",
+        frozenset({"public", "publicly"}),
+        frozenset({"private", "privately", "internal"}),
+    ),
     ("online/offline", frozenset({"online"}), frozenset({"offline"})),
-    ("verbose/concise",
-     frozenset({"verbose", "detailed", "lengthy"}),
-     frozenset({"concise", "brief", "short", "terse"})),
+    (
+        "verbose/concise",
+        frozenset({"verbose", "detailed", "lengthy"}),
+        frozenset({"concise", "brief", "short", "terse"}),
+    ),
     ("upper/lower", frozenset({"uppercase", "upper"}), frozenset({"lowercase"})),
 ]
 
@@ -101,7 +219,9 @@ CHOICE_GROUPS: dict[str, frozenset] = {
     "programming language": frozenset(
         "python java javascript typescript go golang rust ruby php kotlin scala".split()
     ),
-    "format": frozenset("json csv parquet xml yaml avro orc tsv excel pdf markdown".split()),
+    "format": frozenset(
+        "json csv parquet xml yaml avro orc tsv excel pdf markdown".split()
+    ),
     "channel": frozenset("email sms phone chat slack pagerduty".split()),
     "weekday": frozenset(
         "monday tuesday wednesday thursday friday saturday sunday".split()
@@ -110,7 +230,9 @@ CHOICE_GROUPS: dict[str, frozenset] = {
         """us-east-1 us-east-2 us-west-1 us-west-2 eu-west-1 eu-west-2 eu-central-1
         ap-southeast-1 ap-northeast-1""".split()
     ),
-    "database": frozenset("postgres postgresql mysql sqlite mongodb redis oracle".split()),
+    "database": frozenset(
+        "postgres postgresql mysql sqlite mongodb redis oracle".split()
+    ),
     "package manager": frozenset("pip poetry conda uv npm yarn pnpm".split()),
     "http method": frozenset({"get", "post", "put", "patch"}),
 }
@@ -118,25 +240,76 @@ CHOICE_GROUPS: dict[str, frozenset] = {
 _CHOICE_NOISE = {"get", "post", "put", "patch", "go", "chat"}
 
 _UNITS = {
-    "ms": "ms", "millisecond": "ms", "milliseconds": "ms",
-    "s": "s", "sec": "s", "secs": "s", "second": "s", "seconds": "s",
-    "m": "min", "min": "min", "mins": "min", "minute": "min", "minutes": "min",
-    "h": "h", "hr": "h", "hrs": "h", "hour": "h", "hours": "h",
-    "d": "d", "day": "d", "days": "d", "week": "w", "weeks": "w",
-    "month": "mo", "months": "mo", "%": "%", "percent": "%",
-    "kb": "kb", "mb": "mb", "gb": "gb", "tb": "tb",
-    "time": "x", "times": "x", "attempt": "x", "attempts": "x", "retry": "x",
-    "retries": "x", "x": "x",
+    "ms": "ms",
+    "millisecond": "ms",
+    "milliseconds": "ms",
+    "s": "s",
+    "sec": "s",
+    "secs": "s",
+    "second": "s",
+    "seconds": "s",
+    "m": "min",
+    "min": "min",
+    "mins": "min",
+    "minute": "min",
+    "minutes": "min",
+    "h": "h",
+    "hr": "h",
+    "hrs": "h",
+    "hour": "h",
+    "hours": "h",
+    "d": "d",
+    "day": "d",
+    "days": "d",
+    "week": "w",
+    "weeks": "w",
+    "month": "mo",
+    "months": "mo",
+    "%": "%",
+    "percent": "%",
+    "kb": "kb",
+    "mb": "mb",
+    "gb": "gb",
+    "tb": "tb",
+    "time": "x",
+    "times": "x",
+    "attempt": "x",
+    "attempts": "x",
+    "retry": "x",
+    "retries": "x",
+    "x": "x",
 }
 _NUMBER_WORDS = {
-    "one": 1, "two": 2, "three": 3, "four": 4, "five": 5, "six": 6, "seven": 7,
-    "eight": 8, "nine": 9, "ten": 10, "twelve": 12, "fifteen": 15, "twenty": 20,
-    "thirty": 30, "sixty": 60, "hundred": 100, "once": 1, "twice": 2,
+    "one": 1,
+    "two": 2,
+    "three": 3,
+    "four": 4,
+    "five": 5,
+    "six": 6,
+    "seven": 7,
+    "eight": 8,
+    "nine": 9,
+    "ten": 10,
+    "twelve": 12,
+    "fifteen": 15,
+    "twenty": 20,
+    "thirty": 30,
+    "sixty": 60,
+    "hundred": 100,
+    "once": 1,
+    "twice": 2,
 }
 
 _ORDINALS = {
-    "second": 2, "third": 3, "fourth": 4, "fifth": 5, "sixth": 6, "seventh": 7,
-    "eighth": 8, "ninth": 9, "tenth": 10,
+    "second": 2,
+    "third": 3,
+    "fourth": 4,
+    "fifth": 5,
+    "sixth": 6,
+    "seventh": 7,
+    "eighth": 8,
+    "ninth": 9,
+    "tenth": 10,
 }
 # Unit words that say nothing about the subject once their number is read.
 _UNIT_NOISE = frozenset(
@@ -146,7 +319,9 @@ _UNIT_NOISE = frozenset(
 FLIP_WINDOW = 4  # a negation governs the next few words
 
 _ID = re.compile(r"(?=[a-z0-9_\-]*\d)(?=[a-z0-9_\-]*[a-z])[a-z0-9][a-z0-9_\-]*")
-_HIDDEN_CHARS = re.compile("[\u200b-\u200f\u202a-\u202e\u2060-\u2064\u2066-\u2069\ufeff]")
+_HIDDEN_CHARS = re.compile(
+    "[\u200b-\u200f\u202a-\u202e\u2060-\u2064\u2066-\u2069\ufeff]"
+)
 _URLISH = re.compile(r"\b(?:https?|s3|gs|ftp)://[^\s'\"<>]+", re.I)
 _NUMBER = re.compile(
     r"(?<![\w.\-])(\d+(?:\.\d+)?)(?:\s*(%|[a-z]+)(?![\w]))?(?![\w.\-]\w)", re.I
@@ -174,11 +349,29 @@ def stem(word: str) -> str:
     if w.endswith(("ss", "ply", "ous", "sis", "us")):
         return w
     for suffix, repl in (
-        ("ational", "ate"), ("ization", "ize"), ("fulness", "ful"), ("iveness", "ive"),
-        ("ements", "e"), ("ement", "e"), ("ments", ""), ("ment", ""),
-        ("ations", "ate"), ("ation", "ate"), ("ities", ""), ("ity", ""),
-        ("ingly", ""), ("edly", ""), ("ies", "y"), ("ied", "y"), ("ing", ""),
-        ("ers", ""), ("er", ""), ("ed", ""), ("ly", ""), ("es", ""), ("s", ""),
+        ("ational", "ate"),
+        ("ization", "ize"),
+        ("fulness", "ful"),
+        ("iveness", "ive"),
+        ("ements", "e"),
+        ("ement", "e"),
+        ("ments", ""),
+        ("ment", ""),
+        ("ations", "ate"),
+        ("ation", "ate"),
+        ("ities", ""),
+        ("ity", ""),
+        ("ingly", ""),
+        ("edly", ""),
+        ("ies", "y"),
+        ("ied", "y"),
+        ("ing", ""),
+        ("ers", ""),
+        ("er", ""),
+        ("ed", ""),
+        ("ly", ""),
+        ("es", ""),
+        ("s", ""),
     ):
         if w.endswith(suffix) and len(w) - len(suffix) >= 3:
             w = w[: len(w) - len(suffix)] + repl
@@ -349,8 +542,10 @@ def analyse(text: str, *, sign: int = 1) -> Analysis:
 
 def _names(toks) -> frozenset:
     return frozenset(
-        t for t in toks
-        if len(t) >= 4 and t not in _CHOICE_LOOKUP
+        t
+        for t in toks
+        if len(t) >= 4
+        and t not in _CHOICE_LOOKUP
         and (("_" in t and t.strip("_")) or (len(t) >= 5 and _ID.fullmatch(t)))
     )
 

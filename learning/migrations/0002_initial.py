@@ -6,149 +6,264 @@ from django.db import migrations, models
 
 
 class Migration(migrations.Migration):
-
     initial = True
 
     dependencies = [
-        ('learning', '0001_initial'),
-        ('playbooks', '0001_initial'),
+        ("learning", "0001_initial"),
+        ("playbooks", "0001_initial"),
         migrations.swappable_dependency(settings.AUTH_USER_MODEL),
     ]
 
     operations = [
         migrations.AddField(
-            model_name='learningcandidate',
-            name='playbook',
-            field=models.ForeignKey(blank=True, null=True, on_delete=django.db.models.deletion.SET_NULL, related_name='candidates', to='playbooks.playbook'),
+            model_name="learningcandidate",
+            name="playbook",
+            field=models.ForeignKey(
+                blank=True,
+                null=True,
+                on_delete=django.db.models.deletion.SET_NULL,
+                related_name="candidates",
+                to="playbooks.playbook",
+            ),
         ),
         migrations.AddField(
-            model_name='learningcandidate',
-            name='replaces_strategy',
-            field=models.ForeignKey(blank=True, null=True, on_delete=django.db.models.deletion.SET_NULL, related_name='replaced_by_candidates', to='playbooks.strategy'),
+            model_name="learningcandidate",
+            name="replaces_strategy",
+            field=models.ForeignKey(
+                blank=True,
+                null=True,
+                on_delete=django.db.models.deletion.SET_NULL,
+                related_name="replaced_by_candidates",
+                to="playbooks.strategy",
+            ),
         ),
         migrations.AddField(
-            model_name='learningcandidate',
-            name='skill',
-            field=models.ForeignKey(blank=True, null=True, on_delete=django.db.models.deletion.SET_NULL, related_name='candidates', to='playbooks.skill'),
+            model_name="learningcandidate",
+            name="skill",
+            field=models.ForeignKey(
+                blank=True,
+                null=True,
+                on_delete=django.db.models.deletion.SET_NULL,
+                related_name="candidates",
+                to="playbooks.skill",
+            ),
         ),
         migrations.AddField(
-            model_name='learningcandidate',
-            name='superseded_by',
-            field=models.ForeignKey(blank=True, null=True, on_delete=django.db.models.deletion.SET_NULL, related_name='merged', to='learning.learningcandidate'),
+            model_name="learningcandidate",
+            name="superseded_by",
+            field=models.ForeignKey(
+                blank=True,
+                null=True,
+                on_delete=django.db.models.deletion.SET_NULL,
+                related_name="merged",
+                to="learning.learningcandidate",
+            ),
         ),
         migrations.AddField(
-            model_name='candidateevidence',
-            name='candidate',
-            field=models.ForeignKey(on_delete=django.db.models.deletion.CASCADE, related_name='evidence', to='learning.learningcandidate'),
+            model_name="candidateevidence",
+            name="candidate",
+            field=models.ForeignKey(
+                on_delete=django.db.models.deletion.CASCADE,
+                related_name="evidence",
+                to="learning.learningcandidate",
+            ),
         ),
         migrations.AddField(
-            model_name='membership',
-            name='user',
-            field=models.ForeignKey(on_delete=django.db.models.deletion.CASCADE, related_name='memberships', to=settings.AUTH_USER_MODEL),
+            model_name="membership",
+            name="user",
+            field=models.ForeignKey(
+                on_delete=django.db.models.deletion.CASCADE,
+                related_name="memberships",
+                to=settings.AUTH_USER_MODEL,
+            ),
         ),
         migrations.AddField(
-            model_name='membership',
-            name='namespace',
-            field=models.ForeignKey(on_delete=django.db.models.deletion.CASCADE, related_name='memberships', to='learning.namespace'),
+            model_name="membership",
+            name="namespace",
+            field=models.ForeignKey(
+                on_delete=django.db.models.deletion.CASCADE,
+                related_name="memberships",
+                to="learning.namespace",
+            ),
         ),
         migrations.AddField(
-            model_name='learningcandidate',
-            name='namespace',
-            field=models.ForeignKey(on_delete=django.db.models.deletion.CASCADE, related_name='candidates', to='learning.namespace'),
+            model_name="learningcandidate",
+            name="namespace",
+            field=models.ForeignKey(
+                on_delete=django.db.models.deletion.CASCADE,
+                related_name="candidates",
+                to="learning.namespace",
+            ),
         ),
         migrations.AddField(
-            model_name='apitoken',
-            name='namespace',
-            field=models.ForeignKey(on_delete=django.db.models.deletion.CASCADE, related_name='tokens', to='learning.namespace'),
+            model_name="apitoken",
+            name="namespace",
+            field=models.ForeignKey(
+                on_delete=django.db.models.deletion.CASCADE,
+                related_name="tokens",
+                to="learning.namespace",
+            ),
         ),
         migrations.AddField(
-            model_name='reflection',
-            name='namespace',
-            field=models.ForeignKey(on_delete=django.db.models.deletion.CASCADE, related_name='reflections', to='learning.namespace'),
+            model_name="reflection",
+            name="namespace",
+            field=models.ForeignKey(
+                on_delete=django.db.models.deletion.CASCADE,
+                related_name="reflections",
+                to="learning.namespace",
+            ),
         ),
         migrations.AddField(
-            model_name='learningcandidate',
-            name='reflection',
-            field=models.ForeignKey(blank=True, null=True, on_delete=django.db.models.deletion.SET_NULL, related_name='candidates', to='learning.reflection'),
+            model_name="learningcandidate",
+            name="reflection",
+            field=models.ForeignKey(
+                blank=True,
+                null=True,
+                on_delete=django.db.models.deletion.SET_NULL,
+                related_name="candidates",
+                to="learning.reflection",
+            ),
         ),
         migrations.AddField(
-            model_name='candidateevidence',
-            name='reflection',
-            field=models.ForeignKey(blank=True, null=True, on_delete=django.db.models.deletion.SET_NULL, related_name='+', to='learning.reflection'),
+            model_name="candidateevidence",
+            name="reflection",
+            field=models.ForeignKey(
+                blank=True,
+                null=True,
+                on_delete=django.db.models.deletion.SET_NULL,
+                related_name="+",
+                to="learning.reflection",
+            ),
         ),
         migrations.AddField(
-            model_name='trajectory',
-            name='namespace',
-            field=models.ForeignKey(on_delete=django.db.models.deletion.CASCADE, related_name='runs', to='learning.namespace'),
+            model_name="trajectory",
+            name="namespace",
+            field=models.ForeignKey(
+                on_delete=django.db.models.deletion.CASCADE,
+                related_name="runs",
+                to="learning.namespace",
+            ),
         ),
         migrations.AddField(
-            model_name='step',
-            name='trajectory',
-            field=models.ForeignKey(on_delete=django.db.models.deletion.CASCADE, related_name='steps', to='learning.trajectory'),
+            model_name="step",
+            name="trajectory",
+            field=models.ForeignKey(
+                on_delete=django.db.models.deletion.CASCADE,
+                related_name="steps",
+                to="learning.trajectory",
+            ),
         ),
         migrations.AddField(
-            model_name='reflection',
-            name='batch_runs',
-            field=models.ManyToManyField(blank=True, related_name='batch_reflections', to='learning.trajectory'),
+            model_name="reflection",
+            name="batch_runs",
+            field=models.ManyToManyField(
+                blank=True, related_name="batch_reflections", to="learning.trajectory"
+            ),
         ),
         migrations.AddField(
-            model_name='reflection',
-            name='trajectory',
-            field=models.ForeignKey(blank=True, null=True, on_delete=django.db.models.deletion.CASCADE, related_name='reflections', to='learning.trajectory'),
+            model_name="reflection",
+            name="trajectory",
+            field=models.ForeignKey(
+                blank=True,
+                null=True,
+                on_delete=django.db.models.deletion.CASCADE,
+                related_name="reflections",
+                to="learning.trajectory",
+            ),
         ),
         migrations.AddField(
-            model_name='learningcandidate',
-            name='evidence_runs',
-            field=models.ManyToManyField(blank=True, related_name='candidates', through='learning.CandidateEvidence', to='learning.trajectory'),
+            model_name="learningcandidate",
+            name="evidence_runs",
+            field=models.ManyToManyField(
+                blank=True,
+                related_name="candidates",
+                through="learning.CandidateEvidence",
+                to="learning.trajectory",
+            ),
         ),
         migrations.AddField(
-            model_name='feedback',
-            name='trajectory',
-            field=models.ForeignKey(on_delete=django.db.models.deletion.CASCADE, related_name='feedback', to='learning.trajectory'),
+            model_name="feedback",
+            name="trajectory",
+            field=models.ForeignKey(
+                on_delete=django.db.models.deletion.CASCADE,
+                related_name="feedback",
+                to="learning.trajectory",
+            ),
         ),
         migrations.AddField(
-            model_name='candidateevidence',
-            name='trajectory',
-            field=models.ForeignKey(on_delete=django.db.models.deletion.CASCADE, related_name='candidate_evidence', to='learning.trajectory'),
+            model_name="candidateevidence",
+            name="trajectory",
+            field=models.ForeignKey(
+                on_delete=django.db.models.deletion.CASCADE,
+                related_name="candidate_evidence",
+                to="learning.trajectory",
+            ),
         ),
         migrations.AddConstraint(
-            model_name='membership',
-            constraint=models.UniqueConstraint(fields=('user', 'namespace'), name='uniq_membership'),
+            model_name="membership",
+            constraint=models.UniqueConstraint(
+                fields=("user", "namespace"), name="uniq_membership"
+            ),
         ),
         migrations.AddIndex(
-            model_name='trajectory',
-            index=models.Index(fields=['namespace', '-created_at'], name='run_ns_created'),
+            model_name="trajectory",
+            index=models.Index(
+                fields=["namespace", "-created_at"], name="run_ns_created"
+            ),
         ),
         migrations.AddIndex(
-            model_name='trajectory',
-            index=models.Index(fields=['namespace', 'task_type', 'status'], name='run_ns_type_status'),
+            model_name="trajectory",
+            index=models.Index(
+                fields=["namespace", "task_type", "status"], name="run_ns_type_status"
+            ),
         ),
         migrations.AddIndex(
-            model_name='trajectory',
-            index=models.Index(condition=models.Q(('needs_relearning', True)), fields=['namespace', '-relearning_priority'], name='run_relearn_queue'),
+            model_name="trajectory",
+            index=models.Index(
+                condition=models.Q(("needs_relearning", True)),
+                fields=["namespace", "-relearning_priority"],
+                name="run_relearn_queue",
+            ),
         ),
         migrations.AddConstraint(
-            model_name='trajectory',
-            constraint=models.UniqueConstraint(condition=models.Q(('external_id__isnull', False)), fields=('namespace', 'external_id'), name='uniq_run_external_id_per_namespace'),
+            model_name="trajectory",
+            constraint=models.UniqueConstraint(
+                condition=models.Q(("external_id__isnull", False)),
+                fields=("namespace", "external_id"),
+                name="uniq_run_external_id_per_namespace",
+            ),
         ),
         migrations.AddConstraint(
-            model_name='trajectory',
-            constraint=models.CheckConstraint(condition=models.Q(('success_score__isnull', True), models.Q(('success_score__gte', 0), ('success_score__lte', 1)), _connector='OR'), name='run_success_score_0_1'),
+            model_name="trajectory",
+            constraint=models.CheckConstraint(
+                condition=models.Q(
+                    ("success_score__isnull", True),
+                    models.Q(("success_score__gte", 0), ("success_score__lte", 1)),
+                    _connector="OR",
+                ),
+                name="run_success_score_0_1",
+            ),
         ),
         migrations.AddConstraint(
-            model_name='step',
-            constraint=models.UniqueConstraint(fields=('trajectory', 'index'), name='uniq_step_index'),
+            model_name="step",
+            constraint=models.UniqueConstraint(
+                fields=("trajectory", "index"), name="uniq_step_index"
+            ),
         ),
         migrations.AddIndex(
-            model_name='learningcandidate',
-            index=models.Index(fields=['namespace', 'status', '-created_at'], name='cand_ns_status'),
+            model_name="learningcandidate",
+            index=models.Index(
+                fields=["namespace", "status", "-created_at"], name="cand_ns_status"
+            ),
         ),
         migrations.AddIndex(
-            model_name='learningcandidate',
-            index=models.Index(fields=['namespace', 'fingerprint'], name='cand_ns_fp'),
+            model_name="learningcandidate",
+            index=models.Index(fields=["namespace", "fingerprint"], name="cand_ns_fp"),
         ),
         migrations.AddConstraint(
-            model_name='candidateevidence',
-            constraint=models.UniqueConstraint(fields=('candidate', 'trajectory'), name='uniq_candidate_evidence'),
+            model_name="candidateevidence",
+            constraint=models.UniqueConstraint(
+                fields=("candidate", "trajectory"), name="uniq_candidate_evidence"
+            ),
         ),
     ]

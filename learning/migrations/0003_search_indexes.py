@@ -1,5 +1,6 @@
 """Trigram and full-text indexes for audits and recall, on PostgreSQL only (SQLite
 uses the Python fallbacks)."""
+
 from django.db import migrations
 
 from learning.migration_operations import PostgresOnlySQL

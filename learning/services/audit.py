@@ -4,6 +4,7 @@
 commit); `candidate_audit` stores the report on the candidate, merges a near-identical
 pending candidate into the older one, and hands clean candidates to background-mode
 auto-apply."""
+
 from django.db import transaction
 from django.utils import timezone
 
@@ -18,7 +19,12 @@ from learning.models import (
     Severity,
 )
 
-SEVERITY_RANK = {Severity.NONE: 0, Severity.INFO: 1, Severity.WARN: 2, Severity.BLOCK: 3}
+SEVERITY_RANK = {
+    Severity.NONE: 0,
+    Severity.INFO: 1,
+    Severity.WARN: 2,
+    Severity.BLOCK: 3,
+}
 SYSTEM_ACTOR = "system:audit"
 
 
@@ -100,7 +106,9 @@ def candidate_audit(*, candidate) -> dict:
                 candidate=locked, rows={pk: rows[pk] for pk in duplicates if pk in rows}
             )
             if locked.status == CandidateStatus.PENDING:  # not merged away
-                _mirror_conflicts(candidate=locked, findings=report["conflict"], rows=rows)
+                _mirror_conflicts(
+                    candidate=locked, findings=report["conflict"], rows=rows
+                )
     locked.refresh_from_db()
     if locked.status == CandidateStatus.PENDING:
         from playbooks.modes import candidate_consider_auto_apply
@@ -111,7 +119,9 @@ def candidate_audit(*, candidate) -> dict:
 
 def _related_candidate_ids(findings: list[dict]) -> list[int]:
     return [
-        rel["id"] for finding in findings for rel in finding["related"]
+        rel["id"]
+        for finding in findings
+        for rel in finding["related"]
         if rel["type"] == "candidate"
     ]
 
@@ -123,18 +133,30 @@ def _mirror_conflicts(*, candidate, findings: list[dict], rows: dict) -> None:
     for finding in findings:
         for rel in finding["related"]:
             other = rows.get(rel["id"]) if rel["type"] == "candidate" else None
-            if other is None or other.status != CandidateStatus.PENDING or not other.audit:
+            if (
+                other is None
+                or other.status != CandidateStatus.PENDING
+                or not other.audit
+            ):
                 continue
             existing = other.audit.get("conflict") or []
-            if any(r.get("type") == "candidate" and r.get("id") == candidate.pk
-                   for f in existing for r in f.get("related", [])):
+            if any(
+                r.get("type") == "candidate" and r.get("id") == candidate.pk
+                for f in existing
+                for r in f.get("related", [])
+            ):
                 continue
             mirrored = {
                 "severity": finding["severity"],
                 "message": f"Contradicted by pending {candidate.kind} candidate "
-                           f"#{candidate.pk}.",
-                "related": [{"type": "candidate", "id": candidate.pk,
-                             "text": candidate.content[:500]}],
+                f"#{candidate.pk}.",
+                "related": [
+                    {
+                        "type": "candidate",
+                        "id": candidate.pk,
+                        "text": candidate.content[:500],
+                    }
+                ],
                 "kind": finding.get("kind", ""),
             }
             other.audit = {**other.audit, "conflict": [*existing, mirrored]}
@@ -148,7 +170,8 @@ def _merge_pending_duplicates(*, candidate, rows: dict) -> None:
     locked candidates."""
     others = sorted(
         (
-            row for pk, row in rows.items()
+            row
+            for pk, row in rows.items()
             if pk != candidate.pk
             and row.status == CandidateStatus.PENDING
             and row.kind == candidate.kind
@@ -173,7 +196,10 @@ def candidate_supersede(*, newer, survivor) -> None:
         _, created = CandidateEvidence.objects.get_or_create(
             candidate=survivor,
             trajectory_id=row.trajectory_id,
-            defaults={"step_indexes": row.step_indexes, "reflection_id": row.reflection_id},
+            defaults={
+                "step_indexes": row.step_indexes,
+                "reflection_id": row.reflection_id,
+            },
         )
         added += int(created)
     if evidence_rows:
@@ -189,7 +215,11 @@ def candidate_supersede(*, newer, survivor) -> None:
     newer.decision_note = f"Near-identical to candidate {survivor.pk}; merged into it."
     newer.save(
         update_fields=[
-            "status", "superseded_by", "decided_by", "decided_at", "decision_note",
+            "status",
+            "superseded_by",
+            "decided_by",
+            "decided_at",
+            "decision_note",
             "updated_at",
         ]
     )
@@ -203,6 +233,9 @@ def candidate_supersede(*, newer, survivor) -> None:
         from_status=from_status,
         to_status=CandidateStatus.SUPERSEDED,
         note=newer.decision_note,
-        data={"survivor": survivor.pk, "evidence_added": added,
-              "evidence_count": survivor.evidence_count},
+        data={
+            "survivor": survivor.pk,
+            "evidence_added": added,
+            "evidence_count": survivor.evidence_count,
+        },
     )

@@ -6,7 +6,11 @@ from django.db.models import Count, Max, Q
 
 from learning.models import Namespace, Reflection, RunStatus, Trajectory
 from learning.reflectors import reflector_get
-from learning.services.reflection import lessons_to_candidates, reflection_fields, run_views
+from learning.services.reflection import (
+    lessons_to_candidates,
+    reflection_fields,
+    run_views,
+)
 
 BATCH_LIMIT = 200  # newest finished runs of the task type looked at
 

@@ -1,4 +1,5 @@
 """The demo namespace's console users and agent token (used by `load_demo`)."""
+
 from pathlib import Path
 
 from django.contrib.auth import get_user_model
@@ -42,9 +43,14 @@ def demo_agent_token_ensure(*, namespace: Namespace, path: Path) -> tuple[str, b
     ``namespace``, else a new one written there. Returns (raw token, created)."""
     if path.is_file():
         raw = path.read_text().strip()
-        if raw and ApiToken.objects.filter(
-            key_hash=ApiToken.hash_key(raw), namespace=namespace, revoked_at__isnull=True
-        ).exists():
+        if (
+            raw
+            and ApiToken.objects.filter(
+                key_hash=ApiToken.hash_key(raw),
+                namespace=namespace,
+                revoked_at__isnull=True,
+            ).exists()
+        ):
             return raw, False
     _token, raw = token_create(
         name=DEMO_TOKEN_NAME, namespace_slug=namespace.slug, role=Role.AGENT

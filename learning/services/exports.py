@@ -13,6 +13,7 @@ chunks so a large namespace never sits in memory:
 Run content was redacted on ingest; each record is redacted again on the way out, so
 text stored before a pattern existed (or written by hand) cannot leak through an export.
 """
+
 import json
 import re
 from collections.abc import Iterator
@@ -67,9 +68,7 @@ def _moment(value: str, field: str, *, end_of_day: bool) -> datetime:
     return parsed
 
 
-def export_filters_parse(
-    *, params: dict[str, Any], format: str
-) -> ExportFilters:
+def export_filters_parse(*, params: dict[str, Any], format: str) -> ExportFilters:
     """Validate filter values (query string or command options) for one format."""
     if format not in EXPORT_FORMATS:
         raise ExportFilterError(
@@ -122,7 +121,9 @@ def _score_expr():
     return Coalesce(F("effective_score"), F("success_score"))
 
 
-def _finished_runs(*, namespace: Namespace, filters: ExportFilters) -> QuerySet[Trajectory]:
+def _finished_runs(
+    *, namespace: Namespace, filters: ExportFilters
+) -> QuerySet[Trajectory]:
     qs = (
         Trajectory.objects.filter(namespace=namespace)
         .exclude(status=RunStatus.RUNNING)
@@ -138,10 +139,14 @@ def _finished_runs(*, namespace: Namespace, filters: ExportFilters) -> QuerySet[
 
 
 def _with_steps(qs: QuerySet[Trajectory]) -> QuerySet[Trajectory]:
-    return qs.prefetch_related(Prefetch("steps", queryset=Step.objects.order_by("index")))
+    return qs.prefetch_related(
+        Prefetch("steps", queryset=Step.objects.order_by("index"))
+    )
 
 
-def _score_filtered(qs: QuerySet[Trajectory], filters: ExportFilters) -> QuerySet[Trajectory]:
+def _score_filtered(
+    qs: QuerySet[Trajectory], filters: ExportFilters
+) -> QuerySet[Trajectory]:
     if filters.min_score is not None:
         qs = qs.filter(score__gte=filters.min_score)
     if filters.max_score is not None:
@@ -189,27 +194,45 @@ def run_messages(run: Trajectory) -> list[dict[str, Any]]:
     for step in run.steps.all():
         if step.type == "tool_call":
             call_id = f"call_{run.pk.hex[:8]}_{step.index}"
-            messages.append({
-                "role": "assistant", "content": "",
-                "tool_calls": [{"id": call_id, "type": "function", "function": {
-                    "name": step.tool or "tool",
-                    "arguments": json.dumps(_arguments(step), sort_keys=True),
-                }}],
-            })
-            messages.append({"role": "tool", "tool_call_id": call_id,
-                             "content": _tool_output(step)})
+            messages.append(
+                {
+                    "role": "assistant",
+                    "content": "",
+                    "tool_calls": [
+                        {
+                            "id": call_id,
+                            "type": "function",
+                            "function": {
+                                "name": step.tool or "tool",
+                                "arguments": json.dumps(
+                                    _arguments(step), sort_keys=True
+                                ),
+                            },
+                        }
+                    ],
+                }
+            )
+            messages.append(
+                {"role": "tool", "tool_call_id": call_id, "content": _tool_output(step)}
+            )
         elif step.type == "message":
             match = _ROLE_PREFIX.match(step.description or "")
             role = match.group(1).lower() if match else "assistant"
-            text = step.description[match.end():] if match else step.description
+            text = step.description[match.end() :] if match else step.description
             if role == "tool":
                 role = "user"
-            if role == "user" and not first_user_seen and text.strip() == run.task_description.strip():
+            if (
+                role == "user"
+                and not first_user_seen
+                and text.strip() == run.task_description.strip()
+            ):
                 first_user_seen = True
                 continue  # the task is already the first user turn
             messages.append({"role": role, "content": text})
         elif step.type == "observation":
-            messages.append({"role": "user", "content": f"Observation: {step.description}"})
+            messages.append(
+                {"role": "user", "content": f"Observation: {step.description}"}
+            )
         else:  # action, decision
             messages.append({"role": "assistant", "content": step.description})
     return messages
@@ -235,7 +258,9 @@ def _redacted(record: dict[str, Any]) -> dict[str, Any]:
 
 def _sft_records(*, namespace: Namespace, filters: ExportFilters) -> Iterator[dict]:
     qs = _score_filtered(
-        _finished_runs(namespace=namespace, filters=filters).filter(status=RunStatus.SUCCESS),
+        _finished_runs(namespace=namespace, filters=filters).filter(
+            status=RunStatus.SUCCESS
+        ),
         filters,
     ).order_by("created_at", "id")
     qs = _with_steps(qs)
@@ -265,8 +290,14 @@ def _episode_records(*, namespace: Namespace, filters: ExportFilters) -> Iterato
             "duration_ms": run.duration_ms,
             "tokens_used": run.tokens_used,
             "steps": [
-                {"index": s.index, "type": s.type, "description": s.description,
-                 "tool": s.tool, "result": s.result, "tokens": s.tokens}
+                {
+                    "index": s.index,
+                    "type": s.type,
+                    "description": s.description,
+                    "tool": s.tool,
+                    "result": s.result,
+                    "tokens": s.tokens,
+                }
                 for s in run.steps.all()
             ],
             "messages": run_messages(run),
@@ -274,21 +305,29 @@ def _episode_records(*, namespace: Namespace, filters: ExportFilters) -> Iterato
         }
 
 
-def _preference_records(*, namespace: Namespace, filters: ExportFilters) -> Iterator[dict]:
-    base = _finished_runs(namespace=namespace, filters=filters).filter(score__isnull=False)
+def _preference_records(
+    *, namespace: Namespace, filters: ExportFilters
+) -> Iterator[dict]:
+    base = _finished_runs(namespace=namespace, filters=filters).filter(
+        score__isnull=False
+    )
     chosen_q = Q(status=RunStatus.SUCCESS)
     if filters.min_score is not None:
         chosen_q &= Q(score__gte=filters.min_score)
     rejected_q = Q(status__in=[RunStatus.FAILURE, RunStatus.PARTIAL])
     if filters.max_score is not None:
         rejected_q &= Q(score__lte=filters.max_score)
-    rows = base.filter(chosen_q | rejected_q).values_list(
-        "id", "task_type", "task_description", "status", "score"
-    ).order_by("task_type", "task_description", "created_at", "id")
+    rows = (
+        base.filter(chosen_q | rejected_q)
+        .values_list("id", "task_type", "task_description", "status", "score")
+        .order_by("task_type", "task_description", "created_at", "id")
+    )
     groups: dict[tuple[str, str], tuple[list, list]] = {}
     for run_id, task_type, task, status, score in rows.iterator(chunk_size=2000):
         chosen, rejected = groups.setdefault((task_type, task.strip()), ([], []))
-        if status == RunStatus.SUCCESS and (filters.min_score is None or score >= filters.min_score):
+        if status == RunStatus.SUCCESS and (
+            filters.min_score is None or score >= filters.min_score
+        ):
             chosen.append((score, run_id))
         elif status != RunStatus.SUCCESS:
             rejected.append((score, run_id))
@@ -312,7 +351,10 @@ def _preference_records(*, namespace: Namespace, filters: ExportFilters) -> Iter
         }
         for c_id, r_id in chunk:
             chosen_run, rejected_run = runs[c_id], runs[r_id]
-            chosen_msgs, rejected_msgs = run_messages(chosen_run), run_messages(rejected_run)
+            chosen_msgs, rejected_msgs = (
+                run_messages(chosen_run),
+                run_messages(rejected_run),
+            )
             yield {
                 "prompt": chosen_msgs[:2],
                 "chosen": chosen_msgs[2:],
@@ -337,7 +379,9 @@ def export_records(
 ) -> Iterator[dict[str, Any]]:
     """The records of one export, redacted, in a stable order."""
     if format not in _EXPORTERS:
-        raise ExportFilterError({"format": f"'{format}' is not one of {', '.join(EXPORT_FORMATS)}"})
+        raise ExportFilterError(
+            {"format": f"'{format}' is not one of {', '.join(EXPORT_FORMATS)}"}
+        )
     for record in _EXPORTERS[format](namespace=namespace, filters=filters):
         yield _redacted(record)
 

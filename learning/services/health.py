@@ -1,4 +1,5 @@
 """Is a Django-Q2 worker alive? (cluster heartbeats are in the broker's stat store)"""
+
 from django.conf import settings
 from django.utils import timezone
 
@@ -14,7 +15,8 @@ def worker_status() -> dict:
         return {"worker": f"unknown ({exc.__class__.__name__})", "worker_alive": False}
     now = timezone.now()
     alive = [
-        s for s in stats
+        s
+        for s in stats
         if s.status not in ("Stopped",) and (now - s.timestamp).total_seconds() < 30
     ]
     return {

@@ -1,4 +1,5 @@
 """Secrets are redacted from run content before it is stored."""
+
 import re
 from typing import Any
 
@@ -24,11 +25,21 @@ _PATTERNS: list[tuple[str, re.Pattern, int]] = [
         ),
         2,
     ),
-    ("github_token", re.compile(r"\b(?:gh[pousr]_[A-Za-z0-9]{30,}|github_pat_[A-Za-z0-9_]{30,})"), 0),
+    (
+        "github_token",
+        re.compile(r"\b(?:gh[pousr]_[A-Za-z0-9]{30,}|github_pat_[A-Za-z0-9_]{30,})"),
+        0,
+    ),
     ("slack_token", re.compile(r"\bxox[abposr]-[A-Za-z0-9\-]{10,}"), 0),
     ("google_api_key", re.compile(r"\bAIza[0-9A-Za-z_\-]{35}\b"), 0),
     ("stripe_key", re.compile(r"\b(?:sk|rk)_(?:live|test)_[0-9A-Za-z]{16,}"), 0),
-    ("jwt", re.compile(r"\beyJ[A-Za-z0-9_\-]{8,}\.eyJ[A-Za-z0-9_\-]{8,}\.[A-Za-z0-9_\-]{8,}"), 0),
+    (
+        "jwt",
+        re.compile(
+            r"\beyJ[A-Za-z0-9_\-]{8,}\.eyJ[A-Za-z0-9_\-]{8,}\.[A-Za-z0-9_\-]{8,}"
+        ),
+        0,
+    ),
     ("bearer_token", re.compile(r"(?i)(\bbearer\s+)([A-Za-z0-9_\-\.=:+/]{12,})"), 2),
     ("basic_auth", re.compile(r"(?i)(\bbasic\s+)([A-Za-z0-9+/]{16,}={0,2})"), 2),
     (
@@ -67,7 +78,9 @@ _HINTS: dict[str, tuple[str, ...]] = {
 }
 
 
-_ANY_HINT = re.compile("|".join(re.escape(h) for hints in _HINTS.values() for h in hints))
+_ANY_HINT = re.compile(
+    "|".join(re.escape(h) for hints in _HINTS.values() for h in hints)
+)
 
 
 def redact_text(text: str) -> tuple[str, int]:
@@ -81,6 +94,7 @@ def redact_text(text: str) -> tuple[str, int]:
     for name, pattern, group in _PATTERNS:
         if not any(hint in lowered for hint in _HINTS[name]):
             continue
+
         def _mask(match: re.Match, group=group) -> str:
             if group == 0:
                 return MASK
@@ -111,7 +125,12 @@ def redact_value(value: Any) -> tuple[Any, int]:
     if isinstance(value, dict):
         total, out = 0, {}
         for key, item in value.items():
-            if isinstance(item, str) and item and item != MASK and _SECRET_KEY.match(str(key)):
+            if (
+                isinstance(item, str)
+                and item
+                and item != MASK
+                and _SECRET_KEY.match(str(key))
+            ):
                 out[key], count = MASK, 1
             else:
                 out[key], count = redact_value(item)

@@ -91,8 +91,12 @@ def reflection_enqueue(*, run_ids: list) -> None:
         # request, not one per run; the worker then queues each run's own task.
         if len(ids) > 1:
             try:
-                async_task(FANOUT_TASK, ids, task_name=f"reflect-fanout-{ids[0]}",
-                           group="reflection")
+                async_task(
+                    FANOUT_TASK,
+                    ids,
+                    task_name=f"reflect-fanout-{ids[0]}",
+                    group="reflection",
+                )
             except Exception:  # noqa: BLE001 - the sweeper re-queues what did not go out
                 logger.exception("could not queue reflection of %d runs", len(ids))
             return
@@ -107,7 +111,9 @@ def reflection_tasks_send(*, run_ids: list[str]) -> None:
 
     for run_id in run_ids:
         try:
-            async_task(REFLECT_TASK, run_id, task_name=f"reflect-{run_id}", group="reflection")
+            async_task(
+                REFLECT_TASK, run_id, task_name=f"reflect-{run_id}", group="reflection"
+            )
         except Exception:  # noqa: BLE001 - the sweeper re-queues what did not go out
             logger.exception("could not queue reflection of run %s", run_id)
 

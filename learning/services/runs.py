@@ -1,4 +1,5 @@
 """Writes for runs: ingest (idempotent, atomic, redacted), steps, completion, feedback."""
+
 import uuid
 from dataclasses import dataclass
 from typing import Any
@@ -24,9 +25,22 @@ from learning.services.redaction import redact_text, redact_value
 from learning.services.scoring import effective_score_compute, relearning_priority
 
 RUN_FIELDS = (
-    "external_id", "agent", "user_id", "session_id", "task_description", "task_type",
-    "status", "success_score", "error_message", "duration_ms", "tokens_used", "cost_usd",
-    "metrics", "playbook_versions", "started_at", "completed_at",
+    "external_id",
+    "agent",
+    "user_id",
+    "session_id",
+    "task_description",
+    "task_type",
+    "status",
+    "success_score",
+    "error_message",
+    "duration_ms",
+    "tokens_used",
+    "cost_usd",
+    "metrics",
+    "playbook_versions",
+    "started_at",
+    "completed_at",
 )
 
 
@@ -53,7 +67,9 @@ StepRow = tuple[uuid.UUID, int, dict[str, Any]]  # (run id, index, field values)
 def _build_run(
     *, namespace: Namespace, agent: str, data: dict[str, Any]
 ) -> tuple[Trajectory, list[StepRow]]:
-    values = {key: data[key] for key in RUN_FIELDS if key in data and data[key] is not None}
+    values = {
+        key: data[key] for key in RUN_FIELDS if key in data and data[key] is not None
+    }
     if not values.get("agent"):  # missing or blank: the caller's (the token's) name
         values["agent"] = agent
     values["task_description"], n_task = redact_text(values.get("task_description", ""))
@@ -112,7 +128,12 @@ def runs_ingest(
             Trajectory.objects.filter(id__in=ids).values_list("id", flat=True)
         )
         _steps_insert(
-            [step for run, run_steps in built if run.id in created_ids for step in run_steps]
+            [
+                step
+                for run, run_steps in built
+                if run.id in created_ids
+                for step in run_steps
+            ]
         )
         missing = [
             run.external_id
@@ -121,7 +142,9 @@ def runs_ingest(
         ]
         existing = {
             run.external_id: run
-            for run in Trajectory.objects.filter(namespace=namespace, external_id__in=missing)
+            for run in Trajectory.objects.filter(
+                namespace=namespace, external_id__in=missing
+            )
         }
         results: list[IngestResult] = []
         for run, _steps in built:
@@ -132,16 +155,28 @@ def runs_ingest(
                 if winner is not None and winner.id in created_ids:
                     results.append(IngestResult(run=winner, created=False))
                 else:
-                    results.append(IngestResult(run=existing[run.external_id], created=False))
-        finished = [r.run for r in results if r.created and r.run.status != RunStatus.RUNNING]
+                    results.append(
+                        IngestResult(run=existing[run.external_id], created=False)
+                    )
+        finished = [
+            r.run for r in results if r.created and r.run.status != RunStatus.RUNNING
+        ]
         if finished:
             pipeline.runs_finished(runs=finished)
     return results
 
 
 STEP_COPY_COLUMNS = (
-    "trajectory_id", "index", "type", "description", "result", "tool", "tokens",
-    "started_at", "ended_at", "created_at",
+    "trajectory_id",
+    "index",
+    "type",
+    "description",
+    "result",
+    "tool",
+    "tokens",
+    "started_at",
+    "ended_at",
+    "created_at",
 )
 
 
@@ -152,7 +187,10 @@ def _steps_insert(rows: list[StepRow]) -> None:
         return
     if connection.vendor != "postgresql":
         Step.objects.bulk_create(
-            [Step(trajectory_id=run_id, index=i, **values) for run_id, i, values in rows],
+            [
+                Step(trajectory_id=run_id, index=i, **values)
+                for run_id, i, values in rows
+            ],
             batch_size=2000,
         )
         return
@@ -161,11 +199,20 @@ def _steps_insert(rows: list[StepRow]) -> None:
     with connection.cursor() as cursor, cursor.cursor.copy(sql) as copy:
         for run_id, index, v in rows:
             result = v.get("result")
-            copy.write_row((
-                run_id, index, v["type"], v["description"],
-                None if result is None else Jsonb(result), v["tool"], v.get("tokens"),
-                v.get("started_at"), v.get("ended_at"), now,
-            ))
+            copy.write_row(
+                (
+                    run_id,
+                    index,
+                    v["type"],
+                    v["description"],
+                    None if result is None else Jsonb(result),
+                    v["tool"],
+                    v.get("tokens"),
+                    v.get("started_at"),
+                    v.get("ended_at"),
+                    now,
+                )
+            )
 
 
 def run_steps_append(*, run: Trajectory, steps: list[dict[str, Any]]) -> list[Step]:
@@ -208,8 +255,14 @@ def run_complete(*, run: Trajectory, data: dict[str, Any]) -> Trajectory:
         locked = Trajectory.objects.select_for_update().get(pk=run.pk)
         if locked.status != RunStatus.RUNNING:
             raise RunNotRunning(locked.status)
-        for key in ("status", "success_score", "duration_ms", "tokens_used", "cost_usd",
-                    "playbook_versions"):
+        for key in (
+            "status",
+            "success_score",
+            "duration_ms",
+            "tokens_used",
+            "cost_usd",
+            "playbook_versions",
+        ):
             if data.get(key) is not None:
                 setattr(locked, key, data[key])
         if data.get("error_message"):
@@ -227,13 +280,17 @@ def run_complete(*, run: Trajectory, data: dict[str, Any]) -> Trajectory:
 
 
 def _effective_score(run: Trajectory, strategy: str | None = None) -> float | None:
-    feedback = list(run.feedback.order_by("created_at", "id").values_list("feedback_type", "score"))
+    feedback = list(
+        run.feedback.order_by("created_at", "id").values_list("feedback_type", "score")
+    )
     return effective_score_compute(
         success_score=run.success_score, feedback=feedback, strategy=strategy
     )
 
 
-def feedback_add(*, run: Trajectory, data: dict[str, Any]) -> tuple[Feedback, Trajectory]:
+def feedback_add(
+    *, run: Trajectory, data: dict[str, Any]
+) -> tuple[Feedback, Trajectory]:
     """Record feedback and recompute the effective score. Feedback that departs from
     the run's own score by more than the threshold marks the run for relearning."""
     with transaction.atomic():
@@ -250,7 +307,9 @@ def feedback_add(*, run: Trajectory, data: dict[str, Any]) -> tuple[Feedback, Tr
         )
         previous = locked.effective_score
         locked.effective_score = _effective_score(locked)
-        reference = locked.success_score if locked.success_score is not None else previous
+        reference = (
+            locked.success_score if locked.success_score is not None else previous
+        )
         fields = ["effective_score", "updated_at"]
         if reference is not None:
             delta = feedback.score - reference
@@ -269,4 +328,3 @@ def feedback_add(*, run: Trajectory, data: dict[str, Any]) -> tuple[Feedback, Tr
         ):
             pipeline.run_score_dropped(run=locked, previous=previous)
     return feedback, locked
-

@@ -12,6 +12,7 @@ Strategies (settings.FLYWHEEL_SCORE_STRATEGY, default ``weighted``):
   production 0.8, ab_test 0.8, monitoring 0.6, llm_judge 0.5, the run's own outcome 0.7;
   RECENCY_DECAY = 0.8.
 """
+
 from collections.abc import Sequence
 
 from django.conf import settings
@@ -38,7 +39,9 @@ def effective_score_compute(
     """``feedback`` is (feedback_type, score) pairs, oldest first."""
     strategy = strategy or settings.FLYWHEEL_SCORE_STRATEGY
     if strategy not in STRATEGIES:
-        raise ValueError(f"unknown score strategy {strategy!r}; use one of {STRATEGIES}")
+        raise ValueError(
+            f"unknown score strategy {strategy!r}; use one of {STRATEGIES}"
+        )
     if strategy == "latest":
         if feedback:
             return feedback[-1][1]
@@ -48,7 +51,9 @@ def effective_score_compute(
         if success_score is not None:
             values.append(success_score)
         return sum(values) / len(values) if values else None
-    signals = [(SOURCE_WEIGHTS.get(kind, 0.5), score) for kind, score in reversed(feedback)]
+    signals = [
+        (SOURCE_WEIGHTS.get(kind, 0.5), score) for kind, score in reversed(feedback)
+    ]
     if success_score is not None:
         signals.append((SOURCE_WEIGHTS["outcome"], success_score))
     if not signals:

@@ -1,4 +1,5 @@
 """API tokens: created here, stored hashed, shown once."""
+
 from django.db import transaction
 
 from learning.models import ApiToken, Namespace, Role

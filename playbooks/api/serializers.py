@@ -1,7 +1,12 @@
 """Input and output shapes of the playbooks, skills, policy and recall API."""
+
 from rest_framework import serializers
 
-from learning.api.serializers import StrictCharField, StrictFloatField, StrictIntegerField
+from learning.api.serializers import (
+    StrictCharField,
+    StrictFloatField,
+    StrictIntegerField,
+)
 from playbooks.models import LearningMode, Scope, StrategyType
 from playbooks.recall import DEFAULT_BUDGET, MAX_BUDGET
 
@@ -10,9 +15,14 @@ class PlaybookInputSerializer(serializers.Serializer):
     slug = serializers.SlugField(max_length=100)
     name = StrictCharField(max_length=200, required=False, allow_blank=True, default="")
     scope = serializers.ChoiceField(choices=Scope.choices, default=Scope.TEAM)
-    mode = serializers.ChoiceField(choices=LearningMode.choices, default=LearningMode.PROPOSE)
+    mode = serializers.ChoiceField(
+        choices=LearningMode.choices, default=LearningMode.PROPOSE
+    )
     task_types = serializers.ListField(
-        child=StrictCharField(max_length=200), required=False, default=list, max_length=100
+        child=StrictCharField(max_length=200),
+        required=False,
+        default=list,
+        max_length=100,
     )
 
 
@@ -38,12 +48,17 @@ class StrategyInputSerializer(serializers.Serializer):
     confidence = StrictFloatField(required=False, min_value=0, max_value=1)
     position = StrictIntegerField(required=False, min_value=0, max_value=100000)
     retire = serializers.BooleanField(required=False, default=False)
-    note = StrictCharField(required=False, allow_blank=True, max_length=2000, default="")
+    note = StrictCharField(
+        required=False, allow_blank=True, max_length=2000, default=""
+    )
 
     def validate(self, attrs):
         if "id" not in attrs:
-            missing = {f: ["This field is required to add a strategy."]
-                       for f in ("type", "description") if f not in attrs}
+            missing = {
+                f: ["This field is required to add a strategy."]
+                for f in ("type", "description")
+                if f not in attrs
+            }
             if missing:
                 raise serializers.ValidationError(missing)
             if attrs.get("retire") or "position" in attrs:
@@ -54,22 +69,30 @@ class StrategyInputSerializer(serializers.Serializer):
 
 
 class RollbackInputSerializer(serializers.Serializer):
-    note = StrictCharField(required=False, allow_blank=True, max_length=2000, default="")
+    note = StrictCharField(
+        required=False, allow_blank=True, max_length=2000, default=""
+    )
 
 
 class RecallQuerySerializer(serializers.Serializer):
     task = StrictCharField(max_length=10000, allow_blank=True, default="")
-    task_type = StrictCharField(max_length=200, required=False, allow_blank=True, default="")
+    task_type = StrictCharField(
+        max_length=200, required=False, allow_blank=True, default=""
+    )
     budget_tokens = serializers.IntegerField(
         min_value=1, max_value=MAX_BUDGET, default=DEFAULT_BUDGET
     )
-    session_id = StrictCharField(max_length=200, required=False, allow_blank=True, default="")
+    session_id = StrictCharField(
+        max_length=200, required=False, allow_blank=True, default=""
+    )
     run = StrictCharField(max_length=200, required=False, allow_blank=True, default="")
     user_id = StrictCharField(max_length=200, required=False, allow_blank=True)
 
     def validate(self, attrs):
         if not attrs["task"].strip() and not attrs["task_type"].strip():
-            raise serializers.ValidationError({"task": ["Describe the task (or give task_type)."]})
+            raise serializers.ValidationError(
+                {"task": ["Describe the task (or give task_type)."]}
+            )
         return attrs
 
 
@@ -85,7 +108,9 @@ class StrategyOutputSerializer(serializers.Serializer):
     harmful_count = serializers.IntegerField()
     position = serializers.IntegerField()
     active = serializers.BooleanField()
-    source_candidate = serializers.IntegerField(source="source_candidate_id", allow_null=True)
+    source_candidate = serializers.IntegerField(
+        source="source_candidate_id", allow_null=True
+    )
     last_recalled_at = serializers.DateTimeField(allow_null=True)
     updated_at = serializers.DateTimeField()
 
@@ -100,7 +125,9 @@ class PlaybookOutputSerializer(serializers.Serializer):
     task_types = serializers.ListField(child=serializers.CharField())
     version = serializers.IntegerField(source="current_version")
     strategy_count = serializers.IntegerField(default=None)
-    flagged_versions = serializers.ListField(child=serializers.IntegerField(), default=list)
+    flagged_versions = serializers.ListField(
+        child=serializers.IntegerField(), default=list
+    )
     updated_at = serializers.DateTimeField()
 
 
@@ -147,20 +174,28 @@ class RecallOutputSerializer(serializers.Serializer):
     context = serializers.CharField()
     items = RecallItemSerializer(many=True)
     tokens = serializers.IntegerField()
-    memories = RecallMemorySerializer(many=True, required=False,
-                                      help_text="only when user_id was given")
+    memories = RecallMemorySerializer(
+        many=True, required=False, help_text="only when user_id was given"
+    )
 
 
 class SkillInputSerializer(serializers.Serializer):
     slug = serializers.SlugField(max_length=100)
     name = StrictCharField(max_length=200, required=False, allow_blank=True, default="")
-    text = StrictCharField(required=False, allow_blank=True, default="", max_length=200000,
-                           trim_whitespace=False)
+    text = StrictCharField(
+        required=False,
+        allow_blank=True,
+        default="",
+        max_length=200000,
+        trim_whitespace=False,
+    )
 
 
 class SkillUpdateSerializer(serializers.Serializer):
     text = StrictCharField(allow_blank=True, max_length=200000, trim_whitespace=False)
-    note = StrictCharField(required=False, allow_blank=True, max_length=2000, default="")
+    note = StrictCharField(
+        required=False, allow_blank=True, max_length=2000, default=""
+    )
 
 
 class SkillOutputSerializer(serializers.Serializer):
@@ -184,16 +219,21 @@ class SkillVersionOutputSerializer(serializers.Serializer):
 
 
 class PolicySerializer(serializers.Serializer):
-    allowed_tools = serializers.ListField(child=StrictCharField(max_length=200), required=False,
-                                          max_length=1000)
-    denied_tools = serializers.ListField(child=StrictCharField(max_length=200), required=False,
-                                         max_length=1000)
-    egress_allowlist = serializers.ListField(child=StrictCharField(max_length=300),
-                                             required=False, max_length=1000)
-    sensitive_paths = serializers.ListField(child=StrictCharField(max_length=500),
-                                            required=False, max_length=1000)
-    protected_branches = serializers.ListField(child=StrictCharField(max_length=200),
-                                               required=False, max_length=1000)
+    allowed_tools = serializers.ListField(
+        child=StrictCharField(max_length=200), required=False, max_length=1000
+    )
+    denied_tools = serializers.ListField(
+        child=StrictCharField(max_length=200), required=False, max_length=1000
+    )
+    egress_allowlist = serializers.ListField(
+        child=StrictCharField(max_length=300), required=False, max_length=1000
+    )
+    sensitive_paths = serializers.ListField(
+        child=StrictCharField(max_length=500), required=False, max_length=1000
+    )
+    protected_branches = serializers.ListField(
+        child=StrictCharField(max_length=200), required=False, max_length=1000
+    )
 
 
 class MemoryOutputSerializer(serializers.Serializer):
@@ -205,6 +245,10 @@ class MemoryOutputSerializer(serializers.Serializer):
     content = serializers.CharField()
     importance = serializers.FloatField()
     active = serializers.BooleanField()
-    source_candidate = serializers.IntegerField(source="source_candidate_id", allow_null=True)
-    consolidated_into = serializers.IntegerField(source="consolidated_into_id", allow_null=True)
+    source_candidate = serializers.IntegerField(
+        source="source_candidate_id", allow_null=True
+    )
+    consolidated_into = serializers.IntegerField(
+        source="consolidated_into_id", allow_null=True
+    )
     created_at = serializers.DateTimeField()

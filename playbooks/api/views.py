@@ -1,4 +1,5 @@
 """Playbooks, recall, skills, memories and policy API: thin callers of the services."""
+
 from drf_spectacular.utils import OpenApiParameter, extend_schema
 from rest_framework import exceptions, status
 from rest_framework.response import Response
@@ -32,7 +33,9 @@ from playbooks.models import Playbook, PlaybookVersion, Skill, Strategy
 
 def require_admin(request) -> None:
     if not request.auth.has_role(Role.ADMIN):
-        raise exceptions.PermissionDenied("This action needs a token with the 'admin' role.")
+        raise exceptions.PermissionDenied(
+            "This action needs a token with the 'admin' role."
+        )
 
 
 def actor_of(request) -> str:
@@ -68,14 +71,19 @@ def playbook_payload(playbook: Playbook, *, with_strategies: bool = False) -> di
         if getattr(playbook, "strategy_count", None) is None:
             playbook.strategy_count = len(playbook.strategies_list)
         data = PlaybookOutputSerializer(playbook).data
-        data["strategies"] = StrategyOutputSerializer(playbook.strategies_list, many=True).data
+        data["strategies"] = StrategyOutputSerializer(
+            playbook.strategies_list, many=True
+        ).data
         return data
     return PlaybookOutputSerializer(playbook).data
 
 
 class PlaybookListCreateApi(APIView):
     pagination_class = Pagination  # the schema documents the paginated list
-    @extend_schema(operation_id="playbooks_list", responses=PlaybookOutputSerializer(many=True))
+
+    @extend_schema(
+        operation_id="playbooks_list", responses=PlaybookOutputSerializer(many=True)
+    )
     def get(self, request):
         qs = selectors.playbook_list(namespace=request.auth.namespace)
         paginator = self.settings.DEFAULT_PAGINATION_CLASS()
@@ -87,7 +95,7 @@ class PlaybookListCreateApi(APIView):
         request=PlaybookInputSerializer,
         responses={201: PlaybookDetailOutputSerializer},
         description="Admin tokens. A new playbook starts at version 1, empty; 409 when "
-                    "the slug is taken in this namespace.",
+        "the slug is taken in this namespace.",
     )
     def post(self, request):
         require_admin(request)
@@ -95,26 +103,33 @@ class PlaybookListCreateApi(APIView):
         serializer.is_valid(raise_exception=True)
         try:
             playbook = services.playbook_create_checked(
-                namespace=request.auth.namespace, actor=actor_of(request),
+                namespace=request.auth.namespace,
+                actor=actor_of(request),
                 **serializer.validated_data,
             )
         except services.PlaybookError as exc:
             raise_for(exc)
-        return Response(playbook_payload(playbook, with_strategies=True),
-                        status=status.HTTP_201_CREATED)
+        return Response(
+            playbook_payload(playbook, with_strategies=True),
+            status=status.HTTP_201_CREATED,
+        )
 
 
 class PlaybookDetailApi(APIView):
-    @extend_schema(operation_id="playbooks_retrieve", responses=PlaybookDetailOutputSerializer)
+    @extend_schema(
+        operation_id="playbooks_retrieve", responses=PlaybookDetailOutputSerializer
+    )
     def get(self, request, slug):
-        return Response(playbook_payload(get_playbook(request, slug), with_strategies=True))
+        return Response(
+            playbook_payload(get_playbook(request, slug), with_strategies=True)
+        )
 
     @extend_schema(
         operation_id="playbooks_update",
         request=PlaybookUpdateSerializer,
         responses=PlaybookDetailOutputSerializer,
         description="Admin tokens: name, description, scope, learning mode, auto-apply "
-                    "threshold, task types (settings, not content: no new version).",
+        "threshold, task types (settings, not content: no new version).",
     )
     def patch(self, request, slug):
         require_admin(request)
@@ -138,17 +153,23 @@ class PlaybookStrategiesApi(APIView):
     )
     def get(self, request, slug):
         playbook = get_playbook(request, slug)
-        include = request.query_params.get("include_retired", "").lower() in {"1", "true"}
+        include = request.query_params.get("include_retired", "").lower() in {
+            "1",
+            "true",
+        }
         qs = selectors.strategy_list(playbook=playbook, include_retired=include)
         return Response(StrategyOutputSerializer(qs, many=True).data)
 
     @extend_schema(
         operation_id="playbooks_strategies_write",
         request=StrategyInputSerializer,
-        responses={201: PlaybookDetailOutputSerializer, 200: PlaybookDetailOutputSerializer},
+        responses={
+            201: PlaybookDetailOutputSerializer,
+            200: PlaybookDetailOutputSerializer,
+        },
         description="Admin tokens. Without `id`: add a strategy (201). With `id`: edit "
-                    "its fields, move it to `position`, or retire it with "
-                    "`\"retire\": true` (200). Each change is a new version.",
+        "its fields, move it to `position`, or retire it with "
+        '`"retire": true` (200). Each change is a new version.',
     )
     def post(self, request, slug):
         require_admin(request)
@@ -172,17 +193,26 @@ class PlaybookStrategiesApi(APIView):
                 position = data.pop("position", None)
                 if not data and position is None:
                     raise exceptions.ValidationError(
-                        {"description": ["Nothing to change: give fields to edit, a "
-                                         "position, or retire."]}
+                        {
+                            "description": [
+                                "Nothing to change: give fields to edit, a "
+                                "position, or retire."
+                            ]
+                        }
                     )
                 if data:
                     services.strategy_edit(
-                        playbook=playbook, strategy_id=strategy_id, actor=actor, note=note,
+                        playbook=playbook,
+                        strategy_id=strategy_id,
+                        actor=actor,
+                        note=note,
                         **data,
                     )
                 if position is not None:
                     services.strategy_move(
-                        playbook=playbook, strategy_id=strategy_id, to_index=position,
+                        playbook=playbook,
+                        strategy_id=strategy_id,
+                        to_index=position,
                         actor=actor,
                     )
         except services.PlaybookError as exc:
@@ -195,9 +225,11 @@ class PlaybookStrategyStatsApi(APIView):
     @extend_schema(operation_id="playbooks_strategy_stats", responses=dict)
     def get(self, request, slug, strategy_id):
         playbook = get_playbook(request, slug)
-        strategy = Strategy.objects.filter(playbook=playbook, pk=strategy_id).select_related(
-            "playbook"
-        ).first()
+        strategy = (
+            Strategy.objects.filter(playbook=playbook, pk=strategy_id)
+            .select_related("playbook")
+            .first()
+        )
         if strategy is None:
             raise exceptions.NotFound("No such strategy in this playbook.")
         return Response(quality.strategy_outcomes(strategy=strategy))
@@ -205,19 +237,26 @@ class PlaybookStrategyStatsApi(APIView):
 
 class PlaybookVersionsApi(APIView):
     pagination_class = Pagination  # the schema documents the paginated list
-    @extend_schema(operation_id="playbooks_versions_list",
-                   responses=VersionOutputSerializer(many=True))
+
+    @extend_schema(
+        operation_id="playbooks_versions_list",
+        responses=VersionOutputSerializer(many=True),
+    )
     def get(self, request, slug):
         playbook = get_playbook(request, slug)
         qs = selectors.version_list(playbook=playbook)
         paginator = self.settings.DEFAULT_PAGINATION_CLASS()
         page = paginator.paginate_queryset(qs, request, view=self)
-        return paginator.get_paginated_response(VersionOutputSerializer(page, many=True).data)
+        return paginator.get_paginated_response(
+            VersionOutputSerializer(page, many=True).data
+        )
 
 
 class PlaybookVersionDetailApi(APIView):
-    @extend_schema(operation_id="playbooks_versions_retrieve",
-                   responses=VersionDetailOutputSerializer)
+    @extend_schema(
+        operation_id="playbooks_versions_retrieve",
+        responses=VersionDetailOutputSerializer,
+    )
     def get(self, request, slug, number):
         playbook = get_playbook(request, slug)
         try:
@@ -241,37 +280,56 @@ class PlaybookRollbackApi(APIView):
         serializer.is_valid(raise_exception=True)
         try:
             version = services.playbook_rollback(
-                playbook=playbook, number=number, actor=actor_of(request),
+                playbook=playbook,
+                number=number,
+                actor=actor_of(request),
                 note=serializer.validated_data["note"],
             )
         except services.PlaybookError as exc:
             raise_for(exc)
-        return Response(VersionDetailOutputSerializer(version).data,
-                        status=status.HTTP_201_CREATED)
+        return Response(
+            VersionDetailOutputSerializer(version).data, status=status.HTTP_201_CREATED
+        )
 
 
 class PlaybookQualityApi(APIView):
-    @extend_schema(operation_id="playbooks_quality", responses=dict,
-                   description="The quality gate's figures per version (GET: stored; "
-                               "POST, admin tokens: evaluate now).")
+    @extend_schema(
+        operation_id="playbooks_quality",
+        responses=dict,
+        description="The quality gate's figures per version (GET: stored; "
+        "POST, admin tokens: evaluate now).",
+    )
     def get(self, request, slug):
         playbook = get_playbook(request, slug)
-        versions = PlaybookVersion.objects.filter(playbook=playbook).only(
-            "number", "flagged", "flag_reason", "quality"
-        ).order_by("-number")
-        return Response({
-            "playbook": playbook.slug,
-            "versions": [
-                {"number": v.number, "flagged": v.flagged, "flag_reason": v.flag_reason,
-                 "quality": v.quality} for v in versions
-            ],
-        })
+        versions = (
+            PlaybookVersion.objects.filter(playbook=playbook)
+            .only("number", "flagged", "flag_reason", "quality")
+            .order_by("-number")
+        )
+        return Response(
+            {
+                "playbook": playbook.slug,
+                "versions": [
+                    {
+                        "number": v.number,
+                        "flagged": v.flagged,
+                        "flag_reason": v.flag_reason,
+                        "quality": v.quality,
+                    }
+                    for v in versions
+                ],
+            }
+        )
 
-    @extend_schema(operation_id="playbooks_quality_evaluate", request=None, responses=dict)
+    @extend_schema(
+        operation_id="playbooks_quality_evaluate", request=None, responses=dict
+    )
     def post(self, request, slug):
         require_admin(request)
         playbook = get_playbook(request, slug)
-        results = quality.quality_gate_evaluate(playbook=playbook, actor=actor_of(request))
+        results = quality.quality_gate_evaluate(
+            playbook=playbook, actor=actor_of(request)
+        )
         return Response({"playbook": playbook.slug, "versions": results})
 
 
@@ -281,20 +339,29 @@ class PlaybookContextApi(APIView):
         parameters=[
             OpenApiParameter("task", str, required=True),
             OpenApiParameter("task_type", str),
-            OpenApiParameter("budget_tokens", int,
-                             description=f"default {recall.DEFAULT_BUDGET}, at most "
-                                         f"{recall.MAX_BUDGET}; tokens ~ characters / 4"),
-            OpenApiParameter("session_id", str, description="links the recall to a run"),
+            OpenApiParameter(
+                "budget_tokens",
+                int,
+                description=f"default {recall.DEFAULT_BUDGET}, at most "
+                f"{recall.MAX_BUDGET}; tokens ~ characters / 4",
+            ),
+            OpenApiParameter(
+                "session_id", str, description="links the recall to a run"
+            ),
             OpenApiParameter("run", str, description="the run's external_id, if known"),
-            OpenApiParameter("user_id", str, description="add this user's memories (and "
-                             "facts about entities the task names), up to a quarter of "
-                             "the budget"),
+            OpenApiParameter(
+                "user_id",
+                str,
+                description="add this user's memories (and "
+                "facts about entities the task names), up to a quarter of "
+                "the budget",
+            ),
         ],
         responses=RecallOutputSerializer,
         description="Recall: the playbook's most useful strategies for the task, ranked "
-                    "by relevance, confidence, helpful/harmful counts and recency, inside "
-                    "the token budget. Report the version as \"slug@version\" in the run's "
-                    "playbook_versions.",
+        "by relevance, confidence, helpful/harmful counts and recency, inside "
+        'the token budget. Report the version as "slug@version" in the run\'s '
+        "playbook_versions.",
     )
     def get(self, request, slug):
         playbook = get_playbook(request, slug)
@@ -302,9 +369,13 @@ class PlaybookContextApi(APIView):
         serializer.is_valid(raise_exception=True)
         data = serializer.validated_data
         result = recall.playbook_recall(
-            playbook=playbook, task=data["task"], task_type=data["task_type"],
-            budget_tokens=data["budget_tokens"], requested_by=actor_of(request),
-            session_id=data["session_id"], run_external_id=data["run"],
+            playbook=playbook,
+            task=data["task"],
+            task_type=data["task_type"],
+            budget_tokens=data["budget_tokens"],
+            requested_by=actor_of(request),
+            session_id=data["session_id"],
+            run_external_id=data["run"],
             user_id=data.get("user_id"),
         )
         return Response(result.as_dict())
@@ -320,22 +391,29 @@ def skill_payload(skill: Skill) -> dict:
 
 class SkillListCreateApi(APIView):
     pagination_class = Pagination  # the schema documents the paginated list
-    @extend_schema(operation_id="skills_list", responses=SkillOutputSerializer(many=True))
+
+    @extend_schema(
+        operation_id="skills_list", responses=SkillOutputSerializer(many=True)
+    )
     def get(self, request):
         qs = selectors.skill_list(namespace=request.auth.namespace)
         paginator = self.settings.DEFAULT_PAGINATION_CLASS()
         page = paginator.paginate_queryset(qs, request, view=self)
         return paginator.get_paginated_response([skill_payload(s) for s in page])
 
-    @extend_schema(operation_id="skills_create", request=SkillInputSerializer,
-                   responses={201: SkillOutputSerializer})
+    @extend_schema(
+        operation_id="skills_create",
+        request=SkillInputSerializer,
+        responses={201: SkillOutputSerializer},
+    )
     def post(self, request):
         require_admin(request)
         serializer = SkillInputSerializer(data=request.data)
         serializer.is_valid(raise_exception=True)
         try:
             skill = services.skill_create(
-                namespace=request.auth.namespace, actor=actor_of(request),
+                namespace=request.auth.namespace,
+                actor=actor_of(request),
                 **serializer.validated_data,
             )
         except services.PlaybookError as exc:
@@ -348,17 +426,21 @@ class SkillDetailApi(APIView):
     def get(self, request, slug):
         return Response(skill_payload(get_skill(request, slug)))
 
-    @extend_schema(operation_id="skills_update", request=SkillUpdateSerializer,
-                   responses=SkillOutputSerializer,
-                   description="Admin tokens: new text, a new version with its diff.")
+    @extend_schema(
+        operation_id="skills_update",
+        request=SkillUpdateSerializer,
+        responses=SkillOutputSerializer,
+        description="Admin tokens: new text, a new version with its diff.",
+    )
     def put(self, request, slug):
         require_admin(request)
         skill = get_skill(request, slug)
         serializer = SkillUpdateSerializer(data=request.data)
         serializer.is_valid(raise_exception=True)
         try:
-            services.skill_update(skill=skill, actor=actor_of(request),
-                                  **serializer.validated_data)
+            services.skill_update(
+                skill=skill, actor=actor_of(request), **serializer.validated_data
+            )
         except services.PlaybookError as exc:
             raise_for(exc)
         skill.refresh_from_db()
@@ -367,8 +449,11 @@ class SkillDetailApi(APIView):
 
 class SkillVersionsApi(APIView):
     pagination_class = Pagination  # the schema documents the paginated list
-    @extend_schema(operation_id="skills_versions_list",
-                   responses=SkillVersionOutputSerializer(many=True))
+
+    @extend_schema(
+        operation_id="skills_versions_list",
+        responses=SkillVersionOutputSerializer(many=True),
+    )
     def get(self, request, slug):
         qs = selectors.skill_version_list(skill=get_skill(request, slug))
         paginator = self.settings.DEFAULT_PAGINATION_CLASS()
@@ -379,48 +464,68 @@ class SkillVersionsApi(APIView):
 
 
 class SkillRollbackApi(APIView):
-    @extend_schema(operation_id="skills_versions_rollback", request=None,
-                   responses={201: SkillVersionOutputSerializer})
+    @extend_schema(
+        operation_id="skills_versions_rollback",
+        request=None,
+        responses={201: SkillVersionOutputSerializer},
+    )
     def post(self, request, slug, number):
         require_admin(request)
         skill = get_skill(request, slug)
         try:
-            version = services.skill_rollback(skill=skill, number=number, actor=actor_of(request))
+            version = services.skill_rollback(
+                skill=skill, number=number, actor=actor_of(request)
+            )
         except services.PlaybookError as exc:
             raise_for(exc)
-        return Response(SkillVersionOutputSerializer(version).data,
-                        status=status.HTTP_201_CREATED)
+        return Response(
+            SkillVersionOutputSerializer(version).data, status=status.HTTP_201_CREATED
+        )
 
 
 class MemoryListApi(APIView):
     pagination_class = Pagination  # the schema documents the paginated list
-    @extend_schema(operation_id="memories_list",
-                   parameters=[OpenApiParameter("user_id", str)],
-                   responses=MemoryOutputSerializer(many=True))
+
+    @extend_schema(
+        operation_id="memories_list",
+        parameters=[OpenApiParameter("user_id", str)],
+        responses=MemoryOutputSerializer(many=True),
+    )
     def get(self, request):
         qs = selectors.memory_list(
-            namespace=request.auth.namespace, user_id=request.query_params.get("user_id")
+            namespace=request.auth.namespace,
+            user_id=request.query_params.get("user_id"),
         )
         paginator = self.settings.DEFAULT_PAGINATION_CLASS()
         page = paginator.paginate_queryset(qs, request, view=self)
-        return paginator.get_paginated_response(MemoryOutputSerializer(page, many=True).data)
+        return paginator.get_paginated_response(
+            MemoryOutputSerializer(page, many=True).data
+        )
 
 
 class PolicyApi(APIView):
     @extend_schema(operation_id="policy_retrieve", responses=PolicySerializer)
     def get(self, request):
-        return Response(PolicySerializer(selectors.policy_get(namespace=request.auth.namespace)).data)
+        return Response(
+            PolicySerializer(
+                selectors.policy_get(namespace=request.auth.namespace)
+            ).data
+        )
 
-    @extend_schema(operation_id="policy_update", request=PolicySerializer,
-                   responses=PolicySerializer,
-                   description="Admin tokens: the fields given replace the stored lists.")
+    @extend_schema(
+        operation_id="policy_update",
+        request=PolicySerializer,
+        responses=PolicySerializer,
+        description="Admin tokens: the fields given replace the stored lists.",
+    )
     def put(self, request):
         require_admin(request)
         serializer = PolicySerializer(data=request.data)
         serializer.is_valid(raise_exception=True)
         try:
             policy = services.policy_update(
-                namespace=request.auth.namespace, actor=actor_of(request),
+                namespace=request.auth.namespace,
+                actor=actor_of(request),
                 **serializer.validated_data,
             )
         except services.PlaybookError as exc:
@@ -435,28 +540,37 @@ def get_candidate(request, candidate_id):
     from learning.models import LearningCandidate
 
     try:
-        return LearningCandidate.objects.select_related("playbook", "skill", "namespace").get(
-            namespace=request.auth.namespace, pk=int(candidate_id)
-        )
+        return LearningCandidate.objects.select_related(
+            "playbook", "skill", "namespace"
+        ).get(namespace=request.auth.namespace, pk=int(candidate_id))
     except (ValueError, LearningCandidate.DoesNotExist):
         raise exceptions.NotFound("No candidate with this id in your namespace.")
 
 
 class CandidatePreviewApi(APIView):
-    @extend_schema(operation_id="candidates_apply_preview", responses=dict,
-                   description="What approving would change: target, name, from/to "
-                               "version and the diff (or `error` when it could not apply).")
+    @extend_schema(
+        operation_id="candidates_apply_preview",
+        responses=dict,
+        description="What approving would change: target, name, from/to "
+        "version and the diff (or `error` when it could not apply).",
+    )
     def get(self, request, candidate_id):
-        return Response(apply.candidate_apply_preview(candidate=get_candidate(request,
-                                                                              candidate_id)))
+        return Response(
+            apply.candidate_apply_preview(
+                candidate=get_candidate(request, candidate_id)
+            )
+        )
 
 
 class CandidateRevertApi(APIView):
-    @extend_schema(operation_id="candidates_revert", request=RollbackInputSerializer,
-                   responses=dict,
-                   description="Reviewer tokens: undo an applied (e.g. auto-applied) "
-                               "candidate with a new version; it stays `applied` and the "
-                               "audit trail records the revert. 409 when it cannot.")
+    @extend_schema(
+        operation_id="candidates_revert",
+        request=RollbackInputSerializer,
+        responses=dict,
+        description="Reviewer tokens: undo an applied (e.g. auto-applied) "
+        "candidate with a new version; it stays `applied` and the "
+        "audit trail records the revert. 409 when it cannot.",
+    )
     def post(self, request, candidate_id):
         if not request.auth.has_role(Role.REVIEWER):
             raise exceptions.PermissionDenied("This action needs a 'reviewer' token.")
@@ -464,8 +578,11 @@ class CandidateRevertApi(APIView):
         serializer = RollbackInputSerializer(data=request.data or {})
         serializer.is_valid(raise_exception=True)
         try:
-            result = apply.candidate_revert(candidate=candidate, actor=actor_of(request),
-                                            note=serializer.validated_data["note"])
+            result = apply.candidate_revert(
+                candidate=candidate,
+                actor=actor_of(request),
+                note=serializer.validated_data["note"],
+            )
         except apply.ApplyFailed as exc:
             raise Conflict(str(exc))
         return Response(result)

@@ -6,185 +6,436 @@ from django.db import migrations, models
 
 
 class Migration(migrations.Migration):
-
     initial = True
 
     dependencies = [
-        ('learning', '0001_initial'),
+        ("learning", "0001_initial"),
     ]
 
     operations = [
         migrations.CreateModel(
-            name='HygienePolicy',
+            name="HygienePolicy",
             fields=[
-                ('id', models.BigAutoField(auto_created=True, primary_key=True, serialize=False, verbose_name='ID')),
-                ('allowed_tools', models.JSONField(blank=True, default=list)),
-                ('denied_tools', models.JSONField(blank=True, default=list)),
-                ('egress_allowlist', models.JSONField(blank=True, default=list)),
-                ('sensitive_paths', models.JSONField(blank=True, default=list)),
-                ('protected_branches', models.JSONField(blank=True, default=list)),
-                ('updated_by', models.CharField(blank=True, max_length=150)),
-                ('updated_at', models.DateTimeField(auto_now=True)),
-                ('namespace', models.OneToOneField(on_delete=django.db.models.deletion.CASCADE, related_name='policy', to='learning.namespace')),
+                (
+                    "id",
+                    models.BigAutoField(
+                        auto_created=True,
+                        primary_key=True,
+                        serialize=False,
+                        verbose_name="ID",
+                    ),
+                ),
+                ("allowed_tools", models.JSONField(blank=True, default=list)),
+                ("denied_tools", models.JSONField(blank=True, default=list)),
+                ("egress_allowlist", models.JSONField(blank=True, default=list)),
+                ("sensitive_paths", models.JSONField(blank=True, default=list)),
+                ("protected_branches", models.JSONField(blank=True, default=list)),
+                ("updated_by", models.CharField(blank=True, max_length=150)),
+                ("updated_at", models.DateTimeField(auto_now=True)),
+                (
+                    "namespace",
+                    models.OneToOneField(
+                        on_delete=django.db.models.deletion.CASCADE,
+                        related_name="policy",
+                        to="learning.namespace",
+                    ),
+                ),
             ],
         ),
         migrations.CreateModel(
-            name='Memory',
+            name="Memory",
             fields=[
-                ('id', models.BigAutoField(auto_created=True, primary_key=True, serialize=False, verbose_name='ID')),
-                ('scope', models.CharField(default='namespace', max_length=16)),
-                ('user_id', models.CharField(blank=True, db_index=True, max_length=200)),
-                ('entity', models.CharField(blank=True, max_length=200)),
-                ('kind', models.CharField(choices=[('preference', 'Preference'), ('durable_fact', 'Durable Fact'), ('summary', 'Summary')], max_length=16)),
-                ('content', models.TextField()),
-                ('importance', models.FloatField(default=0.5)),
-                ('active', models.BooleanField(default=True)),
-                ('created_at', models.DateTimeField(auto_now_add=True)),
-                ('updated_at', models.DateTimeField(auto_now=True)),
-                ('consolidated_into', models.ForeignKey(blank=True, null=True, on_delete=django.db.models.deletion.SET_NULL, related_name='sources', to='playbooks.memory')),
-                ('namespace', models.ForeignKey(on_delete=django.db.models.deletion.CASCADE, related_name='memories', to='learning.namespace')),
-                ('source_candidate', models.ForeignKey(blank=True, null=True, on_delete=django.db.models.deletion.SET_NULL, related_name='+', to='learning.learningcandidate')),
+                (
+                    "id",
+                    models.BigAutoField(
+                        auto_created=True,
+                        primary_key=True,
+                        serialize=False,
+                        verbose_name="ID",
+                    ),
+                ),
+                ("scope", models.CharField(default="namespace", max_length=16)),
+                (
+                    "user_id",
+                    models.CharField(blank=True, db_index=True, max_length=200),
+                ),
+                ("entity", models.CharField(blank=True, max_length=200)),
+                (
+                    "kind",
+                    models.CharField(
+                        choices=[
+                            ("preference", "Preference"),
+                            ("durable_fact", "Durable Fact"),
+                            ("summary", "Summary"),
+                        ],
+                        max_length=16,
+                    ),
+                ),
+                ("content", models.TextField()),
+                ("importance", models.FloatField(default=0.5)),
+                ("active", models.BooleanField(default=True)),
+                ("created_at", models.DateTimeField(auto_now_add=True)),
+                ("updated_at", models.DateTimeField(auto_now=True)),
+                (
+                    "consolidated_into",
+                    models.ForeignKey(
+                        blank=True,
+                        null=True,
+                        on_delete=django.db.models.deletion.SET_NULL,
+                        related_name="sources",
+                        to="playbooks.memory",
+                    ),
+                ),
+                (
+                    "namespace",
+                    models.ForeignKey(
+                        on_delete=django.db.models.deletion.CASCADE,
+                        related_name="memories",
+                        to="learning.namespace",
+                    ),
+                ),
+                (
+                    "source_candidate",
+                    models.ForeignKey(
+                        blank=True,
+                        null=True,
+                        on_delete=django.db.models.deletion.SET_NULL,
+                        related_name="+",
+                        to="learning.learningcandidate",
+                    ),
+                ),
             ],
             options={
-                'ordering': ['-importance', '-created_at'],
+                "ordering": ["-importance", "-created_at"],
             },
         ),
         migrations.CreateModel(
-            name='Playbook',
+            name="Playbook",
             fields=[
-                ('id', models.BigAutoField(auto_created=True, primary_key=True, serialize=False, verbose_name='ID')),
-                ('slug', models.SlugField(max_length=100)),
-                ('name', models.CharField(max_length=200)),
-                ('description', models.TextField(blank=True)),
-                ('scope', models.CharField(choices=[('agent', 'Agent'), ('user', 'User'), ('team', 'Team'), ('global', 'Global')], default='team', max_length=16)),
-                ('mode', models.CharField(choices=[('propose', 'Propose'), ('background', 'Background'), ('agentic', 'Agentic')], default='propose', max_length=16)),
-                ('auto_apply_threshold', models.FloatField(default=0.8)),
-                ('task_types', models.JSONField(blank=True, default=list)),
-                ('current_version', models.PositiveIntegerField(default=1)),
-                ('created_at', models.DateTimeField(auto_now_add=True)),
-                ('updated_at', models.DateTimeField(auto_now=True)),
-                ('namespace', models.ForeignKey(on_delete=django.db.models.deletion.CASCADE, related_name='playbooks', to='learning.namespace')),
+                (
+                    "id",
+                    models.BigAutoField(
+                        auto_created=True,
+                        primary_key=True,
+                        serialize=False,
+                        verbose_name="ID",
+                    ),
+                ),
+                ("slug", models.SlugField(max_length=100)),
+                ("name", models.CharField(max_length=200)),
+                ("description", models.TextField(blank=True)),
+                (
+                    "scope",
+                    models.CharField(
+                        choices=[
+                            ("agent", "Agent"),
+                            ("user", "User"),
+                            ("team", "Team"),
+                            ("global", "Global"),
+                        ],
+                        default="team",
+                        max_length=16,
+                    ),
+                ),
+                (
+                    "mode",
+                    models.CharField(
+                        choices=[
+                            ("propose", "Propose"),
+                            ("background", "Background"),
+                            ("agentic", "Agentic"),
+                        ],
+                        default="propose",
+                        max_length=16,
+                    ),
+                ),
+                ("auto_apply_threshold", models.FloatField(default=0.8)),
+                ("task_types", models.JSONField(blank=True, default=list)),
+                ("current_version", models.PositiveIntegerField(default=1)),
+                ("created_at", models.DateTimeField(auto_now_add=True)),
+                ("updated_at", models.DateTimeField(auto_now=True)),
+                (
+                    "namespace",
+                    models.ForeignKey(
+                        on_delete=django.db.models.deletion.CASCADE,
+                        related_name="playbooks",
+                        to="learning.namespace",
+                    ),
+                ),
             ],
             options={
-                'ordering': ['slug'],
+                "ordering": ["slug"],
             },
         ),
         migrations.CreateModel(
-            name='PlaybookVersion',
+            name="PlaybookVersion",
             fields=[
-                ('id', models.BigAutoField(auto_created=True, primary_key=True, serialize=False, verbose_name='ID')),
-                ('number', models.PositiveIntegerField()),
-                ('content', models.JSONField(default=list)),
-                ('diff', models.JSONField(default=dict)),
-                ('change_kind', models.CharField(choices=[('create', 'Create'), ('apply', 'Apply'), ('edit', 'Edit'), ('merge', 'Merge'), ('rollback', 'Rollback'), ('curation', 'Curation')], max_length=16)),
-                ('note', models.TextField(blank=True)),
-                ('created_by', models.CharField(blank=True, max_length=150)),
-                ('rolled_back_to', models.PositiveIntegerField(blank=True, null=True)),
-                ('flagged', models.BooleanField(default=False)),
-                ('flag_reason', models.TextField(blank=True)),
-                ('created_at', models.DateTimeField(auto_now_add=True)),
-                ('candidate', models.ForeignKey(blank=True, null=True, on_delete=django.db.models.deletion.SET_NULL, related_name='+', to='learning.learningcandidate')),
-                ('playbook', models.ForeignKey(on_delete=django.db.models.deletion.CASCADE, related_name='versions', to='playbooks.playbook')),
+                (
+                    "id",
+                    models.BigAutoField(
+                        auto_created=True,
+                        primary_key=True,
+                        serialize=False,
+                        verbose_name="ID",
+                    ),
+                ),
+                ("number", models.PositiveIntegerField()),
+                ("content", models.JSONField(default=list)),
+                ("diff", models.JSONField(default=dict)),
+                (
+                    "change_kind",
+                    models.CharField(
+                        choices=[
+                            ("create", "Create"),
+                            ("apply", "Apply"),
+                            ("edit", "Edit"),
+                            ("merge", "Merge"),
+                            ("rollback", "Rollback"),
+                            ("curation", "Curation"),
+                        ],
+                        max_length=16,
+                    ),
+                ),
+                ("note", models.TextField(blank=True)),
+                ("created_by", models.CharField(blank=True, max_length=150)),
+                ("rolled_back_to", models.PositiveIntegerField(blank=True, null=True)),
+                ("flagged", models.BooleanField(default=False)),
+                ("flag_reason", models.TextField(blank=True)),
+                ("created_at", models.DateTimeField(auto_now_add=True)),
+                (
+                    "candidate",
+                    models.ForeignKey(
+                        blank=True,
+                        null=True,
+                        on_delete=django.db.models.deletion.SET_NULL,
+                        related_name="+",
+                        to="learning.learningcandidate",
+                    ),
+                ),
+                (
+                    "playbook",
+                    models.ForeignKey(
+                        on_delete=django.db.models.deletion.CASCADE,
+                        related_name="versions",
+                        to="playbooks.playbook",
+                    ),
+                ),
             ],
             options={
-                'ordering': ['playbook', '-number'],
+                "ordering": ["playbook", "-number"],
             },
         ),
         migrations.CreateModel(
-            name='RecallLog',
+            name="RecallLog",
             fields=[
-                ('id', models.BigAutoField(auto_created=True, primary_key=True, serialize=False, verbose_name='ID')),
-                ('version', models.PositiveIntegerField()),
-                ('task', models.TextField(blank=True)),
-                ('task_type', models.CharField(blank=True, max_length=200)),
-                ('strategy_keys', models.JSONField(default=list)),
-                ('tokens', models.PositiveIntegerField(default=0)),
-                ('requested_by', models.CharField(blank=True, max_length=150)),
-                ('created_at', models.DateTimeField(auto_now_add=True)),
-                ('namespace', models.ForeignKey(on_delete=django.db.models.deletion.CASCADE, related_name='+', to='learning.namespace')),
-                ('playbook', models.ForeignKey(on_delete=django.db.models.deletion.CASCADE, related_name='recalls', to='playbooks.playbook')),
+                (
+                    "id",
+                    models.BigAutoField(
+                        auto_created=True,
+                        primary_key=True,
+                        serialize=False,
+                        verbose_name="ID",
+                    ),
+                ),
+                ("version", models.PositiveIntegerField()),
+                ("task", models.TextField(blank=True)),
+                ("task_type", models.CharField(blank=True, max_length=200)),
+                ("strategy_keys", models.JSONField(default=list)),
+                ("tokens", models.PositiveIntegerField(default=0)),
+                ("requested_by", models.CharField(blank=True, max_length=150)),
+                ("created_at", models.DateTimeField(auto_now_add=True)),
+                (
+                    "namespace",
+                    models.ForeignKey(
+                        on_delete=django.db.models.deletion.CASCADE,
+                        related_name="+",
+                        to="learning.namespace",
+                    ),
+                ),
+                (
+                    "playbook",
+                    models.ForeignKey(
+                        on_delete=django.db.models.deletion.CASCADE,
+                        related_name="recalls",
+                        to="playbooks.playbook",
+                    ),
+                ),
             ],
         ),
         migrations.CreateModel(
-            name='Skill',
+            name="Skill",
             fields=[
-                ('id', models.BigAutoField(auto_created=True, primary_key=True, serialize=False, verbose_name='ID')),
-                ('slug', models.SlugField(max_length=100)),
-                ('name', models.CharField(max_length=200)),
-                ('text', models.TextField(blank=True)),
-                ('current_version', models.PositiveIntegerField(default=1)),
-                ('created_at', models.DateTimeField(auto_now_add=True)),
-                ('updated_at', models.DateTimeField(auto_now=True)),
-                ('namespace', models.ForeignKey(on_delete=django.db.models.deletion.CASCADE, related_name='skills', to='learning.namespace')),
+                (
+                    "id",
+                    models.BigAutoField(
+                        auto_created=True,
+                        primary_key=True,
+                        serialize=False,
+                        verbose_name="ID",
+                    ),
+                ),
+                ("slug", models.SlugField(max_length=100)),
+                ("name", models.CharField(max_length=200)),
+                ("text", models.TextField(blank=True)),
+                ("current_version", models.PositiveIntegerField(default=1)),
+                ("created_at", models.DateTimeField(auto_now_add=True)),
+                ("updated_at", models.DateTimeField(auto_now=True)),
+                (
+                    "namespace",
+                    models.ForeignKey(
+                        on_delete=django.db.models.deletion.CASCADE,
+                        related_name="skills",
+                        to="learning.namespace",
+                    ),
+                ),
             ],
             options={
-                'ordering': ['slug'],
+                "ordering": ["slug"],
             },
         ),
         migrations.CreateModel(
-            name='SkillVersion',
+            name="SkillVersion",
             fields=[
-                ('id', models.BigAutoField(auto_created=True, primary_key=True, serialize=False, verbose_name='ID')),
-                ('number', models.PositiveIntegerField()),
-                ('text', models.TextField(blank=True)),
-                ('diff', models.TextField(blank=True)),
-                ('change_kind', models.CharField(choices=[('create', 'Create'), ('apply', 'Apply'), ('edit', 'Edit'), ('merge', 'Merge'), ('rollback', 'Rollback'), ('curation', 'Curation')], max_length=16)),
-                ('note', models.TextField(blank=True)),
-                ('created_by', models.CharField(blank=True, max_length=150)),
-                ('created_at', models.DateTimeField(auto_now_add=True)),
-                ('candidate', models.ForeignKey(blank=True, null=True, on_delete=django.db.models.deletion.SET_NULL, related_name='+', to='learning.learningcandidate')),
-                ('skill', models.ForeignKey(on_delete=django.db.models.deletion.CASCADE, related_name='versions', to='playbooks.skill')),
+                (
+                    "id",
+                    models.BigAutoField(
+                        auto_created=True,
+                        primary_key=True,
+                        serialize=False,
+                        verbose_name="ID",
+                    ),
+                ),
+                ("number", models.PositiveIntegerField()),
+                ("text", models.TextField(blank=True)),
+                ("diff", models.TextField(blank=True)),
+                (
+                    "change_kind",
+                    models.CharField(
+                        choices=[
+                            ("create", "Create"),
+                            ("apply", "Apply"),
+                            ("edit", "Edit"),
+                            ("merge", "Merge"),
+                            ("rollback", "Rollback"),
+                            ("curation", "Curation"),
+                        ],
+                        max_length=16,
+                    ),
+                ),
+                ("note", models.TextField(blank=True)),
+                ("created_by", models.CharField(blank=True, max_length=150)),
+                ("created_at", models.DateTimeField(auto_now_add=True)),
+                (
+                    "candidate",
+                    models.ForeignKey(
+                        blank=True,
+                        null=True,
+                        on_delete=django.db.models.deletion.SET_NULL,
+                        related_name="+",
+                        to="learning.learningcandidate",
+                    ),
+                ),
+                (
+                    "skill",
+                    models.ForeignKey(
+                        on_delete=django.db.models.deletion.CASCADE,
+                        related_name="versions",
+                        to="playbooks.skill",
+                    ),
+                ),
             ],
             options={
-                'ordering': ['skill', '-number'],
+                "ordering": ["skill", "-number"],
             },
         ),
         migrations.CreateModel(
-            name='Strategy',
+            name="Strategy",
             fields=[
-                ('id', models.BigAutoField(auto_created=True, primary_key=True, serialize=False, verbose_name='ID')),
-                ('key', models.UUIDField(default=uuid.uuid4, editable=False)),
-                ('type', models.CharField(choices=[('helpful', 'Helpful'), ('harmful', 'Harmful')], max_length=8)),
-                ('description', models.TextField()),
-                ('context', models.TextField(blank=True)),
-                ('evidence', models.JSONField(blank=True, default=list)),
-                ('confidence', models.FloatField(default=0.5)),
-                ('helpful_count', models.PositiveIntegerField(default=0)),
-                ('harmful_count', models.PositiveIntegerField(default=0)),
-                ('position', models.PositiveIntegerField(default=0)),
-                ('active', models.BooleanField(default=True)),
-                ('last_recalled_at', models.DateTimeField(blank=True, null=True)),
-                ('created_at', models.DateTimeField(auto_now_add=True)),
-                ('updated_at', models.DateTimeField(auto_now=True)),
-                ('playbook', models.ForeignKey(on_delete=django.db.models.deletion.CASCADE, related_name='strategies', to='playbooks.playbook')),
-                ('source_candidate', models.ForeignKey(blank=True, null=True, on_delete=django.db.models.deletion.SET_NULL, related_name='+', to='learning.learningcandidate')),
+                (
+                    "id",
+                    models.BigAutoField(
+                        auto_created=True,
+                        primary_key=True,
+                        serialize=False,
+                        verbose_name="ID",
+                    ),
+                ),
+                ("key", models.UUIDField(default=uuid.uuid4, editable=False)),
+                (
+                    "type",
+                    models.CharField(
+                        choices=[("helpful", "Helpful"), ("harmful", "Harmful")],
+                        max_length=8,
+                    ),
+                ),
+                ("description", models.TextField()),
+                ("context", models.TextField(blank=True)),
+                ("evidence", models.JSONField(blank=True, default=list)),
+                ("confidence", models.FloatField(default=0.5)),
+                ("helpful_count", models.PositiveIntegerField(default=0)),
+                ("harmful_count", models.PositiveIntegerField(default=0)),
+                ("position", models.PositiveIntegerField(default=0)),
+                ("active", models.BooleanField(default=True)),
+                ("last_recalled_at", models.DateTimeField(blank=True, null=True)),
+                ("created_at", models.DateTimeField(auto_now_add=True)),
+                ("updated_at", models.DateTimeField(auto_now=True)),
+                (
+                    "playbook",
+                    models.ForeignKey(
+                        on_delete=django.db.models.deletion.CASCADE,
+                        related_name="strategies",
+                        to="playbooks.playbook",
+                    ),
+                ),
+                (
+                    "source_candidate",
+                    models.ForeignKey(
+                        blank=True,
+                        null=True,
+                        on_delete=django.db.models.deletion.SET_NULL,
+                        related_name="+",
+                        to="learning.learningcandidate",
+                    ),
+                ),
             ],
             options={
-                'ordering': ['position', 'id'],
+                "ordering": ["position", "id"],
             },
         ),
         migrations.AddConstraint(
-            model_name='playbook',
-            constraint=models.UniqueConstraint(fields=('namespace', 'slug'), name='uniq_playbook_slug'),
+            model_name="playbook",
+            constraint=models.UniqueConstraint(
+                fields=("namespace", "slug"), name="uniq_playbook_slug"
+            ),
         ),
         migrations.AddConstraint(
-            model_name='playbookversion',
-            constraint=models.UniqueConstraint(fields=('playbook', 'number'), name='uniq_playbook_version'),
+            model_name="playbookversion",
+            constraint=models.UniqueConstraint(
+                fields=("playbook", "number"), name="uniq_playbook_version"
+            ),
         ),
         migrations.AddConstraint(
-            model_name='skill',
-            constraint=models.UniqueConstraint(fields=('namespace', 'slug'), name='uniq_skill_slug'),
+            model_name="skill",
+            constraint=models.UniqueConstraint(
+                fields=("namespace", "slug"), name="uniq_skill_slug"
+            ),
         ),
         migrations.AddConstraint(
-            model_name='skillversion',
-            constraint=models.UniqueConstraint(fields=('skill', 'number'), name='uniq_skill_version'),
+            model_name="skillversion",
+            constraint=models.UniqueConstraint(
+                fields=("skill", "number"), name="uniq_skill_version"
+            ),
         ),
         migrations.AddIndex(
-            model_name='strategy',
-            index=models.Index(fields=['playbook', 'active'], name='strategy_pb_active'),
+            model_name="strategy",
+            index=models.Index(
+                fields=["playbook", "active"], name="strategy_pb_active"
+            ),
         ),
         migrations.AddConstraint(
-            model_name='strategy',
-            constraint=models.UniqueConstraint(fields=('playbook', 'key'), name='uniq_strategy_key'),
+            model_name="strategy",
+            constraint=models.UniqueConstraint(
+                fields=("playbook", "key"), name="uniq_strategy_key"
+            ),
         ),
     ]

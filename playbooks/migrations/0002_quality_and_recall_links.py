@@ -4,30 +4,31 @@ from django.db import migrations, models
 
 
 class Migration(migrations.Migration):
-
     dependencies = [
-        ('learning', '0003_search_indexes'),
-        ('playbooks', '0001_initial'),
+        ("learning", "0003_search_indexes"),
+        ("playbooks", "0001_initial"),
     ]
 
     operations = [
         migrations.AddField(
-            model_name='playbookversion',
-            name='quality',
+            model_name="playbookversion",
+            name="quality",
             field=models.JSONField(blank=True, default=dict),
         ),
         migrations.AddField(
-            model_name='recalllog',
-            name='run_external_id',
+            model_name="recalllog",
+            name="run_external_id",
             field=models.CharField(blank=True, max_length=200),
         ),
         migrations.AddField(
-            model_name='recalllog',
-            name='session_id',
+            model_name="recalllog",
+            name="session_id",
             field=models.CharField(blank=True, max_length=200),
         ),
         migrations.AddIndex(
-            model_name='recalllog',
-            index=models.Index(fields=['playbook', '-created_at'], name='recall_pb_created'),
+            model_name="recalllog",
+            index=models.Index(
+                fields=["playbook", "-created_at"], name="recall_pb_created"
+            ),
         ),
     ]

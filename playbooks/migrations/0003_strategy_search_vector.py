@@ -2,6 +2,7 @@
 ts_rank_cd on a stored tsvector instead of recomputing to_tsvector per row keeps recall
 flat as playbooks grow. SQLite gets nothing (recall uses its Python fallback there);
 the column is generated, so no model field is needed."""
+
 from django.db import migrations, models
 
 from learning.migration_operations import PostgresOnlySQL

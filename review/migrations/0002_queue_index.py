@@ -1,6 +1,7 @@
 """The review queue's index on PostgreSQL: (namespace, status, created_at DESC, id DESC)
 covering below_floor, so the queue page reads its 50 rows in order and the capped
 per-status counts are index-only scans (bench/bench_queue.py: 100,000 candidates)."""
+
 from django.db import migrations
 
 from learning.migration_operations import PostgresOnlySQL

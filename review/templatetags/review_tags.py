@@ -1,4 +1,5 @@
 """Small display helpers for the console templates."""
+
 from functools import lru_cache
 
 from django import template
@@ -92,8 +93,9 @@ def timeline_window(steps, highlight, context: int = 1, head: int = 4):
     steps = list(steps)
     marked = set(highlight or [])
     if marked:
-        keep = {s.index for s in steps
-                if any(abs(s.index - h) <= context for h in marked)}
+        keep = {
+            s.index for s in steps if any(abs(s.index - h) <= context for h in marked)
+        }
     else:
         keep = {s.index for s in steps[:head]}
     items, gap = [], 0

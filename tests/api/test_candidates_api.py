@@ -108,8 +108,14 @@ def test_filters_and_hidden_below_floor(reviewer_client):
     denied = reviewer_client.get("/api/v1/candidates/?status=denied").json()["results"]
     assert denied[0]["decision_note"] == "too vague"
     # Once decided, a below-floor candidate is listed like any other.
-    CandidateFactory(namespace=ns, kind="preference", content="Prefers window seats",
-                     confidence=0.2, below_floor=True, status="denied")
+    CandidateFactory(
+        namespace=ns,
+        kind="preference",
+        content="Prefers window seats",
+        confidence=0.2,
+        below_floor=True,
+        status="denied",
+    )
     assert "Prefers window seats" in ids("status=denied")
     assert "Prefers aisle seats" not in ids("status=pending&status=denied")
     bad = reviewer_client.get("/api/v1/candidates/?status=maybe")

@@ -1,4 +1,5 @@
 """Who may call the runs API: tokens, roles and namespace isolation on every endpoint."""
+
 import pytest
 from django.utils import timezone
 from rest_framework.response import Response
@@ -17,8 +18,11 @@ RUNS = "/api/v1/runs/"
 @pytest.fixture
 def acme_run(agent_client):
     run = TrajectoryFactory(
-        namespace=agent_client.namespace, status="running", success_score=None,
-        effective_score=None, external_id="acme-secret-run",
+        namespace=agent_client.namespace,
+        status="running",
+        success_score=None,
+        effective_score=None,
+        external_id="acme-secret-run",
     )
     StepFactory(trajectory=run, index=0)
     return run
@@ -41,8 +45,12 @@ def test_another_namespace_cannot_read_a_run(acme_run, intruder, other_client):
 def test_another_namespace_lists_nothing_of_ours(acme_run, intruder, other_client):
     """The list only ever shows the token's namespace, whatever the filters say."""
     for client in (intruder, other_client):
-        for query in ("", "?external_id=acme-secret-run", "?status=running",
-                      f"?agent={acme_run.agent}"):
+        for query in (
+            "",
+            "?external_id=acme-secret-run",
+            "?status=running",
+            f"?agent={acme_run.agent}",
+        ):
             body = client.get(RUNS + query).json()
             assert body["count"] == 0 and body["results"] == []
 
@@ -51,9 +59,15 @@ def test_another_namespace_cannot_append_complete_or_give_feedback(acme_run, int
     """Writes on another namespace's run are 404 and change nothing."""
     base = f"{RUNS}{acme_run.id}/"
     responses = [
-        intruder.post_json(base + "steps/", {"steps": [{"type": "action", "description": "x"}]}),
-        intruder.post_json(base + "complete/", {"status": "success", "success_score": 1.0}),
-        intruder.post_json(base + "feedback/", {"feedback_type": "human", "score": 0.0}),
+        intruder.post_json(
+            base + "steps/", {"steps": [{"type": "action", "description": "x"}]}
+        ),
+        intruder.post_json(
+            base + "complete/", {"status": "success", "success_score": 1.0}
+        ),
+        intruder.post_json(
+            base + "feedback/", {"feedback_type": "human", "score": 0.0}
+        ),
     ]
     assert [r.status_code for r in responses] == [404, 404, 404]
     acme_run.refresh_from_db()
@@ -85,7 +99,9 @@ def test_missing_or_bad_credentials_are_401(header, acme_run):
         response = client.get(url)
         assert response.status_code == 401
         assert "detail" in response.json()
-    assert client.post(RUNS, {"task_description": "x"}, format="json").status_code == 401
+    assert (
+        client.post(RUNS, {"task_description": "x"}, format="json").status_code == 401
+    )
 
 
 def test_a_revoked_token_is_refused(agent_client):
@@ -94,10 +110,14 @@ def test_a_revoked_token_is_refused(agent_client):
     assert agent_client.get(RUNS).status_code == 401
 
 
-def test_reviewer_and_admin_tokens_have_the_agent_rights(reviewer_client, admin_client_api):
+def test_reviewer_and_admin_tokens_have_the_agent_rights(
+    reviewer_client, admin_client_api
+):
     """Roles are ranked: reviewer and admin tokens can also post and read runs."""
     for client in (reviewer_client, admin_client_api):
-        created = client.post_json(RUNS, {"task_description": f"by {client.token.role}"})
+        created = client.post_json(
+            RUNS, {"task_description": f"by {client.token.role}"}
+        )
         assert created.status_code == 201
         assert client.get(f"{RUNS}{created.json()['id']}/").status_code == 200
     assert Trajectory.objects.count() == 2
@@ -121,16 +141,20 @@ class _AdminOnly(APIView):
     "role, review_code, admin_code",
     [("agent", 403, 403), ("reviewer", 200, 403), ("admin", 200, 200)],
 )
-def test_role_permissions_rank_agent_reviewer_admin(api_factory, role, review_code, admin_code):
+def test_role_permissions_rank_agent_reviewer_admin(
+    api_factory, role, review_code, admin_code
+):
     """IsReviewer / IsAdmin (used by review and playbook endpoints) refuse lower roles
     with a 403 that names the role needed."""
     client = api_factory("acme", role, f"{role}-x")
     header = client._credentials["HTTP_AUTHORIZATION"]
     factory = APIRequestFactory()
-    review = _ReviewOnly.as_view()(factory.post("/x", {}, format="json",
-                                                HTTP_AUTHORIZATION=header))
-    admin = _AdminOnly.as_view()(factory.post("/x", {}, format="json",
-                                              HTTP_AUTHORIZATION=header))
+    review = _ReviewOnly.as_view()(
+        factory.post("/x", {}, format="json", HTTP_AUTHORIZATION=header)
+    )
+    admin = _AdminOnly.as_view()(
+        factory.post("/x", {}, format="json", HTTP_AUTHORIZATION=header)
+    )
     assert (review.status_code, admin.status_code) == (review_code, admin_code)
     if review_code == 403:
         assert "reviewer" in str(review.data["detail"])

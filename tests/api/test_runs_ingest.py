@@ -1,4 +1,5 @@
 """POST /api/v1/runs/: whole runs, batches, idempotency, and every class of bad input."""
+
 import json
 import threading
 
@@ -114,8 +115,14 @@ def test_a_batch_stores_every_run_and_reports_created_and_existing(agent_client)
     """{"runs": [...]} stores each run; the answer lists ids in order with `created`;
     duplicates inside the batch and already-stored runs are not stored again."""
     agent_client.post_json(RUNS, run_payload("r-0"))
-    batch = {"runs": [run_payload("r-0"), run_payload("r-1"), run_payload("r-2"),
-                      run_payload("r-1")]}
+    batch = {
+        "runs": [
+            run_payload("r-0"),
+            run_payload("r-1"),
+            run_payload("r-2"),
+            run_payload("r-1"),
+        ]
+    }
     response = agent_client.post_json(RUNS, batch)
     assert response.status_code == 201, response.json()
     body = response.json()
@@ -144,7 +151,9 @@ def test_an_invalid_batch_names_index_and_field_and_stores_nothing(agent_client)
     assert Trajectory.objects.count() == 0 and Step.objects.count() == 0
 
 
-def test_a_failure_while_storing_a_batch_rolls_everything_back(agent_client, monkeypatch):
+def test_a_failure_while_storing_a_batch_rolls_everything_back(
+    agent_client, monkeypatch
+):
     """Ingest is one transaction: if storing fails midway, no run or step remains."""
 
     def explode(*, runs):
@@ -153,9 +162,17 @@ def test_a_failure_while_storing_a_batch_rolls_everything_back(agent_client, mon
     monkeypatch.setattr(run_services.pipeline, "runs_finished", explode)
     with pytest.raises(RuntimeError):
         run_services.runs_ingest(
-            namespace=agent_client.namespace, agent="a",
-            runs=[{"task_description": "x", "status": "success", "success_score": 1.0,
-                   "external_id": "boom", "steps": [{"type": "action", "description": "y"}]}],
+            namespace=agent_client.namespace,
+            agent="a",
+            runs=[
+                {
+                    "task_description": "x",
+                    "status": "success",
+                    "success_score": 1.0,
+                    "external_id": "boom",
+                    "steps": [{"type": "action", "description": "y"}],
+                }
+            ],
         )
     assert Trajectory.objects.count() == 0 and Step.objects.count() == 0
 
@@ -167,12 +184,15 @@ def test_finished_runs_reach_the_pipeline_once_and_running_ones_do_not(
     post or a running run is not handed over."""
     seen = []
     monkeypatch.setattr(
-        run_services.pipeline, "runs_finished",
+        run_services.pipeline,
+        "runs_finished",
         lambda *, runs: seen.extend(r.external_id for r in runs),
     )
     agent_client.post_json(RUNS, {"runs": [run_payload("f-1"), run_payload("f-2")]})
     agent_client.post_json(RUNS, run_payload("f-1"))
-    agent_client.post_json(RUNS, {"external_id": "live", "task_description": "still going"})
+    agent_client.post_json(
+        RUNS, {"external_id": "live", "task_description": "still going"}
+    )
     assert seen == ["f-1", "f-2"]
 
 
@@ -195,18 +215,42 @@ def test_finished_runs_reach_the_pipeline_once_and_running_ones_do_not(
         ({"metrics": {"note": "nul\x00byte"}}, "metrics"),
         ({"playbook_versions": "airline@3"}, "playbook_versions"),
         ({"started_at": "yesterday"}, "started_at"),
-        ({"started_at": "2026-01-02T00:00:00Z", "completed_at": "2026-01-01T00:00:00Z"},
-         "completed_at"),
+        (
+            {
+                "started_at": "2026-01-02T00:00:00Z",
+                "completed_at": "2026-01-01T00:00:00Z",
+            },
+            "completed_at",
+        ),
         ({"steps": "none"}, "steps"),
         ({"steps": [{"type": "teleport", "description": "x"}]}, "type"),
         ({"steps": [{"type": "action"}]}, "description"),
         ({"steps": [{"type": "action", "description": 7}]}, "description"),
         ({"steps": [{"type": "action", "description": "x", "tokens": -1}]}, "tokens"),
-        ({"steps": [{"type": "action", "description": "x", "tokens": 2**40}]}, "tokens"),
-        ({"steps": [{"type": "action", "description": "x", "result": {"k": "\x00"}}]},
-         "result"),
-        ({"steps": [{"type": "action", "description": "x", "started_at": "2024-13-45T00:00"}]},
-         "started_at"),
+        (
+            {"steps": [{"type": "action", "description": "x", "tokens": 2**40}]},
+            "tokens",
+        ),
+        (
+            {
+                "steps": [
+                    {"type": "action", "description": "x", "result": {"k": "\x00"}}
+                ]
+            },
+            "result",
+        ),
+        (
+            {
+                "steps": [
+                    {
+                        "type": "action",
+                        "description": "x",
+                        "started_at": "2024-13-45T00:00",
+                    }
+                ]
+            },
+            "started_at",
+        ),
         ({"steps": ["just text"]}, "steps"),
     ],
 )
@@ -252,8 +296,9 @@ def test_malformed_and_non_object_bodies_get_a_json_400(agent_client, raw, needl
 
 def test_form_encoded_bodies_get_415(agent_client):
     """Only JSON is accepted."""
-    response = post_raw(agent_client, b"task_description=x",
-                        "application/x-www-form-urlencoded")
+    response = post_raw(
+        agent_client, b"task_description=x", "application/x-www-form-urlencoded"
+    )
     assert response.status_code == 415
     assert "detail" in response.json()
 
@@ -349,13 +394,50 @@ def test_concurrent_overlapping_batches_store_each_run_once(api_factory):
             assert ids.setdefault(run["external_id"], run["id"]) == run["id"]
 
 
-WRONG_VALUES = [None, True, 0, -1, 1.5, 2**70, "", "x", "\x00", "9" * 300, [], [1], {},
-                {"a": "\x00"}]
-RUN_FIELDS = ["external_id", "agent", "user_id", "session_id", "task_description",
-              "task_type", "status", "success_score", "error_message", "duration_ms",
-              "tokens_used", "cost_usd", "metrics", "playbook_versions", "started_at",
-              "completed_at", "steps"]
-STEP_FIELDS = ["type", "description", "result", "tool", "tokens", "started_at", "ended_at"]
+WRONG_VALUES = [
+    None,
+    True,
+    0,
+    -1,
+    1.5,
+    2**70,
+    "",
+    "x",
+    "\x00",
+    "9" * 300,
+    [],
+    [1],
+    {},
+    {"a": "\x00"},
+]
+RUN_FIELDS = [
+    "external_id",
+    "agent",
+    "user_id",
+    "session_id",
+    "task_description",
+    "task_type",
+    "status",
+    "success_score",
+    "error_message",
+    "duration_ms",
+    "tokens_used",
+    "cost_usd",
+    "metrics",
+    "playbook_versions",
+    "started_at",
+    "completed_at",
+    "steps",
+]
+STEP_FIELDS = [
+    "type",
+    "description",
+    "result",
+    "tool",
+    "tokens",
+    "started_at",
+    "ended_at",
+]
 
 
 def test_no_value_in_any_field_causes_a_server_error(agent_client):
@@ -371,7 +453,9 @@ def test_no_value_in_any_field_causes_a_server_error(agent_client):
     for field in STEP_FIELDS:
         for value in WRONG_VALUES:
             step = {"type": "action", "description": "x", field: value}
-            response = agent_client.post_json(RUNS, run_payload(external_id=None, steps=[step]))
+            response = agent_client.post_json(
+                RUNS, run_payload(external_id=None, steps=[step])
+            )
             assert response.status_code in (201, 400), (field, value, response.content)
             if response.status_code == 400:
                 assert field in response.json()["steps"]["0"], (field, value)

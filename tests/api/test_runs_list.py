@@ -1,4 +1,5 @@
 """GET /api/v1/runs/: filters, pagination, constant query count; schema, docs, healthz."""
+
 from datetime import timedelta
 
 import pytest
@@ -32,14 +33,38 @@ def external_ids(response):
 @pytest.fixture
 def mixed(agent_client):
     ns = agent_client.namespace
-    TrajectoryFactory(namespace=ns, external_id="ok-1", status="success", success_score=1.0,
-                      task_type="airline.book", agent="alpha")
-    TrajectoryFactory(namespace=ns, external_id="bad-1", status="failure", success_score=0.0,
-                      task_type="airline.book", agent="beta")
-    TrajectoryFactory(namespace=ns, external_id="half-1", status="partial",
-                      success_score=0.5, task_type="airline.cancel", agent="alpha")
-    old = TrajectoryFactory(namespace=ns, external_id="old-1", status="failure",
-                            success_score=0.2, task_type="retail", agent="beta")
+    TrajectoryFactory(
+        namespace=ns,
+        external_id="ok-1",
+        status="success",
+        success_score=1.0,
+        task_type="airline.book",
+        agent="alpha",
+    )
+    TrajectoryFactory(
+        namespace=ns,
+        external_id="bad-1",
+        status="failure",
+        success_score=0.0,
+        task_type="airline.book",
+        agent="beta",
+    )
+    TrajectoryFactory(
+        namespace=ns,
+        external_id="half-1",
+        status="partial",
+        success_score=0.5,
+        task_type="airline.cancel",
+        agent="alpha",
+    )
+    old = TrajectoryFactory(
+        namespace=ns,
+        external_id="old-1",
+        status="failure",
+        success_score=0.2,
+        task_type="retail",
+        agent="beta",
+    )
     Trajectory.objects.filter(pk=old.pk).update(
         created_at=timezone.now() - timedelta(days=30)
     )
@@ -113,7 +138,9 @@ def test_list_items_carry_their_step_count(agent_client):
     assert "steps" not in results[0]
 
 
-def test_list_query_count_does_not_grow_with_the_page(agent_client, django_assert_num_queries):
+def test_list_query_count_does_not_grow_with_the_page(
+    agent_client, django_assert_num_queries
+):
     """2 rows and 20 rows cost the same number of queries (no N+1)."""
     make_runs(agent_client.namespace, 2)
     agent_client.get(RUNS)  # warm up: the token's last_used_at is written once
@@ -124,7 +151,9 @@ def test_list_query_count_does_not_grow_with_the_page(agent_client, django_asser
         assert len(agent_client.get(RUNS).json()["results"]) == 20
 
 
-def test_detail_query_count_does_not_grow_with_steps(agent_client, django_assert_num_queries):
+def test_detail_query_count_does_not_grow_with_steps(
+    agent_client, django_assert_num_queries
+):
     """A run's detail costs the same queries for 2 steps as for 40."""
     small, big = make_runs(agent_client.namespace, 2)
     for index in range(2, 40):
@@ -141,8 +170,13 @@ def test_schema_documents_the_runs_endpoints(client):
     response = client.get("/api/v1/schema/?format=json")
     assert response.status_code == 200
     paths = response.json()["paths"]
-    for path in ("/api/v1/runs/", "/api/v1/runs/{run_id}/", "/api/v1/runs/{run_id}/steps/",
-                 "/api/v1/runs/{run_id}/complete/", "/api/v1/runs/{run_id}/feedback/"):
+    for path in (
+        "/api/v1/runs/",
+        "/api/v1/runs/{run_id}/",
+        "/api/v1/runs/{run_id}/steps/",
+        "/api/v1/runs/{run_id}/complete/",
+        "/api/v1/runs/{run_id}/feedback/",
+    ):
         assert path in paths
     assert "post" in paths["/api/v1/runs/"] and "get" in paths["/api/v1/runs/"]
     assert "bearerAuth" in response.json()["components"]["securitySchemes"]
@@ -153,7 +187,9 @@ def test_docs_page_uses_only_local_assets(client):
     response = client.get("/api/v1/docs/")
     assert response.status_code == 200
     html = response.content.decode()
-    assert "/static/drf_spectacular_sidecar/swagger-ui-dist/swagger-ui-bundle.js" in html
+    assert (
+        "/static/drf_spectacular_sidecar/swagger-ui-dist/swagger-ui-bundle.js" in html
+    )
     assert "cdn." not in html and "https://" not in html
 
 

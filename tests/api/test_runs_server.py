@@ -1,4 +1,5 @@
 """scripts/run.py (the end of `make run`): web server + worker up, healthy, stopped cleanly."""
+
 import json
 import os
 import signal
@@ -27,16 +28,31 @@ def free_port() -> int:
 def test_run_py_serves_with_a_live_worker_and_stops_both_on_sigterm(tmp_path):
     """run.py starts runserver and qcluster, waits until /healthz sees the worker,
     prints the console address, and on SIGTERM stops both and exits 0."""
-    env = {k: v for k, v in os.environ.items()
-           if k not in ("DJANGO_SETTINGS_MODULE", "Q_SYNC")}
-    env.update(DATABASE_URL=f"sqlite:///{tmp_path}/db.sqlite3",
-               Q_STATS_DIR=str(tmp_path / "q-stats"), PYTHONUNBUFFERED="1")
-    subprocess.run([sys.executable, "manage.py", "migrate", "--noinput", "-v0"], cwd=ROOT,
-                   env=env, check=True, timeout=120)
+    env = {
+        k: v
+        for k, v in os.environ.items()
+        if k not in ("DJANGO_SETTINGS_MODULE", "Q_SYNC")
+    }
+    env.update(
+        DATABASE_URL=f"sqlite:///{tmp_path}/db.sqlite3",
+        Q_STATS_DIR=str(tmp_path / "q-stats"),
+        PYTHONUNBUFFERED="1",
+    )
+    subprocess.run(
+        [sys.executable, "manage.py", "migrate", "--noinput", "-v0"],
+        cwd=ROOT,
+        env=env,
+        check=True,
+        timeout=120,
+    )
     port = free_port()
     proc = subprocess.Popen(
         [sys.executable, "scripts/run.py", "--host", "127.0.0.1", "--port", str(port)],
-        cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+        cwd=ROOT,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
     )
     lines: list[str] = []
     reader = threading.Thread(target=lambda: lines.extend(proc.stdout), daemon=True)
@@ -48,8 +64,13 @@ def test_run_py_serves_with_a_live_worker_and_stops_both_on_sigterm(tmp_path):
             assert time.monotonic() < deadline, "".join(lines)[-2000:]
             time.sleep(0.2)
         output = "".join(lines)
-        assert f"http://127.0.0.1:{port}/" in output and "reviewer / reviewer-demo" in output
-        with urllib.request.urlopen(f"http://127.0.0.1:{port}/healthz", timeout=5) as response:
+        assert (
+            f"http://127.0.0.1:{port}/" in output
+            and "reviewer / reviewer-demo" in output
+        )
+        with urllib.request.urlopen(
+            f"http://127.0.0.1:{port}/healthz", timeout=5
+        ) as response:
             health = json.loads(response.read())
         assert health["database"] == "ok" and health["worker_alive"] is True
     finally:

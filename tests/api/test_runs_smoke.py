@@ -10,8 +10,12 @@ RUN = {
     "success_score": 0.0,
     "steps": [
         {"type": "message", "description": "user: I want to change my flight"},
-        {"type": "tool_call", "tool": "get_reservation_details",
-         "description": "get_reservation_details(reservation_id=4WQ150)", "result": {"status": "ok"}},
+        {
+            "type": "tool_call",
+            "tool": "get_reservation_details",
+            "description": "get_reservation_details(reservation_id=4WQ150)",
+            "result": {"status": "ok"},
+        },
     ],
 }
 

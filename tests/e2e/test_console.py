@@ -1,5 +1,6 @@
 """The reviewer console in real Chromium: login, filtering, keyboard approve, bulk deny,
 a conflict resolved side by side, and two reviewers on one candidate."""
+
 import re
 
 import pytest
@@ -52,23 +53,43 @@ def test_login_lands_on_the_queue(browser, live_server, rita, acme, screenshot):
         page.fill("#id_password", "pw-rita")
         page.click("button[type=submit]")
         expect(page).to_have_url(live_server.url + "/")
-        expect(page.locator("#queue-results")).to_contain_text("Confirm the cabin class")
+        expect(page.locator("#queue-results")).to_contain_text(
+            "Confirm the cabin class"
+        )
         expect(page.locator("header.topbar")).to_contain_text("rita")
         screenshot(page, "queue")
     finally:
         page.close()
 
 
-def test_filtering_updates_the_list_and_the_url(login_as, live_server, rita, acme, airline,
-                                                screenshot):
-    CandidateFactory(namespace=acme, kind="preference", content="Prefers aisle seats",
-                     memory_scope="user", user_id="mia")
-    CandidateFactory(namespace=acme, kind="strategy_helpful", playbook=airline,
-                     content="Look up the reservation before changing it")
-    CandidateFactory(namespace=acme, kind="strategy_harmful", playbook=airline,
-                     content="Never offer a refund for basic economy", max_severity="block",
-                     audit={"hygiene": [{"severity": "block", "message": "x", "related": []}],
-                            "conflict": [], "duplicate": []})
+def test_filtering_updates_the_list_and_the_url(
+    login_as, live_server, rita, acme, airline, screenshot
+):
+    CandidateFactory(
+        namespace=acme,
+        kind="preference",
+        content="Prefers aisle seats",
+        memory_scope="user",
+        user_id="mia",
+    )
+    CandidateFactory(
+        namespace=acme,
+        kind="strategy_helpful",
+        playbook=airline,
+        content="Look up the reservation before changing it",
+    )
+    CandidateFactory(
+        namespace=acme,
+        kind="strategy_harmful",
+        playbook=airline,
+        content="Never offer a refund for basic economy",
+        max_severity="block",
+        audit={
+            "hygiene": [{"severity": "block", "message": "x", "related": []}],
+            "conflict": [],
+            "duplicate": [],
+        },
+    )
     page = login_as(rita)
     page.goto(live_server.url + "/")
     rows = page.locator("#queue-results tbody tr[data-id]")
@@ -94,17 +115,25 @@ def test_filtering_updates_the_list_and_the_url(login_as, live_server, rita, acm
     assert not page.js_errors
 
 
-def test_keyboard_triage_approve_and_deny(login_as, live_server, rita, acme, airline,
-                                          screenshot):
+def test_keyboard_triage_approve_and_deny(
+    login_as, live_server, rita, acme, airline, screenshot
+):
     """j/k move, `a` approves (applied as a new playbook version), `d` asks for a reason
     and denies; keys typed into the search box are ignored."""
-    older = CandidateFactory(namespace=acme, playbook=airline,
-                             content="Verify the passenger's identity before changes")
-    newer = CandidateFactory(namespace=acme, playbook=airline,
-                             content="Offer the cheapest fare first")
+    older = CandidateFactory(
+        namespace=acme,
+        playbook=airline,
+        content="Verify the passenger's identity before changes",
+    )
+    newer = CandidateFactory(
+        namespace=acme, playbook=airline, content="Offer the cheapest fare first"
+    )
     page = login_as(rita)
     page.goto(live_server.url + "/")
-    first, second = (page.locator(f"#cand-{newer.pk}"), page.locator(f"#cand-{older.pk}"))
+    first, second = (
+        page.locator(f"#cand-{newer.pk}"),
+        page.locator(f"#cand-{older.pk}"),
+    )
     expect(first).to_have_attribute("class", "row st-pending selected")
     page.keyboard.press("j")
     expect(second).to_have_attribute("class", "row st-pending selected")
@@ -124,9 +153,13 @@ def test_keyboard_triage_approve_and_deny(login_as, live_server, rita, acme, air
     page.keyboard.press("Escape")
     page.keyboard.press("a")
     expect(page.locator(f"#cand-{newer.pk} .badge.st-applied")).to_be_visible()
-    expect(page.locator("#toasts")).to_contain_text(f"Candidate {newer.pk} applied (version 2)")
+    expect(page.locator("#toasts")).to_contain_text(
+        f"Candidate {newer.pk} applied (version 2)"
+    )
     # The selection moved on to the next row: deny it with a reason.
-    expect(page.locator(f"#cand-{older.pk}")).to_have_attribute("class", "row st-pending selected")
+    expect(page.locator(f"#cand-{older.pk}")).to_have_attribute(
+        "class", "row st-pending selected"
+    )
     page.keyboard.press("d")
     expect(page.locator("#deny-dialog")).to_be_visible()
     page.fill("#deny-reason", "Identity checks are in the login flow")
@@ -140,7 +173,9 @@ def test_keyboard_triage_approve_and_deny(login_as, live_server, rita, acme, air
     assert (newer.status, newer.applied_version) == ("applied", 2)
     assert older.status == "denied"
     assert older.decision_note == "Identity checks are in the login flow"
-    assert airline.strategies.filter(description__startswith="Offer the cheapest").exists()
+    assert airline.strategies.filter(
+        description__startswith="Offer the cheapest"
+    ).exists()
     assert not page.js_errors
 
 
@@ -172,24 +207,46 @@ def test_bulk_deny_with_one_note(login_as, live_server, rita, acme, screenshot):
     assert notes == {"Procedures belong in the skill, not here", "All procedures: no"}
 
 
-def test_resolve_a_conflict_side_by_side(login_as, live_server, rita, acme, airline,
-                                         screenshot):
+def test_resolve_a_conflict_side_by_side(
+    login_as, live_server, rita, acme, airline, screenshot
+):
     old = make_strategy(airline, "Never rebook basic economy passengers")
-    run = TrajectoryFactory(namespace=acme, external_id="tb-airline-17-0", status="success")
-    for i, text in enumerate(["user: my flight was cancelled",
-                              "get_reservation_details(reservation_id=4WQ150)",
-                              "The airline cancelled: rebooking is allowed",
-                              "book_reservation(...)"]):
-        StepFactory(trajectory=run, index=i, description=text,
-                    type="tool_call" if "(" in text else "message")
+    run = TrajectoryFactory(
+        namespace=acme, external_id="tb-airline-17-0", status="success"
+    )
+    for i, text in enumerate(
+        [
+            "user: my flight was cancelled",
+            "get_reservation_details(reservation_id=4WQ150)",
+            "The airline cancelled: rebooking is allowed",
+            "book_reservation(...)",
+        ]
+    ):
+        StepFactory(
+            trajectory=run,
+            index=i,
+            description=text,
+            type="tool_call" if "(" in text else "message",
+        )
     FeedbackFactory(trajectory=run, score=0.9, message="resolved on first contact")
     c = CandidateFactory(
-        namespace=acme, playbook=airline, max_severity="warn",
+        namespace=acme,
+        playbook=airline,
+        max_severity="warn",
         content="Rebook basic economy passengers when the airline cancels the flight",
-        audit={"conflict": [{"severity": "warn", "message": "contradicts an applied strategy",
-                             "related": [{"type": "strategy", "id": old.pk,
-                                          "text": old.description}]}],
-               "hygiene": [], "duplicate": []},
+        audit={
+            "conflict": [
+                {
+                    "severity": "warn",
+                    "message": "contradicts an applied strategy",
+                    "related": [
+                        {"type": "strategy", "id": old.pk, "text": old.description}
+                    ],
+                }
+            ],
+            "hygiene": [],
+            "duplicate": [],
+        },
     )
     CandidateEvidence.objects.create(candidate=c, trajectory=run, step_indexes=[2, 3])
     page = login_as(rita)
@@ -200,7 +257,9 @@ def test_resolve_a_conflict_side_by_side(login_as, live_server, rita, acme, airl
     expect(page.locator("#evidence .step.hl")).to_have_count(2)
     expect(page.locator("#evidence")).to_contain_text("resolved on first contact")
     expect(page.locator("#preview")).to_contain_text("v2 → v3")
-    expect(pair.locator(".replace-preview .del")).to_contain_text("Never rebook basic economy")
+    expect(pair.locator(".replace-preview .del")).to_contain_text(
+        "Never rebook basic economy"
+    )
     screenshot(page, "conflict-side-by-side")
     pair.locator("[data-action=replace]").click()
     expect(page.locator("[data-decided]")).to_contain_text("Applied by rita")
@@ -209,14 +268,18 @@ def test_resolve_a_conflict_side_by_side(login_as, live_server, rita, acme, airl
     old.refresh_from_db()
     assert c.status == "applied" and c.replaces_strategy_id == old.pk
     assert not old.active
-    assert Strategy.objects.get(playbook=airline, active=True).description.startswith("Rebook")
+    assert Strategy.objects.get(playbook=airline, active=True).description.startswith(
+        "Rebook"
+    )
     # The evidence link opens the run's timeline with the same steps highlighted.
     page.click("#evidence .ev-head a")
     expect(page.locator("#timeline .step.hl")).to_have_count(2)
     screenshot(page, "run-timeline")
     page.click("nav.mainnav >> text=Activity")
     expect(page.locator("#activity-results")).to_contain_text(f"candidate #{c.pk}")
-    expect(page.locator("#activity-results")).to_contain_text(f"Replaces strategy #{old.pk}")
+    expect(page.locator("#activity-results")).to_contain_text(
+        f"Replaces strategy #{old.pk}"
+    )
     screenshot(page, "activity")
     page.click("nav.mainnav >> text=Dashboard")
     expect(page.locator("svg.chart")).to_have_count(3)
@@ -224,12 +287,15 @@ def test_resolve_a_conflict_side_by_side(login_as, live_server, rita, acme, airl
     assert not page.js_errors
 
 
-def test_two_reviewers_on_one_candidate(login_as, live_server, rita, acme, airline,
-                                        screenshot):
+def test_two_reviewers_on_one_candidate(
+    login_as, live_server, rita, acme, airline, screenshot
+):
     """The second reviewer sees who holds the candidate; when both act anyway, exactly
     one decision wins and the other gets a clear message — never a double apply."""
     otto = make_user("otto", acme, "reviewer")
-    c = CandidateFactory(namespace=acme, playbook=airline, content="Ask for the booking code")
+    c = CandidateFactory(
+        namespace=acme, playbook=airline, content="Ask for the booking code"
+    )
     first = login_as(rita)
     second = login_as(otto)
     first.goto(f"{live_server.url}/candidates/{c.pk}/")
@@ -242,13 +308,19 @@ def test_two_reviewers_on_one_candidate(login_as, live_server, rita, acme, airli
     expect(first.locator("[data-decided]")).to_contain_text("Denied by rita")
     # Otto's page is stale: he approves anyway and is refused.
     second.click("[data-approve-form] button[type=submit]")
-    expect(second.locator("#toasts")).to_contain_text(f"Candidate {c.pk} was already denied by rita")
+    expect(second.locator("#toasts")).to_contain_text(
+        f"Candidate {c.pk} was already denied by rita"
+    )
     expect(second.locator("[data-decided]")).to_contain_text("Denied by rita")
     screenshot(second, "concurrent-refused")
     c.refresh_from_db()
     assert c.status == "denied" and c.decided_by == "rita"
-    assert AuditEvent.objects.filter(candidate=c, action__in=["approve", "deny", "apply"]
-                                     ).count() == 1
+    assert (
+        AuditEvent.objects.filter(
+            candidate=c, action__in=["approve", "deny", "apply"]
+        ).count()
+        == 1
+    )
     assert airline.strategies.count() == 0
     # Leaving a candidate gives the lease back straight away.
     other = CandidateFactory(namespace=acme, content="Quote the fare difference")
@@ -263,8 +335,9 @@ def test_two_reviewers_on_one_candidate(login_as, live_server, rita, acme, airli
     assert LearningCandidate.objects.get(pk=other.pk).leased_by_id is None
 
 
-def test_open_edit_then_approve_from_the_keyboard(login_as, live_server, rita, acme, airline,
-                                                  screenshot):
+def test_open_edit_then_approve_from_the_keyboard(
+    login_as, live_server, rita, acme, airline, screenshot
+):
     """`o` opens the selected candidate, `e` unfolds the edit form (the edit is recorded
     with before/after), `a` approves the edited text."""
     c = CandidateFactory(namespace=acme, playbook=airline, content="Check fares")
@@ -278,14 +351,18 @@ def test_open_edit_then_approve_from_the_keyboard(login_as, live_server, rita, a
     page.fill("#edit textarea[name=content]", "Check the fare rules before rebooking")
     page.fill("#edit input[name=note]", "more precise")
     page.click("#edit button[type=submit]")
-    expect(page.locator("[data-content]")).to_have_text("Check the fare rules before rebooking")
+    expect(page.locator("[data-content]")).to_have_text(
+        "Check the fare rules before rebooking"
+    )
     expect(page.locator("#history")).to_contain_text("more precise")
     screenshot(page, "edited")
     page.keyboard.press("a")
     expect(page.locator("[data-decided]")).to_contain_text("Applied by rita")
     c.refresh_from_db()
     assert c.status == "applied"
-    assert airline.strategies.get().description == "Check the fare rules before rebooking"
+    assert (
+        airline.strategies.get().description == "Check the fare rules before rebooking"
+    )
     edit = AuditEvent.objects.get(candidate=c, action="edit")
     assert edit.data["before"]["content"] == "Check fares"
     assert not page.js_errors

@@ -1,4 +1,5 @@
 """Local HTTP servers for the ecosystem tests (threads on 127.0.0.1)."""
+
 import json
 import threading
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -21,8 +22,12 @@ class Recorder:
                 length = int(self.headers.get("Content-Length") or 0)
                 body = self.rfile.read(length) if length else b""
                 recorder.requests.append(
-                    {"method": self.command, "path": self.path,
-                     "headers": dict(self.headers), "body": body}
+                    {
+                        "method": self.command,
+                        "path": self.path,
+                        "headers": dict(self.headers),
+                        "body": body,
+                    }
                 )
                 status, headers, reply = (
                     recorder.replies.pop(0) if recorder.replies else (200, {}, {})

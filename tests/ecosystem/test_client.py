@@ -1,4 +1,5 @@
 """The flywheel-client package against a live server (and a scripted flaky one)."""
+
 import socket
 
 import pytest
@@ -20,11 +21,18 @@ def fw(live_server):
 def test_context_manager_records_a_run_with_steps_and_outcome(fw):
     """A `with client.run(...)` block posts the run with its steps, usage and outcome
     once; posting the same run again (a retry) returns the same stored run."""
-    with fw.run("Change the flight of 4WQ150", task_type="airline.change_flight",
-                user_id="mia", session_id="s-1") as run:
+    with fw.run(
+        "Change the flight of 4WQ150",
+        task_type="airline.change_flight",
+        user_id="mia",
+        session_id="s-1",
+    ) as run:
         run.message("user", "I want to change my flight")
-        run.tool_call("get_reservation_details", {"reservation_id": "4WQ150"},
-                      {"cabin": "economy"})
+        run.tool_call(
+            "get_reservation_details",
+            {"reservation_id": "4WQ150"},
+            {"cabin": "economy"},
+        )
         run.observe("The reservation is economy")
         run.use("airline@3")
         run.add_usage(tokens=1200, cost_usd=0.01)
@@ -39,8 +47,10 @@ def test_context_manager_records_a_run_with_steps_and_outcome(fw):
     steps = list(stored.steps.order_by("index"))
     assert [s.type for s in steps] == ["message", "tool_call", "observation"]
     assert steps[1].tool == "get_reservation_details"
-    assert steps[1].result == {"arguments": {"reservation_id": "4WQ150"},
-                               "output": {"cabin": "economy"}}
+    assert steps[1].result == {
+        "arguments": {"reservation_id": "4WQ150"},
+        "output": {"cabin": "economy"},
+    }
 
     again = fw.post_run(run.payload())
     assert again["id"] == run.id
@@ -72,7 +82,9 @@ def test_feedback_returns_the_new_effective_score(fw):
 def test_bad_input_raises_api_error_naming_the_field(fw):
     """A 400 becomes an ApiError whose field_errors name the field."""
     with pytest.raises(ApiError) as excinfo:
-        fw.post_run({"external_id": "x-1", "status": "nonsense", "task_description": "t"})
+        fw.post_run(
+            {"external_id": "x-1", "status": "nonsense", "task_description": "t"}
+        )
     assert excinfo.value.status == 400
     assert "status" in excinfo.value.field_errors
 
@@ -80,16 +92,22 @@ def test_bad_input_raises_api_error_naming_the_field(fw):
 def test_retries_429_and_5xx_with_backoff_honouring_retry_after():
     """429 and 503 answers are retried with backoff (Retry-After wins) until success."""
     delays = []
-    replies = [(429, {"Retry-After": "2"}, {"detail": "slow down"}),
-               (503, {}, {"detail": "busy"}),
-               (201, {}, {"id": "r-1"})]
+    replies = [
+        (429, {"Retry-After": "2"}, {"detail": "slow down"}),
+        (503, {}, {"detail": "busy"}),
+        (201, {}, {"id": "r-1"}),
+    ]
     with Recorder(replies) as server:
         fw = Flywheel(server.url, "fw_test", sleep=delays.append, backoff=0.5)
-        assert fw.post_run({"external_id": "e-1", "task_description": "t"}) == {"id": "r-1"}
+        assert fw.post_run({"external_id": "e-1", "task_description": "t"}) == {
+            "id": "r-1"
+        }
     assert len(server.requests) == 3
     assert delays[0] == 2.0
     assert 0.5 <= delays[1] <= 1.0  # attempt 1: 0.5 * 2**1, jittered down to half
-    assert all(r["headers"]["Authorization"] == "Bearer fw_test" for r in server.requests)
+    assert all(
+        r["headers"]["Authorization"] == "Bearer fw_test" for r in server.requests
+    )
 
 
 def test_a_500_on_feedback_is_not_retried_but_a_run_post_is():
@@ -115,8 +133,9 @@ def test_connection_errors_are_retried_then_raised():
     port = sock.getsockname()[1]
     sock.close()
     delays = []
-    fw = Flywheel(f"http://127.0.0.1:{port}", "fw_test", sleep=delays.append,
-                  max_retries=3)
+    fw = Flywheel(
+        f"http://127.0.0.1:{port}", "fw_test", sleep=delays.append, max_retries=3
+    )
     with pytest.raises(TransportError):
         fw.feedback("r-1", 0.5)  # refused: never processed, so retried even here
     assert len(delays) == 3
@@ -128,20 +147,34 @@ def airline(live_server):
     """An agentic playbook with one strategy, made through the admin API."""
     admin_token, admin_raw = make_token(namespace="acme", role="admin", name="pb-admin")
     admin = Flywheel(live_server.url, admin_raw, sleep=lambda s: None)
-    admin.request("POST", "playbooks/", json_body={
-        "slug": "airline", "name": "Airline support", "scope": "team", "mode": "agentic"})
-    admin.request("POST", "playbooks/airline/strategies/", json_body={
-        "type": "helpful",
-        "description": "Look up the reservation before changing a flight",
-        "context": "flight changes"})
+    admin.request(
+        "POST",
+        "playbooks/",
+        json_body={
+            "slug": "airline",
+            "name": "Airline support",
+            "scope": "team",
+            "mode": "agentic",
+        },
+    )
+    admin.request(
+        "POST",
+        "playbooks/airline/strategies/",
+        json_body={
+            "type": "helpful",
+            "description": "Look up the reservation before changing a flight",
+            "context": "flight changes",
+        },
+    )
     return admin.request("GET", "playbooks/airline/")
 
 
 def test_recall_inside_a_run_links_the_version(fw, airline):
     """run.recall() fetches the playbook context for the run's task and records
     "slug@version" in the run's playbook_versions."""
-    with fw.run("Change the flight of reservation 4WQ150",
-                task_type="airline.change_flight") as run:
+    with fw.run(
+        "Change the flight of reservation 4WQ150", task_type="airline.change_flight"
+    ) as run:
         context = run.recall("airline", budget_tokens=500)
         run.succeed()
     assert context.playbook == "airline"
@@ -160,10 +193,14 @@ def test_propose_a_candidate_with_evidence(fw, airline):
     the same proposal again is merged, not duplicated."""
     with fw.run("Change the flight of reservation 4WQ150") as run:
         run.succeed()
-    proposal = dict(kind="strategy_helpful",
-                    content="Confirm the cabin class before offering a change",
-                    rationale="basic economy can't be changed", confidence=0.7,
-                    playbook="airline", evidence_runs=[run.id])
+    proposal = dict(
+        kind="strategy_helpful",
+        content="Confirm the cabin class before offering a change",
+        rationale="basic economy can't be changed",
+        confidence=0.7,
+        playbook="airline",
+        evidence_runs=[run.id],
+    )
     candidate = fw.propose(**proposal)
     assert candidate["status"] == "pending" and candidate["playbook"] == "airline"
     assert candidate["evidence_runs"] == [run.id]

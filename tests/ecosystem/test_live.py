@@ -1,4 +1,5 @@
 """Exports and webhooks over real HTTP against a live server."""
+
 import json
 import urllib.request
 
@@ -19,9 +20,13 @@ def test_export_streams_jsonl_over_http(live_server):
     _rev, reviewer_raw = make_token(namespace="acme", role="reviewer", name="rev")
     fw = Flywheel(live_server.url, agent_raw)
     for score in (1.0, 0.0):
-        with fw.run("Change the flight of 4WQ150", task_type="airline.change_flight") as run:
+        with fw.run(
+            "Change the flight of 4WQ150", task_type="airline.change_flight"
+        ) as run:
             run.message("user", "change it please")
-            run.tool_call("change_flight", {"reservation_id": "4WQ150"}, {"ok": score > 0})
+            run.tool_call(
+                "change_flight", {"reservation_id": "4WQ150"}, {"ok": score > 0}
+            )
             if score:
                 run.succeed(score)
             else:
@@ -49,11 +54,15 @@ def test_a_denial_through_the_api_is_delivered_to_the_hook(live_server):
     candidate = CandidateFactory(namespace=admin_token.namespace)
     with Recorder() as receiver:
         hook = admin.request("POST", "webhooks/", json_body={"url": receiver.url})
-        reviewer.request("POST", f"candidates/{candidate.pk}/deny/",
-                         json_body={"note": "duplicate of an applied strategy"})
+        reviewer.request(
+            "POST",
+            f"candidates/{candidate.pk}/deny/",
+            json_body={"note": "duplicate of an applied strategy"},
+        )
     (delivery,) = receiver.requests
     assert delivery["headers"]["X-Flywheel-Signature"] == webhook_signature(
-        secret=hook["secret"], body=delivery["body"])
+        secret=hook["secret"], body=delivery["body"]
+    )
     event = json.loads(delivery["body"])
     assert event["event"] == "candidate.decided"
     assert event["data"]["candidate"]["decided_by"] == "token:rev"

@@ -1,4 +1,5 @@
 """OpenTelemetry ingest: real OTel SDK spans exported over OTLP/HTTP become runs."""
+
 import base64
 import gzip
 import json
@@ -53,15 +54,29 @@ def _agent_trace(tracer, *, fail: bool = False) -> str:
                 "gen_ai.request.model": "claude-sonnet-4-5",
                 "gen_ai.usage.input_tokens": 120,
                 "gen_ai.usage.output_tokens": 30,
-                "gen_ai.input.messages": json.dumps([{
-                    "role": "user",
-                    "parts": [{"type": "text",
-                               "content": "Change the flight of reservation 4WQ150"}],
-                }]),
-                "gen_ai.output.messages": json.dumps([{
-                    "role": "assistant",
-                    "parts": [{"type": "text", "content": "Let me look it up."}],
-                }]),
+                "gen_ai.input.messages": json.dumps(
+                    [
+                        {
+                            "role": "user",
+                            "parts": [
+                                {
+                                    "type": "text",
+                                    "content": "Change the flight of reservation 4WQ150",
+                                }
+                            ],
+                        }
+                    ]
+                ),
+                "gen_ai.output.messages": json.dumps(
+                    [
+                        {
+                            "role": "assistant",
+                            "parts": [
+                                {"type": "text", "content": "Let me look it up."}
+                            ],
+                        }
+                    ]
+                ),
             },
         ):
             pass
@@ -102,7 +117,9 @@ def test_sdk_exporter_spans_become_a_run_with_steps(live_server):
     trace_id = _agent_trace(provider.get_tracer("test"))
     provider.shutdown()
 
-    run = Trajectory.objects.get(namespace=token.namespace, external_id=f"otel-{trace_id}")
+    run = Trajectory.objects.get(
+        namespace=token.namespace, external_id=f"otel-{trace_id}"
+    )
     assert run.status == RunStatus.SUCCESS
     assert run.success_score == 1.0
     assert run.task_description == "Change the flight of reservation 4WQ150"
@@ -127,8 +144,9 @@ def test_batched_export_of_a_failed_run_and_reexport_is_idempotent(live_server):
     """A batch export (uncompressed) of a failing agent span stores a failed run once;
     sending the same spans again changes nothing."""
     token, raw = make_token(namespace="acme", role="agent", name="otel-agent")
-    provider, exporter = _provider(live_server, raw, batch=True,
-                                   compression=Compression.NoCompression)
+    provider, exporter = _provider(
+        live_server, raw, batch=True, compression=Compression.NoCompression
+    )
     captured = []
     original = exporter.export
 
@@ -139,7 +157,9 @@ def test_batched_export_of_a_failed_run_and_reexport_is_idempotent(live_server):
     exporter.export = export
     trace_id = _agent_trace(provider.get_tracer("test"), fail=True)
     provider.force_flush()
-    run = Trajectory.objects.get(namespace=token.namespace, external_id=f"otel-{trace_id}")
+    run = Trajectory.objects.get(
+        namespace=token.namespace, external_id=f"otel-{trace_id}"
+    )
     assert run.status == RunStatus.FAILURE
     assert run.success_score == 0.0
     assert run.error_message == "tool refused the change"
@@ -158,29 +178,53 @@ def _json_trace(trace_id="5b8efff798038103d269b633813fc60c"):
         return {"key": key, "value": {"stringValue": value}}
 
     return {
-        "resourceSpans": [{
-            "resource": {"attributes": [attr("service.name", "json-bot")]},
-            "scopeSpans": [{"spans": [
-                {"traceId": trace_id, "spanId": "eee19b7ec3c1b174", "name": "invoke_agent",
-                 "startTimeUnixNano": "1700000000000000000",
-                 "endTimeUnixNano": "1700000002500000000",
-                 "attributes": [attr("gen_ai.operation.name", "invoke_agent"),
-                                attr("flywheel.task_description",
-                                     f"Rotate key password={SECRET}"),
-                                attr("gen_ai.conversation.id", "c-1")],
-                 "status": {"code": 1}},
-                {"traceId": trace_id, "spanId": "eee19b7ec3c1b175",
-                 "parentSpanId": "eee19b7ec3c1b174", "name": "chat gpt",
-                 "startTimeUnixNano": "1700000000100000000",
-                 "endTimeUnixNano": "1700000001000000000",
-                 "attributes": [attr("gen_ai.operation.name", "chat"),
-                                attr("gen_ai.usage.input_tokens", 10),
-                                attr("gen_ai.usage.output_tokens", 5)]},
-                {"traceId": trace_id, "spanId": "aaa19b7ec3c1b176", "name": "GET /health",
-                 "startTimeUnixNano": "1700000000100000000",
-                 "endTimeUnixNano": "1700000001000000000"},
-            ]}],
-        }]
+        "resourceSpans": [
+            {
+                "resource": {"attributes": [attr("service.name", "json-bot")]},
+                "scopeSpans": [
+                    {
+                        "spans": [
+                            {
+                                "traceId": trace_id,
+                                "spanId": "eee19b7ec3c1b174",
+                                "name": "invoke_agent",
+                                "startTimeUnixNano": "1700000000000000000",
+                                "endTimeUnixNano": "1700000002500000000",
+                                "attributes": [
+                                    attr("gen_ai.operation.name", "invoke_agent"),
+                                    attr(
+                                        "flywheel.task_description",
+                                        f"Rotate key password={SECRET}",
+                                    ),
+                                    attr("gen_ai.conversation.id", "c-1"),
+                                ],
+                                "status": {"code": 1},
+                            },
+                            {
+                                "traceId": trace_id,
+                                "spanId": "eee19b7ec3c1b175",
+                                "parentSpanId": "eee19b7ec3c1b174",
+                                "name": "chat gpt",
+                                "startTimeUnixNano": "1700000000100000000",
+                                "endTimeUnixNano": "1700000001000000000",
+                                "attributes": [
+                                    attr("gen_ai.operation.name", "chat"),
+                                    attr("gen_ai.usage.input_tokens", 10),
+                                    attr("gen_ai.usage.output_tokens", 5),
+                                ],
+                            },
+                            {
+                                "traceId": trace_id,
+                                "spanId": "aaa19b7ec3c1b176",
+                                "name": "GET /health",
+                                "startTimeUnixNano": "1700000000100000000",
+                                "endTimeUnixNano": "1700000001000000000",
+                            },
+                        ]
+                    }
+                ],
+            }
+        ]
     }
 
 
@@ -189,7 +233,10 @@ def test_json_encoding_gzip_maps_and_redacts(agent_client):
     description is redacted; spans without GenAI operations are ignored."""
     body = gzip.compress(json.dumps(_json_trace()).encode())
     response = agent_client.generic(
-        "POST", "/api/v1/otel/v1/traces", body, content_type="application/json",
+        "POST",
+        "/api/v1/otel/v1/traces",
+        body,
+        content_type="application/json",
         HTTP_CONTENT_ENCODING="gzip",
     )
     assert response.status_code == 200, response.content
@@ -209,29 +256,45 @@ def test_json_ids_in_base64_are_accepted_too(agent_client):
     b64 = base64.b64encode(bytes.fromhex("5b8efff798038103d269b633813fc60c")).decode()
     for span in trace["resourceSpans"][0]["scopeSpans"][0]["spans"]:
         span["traceId"] = b64
-    response = agent_client.generic("POST", "/api/v1/otel/v1/traces", json.dumps(trace),
-                                    content_type="application/json")
+    response = agent_client.generic(
+        "POST",
+        "/api/v1/otel/v1/traces",
+        json.dumps(trace),
+        content_type="application/json",
+    )
     assert response.status_code == 200, response.content
     assert Trajectory.objects.filter(
-        external_id="otel-5b8efff798038103d269b633813fc60c").exists()
+        external_id="otel-5b8efff798038103d269b633813fc60c"
+    ).exists()
 
 
 @pytest.mark.parametrize(
     ("body", "content_type", "status", "needle"),
     [
         (b"{not json", "application/json", 400, "body"),
-        (json.dumps({"resourceSpans": [{"scopeSpans": [{"spans": [
-            {"traceId": "zz", "spanId": "01"}]}]}]}).encode(),
-         "application/json", 400, "traceId"),
+        (
+            json.dumps(
+                {
+                    "resourceSpans": [
+                        {"scopeSpans": [{"spans": [{"traceId": "zz", "spanId": "01"}]}]}
+                    ]
+                }
+            ).encode(),
+            "application/json",
+            400,
+            "traceId",
+        ),
         (b"\xff\xff\xff", "application/x-protobuf", 400, "protobuf"),
         (b"a,b", "text/csv", 415, "text/csv"),
     ],
 )
-def test_bad_bodies_get_4xx_naming_the_problem(agent_client, body, content_type, status,
-                                              needle):
+def test_bad_bodies_get_4xx_naming_the_problem(
+    agent_client, body, content_type, status, needle
+):
     """Malformed OTLP bodies are refused with a 4xx JSON error, never a 500."""
-    response = agent_client.generic("POST", "/api/v1/otel/v1/traces", body,
-                                    content_type=content_type)
+    response = agent_client.generic(
+        "POST", "/api/v1/otel/v1/traces", body, content_type=content_type
+    )
     assert response.status_code == status
     assert needle in response.json()["detail"]
     assert Trajectory.objects.count() == 0
@@ -239,8 +302,12 @@ def test_bad_bodies_get_4xx_naming_the_problem(agent_client, body, content_type,
 
 def test_needs_a_token(client):
     """Like the rest of the API, the endpoint needs a bearer token."""
-    response = client.generic("POST", "/api/v1/otel/v1/traces",
-                              json.dumps(_json_trace()), content_type="application/json")
+    response = client.generic(
+        "POST",
+        "/api/v1/otel/v1/traces",
+        json.dumps(_json_trace()),
+        content_type="application/json",
+    )
     assert response.status_code == 401
     assert Trajectory.objects.count() == 0
 
@@ -250,7 +317,10 @@ def test_gzip_bomb_is_refused_with_413(agent_client, settings):
     settings.FLYWHEEL_MAX_BODY_BYTES = 10_000
     body = gzip.compress(b" " * 100_000)
     response = agent_client.generic(
-        "POST", "/api/v1/otel/v1/traces", body, content_type="application/json",
+        "POST",
+        "/api/v1/otel/v1/traces",
+        body,
+        content_type="application/json",
         HTTP_CONTENT_ENCODING="gzip",
     )
     assert response.status_code == 413

@@ -1,4 +1,5 @@
 """Webhooks: signed deliveries on candidate and version events, retried with backoff."""
+
 import ast
 import json
 from datetime import timedelta
@@ -32,7 +33,8 @@ def test_admin_registers_a_hook_and_a_denial_is_delivered_signed(
     body; the delivery log records it as delivered."""
     with Recorder() as receiver:
         created = admin_client_api.post_json(
-            "/api/v1/webhooks/", {"url": f"{receiver.url}/hook", "events": ["candidate.decided"]}
+            "/api/v1/webhooks/",
+            {"url": f"{receiver.url}/hook", "events": ["candidate.decided"]},
         )
         assert created.status_code == 201, created.json()
         secret = created.json()["secret"]
@@ -42,8 +44,12 @@ def test_admin_registers_a_hook_and_a_denial_is_delivered_signed(
 
         candidate = CandidateFactory(namespace=admin_client_api.namespace)
         with django_capture_on_commit_callbacks(execute=True):
-            candidate_deny(namespace=candidate.namespace, candidate_id=candidate.pk,
-                           actor=Actor("rev"), note="too vague")
+            candidate_deny(
+                namespace=candidate.namespace,
+                candidate_id=candidate.pk,
+                actor=Actor("rev"),
+                note="too vague",
+            )
     assert len(receiver.requests) == 1
     request = receiver.requests[0]
     assert request["path"] == "/hook"
@@ -51,15 +57,21 @@ def test_admin_registers_a_hook_and_a_denial_is_delivered_signed(
         secret=secret, body=request["body"]
     )
     body = json.loads(request["body"])
-    assert body["event"] == request["headers"]["X-Flywheel-Event"] == "candidate.decided"
+    assert (
+        body["event"] == request["headers"]["X-Flywheel-Event"] == "candidate.decided"
+    )
     assert body["namespace"] == "acme"
     assert body["data"]["candidate"]["id"] == candidate.pk
     assert body["data"]["candidate"]["status"] == "denied"
     assert body["data"]["candidate"]["decision_note"] == "too vague"
 
-    log = admin_client_api.get(f"/api/v1/webhooks/{created.json()['id']}/deliveries/").json()
-    assert [(d["event"], d["status"], d["attempts"], d["last_status_code"])
-            for d in log["results"]] == [("candidate.decided", "delivered", 1, 200)]
+    log = admin_client_api.get(
+        f"/api/v1/webhooks/{created.json()['id']}/deliveries/"
+    ).json()
+    assert [
+        (d["event"], d["status"], d["attempts"], d["last_status_code"])
+        for d in log["results"]
+    ] == [("candidate.decided", "delivered", 1, 200)]
 
 
 def test_failed_delivery_is_retried_with_exponential_backoff(
@@ -71,26 +83,39 @@ def test_failed_delivery_is_retried_with_exponential_backoff(
     with Recorder([(500, {}, {"error": "down"}), (200, {}, {})]) as receiver:
         hook = webhook_create(namespace=namespace, url=receiver.url)
         with django_capture_on_commit_callbacks(execute=True):
-            webhook_event_emit(namespace=namespace, event="version.flagged",
-                               payload={"playbook": "airline", "version": 4})
+            webhook_event_emit(
+                namespace=namespace,
+                event="version.flagged",
+                payload={"playbook": "airline", "version": 4},
+            )
         delivery = WebhookDelivery.objects.get(webhook=hook)
         assert (delivery.status, delivery.attempts, delivery.last_status_code) == (
-            DeliveryStatus.RETRYING, 1, 500
+            DeliveryStatus.RETRYING,
+            1,
+            500,
         )
         expected = timezone.now() + timedelta(seconds=30)
         assert abs((delivery.next_attempt_at - expected).total_seconds()) < 5
         retry = Schedule.objects.get(func="learning.webhooks.webhook_delivery_task")
-        assert retry.schedule_type == Schedule.ONCE and retry.next_run == delivery.next_attempt_at
-        assert webhook_delivery_task(*ast.literal_eval(retry.args)) == DeliveryStatus.DELIVERED  # the worker
+        assert (
+            retry.schedule_type == Schedule.ONCE
+            and retry.next_run == delivery.next_attempt_at
+        )
+        assert (
+            webhook_delivery_task(*ast.literal_eval(retry.args))
+            == DeliveryStatus.DELIVERED
+        )  # the worker
         assert [r["headers"]["X-Flywheel-Delivery"] for r in receiver.requests] == [
-            str(delivery.event_id)] * 2
+            str(delivery.event_id)
+        ] * 2
 
     with Recorder([(503, {}, {})] * WEBHOOK_MAX_ATTEMPTS) as receiver:
         hook.url = receiver.url
         hook.save()
         with django_capture_on_commit_callbacks(execute=True):
-            (failing,) = webhook_event_emit(namespace=namespace, event="candidate.created",
-                                            payload={})
+            (failing,) = webhook_event_emit(
+                namespace=namespace, event="candidate.created", payload={}
+            )
         gaps = []
         for _ in range(WEBHOOK_MAX_ATTEMPTS - 1):
             failing.refresh_from_db()
@@ -111,16 +136,22 @@ def test_only_subscribed_events_and_committed_changes_are_delivered(
     that rolled back; other namespaces' hooks get nothing."""
     namespace = admin_client_api.namespace
     with Recorder() as receiver:
-        applied_only = webhook_create(namespace=namespace, url=receiver.url,
-                                      events=["candidate.applied"])
+        applied_only = webhook_create(
+            namespace=namespace, url=receiver.url, events=["candidate.applied"]
+        )
         webhook_create(namespace=CandidateFactory().namespace, url=receiver.url)
         with django_capture_on_commit_callbacks(execute=True):
-            assert webhook_event_emit(namespace=namespace, event="candidate.decided",
-                                      payload={}) == []
+            assert (
+                webhook_event_emit(
+                    namespace=namespace, event="candidate.decided", payload={}
+                )
+                == []
+            )
             try:
                 with transaction.atomic():
-                    webhook_event_emit(namespace=namespace, event="candidate.applied",
-                                       payload={"n": 1})
+                    webhook_event_emit(
+                        namespace=namespace, event="candidate.applied", payload={"n": 1}
+                    )
                     raise RuntimeError("rolled back")
             except RuntimeError:
                 pass
@@ -130,8 +161,10 @@ def test_only_subscribed_events_and_committed_changes_are_delivered(
 
 @pytest.mark.parametrize(
     ("body", "field"),
-    [({"url": "not a url"}, "url"), ({"url": "https://x.test/h", "events": ["nope"]},
-                                     "events")],
+    [
+        ({"url": "not a url"}, "url"),
+        ({"url": "https://x.test/h", "events": ["nope"]}, "events"),
+    ],
 )
 def test_bad_registrations_name_the_field(admin_client_api, body, field):
     response = admin_client_api.post_json("/api/v1/webhooks/", body)
@@ -149,13 +182,22 @@ def test_webhooks_need_an_admin_token_and_stay_in_their_namespace(
     webhook_create(namespace=admin_client_api.namespace, url="https://y.test/h")
     with django_assert_num_queries(4):  # token, last_used, count, page
         listed = admin_client_api.get("/api/v1/webhooks/").json()
-    assert [h["url"] for h in listed["results"]] == ["https://x.test/h", "https://y.test/h"]
+    assert [h["url"] for h in listed["results"]] == [
+        "https://x.test/h",
+        "https://y.test/h",
+    ]
     WebhookDelivery.objects.bulk_create(
-        [WebhookDelivery(webhook=hook, event="candidate.created", payload={"i": i})
-           for i in range(3)]
+        [
+            WebhookDelivery(webhook=hook, event="candidate.created", payload={"i": i})
+            for i in range(3)
+        ]
     )
-    assert other_client.get(f"/api/v1/webhooks/{hook.pk}/deliveries/").status_code == 404
-    with django_assert_num_queries(4):  # token (last_used_at already fresh), hook, count, page
+    assert (
+        other_client.get(f"/api/v1/webhooks/{hook.pk}/deliveries/").status_code == 404
+    )
+    with django_assert_num_queries(
+        4
+    ):  # token (last_used_at already fresh), hook, count, page
         response = admin_client_api.get(f"/api/v1/webhooks/{hook.pk}/deliveries/")
     assert response.json()["count"] == 3
     assert admin_client_api.delete(f"/api/v1/webhooks/{hook.pk}/").status_code == 204
@@ -167,12 +209,21 @@ def test_django_admin_registers_a_hook_with_a_generated_secret(client):
     user = get_user_model().objects.create_superuser("root", "r@x.test", "pw-123456")
     client.force_login(user)
     namespace = CandidateFactory().namespace
-    response = client.post("/admin/learning/webhook/add/", {
-        "namespace": namespace.pk, "url": "https://hooks.example.test/fw",
-        "events": ["candidate.applied"], "secret": "", "active": "on", "description": "",
-        "deliveries-TOTAL_FORMS": "0", "deliveries-INITIAL_FORMS": "0",
-        "deliveries-MIN_NUM_FORMS": "0", "deliveries-MAX_NUM_FORMS": "0",
-    })
+    response = client.post(
+        "/admin/learning/webhook/add/",
+        {
+            "namespace": namespace.pk,
+            "url": "https://hooks.example.test/fw",
+            "events": ["candidate.applied"],
+            "secret": "",
+            "active": "on",
+            "description": "",
+            "deliveries-TOTAL_FORMS": "0",
+            "deliveries-INITIAL_FORMS": "0",
+            "deliveries-MIN_NUM_FORMS": "0",
+            "deliveries-MAX_NUM_FORMS": "0",
+        },
+    )
     assert response.status_code == 302, response.content[:2000]
     hook = Webhook.objects.get()
     assert hook.secret.startswith("whsec_") and hook.events == ["candidate.applied"]
@@ -197,27 +248,46 @@ def test_the_state_machine_and_quality_gate_emit_their_events(
         webhook_create(namespace=namespace, url=receiver.url)
         with django_capture_on_commit_callbacks(execute=True):
             candidate, created = candidate_create(
-                namespace=namespace, kind="strategy_helpful", playbook=playbook,
+                namespace=namespace,
+                kind="strategy_helpful",
+                playbook=playbook,
                 content="Look up the reservation before changing a flight",
-                rationale="seen in successful runs", confidence=0.8,
+                rationale="seen in successful runs",
+                confidence=0.8,
             )
         assert created
         with django_capture_on_commit_callbacks(execute=True):
-            candidate_approve(namespace=namespace, candidate_id=candidate.pk,
-                              actor=Actor("rev", is_admin=True), note="ok")
+            candidate_approve(
+                namespace=namespace,
+                candidate_id=candidate.pk,
+                actor=Actor("rev", is_admin=True),
+                note="ok",
+            )
         playbook.refresh_from_db()
         settings.FLYWHEEL_QUALITY_MIN_RUNS = 3
         before, after = playbook.current_version - 1, playbook.current_version
         for i in range(4):
-            TrajectoryFactory(namespace=namespace, status="success", success_score=1.0,
-                              playbook_versions=[f"airline@{before}"])
-            TrajectoryFactory(namespace=namespace, status="failure", success_score=0.0,
-                              playbook_versions=[f"airline@{after}"])
+            TrajectoryFactory(
+                namespace=namespace,
+                status="success",
+                success_score=1.0,
+                playbook_versions=[f"airline@{before}"],
+            )
+            TrajectoryFactory(
+                namespace=namespace,
+                status="failure",
+                success_score=0.0,
+                playbook_versions=[f"airline@{after}"],
+            )
         with django_capture_on_commit_callbacks(execute=True):
             quality_gate_evaluate(playbook=playbook)
     events = [json.loads(r["body"]) for r in receiver.requests]
     assert [e["event"] for e in events] == [
-        "candidate.created", "candidate.decided", "candidate.applied", "version.flagged"]
+        "candidate.created",
+        "candidate.decided",
+        "candidate.applied",
+        "version.flagged",
+    ]
     assert events[1]["data"]["candidate"]["status"] == "approved"
     assert events[2]["data"]["candidate"]["applied_version"] == after
     assert events[3]["data"]["playbook"] == "airline"

@@ -1,4 +1,5 @@
 """The audits measured on the labelled case set (tests/learning/audit_cases.py)."""
+
 from io import StringIO
 
 import pytest
@@ -16,8 +17,10 @@ def test_case_set_is_large_and_varied():
     assert len(CASES) >= 60
     assert len({c["id"] for c in CASES}) == len(CASES)
     assert {c["domain"] for c in CASES} >= {"support", "coding", "data", "operations"}
-    counts = {label: sum(c["expect"] == label for c in CASES)
-              for label in ("conflict", "hygiene", "duplicate", "clean")}
+    counts = {
+        label: sum(c["expect"] == label for c in CASES)
+        for label in ("conflict", "hygiene", "duplicate", "clean")
+    }
     assert min(counts.values()) >= 10, counts
 
 
@@ -44,7 +47,8 @@ def test_audit_eval_command_prints_the_table(monkeypatch):
     from tests.learning import audit_cases
 
     picked = [c for c in CASES if c["expect"] == "conflict"][:2] + [
-        c for c in CASES if c["expect"] == "clean"][:2]
+        c for c in CASES if c["expect"] == "clean"
+    ][:2]
     # A mislabelled case must show up as a miss.
     picked.append({**picked[-1], "id": "mislabelled", "expect": "hygiene"})
     monkeypatch.setattr(audit_cases, "CASES", picked)

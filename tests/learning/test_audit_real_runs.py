@@ -1,4 +1,5 @@
 """Audits on real reflector output: tau-bench airline runs posted through the API."""
+
 import gzip
 import json
 from pathlib import Path
@@ -34,5 +35,6 @@ def test_reflected_candidates_are_audited_without_false_alarms(
     assert len(warned) <= 0.1 * len(candidates), [c.audit["conflict"] for c in warned]
     for c in candidates:
         if c.superseded_by_id:
-            assert not different_names(text_names(c.content),
-                                       text_names(c.superseded_by.content))
+            assert not different_names(
+                text_names(c.content), text_names(c.superseded_by.content)
+            )

@@ -1,4 +1,5 @@
 """import_runs and load_demo: converters, validation, idempotent re-runs, the report."""
+
 import gzip
 import json
 from io import StringIO
@@ -45,10 +46,14 @@ def test_tau_bench_record_becomes_a_documented_run(tau_records):
     assert (payload["status"], payload["success_score"]) == ("failure", 0.0)
     assert payload["task_description"].startswith("You are mia_li_3668.")
     steps = payload["steps"]
-    assert not any("Airline Agent Policy" in s["description"] for s in steps)  # no system
-    assert steps[0] == {"type": "message",
-                        "description": "user: Hi! I'm looking to book a flight from New "
-                                       "York to Seattle on May 20th."}
+    assert not any(
+        "Airline Agent Policy" in s["description"] for s in steps
+    )  # no system
+    assert steps[0] == {
+        "type": "message",
+        "description": "user: Hi! I'm looking to book a flight from New "
+        "York to Seattle on May 20th.",
+    }
     call = next(s for s in steps if s["type"] == "tool_call")
     assert call["tool"] == "get_user_details"
     assert call["description"] == "get_user_details(user_id=mia_li_3668)"
@@ -59,8 +64,14 @@ def test_tau_bench_record_becomes_a_documented_run(tau_records):
     assert "total price is 305, but paid 255" in error["description"]
     thought = next(s for s in steps if s["type"] == "decision")
     assert thought["tool"] == "think" and "discrepancy" in thought["description"]
-    assert all(s["description"] for s in steps if s["type"] == "observation"
-               and s["tool"] == "think") is True
+    assert (
+        all(
+            s["description"]
+            for s in steps
+            if s["type"] == "observation" and s["tool"] == "think"
+        )
+        is True
+    )
     assert payload["metrics"]["tool_errors"] == 1
     assert payload["metrics"]["expected_actions"] == ["book_reservation"]
 
@@ -82,14 +93,24 @@ def test_every_fixture_record_converts_and_validates(tau_records):
 def test_import_runs_is_idempotent_and_reports_counts(tau_records):
     """Importing the fixture twice stores each run once; the report counts created,
     existing and rejected; progress goes to stderr."""
-    out, err = run_import(FIXTURE, "--format", "tau-bench", "--namespace", "imp",
-                          "--limit", 6, "--batch-size", 4)
+    out, err = run_import(
+        FIXTURE,
+        "--format",
+        "tau-bench",
+        "--namespace",
+        "imp",
+        "--limit",
+        6,
+        "--batch-size",
+        4,
+    )
     assert "6 created, 0 existing, 0 rejected" in out
     assert "6/6 records" in err
     assert Trajectory.objects.filter(namespace__slug="imp").count() == 6
     steps = Step.objects.count()
-    out, _err = run_import(FIXTURE, "--format", "tau-bench", "--namespace", "imp",
-                           "--limit", 6)
+    out, _err = run_import(
+        FIXTURE, "--format", "tau-bench", "--namespace", "imp", "--limit", 6
+    )
     assert "0 created, 6 existing, 0 rejected" in out
     assert Trajectory.objects.count() == 6 and Step.objects.count() == steps
     run = Trajectory.objects.get(external_id="tau-airline-0-0")
@@ -101,10 +122,13 @@ def test_import_runs_is_idempotent_and_reports_counts(tau_records):
 def test_import_with_a_token_uses_its_namespace_and_name():
     """--token stores into the token's namespace, attributed to the token's name."""
     token, raw = make_token(namespace="tokenns", role="agent", name="nightly-import")
-    run_import(FIXTURE, "--format", "tau-bench", "--token", raw, "--limit", 2,
-               "--no-progress")
+    run_import(
+        FIXTURE, "--format", "tau-bench", "--token", raw, "--limit", 2, "--no-progress"
+    )
     runs = Trajectory.objects.filter(namespace=token.namespace)
-    assert runs.count() == 2 and set(runs.values_list("agent", flat=True)) == {"nightly-import"}
+    assert runs.count() == 2 and set(runs.values_list("agent", flat=True)) == {
+        "nightly-import"
+    }
 
 
 def test_a_bad_token_is_refused():
@@ -117,7 +141,9 @@ def test_a_bad_token_is_refused():
 
 
 def write_lines(path: Path, lines, gz=False):
-    text = "\n".join(line if isinstance(line, str) else json.dumps(line) for line in lines)
+    text = "\n".join(
+        line if isinstance(line, str) else json.dumps(line) for line in lines
+    )
     if gz:
         with gzip.open(path, "wt") as handle:
             handle.write(text + "\n")
@@ -130,12 +156,29 @@ CHAT = {
     "id": "conv-1",
     "messages": [
         {"role": "system", "content": "You are a helpful airline agent."},
-        {"role": "user", "content": [{"type": "text", "text": "Cancel booking ZFA04Y"}]},
-        {"role": "assistant", "content": None, "tool_calls": [{
-            "id": "c1", "type": "function",
-            "function": {"name": "cancel_reservation",
-                         "arguments": "{\"reservation_id\": \"ZFA04Y\"}"}}]},
-        {"role": "tool", "tool_call_id": "c1", "content": "Error: reservation not found"},
+        {
+            "role": "user",
+            "content": [{"type": "text", "text": "Cancel booking ZFA04Y"}],
+        },
+        {
+            "role": "assistant",
+            "content": None,
+            "tool_calls": [
+                {
+                    "id": "c1",
+                    "type": "function",
+                    "function": {
+                        "name": "cancel_reservation",
+                        "arguments": '{"reservation_id": "ZFA04Y"}',
+                    },
+                }
+            ],
+        },
+        {
+            "role": "tool",
+            "tool_call_id": "c1",
+            "content": "Error: reservation not found",
+        },
         {"role": "assistant", "content": "I could not find that booking."},
     ],
     "reward": 0.0,
@@ -151,8 +194,10 @@ def test_openai_chat_conversations_become_runs(tmp_path):
     assert payload["task_description"] == "Cancel booking ZFA04Y"
     assert (payload["status"], payload["success_score"]) == ("failure", 0.0)
     assert [(s["type"], s.get("tool", "")) for s in payload["steps"]] == [
-        ("message", ""), ("tool_call", "cancel_reservation"),
-        ("observation", "cancel_reservation"), ("message", ""),
+        ("message", ""),
+        ("tool_call", "cancel_reservation"),
+        ("observation", "cancel_reservation"),
+        ("message", ""),
     ]
     assert payload["steps"][2]["result"]["is_error"] is True
 
@@ -162,41 +207,78 @@ def test_openai_chat_gz_import_rejects_bad_records_with_reasons(tmp_path):
     their line and reason, and the command exits non-zero; a re-run adds nothing (ids
     without an `id` come from the messages' hash)."""
     no_id = {k: v for k, v in CHAT.items() if k != "id"}
-    path = write_lines(tmp_path / "chats.jsonl.gz",
-                       [CHAT, no_id, {"messages": []}, "{oops", {"messages": [1]}], gz=True)
+    path = write_lines(
+        tmp_path / "chats.jsonl.gz",
+        [CHAT, no_id, {"messages": []}, "{oops", {"messages": [1]}],
+        gz=True,
+    )
     out = StringIO()
     with pytest.raises(SystemExit) as exit_info:
-        call_command("import_runs", str(path), "--format", "openai-chat", "--namespace",
-                     "chat", "--agent", "support-bot", stdout=out, stderr=StringIO())
+        call_command(
+            "import_runs",
+            str(path),
+            "--format",
+            "openai-chat",
+            "--namespace",
+            "chat",
+            "--agent",
+            "support-bot",
+            stdout=out,
+            stderr=StringIO(),
+        )
     assert exit_info.value.code == 1
     text = out.getvalue()
     assert "2 created, 0 existing, 3 rejected" in text
-    assert "rejected line 3: cannot convert: 'messages' must be a non-empty list" in text
+    assert (
+        "rejected line 3: cannot convert: 'messages' must be a non-empty list" in text
+    )
     assert "rejected line 4: invalid JSON" in text
     assert "rejected line 5: cannot convert" in text
     assert set(Trajectory.objects.values_list("agent", flat=True)) == {"support-bot"}
     with pytest.raises(SystemExit):
-        call_command("import_runs", str(path), "--format", "openai-chat", "--namespace",
-                     "chat", stdout=(out := StringIO()), stderr=StringIO())
+        call_command(
+            "import_runs",
+            str(path),
+            "--format",
+            "openai-chat",
+            "--namespace",
+            "chat",
+            stdout=(out := StringIO()),
+            stderr=StringIO(),
+        )
     assert "0 created, 2 existing, 3 rejected" in out.getvalue()
 
 
 def test_jsonl_runs_are_validated_like_the_api(tmp_path):
     """jsonl: each line is a run payload; invalid ones are rejected naming the field
     (steps.1.type), the rest are stored; lines without external_id stay idempotent."""
-    good = {"external_id": "j-1", "task_description": "Book JFK-SEA", "status": "success",
-            "success_score": 1.0, "steps": [{"type": "action", "description": "search"}]}
-    bad = {"external_id": "j-2", "task_description": "Bad step", "status": "failure",
-           "steps": [{"type": "action", "description": "ok"},
-                     {"type": "teleport", "description": "no"}]}
+    good = {
+        "external_id": "j-1",
+        "task_description": "Book JFK-SEA",
+        "status": "success",
+        "success_score": 1.0,
+        "steps": [{"type": "action", "description": "search"}],
+    }
+    bad = {
+        "external_id": "j-2",
+        "task_description": "Bad step",
+        "status": "failure",
+        "steps": [
+            {"type": "action", "description": "ok"},
+            {"type": "teleport", "description": "no"},
+        ],
+    }
     anonymous = {"task_description": "No id", "status": "partial", "success_score": 0.5}
     path = write_lines(tmp_path / "runs.jsonl", [good, bad, anonymous])
     ns = namespace_get_or_create(slug="jl")
     report = runs_import(path=path, fmt="jsonl", namespace=ns, agent="a")
     assert (report.created, report.existing) == (2, 0)
     assert [(r.where, r.reason) for r in report.rejected] == [
-        ("line 2", 'steps.1.type: "teleport" is not a valid step type; must be one of: '
-                   "action, decision, observation, tool_call, message.")
+        (
+            "line 2",
+            'steps.1.type: "teleport" is not a valid step type; must be one of: '
+            "action, decision, observation, tool_call, message.",
+        )
     ]
     again = runs_import(path=path, fmt="jsonl", namespace=ns, agent="a")
     assert (again.created, again.existing) == (0, 2)
@@ -207,9 +289,11 @@ def test_unreadable_files_are_an_error(tmp_path):
     """A missing file or a JSON array that does not parse stops the import."""
     ns = namespace_get_or_create(slug="x")
     with pytest.raises(ImportFileError, match="no such file"):
-        runs_import(path=tmp_path / "missing.json", fmt="tau-bench", namespace=ns, agent="a")
+        runs_import(
+            path=tmp_path / "missing.json", fmt="tau-bench", namespace=ns, agent="a"
+        )
     broken = tmp_path / "broken.json"
-    broken.write_text("[{\"task_id\": 1,")
+    broken.write_text('[{"task_id": 1,')
     with pytest.raises(ImportFileError, match="not valid JSON"):
         runs_import(path=broken, fmt="tau-bench", namespace=ns, agent="a")
 
@@ -224,11 +308,19 @@ def test_load_demo_is_idempotent(tmp_path):
     assert "reviewer / reviewer-demo" in out.getvalue() and raw in out.getvalue()
     assert Trajectory.objects.filter(namespace__slug="demo").count() == 3
     User = get_user_model()
-    reviewer, admin = User.objects.get(username="reviewer"), User.objects.get(username="admin")
-    assert reviewer.check_password("reviewer-demo") and admin.check_password("admin-demo")
+    reviewer, admin = (
+        User.objects.get(username="reviewer"),
+        User.objects.get(username="admin"),
+    )
+    assert reviewer.check_password("reviewer-demo") and admin.check_password(
+        "admin-demo"
+    )
     assert admin.is_staff and not reviewer.is_staff
-    roles = dict(Membership.objects.filter(namespace__slug="demo")
-                 .values_list("user__username", "role"))
+    roles = dict(
+        Membership.objects.filter(namespace__slug="demo").values_list(
+            "user__username", "role"
+        )
+    )
     assert roles == {"reviewer": "reviewer", "admin": "admin"}
     token = ApiToken.objects.get(key_hash=ApiToken.hash_key(raw))
     assert (token.namespace.slug, token.role) == ("demo", "agent")
@@ -244,8 +336,13 @@ def test_load_demo_is_idempotent(tmp_path):
 def test_a_truncated_gzip_file_is_an_error_not_a_traceback(tmp_path):
     """A corrupt .gz stops the import with a message (runs before the damage stay)."""
     good = gzip.compress(
-        ("\n".join(json.dumps({"external_id": f"t-{i}", "task_description": "x"})
-                   for i in range(50)) + "\n").encode()
+        (
+            "\n".join(
+                json.dumps({"external_id": f"t-{i}", "task_description": "x"})
+                for i in range(50)
+            )
+            + "\n"
+        ).encode()
     )
     path = tmp_path / "runs.jsonl.gz"
     path.write_bytes(good[: len(good) // 2])
@@ -262,6 +359,7 @@ def test_undecodable_bytes_reject_the_line_not_the_file(tmp_path):
         b'{"external_id": "u-2", "task_description": "\xff\xfe broken}\n'
         b'{"external_id": "u-3", "task_description": "fine too"}\n'
     )
-    report = runs_import(path=path, fmt="jsonl", namespace=namespace_get_or_create(slug="u"),
-                         agent="a")
+    report = runs_import(
+        path=path, fmt="jsonl", namespace=namespace_get_or_create(slug="u"), agent="a"
+    )
     assert (report.created, [r.where for r in report.rejected]) == (2, ["line 2"])

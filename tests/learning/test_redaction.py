@@ -1,4 +1,5 @@
 """Secrets never reach the database: redaction of run content (learning/services/redaction.py)."""
+
 import json
 
 import pytest
@@ -21,11 +22,21 @@ PRIVATE_KEY = (
 SECRETS = [
     ("openai key", f"export OPENAI_API_KEY={OPENAI_KEY}", OPENAI_KEY),
     ("anthropic key", f"client = Anthropic(api_key='{ANTHROPIC_KEY}')", ANTHROPIC_KEY),
-    ("bearer token", f"curl -H 'Authorization: Bearer {BEARER}' https://api.example.com",
-     BEARER),
-    ("url password", "connect to postgres://flyuser:hunter2pass@db.internal:5432/prod",
-     "hunter2pass"),
-    ("private key", f"the deploy key is\n{PRIVATE_KEY}\nkeep it safe", "MIIEowIBAAKCAQEA"),
+    (
+        "bearer token",
+        f"curl -H 'Authorization: Bearer {BEARER}' https://api.example.com",
+        BEARER,
+    ),
+    (
+        "url password",
+        "connect to postgres://flyuser:hunter2pass@db.internal:5432/prod",
+        "hunter2pass",
+    ),
+    (
+        "private key",
+        f"the deploy key is\n{PRIVATE_KEY}\nkeep it safe",
+        "MIIEowIBAAKCAQEA",
+    ),
     ("aws access key", f"aws_access_key_id = {AWS_ACCESS}", AWS_ACCESS),
     ("aws secret", f"aws_secret_access_key = {AWS_SECRET}", AWS_SECRET),
     ("assigned password", "login with password: Tr0ub4dor&3x", "Tr0ub4dor&3x"),
@@ -49,13 +60,16 @@ def test_surrounding_text_is_kept():
     assert count == 1
 
 
-@pytest.mark.parametrize("text", [
-    "Change the flight of reservation 4WQ150 to HAT136 on 2024-05-20",
-    "get_reservation_details(reservation_id=4WQ150)",
-    "The task-ant-farm is a risk-free sk- prefix with nothing after it",
-    "https://example.com/docs/api?page=2",
-    "Basic economy fares are non-refundable",
-])
+@pytest.mark.parametrize(
+    "text",
+    [
+        "Change the flight of reservation 4WQ150 to HAT136 on 2024-05-20",
+        "get_reservation_details(reservation_id=4WQ150)",
+        "The task-ant-farm is a risk-free sk- prefix with nothing after it",
+        "https://example.com/docs/api?page=2",
+        "Basic economy fares are non-refundable",
+    ],
+)
 def test_ordinary_text_is_untouched(text):
     """No false positives on everyday run content."""
     assert redact_text(text) == (text, 0)
@@ -83,40 +97,70 @@ def test_posted_runs_are_stored_redacted_in_descriptions_and_results(agent_clien
     """Secrets in step descriptions, step results, the task and error text are masked
     before storage; the run says it was redacted and how many were masked."""
     steps = [
-        {"type": "tool_call", "tool": "shell", "description": f"export KEY={ANTHROPIC_KEY}",
-         "result": {"stdout": f"aws_secret_access_key = {AWS_SECRET}"}},
-        {"type": "observation", "description": f"found {AWS_ACCESS} in env",
-         "result": {"dsn": "postgres://app:pg-pass-99@db/prod", "key": PRIVATE_KEY}},
+        {
+            "type": "tool_call",
+            "tool": "shell",
+            "description": f"export KEY={ANTHROPIC_KEY}",
+            "result": {"stdout": f"aws_secret_access_key = {AWS_SECRET}"},
+        },
+        {
+            "type": "observation",
+            "description": f"found {AWS_ACCESS} in env",
+            "result": {"dsn": "postgres://app:pg-pass-99@db/prod", "key": PRIVATE_KEY},
+        },
         {"type": "message", "description": "all done, nothing secret here"},
     ]
-    response = agent_client.post_json("/api/v1/runs/", {
-        "external_id": "leaky-1",
-        "task_description": f"Use the token Bearer {BEARER} to call the API",
-        "status": "failure",
-        "error_message": f"401 with key {OPENAI_KEY}",
-        "steps": steps,
-    })
+    response = agent_client.post_json(
+        "/api/v1/runs/",
+        {
+            "external_id": "leaky-1",
+            "task_description": f"Use the token Bearer {BEARER} to call the API",
+            "status": "failure",
+            "error_message": f"401 with key {OPENAI_KEY}",
+            "steps": steps,
+        },
+    )
     assert response.status_code == 201
     run = Trajectory.objects.get(external_id="leaky-1")
-    stored = json.dumps([
-        run.task_description, run.error_message,
-        *[(s.description, s.result) for s in Step.objects.filter(trajectory=run)],
-    ])
-    for secret in (ANTHROPIC_KEY, AWS_SECRET, AWS_ACCESS, "pg-pass-99", "MIIEowIBAAKCAQEA",
-                   BEARER, OPENAI_KEY):
+    stored = json.dumps(
+        [
+            run.task_description,
+            run.error_message,
+            *[(s.description, s.result) for s in Step.objects.filter(trajectory=run)],
+        ]
+    )
+    for secret in (
+        ANTHROPIC_KEY,
+        AWS_SECRET,
+        AWS_ACCESS,
+        "pg-pass-99",
+        "MIIEowIBAAKCAQEA",
+        BEARER,
+        OPENAI_KEY,
+    ):
         assert secret not in stored
         assert secret not in response.content.decode()
     assert run.redacted is True and run.redaction_count == 7
-    assert Step.objects.get(trajectory=run, index=2).description == "all done, nothing secret here"
+    assert (
+        Step.objects.get(trajectory=run, index=2).description
+        == "all done, nothing secret here"
+    )
 
 
 def test_appended_steps_are_redacted_and_mark_the_run(agent_client):
     """Steps appended later are redacted too, and flip the run's redacted flag."""
-    run = agent_client.post_json("/api/v1/runs/", {"task_description": "clean start"}).json()
+    run = agent_client.post_json(
+        "/api/v1/runs/", {"task_description": "clean start"}
+    ).json()
     assert run["redacted"] is False
-    agent_client.post_json(f"/api/v1/runs/{run['id']}/steps/", {"steps": [
-        {"type": "action", "description": f"set OPENAI_API_KEY={OPENAI_KEY}"},
-    ]})
+    agent_client.post_json(
+        f"/api/v1/runs/{run['id']}/steps/",
+        {
+            "steps": [
+                {"type": "action", "description": f"set OPENAI_API_KEY={OPENAI_KEY}"},
+            ]
+        },
+    )
     stored = Trajectory.objects.get(pk=run["id"])
     assert stored.redacted is True and stored.redaction_count == 1
     assert OPENAI_KEY not in stored.steps.get().description

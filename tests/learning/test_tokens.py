@@ -1,4 +1,5 @@
 """API tokens: create_token, hashed storage, one namespace and one role each."""
+
 from io import StringIO
 
 import pytest
@@ -16,8 +17,16 @@ def test_create_token_prints_the_token_last_and_creates_the_namespace():
     """`create_token NAME --namespace NS --role ROLE` creates the namespace if needed
     and prints a working token as its last line of output."""
     out, err = StringIO(), StringIO()
-    call_command("create_token", "ci-bot", "--namespace", "newco", "--role", "reviewer",
-                 stdout=out, stderr=err)
+    call_command(
+        "create_token",
+        "ci-bot",
+        "--namespace",
+        "newco",
+        "--role",
+        "reviewer",
+        stdout=out,
+        stderr=err,
+    )
     raw = out.getvalue().strip().splitlines()[-1]
     token = ApiToken.objects.get(name="ci-bot")
     assert Namespace.objects.filter(slug="newco").exists()

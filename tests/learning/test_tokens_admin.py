@@ -1,4 +1,5 @@
 """The Django admin: every model's pages render, runs are read-only, tokens revoke."""
+
 import pytest
 from django.contrib import admin
 from django.contrib.auth import get_user_model
@@ -18,7 +19,9 @@ pytestmark = pytest.mark.django_db
 
 @pytest.fixture
 def staff_client(client):
-    user = get_user_model().objects.create_superuser("root", "root@example.com", "pw-root-123")
+    user = get_user_model().objects.create_superuser(
+        "root", "root@example.com", "pw-root-123"
+    )
     client.force_login(user)
     return client
 
@@ -32,7 +35,9 @@ def test_every_registered_model_lists_and_shows(staff_client):
     CandidateFactory(namespace=run.namespace)
     make_token(namespace=run.namespace.slug)
     for model in admin.site._registry:
-        url = reverse(f"admin:{model._meta.app_label}_{model._meta.model_name}_changelist")
+        url = reverse(
+            f"admin:{model._meta.app_label}_{model._meta.model_name}_changelist"
+        )
         assert staff_client.get(url).status_code == 200, url
     page = staff_client.get(reverse("admin:learning_trajectory_change", args=[run.pk]))
     assert page.status_code == 200

@@ -1,5 +1,6 @@
 """Two reviewers approving one candidate at the same moment apply it exactly once, and
 two candidates applied at once to one playbook get distinct consecutive versions."""
+
 import threading
 
 import pytest
@@ -41,12 +42,20 @@ def test_concurrent_approvals_apply_once():
     decided: one strategy, one new version, one apply audit event."""
     ns = NamespaceFactory(slug="acme")
     playbook = make_playbook(ns, "airline")
-    candidate = CandidateFactory(namespace=ns, playbook=playbook, content="Ask for the id.")
+    candidate = CandidateFactory(
+        namespace=ns, playbook=playbook, content="Ask for the id."
+    )
 
-    outcomes = _race([
-        lambda: candidate_approve(namespace=ns, candidate_id=candidate.pk, actor=Actor("a")),
-        lambda: candidate_approve(namespace=ns, candidate_id=candidate.pk, actor=Actor("b")),
-    ])
+    outcomes = _race(
+        [
+            lambda: candidate_approve(
+                namespace=ns, candidate_id=candidate.pk, actor=Actor("a")
+            ),
+            lambda: candidate_approve(
+                namespace=ns, candidate_id=candidate.pk, actor=Actor("b")
+            ),
+        ]
+    )
 
     kinds = sorted(o[0] for o in outcomes)
     assert kinds == ["ok", "refused"], outcomes
@@ -65,13 +74,21 @@ def test_concurrent_applies_to_one_playbook_get_consecutive_versions():
     first = CandidateFactory(namespace=ns, playbook=playbook, content="First lesson.")
     second = CandidateFactory(namespace=ns, playbook=playbook, content="Second lesson.")
 
-    outcomes = _race([
-        lambda: candidate_approve(namespace=ns, candidate_id=first.pk, actor=Actor("a")),
-        lambda: candidate_approve(namespace=ns, candidate_id=second.pk, actor=Actor("b")),
-    ])
+    outcomes = _race(
+        [
+            lambda: candidate_approve(
+                namespace=ns, candidate_id=first.pk, actor=Actor("a")
+            ),
+            lambda: candidate_approve(
+                namespace=ns, candidate_id=second.pk, actor=Actor("b")
+            ),
+        ]
+    )
 
     assert [o[0] for o in outcomes] == ["ok", "ok"], outcomes
-    versions = list(PlaybookVersion.objects.filter(playbook=playbook).order_by("number"))
+    versions = list(
+        PlaybookVersion.objects.filter(playbook=playbook).order_by("number")
+    )
     assert [v.number for v in versions] == [1, 2, 3]
     assert len(versions[2].content) == 2
     playbook.refresh_from_db()

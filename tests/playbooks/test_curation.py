@@ -1,5 +1,6 @@
 """Curation merges near-duplicates keeping their evidence, retires harmful and decays
 stale strategies in one version; consolidation summarises low-importance memories."""
+
 from datetime import timedelta
 
 import pytest
@@ -32,11 +33,14 @@ def test_curation_merges_retires_and_decays_in_one_version(ns):
     dying = make_strategy(pb, "Mention the lounge.", confidence=0.15)
     keep = make_strategy(pb, "Ask for the reservation id.", confidence=0.6)
     Strategy.objects.filter(pk=a.pk).update(helpful_count=2, evidence=["r1"])
-    Strategy.objects.filter(pk=b.pk).update(helpful_count=5, evidence=["r2"], confidence=0.9)
+    Strategy.objects.filter(pk=b.pk).update(
+        helpful_count=5, evidence=["r2"], confidence=0.9
+    )
     Strategy.objects.filter(pk=bad.pk).update(helpful_count=1, harmful_count=4)
     long_ago = timezone.now() - timedelta(days=100)
     Strategy.objects.filter(pk__in=[old.pk, dying.pk]).update(
-        created_at=long_ago, updated_at=long_ago)
+        created_at=long_ago, updated_at=long_ago
+    )
 
     report = curation.playbook_curate(playbook=pb)
 
@@ -58,20 +62,43 @@ def test_curation_merges_retires_and_decays_in_one_version(ns):
 
 def test_similarity_threshold():
     """Paraphrases with the same words merge; different advice does not."""
-    assert curation.strategy_similarity("Check the tier first", "check the tier first.") >= 0.8
+    assert (
+        curation.strategy_similarity("Check the tier first", "check the tier first.")
+        >= 0.8
+    )
     assert curation.strategy_similarity("Check the tier", "Refund the ticket") < 0.8
 
 
 def test_consolidation_summarises_low_importance_groups_only(ns):
     """Three low-importance preferences of one user become one summary; the
     high-importance one and a group too small stay active."""
-    low = [memory_create(namespace=ns, kind="preference", user_id="u1", importance=0.2,
-                         content=text) for text in ["Likes window seats.", "Likes window seats",
-                                                    "Prefers morning flights."]]
-    high = memory_create(namespace=ns, kind="preference", user_id="u1", importance=0.9,
-                         content="Is a gold member.")
-    pair = [memory_create(namespace=ns, kind="preference", user_id="u2", importance=0.1,
-                          content=f"note {i}") for i in range(2)]
+    low = [
+        memory_create(
+            namespace=ns, kind="preference", user_id="u1", importance=0.2, content=text
+        )
+        for text in [
+            "Likes window seats.",
+            "Likes window seats",
+            "Prefers morning flights.",
+        ]
+    ]
+    high = memory_create(
+        namespace=ns,
+        kind="preference",
+        user_id="u1",
+        importance=0.9,
+        content="Is a gold member.",
+    )
+    pair = [
+        memory_create(
+            namespace=ns,
+            kind="preference",
+            user_id="u2",
+            importance=0.1,
+            content=f"note {i}",
+        )
+        for i in range(2)
+    ]
 
     assert memories_consolidate() == {"summaries_created": 1}
 
@@ -80,15 +107,28 @@ def test_consolidation_summarises_low_importance_groups_only(ns):
     assert summary.content.count("Likes window seats") == 1
     assert "Prefers morning flights." in summary.content
     assert set(summary.sources.values_list("pk", flat=True)) == {m.pk for m in low}
-    assert Memory.objects.filter(pk__in=[high.pk] + [m.pk for m in pair], active=True).count() == 3
-    assert AuditEvent.objects.get(action="memory_consolidate").data["summariser"] == "offline"
+    assert (
+        Memory.objects.filter(
+            pk__in=[high.pk] + [m.pk for m in pair], active=True
+        ).count()
+        == 3
+    )
+    assert (
+        AuditEvent.objects.get(action="memory_consolidate").data["summariser"]
+        == "offline"
+    )
 
 
 def test_claude_summary_is_used_and_falls_back_offline(ns, settings, monkeypatch):
     """With an API key the Claude summariser is used; when it fails the offline one."""
     settings.ANTHROPIC_API_KEY = "sk-test"
-    monkeypatch.setattr(curation, "summarise_with_claude", lambda texts: "Claude summary.")
-    assert curation.summarise(["a", "b"]) == ("Claude summary.", settings.ANTHROPIC_MODEL)
+    monkeypatch.setattr(
+        curation, "summarise_with_claude", lambda texts: "Claude summary."
+    )
+    assert curation.summarise(["a", "b"]) == (
+        "Claude summary.",
+        settings.ANTHROPIC_MODEL,
+    )
 
     def boom(texts):
         raise RuntimeError("network down")

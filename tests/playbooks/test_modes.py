@@ -1,5 +1,6 @@
 """Background mode: clean, confident, audited candidates are applied by
 system:auto-apply and flagged; anything else waits for a reviewer."""
+
 import pytest
 from django.utils import timezone
 
@@ -36,16 +37,38 @@ def test_background_mode_applies_a_clean_confident_candidate(ns):
     assert not Strategy.objects.get(source_candidate=candidate).active
 
 
-@pytest.mark.parametrize("mode, kwargs", [
-    ("propose", {}),
-    ("agentic", {}),
-    ("background", {"confidence": 0.5}),
-    ("background", {"audited_at": None}),
-    ("background", {"max_severity": "warn", "audit": {**CLEAN, "hygiene": [
-        {"severity": "warn", "message": "egress host", "related": []}]}}),
-    ("background", {"audit": {**CLEAN, "conflict": [
-        {"severity": "block", "message": "contradicts", "related": []}]}}),
-])
+@pytest.mark.parametrize(
+    "mode, kwargs",
+    [
+        ("propose", {}),
+        ("agentic", {}),
+        ("background", {"confidence": 0.5}),
+        ("background", {"audited_at": None}),
+        (
+            "background",
+            {
+                "max_severity": "warn",
+                "audit": {
+                    **CLEAN,
+                    "hygiene": [
+                        {"severity": "warn", "message": "egress host", "related": []}
+                    ],
+                },
+            },
+        ),
+        (
+            "background",
+            {
+                "audit": {
+                    **CLEAN,
+                    "conflict": [
+                        {"severity": "block", "message": "contradicts", "related": []}
+                    ],
+                }
+            },
+        ),
+    ],
+)
 def test_other_candidates_wait_for_a_reviewer(ns, mode, kwargs):
     """Propose/agentic modes, low confidence, unaudited or warn/block findings: not
     applied, still pending."""
@@ -63,10 +86,16 @@ def test_audit_hook_auto_applies_in_background_mode(ns):
     from learning.services.audit import candidate_audit
 
     playbook = make_playbook(ns, "airline", mode="background")
-    candidate = CandidateFactory(namespace=ns, playbook=playbook, confidence=0.95,
-                                 content="Confirm the cabin class before searching flights.")
+    candidate = CandidateFactory(
+        namespace=ns,
+        playbook=playbook,
+        confidence=0.95,
+        content="Confirm the cabin class before searching flights.",
+    )
     report = candidate_audit(candidate=candidate)
     candidate.refresh_from_db()
-    clean = not any(f["severity"] in ("warn", "block") for fs in report.values() for f in fs)
+    clean = not any(
+        f["severity"] in ("warn", "block") for fs in report.values() for f in fs
+    )
     assert clean, report
     assert candidate.status == "applied" and candidate.auto_applied

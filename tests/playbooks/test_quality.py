@@ -1,5 +1,6 @@
 """The quality gate on synthetic runs with a known effect: a version that clearly does
 worse is flagged with its statistics; a small or insignificant change is not."""
+
 import pytest
 
 from learning.models import Trajectory
@@ -7,21 +8,29 @@ from playbooks import quality
 from playbooks.models import PlaybookVersion, RecallLog
 from playbooks.recall import playbook_recall
 from playbooks.tasks import quality_gate_evaluate
-from tests.factories import NamespaceFactory, TrajectoryFactory, make_playbook, make_strategy
+from tests.factories import (
+    NamespaceFactory,
+    TrajectoryFactory,
+    make_playbook,
+    make_strategy,
+)
 
 pytestmark = pytest.mark.django_db
 
 
 def runs(ns, tag, successes, total, score_ok=0.9, score_bad=0.2):
-    Trajectory.objects.bulk_create([
-        TrajectoryFactory.build(
-            namespace=ns, playbook_versions=[tag, "other@1"],
-            status="success" if i < successes else "failure",
-            success_score=1.0 if i < successes else 0.0,
-            effective_score=score_ok if i < successes else score_bad,
-        )
-        for i in range(total)
-    ])
+    Trajectory.objects.bulk_create(
+        [
+            TrajectoryFactory.build(
+                namespace=ns,
+                playbook_versions=[tag, "other@1"],
+                status="success" if i < successes else "failure",
+                success_score=1.0 if i < successes else 0.0,
+                effective_score=score_ok if i < successes else score_bad,
+            )
+            for i in range(total)
+        ]
+    )
 
 
 def test_wilson_and_z_test_match_known_values():
@@ -84,8 +93,12 @@ def test_strategy_outcomes_follow_recalls_to_runs():
     pb.refresh_from_db()
     for i, status in enumerate(["success", "success", "failure"]):
         playbook_recall(playbook=pb, task="baggage allowance", session_id=f"s{i}")
-        TrajectoryFactory(namespace=ns, session_id=f"s{i}", status=status,
-                          effective_score=1.0 if status == "success" else 0.0)
+        TrajectoryFactory(
+            namespace=ns,
+            session_id=f"s{i}",
+            status=status,
+            effective_score=1.0 if status == "success" else 0.0,
+        )
     TrajectoryFactory(namespace=ns, session_id="unrelated", status="failure")
     out = quality.strategy_outcomes(strategy=s)
     assert out["recalls"] == 3 and out["runs"] == 3

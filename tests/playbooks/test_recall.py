@@ -1,6 +1,7 @@
 """Recall: relevance ranking (full-text on PostgreSQL, term overlap as the fallback),
 confidence and counters, the token budget, harmful patterns as things to avoid, and
 the RecallLog."""
+
 import pytest
 
 from playbooks import recall
@@ -13,21 +14,37 @@ pytestmark = pytest.mark.django_db
 @pytest.fixture
 def playbook():
     pb = make_playbook(NamespaceFactory(slug="acme"), "airline")
-    make_strategy(pb, "Check the membership tier with get_user_details before quoting "
-                      "baggage allowance.", confidence=0.8)
-    make_strategy(pb, "Confirm the cabin class before searching for replacement flights.",
-                  confidence=0.8)
-    make_strategy(pb, "Ask for the reservation id before attempting any cancellation.",
-                  confidence=0.8)
-    make_strategy(pb, "Promising refunds for basic economy cancellations.", type="harmful",
-                  confidence=0.8)
+    make_strategy(
+        pb,
+        "Check the membership tier with get_user_details before quoting "
+        "baggage allowance.",
+        confidence=0.8,
+    )
+    make_strategy(
+        pb,
+        "Confirm the cabin class before searching for replacement flights.",
+        confidence=0.8,
+    )
+    make_strategy(
+        pb,
+        "Ask for the reservation id before attempting any cancellation.",
+        confidence=0.8,
+    )
+    make_strategy(
+        pb,
+        "Promising refunds for basic economy cancellations.",
+        type="harmful",
+        confidence=0.8,
+    )
     pb.refresh_from_db()
     return pb
 
 
 def test_most_relevant_strategy_comes_first(playbook):
     """The strategy sharing the task's terms ranks first; scores descend."""
-    result = recall.playbook_recall(playbook=playbook, task="baggage allowance for a gold member")
+    result = recall.playbook_recall(
+        playbook=playbook, task="baggage allowance for a gold member"
+    )
     assert result.items[0]["description"].startswith("Check the membership tier")
     scores = [i["score"] for i in result.items]
     assert scores == sorted(scores, reverse=True)
@@ -37,10 +54,14 @@ def test_most_relevant_strategy_comes_first(playbook):
 
 def test_cancellation_task_brings_the_harmful_pattern_phrased_as_avoid(playbook):
     """A harmful pattern is handed out as something to avoid."""
-    result = recall.playbook_recall(playbook=playbook, task="cancel my basic economy booking")
+    result = recall.playbook_recall(
+        playbook=playbook, task="cancel my basic economy booking"
+    )
     top_two = {i["description"][:20] for i in result.items[:2]}
     assert "Promising refunds fo" in top_two
-    assert "- Avoid: promising refunds for basic economy cancellations." in result.context
+    assert (
+        "- Avoid: promising refunds for basic economy cancellations." in result.context
+    )
 
 
 def test_confidence_and_counters_break_relevance_ties():
@@ -48,7 +69,9 @@ def test_confidence_and_counters_break_relevance_ties():
     judged harmful more often than helpful drops."""
     pb = make_playbook(NamespaceFactory(slug="acme"), "airline")
     low = make_strategy(pb, "Verify the passenger name on the ticket.", confidence=0.3)
-    high = make_strategy(pb, "Verify the passenger name on the booking.", confidence=0.9)
+    high = make_strategy(
+        pb, "Verify the passenger name on the booking.", confidence=0.9
+    )
     Strategy.objects.filter(pk=high.pk).update(helpful_count=10)
     Strategy.objects.filter(pk=low.pk).update(harmful_count=10)
     result = recall.playbook_recall(playbook=pb, task="verify passenger name")
@@ -59,24 +82,39 @@ def test_never_exceeds_the_budget_and_reports_the_estimate(playbook):
     """The context text stays inside budget_tokens (~ characters / 4), lower-ranked
     items are left out first, and a budget too small for anything returns nothing."""
     for n in range(40):
-        make_strategy(playbook, f"Baggage rule number {n}: weigh every bag before "
-                                f"check-in and note the allowance for tier {n}.")
-    full = recall.playbook_recall(playbook=playbook, task="baggage allowance", budget_tokens=5000)
-    small = recall.playbook_recall(playbook=playbook, task="baggage allowance", budget_tokens=120)
+        make_strategy(
+            playbook,
+            f"Baggage rule number {n}: weigh every bag before "
+            f"check-in and note the allowance for tier {n}.",
+        )
+    full = recall.playbook_recall(
+        playbook=playbook, task="baggage allowance", budget_tokens=5000
+    )
+    small = recall.playbook_recall(
+        playbook=playbook, task="baggage allowance", budget_tokens=120
+    )
     assert small.tokens <= 120
     assert small.tokens == recall.estimate_tokens(small.context)
     assert 0 < len(small.items) < len(full.items)
     assert full.tokens <= 5000
-    assert [i["id"] for i in small.items] == [i["id"] for i in full.items[:len(small.items)]]
-    tiny = recall.playbook_recall(playbook=playbook, task="baggage allowance", budget_tokens=5)
+    assert [i["id"] for i in small.items] == [
+        i["id"] for i in full.items[: len(small.items)]
+    ]
+    tiny = recall.playbook_recall(
+        playbook=playbook, task="baggage allowance", budget_tokens=5
+    )
     assert (tiny.context, tiny.items, tiny.tokens) == ("", [], 0)
 
 
 def test_recall_is_logged_with_version_and_keys(playbook):
     """Each recall writes a RecallLog with the version and the strategy keys handed out,
     and stamps the strategies' last_recalled_at."""
-    result = recall.playbook_recall(playbook=playbook, task="baggage allowance",
-                                    requested_by="token:agent", session_id="s-1")
+    result = recall.playbook_recall(
+        playbook=playbook,
+        task="baggage allowance",
+        requested_by="token:agent",
+        session_id="s-1",
+    )
     log = RecallLog.objects.get()
     assert log.version == result.version
     assert log.strategy_keys == [i["key"] for i in result.items]
@@ -94,24 +132,30 @@ def test_unrelated_task_still_gets_general_strategies_ranked_lower(playbook):
 
 def test_retired_strategies_are_never_recalled(playbook):
     """Only active strategies are candidates."""
-    Strategy.objects.filter(description__startswith="Check the membership").update(active=False)
+    Strategy.objects.filter(description__startswith="Check the membership").update(
+        active=False
+    )
     result = recall.playbook_recall(playbook=playbook, task="baggage allowance")
     assert "membership tier" not in result.context
 
 
 def test_python_fallback_ranks_by_term_overlap(playbook):
     """The SQLite fallback finds and normalises the same best match."""
-    found = recall._python_candidates(playbook, recall.task_terms("baggage allowances tier"))
+    found = recall._python_candidates(
+        playbook, recall.task_terms("baggage allowances tier")
+    )
     assert found[0].description.startswith("Check the membership tier")
     assert found[0].relevance == 1.0
 
 
 def test_harmful_lines_already_phrased_as_avoidance_are_kept():
-    """"Never …"/"Avoid …" harmful entries are not doubled up with "Avoid:"."""
+    """ "Never …"/"Avoid …" harmful entries are not doubled up with "Avoid:"."""
     assert recall.strategy_line("harmful", "Never refund basic economy.") == (
-        "- Never refund basic economy.")
+        "- Never refund basic economy."
+    )
     assert recall.strategy_line("harmful", "Refunding basic economy.") == (
-        "- Avoid: refunding basic economy.")
+        "- Avoid: refunding basic economy."
+    )
     assert recall.strategy_line("helpful", "Ask  first.") == "- Do: Ask first."
 
 
@@ -129,22 +173,51 @@ def test_user_memories_join_the_context_within_a_quarter_of_the_budget(playbook)
     from playbooks.services import memory_create
 
     ns = playbook.namespace
-    memory_create(namespace=ns, kind="preference", user_id="mia", importance=0.9,
-                  content="Prefers window seats.")
-    memory_create(namespace=ns, kind="preference", user_id="bob", importance=0.9,
-                  content="Prefers aisle seats.")
-    memory_create(namespace=ns, kind="durable_fact", entity="HAT001", importance=0.5,
-                  content="Departs from JFK terminal 4.")
-    memory_create(namespace=ns, kind="durable_fact", entity="HAT999", importance=0.5,
-                  content="Irrelevant flight.")
-    result = recall.playbook_recall(playbook=playbook, task="change flight HAT001 baggage",
-                                    user_id="mia", budget_tokens=400)
+    memory_create(
+        namespace=ns,
+        kind="preference",
+        user_id="mia",
+        importance=0.9,
+        content="Prefers window seats.",
+    )
+    memory_create(
+        namespace=ns,
+        kind="preference",
+        user_id="bob",
+        importance=0.9,
+        content="Prefers aisle seats.",
+    )
+    memory_create(
+        namespace=ns,
+        kind="durable_fact",
+        entity="HAT001",
+        importance=0.5,
+        content="Departs from JFK terminal 4.",
+    )
+    memory_create(
+        namespace=ns,
+        kind="durable_fact",
+        entity="HAT999",
+        importance=0.5,
+        content="Irrelevant flight.",
+    )
+    result = recall.playbook_recall(
+        playbook=playbook,
+        task="change flight HAT001 baggage",
+        user_id="mia",
+        budget_tokens=400,
+    )
     assert [m["content"] for m in result.memories] == [
-        "Prefers window seats.", "Departs from JFK terminal 4."]
+        "Prefers window seats.",
+        "Departs from JFK terminal 4.",
+    ]
     assert "- HAT001: Departs from JFK terminal 4." in result.context
     assert "aisle" not in result.context and "Irrelevant" not in result.context
     assert result.tokens <= 400 and result.items
-    small = recall.playbook_recall(playbook=playbook, task="change flight HAT001",
-                                   user_id="mia", budget_tokens=40)
+    small = recall.playbook_recall(
+        playbook=playbook, task="change flight HAT001", user_id="mia", budget_tokens=40
+    )
     assert len(small.memories) <= 1 and small.tokens <= 40
-    assert "memories" not in recall.playbook_recall(playbook=playbook, task="x").as_dict()
+    assert (
+        "memories" not in recall.playbook_recall(playbook=playbook, task="x").as_dict()
+    )

@@ -1,4 +1,5 @@
 """Console fixtures: users with a role in a namespace, logged-in clients, candidates."""
+
 import pytest
 from django.contrib.auth import get_user_model
 from django.test import Client
@@ -8,8 +9,9 @@ from tests.factories import NamespaceFactory
 
 
 def make_user(username: str, namespace=None, role: str = "reviewer", **kwargs):
-    user = get_user_model().objects.create_user(username=username, password="pw-" + username,
-                                                **kwargs)
+    user = get_user_model().objects.create_user(
+        username=username, password="pw-" + username, **kwargs
+    )
     if namespace is not None:
         Membership.objects.create(user=user, namespace=namespace, role=role)
     return user
@@ -61,9 +63,16 @@ def fake_apply(monkeypatch):
         candidate.applied_at = timezone.now()
         candidate.applied_version = 2
         candidate.save()
-        audit_event_record(namespace=candidate.namespace, actor=actor, action="apply",
-                           target_type="candidate", target_id=candidate.pk,
-                           candidate=candidate, from_status="approved", to_status="applied")
+        audit_event_record(
+            namespace=candidate.namespace,
+            actor=actor,
+            action="apply",
+            target_type="candidate",
+            target_id=candidate.pk,
+            candidate=candidate,
+            from_status="approved",
+            to_status="applied",
+        )
 
     monkeypatch.setattr(apply, "candidate_apply", candidate_apply)
     return calls

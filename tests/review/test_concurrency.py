@@ -1,5 +1,6 @@
 """Two reviewers acting on the same candidate at the same moment: the row lock in
 review.services lets exactly one decision through; the other gets AlreadyDecided."""
+
 import threading
 
 import pytest
@@ -21,7 +22,12 @@ def test_concurrent_approve_and_deny_have_exactly_one_winner(fake_apply):
     def act(name, fn, **kwargs):
         try:
             barrier.wait(timeout=10)
-            fn(namespace=ns, candidate_id=c.pk, actor=services.Actor(label=name), **kwargs)
+            fn(
+                namespace=ns,
+                candidate_id=c.pk,
+                actor=services.Actor(label=name),
+                **kwargs,
+            )
             results[name] = "won"
         except services.AlreadyDecided as exc:
             results[name] = str(exc)
@@ -30,8 +36,9 @@ def test_concurrent_approve_and_deny_have_exactly_one_winner(fake_apply):
 
     threads = [
         threading.Thread(target=act, args=("rita", services.candidate_approve)),
-        threading.Thread(target=act, args=("otto", services.candidate_deny),
-                         kwargs={"note": "no"}),
+        threading.Thread(
+            target=act, args=("otto", services.candidate_deny), kwargs={"note": "no"}
+        ),
     ]
     for t in threads:
         t.start()

@@ -1,4 +1,5 @@
 """Console services: the soft lock, edit before approving, bulk decisions."""
+
 from datetime import timedelta
 
 import pytest
@@ -21,7 +22,9 @@ def test_lease_goes_to_the_first_reviewer_and_others_see_it(acme, reviewer):
     c = CandidateFactory(namespace=acme)
     until = services.candidate_lease(namespace=acme, candidate_id=c.pk, user=reviewer)
     assert until is not None
-    assert services.candidate_lease(namespace=acme, candidate_id=c.pk, user=other) is None
+    assert (
+        services.candidate_lease(namespace=acme, candidate_id=c.pk, user=other) is None
+    )
     c.refresh_from_db()
     assert c.leased_by == reviewer and c.lease_until == until
     # The holder renews it.
@@ -30,8 +33,11 @@ def test_lease_goes_to_the_first_reviewer_and_others_see_it(acme, reviewer):
 
 def test_expired_lease_is_taken_over_and_release_only_frees_own_lease(acme, reviewer):
     other = make_user("otto", acme)
-    c = CandidateFactory(namespace=acme, leased_by=other,
-                         lease_until=timezone.now() - timedelta(seconds=1))
+    c = CandidateFactory(
+        namespace=acme,
+        leased_by=other,
+        lease_until=timezone.now() - timedelta(seconds=1),
+    )
     assert services.candidate_lease(namespace=acme, candidate_id=c.pk, user=reviewer)
     assert not services.candidate_release(namespace=acme, candidate_id=c.pk, user=other)
     assert services.candidate_release(namespace=acme, candidate_id=c.pk, user=reviewer)
@@ -41,7 +47,10 @@ def test_expired_lease_is_taken_over_and_release_only_frees_own_lease(acme, revi
 
 def test_decided_candidates_are_not_leased(acme, reviewer):
     c = CandidateFactory(namespace=acme, status="denied")
-    assert services.candidate_lease(namespace=acme, candidate_id=c.pk, user=reviewer) is None
+    assert (
+        services.candidate_lease(namespace=acme, candidate_id=c.pk, user=reviewer)
+        is None
+    )
 
 
 def test_lease_lasts_the_configured_seconds(acme, reviewer, settings):
@@ -67,29 +76,43 @@ def test_edit_records_before_and_after_and_reaudits(acme, monkeypatch):
     from tests.factories import make_playbook
 
     audited = []
-    monkeypatch.setattr(audit, "candidate_audit", lambda *, candidate: audited.append(candidate.pk))
+    monkeypatch.setattr(
+        audit, "candidate_audit", lambda *, candidate: audited.append(candidate.pk)
+    )
     playbook = make_playbook(acme, slug="airline")
     c = CandidateFactory(namespace=acme, content="Always check", rationale="r")
     edited = services.candidate_edit(
-        namespace=acme, candidate_id=c.pk, actor=RITA, note="tighter",
-        changes={"content": "  Always check the cabin class first ", "rationale": "r",
-                 "playbook": playbook},
+        namespace=acme,
+        candidate_id=c.pk,
+        actor=RITA,
+        note="tighter",
+        changes={
+            "content": "  Always check the cabin class first ",
+            "rationale": "r",
+            "playbook": playbook,
+        },
     )
     assert edited.content == "Always check the cabin class first"
     assert edited.playbook == playbook
     event = AuditEvent.objects.get(action="edit")
-    assert event.actor == "rita" and event.note == "tighter" and event.candidate_id == c.pk
+    assert (
+        event.actor == "rita" and event.note == "tighter" and event.candidate_id == c.pk
+    )
     assert event.data == {
         "before": {"content": "Always check", "playbook": None},
-        "after": {"content": "Always check the cabin class first", "playbook": "airline"},
+        "after": {
+            "content": "Always check the cabin class first",
+            "playbook": "airline",
+        },
     }
     assert audited == [c.pk]
 
 
 def test_edit_without_change_records_nothing(acme):
     c = CandidateFactory(namespace=acme, content="Same")
-    services.candidate_edit(namespace=acme, candidate_id=c.pk, actor=RITA,
-                            changes={"content": "Same"})
+    services.candidate_edit(
+        namespace=acme, candidate_id=c.pk, actor=RITA, changes={"content": "Same"}
+    )
     assert not AuditEvent.objects.exists()
 
 
@@ -98,19 +121,26 @@ def test_edit_refuses_decided_candidates_empty_text_and_foreign_playbooks(acme):
 
     decided = CandidateFactory(namespace=acme, status="applied", decided_by="ada")
     with pytest.raises(services.AlreadyDecided, match="applied by ada"):
-        services.candidate_edit(namespace=acme, candidate_id=decided.pk, actor=RITA,
-                                changes={"content": "x"})
+        services.candidate_edit(
+            namespace=acme,
+            candidate_id=decided.pk,
+            actor=RITA,
+            changes={"content": "x"},
+        )
     c = CandidateFactory(namespace=acme)
     with pytest.raises(services.ReviewError, match="empty"):
-        services.candidate_edit(namespace=acme, candidate_id=c.pk, actor=RITA,
-                                changes={"content": "  "})
+        services.candidate_edit(
+            namespace=acme, candidate_id=c.pk, actor=RITA, changes={"content": "  "}
+        )
     foreign = make_playbook(NamespaceFactory(slug="elsewhere"), slug="airline")
     with pytest.raises(services.ReviewError, match="another namespace"):
-        services.candidate_edit(namespace=acme, candidate_id=c.pk, actor=RITA,
-                                changes={"playbook": foreign})
+        services.candidate_edit(
+            namespace=acme, candidate_id=c.pk, actor=RITA, changes={"playbook": foreign}
+        )
     with pytest.raises(services.ReviewError, match="cannot be edited"):
-        services.candidate_edit(namespace=acme, candidate_id=c.pk, actor=RITA,
-                                changes={"status": "applied"})
+        services.candidate_edit(
+            namespace=acme, candidate_id=c.pk, actor=RITA, changes={"status": "applied"}
+        )
 
 
 def test_bulk_approve_skips_blocked_and_decided_and_says_why(acme, fake_apply):
@@ -119,18 +149,25 @@ def test_bulk_approve_skips_blocked_and_decided_and_says_why(acme, fake_apply):
     denied = CandidateFactory(namespace=acme, status="denied")
     outcome = services.candidates_bulk_decide(
         candidate_ids=[c.pk for c in clean] + [blocked.pk, denied.pk],
-        actor=RITA, decision="approve", note="batch ok",
+        actor=RITA,
+        decision="approve",
+        note="batch ok",
     )
     assert sorted(outcome.decided) == sorted(c.pk for c in clean)
     assert outcome.skipped == {
         "already decided": [denied.pk],
         "blocking audit finding (needs an admin override)": [blocked.pk],
     }
-    assert "Approved 3" in outcome.summary() and "skipped 1: blocking" in outcome.summary()
+    assert (
+        "Approved 3" in outcome.summary() and "skipped 1: blocking" in outcome.summary()
+    )
     blocked.refresh_from_db()
     assert blocked.status == "pending"
-    assert set(LearningCandidate.objects.filter(pk__in=[c.pk for c in clean])
-               .values_list("status", flat=True)) == {"applied"}
+    assert set(
+        LearningCandidate.objects.filter(pk__in=[c.pk for c in clean]).values_list(
+            "status", flat=True
+        )
+    ) == {"applied"}
     assert AuditEvent.objects.filter(action="approve", note="batch ok").count() == 3
 
 
@@ -142,8 +179,9 @@ def test_bulk_approve_counts_apply_failures(acme, monkeypatch):
 
     monkeypatch.setattr(apply, "candidate_apply", failing)
     c = CandidateFactory(namespace=acme)
-    outcome = services.candidates_bulk_decide(candidate_ids=[c.pk], actor=RITA,
-                                              decision="approve")
+    outcome = services.candidates_bulk_decide(
+        candidate_ids=[c.pk], actor=RITA, decision="approve"
+    )
     assert outcome.apply_failed == [c.pk] and outcome.decided == []
     assert "1 approved but failed to apply" in outcome.summary()
 
@@ -151,10 +189,12 @@ def test_bulk_approve_counts_apply_failures(acme, monkeypatch):
 def test_bulk_deny_needs_one_reason_and_records_it_on_each(acme):
     cs = CandidateFactory.create_batch(2, namespace=acme)
     with pytest.raises(services.NoteRequired):
-        services.candidates_bulk_decide(candidate_ids=[c.pk for c in cs], actor=RITA,
-                                        decision="deny", note=" ")
-    outcome = services.candidates_bulk_decide(candidate_ids=[c.pk for c in cs], actor=RITA,
-                                              decision="deny", note="duplicates")
+        services.candidates_bulk_decide(
+            candidate_ids=[c.pk for c in cs], actor=RITA, decision="deny", note=" "
+        )
+    outcome = services.candidates_bulk_decide(
+        candidate_ids=[c.pk for c in cs], actor=RITA, decision="deny", note="duplicates"
+    )
     assert len(outcome.decided) == 2
     assert set(LearningCandidate.objects.values_list("decision_note", flat=True)) == {
         "duplicates"
@@ -169,9 +209,13 @@ def test_bulk_refuses_unknown_decisions(acme):
 def test_an_edit_that_adds_a_secret_is_blocked_by_the_real_audit(acme):
     """The edit goes through the real audits: a credential pasted into the text gets a
     `block` finding, so only an admin override could approve it."""
-    c = CandidateFactory(namespace=acme, content="Verify the passenger's identity first")
+    c = CandidateFactory(
+        namespace=acme, content="Verify the passenger's identity first"
+    )
     services.candidate_edit(
-        namespace=acme, candidate_id=c.pk, actor=RITA,
+        namespace=acme,
+        candidate_id=c.pk,
+        actor=RITA,
         changes={"content": "Call the fare API with key AKIAIOSFODNN7EXAMPLE first"},
     )
     c.refresh_from_db()

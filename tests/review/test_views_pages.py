@@ -1,5 +1,6 @@
 """Run browser, run timeline, activity trail and dashboard: namespaced, filterable,
 constant queries, htmx partials."""
+
 from datetime import timedelta
 
 import pytest
@@ -22,14 +23,27 @@ pytestmark = pytest.mark.django_db
 
 
 def test_run_list_filters_and_stays_in_my_namespaces(rclient, acme):
-    TrajectoryFactory(namespace=acme, task_description="Book a flight to Boston",
-                      status="failure", task_type="airline.book")
-    TrajectoryFactory(namespace=acme, task_description="Cancel reservation",
-                      status="success", task_type="airline.cancel")
-    TrajectoryFactory(namespace=NamespaceFactory(slug="elsewhere"),
-                      task_description="Foreign run")
+    TrajectoryFactory(
+        namespace=acme,
+        task_description="Book a flight to Boston",
+        status="failure",
+        task_type="airline.book",
+    )
+    TrajectoryFactory(
+        namespace=acme,
+        task_description="Cancel reservation",
+        status="success",
+        task_type="airline.cancel",
+    )
+    TrajectoryFactory(
+        namespace=NamespaceFactory(slug="elsewhere"), task_description="Foreign run"
+    )
     html = rclient.get("/runs/").content.decode()
-    assert "Book a flight" in html and "Cancel reservation" in html and "Foreign" not in html
+    assert (
+        "Book a flight" in html
+        and "Cancel reservation" in html
+        and "Foreign" not in html
+    )
     filtered = rclient.get("/runs/?status=failure").content.decode()
     assert "Book a flight" in filtered and "Cancel reservation" not in filtered
     partial = rclient.get("/runs/?q=cancel", **HX).content.decode()
@@ -48,13 +62,19 @@ def test_run_list_query_count_is_constant(rclient, acme, django_assert_num_queri
     assert len(response.context["page"]) == 22
 
 
-def test_run_detail_is_a_timeline_with_feedback_reflections_and_highlights(rclient, acme):
+def test_run_detail_is_a_timeline_with_feedback_reflections_and_highlights(
+    rclient, acme
+):
     run = TrajectoryFactory(namespace=acme, external_id="tb-9", status="failure")
     for i in range(3):
         StepFactory(trajectory=run, index=i, description=f"did thing {i}")
     FeedbackFactory(trajectory=run, score=0.2, message="wrong cabin")
-    Reflection.objects.create(namespace=acme, trajectory=run, reflector="offline",
-                              harmful_patterns=[{"description": "skipped the fare check"}])
+    Reflection.objects.create(
+        namespace=acme,
+        trajectory=run,
+        reflector="offline",
+        harmful_patterns=[{"description": "skipped the fare check"}],
+    )
     c = CandidateFactory(namespace=acme, content="Check the fare first")
     c.evidence.create(trajectory=run, step_indexes=[2])
     html = rclient.get(f"/runs/{run.pk}/?hl=2").content.decode()
@@ -70,14 +90,33 @@ def test_run_of_another_namespace_is_404(rclient):
 
 def test_activity_shows_the_trail_and_filters(rclient, acme):
     c = CandidateFactory(namespace=acme)
-    audit_event_record(namespace=acme, actor="ada", action="approve", target_type="candidate",
-                       target_id=c.pk, candidate=c, from_status="pending",
-                       to_status="approved", note="looks right")
-    audit_event_record(namespace=acme, actor="rita", action="edit", target_type="candidate",
-                       target_id=c.pk, candidate=c,
-                       data={"before": {"content": "old text"}, "after": {"content": "new text"}})
-    audit_event_record(namespace=NamespaceFactory(slug="elsewhere"), actor="eve",
-                       action="deny", target_type="candidate", target_id=1)
+    audit_event_record(
+        namespace=acme,
+        actor="ada",
+        action="approve",
+        target_type="candidate",
+        target_id=c.pk,
+        candidate=c,
+        from_status="pending",
+        to_status="approved",
+        note="looks right",
+    )
+    audit_event_record(
+        namespace=acme,
+        actor="rita",
+        action="edit",
+        target_type="candidate",
+        target_id=c.pk,
+        candidate=c,
+        data={"before": {"content": "old text"}, "after": {"content": "new text"}},
+    )
+    audit_event_record(
+        namespace=NamespaceFactory(slug="elsewhere"),
+        actor="eve",
+        action="deny",
+        target_type="candidate",
+        target_id=1,
+    )
     html = rclient.get("/activity/").content.decode()
     assert "looks right" in html and "old text" in html and "new text" in html
     assert "eve" not in html
@@ -92,8 +131,15 @@ def test_activity_query_count_is_constant(rclient, acme, django_assert_num_queri
     def events(n):
         for _ in range(n):
             c = CandidateFactory(namespace=acme)
-            audit_event_record(namespace=acme, actor="ada", action="deny",
-                               target_type="candidate", target_id=c.pk, candidate=c)
+            audit_event_record(
+                namespace=acme,
+                actor="ada",
+                action="deny",
+                target_type="candidate",
+                target_id=c.pk,
+                candidate=c,
+            )
+
     events(2)
     with CaptureQueriesContext(connection) as two:
         rclient.get("/activity/")
@@ -109,13 +155,23 @@ def test_dashboard_draws_queue_health_decisions_and_learning_curves(rclient, acm
     type(old).objects.filter(pk=old.pk).update(created_at=now - timedelta(days=3))
     CandidateFactory(namespace=NamespaceFactory(slug="elsewhere"))
     c = CandidateFactory(namespace=acme, status="denied")
-    audit_event_record(namespace=acme, actor="ada", action="deny", target_type="candidate",
-                       target_id=c.pk, candidate=c)
+    audit_event_record(
+        namespace=acme,
+        actor="ada",
+        action="deny",
+        target_type="candidate",
+        target_id=c.pk,
+        candidate=c,
+    )
     for status in ("success", "success", "failure"):
         TrajectoryFactory(namespace=acme, task_type="airline.book", status=status)
     for days_ago in (2, 5):
-        run = TrajectoryFactory(namespace=acme, task_type="airline.book", status="failure")
-        Trajectory.objects.filter(pk=run.pk).update(created_at=now - timedelta(days=days_ago))
+        run = TrajectoryFactory(
+            namespace=acme, task_type="airline.book", status="failure"
+        )
+        Trajectory.objects.filter(pk=run.pk).update(
+            created_at=now - timedelta(days=days_ago)
+        )
     response = rclient.get("/dashboard/")
     html = response.content.decode()
     assert response.status_code == 200
@@ -129,14 +185,22 @@ def test_dashboard_draws_queue_health_decisions_and_learning_curves(rclient, acm
     assert len(line["dots"]) == 3  # three days with runs
     assert "2/3 (67%)" in line["dots"][-1]["title"]
     assert "0/1 (0%)" in line["dots"][0]["title"]
-    assert html.count("<svg") >= 3 and "<polyline" in html and "<script src=\"http" not in html
+    assert (
+        html.count("<svg") >= 3
+        and "<polyline" in html
+        and '<script src="http' not in html
+    )
 
 
 def test_charts_scale_bars_to_the_tallest():
     from review.charts import stacked_bars
 
-    chart = stacked_bars(rows=[{"l": "a", "x": 2, "y": 2}, {"l": "b", "x": 0, "y": 1}],
-                         keys=["x", "y"], label_key="l", colours={"x": "#000", "y": "#fff"})
+    chart = stacked_bars(
+        rows=[{"l": "a", "x": 2, "y": 2}, {"l": "b", "x": 0, "y": 1}],
+        keys=["x", "y"],
+        label_key="l",
+        colours={"x": "#000", "y": "#fff"},
+    )
     first, second = chart["bars"]
     assert len(first["segments"]) == 2 and len(second["segments"]) == 1
     assert first["segments"][0]["h"] == 2 * second["segments"][0]["h"]
@@ -147,8 +211,11 @@ def test_learning_curve_by_run_order_when_runs_span_under_three_days(rclient, ac
     """An import lands every run on one day: the curve then follows the runs in the
     order they ran, in tenths — failures first, successes later shows as a rising line."""
     for i in range(20):
-        TrajectoryFactory(namespace=acme, task_type="airline.book",
-                          status="failure" if i < 10 else "success")
+        TrajectoryFactory(
+            namespace=acme,
+            task_type="airline.book",
+            status="failure" if i < 10 else "success",
+        )
     TrajectoryFactory(namespace=acme, task_type="retail.return", status="success")
     response = rclient.get("/dashboard/")
     curves = response.context["curves"]

@@ -1,5 +1,6 @@
 """The review queue: filters in the URL, counts per status, constant queries, htmx
 partials, bulk decisions — and only the reviewer's namespaces."""
+
 import pytest
 from django.db import connection
 from django.test import Client
@@ -49,7 +50,9 @@ def test_htmx_request_gets_only_the_results_partial(rclient, acme):
 
 
 def test_history_restore_gets_the_full_page(rclient, acme):
-    response = rclient.get("/", HTTP_HX_REQUEST="true", HTTP_HX_HISTORY_RESTORE_REQUEST="true")
+    response = rclient.get(
+        "/", HTTP_HX_REQUEST="true", HTTP_HX_HISTORY_RESTORE_REQUEST="true"
+    )
     assert "<html" in response.content.decode()
 
 
@@ -73,12 +76,19 @@ def test_filters(rclient, acme, query, expected):
     from tests.factories import make_playbook
 
     playbook = make_playbook(acme, slug="airline")
-    CandidateFactory(namespace=acme, content="pref", kind="preference", confidence=0.6,
-                     agent="bot-7")
-    CandidateFactory(namespace=acme, content="blocked", max_severity="block", confidence=0.9)
+    CandidateFactory(
+        namespace=acme, content="pref", kind="preference", confidence=0.6, agent="bot-7"
+    )
+    CandidateFactory(
+        namespace=acme, content="blocked", max_severity="block", confidence=0.9
+    )
     CandidateFactory(namespace=acme, content="low", confidence=0.2)
-    CandidateFactory(namespace=acme, content="helpful: check the cabin", confidence=0.8,
-                     playbook=playbook)
+    CandidateFactory(
+        namespace=acme,
+        content="helpful: check the cabin",
+        confidence=0.8,
+        playbook=playbook,
+    )
     CandidateFactory(namespace=acme, content="denied", status="denied")
     response = rclient.get(f"/?{query}")
     assert response.status_code == 200
@@ -86,19 +96,24 @@ def test_filters(rclient, acme, query, expected):
     assert shown == expected
 
 
-def test_query_count_is_constant_whatever_the_page_size(rclient, acme,
-                                                        django_assert_num_queries):
+def test_query_count_is_constant_whatever_the_page_size(
+    rclient, acme, django_assert_num_queries
+):
     """2 rows or 30 rows: the same number of queries (no N+1 on namespace, playbook,
     lease holder)."""
     from tests.factories import make_playbook
 
     playbook = make_playbook(acme, slug="airline")
     holder = make_user("otto", acme)
-    CandidateFactory.create_batch(2, namespace=acme, playbook=playbook, leased_by=holder)
+    CandidateFactory.create_batch(
+        2, namespace=acme, playbook=playbook, leased_by=holder
+    )
     with CaptureQueriesContext(connection) as two:
         assert rclient.get("/").status_code == 200
     assert len(two) <= 8
-    CandidateFactory.create_batch(28, namespace=acme, playbook=playbook, leased_by=holder)
+    CandidateFactory.create_batch(
+        28, namespace=acme, playbook=playbook, leased_by=holder
+    )
     with django_assert_num_queries(len(two)):
         response = rclient.get("/")
     assert len(response.context["page"]) == 30
@@ -118,46 +133,70 @@ def test_lease_holder_shows_in_the_queue(rclient, acme):
     from django.utils import timezone
 
     holder = make_user("otto", acme)
-    CandidateFactory(namespace=acme, leased_by=holder,
-                     lease_until=timezone.now() + timedelta(minutes=5))
+    CandidateFactory(
+        namespace=acme,
+        leased_by=holder,
+        lease_until=timezone.now() + timedelta(minutes=5),
+    )
     assert "🔒 otto" in rclient.get("/").content.decode()
 
 
 def test_bulk_deny_as_plain_form_post(rclient, acme):
     cs = CandidateFactory.create_batch(3, namespace=acme)
     foreign = CandidateFactory(namespace=NamespaceFactory(slug="elsewhere"))
-    response = rclient.post("/candidates/bulk/", {
-        "decision": "deny", "note": "too vague", "ids": [cs[0].pk, cs[1].pk, foreign.pk],
-        "query": "status=pending",
-    }, follow=True)
+    response = rclient.post(
+        "/candidates/bulk/",
+        {
+            "decision": "deny",
+            "note": "too vague",
+            "ids": [cs[0].pk, cs[1].pk, foreign.pk],
+            "query": "status=pending",
+        },
+        follow=True,
+    )
     assert response.redirect_chain[-1][0] == "/?status=pending"
     assert "Denied 2." in response.content.decode()
     statuses = dict(LearningCandidate.objects.values_list("pk", "status"))
-    assert statuses == {cs[0].pk: "denied", cs[1].pk: "denied", cs[2].pk: "pending",
-                        foreign.pk: "pending"}
+    assert statuses == {
+        cs[0].pk: "denied",
+        cs[1].pk: "denied",
+        cs[2].pk: "pending",
+        foreign.pk: "pending",
+    }
 
 
 def test_bulk_deny_without_reason_is_refused(rclient, acme):
     c = CandidateFactory(namespace=acme)
-    response = rclient.post("/candidates/bulk/", {"decision": "deny", "ids": [c.pk]}, **HX)
+    response = rclient.post(
+        "/candidates/bulk/", {"decision": "deny", "ids": [c.pk]}, **HX
+    )
     assert response.status_code == 400
     assert "A denial needs a reason." in response.content.decode()
     # The selection stays as it is: only the message is swapped in.
-    assert response["HX-Reswap"] == "none" and "queue-results" not in response.content.decode()
+    assert (
+        response["HX-Reswap"] == "none"
+        and "queue-results" not in response.content.decode()
+    )
     c.refresh_from_db()
     assert c.status == "pending"
 
 
 def test_bulk_all_matching_acts_on_the_filter_not_the_page(rclient, acme, fake_apply):
-    """"All N matching this filter" approves every match (beyond the page), skips the
+    """ "All N matching this filter" approves every match (beyond the page), skips the
     blocked one and says so; non-matching candidates are untouched."""
     procedures = CandidateFactory.create_batch(4, namespace=acme, kind="procedure")
     blocked = CandidateFactory(namespace=acme, kind="procedure", max_severity="block")
     other = CandidateFactory(namespace=acme, kind="preference")
-    response = rclient.post("/candidates/bulk/", {
-        "decision": "approve", "note": "", "all_matching": "true",
-        "query": "kind=procedure&per_page=2",
-    }, **hx())
+    response = rclient.post(
+        "/candidates/bulk/",
+        {
+            "decision": "approve",
+            "note": "",
+            "all_matching": "true",
+            "query": "kind=procedure&per_page=2",
+        },
+        **hx(),
+    )
     html = response.content.decode()
     assert response.status_code == 200
     assert "Approved 4; skipped 1: blocking audit finding" in html
@@ -178,8 +217,12 @@ def test_bulk_requires_post_and_csrf(acme, reviewer):
     client.force_login(reviewer)
     c = CandidateFactory(namespace=acme)
     assert client.get("/candidates/bulk/").status_code == 405
-    assert client.post("/candidates/bulk/", {"decision": "conflict", "ids": [c.pk]}
-                       ).status_code == 403
+    assert (
+        client.post(
+            "/candidates/bulk/", {"decision": "conflict", "ids": [c.pk]}
+        ).status_code
+        == 403
+    )
 
 
 def test_status_counts_are_capped(rclient, acme, monkeypatch):
@@ -188,8 +231,9 @@ def test_status_counts_are_capped(rclient, acme, monkeypatch):
     from review import selectors
 
     monkeypatch.setattr(selectors, "COUNT_CAP", 3)
-    monkeypatch.setattr(selectors.status_counts, "__kwdefaults__", {"show_hidden": False,
-                                                                     "cap": 3})
+    monkeypatch.setattr(
+        selectors.status_counts, "__kwdefaults__", {"show_hidden": False, "cap": 3}
+    )
     CandidateFactory.create_batch(5, namespace=acme)
     response = rclient.get("/?per_page=2")
     html = response.content.decode()
@@ -214,22 +258,34 @@ def test_row_buttons_work_without_javascript(rclient, acme):
     html = rclient.get("/?kind=procedure").content.decode()
     assert 'name="next" value="/?kind=procedure"' in html
     assert f'formaction="/candidates/{c.pk}/conflict/"' in html
-    response = rclient.post(f"/candidates/{c.pk}/conflict/", {
-        "next": "/?kind=procedure&status=pending", "note": "", "query": "kind=procedure",
-    })
-    assert response.status_code == 302 and response["Location"] == "/?kind=procedure&status=pending"
+    response = rclient.post(
+        f"/candidates/{c.pk}/conflict/",
+        {
+            "next": "/?kind=procedure&status=pending",
+            "note": "",
+            "query": "kind=procedure",
+        },
+    )
+    assert (
+        response.status_code == 302
+        and response["Location"] == "/?kind=procedure&status=pending"
+    )
     c.refresh_from_db()
     assert c.status == "conflicted"
 
 
 def test_next_must_stay_on_this_site(rclient, acme):
     c = CandidateFactory(namespace=acme)
-    response = rclient.post(f"/candidates/{c.pk}/conflict/", {"next": "https://evil.example/"})
+    response = rclient.post(
+        f"/candidates/{c.pk}/conflict/", {"next": "https://evil.example/"}
+    )
     assert response["Location"] == f"/candidates/{c.pk}/"
 
 
-@pytest.mark.parametrize("query", ["", "kind=procedure", "show_hidden=true",
-                                   "kind=procedure&show_hidden=true"])
+@pytest.mark.parametrize(
+    "query",
+    ["", "kind=procedure", "show_hidden=true", "kind=procedure&show_hidden=true"],
+)
 def test_capped_and_grouped_counts_agree(rclient, acme, query):
     """Both ways of counting (capped index scans for the whole queue, one GROUP BY when
     filters narrow it) give the same numbers, below-floor rules included."""
@@ -237,14 +293,18 @@ def test_capped_and_grouped_counts_agree(rclient, acme, query):
 
     CandidateFactory.create_batch(2, namespace=acme, kind="procedure")
     CandidateFactory(namespace=acme, kind="procedure", below_floor=True)
-    CandidateFactory(namespace=acme, kind="procedure", below_floor=True, status="denied")
+    CandidateFactory(
+        namespace=acme, kind="procedure", below_floor=True, status="denied"
+    )
     CandidateFactory(namespace=acme, kind="procedure", status="applied")
     response = rclient.get(f"/?{query}")
     queue = response.context["queue"]
-    capped, _ = selectors.status_counts(candidates=queue.without_status,
-                                        show_hidden=queue.show_hidden, narrowed=False)
-    grouped, _ = selectors.status_counts(candidates=queue.without_status,
-                                         show_hidden=queue.show_hidden, narrowed=True)
+    capped, _ = selectors.status_counts(
+        candidates=queue.without_status, show_hidden=queue.show_hidden, narrowed=False
+    )
+    grouped, _ = selectors.status_counts(
+        candidates=queue.without_status, show_hidden=queue.show_hidden, narrowed=True
+    )
     assert capped == grouped
     hidden = "show_hidden" in query
     assert grouped["pending"] == (3 if hidden else 2)
@@ -258,9 +318,15 @@ def test_capped_and_grouped_counts_agree(rclient, acme, query):
 def test_after_a_bulk_action_the_pager_keeps_the_filters(rclient, acme):
     CandidateFactory.create_batch(4, namespace=acme, kind="procedure")
     c = CandidateFactory(namespace=acme, kind="procedure")
-    response = rclient.post("/candidates/bulk/", {
-        "decision": "conflict", "ids": [c.pk], "query": "kind=procedure&per_page=2",
-    }, **hx())
+    response = rclient.post(
+        "/candidates/bulk/",
+        {
+            "decision": "conflict",
+            "ids": [c.pk],
+            "query": "kind=procedure&per_page=2",
+        },
+        **hx(),
+    )
     html = response.content.decode()
     assert "Marked conflicted 1." in html
     assert "kind=procedure" in html and "page=2" in html and "1–2 of 4" in html

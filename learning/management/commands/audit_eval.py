@@ -1,4 +1,5 @@
 """Print recall, precision and false alarms of the audits on the labelled case set."""
+
 import json
 
 from django.core.management.base import BaseCommand
@@ -13,7 +14,9 @@ class Command(BaseCommand):
     )
 
     def add_arguments(self, parser):
-        parser.add_argument("--json", action="store_true", help="print the figures as JSON")
+        parser.add_argument(
+            "--json", action="store_true", help="print the figures as JSON"
+        )
         parser.add_argument(
             "--misses", action="store_true", help="list the cases the audits got wrong"
         )

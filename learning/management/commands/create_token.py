@@ -1,4 +1,5 @@
 """python manage.py create_token NAME --namespace NS --role ROLE"""
+
 from django.core.management.base import BaseCommand, CommandError
 
 from learning.models import Role

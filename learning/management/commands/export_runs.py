@@ -1,4 +1,5 @@
 """Export runs for parametric learning as JSONL: sft, preferences or episodes."""
+
 import sys
 
 from django.core.management.base import BaseCommand, CommandError
@@ -21,10 +22,16 @@ class Command(BaseCommand):
         parser.add_argument("--task-type", default="")
         parser.add_argument("--min-score", default=None)
         parser.add_argument("--max-score", default=None)
-        parser.add_argument("--since", default=None, help="date or datetime (created at)")
-        parser.add_argument("--until", default=None, help="date or datetime (created at)")
+        parser.add_argument(
+            "--since", default=None, help="date or datetime (created at)"
+        )
+        parser.add_argument(
+            "--until", default=None, help="date or datetime (created at)"
+        )
         parser.add_argument("--limit", default=None)
-        parser.add_argument("--output", "-o", default="-", help="file path, or - for stdout")
+        parser.add_argument(
+            "--output", "-o", default="-", help="file path, or - for stdout"
+        )
 
     def handle(self, *args, **options):
         namespace = Namespace.objects.filter(slug=options["namespace"]).first()
@@ -42,7 +49,9 @@ class Command(BaseCommand):
             filters = export_filters_parse(params=params, format=options["format"])
         except ExportFilterError as exc:
             raise CommandError(str(exc))
-        lines = export_lines(namespace=namespace, format=options["format"], filters=filters)
+        lines = export_lines(
+            namespace=namespace, format=options["format"], filters=filters
+        )
         count = 0
         if options["output"] == "-":
             out = self.stdout

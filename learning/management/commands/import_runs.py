@@ -1,4 +1,5 @@
 """python manage.py import_runs PATH --format FORMAT (--token T | --namespace NS)"""
+
 import sys
 import time
 
@@ -51,23 +52,44 @@ class Command(BaseCommand):
         parser.add_argument("path")
         parser.add_argument("--format", dest="fmt", choices=FORMATS, required=True)
         who = parser.add_mutually_exclusive_group(required=True)
-        who.add_argument("--token", help="an API token: its namespace, its name as the agent")
+        who.add_argument(
+            "--token", help="an API token: its namespace, its name as the agent"
+        )
         who.add_argument("--namespace", help="a namespace slug (created if needed)")
         parser.add_argument("--agent", help="agent name for runs that name none")
-        parser.add_argument("--task-type", default="airline",
-                            help="tau-bench domain, used as task_type (default: airline)")
+        parser.add_argument(
+            "--task-type",
+            default="airline",
+            help="tau-bench domain, used as task_type (default: airline)",
+        )
         parser.add_argument("--batch-size", type=int, default=50)
-        parser.add_argument("--limit", type=int, help="import at most this many records")
+        parser.add_argument(
+            "--limit", type=int, help="import at most this many records"
+        )
         parser.add_argument("--no-progress", action="store_true")
 
-    def handle(self, *args, path, fmt, token, namespace, agent, task_type, batch_size,
-               limit, no_progress, **options):
+    def handle(
+        self,
+        *args,
+        path,
+        fmt,
+        token,
+        namespace,
+        agent,
+        task_type,
+        batch_size,
+        limit,
+        no_progress,
+        **options,
+    ):
         if batch_size < 1:
             raise CommandError("--batch-size must be at least 1")
         if token:
             api_token = (
                 ApiToken.objects.select_related("namespace")
-                .filter(key_hash=ApiToken.hash_key(token.strip()), revoked_at__isnull=True)
+                .filter(
+                    key_hash=ApiToken.hash_key(token.strip()), revoked_at__isnull=True
+                )
                 .first()
             )
             if api_token is None:
@@ -79,8 +101,14 @@ class Command(BaseCommand):
         progress = None if no_progress else ProgressBar(self.stderr._out)
         try:
             report = runs_import(
-                path=path, fmt=fmt, namespace=ns, agent=default_agent,
-                batch_size=batch_size, limit=limit, domain=task_type, progress=progress,
+                path=path,
+                fmt=fmt,
+                namespace=ns,
+                agent=default_agent,
+                batch_size=batch_size,
+                limit=limit,
+                domain=task_type,
+                progress=progress,
             )
         except ImportFileError as exc:
             raise CommandError(str(exc)) from exc

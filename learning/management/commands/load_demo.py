@@ -1,11 +1,16 @@
 """python manage.py load_demo: the demo namespace, its runs, console users and agent token."""
+
 from pathlib import Path
 
 from django.conf import settings
 from django.core.management.base import BaseCommand, CommandError
 
 from learning.importers import runs_import
-from learning.services.demo import DEMO_USERS, demo_agent_token_ensure, demo_users_ensure
+from learning.services.demo import (
+    DEMO_USERS,
+    demo_agent_token_ensure,
+    demo_users_ensure,
+)
 from learning.services.tokens import namespace_get_or_create
 
 FIXTURE = Path(settings.BASE_DIR) / "fixtures" / "tau-bench" / "gpt-4o-airline.json.gz"
@@ -29,8 +34,12 @@ class Command(BaseCommand):
             raise CommandError(f"the demo fixture is missing: {FIXTURE}")
         ns = namespace_get_or_create(slug=namespace)
         report = runs_import(
-            path=FIXTURE, fmt="tau-bench", namespace=ns, agent="gpt-4o-airline",
-            limit=limit, domain="airline",
+            path=FIXTURE,
+            fmt="tau-bench",
+            namespace=ns,
+            agent="gpt-4o-airline",
+            limit=limit,
+            domain="airline",
         )
         if report.rejected:
             raise CommandError(
