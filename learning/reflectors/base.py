@@ -6,6 +6,8 @@ import uuid
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
+from learning.lessons import POLARITIES, lesson_render
+
 PROMPT_VERSION = "reflect-v1"
 
 
@@ -42,13 +44,17 @@ class RunView:
 
 @dataclass
 class Lesson:
-    """One candidate-to-be. `key` is what makes the same lesson found in another run
-    merge into one candidate (defaults to the content)."""
+    """One candidate-to-be, in the lesson shape (`learning.lessons`): polarity, the
+    situation (`when`), the directive and the reason (`why`); `content` is rendered
+    from them when a directive is given. `provenance` says where it came from (success,
+    failure, contrast, feedback, batch) and never decides polarity. `key` is what makes
+    the same lesson found in another run merge into one candidate (defaults to the
+    content)."""
 
     kind: str
-    content: str
-    rationale: str
-    confidence: float
+    content: str = ""
+    rationale: str = ""
+    confidence: float = 0.5
     step_indexes: list[int] = field(default_factory=list)
     key: str = ""
     user_id: str = ""
@@ -59,6 +65,17 @@ class Lesson:
     # Batch reflection: the runs that showed it and how often.
     run_ids: list = field(default_factory=list)
     frequency: int = 1
+    polarity: str = ""  # do | avoid; "" = classify from content
+    when: str = ""
+    directive: str = ""
+    why: str = ""
+    provenance: str = ""
+
+    def __post_init__(self):
+        if self.directive and self.polarity in POLARITIES:
+            self.content = lesson_render(
+                polarity=self.polarity, when=self.when, directive=self.directive
+            )
 
     def as_item(self) -> dict:
         return {
@@ -68,6 +85,11 @@ class Lesson:
             "confidence": self.confidence,
             "steps": self.step_indexes,
             "frequency": self.frequency,
+            "polarity": self.polarity,
+            "when": self.when,
+            "directive": self.directive,
+            "why": self.why,
+            "provenance": self.provenance,
         }
 
 
