@@ -4,7 +4,9 @@ deterministic implementation and a Claude one; `reflector_get()` picks by settin
 from django.conf import settings
 
 from learning.reflectors.base import (
+    FeedbackView,
     Lesson,
+    RecalledView,
     ReflectionResult,
     Reflector,
     RunView,
@@ -24,7 +26,9 @@ def reflector_get() -> Reflector:
 
 
 __all__ = [
+    "FeedbackView",
     "Lesson",
+    "RecalledView",
     "ReflectionResult",
     "Reflector",
     "RunView",

@@ -21,6 +21,30 @@ class StepView:
 
 
 @dataclass
+class FeedbackView:
+    """A signal about the run after it ended: a person's correction, a monitor's
+    alert, a failed test, a judge's verdict. First-class evidence for reflection."""
+
+    feedback_type: str
+    score: float
+    source: str = ""
+    message: str = ""
+    metrics: dict = field(default_factory=dict)
+    created_at: str = ""
+
+
+@dataclass
+class RecalledView:
+    """A playbook lesson the run received through recall (from its recall log)."""
+
+    key: str
+    type: str
+    text: str
+    playbook: str = ""
+    version: int | None = None
+
+
+@dataclass
 class RunView:
     id: uuid.UUID
     task_type: str
@@ -32,6 +56,13 @@ class RunView:
     error_message: str = ""
     steps: list[StepView] = field(default_factory=list)
     metrics: dict = field(default_factory=dict)
+    session_id: str = ""
+    external_id: str = ""
+    success_score: float | None = None  # the run's own outcome, before feedback
+    duration_ms: int | None = None
+    tokens_used: int | None = None
+    feedback: list[FeedbackView] = field(default_factory=list)
+    recalled: list[RecalledView] = field(default_factory=list)
 
     @property
     def succeeded(self) -> bool:

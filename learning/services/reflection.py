@@ -7,9 +7,11 @@ from datetime import timedelta
 
 from django.conf import settings
 from django.db import IntegrityError, transaction
+from django.db.models import Q
 from django.utils import timezone
 
 from learning.models import (
+    Feedback,
     Reflection,
     ReflectionStatus,
     RunStatus,
@@ -17,7 +19,9 @@ from learning.models import (
     Trajectory,
 )
 from learning.reflectors import (
+    FeedbackView,
     Lesson,
+    RecalledView,
     ReflectionResult,
     RunView,
     StepView,
@@ -161,10 +165,14 @@ def run_score_drop_handle(*, run: Trajectory, previous: float) -> None:
 # --- reflecting ----------------------------------------------------------------------
 
 
-def run_view(run: Trajectory, steps=None) -> RunView:
+def run_view(run: Trajectory, steps=None, *, feedback=None, recalled=None) -> RunView:
     steps = (
         steps if steps is not None else list(run.steps.order_by("index")[:STEP_LIMIT])
     )
+    if feedback is None:
+        feedback = list(run.feedback.all())
+    if recalled is None:
+        recalled = runs_recalled(runs=[run]).get(run.pk, [])
     return RunView(
         id=run.id,
         task_type=run.task_type,
@@ -177,6 +185,11 @@ def run_view(run: Trajectory, steps=None) -> RunView:
         agent=run.agent,
         error_message=run.error_message,
         metrics=run.metrics if isinstance(run.metrics, dict) else {},
+        session_id=run.session_id,
+        external_id=run.external_id or "",
+        success_score=run.success_score,
+        duration_ms=run.duration_ms,
+        tokens_used=run.tokens_used,
         steps=[
             StepView(
                 index=s.index,
@@ -187,18 +200,91 @@ def run_view(run: Trajectory, steps=None) -> RunView:
             )
             for s in steps
         ],
+        feedback=[
+            FeedbackView(
+                feedback_type=f.feedback_type,
+                score=f.score,
+                source=f.source,
+                message=f.message,
+                metrics=f.metrics if isinstance(f.metrics, dict) else {},
+                created_at=f.created_at.isoformat() if f.created_at else "",
+            )
+            for f in feedback
+        ],
+        recalled=recalled,
     )
 
 
+def runs_recalled(*, runs: list[Trajectory]) -> dict:
+    """The playbook lessons each run received through recall: the recall logs linked
+    to the run (by its external id, else its session) and the strategies they handed
+    out, as {run pk: [RecalledView]} in two queries."""
+    from playbooks.models import RecallLog, Strategy
+
+    by_external = {r.external_id: r.pk for r in runs if r.external_id}
+    by_session = {r.session_id: r.pk for r in runs if r.session_id}
+    if not by_external and not by_session:
+        return {}
+    namespace_ids = {r.namespace_id for r in runs}
+    logs = RecallLog.objects.filter(namespace_id__in=namespace_ids).filter(
+        Q(run_external_id__in=list(by_external)) | Q(session_id__in=list(by_session))
+    )
+    wanted: dict = {}
+    keys: set = set()
+    for log in logs.select_related("playbook").order_by("created_at", "id")[:200]:
+        run_pk = by_external.get(log.run_external_id) or by_session.get(log.session_id)
+        if run_pk is None:
+            continue
+        for key in log.strategy_keys or []:
+            wanted.setdefault(run_pk, []).append((key, log.playbook.slug, log.version))
+            keys.add(key)
+    strategies = {
+        str(s.key): s
+        for s in Strategy.objects.filter(
+            key__in=keys, playbook__namespace_id__in=namespace_ids
+        )
+    }
+    out: dict = {}
+    for run_pk, items in wanted.items():
+        seen = set()
+        for key, slug, version in items:
+            strategy = strategies.get(str(key))
+            if strategy is None or key in seen:
+                continue
+            seen.add(key)
+            out.setdefault(run_pk, []).append(
+                RecalledView(
+                    key=str(key),
+                    type=strategy.type,
+                    text=strategy.description,
+                    playbook=slug,
+                    version=version,
+                )
+            )
+    return out
+
+
 def run_views(runs: list[Trajectory]) -> list[RunView]:
-    """Views of many runs with their steps in two queries."""
+    """Views of many runs with their steps, feedback and recalled lessons in a fixed
+    number of queries."""
     by_run: dict = {r.pk: [] for r in runs}
     for step in Step.objects.filter(trajectory_id__in=by_run).order_by(
         "trajectory_id", "index"
     ):
         if len(by_run[step.trajectory_id]) < STEP_LIMIT:
             by_run[step.trajectory_id].append(step)
-    return [run_view(r, by_run[r.pk]) for r in runs]
+    feedback: dict = {r.pk: [] for r in runs}
+    for item in Feedback.objects.filter(trajectory_id__in=by_run).order_by(
+        "created_at", "id"
+    ):
+        feedback[item.trajectory_id].append(item)
+    recalled = runs_recalled(runs=runs)
+    return [
+        run_view(
+            r, by_run[r.pk], feedback=feedback[r.pk], recalled=recalled.get(r.pk, [])
+        )
+        for r in runs
+    ]
 
 
 def peers_for(*, run: Trajectory, limit: int = PEER_LIMIT) -> list[Trajectory]:
