@@ -20,7 +20,8 @@ export never duplicates them.
 import base64
 import json
 from dataclasses import dataclass, field
-from datetime import datetime, timezone as dt_timezone
+from datetime import datetime
+from datetime import timezone as dt_timezone
 from typing import Any
 
 from django.db import transaction

@@ -1,13 +1,14 @@
 """Apply an approved candidate: a new playbook version, a memory entry or a skill patch.
 
-Contract (review.services calls this inside its transaction, with the candidate row
-locked and its status already `approved`):
+Contract (review.services, the one writer of a candidate's status, calls this inside
+its transaction, with the candidate row locked and its status already `approved`):
 
-    candidate_apply(*, candidate, actor) -> None
-        On success sets candidate.status = "applied", applied_at, applied_version and
-        writes an AuditEvent(action="apply"). On a failure the caller must record
-        (skill changed since the patch was made, target missing, …) raise ApplyFailed
-        with the reason; review.services then marks the candidate `apply_failed`.
+    candidate_apply(*, candidate, actor) -> Applied
+        Writes the change (a version, a memory, a skill version) and says what it did;
+        review.services then marks the candidate `applied` and records it. On a failure
+        the caller must record (skill changed since the patch was made, target missing,
+        …) it raises ApplyFailed with the reason; review.services then marks the
+        candidate `apply_failed`.
 
 What each kind does:
 - strategy_helpful / strategy_harmful / procedure: a new playbook version that adds the
@@ -25,12 +26,11 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from django.db import transaction
-from django.utils import timezone
 
 from learning.models import CandidateKind, CandidateStatus, LearningCandidate
-from learning.webhooks import candidate_event_emit
 from playbooks import services
 from playbooks.models import ChangeKind, Memory, Playbook, Skill, SkillVersion, Strategy
+from review.trail import audit_event_record
 
 
 class ApplyFailed(Exception):
@@ -404,7 +404,16 @@ def _apply_to_playbook(plan: Plan, candidate: LearningCandidate, actor: str) -> 
     return version.number
 
 
-def candidate_apply(*, candidate: LearningCandidate, actor: str) -> None:
+@dataclass(frozen=True)
+class Applied:
+    """What an apply changed: the version made (None for a memory) and the details
+    for the audit trail."""
+
+    version: int | None
+    data: dict
+
+
+def candidate_apply(*, candidate: LearningCandidate, actor: str) -> Applied:
     if candidate.status != CandidateStatus.APPROVED:
         raise ApplyFailed(
             f"Only approved candidates are applied (this one is {candidate.status})."
@@ -416,62 +425,46 @@ def candidate_apply(*, candidate: LearningCandidate, actor: str) -> None:
             number = _apply_to_playbook(plan, candidate, actor)
             data.update(playbook=plan.playbook.slug, version=number)
         elif plan.target == "skill":
-            skill = services.skill_lock(skill=plan.skill)
-            new_text = _skill_new_text(candidate, skill)  # re-checked under the lock
-            try:
-                version = services.skill_version_commit(
-                    skill=skill,
-                    text=new_text,
-                    change_kind=ChangeKind.APPLY,
-                    actor=actor,
-                    note=f"candidate {candidate.pk}",
-                    candidate=candidate,
-                )
-            except services.PlaybookError as exc:
-                raise ApplyFailed(f"The patch changes nothing ({exc}).")
-            number = version.number
-            data.update(skill=skill.slug, version=number)
+            number = _apply_to_skill(plan, candidate, actor)
+            data.update(skill=plan.skill.slug, version=number)
         else:
-            try:
-                memory = services.memory_create(
-                    namespace=candidate.namespace,
-                    kind=candidate.kind,
-                    content=candidate.content,
-                    user_id=candidate.user_id,
-                    entity=candidate.entity,
-                    importance=candidate.confidence,
-                    scope=candidate.memory_scope,
-                    source_candidate=candidate,
-                )
-            except services.PlaybookError as exc:
-                raise ApplyFailed(str(exc))
+            memory = _apply_to_memory(candidate)
             number = None
             data.update(memory=memory.pk)
-        candidate.status = CandidateStatus.APPLIED
-        candidate.applied_at = timezone.now()
-        candidate.applied_version = number
-        candidate.apply_error = ""
-        candidate.save(
-            update_fields=[
-                "status",
-                "applied_at",
-                "applied_version",
-                "apply_error",
-                "updated_at",
-            ]
-        )
-        services._audit(
-            namespace=candidate.namespace,
+    return Applied(version=number, data=data)
+
+
+def _apply_to_skill(plan: Plan, candidate: LearningCandidate, actor: str) -> int:
+    skill = services.skill_lock(skill=plan.skill)
+    new_text = _skill_new_text(candidate, skill)  # re-checked under the lock
+    try:
+        version = services.skill_version_commit(
+            skill=skill,
+            text=new_text,
+            change_kind=ChangeKind.APPLY,
             actor=actor,
-            action="apply",
-            target_type="candidate",
-            target_id=candidate.pk,
+            note=f"candidate {candidate.pk}",
             candidate=candidate,
-            from_status=CandidateStatus.APPROVED,
-            to_status=CandidateStatus.APPLIED,
-            data=data,
         )
-        candidate_event_emit(candidate=candidate, event="candidate.applied")  # webhooks
+    except services.PlaybookError as exc:
+        raise ApplyFailed(f"The patch changes nothing ({exc}).")
+    return version.number
+
+
+def _apply_to_memory(candidate: LearningCandidate) -> Memory:
+    try:
+        return services.memory_create(
+            namespace=candidate.namespace,
+            kind=candidate.kind,
+            content=candidate.content,
+            user_id=candidate.user_id,
+            entity=candidate.entity,
+            importance=candidate.confidence,
+            scope=candidate.memory_scope,
+            source_candidate=candidate,
+        )
+    except services.PlaybookError as exc:
+        raise ApplyFailed(str(exc))
 
 
 # --- rebase and revert -------------------------------------------------------------
@@ -516,7 +509,7 @@ def candidate_rebase(*, candidate: LearningCandidate, actor: str) -> LearningCan
         raise ApplyFailed("After rebasing, the patch changes nothing.")
     candidate.apply_error = ""
     candidate.save(update_fields=["patch", "base_hash", "apply_error", "updated_at"])
-    services._audit(
+    audit_event_record(
         namespace=candidate.namespace,
         actor=actor,
         action="rebase",
@@ -614,7 +607,7 @@ def candidate_revert(
             allow_empty=True,
         )
         result.update(target="playbook", playbook=playbook.slug, version=version.number)
-    services._audit(
+    audit_event_record(
         namespace=candidate.namespace,
         actor=actor,
         action="revert",

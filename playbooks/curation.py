@@ -29,6 +29,7 @@ from django.utils import timezone
 from learning.models import Namespace
 from playbooks import services
 from playbooks.models import ChangeKind, Memory, MemoryKind, Playbook, Strategy
+from review.trail import audit_event_record
 
 logger = logging.getLogger(__name__)
 
@@ -273,7 +274,7 @@ def memories_consolidate(
             Memory.objects.filter(pk__in=[m.pk for m in members]).update(
                 active=False, consolidated_into=summary
             )
-            services._audit(
+            audit_event_record(
                 namespace=namespace,
                 actor=actor,
                 action="memory_consolidate",

@@ -27,6 +27,7 @@ from django.db import connection, transaction
 from learning.models import RunStatus, Trajectory
 from learning.webhooks import version_flagged_emit
 from playbooks.models import Playbook, PlaybookVersion, RecallLog, Strategy
+from review.trail import audit_event_record
 
 Z_95 = 1.959963984540054
 ALPHA = 0.05
@@ -158,8 +159,6 @@ def quality_gate_evaluate(
 ) -> list[dict]:
     """Compute and store the figures for every version after the first; flag the ones
     that do significantly worse than their predecessor (audited when the flag changes)."""
-    from playbooks.services import _audit
-
     results = []
     versions = list(
         PlaybookVersion.objects.filter(playbook=playbook, number__gt=1)
@@ -175,7 +174,7 @@ def quality_gate_evaluate(
             version.flag_reason = result["reason"]
             version.save(update_fields=["quality", "flagged", "flag_reason"])
             if was != version.flagged:
-                _audit(
+                audit_event_record(
                     namespace=playbook.namespace,
                     actor=actor,
                     action="version_flag" if version.flagged else "version_unflag",

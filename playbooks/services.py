@@ -25,6 +25,7 @@ from playbooks.models import (
     Strategy,
     StrategyType,
 )
+from review.trail import audit_event_record
 
 # The fields of a strategy a version snapshot holds (besides id and key).
 SNAPSHOT_FIELDS = (
@@ -53,12 +54,6 @@ class PlaybookError(ValueError):
         super().__init__(message)
         self.field = field
         self.code = code
-
-
-def _audit(**kwargs):
-    from review.services import audit_event_record
-
-    return audit_event_record(**kwargs)
 
 
 # --- snapshots and diffs -------------------------------------------------------------
@@ -206,7 +201,7 @@ def playbook_create_checked(
             task_types=task_types,
             created_by=actor,
         )
-        _audit(
+        audit_event_record(
             namespace=namespace,
             actor=actor,
             action="playbook_create",
@@ -253,7 +248,7 @@ def playbook_update(*, playbook: Playbook, actor: str, **changes: Any) -> Playbo
         k: {"from": before[k], "to": v} for k, v in changes.items() if before[k] != v
     }
     if diff:
-        _audit(
+        audit_event_record(
             namespace=playbook.namespace,
             actor=actor,
             action="playbook_settings",
@@ -302,7 +297,7 @@ def playbook_version_commit(
     )
     playbook.current_version = number
     playbook.save(update_fields=["current_version", "updated_at"])
-    _audit(
+    audit_event_record(
         namespace=playbook.namespace,
         actor=actor,
         action=f"playbook_{change_kind}",
@@ -564,7 +559,7 @@ def skill_create(
         note="created",
         created_by=actor,
     )
-    _audit(
+    audit_event_record(
         namespace=namespace,
         actor=actor,
         action="skill_create",
@@ -611,7 +606,7 @@ def skill_version_commit(
     skill.text = text
     skill.current_version = number
     skill.save(update_fields=["text", "current_version", "updated_at"])
-    _audit(
+    audit_event_record(
         namespace=skill.namespace,
         actor=actor,
         action=f"skill_{change_kind}",
@@ -715,7 +710,7 @@ def policy_update(*, namespace: Namespace, actor: str, **changes: Any) -> Hygien
     policy.updated_by = actor
     policy.save()
     if diff:
-        _audit(
+        audit_event_record(
             namespace=namespace,
             actor=actor,
             action="policy_edit",

@@ -5,8 +5,8 @@ from datetime import timedelta
 
 from django.core.exceptions import EmptyResultSet
 from django.db.models import Count, Prefetch, Q, QuerySet
-from django.http import QueryDict
 from django.db.models.functions import TruncDate
+from django.http import QueryDict
 from django.utils import timezone
 
 from learning.candidate_filters import CandidateFilter

@@ -1,24 +1,38 @@
 """Review actions on learning candidates: one state machine for the console, the API
-and the workers. Each action is atomic and writes its audit-trail row in the same
-transaction; a candidate is locked (SELECT … FOR UPDATE) so two reviewers acting at
-once get exactly one winner."""
+and the workers, and the only module that writes a candidate's status (pending →
+approved → applied | apply_failed, denied, conflicted, superseded). Each action is
+atomic and writes its audit-trail row in the same transaction; a candidate is locked
+(SELECT … FOR UPDATE) so two reviewers acting at once get exactly one winner. Applying
+is `playbooks.apply`'s job; deciding is this module's."""
 
+import logging
 from dataclasses import dataclass
 from datetime import timedelta
-from typing import Any
 
+from django.conf import settings
 from django.db import transaction
+from django.db.models import Q
 from django.utils import timezone
 
 from learning.models import (
     TERMINAL_STATUSES,
+    CandidateEvidence,
     CandidateStatus,
     LearningCandidate,
     Namespace,
     Severity,
 )
+from learning.queue import task_enqueue_on_commit
 from learning.webhooks import candidate_event_emit
-from review.models import AuditEvent
+from playbooks.apply import ApplyFailed, candidate_apply
+from playbooks.models import LearningMode
+from review.trail import audit_event_record
+
+logger = logging.getLogger(__name__)
+
+AUTO_APPLY_ACTOR = "system:auto-apply"
+SYSTEM_ACTOR = "system:audit"
+AUDIT_TASK = "learning.audit_tasks.candidate_audit_task"
 
 
 class ReviewError(Exception):
@@ -45,33 +59,6 @@ class Actor:
 
     label: str
     is_admin: bool = False
-
-
-def audit_event_record(
-    *,
-    namespace: Namespace,
-    actor: str,
-    action: str,
-    target_type: str,
-    target_id: Any,
-    candidate: LearningCandidate | None = None,
-    from_status: str = "",
-    to_status: str = "",
-    note: str = "",
-    data: dict | None = None,
-) -> AuditEvent:
-    return AuditEvent.objects.create(
-        namespace=namespace,
-        actor=actor,
-        action=action,
-        target_type=target_type,
-        target_id=str(target_id),
-        candidate=candidate,
-        from_status=from_status,
-        to_status=to_status,
-        note=note,
-        data=data or {},
-    )
 
 
 def _locked(namespace: Namespace, candidate_id: int) -> LearningCandidate:
@@ -133,8 +120,6 @@ def candidate_approve(
     """Approve and apply at once. `apply_failed` candidates may be approved again
     (a retry). A candidate with a `block` finding needs an admin's recorded override.
     `replace_strategy_id` approves it as a replacement that retires that strategy."""
-    from playbooks.apply import ApplyFailed, candidate_apply
-
     with transaction.atomic():
         candidate = _locked(namespace, candidate_id)
         _ensure_open(candidate, "approved")
@@ -162,23 +147,56 @@ def candidate_approve(
         )
         try:
             with transaction.atomic():
-                candidate_apply(candidate=candidate, actor=actor.label)
+                applied = candidate_apply(candidate=candidate, actor=actor.label)
+                _mark_applied(candidate, applied=applied, actor=actor)
         except ApplyFailed as exc:
-            candidate.status = CandidateStatus.APPLY_FAILED
-            candidate.apply_error = str(exc)
-            candidate.save(update_fields=["status", "apply_error", "updated_at"])
-            audit_event_record(
-                namespace=candidate.namespace,
-                actor=actor.label,
-                action="apply_failed",
-                target_type="candidate",
-                target_id=candidate.pk,
-                candidate=candidate,
-                from_status=CandidateStatus.APPROVED,
-                to_status=CandidateStatus.APPLY_FAILED,
-                note=str(exc),
-            )
+            _mark_apply_failed(candidate, error=str(exc), actor=actor)
     return candidate
+
+
+def _mark_applied(candidate, *, applied, actor: Actor) -> None:
+    candidate.status = CandidateStatus.APPLIED
+    candidate.applied_at = timezone.now()
+    candidate.applied_version = applied.version
+    candidate.apply_error = ""
+    candidate.save(
+        update_fields=[
+            "status",
+            "applied_at",
+            "applied_version",
+            "apply_error",
+            "updated_at",
+        ]
+    )
+    audit_event_record(
+        namespace=candidate.namespace,
+        actor=actor.label,
+        action="apply",
+        target_type="candidate",
+        target_id=candidate.pk,
+        candidate=candidate,
+        from_status=CandidateStatus.APPROVED,
+        to_status=CandidateStatus.APPLIED,
+        data=applied.data,
+    )
+    candidate_event_emit(candidate=candidate, event="candidate.applied")  # webhooks
+
+
+def _mark_apply_failed(candidate, *, error: str, actor: Actor) -> None:
+    candidate.status = CandidateStatus.APPLY_FAILED
+    candidate.apply_error = error
+    candidate.save(update_fields=["status", "apply_error", "updated_at"])
+    audit_event_record(
+        namespace=candidate.namespace,
+        actor=actor.label,
+        action="apply_failed",
+        target_type="candidate",
+        target_id=candidate.pk,
+        candidate=candidate,
+        from_status=CandidateStatus.APPROVED,
+        to_status=CandidateStatus.APPLY_FAILED,
+        note=error,
+    )
 
 
 def candidate_deny(
@@ -236,9 +254,6 @@ def candidate_lease(
     """Lease an open candidate to `user` unless another reviewer holds an unexpired
     lease. One conditional UPDATE, so two reviewers opening it at once get one holder.
     Returns whether `user` holds it now."""
-    from django.conf import settings
-    from django.db.models import Q
-
     now = timezone.now()
     seconds = settings.FLYWHEEL_LEASE_SECONDS if seconds is None else seconds
     until = now + timedelta(seconds=seconds)
@@ -324,10 +339,19 @@ def candidate_edit(
             data={"before": before, "after": after},
         )
         if {"content", "playbook", "memory_scope", "user_id"} & set(after):
-            from learning.services.audit import candidate_audit
-
-            candidate_audit(candidate=candidate)
+            candidate_audit_requeue(candidate_id=candidate.pk)
     return candidate
+
+
+def candidate_audit_requeue(*, candidate_id: int) -> None:
+    """Audit the candidate again once this transaction commits (the audit is a stage
+    before review: it is handed the work through the queue, not called)."""
+    task_enqueue_on_commit(
+        AUDIT_TASK,
+        candidate_id,
+        task_name=f"audit-candidate-{candidate_id}",
+        group="audit",
+    )
 
 
 @dataclass
@@ -413,3 +437,118 @@ def candidates_bulk_decide(
             else:
                 outcome.decided.append(row.pk)
     return outcome
+
+
+# --- decisions the system takes: merging duplicates, background auto-apply ----------
+
+
+def candidate_supersede(*, newer, survivor) -> None:
+    """Mark `newer` superseded by `survivor` and move its evidence over, with an
+    audit-trail row. Both rows must be locked by the caller (the audit does)."""
+    added = 0
+    evidence_rows = list(newer.evidence.all())
+    for row in evidence_rows:
+        _, created = CandidateEvidence.objects.get_or_create(
+            candidate=survivor,
+            trajectory_id=row.trajectory_id,
+            defaults={
+                "step_indexes": row.step_indexes,
+                "reflection_id": row.reflection_id,
+            },
+        )
+        added += int(created)
+    if evidence_rows:
+        survivor.evidence_count = survivor.evidence.count()
+    else:  # a proposal without runs still counts as one more sighting
+        survivor.evidence_count += max(newer.evidence_count, 1)
+    survivor.save(update_fields=["evidence_count", "updated_at"])
+    from_status = newer.status
+    newer.status = CandidateStatus.SUPERSEDED
+    newer.superseded_by = survivor
+    newer.decided_by = SYSTEM_ACTOR
+    newer.decided_at = timezone.now()
+    newer.decision_note = f"Near-identical to candidate {survivor.pk}; merged into it."
+    newer.save(
+        update_fields=[
+            "status",
+            "superseded_by",
+            "decided_by",
+            "decided_at",
+            "decision_note",
+            "updated_at",
+        ]
+    )
+    audit_event_record(
+        namespace=newer.namespace,
+        actor=SYSTEM_ACTOR,
+        action="supersede",
+        target_type="candidate",
+        target_id=newer.pk,
+        candidate=newer,
+        from_status=from_status,
+        to_status=CandidateStatus.SUPERSEDED,
+        note=newer.decision_note,
+        data={
+            "survivor": survivor.pk,
+            "evidence_added": added,
+            "evidence_count": survivor.evidence_count,
+        },
+    )
+
+
+def _has_findings_at_or_above_warn(candidate: LearningCandidate) -> bool:
+    if candidate.max_severity in (Severity.WARN, Severity.BLOCK):
+        return True
+    for findings in (candidate.audit or {}).values():
+        for finding in findings or []:
+            if (finding or {}).get("severity") in (Severity.WARN, Severity.BLOCK):
+                return True
+    return False
+
+
+def auto_apply_reason(*, candidate: LearningCandidate) -> str | None:
+    """Why the candidate may NOT be auto-applied, or None when it may (the learning
+    mode's rule: background mode, audited, no warn/block finding, confident enough)."""
+    playbook = candidate.playbook
+    if playbook is None:
+        return "no playbook"
+    if playbook.mode != LearningMode.BACKGROUND:
+        return f"playbook is in {playbook.mode} mode"
+    if candidate.status != CandidateStatus.PENDING:
+        return f"candidate is {candidate.status}"
+    if candidate.audited_at is None:
+        return "not audited yet"
+    if _has_findings_at_or_above_warn(candidate):
+        return "has a warn or block audit finding"
+    if candidate.confidence < playbook.auto_apply_threshold:
+        return (
+            f"confidence {candidate.confidence:.2f} is below the threshold "
+            f"{playbook.auto_apply_threshold:.2f}"
+        )
+    return None
+
+
+def candidate_consider_auto_apply(*, candidate) -> bool:
+    """Called after a candidate's audit. In background mode a candidate with no warn or
+    block finding and confidence at or above the playbook's threshold is approved and
+    applied by "system:auto-apply" and flagged auto_applied (it stays listed for review;
+    playbooks.apply.candidate_revert undoes it). Returns True when it was applied."""
+    candidate = LearningCandidate.objects.select_related("playbook", "namespace").get(
+        pk=candidate.pk
+    )
+    if auto_apply_reason(candidate=candidate) is not None:
+        return False
+    try:
+        result = candidate_approve(
+            namespace=candidate.namespace,
+            candidate_id=candidate.pk,
+            actor=Actor(AUTO_APPLY_ACTOR),
+            note="auto-applied (background mode)",
+        )
+    except ReviewError as exc:
+        logger.info("auto-apply of candidate %s skipped: %s", candidate.pk, exc)
+        return False
+    if result.status != CandidateStatus.APPLIED:
+        return False
+    LearningCandidate.objects.filter(pk=candidate.pk).update(auto_applied=True)
+    return True

@@ -12,12 +12,9 @@ from learning.audits.conflict import conflict_findings
 from learning.audits.duplicate import duplicate_findings
 from learning.audits.hygiene import hygiene_findings, policy_for_namespace
 from learning.audits.scope import candidate_sign, candidate_text, scope_items
-from learning.models import (
-    CandidateEvidence,
-    CandidateStatus,
-    LearningCandidate,
-    Severity,
-)
+from learning.models import CandidateStatus, LearningCandidate, Severity
+from learning.queue import task_enqueue_on_commit
+from review.services import candidate_supersede
 
 SEVERITY_RANK = {
     Severity.NONE: 0,
@@ -25,21 +22,16 @@ SEVERITY_RANK = {
     Severity.WARN: 2,
     Severity.BLOCK: 3,
 }
-SYSTEM_ACTOR = "system:audit"
+AUDIT_TASK = "learning.audit_tasks.candidate_audit_task"
 
 
 def candidate_audit_enqueue(*, candidate) -> None:
     """Queue the audit of a new candidate once the transaction that made it commits."""
-    from django_q.tasks import async_task
-
-    candidate_id = candidate.pk
-    transaction.on_commit(
-        lambda: async_task(
-            "learning.audit_tasks.candidate_audit_task",
-            candidate_id,
-            task_name=f"audit-candidate-{candidate_id}",
-            group="audit",
-        )
+    task_enqueue_on_commit(
+        AUDIT_TASK,
+        candidate.pk,
+        task_name=f"audit-candidate-{candidate.pk}",
+        group="audit",
     )
 
 
@@ -109,11 +101,6 @@ def candidate_audit(*, candidate) -> dict:
                 _mirror_conflicts(
                     candidate=locked, findings=report["conflict"], rows=rows
                 )
-    locked.refresh_from_db()
-    if locked.status == CandidateStatus.PENDING:
-        from playbooks.modes import candidate_consider_auto_apply
-
-        candidate_consider_auto_apply(candidate=locked)
     return report
 
 
@@ -183,59 +170,3 @@ def _merge_pending_duplicates(*, candidate, rows: dict) -> None:
         candidate_supersede(newer=newer, survivor=older)
         if newer.pk == candidate.pk:
             return
-
-
-def candidate_supersede(*, newer, survivor) -> None:
-    """Mark `newer` superseded by `survivor` and move its evidence over, with an
-    audit-trail row. Both rows must be locked by the caller."""
-    from review.services import audit_event_record
-
-    added = 0
-    evidence_rows = list(newer.evidence.all())
-    for row in evidence_rows:
-        _, created = CandidateEvidence.objects.get_or_create(
-            candidate=survivor,
-            trajectory_id=row.trajectory_id,
-            defaults={
-                "step_indexes": row.step_indexes,
-                "reflection_id": row.reflection_id,
-            },
-        )
-        added += int(created)
-    if evidence_rows:
-        survivor.evidence_count = survivor.evidence.count()
-    else:  # a proposal without runs still counts as one more sighting
-        survivor.evidence_count += max(newer.evidence_count, 1)
-    survivor.save(update_fields=["evidence_count", "updated_at"])
-    from_status = newer.status
-    newer.status = CandidateStatus.SUPERSEDED
-    newer.superseded_by = survivor
-    newer.decided_by = SYSTEM_ACTOR
-    newer.decided_at = timezone.now()
-    newer.decision_note = f"Near-identical to candidate {survivor.pk}; merged into it."
-    newer.save(
-        update_fields=[
-            "status",
-            "superseded_by",
-            "decided_by",
-            "decided_at",
-            "decision_note",
-            "updated_at",
-        ]
-    )
-    audit_event_record(
-        namespace=newer.namespace,
-        actor=SYSTEM_ACTOR,
-        action="supersede",
-        target_type="candidate",
-        target_id=newer.pk,
-        candidate=newer,
-        from_status=from_status,
-        to_status=CandidateStatus.SUPERSEDED,
-        note=newer.decision_note,
-        data={
-            "survivor": survivor.pk,
-            "evidence_added": added,
-            "evidence_count": survivor.evidence_count,
-        },
-    )

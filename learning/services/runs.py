@@ -20,8 +20,11 @@ from learning.models import (
     Step,
     Trajectory,
 )
-from learning.services import pipeline
 from learning.services.redaction import redact_text, redact_value
+from learning.services.reflection import (
+    run_score_drop_handle,
+    runs_reflection_decide,
+)
 from learning.services.scoring import effective_score_compute, relearning_priority
 
 RUN_FIELDS = (
@@ -162,7 +165,7 @@ def runs_ingest(
             r.run for r in results if r.created and r.run.status != RunStatus.RUNNING
         ]
         if finished:
-            pipeline.runs_finished(runs=finished)
+            runs_reflection_decide(runs=finished)
     return results
 
 
@@ -275,7 +278,7 @@ def run_complete(*, run: Trajectory, data: dict[str, Any]) -> Trajectory:
         locked.completed_at = timezone.now()
         locked.effective_score = _effective_score(locked)
         locked.save()
-        pipeline.runs_finished(runs=[locked])
+        runs_reflection_decide(runs=[locked])
     return locked
 
 
@@ -326,5 +329,5 @@ def feedback_add(
             and locked.effective_score < previous
             and locked.status != RunStatus.RUNNING
         ):
-            pipeline.run_score_dropped(run=locked, previous=previous)
+            run_score_drop_handle(run=locked, previous=previous)
     return feedback, locked

@@ -159,7 +159,7 @@ def test_a_failure_while_storing_a_batch_rolls_everything_back(
     def explode(*, runs):
         raise RuntimeError("pipeline down")
 
-    monkeypatch.setattr(run_services.pipeline, "runs_finished", explode)
+    monkeypatch.setattr(run_services, "runs_reflection_decide", explode)
     with pytest.raises(RuntimeError):
         run_services.runs_ingest(
             namespace=agent_client.namespace,
@@ -184,8 +184,8 @@ def test_finished_runs_reach_the_pipeline_once_and_running_ones_do_not(
     post or a running run is not handed over."""
     seen = []
     monkeypatch.setattr(
-        run_services.pipeline,
-        "runs_finished",
+        run_services,
+        "runs_reflection_decide",
         lambda *, runs: seen.extend(r.external_id for r in runs),
     )
     agent_client.post_json(RUNS, {"runs": [run_payload("f-1"), run_payload("f-2")]})

@@ -146,8 +146,8 @@ def test_a_score_drop_on_a_finished_run_reaches_the_pipeline(monkeypatch, settin
     settings.FLYWHEEL_SCORE_STRATEGY = "latest"
     calls = []
     monkeypatch.setattr(
-        run_services.pipeline,
-        "run_score_dropped",
+        run_services,
+        "run_score_drop_handle",
         lambda *, run, previous: calls.append((run.pk, previous, run.effective_score)),
     )
     run = TrajectoryFactory(success_score=0.5, effective_score=0.5)

@@ -6,7 +6,7 @@ from django.utils import timezone
 
 from playbooks.apply import candidate_revert
 from playbooks.models import Strategy
-from playbooks.modes import candidate_consider_auto_apply
+from review.services import candidate_consider_auto_apply
 from tests.factories import CandidateFactory, NamespaceFactory, make_playbook
 
 pytestmark = pytest.mark.django_db
@@ -81,8 +81,9 @@ def test_other_candidates_wait_for_a_reviewer(ns, mode, kwargs):
 
 
 def test_audit_hook_auto_applies_in_background_mode(ns):
-    """The real audit pipeline calls the hook: a clean confident candidate for a
-    background playbook ends applied without a reviewer."""
+    """The audit task runs the audit, then the mode's auto-apply: a clean confident
+    candidate for a background playbook ends applied without a reviewer."""
+    from learning.audit_tasks import candidate_audit_task
     from learning.services.audit import candidate_audit
 
     playbook = make_playbook(ns, "airline", mode="background")
@@ -92,8 +93,10 @@ def test_audit_hook_auto_applies_in_background_mode(ns):
         confidence=0.95,
         content="Confirm the cabin class before searching flights.",
     )
-    report = candidate_audit(candidate=candidate)
+    counts = candidate_audit_task(candidate.pk)
+    report = candidate.__class__.objects.get(pk=candidate.pk).audit
     candidate.refresh_from_db()
+    assert counts == {key: len(found) for key, found in report.items()}
     clean = not any(
         f["severity"] in ("warn", "block") for fs in report.values() for f in fs
     )

@@ -48,33 +48,18 @@ def aclient(admin_user):
 
 @pytest.fixture
 def fake_apply(monkeypatch):
-    """candidate_apply that succeeds like the real one (status applied, an apply event),
-    so review tests do not depend on the playbook writer."""
-    from django.utils import timezone
-
-    from playbooks import apply
-    from review.services import audit_event_record
+    """candidate_apply that succeeds like the real one (it reports version 2), so
+    review tests do not depend on the playbook writer; review marks it applied."""
+    from playbooks.apply import Applied
+    from review import services
 
     calls = []
 
     def candidate_apply(*, candidate, actor):
         calls.append((candidate.pk, actor, candidate.replaces_strategy_id))
-        candidate.status = "applied"
-        candidate.applied_at = timezone.now()
-        candidate.applied_version = 2
-        candidate.save()
-        audit_event_record(
-            namespace=candidate.namespace,
-            actor=actor,
-            action="apply",
-            target_type="candidate",
-            target_id=candidate.pk,
-            candidate=candidate,
-            from_status="approved",
-            to_status="applied",
-        )
+        return Applied(version=2, data={"target": "playbook", "op": "add"})
 
-    monkeypatch.setattr(apply, "candidate_apply", candidate_apply)
+    monkeypatch.setattr(services, "candidate_apply", candidate_apply)
     return calls
 
 

@@ -69,29 +69,34 @@ def test_a_decision_clears_the_lease(acme, reviewer):
     assert c.leased_by is None
 
 
-def test_edit_records_before_and_after_and_reaudits(acme, monkeypatch):
+def test_edit_records_before_and_after_and_reaudits(
+    acme, monkeypatch, django_capture_on_commit_callbacks
+):
     """An edit is an `edit` audit event with the changed fields only, and edited text is
-    audited again (so an edit cannot slip past hygiene)."""
-    from learning.services import audit
+    audited again once the edit commits (so an edit cannot slip past hygiene)."""
+    from learning import audit_tasks
     from tests.factories import make_playbook
 
     audited = []
     monkeypatch.setattr(
-        audit, "candidate_audit", lambda *, candidate: audited.append(candidate.pk)
+        audit_tasks,
+        "candidate_audit",
+        lambda *, candidate: audited.append(candidate.pk),
     )
     playbook = make_playbook(acme, slug="airline")
     c = CandidateFactory(namespace=acme, content="Always check", rationale="r")
-    edited = services.candidate_edit(
-        namespace=acme,
-        candidate_id=c.pk,
-        actor=RITA,
-        note="tighter",
-        changes={
-            "content": "  Always check the cabin class first ",
-            "rationale": "r",
-            "playbook": playbook,
-        },
-    )
+    with django_capture_on_commit_callbacks(execute=True):
+        edited = services.candidate_edit(
+            namespace=acme,
+            candidate_id=c.pk,
+            actor=RITA,
+            note="tighter",
+            changes={
+                "content": "  Always check the cabin class first ",
+                "rationale": "r",
+                "playbook": playbook,
+            },
+        )
     assert edited.content == "Always check the cabin class first"
     assert edited.playbook == playbook
     event = AuditEvent.objects.get(action="edit")
@@ -177,7 +182,7 @@ def test_bulk_approve_counts_apply_failures(acme, monkeypatch):
     def failing(*, candidate, actor):
         raise apply.ApplyFailed("target missing")
 
-    monkeypatch.setattr(apply, "candidate_apply", failing)
+    monkeypatch.setattr(services, "candidate_apply", failing)
     c = CandidateFactory(namespace=acme)
     outcome = services.candidates_bulk_decide(
         candidate_ids=[c.pk], actor=RITA, decision="approve"
@@ -206,18 +211,23 @@ def test_bulk_refuses_unknown_decisions(acme):
         services.candidates_bulk_decide(candidate_ids=[], actor=RITA, decision="apply")
 
 
-def test_an_edit_that_adds_a_secret_is_blocked_by_the_real_audit(acme):
+def test_an_edit_that_adds_a_secret_is_blocked_by_the_real_audit(
+    acme, django_capture_on_commit_callbacks
+):
     """The edit goes through the real audits: a credential pasted into the text gets a
     `block` finding, so only an admin override could approve it."""
     c = CandidateFactory(
         namespace=acme, content="Verify the passenger's identity first"
     )
-    services.candidate_edit(
-        namespace=acme,
-        candidate_id=c.pk,
-        actor=RITA,
-        changes={"content": "Call the fare API with key AKIAIOSFODNN7EXAMPLE first"},
-    )
+    with django_capture_on_commit_callbacks(execute=True):
+        services.candidate_edit(
+            namespace=acme,
+            candidate_id=c.pk,
+            actor=RITA,
+            changes={
+                "content": "Call the fare API with key AKIAIOSFODNN7EXAMPLE first"
+            },
+        )
     c.refresh_from_db()
     assert c.audited_at is not None and c.max_severity == "block"
     assert any("secret" in f["message"] for f in c.audit["hygiene"])

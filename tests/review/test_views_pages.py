@@ -9,7 +9,7 @@ from django.test.utils import CaptureQueriesContext
 from django.utils import timezone
 
 from learning.models import Reflection, Trajectory
-from review.services import audit_event_record
+from review.trail import audit_event_record
 from tests.factories import (
     CandidateFactory,
     FeedbackFactory,
