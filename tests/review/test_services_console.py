@@ -81,7 +81,7 @@ def test_edit_records_before_and_after_and_reaudits(
     monkeypatch.setattr(
         audit_tasks,
         "candidate_audit",
-        lambda *, candidate: audited.append(candidate.pk),
+        lambda *, candidate: audited.append(candidate.pk) or {},
     )
     playbook = make_playbook(acme, slug="airline")
     c = CandidateFactory(namespace=acme, content="Always check", rationale="r")
