@@ -1,8 +1,9 @@
 """Curation of playbooks and consolidation of memories (scheduled; see tasks.py).
 
 Curating a playbook, in one new version with its diff (nothing changes: no version):
-- merge near-duplicate strategies of the same type (token-set Jaccard or character
-  ratio >= MERGE_THRESHOLD): the survivor keeps the summed helpful/harmful counts, the
+- merge near-duplicate strategies of the same type, by the duplicate audit's rule
+  (`learning.text.similarity.is_near_duplicate`: never a pair with opposite meaning or
+  a changed value): the survivor keeps the summed helpful/harmful counts, the
   union of the evidence and the higher confidence; the others are retired;
 - retire strategies whose harmful count outweighs the helpful one (with at least
   HARMFUL_MIN harmful observations);
@@ -17,23 +18,21 @@ High-importance memories are never touched.
 """
 
 import logging
-import re
 from collections import defaultdict
 from datetime import datetime, timedelta
-from difflib import SequenceMatcher
 
 from django.conf import settings
 from django.db import transaction
 from django.utils import timezone
 
 from learning.models import Namespace
+from learning.text.similarity import content_stems, is_near_duplicate
 from playbooks import services
 from playbooks.models import ChangeKind, Memory, MemoryKind, Playbook, Strategy
 from review.trail import audit_event_record
 
 logger = logging.getLogger(__name__)
 
-MERGE_THRESHOLD = 0.8
 HARMFUL_MIN = 3
 DECAY_DAYS = 60
 DECAY_FACTOR = 0.8
@@ -42,30 +41,15 @@ LOW_IMPORTANCE = 0.4
 MIN_GROUP = 3
 CURATION_ACTOR = "system:curation"
 
-_WORD = re.compile(r"[a-z0-9]+")
-_STOP = frozenset(
-    "a an the to of and or for in on with before after when is be it".split()
-)
 
-
-def _tokens(text: str) -> frozenset[str]:
-    return frozenset(w for w in _WORD.findall(text.lower()) if w not in _STOP)
-
-
-def strategy_similarity(a: str, b: str) -> float:
-    ta, tb = _tokens(a), _tokens(b)
-    jaccard = len(ta & tb) / len(ta | tb) if ta | tb else 0.0
-    if jaccard >= MERGE_THRESHOLD:
-        return jaccard
-    ratio = SequenceMatcher(
-        None, " ".join(a.lower().split()), " ".join(b.lower().split())
-    )
-    return max(jaccard, ratio.ratio())
+def _sign(strategy: Strategy) -> int:
+    return -1 if strategy.type == "harmful" else 1
 
 
 def _duplicate_groups(strategies: list[Strategy]) -> list[list[Strategy]]:
-    """Union-find over pairs that share a token (an inverted index keeps it far from
-    all-pairs on big playbooks) and are similar enough."""
+    """Union-find over pairs that share a stemmed word (an inverted index keeps it far
+    from all-pairs on big playbooks) and are the same lesson by the one rule the
+    duplicate audit uses (`learning.text.similarity.is_near_duplicate`)."""
     parent = {s.pk: s.pk for s in strategies}
 
     def find(x):
@@ -77,20 +61,23 @@ def _duplicate_groups(strategies: list[Strategy]) -> list[list[Strategy]]:
     by_id = {s.pk: s for s in strategies}
     index: dict[tuple[str, str], list[int]] = defaultdict(list)
     for s in strategies:
-        for token in _tokens(s.description):
+        for token in content_stems(s.description):
             index[(s.type, token)].append(s.pk)
     checked = set()
     for ids in index.values():
-        if len(ids) > 200:  # a very common token says little; rarer ones pair them up
+        if len(ids) > 200:  # a very common word says little; rarer ones pair them up
             continue
         for i, a in enumerate(ids):
             for b in ids[i + 1 :]:
                 if (a, b) in checked or find(a) == find(b):
                     continue
                 checked.add((a, b))
-                if (
-                    strategy_similarity(by_id[a].description, by_id[b].description)
-                    >= MERGE_THRESHOLD
+                first, second = by_id[a], by_id[b]
+                if is_near_duplicate(
+                    first.description,
+                    second.description,
+                    a_sign=_sign(first),
+                    b_sign=_sign(second),
                 ):
                     parent[find(b)] = find(a)
     groups: dict[int, list[Strategy]] = defaultdict(list)

@@ -28,6 +28,7 @@ from datetime import datetime
 from django.db import connection, transaction
 from django.utils import timezone
 
+from learning.text.analysis import STOPWORDS, stem
 from playbooks.models import Playbook, RecallLog, Strategy, StrategyType
 
 MAX_CANDIDATES = 100  # relevant strategies scored per recall
@@ -35,11 +36,6 @@ FILL_CANDIDATES = 20  # best general strategies considered when few match
 TRIGRAM_BELOW = 3  # a short task with fewer full-text matches also tries trigrams
 DEFAULT_BUDGET = 800
 MAX_BUDGET = 32000
-STOPWORDS = frozenset(
-    "a an and are as at be before by can do does for from has have how i if in into is "
-    "it its me my of on or our please should so that the their then there this to "
-    "was what when which who why will with would you your".split()
-)
 _WORD = re.compile(r"[a-z0-9]+")
 
 
@@ -54,13 +50,6 @@ def task_terms(task: str, *, limit: int = 32) -> list[str]:
             continue
         terms.append(word)
     return terms[:limit]
-
-
-def _stem(word: str) -> str:
-    for suffix in ("ing", "ed", "es", "s"):
-        if word.endswith(suffix) and len(word) - len(suffix) >= 3:
-            return word[: -len(suffix)]
-    return word
 
 
 @dataclass
@@ -163,14 +152,14 @@ def _postgres_candidates(
 
 
 def _python_candidates(playbook: Playbook, terms: list[str]) -> list[Scored]:
-    wanted = {_stem(t) for t in terms}
+    wanted = {stem(t) for t in terms}
     if not wanted:
         return []
     out = []
     for row in Strategy.objects.filter(playbook=playbook, active=True).values_list(
         *_FIELDS
     ):
-        words = {_stem(w) for w in _WORD.findall(f"{row[3]} {row[4]}".lower())}
+        words = {stem(w) for w in _WORD.findall(f"{row[3]} {row[4]}".lower())}
         overlap = len(wanted & words)
         if overlap:
             item = Scored(*row)

@@ -9,8 +9,8 @@ import re
 from collections import Counter
 from dataclasses import dataclass, field
 
-from learning.audits.text import NEGATORS
 from learning.services.redaction import redact_text
+from learning.text.analysis import NEGATORS
 
 DEFAULT_SENSITIVE_PATHS = [
     "~/.ssh",

@@ -12,8 +12,9 @@ from django.db import connection
 from django.db.models import BooleanField, Q
 from django.db.models.expressions import RawSQL
 
-from learning.audits.text import index_words, query_terms, stem, trigram_similarity
 from learning.models import CandidateKind, CandidateStatus, LearningCandidate
+from learning.text.analysis import index_words, query_terms, stem
+from learning.text.similarity import trigram_similarity
 
 # At most this many rows of each source reach the Python checks.
 MAX_ROWS = 60

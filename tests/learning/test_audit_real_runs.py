@@ -7,9 +7,9 @@ from pathlib import Path
 import pytest
 from django.conf import settings
 
-from learning.audits.text import different_names, text_names
 from learning.importers import tau_bench_payload
 from learning.models import LearningCandidate
+from learning.text.analysis import different_names, text_names
 
 pytestmark = pytest.mark.django_db
 

@@ -2,10 +2,10 @@
 
 import pytest
 
-from learning.audits.conflict import text_contradiction
-from learning.audits.duplicate import is_near_duplicate
 from learning.audits.hygiene import Policy, hygiene_findings, shannon_entropy
-from learning.audits.text import analyse, trigram_similarity
+from learning.text.analysis import analyse
+from learning.text.contradiction import text_contradiction
+from learning.text.similarity import is_near_duplicate, trigram_similarity
 
 
 def rules(text, policy=None):

@@ -60,13 +60,34 @@ def test_curation_merges_retires_and_decays_in_one_version(ns):
     assert playbooks_curate() == {"playbooks_changed": 0}
 
 
-def test_similarity_threshold():
-    """Paraphrases with the same words merge; different advice does not."""
-    assert (
-        curation.strategy_similarity("Check the tier first", "check the tier first.")
-        >= 0.8
-    )
-    assert curation.strategy_similarity("Check the tier", "Refund the ticket") < 0.8
+def test_curation_merges_by_the_duplicate_audits_rule(ns):
+    """Curation and the duplicate audit agree about a pair: paraphrases with the same
+    words merge; different advice and opposite advice on the same words do not."""
+    from learning.text.similarity import is_near_duplicate
+
+    pairs = [
+        ("Check the membership tier first.", "check the membership tier first", True),
+        ("Check the fare rules first.", "Refund the ticket to the card.", False),
+        (
+            "Always reply to the user in English.",
+            "Never reply to the user in English.",
+            False,
+        ),
+    ]
+    pb = make_playbook(ns, "merge-rule")
+    made = []
+    for a, b, _same in pairs:
+        made.append(
+            (
+                make_strategy(pb, a),
+                make_strategy(pb, b),
+            )
+        )
+    groups = curation._duplicate_groups(list(pb.strategies.all()))
+    grouped = {frozenset(s.pk for s in g) for g in groups}
+    for (a, b, same), (sa, sb) in zip(pairs, made):
+        assert is_near_duplicate(a, b) is same
+        assert (frozenset({sa.pk, sb.pk}) in grouped) is same
 
 
 def test_consolidation_summarises_low_importance_groups_only(ns):

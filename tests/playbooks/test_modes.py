@@ -84,7 +84,6 @@ def test_audit_hook_auto_applies_in_background_mode(ns):
     """The audit task runs the audit, then the mode's auto-apply: a clean confident
     candidate for a background playbook ends applied without a reviewer."""
     from learning.audit_tasks import candidate_audit_task
-    from learning.services.audit import candidate_audit
 
     playbook = make_playbook(ns, "airline", mode="background")
     candidate = CandidateFactory(

@@ -1,5 +1,6 @@
-"""Text normalisation and similarity shared by the audits: tokens, stems, sentences,
-polarity, extracted values and a pg_trgm-compatible trigram similarity."""
+"""Reading lesson text: normalisation, tokens, stems, sentences, polarity, the values
+a sentence sets and the names it mentions. Pure functions (no database): the audits,
+curation and recall read text the same way."""
 
 import re
 import unicodedata
@@ -559,32 +560,6 @@ def text_names(text: str) -> frozenset:
 def different_names(a: frozenset, b: frozenset) -> bool:
     """Each names something the other does not: different entities or tools."""
     return bool(a - b) and bool(b - a)
-
-
-@lru_cache(maxsize=4096)
-def content_stems(text: str) -> frozenset:
-    """Stemmed words without stopwords (markers kept): for duplicate detection."""
-    toks = words(normalise(text))
-    return frozenset(stem(t.replace("'", "")) for t in toks if t not in STOPWORDS)
-
-
-@lru_cache(maxsize=4096)
-def _trigrams(text: str) -> frozenset[str]:
-    """pg_trgm's trigrams: each alphanumeric word padded with two spaces before and
-    one after."""
-    grams: set[str] = set()
-    for word in re.findall(r"[a-z0-9]+", normalise(text)):
-        padded = f"  {word} "
-        grams.update(padded[i : i + 3] for i in range(len(padded) - 2))
-    return frozenset(grams)
-
-
-def trigram_similarity(a: str, b: str) -> float:
-    """Same definition as PostgreSQL's pg_trgm similarity()."""
-    ta, tb = _trigrams(a), _trigrams(b)
-    if not ta or not tb:
-        return 0.0
-    return len(ta & tb) / len(ta | tb)
 
 
 def jaccard(a: frozenset, b: frozenset) -> float:

@@ -1,0 +1,1 @@
+"""Reading lesson text: analysis, similarity and contradiction (pure functions)."""
