@@ -57,9 +57,6 @@ class ApiToken(models.Model):
     def generate_key(cls) -> str:
         return cls.PREFIX + secrets.token_urlsafe(32)
 
-    def has_role(self, role: str) -> bool:
-        return ROLE_RANK[self.role] >= ROLE_RANK[role]
-
 
 class Membership(models.Model):
     """A console user's role in one namespace (reviewers and admins)."""

@@ -8,8 +8,9 @@ from django.http import Http404
 from django.shortcuts import redirect, render
 from django.views.decorators.http import require_GET, require_http_methods, require_POST
 
-from learning.models import Namespace, Role
-from learning.permissions import console_role_required, user_has_role, user_namespaces
+from learning.access import role_for
+from learning.models import Namespace
+from learning.permissions import console_action_required, user_allows, user_namespaces
 from playbooks import apply, quality, selectors, services
 from playbooks.forms import (
     PlaybookCreateForm,
@@ -21,22 +22,27 @@ from playbooks.forms import (
 )
 from playbooks.models import Playbook, Skill, Strategy
 
-admin_required = console_role_required(Role.ADMIN)
+admin_required = console_action_required("playbooks.edit")
 # Reviewers may read playbooks and their history; every change needs an admin.
-reader_required = console_role_required(Role.REVIEWER)
+reader_required = console_action_required("console.use")
+reverter_required = console_action_required("candidates.revert")
+skills_required = console_action_required("skills.edit")
+policy_required = console_action_required("policy.edit")
 
 
-def _namespace(request, ns: str, role: str = Role.ADMIN) -> Namespace:
+def _namespace(request, ns: str, action: str = "playbooks.edit") -> Namespace:
     namespace = Namespace.objects.filter(slug=ns).first()
     if namespace is None:
         raise Http404("No such namespace.")
-    if not user_has_role(request.user, namespace, role):
-        raise PermissionDenied(f"You need the {role} role in this namespace.")
+    if not user_allows(request.user, namespace, action):
+        raise PermissionDenied(
+            f"You need the {role_for(action)} role in this namespace."
+        )
     return namespace
 
 
-def _playbook(request, ns: str, slug: str, role: str = Role.ADMIN) -> Playbook:
-    namespace = _namespace(request, ns, role)
+def _playbook(request, ns: str, slug: str, action: str = "playbooks.edit") -> Playbook:
+    namespace = _namespace(request, ns, action)
     try:
         return selectors.playbook_get(namespace=namespace, slug=slug)
     except Playbook.DoesNotExist:
@@ -44,7 +50,7 @@ def _playbook(request, ns: str, slug: str, role: str = Role.ADMIN) -> Playbook:
 
 
 def _skill(request, ns: str, slug: str) -> Skill:
-    namespace = _namespace(request, ns)
+    namespace = _namespace(request, ns, "skills.edit")
     try:
         return selectors.skill_get(namespace=namespace, slug=slug)
     except Skill.DoesNotExist:
@@ -70,8 +76,8 @@ def _is_htmx(request) -> bool:
 @require_http_methods(["GET", "POST"])
 def playbook_index(request):
     """The playbooks of the user's namespaces, and (for admins) a create form."""
-    namespaces = user_namespaces(request.user, min_role=Role.REVIEWER)
-    admin_namespaces = list(user_namespaces(request.user, min_role=Role.ADMIN))
+    namespaces = user_namespaces(request.user)
+    admin_namespaces = list(user_namespaces(request.user, action="playbooks.edit"))
     form = PlaybookCreateForm(request.POST or None, namespaces=admin_namespaces)
     status = 200
     if request.method == "POST":
@@ -155,8 +161,8 @@ def _strategies_response(request, playbook: Playbook, *, status: int = 200, **ex
 @reader_required
 @require_GET
 def playbook_detail(request, ns, slug):
-    playbook = _playbook(request, ns, slug, Role.REVIEWER)
-    can_edit = user_has_role(request.user, playbook.namespace, Role.ADMIN)
+    playbook = _playbook(request, ns, slug, "console.use")
+    can_edit = user_allows(request.user, playbook.namespace, "playbooks.edit")
     return render(
         request, "playbooks/detail.html", _detail_context(playbook, can_edit=can_edit)
     )
@@ -287,7 +293,7 @@ def strategy_move(request, ns, slug, strategy_id):
 @require_GET
 def playbook_history(request, ns, slug):
     """Every version with its diff and quality figures, and (admins) a rollback button."""
-    playbook = _playbook(request, ns, slug, Role.REVIEWER)
+    playbook = _playbook(request, ns, slug, "console.use")
     versions = list(selectors.version_list(playbook=playbook))
     return render(
         request,
@@ -295,7 +301,7 @@ def playbook_history(request, ns, slug):
         {
             "playbook": playbook,
             "versions": versions,
-            "can_edit": user_has_role(request.user, playbook.namespace, Role.ADMIN),
+            "can_edit": user_allows(request.user, playbook.namespace, "playbooks.edit"),
         },
     )
 
@@ -336,7 +342,7 @@ def playbook_quality(request, ns, slug):
 @reader_required
 @require_GET
 def strategy_stats(request, ns, slug, strategy_id):
-    playbook = _playbook(request, ns, slug, Role.REVIEWER)
+    playbook = _playbook(request, ns, slug, "console.use")
     strategy = (
         Strategy.objects.filter(playbook=playbook, pk=strategy_id)
         .select_related("playbook")
@@ -355,13 +361,13 @@ def strategy_stats(request, ns, slug, strategy_id):
     )
 
 
-@admin_required
+@reverter_required
 @require_POST
 def candidate_revert(request, ns, candidate_id):
     """Undo an applied (e.g. auto-applied) candidate with a new version."""
     from learning.models import LearningCandidate
 
-    namespace = _namespace(request, ns)
+    namespace = _namespace(request, ns, "candidates.revert")
     candidate = LearningCandidate.objects.filter(
         namespace=namespace, pk=candidate_id
     ).first()
@@ -388,10 +394,10 @@ def candidate_revert(request, ns, candidate_id):
 # --- skills and policy -------------------------------------------------------------
 
 
-@admin_required
+@skills_required
 @require_http_methods(["GET", "POST"])
 def skill_index(request, ns):
-    namespace = _namespace(request, ns)
+    namespace = _namespace(request, ns, "skills.edit")
     form = SkillCreateForm(request.POST or None)
     status = 200
     if request.method == "POST":
@@ -418,7 +424,7 @@ def skill_index(request, ns):
     )
 
 
-@admin_required
+@skills_required
 @require_http_methods(["GET", "POST"])
 def skill_detail(request, ns, slug):
     skill = _skill(request, ns, slug)
@@ -450,7 +456,7 @@ def skill_detail(request, ns, slug):
     )
 
 
-@admin_required
+@skills_required
 @require_POST
 def skill_rollback(request, ns, slug, number):
     skill = _skill(request, ns, slug)
@@ -466,10 +472,10 @@ def skill_rollback(request, ns, slug, number):
     return redirect("playbooks:skill", ns=ns, slug=slug)
 
 
-@admin_required
+@policy_required
 @require_http_methods(["GET", "POST"])
 def policy_edit(request, ns):
-    namespace = _namespace(request, ns)
+    namespace = _namespace(request, ns, "policy.edit")
     policy = selectors.policy_get(namespace=namespace)
     initial = {f: "\n".join(getattr(policy, f) or []) for f in services.POLICY_FIELDS}
     form = PolicyForm(request.POST or None, initial=initial)

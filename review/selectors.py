@@ -18,7 +18,6 @@ from learning.models import (
     Feedback,
     LearningCandidate,
     Namespace,
-    Role,
     RunStatus,
     Step,
     Trajectory,
@@ -35,9 +34,7 @@ ALL = "all"
 
 def reviewable_candidates(*, user) -> QuerySet[LearningCandidate]:
     """Candidates in the namespaces where `user` is at least a reviewer (one subquery)."""
-    return LearningCandidate.objects.filter(
-        namespace__in=user_namespaces(user, min_role=Role.REVIEWER)
-    )
+    return LearningCandidate.objects.filter(namespace__in=user_namespaces(user))
 
 
 @dataclass
@@ -310,9 +307,7 @@ def queue_neighbours(*, user, candidate: LearningCandidate) -> dict:
 
 
 def run_browser(*, user, params) -> tuple[RunFilter, QuerySet[Trajectory]]:
-    base = Trajectory.objects.filter(
-        namespace__in=user_namespaces(user, min_role=Role.REVIEWER)
-    )
+    base = Trajectory.objects.filter(namespace__in=user_namespaces(user))
     namespace = (params.get("namespace") or "").strip()
     if namespace:
         base = base.filter(namespace__slug=namespace)
@@ -328,9 +323,7 @@ def run_browser(*, user, params) -> tuple[RunFilter, QuerySet[Trajectory]]:
 
 def run_for_review(*, user, run_id) -> Trajectory:
     return (
-        Trajectory.objects.filter(
-            namespace__in=user_namespaces(user, min_role=Role.REVIEWER)
-        )
+        Trajectory.objects.filter(namespace__in=user_namespaces(user))
         .select_related("namespace")
         .prefetch_related(
             Prefetch("steps", queryset=Step.objects.order_by("index")),
@@ -355,9 +348,9 @@ ACTIVITY_FILTERS = ("namespace", "actor", "action", "candidate", "target_type")
 
 
 def activity_events(*, user, params) -> QuerySet[AuditEvent]:
-    qs = AuditEvent.objects.filter(
-        namespace__in=user_namespaces(user, min_role=Role.REVIEWER)
-    ).select_related("namespace", "candidate")
+    qs = AuditEvent.objects.filter(namespace__in=user_namespaces(user)).select_related(
+        "namespace", "candidate"
+    )
     if params.get("namespace"):
         qs = qs.filter(namespace__slug=params["namespace"])
     if params.get("actor"):
@@ -514,4 +507,4 @@ def _run_order_tenths(runs: QuerySet) -> list[tuple]:
 
 
 def user_namespace_choices(*, user) -> list[Namespace]:
-    return list(user_namespaces(user, min_role=Role.REVIEWER).order_by("slug"))
+    return list(user_namespaces(user).order_by("slug"))

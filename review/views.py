@@ -17,12 +17,11 @@ from learning.models import (
     CandidateKind,
     CandidateStatus,
     LearningCandidate,
-    Role,
     RunStatus,
     Severity,
     Trajectory,
 )
-from learning.permissions import console_role_required, user_has_role
+from learning.permissions import console_action_required, user_allows
 from review import charts, selectors, services
 from review.forms import (
     ApproveForm,
@@ -32,7 +31,7 @@ from review.forms import (
     NoteForm,
 )
 
-reviewer_required = console_role_required(Role.REVIEWER)
+reviewer_required = console_action_required("candidates.review")
 QUEUE_PAGE_SIZE = 50
 MAX_PAGE_SIZE = 200
 CONFLICT_STATUS = {
@@ -103,7 +102,7 @@ def _page(request, qs, per_page: int, params=None, **paginator_kwargs):
 def _actor(request, candidate) -> services.Actor:
     return services.Actor(
         label=request.user.get_username(),
-        is_admin=user_has_role(request.user, candidate.namespace, Role.ADMIN),
+        is_admin=user_allows(request.user, candidate.namespace, "candidates.override"),
     )
 
 
@@ -309,7 +308,7 @@ def _candidate_context(request, candidate, **extra) -> dict:
         for name in ("hygiene", "conflict", "duplicate")
         for finding in (audit.get(name) or [])
     ]
-    is_admin = user_has_role(request.user, candidate.namespace, Role.ADMIN)
+    is_admin = user_allows(request.user, candidate.namespace, "candidates.override")
     open_ = candidate.status in (CandidateStatus.PENDING, CandidateStatus.APPLY_FAILED)
     conflicts = selectors.conflict_items(candidate=candidate)
     for item in conflicts:

@@ -1,10 +1,10 @@
 """Bearer-token authentication: every token belongs to one namespace and has a role."""
 
-from django.utils import timezone
 from drf_spectacular.extensions import OpenApiAuthenticationExtension
 from rest_framework import authentication, exceptions, permissions
 
-from learning.models import ApiToken, Role
+from learning.access import role_for, token_allows, token_lookup
+from learning.models import ApiToken
 
 
 class TokenUser:
@@ -34,19 +34,9 @@ class BearerTokenAuthentication(authentication.BaseAuthentication):
             raise exceptions.AuthenticationFailed(
                 "Authorization header must be 'Bearer <token>'."
             )
-        token = (
-            ApiToken.objects.select_related("namespace")
-            .filter(key_hash=ApiToken.hash_key(parts[1]), revoked_at__isnull=True)
-            .first()
-        )
+        token = token_lookup(parts[1])
         if token is None:
             raise exceptions.AuthenticationFailed("Invalid or revoked token.")
-        now = timezone.now()
-        if (
-            token.last_used_at is None
-            or (now - token.last_used_at).total_seconds() > 60
-        ):
-            ApiToken.objects.filter(pk=token.pk).update(last_used_at=now)
         return TokenUser(token), token
 
     def authenticate_header(self, request):
@@ -62,36 +52,31 @@ class BearerTokenScheme(OpenApiAuthenticationExtension):
 
 
 class HasNamespaceToken(permissions.BasePermission):
-    """Any valid token (the agent role is the floor)."""
-
-    required_role = Role.AGENT
+    """Any valid token: the floor for every API view (the agent role)."""
 
     def has_permission(self, request, view):
-        token = request.auth
-        if not isinstance(token, ApiToken):
-            return False
-        return token.has_role(getattr(view, "required_role", self.required_role))
+        return isinstance(request.auth, ApiToken)
 
 
-def role_required(role: str):
-    """A permission class that needs at least `role`."""
+def require(request, action: str) -> None:
+    """Refuse (403, naming the role) a token below the role `action` needs
+    (`learning.access.ACTIONS`)."""
+    token = request.auth
+    if not isinstance(token, ApiToken):
+        raise exceptions.NotAuthenticated()
+    if not token_allows(token, action):
+        raise exceptions.PermissionDenied(
+            f"This action needs a token with the '{role_for(action)}' role."
+        )
 
-    class _RolePermission(HasNamespaceToken):
-        required_role = role
 
+def allows(action: str):
+    """A permission class for views whose every method is `action`."""
+
+    class _Allows(HasNamespaceToken):
         def has_permission(self, request, view):
-            token = request.auth
-            if not isinstance(token, ApiToken):
-                return False
-            if not token.has_role(role):
-                raise exceptions.PermissionDenied(
-                    f"This action needs a token with the '{role}' role."
-                )
+            require(request, action)
             return True
 
-    _RolePermission.__name__ = f"Requires{role.title()}"
-    return _RolePermission
-
-
-IsReviewer = role_required(Role.REVIEWER)
-IsAdmin = role_required(Role.ADMIN)
+    _Allows.__name__ = f"Allows_{action.replace('.', '_')}"
+    return _Allows

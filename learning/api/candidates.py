@@ -6,7 +6,7 @@ from rest_framework import exceptions, serializers, status
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
-from learning.api.auth import IsReviewer
+from learning.api.auth import allows
 from learning.api.errors import Conflict
 from learning.api.pagination import Pagination
 from learning.candidate_filters import CandidateFilter
@@ -238,7 +238,7 @@ class CandidateDetailApi(APIView):
 class CandidateReviewApi(APIView):
     """approve | deny | conflict: reviewer and admin tokens, through review.services."""
 
-    permission_classes = [IsReviewer]
+    permission_classes = [allows("candidates.review")]
     review_action = ""
 
     @extend_schema(

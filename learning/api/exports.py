@@ -6,7 +6,7 @@ from drf_spectacular.utils import OpenApiParameter, OpenApiResponse, extend_sche
 from rest_framework import exceptions
 from rest_framework.views import APIView
 
-from learning.api.auth import IsReviewer
+from learning.api.auth import allows
 from learning.services.exports import (
     EXPORT_FORMATS,
     ExportFilterError,
@@ -18,7 +18,7 @@ from learning.services.exports import (
 class ExportApi(APIView):
     """Training data as JSONL: sft examples, preference pairs or RL episodes."""
 
-    permission_classes = [IsReviewer]
+    permission_classes = [allows("exports.read")]
 
     @extend_schema(
         operation_id="exports_retrieve",

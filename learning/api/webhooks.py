@@ -5,7 +5,7 @@ from rest_framework import exceptions, serializers, status
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
-from learning.api.auth import IsAdmin
+from learning.api.auth import allows
 from learning.api.pagination import Pagination
 from learning.models import Webhook, WebhookDelivery
 from learning.webhooks import WEBHOOK_EVENTS, webhook_create
@@ -72,7 +72,7 @@ def _hook_or_404(request, webhook_id) -> Webhook:
 
 class WebhookListCreateApi(APIView):
     pagination_class = Pagination  # the schema documents the paginated list
-    permission_classes = [IsAdmin]
+    permission_classes = [allows("webhooks.manage")]
 
     @extend_schema(
         operation_id="webhooks_list", responses=WebhookOutputSerializer(many=True)
@@ -108,7 +108,7 @@ class WebhookListCreateApi(APIView):
 
 
 class WebhookDetailApi(APIView):
-    permission_classes = [IsAdmin]
+    permission_classes = [allows("webhooks.manage")]
 
     @extend_schema(operation_id="webhooks_retrieve", responses=WebhookOutputSerializer)
     def get(self, request, webhook_id):
@@ -122,7 +122,7 @@ class WebhookDetailApi(APIView):
 
 class WebhookDeliveriesApi(APIView):
     pagination_class = Pagination  # the schema documents the paginated list
-    permission_classes = [IsAdmin]
+    permission_classes = [allows("webhooks.manage")]
 
     @extend_schema(
         operation_id="webhooks_deliveries_list",

@@ -5,7 +5,8 @@ from pathlib import Path
 from django.contrib.auth import get_user_model
 from django.db import transaction
 
-from learning.models import ApiToken, Membership, Namespace, Role
+from learning.access import token_lookup
+from learning.models import Membership, Namespace, Role
 from learning.services.tokens import token_create
 
 # (username, password, role in the demo namespace)
@@ -43,14 +44,8 @@ def demo_agent_token_ensure(*, namespace: Namespace, path: Path) -> tuple[str, b
     ``namespace``, else a new one written there. Returns (raw token, created)."""
     if path.is_file():
         raw = path.read_text().strip()
-        if (
-            raw
-            and ApiToken.objects.filter(
-                key_hash=ApiToken.hash_key(raw),
-                namespace=namespace,
-                revoked_at__isnull=True,
-            ).exists()
-        ):
+        token = token_lookup(raw, touch=False)
+        if token is not None and token.namespace_id == namespace.pk:
             return raw, False
     _token, raw = token_create(
         name=DEMO_TOKEN_NAME, namespace_slug=namespace.slug, role=Role.AGENT

@@ -5,9 +5,9 @@ from rest_framework import exceptions, status
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
+from learning.api.auth import require
 from learning.api.errors import Conflict
 from learning.api.pagination import Pagination
-from learning.models import Role
 from playbooks import apply, quality, recall, selectors, services
 from playbooks.api.serializers import (
     MemoryOutputSerializer,
@@ -29,13 +29,6 @@ from playbooks.api.serializers import (
     VersionOutputSerializer,
 )
 from playbooks.models import Playbook, PlaybookVersion, Skill, Strategy
-
-
-def require_admin(request) -> None:
-    if not request.auth.has_role(Role.ADMIN):
-        raise exceptions.PermissionDenied(
-            "This action needs a token with the 'admin' role."
-        )
 
 
 def actor_of(request) -> str:
@@ -98,7 +91,7 @@ class PlaybookListCreateApi(APIView):
         "the slug is taken in this namespace.",
     )
     def post(self, request):
-        require_admin(request)
+        require(request, "playbooks.edit")
         serializer = PlaybookInputSerializer(data=request.data)
         serializer.is_valid(raise_exception=True)
         try:
@@ -132,7 +125,7 @@ class PlaybookDetailApi(APIView):
         "threshold, task types (settings, not content: no new version).",
     )
     def patch(self, request, slug):
-        require_admin(request)
+        require(request, "playbooks.edit")
         playbook = get_playbook(request, slug)
         serializer = PlaybookUpdateSerializer(data=request.data)
         serializer.is_valid(raise_exception=True)
@@ -172,7 +165,7 @@ class PlaybookStrategiesApi(APIView):
         '`"retire": true` (200). Each change is a new version.',
     )
     def post(self, request, slug):
-        require_admin(request)
+        require(request, "playbooks.edit")
         playbook = get_playbook(request, slug)
         serializer = StrategyInputSerializer(data=request.data)
         serializer.is_valid(raise_exception=True)
@@ -274,7 +267,7 @@ class PlaybookRollbackApi(APIView):
         description="Admin tokens: a new version whose content equals version n's.",
     )
     def post(self, request, slug, number):
-        require_admin(request)
+        require(request, "playbooks.edit")
         playbook = get_playbook(request, slug)
         serializer = RollbackInputSerializer(data=request.data or {})
         serializer.is_valid(raise_exception=True)
@@ -325,7 +318,7 @@ class PlaybookQualityApi(APIView):
         operation_id="playbooks_quality_evaluate", request=None, responses=dict
     )
     def post(self, request, slug):
-        require_admin(request)
+        require(request, "playbooks.edit")
         playbook = get_playbook(request, slug)
         results = quality.quality_gate_evaluate(
             playbook=playbook, actor=actor_of(request)
@@ -407,7 +400,7 @@ class SkillListCreateApi(APIView):
         responses={201: SkillOutputSerializer},
     )
     def post(self, request):
-        require_admin(request)
+        require(request, "skills.edit")
         serializer = SkillInputSerializer(data=request.data)
         serializer.is_valid(raise_exception=True)
         try:
@@ -433,7 +426,7 @@ class SkillDetailApi(APIView):
         description="Admin tokens: new text, a new version with its diff.",
     )
     def put(self, request, slug):
-        require_admin(request)
+        require(request, "skills.edit")
         skill = get_skill(request, slug)
         serializer = SkillUpdateSerializer(data=request.data)
         serializer.is_valid(raise_exception=True)
@@ -470,7 +463,7 @@ class SkillRollbackApi(APIView):
         responses={201: SkillVersionOutputSerializer},
     )
     def post(self, request, slug, number):
-        require_admin(request)
+        require(request, "skills.edit")
         skill = get_skill(request, slug)
         try:
             version = services.skill_rollback(
@@ -519,7 +512,7 @@ class PolicyApi(APIView):
         description="Admin tokens: the fields given replace the stored lists.",
     )
     def put(self, request):
-        require_admin(request)
+        require(request, "policy.edit")
         serializer = PolicySerializer(data=request.data)
         serializer.is_valid(raise_exception=True)
         try:
@@ -572,8 +565,7 @@ class CandidateRevertApi(APIView):
         "audit trail records the revert. 409 when it cannot.",
     )
     def post(self, request, candidate_id):
-        if not request.auth.has_role(Role.REVIEWER):
-            raise exceptions.PermissionDenied("This action needs a 'reviewer' token.")
+        require(request, "candidates.revert")
         candidate = get_candidate(request, candidate_id)
         serializer = RollbackInputSerializer(data=request.data or {})
         serializer.is_valid(raise_exception=True)

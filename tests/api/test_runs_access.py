@@ -6,7 +6,7 @@ from rest_framework.response import Response
 from rest_framework.test import APIClient, APIRequestFactory
 from rest_framework.views import APIView
 
-from learning.api.auth import IsAdmin, IsReviewer
+from learning.api.auth import allows
 from learning.models import ApiToken, Feedback, Step, Trajectory
 from tests.factories import StepFactory, TrajectoryFactory
 
@@ -124,14 +124,14 @@ def test_reviewer_and_admin_tokens_have_the_agent_rights(
 
 
 class _ReviewOnly(APIView):
-    permission_classes = [IsReviewer]
+    permission_classes = [allows("candidates.review")]
 
     def post(self, request):
         return Response({"ok": True})
 
 
 class _AdminOnly(APIView):
-    permission_classes = [IsAdmin]
+    permission_classes = [allows("playbooks.edit")]
 
     def post(self, request):
         return Response({"ok": True})
@@ -144,8 +144,8 @@ class _AdminOnly(APIView):
 def test_role_permissions_rank_agent_reviewer_admin(
     api_factory, role, review_code, admin_code
 ):
-    """IsReviewer / IsAdmin (used by review and playbook endpoints) refuse lower roles
-    with a 403 that names the role needed."""
+    """The role table (learning.access) through the API's permission: review and
+    playbook-editing actions refuse lower roles with a 403 that names the role."""
     client = api_factory("acme", role, f"{role}-x")
     header = client._credentials["HTTP_AUTHORIZATION"]
     factory = APIRequestFactory()
@@ -158,3 +158,14 @@ def test_role_permissions_rank_agent_reviewer_admin(
     assert (review.status_code, admin.status_code) == (review_code, admin_code)
     if review_code == 403:
         assert "reviewer" in str(review.data["detail"])
+
+
+def test_one_role_table_serves_api_and_console():
+    """Every action has one floor, read by the API and the console alike."""
+    from learning.access import ACTIONS, role_allows
+
+    assert role_allows("reviewer", "candidates.revert")
+    assert not role_allows("agent", "candidates.review")
+    assert not role_allows("reviewer", "playbooks.edit")
+    assert all(role_allows("admin", action) for action in ACTIONS)
+    assert not role_allows(None, "runs.write")

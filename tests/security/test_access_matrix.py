@@ -89,7 +89,7 @@ CONSOLE = {
         "POST": ADMIN
     },
     "playbooks/<slug:ns>/_policy/": {"GET": ADMIN, "POST": ADMIN},
-    "playbooks/<slug:ns>/_candidates/<int:candidate_id>/revert/": {"POST": ADMIN},
+    "playbooks/<slug:ns>/_candidates/<int:candidate_id>/revert/": {"POST": REVIEWER},
     "playbooks/<slug:ns>/<slug:slug>/": {"GET": REVIEWER},
     "playbooks/<slug:ns>/<slug:slug>/settings/": {"POST": ADMIN},
     "playbooks/<slug:ns>/<slug:slug>/strategies/": {"POST": ADMIN},

@@ -5,8 +5,8 @@ import time
 
 from django.core.management.base import BaseCommand, CommandError
 
+from learning.access import token_lookup
 from learning.importers import FORMATS, ImportFileError, ImportReport, runs_import
-from learning.models import ApiToken
 from learning.services.tokens import namespace_get_or_create
 
 
@@ -85,13 +85,7 @@ class Command(BaseCommand):
         if batch_size < 1:
             raise CommandError("--batch-size must be at least 1")
         if token:
-            api_token = (
-                ApiToken.objects.select_related("namespace")
-                .filter(
-                    key_hash=ApiToken.hash_key(token.strip()), revoked_at__isnull=True
-                )
-                .first()
-            )
+            api_token = token_lookup(token)
             if api_token is None:
                 raise CommandError("invalid or revoked token")
             ns, default_agent = api_token.namespace, agent or api_token.name
