@@ -29,7 +29,15 @@ from django.db import transaction
 
 from learning.models import CandidateKind, CandidateStatus, LearningCandidate
 from playbooks import services
-from playbooks.models import ChangeKind, Memory, Playbook, Skill, SkillVersion, Strategy
+from playbooks.models import (
+    ChangeKind,
+    Memory,
+    Playbook,
+    PlaybookVersion,
+    Skill,
+    SkillVersion,
+    Strategy,
+)
 from review.trail import audit_event_record
 
 
@@ -529,13 +537,11 @@ def candidate_rebase(*, candidate: LearningCandidate, actor: str) -> LearningCan
 def candidate_revert(
     *, candidate: LearningCandidate, actor: str, note: str = ""
 ) -> dict:
-    """Undo an applied candidate (e.g. one auto-applied in background mode) with a new
-    version: its strategy retired (or the replaced one restored, or the reinforcement
-    taken back), its memory deactivated, or its skill version rolled back when nothing
-    changed the skill since. The candidate stays `applied`; the audit trail records
-    the revert."""
-    from review.models import AuditEvent
-
+    """Undo an applied candidate (e.g. one auto-applied in background mode) from what
+    its version recorded: the strategies it added are retired, the one it replaced is
+    restored, a reinforcement is taken back — in a new version that `reverts` it; its
+    memory is deactivated; its skill version rolled back when nothing changed the
+    skill since. The candidate stays `applied`; the audit trail records the revert."""
     candidate = (
         LearningCandidate.objects.select_for_update(of=("self",))
         .select_related("namespace", "playbook", "skill")
@@ -543,70 +549,12 @@ def candidate_revert(
     )
     if candidate.status != CandidateStatus.APPLIED:
         raise ApplyFailed("Only applied candidates can be reverted.")
-    if AuditEvent.objects.filter(candidate=candidate, action="revert").exists():
-        raise ApplyFailed("This candidate was already reverted.")
-    applied = AuditEvent.objects.filter(candidate=candidate, action="apply").first()
-    op = (applied.data or {}).get("op") if applied else None
-    result: dict[str, Any] = {"op": op}
     if candidate.kind in MEMORY_KINDS:
-        count = Memory.objects.filter(source_candidate=candidate, active=True).update(
-            active=False
-        )
-        result.update(target="memory", deactivated=count)
+        result = _revert_memory(candidate)
     elif candidate.kind == CandidateKind.PATCH_SKILL:
-        skill = services.skill_lock(skill=candidate.skill)
-        if skill.current_version != candidate.applied_version:
-            raise ApplyFailed(
-                f"Skill '{skill.slug}' changed after this patch; edit it by hand."
-            )
-        version = services.skill_rollback(
-            skill=skill, number=candidate.applied_version - 1, actor=actor
-        )
-        result.update(target="skill", version=version.number)
+        result = _revert_skill(candidate, actor=actor)
     else:
-        playbook_slug = (applied.data or {}).get("playbook") if applied else None
-        playbook = (
-            Playbook.objects.filter(
-                namespace=candidate.namespace, slug=playbook_slug
-            ).first()
-            or candidate.playbook
-        )
-        if playbook is None:
-            raise ApplyFailed("The playbook is gone.")
-        playbook = services.playbook_lock(playbook=playbook)
-        if op == "reinforce":
-            version_row = playbook.versions.filter(
-                number=candidate.applied_version
-            ).first()
-            changed = (version_row.diff or {}).get("changed", []) if version_row else []
-            for item in changed:
-                strategy = Strategy.objects.filter(
-                    playbook=playbook, pk=item["id"]
-                ).first()
-                delta = item["fields"].get("helpful_count")
-                if strategy and delta:
-                    strategy.helpful_count = max(
-                        0, strategy.helpful_count - (delta["to"] - delta["from"])
-                    )
-                    strategy.save(update_fields=["helpful_count", "updated_at"])
-        else:
-            for strategy in Strategy.objects.filter(
-                playbook=playbook, source_candidate=candidate, active=True
-            ):
-                strategy.active = False
-                strategy.save(update_fields=["active", "updated_at"])
-            if candidate.replaces_strategy_id:
-                Strategy.objects.filter(
-                    playbook=playbook, pk=candidate.replaces_strategy_id
-                ).update(active=True)
-        version = services.playbook_version_commit(
-            playbook=playbook,
-            change_kind=ChangeKind.EDIT,
-            actor=actor,
-            note=note or f"reverted candidate {candidate.pk}",
-            allow_empty=True,
-        )
-        result.update(target="playbook", playbook=playbook.slug, version=version.number)
+        result = _revert_strategies(candidate, actor=actor, note=note)
     audit_event_record(
         namespace=candidate.namespace,
         actor=actor,
@@ -618,3 +566,106 @@ def candidate_revert(
         data=result,
     )
     return result
+
+
+def _revert_memory(candidate: LearningCandidate) -> dict:
+    memories = Memory.objects.filter(source_candidate=candidate)
+    if not memories.exists():
+        raise ApplyFailed("This candidate made no memory.")
+    count = memories.filter(active=True).update(active=False)
+    if not count:
+        raise ApplyFailed("This candidate was already reverted.")
+    return {"target": "memory", "op": "memory", "deactivated": count}
+
+
+def _revert_skill(candidate: LearningCandidate, *, actor: str) -> dict:
+    made = (
+        SkillVersion.objects.filter(candidate=candidate, change_kind=ChangeKind.APPLY)
+        .select_related("skill")
+        .first()
+    )
+    if made is None:
+        raise ApplyFailed("This candidate made no skill version.")
+    skill = services.skill_lock(skill=made.skill)
+    if skill.current_version != made.number:
+        raise ApplyFailed(
+            f"Skill '{skill.slug}' changed after this patch; edit it by hand."
+        )
+    version = services.skill_rollback(skill=skill, number=made.number - 1, actor=actor)
+    return {"target": "skill", "op": "skill", "version": version.number}
+
+
+def _revert_strategies(candidate: LearningCandidate, *, actor: str, note: str) -> dict:
+    made = (
+        PlaybookVersion.objects.filter(
+            candidate=candidate, change_kind=ChangeKind.APPLY
+        )
+        .select_related("playbook")
+        .first()
+    )
+    if made is None:
+        raise ApplyFailed("This candidate made no playbook version.")
+    if PlaybookVersion.objects.filter(reverts=made).exists():
+        raise ApplyFailed("This candidate was already reverted.")
+    playbook = services.playbook_lock(playbook=made.playbook)
+    diff = made.diff or {}
+    keys_added = [item["key"] for item in diff.get("added", []) if item.get("key")]
+    keys_removed = [item["key"] for item in diff.get("removed", []) if item.get("key")]
+    live = {str(s.key): s for s in Strategy.objects.filter(playbook=playbook)}
+    for key in keys_added:
+        strategy = live.get(key)
+        if strategy is not None and strategy.active:
+            strategy.active = False
+            strategy.save(update_fields=["active", "updated_at"])
+    for key in keys_removed:
+        strategy = live.get(key)
+        if strategy is not None and not strategy.active:
+            strategy.active = True
+            strategy.save(update_fields=["active", "updated_at"])
+    for item in diff.get("changed", []):
+        _reinforcement_undo(live.get(item.get("key") or ""), item.get("fields") or {})
+    ops = {"added": bool(keys_added), "removed": bool(keys_removed)}
+    op = (
+        "replace"
+        if all(ops.values())
+        else "add"
+        if ops["added"]
+        else "reinforce"
+        if diff.get("changed")
+        else "none"
+    )
+    version = services.playbook_version_commit(
+        playbook=playbook,
+        change_kind=ChangeKind.EDIT,
+        actor=actor,
+        note=note or f"reverted candidate {candidate.pk} (version {made.number})",
+        allow_empty=True,
+        reverts=made,
+    )
+    return {
+        "target": "playbook",
+        "op": op,
+        "playbook": playbook.slug,
+        "version": version.number,
+        "reverted_version": made.number,
+    }
+
+
+def _reinforcement_undo(strategy: Strategy | None, fields: dict) -> None:
+    """Take back what a reinforcement added (counts by their delta; confidence and
+    evidence only where nothing changed them since)."""
+    if strategy is None:
+        return
+    delta = fields.get("helpful_count")
+    if delta:
+        strategy.helpful_count = max(
+            0, strategy.helpful_count - (delta["to"] - delta["from"])
+        )
+    confidence = fields.get("confidence")
+    if confidence and strategy.confidence == confidence["to"]:
+        strategy.confidence = confidence["from"]
+    evidence = fields.get("evidence")
+    if evidence:
+        added = set(evidence["to"] or []) - set(evidence["from"] or [])
+        strategy.evidence = [e for e in strategy.evidence or [] if e not in added]
+    strategy.save()

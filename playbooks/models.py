@@ -135,6 +135,10 @@ class PlaybookVersion(models.Model):
         related_name="+",
     )
     rolled_back_to = models.PositiveIntegerField(null=True, blank=True)
+    # A revert of an applied candidate records the version it undid.
+    reverts = models.ForeignKey(
+        "self", on_delete=models.SET_NULL, null=True, blank=True, related_name="+"
+    )
     flagged = models.BooleanField(default=False)  # the quality gate says it does worse
     flag_reason = models.TextField(blank=True)
     # The quality gate's last figures for this version against the previous one.

@@ -268,6 +268,7 @@ def playbook_version_commit(
     candidate=None,
     rolled_back_to: int | None = None,
     allow_empty: bool = False,
+    reverts: PlaybookVersion | None = None,
 ) -> PlaybookVersion:
     """Snapshot the live strategies as the next version, with its diff and audit row.
     Callers hold the playbook row lock (playbook_lock) and run inside a transaction."""
@@ -294,6 +295,7 @@ def playbook_version_commit(
         created_by=actor,
         candidate=candidate,
         rolled_back_to=rolled_back_to,
+        reverts=reverts,
     )
     playbook.current_version = number
     playbook.save(update_fields=["current_version", "updated_at"])

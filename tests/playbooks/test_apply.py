@@ -450,3 +450,29 @@ def test_revert_of_memory_and_reinforcement(ns, playbook):
     candidate_revert(candidate=dup, actor="alice")
     existing.refresh_from_db()
     assert existing.helpful_count == 0 and existing.active
+
+
+def test_revert_reads_the_version_not_the_audit_trail(ns, playbook):
+    """Revert undoes what the candidate's version recorded: a replacement is undone
+    (the new strategy retired, the replaced one back) even with the audit trail
+    emptied, and the revert version points at the version it undid."""
+    from review.models import AuditEvent
+
+    old = make_strategy(playbook, "Offer a voucher at once.")
+    candidate = approve(
+        CandidateFactory(
+            namespace=ns,
+            playbook=playbook,
+            content="Offer a voucher only after the refund fails.",
+            replaces_strategy=old,
+        )
+    )
+    made = PlaybookVersion.objects.get(candidate=candidate)
+    AuditEvent.objects.all().delete()
+    result = candidate_revert(candidate=candidate, actor="alice")
+    old.refresh_from_db()
+    assert old.active and result["op"] == "replace"
+    assert not Strategy.objects.get(source_candidate=candidate).active
+    undo = PlaybookVersion.objects.get(playbook=playbook, number=result["version"])
+    assert undo.reverts == made and result["reverted_version"] == made.number
+    assert [s["key"] for s in undo.content] == [str(old.key)]
