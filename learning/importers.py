@@ -1,7 +1,7 @@
 """Bulk import of runs from files: tau-bench trajectories, OpenAI chat logs, JSONL runs.
 
 Each format is converted to the documented run payload (DESIGN.md, "Payloads"), checked
-by the API's own ``RunInputSerializer`` and stored by ``runs_ingest`` in batches, so an
+by the ingest service's own validation (``payloads.run_clean``, as the API) and stored by ``runs_ingest`` in batches, so an
 import and an API post can never disagree. Re-running an import is idempotent: every
 record gets a stable ``external_id`` (given, or derived from the record), and a run
 already stored in the namespace is counted as ``existing``.
@@ -45,8 +45,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from learning.api.serializers import RunInputSerializer
 from learning.models import Namespace
+from learning.services.payloads import PayloadInvalid, run_clean
 from learning.services.runs import runs_ingest
 
 FORMATS = ("tau-bench", "openai-chat", "jsonl")
@@ -468,7 +468,7 @@ def _record_check(
         payload = payload_convert(record, fmt=fmt, domain=domain)
     except (ValueError, TypeError, AttributeError) as exc:
         return f"cannot convert: {exc}", None
-    serializer = RunInputSerializer(data=payload)
-    if not serializer.is_valid():
-        return "; ".join(_flatten_errors(serializer.errors)), None
-    return None, serializer.validated_data
+    try:
+        return None, run_clean(payload)
+    except PayloadInvalid as exc:
+        return "; ".join(_flatten_errors(exc.errors)), None

@@ -9,6 +9,8 @@ from rest_framework import exceptions, status
 from rest_framework.response import Response
 from rest_framework.views import exception_handler as drf_exception_handler
 
+from learning.services.runs import IngestBusy
+
 logger = logging.getLogger(__name__)
 
 try:  # COPY (the ingest hot path) raises psycopg's own error, not Django's wrapper
@@ -44,6 +46,16 @@ def exception_handler(exc, context):
         if isinstance(response.data, list):
             response.data = {"detail": response.data}
         return response
+    if isinstance(exc, IngestBusy):
+        return Response(
+            {
+                "detail": "The server is busy with conflicting writes; nothing was "
+                "stored. Retry after the delay.",
+                "code": "busy",
+            },
+            status=status.HTTP_503_SERVICE_UNAVAILABLE,
+            headers={"Retry-After": str(exc.retry_after)},
+        )
     if isinstance(exc, DATA_ERRORS):
         # A value Python accepted but the database cannot hold (a time zone offset
         # beyond ±15:59, a number out of range): the caller's input, not our fault.

@@ -3,11 +3,9 @@
 import math
 from typing import Any
 
-from django.utils import timezone
-from django.utils.dateparse import parse_datetime
-from drf_spectacular.utils import extend_schema_field
 from rest_framework import serializers
 
+from learning import limits
 from learning.models import (
     Feedback,
     FeedbackType,
@@ -16,13 +14,7 @@ from learning.models import (
     StepType,
     Trajectory,
 )
-
-MAX_STEPS_PER_RUN = 5000
-MAX_RUNS_PER_BATCH = 1000
-# Column limits: a number the database cannot hold is a 400, never a 500.
-MAX_BIGINT = 2**63 - 1
-MAX_INT = 2**31 - 1
-MAX_JSON_DEPTH = 64
+from learning.services import payloads
 
 
 class StrictCharField(serializers.CharField):
@@ -58,40 +50,11 @@ class StrictIntegerField(serializers.IntegerField):
         return super().to_internal_value(data)
 
 
-def _json_problem(value: Any, depth: int = 0) -> str | None:
-    """Why PostgreSQL's jsonb would refuse this value (or None)."""
-    if depth > MAX_JSON_DEPTH:
-        return f"Nested deeper than {MAX_JSON_DEPTH} levels."
-    if isinstance(value, str):
-        return "Null characters are not allowed." if "\x00" in value else None
-    if isinstance(value, float) and not math.isfinite(value):
-        return "NaN and infinite numbers are not allowed."
-    if isinstance(value, dict):
-        for key, item in value.items():
-            if "\x00" in str(key):
-                return "Null characters are not allowed."
-            problem = _json_problem(item, depth + 1)
-            if problem:
-                return problem
-    if isinstance(value, list):
-        for item in value:
-            problem = _json_problem(item, depth + 1)
-            if problem:
-                return problem
-    return None
-
-
 def validate_storable_json(value: Any) -> Any:
-    problem = _json_problem(value)
+    problem = payloads.json_problem(value)
     if problem:
         raise serializers.ValidationError(problem)
     return value
-
-
-class StorableJSONField(serializers.JSONField):
-    def __init__(self, **kwargs):
-        kwargs.setdefault("validators", []).append(validate_storable_json)
-        super().__init__(**kwargs)
 
 
 class StorableDictField(serializers.DictField):
@@ -100,128 +63,55 @@ class StorableDictField(serializers.DictField):
         super().__init__(**kwargs)
 
 
+class ValidatedByService(serializers.Serializer):
+    """An input serializer whose fields document the schema while the ingest service
+    (`learning.services.payloads`) does the validation: one implementation for the
+    API, the OTLP adapter, importers and MCP."""
+
+    @staticmethod
+    def clean(data):  # pragma: no cover - every subclass names its cleaner
+        raise NotImplementedError
+
+    def run_validation(self, data=serializers.empty):
+        try:
+            return self.clean(data)
+        except payloads.PayloadInvalid as exc:
+            raise serializers.ValidationError(exc.errors)
+
+
+# The fields below are the OpenAPI schema; the rules are payloads' (same limits).
+
+
 class StepInputSerializer(serializers.Serializer):
     type = serializers.ChoiceField(choices=StepType.choices)
     # Blank is allowed (a tool that returned nothing); missing is not.
     description = StrictCharField(
-        max_length=200_000, trim_whitespace=False, allow_blank=True
+        max_length=limits.MAX_STEP_DESCRIPTION, trim_whitespace=False, allow_blank=True
     )
-    result = StorableJSONField(required=False, allow_null=True)
-    tool = StrictCharField(max_length=200, required=False, allow_blank=True)
+    result = serializers.JSONField(required=False, allow_null=True)
+    tool = StrictCharField(max_length=limits.MAX_ID, required=False, allow_blank=True)
     tokens = StrictIntegerField(
-        required=False, allow_null=True, min_value=0, max_value=MAX_INT
+        required=False, allow_null=True, min_value=0, max_value=limits.MAX_INT
     )
     started_at = serializers.DateTimeField(required=False, allow_null=True)
     ended_at = serializers.DateTimeField(required=False, allow_null=True)
 
 
-STEP_TYPES = frozenset(StepType.values)
-STEP_TYPE_ERROR = f"must be one of: {', '.join(StepType.values)}."
+class StepsInputSerializer(ValidatedByService):
+    steps = StepInputSerializer(many=True, max_length=limits.MAX_STEPS_PER_RUN)
 
-
-def _datetime(value):
-    try:
-        parsed = parse_datetime(value) if isinstance(value, str) else None
-    except ValueError as exc:  # well formed but impossible, e.g. month 13
-        raise ValueError(f"must be an ISO 8601 date-time ({exc}).") from exc
-    if parsed is None:
-        raise ValueError("must be an ISO 8601 date-time.")
-    return parsed if timezone.is_aware(parsed) else timezone.make_aware(parsed)
-
-
-def _step_validate(step) -> tuple[dict, dict]:
-    """One step, checked by hand with StepInputSerializer's rules and messages."""
-    if not isinstance(step, dict):
-        return {}, {"non_field_errors": ["Each step must be a JSON object."]}
-    errors: dict[str, list[str]] = {}
-    out: dict = {}
-    kind = step.get("type")
-    if kind is None:
-        errors["type"] = ["This field is required."]
-    elif not isinstance(kind, str) or kind not in STEP_TYPES:
-        shown = kind if isinstance(kind, str) else type(kind).__name__
-        errors["type"] = [f'"{shown}" is not a valid step type; {STEP_TYPE_ERROR}']
-    else:
-        out["type"] = kind
-    text = step.get("description")
-    if text is None:
-        errors["description"] = ["This field is required."]
-    elif not isinstance(text, str):
-        errors["description"] = [f"Not a valid string: got {type(text).__name__}."]
-    elif len(text) > 200_000:
-        errors["description"] = [
-            "Ensure this field has no more than 200000 characters."
-        ]
-    elif "\x00" in text:
-        errors["description"] = ["Null characters are not allowed."]
-    else:
-        # Blank is allowed (a tool that returned nothing); missing is not.
-        out["description"] = text
-    if "result" in step:
-        problem = _json_problem(step["result"])
-        if problem:
-            errors["result"] = [problem]
-        else:
-            out["result"] = step["result"]
-    tool = step.get("tool")
-    if tool is not None:
-        if not isinstance(tool, str) or len(tool) > 200 or "\x00" in tool:
-            errors["tool"] = ["Must be a string of at most 200 characters."]
-        else:
-            out["tool"] = tool
-    tokens = step.get("tokens")
-    if tokens is not None:
-        if (
-            isinstance(tokens, bool)
-            or not isinstance(tokens, int)
-            or not 0 <= tokens <= MAX_INT
-        ):
-            errors["tokens"] = [f"Must be an integer from 0 to {MAX_INT}."]
-        else:
-            out["tokens"] = tokens
-    for key in ("started_at", "ended_at"):
-        if step.get(key) is not None:
-            try:
-                out[key] = _datetime(step[key])
-            except ValueError as exc:
-                errors[key] = [str(exc)]
-    return out, errors
-
-
-@extend_schema_field(StepInputSerializer(many=True))
-class StepListField(serializers.Field):
-    """A list of steps, validated by hand: ingest's hot path, where nested serializers
-    cost more than the database. Errors are keyed by the step's index."""
-
-    def __init__(self, *, allow_empty: bool = True, **kwargs):
-        self.allow_empty = allow_empty
-        super().__init__(**kwargs)
-
-    def to_internal_value(self, data):
-        if not isinstance(data, list):
-            raise serializers.ValidationError("Expected a list of steps.")
-        if not data and not self.allow_empty:
-            raise serializers.ValidationError("This list may not be empty.")
-        if len(data) > MAX_STEPS_PER_RUN:
-            raise serializers.ValidationError(
-                f"At most {MAX_STEPS_PER_RUN} steps per request."
+    @staticmethod
+    def clean(data):
+        if not isinstance(data, dict):
+            raise payloads.PayloadInvalid(
+                {"non_field_errors": ["Expected a JSON object."]}
             )
-        steps, errors = [], {}
-        for index, raw in enumerate(data):
-            step, step_errors = _step_validate(raw)
-            if step_errors:
-                errors[str(index)] = step_errors
-            steps.append(step)
-        if errors:
-            raise serializers.ValidationError(errors)
-        return steps
-
-    def to_representation(self, value):
-        return value
-
-
-class StepsInputSerializer(serializers.Serializer):
-    steps = StepListField(allow_empty=False)
+        if "steps" not in data:
+            raise payloads.PayloadInvalid({"steps": [payloads.REQUIRED]})
+        try:
+            return {"steps": payloads.steps_clean(data["steps"], allow_empty=False)}
+        except payloads.PayloadInvalid as exc:
+            raise payloads.PayloadInvalid({"steps": exc.errors})
 
 
 class OutcomeFieldsMixin(serializers.Serializer):
@@ -229,65 +119,84 @@ class OutcomeFieldsMixin(serializers.Serializer):
         required=False, allow_null=True, min_value=0.0, max_value=1.0
     )
     error_message = StrictCharField(
-        required=False, allow_blank=True, max_length=100_000
+        required=False, allow_blank=True, max_length=limits.MAX_ERROR_MESSAGE
     )
     duration_ms = StrictIntegerField(
-        required=False, allow_null=True, min_value=0, max_value=MAX_BIGINT
+        required=False, allow_null=True, min_value=0, max_value=limits.MAX_BIGINT
     )
     tokens_used = StrictIntegerField(
-        required=False, allow_null=True, min_value=0, max_value=MAX_BIGINT
+        required=False, allow_null=True, min_value=0, max_value=limits.MAX_BIGINT
     )
     cost_usd = StrictFloatField(required=False, allow_null=True, min_value=0.0)
     metrics = StorableDictField(required=False)
     playbook_versions = serializers.ListField(
-        child=StrictCharField(max_length=200), required=False, max_length=100
+        child=StrictCharField(max_length=limits.MAX_ID),
+        required=False,
+        max_length=limits.MAX_PLAYBOOK_VERSIONS,
     )
 
 
-class RunInputSerializer(OutcomeFieldsMixin):
+class RunInputSerializer(OutcomeFieldsMixin, ValidatedByService):
     external_id = StrictCharField(
-        max_length=200, required=False, allow_null=True, allow_blank=True
+        max_length=limits.MAX_ID, required=False, allow_null=True, allow_blank=True
     )
-    agent = StrictCharField(max_length=100, required=False, allow_blank=True)
-    user_id = StrictCharField(max_length=200, required=False, allow_blank=True)
-    session_id = StrictCharField(max_length=200, required=False, allow_blank=True)
-    task_description = StrictCharField(max_length=100_000)
-    task_type = StrictCharField(max_length=200, required=False, allow_blank=True)
+    agent = StrictCharField(
+        max_length=limits.MAX_AGENT, required=False, allow_blank=True
+    )
+    user_id = StrictCharField(
+        max_length=limits.MAX_ID, required=False, allow_blank=True
+    )
+    session_id = StrictCharField(
+        max_length=limits.MAX_ID, required=False, allow_blank=True
+    )
+    task_description = StrictCharField(max_length=limits.MAX_TASK_DESCRIPTION)
+    task_type = StrictCharField(
+        max_length=limits.MAX_ID, required=False, allow_blank=True
+    )
     status = serializers.ChoiceField(choices=RunStatus.choices, required=False)
     started_at = serializers.DateTimeField(required=False, allow_null=True)
     completed_at = serializers.DateTimeField(required=False, allow_null=True)
-    steps = StepListField(required=False)
-
-    def validate_external_id(self, value):
-        return value or None
-
-    def validate(self, attrs):
-        started, completed = attrs.get("started_at"), attrs.get("completed_at")
-        if started and completed and completed < started:
-            raise serializers.ValidationError(
-                {"completed_at": ["Must not be before started_at."]}
-            )
-        return attrs
-
-
-class RunBatchInputSerializer(serializers.Serializer):
-    runs = RunInputSerializer(
-        many=True, allow_empty=False, max_length=MAX_RUNS_PER_BATCH
+    steps = StepInputSerializer(
+        many=True, required=False, max_length=limits.MAX_STEPS_PER_RUN
     )
 
+    clean = staticmethod(payloads.run_clean)
 
-class RunCompleteInputSerializer(OutcomeFieldsMixin):
+
+class RunBatchInputSerializer(ValidatedByService):
+    runs = RunInputSerializer(
+        many=True, allow_empty=False, max_length=limits.MAX_RUNS_PER_BATCH
+    )
+
+    @staticmethod
+    def clean(data):
+        if not isinstance(data, dict):
+            raise payloads.PayloadInvalid(
+                {"non_field_errors": ["Expected a JSON object."]}
+            )
+        if "runs" not in data:
+            raise payloads.PayloadInvalid({"runs": [payloads.REQUIRED]})
+        return {"runs": payloads.runs_clean(data["runs"])}
+
+
+class RunCompleteInputSerializer(OutcomeFieldsMixin, ValidatedByService):
     status = serializers.ChoiceField(
         choices=[RunStatus.SUCCESS, RunStatus.FAILURE, RunStatus.PARTIAL]
     )
 
+    clean = staticmethod(payloads.outcome_clean)
 
-class FeedbackInputSerializer(serializers.Serializer):
+
+class FeedbackInputSerializer(ValidatedByService):
     feedback_type = serializers.ChoiceField(choices=FeedbackType.choices)
     score = StrictFloatField(min_value=0.0, max_value=1.0)
-    source = StrictCharField(max_length=200, required=False, allow_blank=True)
-    message = StrictCharField(max_length=20_000, required=False, allow_blank=True)
+    source = StrictCharField(max_length=limits.MAX_ID, required=False, allow_blank=True)
+    message = StrictCharField(
+        max_length=limits.MAX_FEEDBACK_MESSAGE, required=False, allow_blank=True
+    )
     metrics = StorableDictField(required=False)
+
+    clean = staticmethod(payloads.feedback_clean)
 
 
 class StepOutputSerializer(serializers.ModelSerializer):

@@ -1,11 +1,12 @@
 """Writes for runs: ingest (idempotent, atomic, redacted), steps, completion, feedback."""
 
+import time
 import uuid
 from dataclasses import dataclass
 from typing import Any
 
 from django.conf import settings
-from django.db import connection, transaction
+from django.db import OperationalError, connection, transaction
 from django.utils import timezone
 
 try:
@@ -124,48 +125,79 @@ def runs_ingest(
         elif run.external_id not in first_by_external:
             first_by_external[run.external_id] = run
             unique_runs.append(run)
-    with transaction.atomic():
-        Trajectory.objects.bulk_create(unique_runs, ignore_conflicts=True)
-        ids = [run.id for run in unique_runs]
-        created_ids = set(
-            Trajectory.objects.filter(id__in=ids).values_list("id", flat=True)
-        )
-        _steps_insert(
-            [
-                step
-                for run, run_steps in built
-                if run.id in created_ids
-                for step in run_steps
-            ]
-        )
-        missing = [
-            run.external_id
-            for run in unique_runs
-            if run.id not in created_ids and run.external_id is not None
+    # Every batch takes its unique-index locks in the same order, so batches that
+    # share external_ids in different orders wait for each other, never deadlock.
+    unique_runs.sort(key=lambda r: (r.external_id is None, r.external_id or "", r.id))
+    for attempt in range(1, DEADLOCK_ATTEMPTS + 1):
+        try:
+            with transaction.atomic():
+                return _runs_store(namespace, built, unique_runs, first_by_external)
+        except OperationalError as exc:
+            # Inside an outer transaction the atomic block above is a savepoint, which
+            # a deadlock error rolls back cleanly: retrying is safe either way.
+            if not _is_deadlock(exc):
+                raise
+            if attempt == DEADLOCK_ATTEMPTS:
+                raise IngestBusy() from exc
+            time.sleep(0.05 * attempt)
+    raise AssertionError("unreachable")  # pragma: no cover
+
+
+DEADLOCK_ATTEMPTS = 3
+
+
+class IngestBusy(Exception):
+    """The database kept refusing the write (deadlocks under contention): the client
+    should retry shortly; nothing was stored."""
+
+    retry_after = 1
+
+
+def _is_deadlock(exc: Exception) -> bool:
+    cause = exc.__cause__
+    return getattr(cause, "sqlstate", None) == "40P01" or "deadlock" in str(exc).lower()
+
+
+def _runs_store(namespace, built, unique_runs, first_by_external) -> list[IngestResult]:
+    Trajectory.objects.bulk_create(unique_runs, ignore_conflicts=True)
+    ids = [run.id for run in unique_runs]
+    created_ids = set(
+        Trajectory.objects.filter(id__in=ids).values_list("id", flat=True)
+    )
+    _steps_insert(
+        [
+            step
+            for run, run_steps in built
+            if run.id in created_ids
+            for step in run_steps
         ]
-        existing = {
-            run.external_id: run
-            for run in Trajectory.objects.filter(
-                namespace=namespace, external_id__in=missing
-            )
-        }
-        results: list[IngestResult] = []
-        for run, _steps in built:
-            if run.id in created_ids:
-                results.append(IngestResult(run=run, created=True))
-            else:
-                winner = first_by_external.get(run.external_id)
-                if winner is not None and winner.id in created_ids:
-                    results.append(IngestResult(run=winner, created=False))
-                else:
-                    results.append(
-                        IngestResult(run=existing[run.external_id], created=False)
-                    )
-        finished = [
-            r.run for r in results if r.created and r.run.status != RunStatus.RUNNING
-        ]
-        if finished:
-            runs_reflection_decide(runs=finished)
+    )
+    missing = [
+        run.external_id
+        for run in unique_runs
+        if run.id not in created_ids and run.external_id is not None
+    ]
+    existing = {
+        run.external_id: run
+        for run in Trajectory.objects.filter(
+            namespace=namespace, external_id__in=missing
+        )
+    }
+    results: list[IngestResult] = []
+    for run, _steps in built:
+        if run.id in created_ids:
+            results.append(IngestResult(run=run, created=True))
+            continue
+        winner = first_by_external.get(run.external_id)
+        if winner is not None and winner.id in created_ids:
+            results.append(IngestResult(run=winner, created=False))
+        else:
+            results.append(IngestResult(run=existing[run.external_id], created=False))
+    finished = [
+        r.run for r in results if r.created and r.run.status != RunStatus.RUNNING
+    ]
+    if finished:
+        runs_reflection_decide(runs=finished)
     return results
 
 

@@ -394,6 +394,80 @@ def test_concurrent_overlapping_batches_store_each_run_once(api_factory):
             assert ids.setdefault(run["external_id"], run["id"]) == run["id"]
 
 
+def test_batches_insert_runs_in_one_order_whatever_the_posted_order(api_factory):
+    """Two batches sharing external_ids in opposite orders would deadlock on the
+    unique index if each locked its runs in posted order: runs are inserted sorted
+    by external_id, so concurrent batches queue instead of deadlocking."""
+    from django.db import connection
+    from django.test.utils import CaptureQueriesContext
+
+    agent = api_factory("acme", "agent", "orderly")
+    body = {"runs": [run_payload(f"ord-{i}") for i in (3, 0, 2, 1)]}
+    with CaptureQueriesContext(connection) as queries:
+        response = agent.post(RUNS, body, format="json")
+    assert response.status_code == 201
+    insert = next(
+        q["sql"]
+        for q in queries
+        if q["sql"].startswith('INSERT INTO "learning_trajectory"')
+    )
+    positions = [insert.index(f"ord-{i}") for i in range(4)]
+    assert positions == sorted(positions)
+    assert [r["external_id"] for r in response.json()["runs"]] == [
+        "ord-3",
+        "ord-0",
+        "ord-2",
+        "ord-1",
+    ]
+
+
+def _deadlock():
+    from django.db import OperationalError
+
+    class DeadlockDetected(Exception):
+        sqlstate = "40P01"
+
+    exc = OperationalError("deadlock detected")
+    exc.__cause__ = DeadlockDetected()
+    return exc
+
+
+def test_a_deadlock_is_retried_inside_the_server(api_factory, monkeypatch):
+    """A deadlock the database reports is retried (the batch is stored once)."""
+    from learning.services import runs as run_services
+
+    real, calls = run_services._runs_store, []
+
+    def flaky(*args):
+        calls.append(1)
+        if len(calls) == 1:
+            raise _deadlock()
+        return real(*args)
+
+    monkeypatch.setattr(run_services, "_runs_store", flaky)
+    agent = api_factory("acme", "agent", "retry")
+    response = agent.post(RUNS, {"runs": [run_payload("dl-1")]}, format="json")
+    assert response.status_code == 201 and len(calls) == 2
+    assert Trajectory.objects.filter(external_id="dl-1").count() == 1
+
+
+def test_a_deadlock_that_persists_is_a_503_with_retry_after(api_factory, monkeypatch):
+    """Never a 500: when the deadlock keeps coming back the client is told to retry,
+    and nothing is stored."""
+    from learning.services import runs as run_services
+
+    def always(*args):
+        raise _deadlock()
+
+    monkeypatch.setattr(run_services, "_runs_store", always)
+    monkeypatch.setattr(run_services.time, "sleep", lambda s: None)
+    agent = api_factory("acme", "agent", "busy")
+    response = agent.post(RUNS, {"runs": [run_payload("dl-2")]}, format="json")
+    assert response.status_code == 503 and response["Retry-After"] == "1"
+    assert response.json()["code"] == "busy"
+    assert not Trajectory.objects.filter(external_id="dl-2").exists()
+
+
 WRONG_VALUES = [
     None,
     True,
