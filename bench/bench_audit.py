@@ -13,7 +13,6 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from common import NOUNS, VERBS, WHENS, django_setup, report  # noqa: E402
 
-
 SYLLABLES = "ka lo mi ter van sul pre dor bex quin ra tos fel gim nu par".split()
 # Product, tool and place names: a real playbook's vocabulary grows with it.
 ENTITIES = sorted({"".join(random.Random(i).sample(SYLLABLES, 3)) for i in range(4000)})

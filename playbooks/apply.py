@@ -28,7 +28,7 @@ from typing import Any
 from django.db import transaction
 
 from learning.models import CandidateKind, CandidateStatus, LearningCandidate
-from playbooks import services
+from playbooks import memories, services, versions
 from playbooks.models import (
     ChangeKind,
     Memory,
@@ -111,7 +111,7 @@ def patch_apply(text: str, patch: str, *, fuzzy: bool = False) -> str:
     """Apply a unified diff. Strict: each hunk's old lines must sit where the hunk says
     (after earlier hunks' shifts). Fuzzy (rebase): anywhere after the previous hunk,
     nearest the stated place."""
-    lines = services._lines(text)
+    lines = versions._lines(text)
     offset = 0
     cursor = 0
     for number, hunk in enumerate(patch_parse(patch), start=1):
@@ -180,7 +180,7 @@ def _target_playbook(candidate: LearningCandidate) -> Playbook:
 
 
 def _skill_new_text(candidate: LearningCandidate, skill: Skill) -> str:
-    current = services.text_hash(skill.text)
+    current = versions.text_hash(skill.text)
     if candidate.base_hash and candidate.base_hash != current:
         raise ApplyFailed(
             f"Skill '{skill.slug}' changed since this patch was made (it is at version "
@@ -315,7 +315,7 @@ def candidate_apply_preview(*, candidate: LearningCandidate) -> dict[str, Any]:
             "name": skill.slug,
             "from_version": skill.current_version,
             "to_version": skill.current_version + 1,
-            "diff": services.text_diff(skill.text, plan.new_text, name=skill.slug),
+            "diff": versions.text_diff(skill.text, plan.new_text, name=skill.slug),
         }
     playbook = plan.playbook
     new_item = {
@@ -328,10 +328,10 @@ def candidate_apply_preview(*, candidate: LearningCandidate) -> dict[str, Any]:
     if plan.op == "reinforce":
         strategy = plan.strategy
         after = _reinforced(strategy, candidate)
-        before = services.strategy_snapshot(strategy)
+        before = versions.strategy_snapshot(strategy)
         diff["changed"].append(
             {
-                **services._brief(before),
+                **versions.diff_brief(before),
                 "fields": {
                     k: {"from": before[k], "to": v}
                     for k, v in after.items()
@@ -343,7 +343,7 @@ def candidate_apply_preview(*, candidate: LearningCandidate) -> dict[str, Any]:
         diff["added"].append(new_item)
         if plan.op == "replace":
             diff["removed"].append(
-                services._brief(services.strategy_snapshot(plan.strategy))
+                versions.diff_brief(versions.strategy_snapshot(plan.strategy))
             )
     return {
         "target": "playbook",
@@ -359,7 +359,7 @@ def candidate_apply_preview(*, candidate: LearningCandidate) -> dict[str, Any]:
 
 
 def _apply_to_playbook(plan: Plan, candidate: LearningCandidate, actor: str) -> int:
-    playbook = services.playbook_lock(playbook=plan.playbook)
+    playbook = versions.playbook_lock(playbook=plan.playbook)
     if plan.op == "reinforce":
         strategy = Strategy.objects.select_for_update().get(pk=plan.strategy.pk)
         if not strategy.active:
@@ -395,14 +395,14 @@ def _apply_to_playbook(plan: Plan, candidate: LearningCandidate, actor: str) -> 
                 source_candidate=candidate,
                 position=position,
             )
-        except services.PlaybookError as exc:
+        except versions.PlaybookError as exc:
             raise ApplyFailed(str(exc))
         note = (
             f"replaced strategy {plan.strategy.pk} with {strategy.pk}"
             if plan.op == "replace"
             else f"added strategy {strategy.pk}"
         )
-    version = services.playbook_version_commit(
+    version = versions.playbook_version_commit(
         playbook=playbook,
         change_kind=ChangeKind.APPLY,
         actor=actor,
@@ -443,10 +443,10 @@ def candidate_apply(*, candidate: LearningCandidate, actor: str) -> Applied:
 
 
 def _apply_to_skill(plan: Plan, candidate: LearningCandidate, actor: str) -> int:
-    skill = services.skill_lock(skill=plan.skill)
+    skill = versions.skill_lock(skill=plan.skill)
     new_text = _skill_new_text(candidate, skill)  # re-checked under the lock
     try:
-        version = services.skill_version_commit(
+        version = versions.skill_version_commit(
             skill=skill,
             text=new_text,
             change_kind=ChangeKind.APPLY,
@@ -454,14 +454,14 @@ def _apply_to_skill(plan: Plan, candidate: LearningCandidate, actor: str) -> int
             note=f"candidate {candidate.pk}",
             candidate=candidate,
         )
-    except services.PlaybookError as exc:
+    except versions.PlaybookError as exc:
         raise ApplyFailed(f"The patch changes nothing ({exc}).")
     return version.number
 
 
 def _apply_to_memory(candidate: LearningCandidate) -> Memory:
     try:
-        return services.memory_create(
+        return memories.memory_create(
             namespace=candidate.namespace,
             kind=candidate.kind,
             content=candidate.content,
@@ -471,7 +471,7 @@ def _apply_to_memory(candidate: LearningCandidate) -> Memory:
             scope=candidate.memory_scope,
             source_candidate=candidate,
         )
-    except services.PlaybookError as exc:
+    except versions.PlaybookError as exc:
         raise ApplyFailed(str(exc))
 
 
@@ -495,23 +495,23 @@ def candidate_rebase(*, candidate: LearningCandidate, actor: str) -> LearningCan
     skill = candidate.skill
     if skill is None:
         raise ApplyFailed("The candidate names no skill.")
-    current_hash = services.text_hash(skill.text)
+    current_hash = versions.text_hash(skill.text)
     patch = candidate.patch
     if not patch.strip():
         base = next(
             (
                 v.text
                 for v in SkillVersion.objects.filter(skill=skill)
-                if services.text_hash(v.text) == candidate.base_hash
+                if versions.text_hash(v.text) == candidate.base_hash
             ),
             None,
         )
         if base is None:
             raise ApplyFailed("The text this change was written against is unknown.")
-        patch = services.text_diff(base, candidate.content, name=skill.slug)
+        patch = versions.text_diff(base, candidate.content, name=skill.slug)
     new_text = patch_apply(skill.text, patch, fuzzy=True)
     old_hash = candidate.base_hash
-    candidate.patch = services.text_diff(skill.text, new_text, name=skill.slug)
+    candidate.patch = versions.text_diff(skill.text, new_text, name=skill.slug)
     candidate.base_hash = current_hash
     if not candidate.patch:
         raise ApplyFailed("After rebasing, the patch changes nothing.")
@@ -586,12 +586,12 @@ def _revert_skill(candidate: LearningCandidate, *, actor: str) -> dict:
     )
     if made is None:
         raise ApplyFailed("This candidate made no skill version.")
-    skill = services.skill_lock(skill=made.skill)
+    skill = versions.skill_lock(skill=made.skill)
     if skill.current_version != made.number:
         raise ApplyFailed(
             f"Skill '{skill.slug}' changed after this patch; edit it by hand."
         )
-    version = services.skill_rollback(skill=skill, number=made.number - 1, actor=actor)
+    version = versions.skill_rollback(skill=skill, number=made.number - 1, actor=actor)
     return {"target": "skill", "op": "skill", "version": version.number}
 
 
@@ -607,7 +607,7 @@ def _revert_strategies(candidate: LearningCandidate, *, actor: str, note: str) -
         raise ApplyFailed("This candidate made no playbook version.")
     if PlaybookVersion.objects.filter(reverts=made).exists():
         raise ApplyFailed("This candidate was already reverted.")
-    playbook = services.playbook_lock(playbook=made.playbook)
+    playbook = versions.playbook_lock(playbook=made.playbook)
     diff = made.diff or {}
     keys_added = [item["key"] for item in diff.get("added", []) if item.get("key")]
     keys_removed = [item["key"] for item in diff.get("removed", []) if item.get("key")]
@@ -634,7 +634,7 @@ def _revert_strategies(candidate: LearningCandidate, *, actor: str, note: str) -
         if diff.get("changed")
         else "none"
     )
-    version = services.playbook_version_commit(
+    version = versions.playbook_version_commit(
         playbook=playbook,
         change_kind=ChangeKind.EDIT,
         actor=actor,

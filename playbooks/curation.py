@@ -27,7 +27,7 @@ from django.utils import timezone
 
 from learning.models import Namespace
 from learning.text.similarity import content_stems, is_near_duplicate
-from playbooks import services
+from playbooks import versions
 from playbooks.models import ChangeKind, Memory, MemoryKind, Playbook, Strategy
 from review.trail import audit_event_record
 
@@ -101,7 +101,7 @@ def playbook_curate(
         "version": None,
     }
     with transaction.atomic():
-        playbook = services.playbook_lock(playbook=playbook)
+        playbook = versions.playbook_lock(playbook=playbook)
         active = list(
             Strategy.objects.filter(playbook=playbook, active=True).order_by("id")
         )
@@ -159,7 +159,7 @@ def playbook_curate(
                 )
                 else ChangeKind.CURATION
             )
-            version = services.playbook_version_commit(
+            version = versions.playbook_version_commit(
                 playbook=playbook,
                 change_kind=kind,
                 actor=actor,

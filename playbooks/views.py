@@ -11,7 +11,8 @@ from django.views.decorators.http import require_GET, require_http_methods, requ
 from learning.access import role_for
 from learning.models import Namespace
 from learning.permissions import console_action_required, user_allows, user_namespaces
-from playbooks import apply, quality, selectors, services
+from playbooks import apply, quality, selectors, services, skills, versions
+from playbooks import policy as policies
 from playbooks.forms import (
     PlaybookCreateForm,
     PlaybookSettingsForm,
@@ -61,7 +62,7 @@ def _actor(request) -> str:
     return request.user.get_username()
 
 
-def _form_error(form, exc: services.PlaybookError):
+def _form_error(form, exc: versions.PlaybookError):
     form.add_error(exc.field if exc.field in form.fields else None, str(exc))
 
 
@@ -89,7 +90,7 @@ def playbook_index(request):
                 playbook = services.playbook_create_checked(
                     namespace=namespace, actor=_actor(request), **form.cleaned_data
                 )
-            except services.PlaybookError as exc:
+            except versions.PlaybookError as exc:
                 _form_error(form, exc)
             else:
                 messages.success(
@@ -178,7 +179,7 @@ def playbook_settings(request, ns, slug):
             services.playbook_update(
                 playbook=playbook, actor=_actor(request), **form.cleaned_data
             )
-        except services.PlaybookError as exc:
+        except versions.PlaybookError as exc:
             _form_error(form, exc)
         else:
             messages.success(request, "Settings saved.")
@@ -198,7 +199,7 @@ def strategy_add(request, ns, slug):
             _, version = services.strategy_add(
                 playbook=playbook, actor=_actor(request), **form.cleaned_data
             )
-        except services.PlaybookError as exc:
+        except versions.PlaybookError as exc:
             _form_error(form, exc)
         else:
             messages.success(request, f"Added; now version {version.number}.")
@@ -238,7 +239,7 @@ def strategy_edit(request, ns, slug, strategy_id):
                 actor=_actor(request),
                 **form.cleaned_data,
             )
-        except services.PlaybookError as exc:
+        except versions.PlaybookError as exc:
             _form_error(form, exc)
         else:
             messages.success(request, f"Saved; now version {version.number}.")
@@ -259,7 +260,7 @@ def strategy_retire(request, ns, slug, strategy_id):
         version = services.strategy_retire(
             playbook=playbook, strategy_id=strategy_id, actor=_actor(request)
         )
-    except services.PlaybookError as exc:
+    except versions.PlaybookError as exc:
         messages.error(request, str(exc))
         return _strategies_response(request, playbook, status=400)
     messages.success(request, f"Retired; now version {version.number}.")
@@ -311,13 +312,13 @@ def playbook_history(request, ns, slug):
 def playbook_rollback(request, ns, slug, number):
     playbook = _playbook(request, ns, slug)
     try:
-        version = services.playbook_rollback(
+        version = versions.playbook_rollback(
             playbook=playbook,
             number=number,
             actor=_actor(request),
             note=request.POST.get("note", "")[:2000],
         )
-    except services.PlaybookError as exc:
+    except versions.PlaybookError as exc:
         raise Http404(str(exc))
     messages.success(
         request, f"Rolled back to version {number}: now version {version.number}."
@@ -403,10 +404,10 @@ def skill_index(request, ns):
     if request.method == "POST":
         if form.is_valid():
             try:
-                skill = services.skill_create(
+                skill = skills.skill_create(
                     namespace=namespace, actor=_actor(request), **form.cleaned_data
                 )
-            except services.PlaybookError as exc:
+            except versions.PlaybookError as exc:
                 _form_error(form, exc)
             else:
                 messages.success(request, f"Created skill {skill.slug}.")
@@ -433,10 +434,10 @@ def skill_detail(request, ns, slug):
     if request.method == "POST":
         if form.is_valid():
             try:
-                version = services.skill_update(
+                version = skills.skill_update(
                     skill=skill, actor=_actor(request), **form.cleaned_data
                 )
-            except services.PlaybookError as exc:
+            except versions.PlaybookError as exc:
                 _form_error(form, exc)
             else:
                 messages.success(request, f"Saved; now version {version.number}.")
@@ -450,7 +451,7 @@ def skill_detail(request, ns, slug):
             "skill": skill,
             "form": form,
             "versions": selectors.skill_version_list(skill=skill),
-            "hash": services.text_hash(skill.text),
+            "hash": versions.text_hash(skill.text),
         },
         status=status,
     )
@@ -461,10 +462,10 @@ def skill_detail(request, ns, slug):
 def skill_rollback(request, ns, slug, number):
     skill = _skill(request, ns, slug)
     try:
-        version = services.skill_rollback(
+        version = versions.skill_rollback(
             skill=skill, number=number, actor=_actor(request)
         )
-    except services.PlaybookError as exc:
+    except versions.PlaybookError as exc:
         raise Http404(str(exc))
     messages.success(
         request, f"Rolled back to version {number}: now version {version.number}."
@@ -477,16 +478,16 @@ def skill_rollback(request, ns, slug, number):
 def policy_edit(request, ns):
     namespace = _namespace(request, ns, "policy.edit")
     policy = selectors.policy_get(namespace=namespace)
-    initial = {f: "\n".join(getattr(policy, f) or []) for f in services.POLICY_FIELDS}
+    initial = {f: "\n".join(getattr(policy, f) or []) for f in policies.POLICY_FIELDS}
     form = PolicyForm(request.POST or None, initial=initial)
     status = 200
     if request.method == "POST":
         if form.is_valid():
             try:
-                services.policy_update(
+                policies.policy_update(
                     namespace=namespace, actor=_actor(request), **form.cleaned_data
                 )
-            except services.PlaybookError as exc:
+            except versions.PlaybookError as exc:
                 _form_error(form, exc)
             else:
                 messages.success(request, "Policy saved.")

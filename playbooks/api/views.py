@@ -8,7 +8,16 @@ from rest_framework.views import APIView
 from learning.api.auth import require
 from learning.api.errors import Conflict
 from learning.api.pagination import Pagination
-from playbooks import apply, quality, recall, selectors, services
+from playbooks import (
+    apply,
+    quality,
+    recall,
+    selectors,
+    services,
+    skills,
+    versions,
+)
+from playbooks import policy as policies
 from playbooks.api.serializers import (
     MemoryOutputSerializer,
     PlaybookDetailOutputSerializer,
@@ -35,7 +44,7 @@ def actor_of(request) -> str:
     return f"token:{request.auth.name}"
 
 
-def raise_for(exc: services.PlaybookError):
+def raise_for(exc: versions.PlaybookError):
     if exc.code == "not_found":
         raise exceptions.NotFound({exc.field: [str(exc)]})
     if exc.code == "duplicate":
@@ -100,7 +109,7 @@ class PlaybookListCreateApi(APIView):
                 actor=actor_of(request),
                 **serializer.validated_data,
             )
-        except services.PlaybookError as exc:
+        except versions.PlaybookError as exc:
             raise_for(exc)
         return Response(
             playbook_payload(playbook, with_strategies=True),
@@ -133,7 +142,7 @@ class PlaybookDetailApi(APIView):
             playbook = services.playbook_update(
                 playbook=playbook, actor=actor_of(request), **serializer.validated_data
             )
-        except services.PlaybookError as exc:
+        except versions.PlaybookError as exc:
             raise_for(exc)
         return Response(playbook_payload(playbook, with_strategies=True))
 
@@ -208,7 +217,7 @@ class PlaybookStrategiesApi(APIView):
                         to_index=position,
                         actor=actor,
                     )
-        except services.PlaybookError as exc:
+        except versions.PlaybookError as exc:
             raise_for(exc)
         playbook.refresh_from_db()
         return Response(playbook_payload(playbook, with_strategies=True), status=code)
@@ -272,13 +281,13 @@ class PlaybookRollbackApi(APIView):
         serializer = RollbackInputSerializer(data=request.data or {})
         serializer.is_valid(raise_exception=True)
         try:
-            version = services.playbook_rollback(
+            version = versions.playbook_rollback(
                 playbook=playbook,
                 number=number,
                 actor=actor_of(request),
                 note=serializer.validated_data["note"],
             )
-        except services.PlaybookError as exc:
+        except versions.PlaybookError as exc:
             raise_for(exc)
         return Response(
             VersionDetailOutputSerializer(version).data, status=status.HTTP_201_CREATED
@@ -378,7 +387,7 @@ class PlaybookContextApi(APIView):
 
 
 def skill_payload(skill: Skill) -> dict:
-    skill.hash = services.text_hash(skill.text)
+    skill.hash = versions.text_hash(skill.text)
     return SkillOutputSerializer(skill).data
 
 
@@ -404,12 +413,12 @@ class SkillListCreateApi(APIView):
         serializer = SkillInputSerializer(data=request.data)
         serializer.is_valid(raise_exception=True)
         try:
-            skill = services.skill_create(
+            skill = skills.skill_create(
                 namespace=request.auth.namespace,
                 actor=actor_of(request),
                 **serializer.validated_data,
             )
-        except services.PlaybookError as exc:
+        except versions.PlaybookError as exc:
             raise_for(exc)
         return Response(skill_payload(skill), status=status.HTTP_201_CREATED)
 
@@ -431,10 +440,10 @@ class SkillDetailApi(APIView):
         serializer = SkillUpdateSerializer(data=request.data)
         serializer.is_valid(raise_exception=True)
         try:
-            services.skill_update(
+            skills.skill_update(
                 skill=skill, actor=actor_of(request), **serializer.validated_data
             )
-        except services.PlaybookError as exc:
+        except versions.PlaybookError as exc:
             raise_for(exc)
         skill.refresh_from_db()
         return Response(skill_payload(skill))
@@ -466,10 +475,10 @@ class SkillRollbackApi(APIView):
         require(request, "skills.edit")
         skill = get_skill(request, slug)
         try:
-            version = services.skill_rollback(
+            version = versions.skill_rollback(
                 skill=skill, number=number, actor=actor_of(request)
             )
-        except services.PlaybookError as exc:
+        except versions.PlaybookError as exc:
             raise_for(exc)
         return Response(
             SkillVersionOutputSerializer(version).data, status=status.HTTP_201_CREATED
@@ -516,12 +525,12 @@ class PolicyApi(APIView):
         serializer = PolicySerializer(data=request.data)
         serializer.is_valid(raise_exception=True)
         try:
-            policy = services.policy_update(
+            policy = policies.policy_update(
                 namespace=request.auth.namespace,
                 actor=actor_of(request),
                 **serializer.validated_data,
             )
-        except services.PlaybookError as exc:
+        except versions.PlaybookError as exc:
             raise_for(exc)
         return Response(PolicySerializer(policy).data)
 

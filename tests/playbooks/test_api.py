@@ -233,7 +233,7 @@ def test_candidate_preview_and_revert(agent_client, reviewer_client, other_clien
 
 def test_recall_with_user_id_returns_memories(agent_client):
     """?user_id= adds the user's memories to the answer and the context."""
-    from playbooks.services import memory_create
+    from playbooks.memories import memory_create
 
     pb = make_playbook(agent_client.namespace, "airline")
     make_strategy(pb, "Check the baggage allowance.")

@@ -13,12 +13,8 @@ from playbooks.apply import (
     patch_apply,
 )
 from playbooks.models import Memory, PlaybookVersion, Strategy
-from playbooks.services import (
-    skill_create,
-    skill_update,
-    text_diff,
-    text_hash,
-)
+from playbooks.skills import skill_create, skill_update
+from playbooks.versions import text_diff, text_hash
 from review.models import AuditEvent
 from review.services import Actor, AlreadyDecided, candidate_approve, candidate_deny
 from tests.factories import (

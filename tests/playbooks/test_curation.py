@@ -7,8 +7,8 @@ import pytest
 from django.utils import timezone
 
 from playbooks import curation
+from playbooks.memories import memory_create
 from playbooks.models import Memory, PlaybookVersion, Strategy
-from playbooks.services import memory_create
 from playbooks.tasks import memories_consolidate, playbooks_curate
 from review.models import AuditEvent
 from tests.factories import NamespaceFactory, make_playbook, make_strategy

@@ -170,7 +170,7 @@ def test_misspelled_short_task_finds_strategies_by_trigram(playbook):
 def test_user_memories_join_the_context_within_a_quarter_of_the_budget(playbook):
     """With user_id, the user's memories and facts about entities the task names are
     added (most important first) inside a quarter of the budget; other users' are not."""
-    from playbooks.services import memory_create
+    from playbooks.memories import memory_create
 
     ns = playbook.namespace
     memory_create(

@@ -4,19 +4,20 @@ a diff, written with an audit event."""
 import pytest
 
 from playbooks.models import HygienePolicy, PlaybookVersion, Strategy
+from playbooks.policy import policy_update
 from playbooks.services import (
-    PlaybookError,
-    content_diff,
     playbook_create_checked,
-    playbook_rollback,
     playbook_update,
-    policy_update,
-    skill_create,
-    skill_rollback,
-    skill_update,
     strategy_edit,
     strategy_move,
     strategy_retire,
+)
+from playbooks.skills import skill_create, skill_update
+from playbooks.versions import (
+    PlaybookError,
+    content_diff,
+    playbook_rollback,
+    skill_rollback,
 )
 from review.models import AuditEvent
 from tests.factories import NamespaceFactory, make_playbook, make_strategy

@@ -17,6 +17,7 @@ from django.urls import URLPattern, URLResolver, get_resolver
 
 from learning.models import Membership, Namespace, Webhook
 from learning.services.tokens import token_create
+from playbooks import memories, skills
 from playbooks import services as playbook_services
 from tests.conftest import TokenClient
 from tests.factories import CandidateFactory, StepFactory, TrajectoryFactory
@@ -194,13 +195,13 @@ def _world(namespace: Namespace, mark: str) -> dict:
         playbook=playbook,
         content=f"Always confirm the cabin {mark}",
     )
-    skill = playbook_services.skill_create(
+    skill = skills.skill_create(
         namespace=namespace,
         slug="refund",
         text=f"1. Look up the order {mark}\n",
         actor="setup",
     )
-    playbook_services.memory_create(
+    memories.memory_create(
         namespace=namespace,
         kind="durable_fact",
         content=f"Basic economy cannot be changed {mark}",

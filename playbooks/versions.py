@@ -1,0 +1,286 @@
+"""Versions of playbooks and skills: snapshots, diffs, the one commit of a new immutable
+version (with its audit row), row locks and rollback. Every change — apply, hand edit,
+merge, curation, revert, rollback — ends in `playbook_version_commit` or
+`skill_version_commit`."""
+
+import difflib
+import hashlib
+import uuid
+from typing import Any
+
+from django.db import transaction
+from django.db.models import Max
+
+from playbooks.models import (
+    ChangeKind,
+    Playbook,
+    PlaybookVersion,
+    Skill,
+    SkillVersion,
+    Strategy,
+)
+from review.trail import audit_event_record
+
+# The fields of a strategy a version snapshot holds (besides id and key).
+SNAPSHOT_FIELDS = (
+    "type",
+    "description",
+    "context",
+    "evidence",
+    "confidence",
+    "helpful_count",
+    "harmful_count",
+    "position",
+)
+
+
+class PlaybookError(ValueError):
+    """Bad input for a playbook/skill change; `field` names what was wrong."""
+
+    def __init__(self, message: str, *, field: str = "detail", code: str = "invalid"):
+        super().__init__(message)
+        self.field = field
+        self.code = code
+
+
+def strategy_snapshot(strategy: Strategy) -> dict[str, Any]:
+    item = {"id": strategy.pk, "key": str(strategy.key)}
+    for field in SNAPSHOT_FIELDS:
+        item[field] = getattr(strategy, field)
+    item["evidence"] = list(item["evidence"] or [])
+    item["source_candidate"] = strategy.source_candidate_id
+    return item
+
+
+def playbook_snapshot(*, playbook: Playbook) -> list[dict[str, Any]]:
+    """The active strategies in order, as a version's content."""
+    return [
+        strategy_snapshot(s)
+        for s in Strategy.objects.filter(playbook=playbook, active=True).order_by(
+            "position", "id"
+        )
+    ]
+
+
+def diff_brief(item: dict) -> dict:
+    return {
+        "id": item.get("id"),
+        "key": item.get("key"),
+        "type": item.get("type"),
+        "description": item.get("description"),
+    }
+
+
+def content_diff(old: list[dict], new: list[dict]) -> dict[str, list]:
+    """added / removed / changed between two snapshots, matched by strategy key."""
+    old_by = {i["key"]: i for i in old}
+    new_by = {i["key"]: i for i in new}
+    added = [diff_brief(i) for k, i in new_by.items() if k not in old_by]
+    removed = [diff_brief(i) for k, i in old_by.items() if k not in new_by]
+    changed = []
+    for key, item in new_by.items():
+        before = old_by.get(key)
+        if before is None:
+            continue
+        fields = {
+            f: {"from": before.get(f), "to": item.get(f)}
+            for f in SNAPSHOT_FIELDS
+            if before.get(f) != item.get(f)
+        }
+        if fields:
+            changed.append({**diff_brief(item), "fields": fields})
+    return {"added": added, "removed": removed, "changed": changed}
+
+
+def diff_is_empty(diff: dict) -> bool:
+    return not any(diff.get(k) for k in ("added", "removed", "changed"))
+
+
+def text_hash(text: str) -> str:
+    return hashlib.sha256((text or "").encode()).hexdigest()
+
+
+def text_diff(old: str, new: str, *, name: str = "skill") -> str:
+    return "".join(
+        difflib.unified_diff(
+            _lines(old), _lines(new), fromfile=f"a/{name}", tofile=f"b/{name}"
+        )
+    )
+
+
+def _lines(text: str) -> list[str]:
+    lines = (text or "").splitlines(keepends=True)
+    if lines and not lines[-1].endswith("\n"):
+        lines[-1] += "\n"
+    return lines
+
+
+def playbook_version_commit(
+    *,
+    playbook: Playbook,
+    change_kind: str,
+    actor: str,
+    note: str = "",
+    candidate=None,
+    rolled_back_to: int | None = None,
+    allow_empty: bool = False,
+    reverts: PlaybookVersion | None = None,
+) -> PlaybookVersion:
+    """Snapshot the live strategies as the next version, with its diff and audit row.
+    Callers hold the playbook row lock (playbook_lock) and run inside a transaction."""
+    previous = PlaybookVersion.objects.filter(
+        playbook=playbook, number=playbook.current_version
+    ).first()
+    content = playbook_snapshot(playbook=playbook)
+    diff = content_diff(previous.content if previous else [], content)
+    if diff_is_empty(diff) and not allow_empty:
+        raise PlaybookError("Nothing changed.", code="no_change")
+    number = (
+        PlaybookVersion.objects.filter(playbook=playbook).aggregate(n=Max("number"))[
+            "n"
+        ]
+        or 0
+    ) + 1
+    version = PlaybookVersion.objects.create(
+        playbook=playbook,
+        number=number,
+        content=content,
+        diff=diff,
+        change_kind=change_kind,
+        note=note,
+        created_by=actor,
+        candidate=candidate,
+        rolled_back_to=rolled_back_to,
+        reverts=reverts,
+    )
+    playbook.current_version = number
+    playbook.save(update_fields=["current_version", "updated_at"])
+    audit_event_record(
+        namespace=playbook.namespace,
+        actor=actor,
+        action=f"playbook_{change_kind}",
+        target_type="playbook",
+        target_id=playbook.slug,
+        candidate=candidate,
+        note=note,
+        data={
+            "version": number,
+            "added": len(diff["added"]),
+            "removed": len(diff["removed"]),
+            "changed": len(diff["changed"]),
+        },
+    )
+    return version
+
+
+def playbook_lock(*, playbook: Playbook) -> Playbook:
+    """Re-read the playbook FOR UPDATE: version numbers are handed out one at a time."""
+    return (
+        Playbook.objects.select_for_update()
+        .select_related("namespace")
+        .get(pk=playbook.pk)
+    )
+
+
+def playbook_restore_content(*, playbook: Playbook, content: list[dict]) -> None:
+    """Make the live strategies equal `content` (rows matched by key; the rest retired)."""
+    wanted = {item["key"]: item for item in content}
+    rows = {str(s.key): s for s in Strategy.objects.filter(playbook=playbook)}
+    for key, strategy in rows.items():
+        if key not in wanted and strategy.active:
+            strategy.active = False
+            strategy.save(update_fields=["active", "updated_at"])
+    for key, item in wanted.items():
+        strategy = rows.get(key) or Strategy(playbook=playbook, key=uuid.UUID(key))
+        for field in SNAPSHOT_FIELDS:
+            setattr(strategy, field, item.get(field))
+        strategy.evidence = list(item.get("evidence") or [])
+        strategy.active = True
+        if strategy.pk is None:
+            strategy.source_candidate_id = item.get("source_candidate")
+        strategy.save()
+
+
+@transaction.atomic
+def playbook_rollback(
+    *, playbook: Playbook, number: int, actor: str, note: str = ""
+) -> PlaybookVersion:
+    """A new version whose content equals version `number`'s."""
+    playbook = playbook_lock(playbook=playbook)
+    target = PlaybookVersion.objects.filter(playbook=playbook, number=number).first()
+    if target is None:
+        raise PlaybookError(f"No version {number}.", field="version", code="not_found")
+    playbook_restore_content(playbook=playbook, content=target.content)
+    return playbook_version_commit(
+        playbook=playbook,
+        change_kind=ChangeKind.ROLLBACK,
+        actor=actor,
+        note=note or f"rolled back to version {number}",
+        rolled_back_to=number,
+        allow_empty=True,
+    )
+
+
+def skill_lock(*, skill: Skill) -> Skill:
+    return (
+        Skill.objects.select_for_update().select_related("namespace").get(pk=skill.pk)
+    )
+
+
+def skill_version_commit(
+    *,
+    skill: Skill,
+    text: str,
+    change_kind: str,
+    actor: str,
+    note: str = "",
+    candidate=None,
+    allow_empty: bool = False,
+) -> SkillVersion:
+    """The next version of a locked skill with its unified diff and audit row."""
+    if text == skill.text and not allow_empty:
+        raise PlaybookError("Nothing changed.", field="text", code="no_change")
+    number = (
+        SkillVersion.objects.filter(skill=skill).aggregate(n=Max("number"))["n"] or 0
+    ) + 1
+    version = SkillVersion.objects.create(
+        skill=skill,
+        number=number,
+        text=text,
+        diff=text_diff(skill.text, text, name=skill.slug),
+        change_kind=change_kind,
+        note=note,
+        created_by=actor,
+        candidate=candidate,
+    )
+    before = text_hash(skill.text)
+    skill.text = text
+    skill.current_version = number
+    skill.save(update_fields=["text", "current_version", "updated_at"])
+    audit_event_record(
+        namespace=skill.namespace,
+        actor=actor,
+        action=f"skill_{change_kind}",
+        target_type="skill",
+        target_id=skill.slug,
+        candidate=candidate,
+        note=note,
+        data={"version": number, "from_hash": before, "to_hash": text_hash(text)},
+    )
+    return version
+
+
+@transaction.atomic
+def skill_rollback(*, skill: Skill, number: int, actor: str) -> SkillVersion:
+    skill = skill_lock(skill=skill)
+    target = SkillVersion.objects.filter(skill=skill, number=number).first()
+    if target is None:
+        raise PlaybookError(f"No version {number}.", field="version", code="not_found")
+    return skill_version_commit(
+        skill=skill,
+        text=target.text,
+        change_kind=ChangeKind.ROLLBACK,
+        actor=actor,
+        note=f"rolled back to version {number}",
+        allow_empty=True,
+    )
