@@ -196,7 +196,9 @@ def _skill_new_text(candidate: LearningCandidate, skill: Skill) -> str:
     return candidate.content
 
 
-def _plan(candidate: LearningCandidate) -> Plan:
+def _plan(candidate: LearningCandidate, replaces: int | None = None) -> Plan:
+    """What applying would do; `replaces` (a strategy id) overrides the candidate's own
+    replacement target, for previews of "approve as a replacement"."""
     kind = candidate.kind
     if kind in MEMORY_KINDS:
         return Plan(target="memory", op="memory")
@@ -221,13 +223,12 @@ def _plan(candidate: LearningCandidate) -> Plan:
         playbook=playbook,
         strategy_type=STRATEGY_KINDS[kind],
     )
-    if candidate.replaces_strategy_id:
-        old = Strategy.objects.filter(
-            pk=candidate.replaces_strategy_id, playbook=playbook, active=True
-        ).first()
+    replaces = replaces or candidate.replaces_strategy_id
+    if replaces:
+        old = Strategy.objects.filter(pk=replaces, playbook=playbook, active=True).first()
         if old is None:
             raise ApplyFailed(
-                f"Strategy {candidate.replaces_strategy_id} to replace is not an active "
+                f"Strategy {replaces} to replace is not an active "
                 f"strategy of '{playbook.slug}'."
             )
         plan.op, plan.strategy = "replace", old
@@ -267,12 +268,14 @@ def _reinforced(strategy: Strategy, candidate: LearningCandidate) -> dict[str, A
 # --- preview ------------------------------------------------------------------------
 
 
-def candidate_apply_preview(*, candidate: LearningCandidate) -> dict[str, Any]:
+def candidate_apply_preview(
+    *, candidate: LearningCandidate, replaces: int | None = None
+) -> dict[str, Any]:
     """What applying would change, without writing: {"target", "name", "from_version",
     "to_version", "diff"} (diff: added/removed/changed, or unified text for skills).
     When it could not apply, "error" says why."""
     try:
-        plan = _plan(candidate)
+        plan = _plan(candidate, replaces)
     except ApplyFailed as exc:
         target = (
             "skill"

@@ -1,21 +1,23 @@
 from django.urls import path
 
-from review import views
+from review.views import browse, candidate, queue
 
 app_name = "review"
 
 urlpatterns = [
-    path("", views.queue, name="queue"),
-    path("queue/", views.queue, name="queue-page"),
-    path("candidates/bulk/", views.candidates_bulk, name="bulk"),
-    path("candidates/<int:pk>/", views.candidate_detail, name="candidate"),
-    path("candidates/<int:pk>/approve/", views.candidate_approve, name="approve"),
-    path("candidates/<int:pk>/deny/", views.candidate_deny, name="deny"),
-    path("candidates/<int:pk>/conflict/", views.candidate_conflict, name="conflict"),
-    path("candidates/<int:pk>/edit/", views.candidate_edit, name="edit"),
-    path("candidates/<int:pk>/release/", views.candidate_release, name="release"),
-    path("runs/", views.runs, name="runs"),
-    path("runs/<uuid:pk>/", views.run_detail, name="run"),
-    path("activity/", views.activity, name="activity"),
-    path("dashboard/", views.dashboard, name="dashboard"),
+    path("", queue.queue, name="queue"),
+    path("queue/", queue.queue, name="queue-page"),
+    path("candidates/bulk/", queue.candidates_bulk, name="bulk"),
+    path("candidates/<int:pk>/", candidate.candidate_detail, name="candidate"),
+    path("candidates/<int:pk>/approve/", candidate.candidate_approve, name="approve"),
+    path("candidates/<int:pk>/deny/", candidate.candidate_deny, name="deny"),
+    path(
+        "candidates/<int:pk>/conflict/", candidate.candidate_conflict, name="conflict"
+    ),
+    path("candidates/<int:pk>/edit/", candidate.candidate_edit, name="edit"),
+    path("candidates/<int:pk>/release/", candidate.candidate_release, name="release"),
+    path("runs/", browse.runs, name="runs"),
+    path("runs/<uuid:pk>/", browse.run_detail, name="run"),
+    path("activity/", browse.activity, name="activity"),
+    path("dashboard/", browse.dashboard, name="dashboard"),
 ]

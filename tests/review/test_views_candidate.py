@@ -281,7 +281,7 @@ def test_apply_preview_is_rendered_when_available(rclient, acme, monkeypatch):
     monkeypatch.setattr(
         apply,
         "candidate_apply_preview",
-        lambda *, candidate: {
+        lambda *, candidate, replaces=None: {
             "target": "playbook",
             "name": "airline",
             "from_version": 3,
@@ -307,7 +307,7 @@ def test_skill_patch_preview_renders_a_unified_diff(rclient, acme, monkeypatch):
     monkeypatch.setattr(
         apply,
         "candidate_apply_preview",
-        lambda *, candidate: {
+        lambda *, candidate, replaces=None: {
             "target": "skill",
             "name": "refunds",
             "from_version": 1,

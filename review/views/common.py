@@ -1,0 +1,43 @@
+"""What every console view needs: the reviewer as an actor, a candidate the user may
+review, a safe "next" URL, whether the request wants a fragment."""
+
+from django.http import Http404
+from django.utils.http import url_has_allowed_host_and_scheme
+
+from learning.models import LearningCandidate
+from learning.permissions import console_action_required, user_allows
+from review import selectors, services
+
+reviewer_required = console_action_required("candidates.review")
+CONFLICT_STATUS = {
+    services.AlreadyDecided: 409,
+    services.NeedsOverride: 403,
+    services.NoteRequired: 400,
+}
+
+
+def actor_of(request, candidate) -> services.Actor:
+    return services.Actor(
+        label=request.user.get_username(),
+        is_admin=user_allows(request.user, candidate.namespace, "candidates.override"),
+    )
+
+
+def candidate_get(request, pk: int) -> LearningCandidate:
+    try:
+        return selectors.candidate_for_review(user=request.user, candidate_id=pk)
+    except LearningCandidate.DoesNotExist:
+        raise Http404("No such candidate in your namespaces.")
+
+
+def safe_next(request, default: str) -> str:
+    target = request.POST.get("next") or request.GET.get("next") or ""
+    if target and url_has_allowed_host_and_scheme(
+        target, allowed_hosts={request.get_host()}, require_https=request.is_secure()
+    ):
+        return target
+    return default
+
+
+def is_partial(request) -> bool:
+    return bool(request.htmx) and not request.htmx.history_restore_request
