@@ -225,7 +225,9 @@ def _plan(candidate: LearningCandidate, replaces: int | None = None) -> Plan:
     )
     replaces = replaces or candidate.replaces_strategy_id
     if replaces:
-        old = Strategy.objects.filter(pk=replaces, playbook=playbook, active=True).first()
+        old = Strategy.objects.filter(
+            pk=replaces, playbook=playbook, active=True
+        ).first()
         if old is None:
             raise ApplyFailed(
                 f"Strategy {replaces} to replace is not an active "

@@ -46,44 +46,59 @@ def _sign(strategy: Strategy) -> int:
     return -1 if strategy.type == "harmful" else 1
 
 
-def _duplicate_groups(strategies: list[Strategy]) -> list[list[Strategy]]:
-    """Union-find over pairs that share a stemmed word (an inverted index keeps it far
-    from all-pairs on big playbooks) and are the same lesson by the one rule the
-    duplicate audit uses (`learning.text.similarity.is_near_duplicate`)."""
-    parent = {s.pk: s.pk for s in strategies}
+class _UnionFind:
+    def __init__(self, ids):
+        self.parent = {pk: pk for pk in ids}
 
-    def find(x):
-        while parent[x] != x:
-            parent[x] = parent[parent[x]]
-            x = parent[x]
+    def find(self, x):
+        while self.parent[x] != x:
+            self.parent[x] = self.parent[self.parent[x]]
+            x = self.parent[x]
         return x
 
-    by_id = {s.pk: s for s in strategies}
+    def join(self, a, b) -> None:
+        self.parent[self.find(b)] = self.find(a)
+
+
+def _pairs_to_compare(strategies: list[Strategy]):
+    """Pairs of strategies of one type that share a stemmed word (an inverted index
+    keeps it far from all-pairs on big playbooks); words shared by more than 200 say
+    little, rarer ones pair them up."""
     index: dict[tuple[str, str], list[int]] = defaultdict(list)
     for s in strategies:
         for token in content_stems(s.description):
             index[(s.type, token)].append(s.pk)
-    checked = set()
+    seen = set()
     for ids in index.values():
-        if len(ids) > 200:  # a very common word says little; rarer ones pair them up
+        if len(ids) > 200:
             continue
         for i, a in enumerate(ids):
             for b in ids[i + 1 :]:
-                if (a, b) in checked or find(a) == find(b):
-                    continue
-                checked.add((a, b))
-                first, second = by_id[a], by_id[b]
-                if is_near_duplicate(
-                    first.description,
-                    second.description,
-                    a_sign=_sign(first),
-                    b_sign=_sign(second),
-                ):
-                    parent[find(b)] = find(a)
-    groups: dict[int, list[Strategy]] = defaultdict(list)
+                if (a, b) not in seen:
+                    seen.add((a, b))
+                    yield a, b
+
+
+def _duplicate_groups(strategies: list[Strategy]) -> list[list[Strategy]]:
+    """Groups of strategies that are the same lesson by the one rule the duplicate
+    audit uses (`learning.text.similarity.is_near_duplicate`)."""
+    by_id = {s.pk: s for s in strategies}
+    groups = _UnionFind(by_id)
+    for a, b in _pairs_to_compare(strategies):
+        if groups.find(a) == groups.find(b):
+            continue
+        first, second = by_id[a], by_id[b]
+        if is_near_duplicate(
+            first.description,
+            second.description,
+            a_sign=_sign(first),
+            b_sign=_sign(second),
+        ):
+            groups.join(a, b)
+    members: dict[int, list[Strategy]] = defaultdict(list)
     for s in strategies:
-        groups[find(s.pk)].append(s)
-    return [g for g in groups.values() if len(g) > 1]
+        members[groups.find(s.pk)].append(s)
+    return [g for g in members.values() if len(g) > 1]
 
 
 def playbook_curate(

@@ -68,6 +68,36 @@ def _moment(value: str, field: str, *, end_of_day: bool) -> datetime:
     return parsed
 
 
+MAX_EXPORT_LIMIT = 1_000_000
+
+
+def _score_param(params: dict, name: str, errors: dict) -> float | None:
+    raw = params.get(name)
+    if raw in (None, ""):
+        return None
+    try:
+        number = float(raw)
+    except (TypeError, ValueError):
+        errors[name] = f"'{raw}' is not a number"
+        return None
+    if not 0.0 <= number <= 1.0:
+        errors[name] = "must be between 0 and 1"
+    return number
+
+
+def _limit_param(raw: Any, errors: dict) -> int | None:
+    if raw in (None, ""):
+        return None
+    try:
+        limit = int(raw)
+    except (TypeError, ValueError, OverflowError):
+        errors["limit"] = f"'{raw}' is not an integer"
+        return None
+    if not 1 <= limit <= MAX_EXPORT_LIMIT:
+        errors["limit"] = f"must be an integer from 1 to {MAX_EXPORT_LIMIT}"
+    return limit
+
+
 def export_filters_parse(*, params: dict[str, Any], format: str) -> ExportFilters:
     """Validate filter values (query string or command options) for one format."""
     if format not in EXPORT_FORMATS:
@@ -75,26 +105,13 @@ def export_filters_parse(*, params: dict[str, Any], format: str) -> ExportFilter
             {"format": f"'{format}' is not one of {', '.join(EXPORT_FORMATS)}"}
         )
     errors: dict[str, str] = {}
-    values: dict[str, Any] = {}
-
-    def score(name: str) -> float | None:
-        raw = params.get(name)
-        if raw in (None, ""):
-            return None
-        try:
-            number = float(raw)
-        except (TypeError, ValueError):
-            errors[name] = f"'{raw}' is not a number"
-            return None
-        if not 0.0 <= number <= 1.0:
-            errors[name] = "must be between 0 and 1"
-        return number
-
-    values["min_score"] = score("min_score")
+    values: dict[str, Any] = {
+        "min_score": _score_param(params, "min_score", errors),
+        "max_score": _score_param(params, "max_score", errors),
+        "task_type": str(params.get("task_type") or ""),
+    }
     if values["min_score"] is None and "min_score" not in errors:
         values["min_score"] = DEFAULT_MIN_SCORE[format]
-    values["max_score"] = score("max_score")
-    values["task_type"] = str(params.get("task_type") or "")
     for name, end in (("since", False), ("until", True)):
         raw = params.get(name)
         if isinstance(raw, (datetime, date)):
@@ -104,14 +121,9 @@ def export_filters_parse(*, params: dict[str, Any], format: str) -> ExportFilter
                 values[name] = _moment(str(raw), name, end_of_day=end)
             except ExportFilterError as exc:
                 errors.update(exc.errors)
-    raw_limit = params.get("limit")
-    if raw_limit not in (None, ""):
-        try:
-            values["limit"] = int(raw_limit)
-            if values["limit"] < 1:
-                errors["limit"] = "must be a positive integer"
-        except (TypeError, ValueError):
-            errors["limit"] = f"'{raw_limit}' is not an integer"
+    limit = _limit_param(params.get("limit"), errors)
+    if limit is not None:
+        values["limit"] = limit
     if errors:
         raise ExportFilterError(errors)
     return ExportFilters(**values)
@@ -305,9 +317,9 @@ def _episode_records(*, namespace: Namespace, filters: ExportFilters) -> Iterato
         }
 
 
-def _preference_records(
-    *, namespace: Namespace, filters: ExportFilters
-) -> Iterator[dict]:
+def _preference_pairs(*, namespace: Namespace, filters: ExportFilters) -> list[tuple]:
+    """Per task (type and description), the best success paired with the worst
+    failure, the next best with the next worst, … while the chosen scores higher."""
     base = _finished_runs(namespace=namespace, filters=filters).filter(
         score__isnull=False
     )
@@ -325,21 +337,24 @@ def _preference_records(
     groups: dict[tuple[str, str], tuple[list, list]] = {}
     for run_id, task_type, task, status, score in rows.iterator(chunk_size=2000):
         chosen, rejected = groups.setdefault((task_type, task.strip()), ([], []))
-        if status == RunStatus.SUCCESS and (
-            filters.min_score is None or score >= filters.min_score
-        ):
-            chosen.append((score, run_id))
-        elif status != RunStatus.SUCCESS:
-            rejected.append((score, run_id))
+        # The query already kept only good-enough successes and bad-enough failures.
+        (chosen if status == RunStatus.SUCCESS else rejected).append((score, run_id))
     pairs: list[tuple[Any, Any]] = []
     for chosen, rejected in groups.values():
         chosen.sort(key=lambda item: -item[0])
         rejected.sort(key=lambda item: item[0])
-        for (c_score, c_id), (r_score, r_id) in zip(chosen, rejected):
-            if c_score > r_score:
-                pairs.append((c_id, r_id))
-    if filters.limit:
-        pairs = pairs[: filters.limit]
+        pairs += [
+            (c_id, r_id)
+            for (c_score, c_id), (r_score, r_id) in zip(chosen, rejected)
+            if c_score > r_score
+        ]
+    return pairs[: filters.limit] if filters.limit else pairs
+
+
+def _preference_records(
+    *, namespace: Namespace, filters: ExportFilters
+) -> Iterator[dict]:
+    pairs = _preference_pairs(namespace=namespace, filters=filters)
     for start in range(0, len(pairs), CHUNK):
         chunk = pairs[start : start + CHUNK]
         ids = {i for pair in chunk for i in pair}
@@ -351,10 +366,8 @@ def _preference_records(
         }
         for c_id, r_id in chunk:
             chosen_run, rejected_run = runs[c_id], runs[r_id]
-            chosen_msgs, rejected_msgs = (
-                run_messages(chosen_run),
-                run_messages(rejected_run),
-            )
+            chosen_msgs = run_messages(chosen_run)
+            rejected_msgs = run_messages(rejected_run)
             yield {
                 "prompt": chosen_msgs[:2],
                 "chosen": chosen_msgs[2:],

@@ -374,12 +374,12 @@ def reflection_fields(result: ReflectionResult) -> dict:
     strategies, harmful patterns, and every other lesson as an observation."""
     lessons = result.lessons
     return dict(
-        helpful_strategies=[l.as_item() for l in lessons if l.kind in HELPFUL_KINDS],
-        harmful_patterns=[l.as_item() for l in lessons if l.kind == "strategy_harmful"],
+        helpful_strategies=[x.as_item() for x in lessons if x.kind in HELPFUL_KINDS],
+        harmful_patterns=[x.as_item() for x in lessons if x.kind == "strategy_harmful"],
         observations=[
-            l.as_item()
-            for l in lessons
-            if l.kind not in HELPFUL_KINDS and l.kind != "strategy_harmful"
+            x.as_item()
+            for x in lessons
+            if x.kind not in HELPFUL_KINDS and x.kind != "strategy_harmful"
         ],
         reflector=result.reflector,
         fallback=result.fallback,
