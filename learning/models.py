@@ -276,6 +276,10 @@ class CandidateKind(models.TextChoices):
     PATCH_SKILL = "patch_skill"
 
 
+# The kinds that become memories (per user or namespace) rather than playbook entries.
+MEMORY_KINDS = frozenset({CandidateKind.PREFERENCE, CandidateKind.DURABLE_FACT})
+
+
 class CandidateStatus(models.TextChoices):
     PENDING = "pending"
     APPROVED = "approved"

@@ -27,7 +27,12 @@ from typing import Any
 
 from django.db import transaction
 
-from learning.models import CandidateKind, CandidateStatus, LearningCandidate
+from learning.models import (
+    MEMORY_KINDS,
+    CandidateKind,
+    CandidateStatus,
+    LearningCandidate,
+)
 from playbooks import memories, services, versions
 from playbooks.models import (
     ChangeKind,
@@ -50,7 +55,6 @@ STRATEGY_KINDS = {
     CandidateKind.STRATEGY_HARMFUL: "harmful",
     CandidateKind.PROCEDURE: "helpful",
 }
-MEMORY_KINDS = {CandidateKind.PREFERENCE, CandidateKind.DURABLE_FACT}
 
 
 # --- unified diffs ------------------------------------------------------------------

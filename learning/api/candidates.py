@@ -10,7 +10,7 @@ from learning.api.auth import allows
 from learning.api.errors import Conflict
 from learning.api.pagination import Pagination
 from learning.candidate_filters import CandidateFilter
-from learning.models import CandidateKind, LearningCandidate
+from learning.models import MEMORY_KINDS, CandidateKind, LearningCandidate
 from learning.services import candidates as candidate_services
 
 
@@ -84,7 +84,7 @@ class CandidateOutputSerializer(serializers.ModelSerializer):
         return CandidateEvidenceSerializer(self._evidence(candidate), many=True).data
 
     def get_target(self, candidate) -> dict:
-        if candidate.kind in (CandidateKind.PREFERENCE, CandidateKind.DURABLE_FACT):
+        if candidate.kind in MEMORY_KINDS:
             return {
                 "type": "memory",
                 "scope": candidate.memory_scope or "namespace",

@@ -9,7 +9,6 @@ from dataclasses import dataclass, field
 from django.db import transaction
 
 AUDITS = ("conflict", "hygiene", "duplicate")
-MEMORY_KINDS = {"preference", "durable_fact"}
 
 
 class _Rollback(Exception):
@@ -32,7 +31,7 @@ class CaseResult:
 
 
 def _build_case(index: int, case: dict):
-    from learning.models import LearningCandidate, Namespace
+    from learning.models import MEMORY_KINDS, LearningCandidate, Namespace
     from playbooks.models import HygienePolicy, Memory, Playbook, Skill, Strategy
 
     namespace = Namespace.objects.create(slug=f"audit-eval-{index}", name=case["id"])

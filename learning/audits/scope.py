@@ -12,13 +12,17 @@ from django.db import connection
 from django.db.models import BooleanField, Q
 from django.db.models.expressions import RawSQL
 
-from learning.models import CandidateKind, CandidateStatus, LearningCandidate
+from learning.models import (
+    MEMORY_KINDS,
+    CandidateKind,
+    CandidateStatus,
+    LearningCandidate,
+)
 from learning.text.analysis import index_words, query_terms, stem
 from learning.text.similarity import trigram_similarity
 
 # At most this many rows of each source reach the Python checks.
 MAX_ROWS = 60
-MEMORY_KINDS = {CandidateKind.PREFERENCE, CandidateKind.DURABLE_FACT}
 # Exactly the expressions of the full-text indexes, so the planner can use them.
 STRATEGY_TSV = (
     "to_tsvector('english', playbooks_strategy.description || ' ' || "

@@ -11,7 +11,9 @@ from django.conf import settings
 from django.db import connection, transaction
 from django.db.models import Prefetch, QuerySet
 
+from learning.lessons import evidence_confidence
 from learning.models import (
+    MEMORY_KINDS,
     CandidateEvidence,
     CandidateKind,
     CandidateStatus,
@@ -22,7 +24,6 @@ from learning.models import (
 )
 from learning.webhooks import candidate_event_emit
 
-MEMORY_KINDS = {CandidateKind.PREFERENCE, CandidateKind.DURABLE_FACT}
 _WORD = re.compile(r"[a-z0-9_]+")
 _NUMBER = re.compile(r"\b\d+(\.\d+)?\b")
 
@@ -136,9 +137,13 @@ def candidate_create(
         )
         if added:
             existing.evidence_count = existing.evidence.count()
-            # More independent runs showing it: a little more confidence, never past 0.95.
-            existing.confidence = round(
-                min(0.95, max(existing.confidence, float(confidence)) + 0.02 * added), 3
+            # More independent runs showing it: more confidence, by the one rule.
+            existing.confidence = max(
+                existing.confidence,
+                float(confidence),
+                evidence_confidence(
+                    base=float(confidence), runs=existing.evidence_count
+                ),
             )
             existing.below_floor = existing.confidence < confidence_floor(kind)
             existing.save(
