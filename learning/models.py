@@ -280,6 +280,52 @@ class CandidateKind(models.TextChoices):
 MEMORY_KINDS = frozenset({CandidateKind.PREFERENCE, CandidateKind.DURABLE_FACT})
 
 
+class Polarity(models.TextChoices):
+    """Whether a lesson says to do something or to avoid it (learning.lessons)."""
+
+    DO = "do"
+    AVOID = "avoid"
+
+
+class Provenance(models.TextChoices):
+    """Where a lesson came from; never its polarity."""
+
+    SUCCESS = "success"
+    FAILURE = "failure"
+    CONTRAST = "contrast"
+    FEEDBACK = "feedback"
+    BATCH = "batch"
+    REVIEWER = "reviewer"
+    AGENT = "agent"
+
+
+# The kinds that are directives in the lesson shape (polarity, when, directive, why).
+SHAPED_KINDS = frozenset(
+    {
+        CandidateKind.STRATEGY_HELPFUL,
+        CandidateKind.STRATEGY_HARMFUL,
+        CandidateKind.PROCEDURE,
+    }
+)
+
+
+class LessonShapeFields(models.Model):
+    """The lesson shape, stored structured (learning.lessons): `content`/`description`
+    is rendered from it. `shape_classified` says the polarity and situation were read
+    from free text (a proposal, a hand edit, a migrated row) rather than stated, so the
+    console shows them for a reviewer to correct."""
+
+    polarity = models.CharField(max_length=8, choices=Polarity.choices, blank=True)
+    when = models.TextField(blank=True, db_column="lesson_when")
+    directive = models.TextField(blank=True)
+    why = models.TextField(blank=True)
+    provenance = models.CharField(max_length=16, choices=Provenance.choices, blank=True)
+    shape_classified = models.BooleanField(default=False)
+
+    class Meta:
+        abstract = True
+
+
 class CandidateStatus(models.TextChoices):
     PENDING = "pending"
     APPROVED = "approved"
@@ -307,7 +353,7 @@ class Severity(models.TextChoices):
     BLOCK = "block"
 
 
-class LearningCandidate(models.Model):
+class LearningCandidate(LessonShapeFields):
     namespace = models.ForeignKey(
         Namespace, on_delete=models.CASCADE, related_name="candidates"
     )

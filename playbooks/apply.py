@@ -259,6 +259,19 @@ def _context_for(candidate: LearningCandidate) -> str:
     return "; ".join(parts)
 
 
+def _shape_of(candidate: LearningCandidate) -> dict[str, str]:
+    """The candidate's lesson shape, as the strategy will hold it (a candidate from
+    before the shape is read from its text)."""
+    if not candidate.directive:
+        return {}
+    return {
+        "polarity": candidate.polarity,
+        "when": candidate.when,
+        "directive": candidate.directive,
+        "why": candidate.why,
+    }
+
+
 def _reinforced(strategy: Strategy, candidate: LearningCandidate) -> dict[str, Any]:
     evidence = list(strategy.evidence or [])
     for run_id in _evidence_ids(candidate):
@@ -403,6 +416,8 @@ def _apply_to_playbook(plan: Plan, candidate: LearningCandidate, actor: str) -> 
                 helpful_count=max(candidate.evidence_count, 1),
                 source_candidate=candidate,
                 position=position,
+                provenance=candidate.provenance,
+                **_shape_of(candidate),
             )
         except versions.PlaybookError as exc:
             raise ApplyFailed(str(exc))

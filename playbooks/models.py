@@ -4,6 +4,8 @@ import uuid
 
 from django.db import models
 
+from learning.models import LessonShapeFields
+
 
 class Scope(models.TextChoices):
     AGENT = "agent"
@@ -54,7 +56,7 @@ class StrategyType(models.TextChoices):
     HARMFUL = "harmful"
 
 
-class Strategy(models.Model):
+class Strategy(LessonShapeFields):
     """The live state of one playbook entry; versions hold immutable snapshots."""
 
     playbook = models.ForeignKey(

@@ -1,26 +1,29 @@
-"""Recall: the playbook's most useful strategies for a task, inside a token budget.
+"""Recall: the playbook's lessons about a task, inside a token budget.
 
-Candidates are found by relevance to the task text: on PostgreSQL with full-text search
-over a stored `to_tsvector('english', description || ' ' || context)` column and its
-GIN index (migration 0003; terms OR-ed, ranked with ts_rank) and, when a short task
-finds (almost) no full-text match, the trigram index on `description` (word
-similarity, catches misspellings); elsewhere (SQLite) by a Python term-overlap
-fallback. Each is scored
+Candidates are found by the task's words: on PostgreSQL with full-text search over a
+stored `to_tsvector('english', description || ' ' || context)` column and its GIN index
+(migration 0003; terms OR-ed), plus the trigram index on `description` when a short task
+finds (almost) nothing (near-spellings); elsewhere (SQLite) by term overlap in Python.
+Then each is judged by situation (`_about_the_task`): relevance is the share of the
+lesson's situation (`when`) the task shows and the share of its subject (the tools,
+fields and objects its directive names) the task names; a lesson below MIN_RELEVANCE
+is about another situation and is left out — it never fills the context — except at
+most GENERAL_MAX lessons that hold in any situation (no `when`). The kept ones score
 
     score = 0.55 * relevance + 0.20 * confidence + 0.15 * usefulness + 0.10 * recency
 
-relevance: the full-text rank normalised to the best match (trigram near-spellings at
-most 0.6), 0 for strategies that do not match the task at all (these only fill a
-budget that matched ones leave free); usefulness: (helpful + 1) / (helpful + harmful
-+ 2); recency: exp(-days since the strategy last changed / 90).
+usefulness: (helpful + 1) / (helpful + harmful + 2); recency: exp(-days since the
+strategy last changed / 90).
 
-Tokens are estimated as ceil(characters / 4) (the usual rule of thumb for English text
-with Claude and GPT tokenizers); the context text, header included, never exceeds
-`budget_tokens` by that estimate. Harmful patterns are phrased as things to avoid.
+Every line is rendered from the lesson's structure (`learning.lessons.lesson_render`):
+"Check … before calling X." for a `do`, "Do not …" / "Avoid …" for an `avoid` — the
+meaning the reviewer approved. Tokens are estimated as ceil(characters / 4); the
+context text, header included, never exceeds `budget_tokens` by that estimate.
 """
 
 import json
 import math
+from collections import Counter
 import re
 from dataclasses import dataclass
 from datetime import datetime
@@ -28,8 +31,9 @@ from datetime import datetime
 from django.db import connection, transaction
 from django.utils import timezone
 
-from learning.text.analysis import STOPWORDS, stem
-from playbooks.models import Playbook, RecallLog, Strategy, StrategyType
+from learning.lessons import lesson_render
+from learning.text.analysis import STOPWORDS, index_words, stem
+from playbooks.models import Playbook, RecallLog, Strategy
 
 MAX_CANDIDATES = 100  # relevant strategies scored per recall
 FILL_CANDIDATES = 20  # best general strategies considered when few match
@@ -63,7 +67,11 @@ class Scored:
     helpful_count: int
     harmful_count: int
     updated_at: datetime | float  # a datetime, or epoch seconds from raw SQL
+    polarity: str = ""
+    when: str = ""
+    directive: str = ""
     relevance: float = 0.0
+    near_spelling: float = 0.0  # trigram word similarity, for misspelled tasks
     score: float = 0.0
 
 
@@ -77,13 +85,18 @@ _FIELDS = (
     "helpful_count",
     "harmful_count",
     "updated_at",
+    "polarity",
+    "when",
+    "directive",
 )
+_N = len(_FIELDS)
 
 
 # updated_at as epoch seconds: parsing ~120 timestamps per recall cost milliseconds
 _COLUMNS = (
     "s.id, s.key, s.type, s.description, s.context, s.confidence, "
-    "s.helpful_count, s.harmful_count, extract(epoch FROM s.updated_at)::float8"
+    "s.helpful_count, s.harmful_count, extract(epoch FROM s.updated_at)::float8, "
+    "s.polarity, s.lesson_when, s.directive"
 )
 
 
@@ -121,7 +134,7 @@ def _postgres_candidates(
     with connection.cursor() as cursor:
         cursor.execute(sql, params)
         rows = [
-            (row[:9], float(row[9]), "fts" if row[10] else "fill")
+            (row[:_N], float(row[_N]), "fts" if row[_N + 1] else "fill")
             for row in cursor.fetchall()
         ]
         fts_count = sum(kind == "fts" for _, _, kind in rows)
@@ -134,7 +147,7 @@ def _postgres_candidates(
                     ORDER BY sim DESC LIMIT %(fill)s""",
                 {"task": task, "playbook": playbook.pk, "fill": FILL_CANDIDATES},
             )
-            rows += [(row[:9], float(row[9]), "trgm") for row in cursor.fetchall()]
+            rows += [(row[:_N], float(row[_N]), "trgm") for row in cursor.fetchall()]
     best = max((rank for _, rank, kind in rows if kind == "fts"), default=0) or 1.0
     priority = {"fts": 0, "trgm": 1, "fill": 2}
     out, seen = [], set()
@@ -146,7 +159,7 @@ def _postgres_candidates(
         if kind == "fts":
             item.relevance = min(1.0, rank / best)
         elif kind == "trgm":  # near-spellings rank below real matches
-            item.relevance = 0.6 * rank
+            item.near_spelling = 0.6 * rank
         out.append(item)
     return out
 
@@ -182,6 +195,59 @@ def _fill_candidates(playbook: Playbook, exclude: set[int]) -> list[Scored]:
     return [Scored(*row) for row in rows]
 
 
+# Words every situation shares ("the user asks …"): they tell nothing about which.
+_GENERIC = frozenset(
+    stem(w)
+    for w in "user users customer agent ask asks asked want wants need needs request "
+    "requests task tool tools call calls called use using run runs step".split()
+)
+MIN_RELEVANCE = 0.34  # below this a lesson is not about the task
+SHORT_TASK = 8  # words: a task this short is judged by how much of it a lesson covers
+GENERAL_MAX = 3  # lessons for any situation (no `when`) that may still fill the context
+
+
+def _stems(text: str) -> frozenset[str]:
+    """Content stems as text search sees them (identifiers split at underscores)."""
+    return (
+        frozenset(
+            stem(w) for w in index_words(text) if w not in STOPWORDS and len(w) > 2
+        )
+        - _GENERIC
+    )
+
+
+def _weighted_share(part: frozenset, whole: frozenset, weight) -> float:
+    total = sum(weight(w) for w in whole)
+    return sum(weight(w) for w in part & whole) / total if total else 0.0
+
+
+def _relevance(item: Scored, task: frozenset[str], weight) -> float:
+    """How much the lesson is about this task: the share of its situation (`when`)
+    the task shows, and the share of its subject (tools, fields, objects) the task
+    names — each word weighted by how rare it is among the lessons compared, so the
+    words every lesson of a playbook uses ("reservation") decide nothing. A lesson
+    without a situation is judged on its subject alone; a short task (a few words)
+    also by how much of it the lesson covers."""
+    subject = _stems(item.directive or item.description)
+    coverage = _weighted_share(task, subject, weight)
+    if len(task) <= SHORT_TASK:
+        coverage = max(coverage, _weighted_share(subject, task, weight))
+    situation = _stems(item.when) if item.when else frozenset()
+    if not situation:
+        return coverage
+    shown = _weighted_share(task, situation, weight)
+    return max(0.6 * shown + 0.4 * coverage, 0.5 * coverage)
+
+
+def _rarity(found: list[Scored]):
+    """Inverse document frequency of each word over the lessons compared."""
+    counts: Counter = Counter()
+    for item in found:
+        counts.update(_stems(f"{item.when} {item.directive or item.description}"))
+    n = len(found)
+    return lambda word: math.log((n + 1) / (counts.get(word, 0) + 0.5))
+
+
 def _score(item: Scored, now: datetime) -> float:
     usefulness = (item.helpful_count + 1) / (
         item.helpful_count + item.harmful_count + 2
@@ -201,16 +267,33 @@ def _score(item: Scored, now: datetime) -> float:
     )
 
 
-_AVOID_PREFIXES = ("avoid", "never", "don't", "do not", "stop")
+def strategy_line(item) -> str:
+    """One context line, rendered from the lesson's structure (`learning.lessons`):
+    the meaning the reviewer approved, never re-read from its first word."""
+    if item.directive:
+        text = lesson_render(
+            polarity=item.polarity, when=item.when, directive=item.directive
+        )
+    else:  # a row without the shape: its text as written
+        text = " ".join(item.description.split())
+    return f"- {text}"
 
 
-def strategy_line(type: str, description: str) -> str:
-    text = " ".join(description.split())
-    if type == StrategyType.HARMFUL:
-        if text.lower().startswith(_AVOID_PREFIXES):  # already says what not to do
-            return f"- {text}"
-        return f"- Avoid: {text[:1].lower()}{text[1:]}"
-    return f"- Do: {text}"
+def _about_the_task(found: list[Scored], *, task: str) -> list[Scored]:
+    """The lessons about this task: those whose situation and subject the task shows
+    (relevance at least MIN_RELEVANCE), plus at most GENERAL_MAX lessons that hold in
+    any situation. A lesson about another situation never fills the context."""
+    words = _stems(task)
+    weight = _rarity(found)
+    kept, general = [], 0
+    for item in found:
+        item.relevance = max(_relevance(item, words, weight), item.near_spelling)
+        if item.relevance >= MIN_RELEVANCE:
+            kept.append(item)
+        elif not item.when and general < GENERAL_MAX and item.relevance > 0:
+            general += 1
+            kept.append(item)
+    return kept
 
 
 def _header(playbook: Playbook, version: int) -> str:
@@ -301,6 +384,7 @@ def playbook_recall(
     else:
         found = _python_candidates(playbook, terms)
         found += _fill_candidates(playbook, {s.id for s in found})
+    found = _about_the_task(found, task=f"{task} {task_type}")
     now = timezone.now()
     for item in found:
         item.score = _score(item, now)
@@ -316,7 +400,7 @@ def playbook_recall(
     items: list[dict] = []
     used = len(header) + len(memory_text)
     for item in found:
-        line = strategy_line(item.type, item.description) + "\n"
+        line = strategy_line(item) + "\n"
         if math.ceil((used + len(line)) / 4) > budget_tokens:
             continue  # a shorter one further down may still fit
         lines.append(line)
@@ -326,6 +410,9 @@ def playbook_recall(
                 "id": item.id,
                 "key": str(item.key),
                 "type": item.type,
+                "polarity": item.polarity,
+                "when": item.when,
+                "directive": item.directive,
                 "description": item.description,
                 "score": item.score,
             }

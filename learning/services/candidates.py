@@ -11,18 +11,25 @@ from django.conf import settings
 from django.db import connection, transaction
 from django.db.models import Prefetch, QuerySet
 
-from learning.lessons import evidence_confidence
+from learning.lessons import evidence_confidence, lesson_render, shape_or_parse
+from learning.limits import MAX_LESSON_PART, MAX_LESSON_TEXT
 from learning.models import (
     MEMORY_KINDS,
+    SHAPED_KINDS,
     CandidateEvidence,
     CandidateKind,
     CandidateStatus,
     LearningCandidate,
     Namespace,
+    Polarity,
+    Provenance,
     Reflection,
     Trajectory,
 )
+from learning.services.audit import candidate_audit_enqueue
 from learning.webhooks import candidate_event_emit
+from playbooks.models import LearningMode, Playbook, Skill
+from playbooks.services import playbook_for_task_type
 
 _WORD = re.compile(r"[a-z0-9_]+")
 _NUMBER = re.compile(r"\b\d+(\.\d+)?\b")
@@ -87,6 +94,11 @@ def candidate_create(
     source: str = "reflection",
     proposed_by: str = "",
     key: str = "",
+    polarity: str = "",
+    when: str = "",
+    directive: str = "",
+    why: str = "",
+    provenance: str = "",
 ) -> tuple[LearningCandidate, bool]:
     """Store a candidate, or add evidence to the pending one with the same fingerprint.
 
@@ -94,15 +106,28 @@ def candidate_create(
     kept with ``below_floor=True`` (hidden from the default queue). Strategy and
     procedure candidates without a playbook get the task type's playbook. A run already
     counted as evidence is not counted twice, so reflecting a run again adds nothing.
-    """
-    from learning.services.audit import candidate_audit_enqueue
-    from playbooks.services import playbook_for_task_type
 
+    Strategy-like kinds are stored in the lesson shape (`learning.lessons`): given as
+    polarity/when/directive/why, or read from `content` (then `shape_classified`), and
+    their content is the rendering of that shape — exactly what recall will hand out.
+    """
     content = (content or "").strip()
     if kind not in CandidateKind.values:
         raise CandidateInvalid(
             "kind", f"unknown kind {kind!r}; use one of {CandidateKind.values}"
         )
+    if not content and not (directive or "").strip():
+        raise CandidateInvalid("content", "content must not be empty.")
+    shape = _lesson_shape(
+        kind=kind,
+        content=content,
+        polarity=polarity,
+        when=when,
+        directive=directive,
+        why=why,
+        provenance=provenance or _PROVENANCE_BY_SOURCE.get(source, ""),
+    )
+    content = shape.pop("content", content)
     if not content:
         raise CandidateInvalid("content", "content must not be empty.")
     if not 0.0 <= float(confidence) <= 1.0:
@@ -177,6 +202,7 @@ def candidate_create(
         fingerprint=fingerprint,
         below_floor=float(confidence) < confidence_floor(kind),
         evidence_count=0,
+        **shape,
     )
     _evidence_add(candidate=candidate, evidence=evidence, reflection=reflection)
     candidate.evidence_count = candidate.evidence.count()
@@ -184,6 +210,55 @@ def candidate_create(
     candidate_audit_enqueue(candidate=candidate)
     candidate_event_emit(candidate=candidate, event="candidate.created")  # webhooks
     return candidate, True
+
+
+_PROVENANCE_BY_SOURCE = {"agent": Provenance.AGENT, "batch": Provenance.BATCH}
+
+
+def _lesson_shape(*, kind, content, polarity, when, directive, why, provenance) -> dict:
+    """The shape fields to store (and, for strategy-like kinds, the rendered content)."""
+    if polarity and polarity not in Polarity.values:
+        raise CandidateInvalid(
+            "polarity", f"unknown polarity {polarity!r}; use 'do' or 'avoid'."
+        )
+    if provenance and provenance not in Provenance.values:
+        raise CandidateInvalid(
+            "provenance", f"unknown provenance {provenance!r}; use {Provenance.values}"
+        )
+    if kind not in SHAPED_KINDS:
+        return {"provenance": provenance}
+    shape, classified = shape_or_parse(
+        content=content,
+        kind=kind,
+        polarity=polarity,
+        when=when,
+        directive=directive,
+        why=why,
+    )
+    if not shape.directive:
+        raise CandidateInvalid("directive", "a lesson needs a directive (or content).")
+    for name, value, limit in (
+        ("when", shape.when, MAX_LESSON_PART),
+        ("why", shape.why, MAX_LESSON_PART),
+    ):
+        if len(value) > limit:
+            raise CandidateInvalid(name, f"{name} must be at most {limit} characters.")
+    rendered = lesson_render(
+        polarity=shape.polarity, when=shape.when, directive=shape.directive
+    )
+    if len(rendered) > MAX_LESSON_TEXT:
+        raise CandidateInvalid(
+            "content", f"a lesson must be at most {MAX_LESSON_TEXT} characters."
+        )
+    return {
+        "content": rendered,
+        "polarity": shape.polarity,
+        "when": shape.when,
+        "directive": shape.directive,
+        "why": shape.why,
+        "provenance": provenance,
+        "shape_classified": classified,
+    }
 
 
 def _fingerprint_lock(*, namespace_id: int, fingerprint: str) -> None:
@@ -298,9 +373,6 @@ def candidate_propose(
     named one or the task type's; it must exist and not be in `background` mode, where
     a clean candidate could be applied without any reviewer. In `agentic` and `propose`
     mode the proposal is audited and waits for review like every other candidate."""
-    from playbooks.models import LearningMode, Playbook, Skill
-    from playbooks.services import playbook_for_task_type
-
     slug = data.get("playbook") or ""
     if slug:
         playbook = Playbook.objects.filter(namespace=namespace, slug=slug).first()
@@ -352,4 +424,8 @@ def candidate_propose(
         evidence=[EvidenceRef(run_id=r.pk) for r in runs],
         source="agent",
         proposed_by=proposed_by,
+        polarity=data.get("polarity", ""),
+        when=data.get("when", ""),
+        directive=data.get("directive", ""),
+        why=data.get("why", ""),
     )

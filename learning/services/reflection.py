@@ -479,6 +479,11 @@ def lessons_to_candidates(
             source=source,
             key=lesson.key,
             playbook=None if lesson.kind in MEMORY_KINDS else playbook,
+            polarity=lesson.polarity,
+            when=lesson.when,
+            directive=lesson.directive,
+            why=lesson.why,
+            provenance=lesson.provenance,
         )
         created.append(candidate)
     return created

@@ -52,7 +52,7 @@ def test_failed_tau_bench_runs_yield_specific_candidates_with_provenance(
     every failure; >= 80% of them are evidence of a candidate, strategy candidates name
     the tools involved, and evidence points at steps that exist. (Audits are tested on
     their own; they are left out here to keep this test fast.)"""
-    import learning.services.audit as audit
+    import learning.services.candidates as audit
 
     monkeypatch.setattr(audit, "candidate_audit_enqueue", lambda **kw: None)
     with django_capture_on_commit_callbacks(execute=True):

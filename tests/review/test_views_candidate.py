@@ -202,7 +202,7 @@ def test_conflict_is_shown_side_by_side_and_approved_as_replacement(
     )
     html = rclient.get(f"/candidates/{c.pk}/").content.decode()
     assert "Conflict — side by side" in html
-    assert "Never rebook basic economy fares" in html
+    assert "Do not rebook basic economy fares." in html
     assert f"Approve as replacement (retires #{old.pk})" in html
     response = rclient.post(
         f"/candidates/{c.pk}/approve/",
