@@ -409,7 +409,7 @@ def candidate_propose(
     return candidate_create(
         namespace=namespace,
         kind=data["kind"],
-        content=data["content"],
+        content=data.get("content", ""),
         rationale=data.get("rationale", ""),
         confidence=data.get("confidence", 0.5),
         task_type=data.get("task_type") or "",
