@@ -372,10 +372,13 @@ def playbook_recall(
     run_external_id: str = "",
     user_id: str | None = None,
     log: bool = True,
+    extra: list[Scored] | None = None,
+    exclude: frozenset[int] = frozenset(),
 ) -> RecallResult:
     """Rank, fit into the budget, log the recall (RecallLog) and return it. With
     `user_id`, up to a quarter of the budget carries that user's memories (and
-    namespace facts about entities the task names)."""
+    namespace facts about entities the task names). `extra`: lessons not (yet) in the
+    playbook, ranked with the rest (the console's "with this candidate applied")."""
     terms = task_terms(f"{task} {task_type.replace('.', ' ').replace('_', ' ')}")
     version = playbook.current_version
     postgres = connection.vendor == "postgresql"
@@ -384,6 +387,7 @@ def playbook_recall(
     else:
         found = _python_candidates(playbook, terms)
         found += _fill_candidates(playbook, {s.id for s in found})
+    found = [item for item in found if item.id not in exclude] + list(extra or [])
     found = _about_the_task(found, task=f"{task} {task_type}")
     now = timezone.now()
     for item in found:
@@ -500,3 +504,44 @@ def _recall_log(
             """,
             {**values, "now": now, "ids": [i["id"] for i in items]},
         )
+
+
+def recall_preview(
+    *,
+    playbook: Playbook,
+    task: str,
+    task_type: str = "",
+    budget_tokens: int = DEFAULT_BUDGET,
+    candidate=None,
+) -> RecallResult:
+    """The exact context an agent would get for `task` now — and, with `candidate`,
+    as if that candidate were applied (a new lesson beside the others; a replacement
+    takes its old strategy's place). Nothing is logged."""
+    extra = []
+    if candidate is not None and candidate.directive:
+        extra.append(
+            Scored(
+                id=None,
+                key=f"candidate-{candidate.pk}",
+                type="harmful" if candidate.kind == "strategy_harmful" else "helpful",
+                description=candidate.content,
+                context="",
+                confidence=candidate.confidence,
+                helpful_count=max(candidate.evidence_count, 1),
+                harmful_count=0,
+                updated_at=timezone.now(),
+                polarity=candidate.polarity,
+                when=candidate.when,
+                directive=candidate.directive,
+            )
+        )
+    replaced = getattr(candidate, "replaces_strategy_id", None)
+    return playbook_recall(
+        playbook=playbook,
+        task=task,
+        task_type=task_type,
+        budget_tokens=budget_tokens,
+        log=False,
+        extra=extra,
+        exclude=frozenset({replaced}) if replaced else frozenset(),
+    )

@@ -77,7 +77,7 @@ def candidate_create(
     *,
     namespace: Namespace,
     kind: str,
-    content: str,
+    content: str = "",
     rationale: str = "",
     confidence: float = 0.5,
     task_type: str = "",

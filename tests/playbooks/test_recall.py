@@ -269,3 +269,33 @@ def test_user_memories_join_the_context_within_a_quarter_of_the_budget(playbook)
     assert (
         "memories" not in recall.playbook_recall(playbook=playbook, task="x").as_dict()
     )
+
+
+def test_recall_preview_with_a_candidate_applied_logs_nothing(playbook):
+    """The preview is the context an agent would get now, and as if a candidate were
+    applied (its line ranked with the others; a replacement drops the old one);
+    nothing is logged and nothing is written."""
+    from learning.services.candidates import candidate_create
+
+    replaced = Strategy.objects.get(description__startswith="Ask for the reservation")
+    candidate, _ = candidate_create(
+        namespace=playbook.namespace,
+        kind="strategy_helpful",
+        playbook=playbook,
+        polarity="do",
+        when="the user asks to cancel a reservation",
+        directive="read the fare rules with `get_reservation_details` first",
+    )
+    candidate.replaces_strategy_id = replaced.pk
+    task = "Please cancel my reservation and tell me about the fare rules"
+    now = recall.recall_preview(playbook=playbook, task=task)
+    after = recall.recall_preview(playbook=playbook, task=task, candidate=candidate)
+    assert "fare rules with `get_reservation_details` first" not in now.context
+    assert (
+        "- When the user asks to cancel a reservation, read the fare rules with "
+        "`get_reservation_details` first." in after.context
+    )
+    assert replaced.pk in [i["id"] for i in now.items]
+    assert replaced.pk not in [i["id"] for i in after.items]
+    assert not RecallLog.objects.exists()
+    assert playbook.strategies.filter(active=True).count() == 4
