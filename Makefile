@@ -6,7 +6,7 @@ HOST ?= 127.0.0.1
 PORT ?= 8000
 STAMP := $(VENV)/.installed
 
-.PHONY: install run test test-fast bench e2e clean
+.PHONY: install run test lint bench e2e clean
 
 install: $(STAMP)
 
@@ -21,6 +21,11 @@ run: install
 	$(BIN)/python manage.py load_demo
 	$(BIN)/python manage.py setup_schedules
 	@$(BIN)/python scripts/run.py --host $(HOST) --port $(PORT)
+
+lint: install
+	$(BIN)/ruff format --check .
+	$(BIN)/ruff check .
+	$(BIN)/lint-imports
 
 test: install
 	bash scripts/system_deps.sh
