@@ -95,10 +95,23 @@ DATABASES = {
     )
 }
 if DATABASES["default"]["ENGINE"] == "django.db.backends.sqlite3":
-    # The ORM broker and the web server share the file: wait for locks, don't fail.
+    # The ORM broker, the worker and the web server share the file. WAL lets readers
+    # (the worker loading runs, the console) go on while an agent's post writes;
+    # IMMEDIATE transactions take the write lock up front, so two writers queue
+    # (busy_timeout) instead of failing to upgrade a read lock; synchronous=NORMAL is
+    # safe with WAL and keeps commits cheap.
     DATABASES["default"].setdefault("OPTIONS", {})
     DATABASES["default"]["OPTIONS"].update(
-        {"timeout": 30, "transaction_mode": "IMMEDIATE"}
+        {
+            "timeout": 30,
+            "transaction_mode": "IMMEDIATE",
+            "init_command": (
+                "PRAGMA journal_mode=WAL;"
+                "PRAGMA synchronous=NORMAL;"
+                "PRAGMA busy_timeout=30000;"
+                "PRAGMA cache_size=-20000"
+            ),
+        }
     )
     DATABASES["default"]["CONN_MAX_AGE"] = 0
 DATABASE_IS_POSTGRES = DATABASES["default"]["ENGINE"].endswith("postgresql")
@@ -120,9 +133,12 @@ LOGIN_URL = "login"
 LOGIN_REDIRECT_URL = "review:queue"
 LOGOUT_REDIRECT_URL = "login"
 
-# Bodies above this many bytes are refused with 413 before they are parsed.
+# Bodies above this many bytes are refused with 413 before they are parsed. 16 MiB
+# holds a full batch (learning.limits.MAX_RUNS_PER_BATCH, 1,000 runs) of runs the size
+# of the tau-bench demo's (11.5 KB on average, 38 KB at most): a batch is bounded by
+# both, runs and bytes.
 FLYWHEEL_MAX_BODY_BYTES = int(
-    os.environ.get("FLYWHEEL_MAX_BODY_BYTES", 8 * 1024 * 1024)
+    os.environ.get("FLYWHEEL_MAX_BODY_BYTES", 16 * 1024 * 1024)
 )
 DATA_UPLOAD_MAX_MEMORY_SIZE = FLYWHEEL_MAX_BODY_BYTES
 

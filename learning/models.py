@@ -7,6 +7,7 @@ import uuid
 from django.conf import settings
 from django.db import models
 from django.db.models import Q
+from django.utils import timezone
 
 
 class Namespace(models.Model):
@@ -189,7 +190,9 @@ class Step(models.Model):
     tokens = models.IntegerField(null=True, blank=True)
     started_at = models.DateTimeField(null=True, blank=True)
     ended_at = models.DateTimeField(null=True, blank=True)
-    created_at = models.DateTimeField(auto_now_add=True)
+    # Set by the writer (one timestamp for a run's steps), so the answer to a post
+    # can say what was stored without reading it back.
+    created_at = models.DateTimeField(default=timezone.now)
 
     class Meta:
         ordering = ["trajectory", "index"]

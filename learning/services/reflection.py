@@ -125,15 +125,16 @@ def reflection_tasks_send(*, run_ids: list[str]) -> None:
 def runs_reflection_decide(*, runs: list[Trajectory]) -> None:
     """Record the decision on each finished run and queue the pending ones (on commit)."""
     pending, groups = [], {}
+    now = timezone.now()
     for run in runs:
         status, reason = reflection_decide(run=run)
         if status == ReflectionStatus.UNDECIDED:
             continue
         run.reflection_status, run.reflection_reason = status, reason[:200]
+        run.updated_at = now  # the caller may answer with this very object
         groups.setdefault((status, reason[:200]), []).append(run.pk)
         if status == ReflectionStatus.PENDING:
             pending.append(run.pk)
-    now = timezone.now()
     for (status, reason), ids in groups.items():  # one UPDATE per distinct decision
         Trajectory.objects.filter(pk__in=ids).update(
             reflection_status=status,

@@ -52,6 +52,9 @@ RUN_FIELDS = (
 class IngestResult:
     run: Trajectory
     created: bool
+    # A created run's steps as stored (index, field values): the API answers a single
+    # post from these instead of reading back what it just wrote.
+    steps: list[dict] | None = None
 
 
 def _redacted_steps(steps: list[dict[str, Any]]) -> tuple[list[dict[str, Any]], int]:
@@ -164,13 +167,15 @@ def _runs_store(namespace, built, unique_runs, first_by_external) -> list[Ingest
     created_ids = set(
         Trajectory.objects.filter(id__in=ids).values_list("id", flat=True)
     )
+    now = timezone.now()
     _steps_insert(
         [
             step
             for run, run_steps in built
             if run.id in created_ids
             for step in run_steps
-        ]
+        ],
+        now=now,
     )
     missing = [
         run.external_id
@@ -184,9 +189,13 @@ def _runs_store(namespace, built, unique_runs, first_by_external) -> list[Ingest
         )
     }
     results: list[IngestResult] = []
-    for run, _steps in built:
+    for run, run_steps in built:
         if run.id in created_ids:
-            results.append(IngestResult(run=run, created=True))
+            steps = [
+                {"index": i, "created_at": now, **values}
+                for _id, i, values in run_steps
+            ]
+            results.append(IngestResult(run=run, created=True, steps=steps))
             continue
         winner = first_by_external.get(run.external_id)
         if winner is not None and winner.id in created_ids:
@@ -215,21 +224,20 @@ STEP_COPY_COLUMNS = (
 )
 
 
-def _steps_insert(rows: list[StepRow]) -> None:
+def _steps_insert(rows: list[StepRow], *, now) -> None:
     """Insert new steps: COPY on PostgreSQL (ingest's hot path: no model instances),
-    bulk_create elsewhere."""
+    bulk_create elsewhere. `now` is their created_at."""
     if not rows:
         return
     if connection.vendor != "postgresql":
         Step.objects.bulk_create(
             [
-                Step(trajectory_id=run_id, index=i, **values)
+                Step(trajectory_id=run_id, index=i, created_at=now, **values)
                 for run_id, i, values in rows
             ],
             batch_size=2000,
         )
         return
-    now = timezone.now()
     sql = f"COPY {Step._meta.db_table} ({', '.join(STEP_COPY_COLUMNS)}) FROM STDIN"
     with connection.cursor() as cursor, cursor.cursor.copy(sql) as copy:
         for run_id, index, v in rows:
