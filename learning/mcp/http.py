@@ -16,19 +16,20 @@ Authentication is the REST API's: the same bearer tokens, looked up by the same 
 from asgiref.sync import async_to_sync
 from django.http import HttpResponse, JsonResponse
 from django.views.decorators.csrf import csrf_exempt
-from mcp.server.streamable_http_manager import StreamableHTTPSessionManager
 from rest_framework import exceptions
 
 from learning.api.auth import BearerTokenAuthentication
-from learning.mcp import tools
-from learning.mcp.server import mcp_server_build
 
 _server = None
 
 
 def _mcp_server():
-    global _server  # built once per process: it only holds the tool definitions
+    """Built once per process (it only holds the tool definitions), on the first /mcp
+    request: importing the SDK takes seconds, which no other page should pay."""
+    global _server
     if _server is None:
+        from learning.mcp.server import mcp_server_build
+
         _server = mcp_server_build()
     return _server
 
@@ -57,10 +58,14 @@ def _scope(request) -> dict:
 async def _serve(scope: dict, body: bytes, token) -> tuple[int, list, bytes]:
     """One request through the SDK's transport: (status, headers, body)."""
     import anyio
+    from mcp.server.streamable_http_manager import StreamableHTTPSessionManager
 
+    from learning.mcp import tools
+
+    server = _mcp_server()
     tools.caller.set(token)
     manager = StreamableHTTPSessionManager(
-        app=_mcp_server()._lowlevel_server,  # the SDK's server behind MCPServer
+        app=server._lowlevel_server,  # the SDK's server behind MCPServer
         json_response=True,
         stateless=True,
     )

@@ -373,3 +373,33 @@ def test_make_install_puts_the_client_in_the_virtualenv(tmp_path):
     path, has_client = json.loads(result.stdout)
     assert has_client
     assert "site-packages" in path, path  # installed, not the checkout's copy
+
+
+def test_recording_runs_has_the_rest_apis_ingest_limit(live_server, settings):
+    """FLYWHEEL_INGEST_RATE counts MCP posts with the same per-token counter as
+    POST /api/v1/runs/: past the limit the tool answers an error saying when to retry,
+    and nothing is stored."""
+    from django.core.cache import caches
+
+    caches["default"].clear()
+    settings.FLYWHEEL_INGEST_RATE = "2/min"
+    _token, raw = _seed()
+
+    async def main():
+        async with _http_client(raw) as http:
+            async with streamable_http_client(
+                f"{live_server.url}/mcp", http_client=http
+            ) as (read, write):
+                async with ClientSession(read, write) as session:
+                    await session.initialize()
+                    return [
+                        await session.call_tool(
+                            "record_run", {"task_description": f"run {i}"}
+                        )
+                        for i in range(3)
+                    ]
+
+    first, second, third = asyncio.run(main())
+    assert not first.is_error and not second.is_error
+    assert third.is_error and "Rate limit" in _texts(third)
+    assert Trajectory.objects.count() == 2

@@ -30,7 +30,8 @@ class Command(BaseCommand):
             f"Flywheel MCP server on stdio: namespace '{token.namespace.slug}', "
             f"token '{token.name}' ({token.role})."
         )
-        connections.close_all()  # the tools run on another thread, with their own
+        # The tools run on another thread with its own connection; this one is done.
+        connections.close_all()
         # The raw key, looked up again on every call: a revoked token stops at once.
         tools.caller.set(raw)
         mcp_server_build(manage_connections=True).run("stdio")
