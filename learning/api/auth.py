@@ -22,23 +22,6 @@ class TokenUser:
         return self.username
 
 
-def token_lookup(raw: str) -> ApiToken | None:
-    """The live (not revoked) token with this key, its namespace loaded, or None; its
-    last use is noted (at most once a minute). The one lookup behind every way in:
-    the REST API, OTLP, the MCP server."""
-    token = (
-        ApiToken.objects.select_related("namespace")
-        .filter(key_hash=ApiToken.hash_key(raw), revoked_at__isnull=True)
-        .first()
-    )
-    if token is None:
-        return None
-    now = timezone.now()
-    if token.last_used_at is None or (now - token.last_used_at).total_seconds() > 60:
-        ApiToken.objects.filter(pk=token.pk).update(last_used_at=now)
-    return token
-
-
 class BearerTokenAuthentication(authentication.BaseAuthentication):
     keyword = "Bearer"
 

@@ -13,7 +13,7 @@ from types import SimpleNamespace
 from mcp.server.mcpserver.exceptions import ToolError
 
 from learning import selectors
-from learning.api.auth import token_lookup
+from learning.access import role_for, token_allows, token_lookup
 from learning.api.candidates import CandidateProposeInputSerializer
 from learning.api.serializers import (
     FeedbackInputSerializer,
@@ -21,7 +21,7 @@ from learning.api.serializers import (
     RunInputSerializer,
     StepsInputSerializer,
 )
-from learning.models import ApiToken, Role, Trajectory
+from learning.models import ApiToken, Trajectory
 from learning.services import candidates as candidate_services
 from learning.services import runs as run_services
 from learning.throttling import IngestRateThrottle
@@ -38,14 +38,15 @@ caller: ContextVar[ApiToken | str | None] = ContextVar(
 )
 
 
-def current_token(*, role: str = Role.AGENT) -> ApiToken:
-    """The caller's token, checked like the REST API checks it (agent is the floor)."""
+def current_token(action: str) -> ApiToken:
+    """The caller's token, if it may take `action` (`learning.access.ACTIONS`, the
+    table the REST API and the console read)."""
     value = caller.get()
     token = token_lookup(value) if isinstance(value, str) else value
     if not isinstance(token, ApiToken):
         raise ToolError("Not authenticated: the Flywheel token is invalid or revoked.")
-    if not token.has_role(role):
-        raise ToolError(f"This tool needs a token with the '{role}' role.")
+    if not token_allows(token, action):
+        raise ToolError(f"This tool needs a token with the '{role_for(action)}' role.")
     return token
 
 
@@ -136,7 +137,7 @@ def recall_lessons(
     run: str,
     user_id: str | None,
 ) -> dict:
-    token = current_token()
+    token = current_token("recall")
     data = validated(
         RecallQuerySerializer,
         given(
@@ -172,7 +173,7 @@ def recall_lessons(
 
 def run_record(*, payload: dict) -> dict:
     """A run, whole (with a status) or started (without): POST /api/v1/runs/."""
-    token = current_token()
+    token = current_token("runs.write")
     data = validated(RunInputSerializer, payload)
     _throttle(token)
     (result,) = run_services.runs_ingest(
@@ -183,7 +184,7 @@ def run_record(*, payload: dict) -> dict:
 
 def run_steps_add(*, run_id: str, steps) -> dict:
     """POST /api/v1/runs/{id}/steps/."""
-    token = current_token()
+    token = current_token("runs.write")
     run = _run(token, run_id)
     data = validated(StepsInputSerializer, {"steps": steps})
     try:
@@ -195,7 +196,7 @@ def run_steps_add(*, run_id: str, steps) -> dict:
 
 def run_finish(*, run_id: str, payload: dict) -> dict:
     """POST /api/v1/runs/{id}/complete/."""
-    token = current_token()
+    token = current_token("runs.write")
     run = _run(token, run_id)
     data = validated(RunCompleteInputSerializer, payload)
     try:
@@ -207,7 +208,7 @@ def run_finish(*, run_id: str, payload: dict) -> dict:
 
 def feedback_record(*, run_id: str, payload: dict) -> dict:
     """POST /api/v1/runs/{id}/feedback/."""
-    token = current_token()
+    token = current_token("feedback.add")
     run = _run(token, run_id)
     data = validated(FeedbackInputSerializer, payload)
     feedback, run = run_services.feedback_add(run=run, data=data)
@@ -221,7 +222,7 @@ def feedback_record(*, run_id: str, payload: dict) -> dict:
 
 def lesson_propose(*, payload: dict) -> dict:
     """POST /api/v1/candidates/: audited, then reviewed like every candidate."""
-    token = current_token()
+    token = current_token("candidates.propose")
     data = validated(CandidateProposeInputSerializer, payload)
     try:
         candidate, created = candidate_services.candidate_propose(

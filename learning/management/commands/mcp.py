@@ -8,7 +8,7 @@ import os
 from django.core.management.base import BaseCommand, CommandError
 from django.db import connections
 
-from learning.api.auth import token_lookup
+from learning.access import token_lookup
 from learning.mcp import tools
 from learning.mcp.server import mcp_server_build
 
