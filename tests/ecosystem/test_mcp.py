@@ -7,6 +7,7 @@ import asyncio
 import json
 import os
 import sys
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import httpx2
@@ -25,6 +26,13 @@ pytestmark = pytest.mark.django_db(transaction=True)
 
 ROOT = Path(__file__).resolve().parents[2]
 SECRET = "sk-ant-api03-" + "x" * 24
+
+
+def run_async(fn, *args):
+    """`asyncio.run(fn(*args))` on a thread of its own: the e2e tests' Playwright keeps
+    an event loop running on the main thread for the whole session."""
+    with ThreadPoolExecutor(max_workers=1) as pool:
+        return pool.submit(lambda: asyncio.run(fn(*args))).result()
 
 
 def _texts(result) -> str:
@@ -193,7 +201,7 @@ def test_the_tools_over_stdio(tmp_path):
                 await session.initialize()
                 return await _session_calls(session)
 
-    _assert_conversation(asyncio.run(main()), token)
+    _assert_conversation(run_async(main), token)
 
 
 def test_a_revoked_token_stops_the_stdio_server_at_the_next_call(tmp_path):
@@ -214,7 +222,7 @@ def test_a_revoked_token_stops_the_stdio_server_at_the_next_call(tmp_path):
                 )
                 return ok, refused
 
-    ok, refused = asyncio.run(main())
+    ok, refused = run_async(main)
     assert not ok.is_error
     assert refused.is_error and "revoked" in _texts(refused)
 
@@ -260,7 +268,7 @@ def test_the_tools_over_streamable_http(live_server):
                     await session.initialize()
                     return await _session_calls(session)
 
-    _assert_conversation(asyncio.run(main()), token)
+    _assert_conversation(run_async(main), token)
 
 
 def test_the_high_level_client_recalls_over_http(live_server):
@@ -279,7 +287,7 @@ def test_the_high_level_client_recalls_over_http(live_server):
                 )
                 return tools, result
 
-    tools, result = asyncio.run(main())
+    tools, result = run_async(main)
     assert len(tools.tools) == 7
     assert "lookup_order" in _texts(result)
 
@@ -309,10 +317,10 @@ def test_http_needs_a_valid_token_and_stays_in_its_namespace(live_server):
             )
 
     for raw in (None, "fw_not-a-token"):
-        response = asyncio.run(post(raw))
+        response = run_async(post, raw)
         assert response.status_code == 401
         assert response.headers["WWW-Authenticate"] == "Bearer"
-    answered = asyncio.run(post(other_raw))
+    answered = run_async(post, other_raw)
     assert answered.status_code == 200
     assert answered.json()["result"]["serverInfo"]["name"] == "flywheel"
 
@@ -328,7 +336,7 @@ def test_http_needs_a_valid_token_and_stays_in_its_namespace(live_server):
                     )
                     return recall
 
-    recall = asyncio.run(other_calls())
+    recall = run_async(other_calls)
     assert recall.is_error and "no playbook 'refunds'" in _texts(recall)
 
 
@@ -343,7 +351,7 @@ def test_http_get_and_delete_answer_405(live_server):
                 for method in ("GET", "DELETE")
             ]
 
-    for response in asyncio.run(calls()):
+    for response in run_async(calls):
         assert response.status_code == 405 and response.headers["Allow"] == "POST"
 
 
@@ -399,7 +407,7 @@ def test_recording_runs_has_the_rest_apis_ingest_limit(live_server, settings):
                         for i in range(3)
                     ]
 
-    first, second, third = asyncio.run(main())
+    first, second, third = run_async(main)
     assert not first.is_error and not second.is_error
     assert third.is_error and "Rate limit" in _texts(third)
     assert Trajectory.objects.count() == 2
