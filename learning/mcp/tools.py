@@ -1,6 +1,7 @@
 """What each MCP tool does, as plain synchronous functions: thin callers of the services
-the REST API calls, with the REST API's serializers for validation (so the limits and
-messages are the same) and the same token, namespace and role rules.
+the REST API calls, with the same validation (`learning.services.payloads` for runs,
+steps, outcomes and feedback; the API's serializers for recall queries and proposals),
+so the limits and messages are the same, and the same token, namespace and role rules.
 
 Bad input raises `ToolError` whose message names the field, as a 4xx body would
 (`steps.0.type: This field is required.`); the MCP layer turns it into an error result
@@ -15,14 +16,9 @@ from mcp.server.mcpserver.exceptions import ToolError
 from learning import selectors
 from learning.access import role_for, token_allows, token_lookup
 from learning.api.candidates import CandidateProposeInputSerializer
-from learning.api.serializers import (
-    FeedbackInputSerializer,
-    RunCompleteInputSerializer,
-    RunInputSerializer,
-    StepsInputSerializer,
-)
 from learning.models import ApiToken, Trajectory
 from learning.services import candidates as candidate_services
+from learning.services import payloads
 from learning.services import runs as run_services
 from learning.throttling import IngestRateThrottle
 from playbooks import recall
@@ -81,6 +77,16 @@ def validated(serializer_class, data: dict, *, rename: dict | None = None) -> di
             "Invalid input: " + errors_text(serializer.errors, rename=rename)
         )
     return serializer.validated_data
+
+
+def cleaned(clean, data, *, path: tuple = ()):
+    """`data` through one of `learning.services.payloads`' cleaners."""
+    try:
+        return clean(data)
+    except payloads.PayloadInvalid as exc:
+        raise ToolError(
+            "Invalid input: " + errors_text(exc.errors, path=path)
+        ) from None
 
 
 def given(**values) -> dict:
@@ -174,11 +180,14 @@ def recall_lessons(
 def run_record(*, payload: dict) -> dict:
     """A run, whole (with a status) or started (without): POST /api/v1/runs/."""
     token = current_token("runs.write")
-    data = validated(RunInputSerializer, payload)
+    data = cleaned(payloads.run_clean, payload)
     _throttle(token)
-    (result,) = run_services.runs_ingest(
-        namespace=token.namespace, agent=token.name, runs=[data]
-    )
+    try:
+        (result,) = run_services.runs_ingest(
+            namespace=token.namespace, agent=token.name, runs=[data]
+        )
+    except run_services.IngestBusy:
+        raise ToolError("Busy: other posts hold these runs; retry in 1 s.") from None
     return run_summary(result.run, created=result.created)
 
 
@@ -186,9 +195,13 @@ def run_steps_add(*, run_id: str, steps) -> dict:
     """POST /api/v1/runs/{id}/steps/."""
     token = current_token("runs.write")
     run = _run(token, run_id)
-    data = validated(StepsInputSerializer, {"steps": steps})
+    steps = cleaned(
+        lambda data: payloads.steps_clean(data, allow_empty=False),
+        steps,
+        path=("steps",),
+    )
     try:
-        added = run_services.run_steps_append(run=run, steps=data["steps"])
+        added = run_services.run_steps_append(run=run, steps=steps)
     except run_services.RunNotRunning as exc:
         raise ToolError(f"run_id: {exc}") from None
     return dict(run_summary(run), added=len(added))
@@ -198,7 +211,7 @@ def run_finish(*, run_id: str, payload: dict) -> dict:
     """POST /api/v1/runs/{id}/complete/."""
     token = current_token("runs.write")
     run = _run(token, run_id)
-    data = validated(RunCompleteInputSerializer, payload)
+    data = cleaned(payloads.outcome_clean, payload)
     try:
         run = run_services.run_complete(run=run, data=data)
     except run_services.RunNotRunning as exc:
@@ -210,7 +223,7 @@ def feedback_record(*, run_id: str, payload: dict) -> dict:
     """POST /api/v1/runs/{id}/feedback/."""
     token = current_token("feedback.add")
     run = _run(token, run_id)
-    data = validated(FeedbackInputSerializer, payload)
+    data = cleaned(payloads.feedback_clean, payload)
     feedback, run = run_services.feedback_add(run=run, data=data)
     return {
         "feedback_id": feedback.pk,
