@@ -269,8 +269,25 @@ def mcp_server_build(*, manage_connections: bool = False) -> MCPServer:
             ),
         ],
         content: Annotated[
-            Text, Field(description="The lesson, as the agent should read it.")
-        ],
+            Text | None,
+            Field(
+                description="The lesson as free text (its polarity and situation are "
+                "read from it); or give it in the lesson shape below."
+            ),
+        ] = None,
+        polarity: Annotated[
+            Text | None,
+            Field(description="do | avoid: follow the directive, or not."),
+        ] = None,
+        when: Annotated[
+            Text | None,
+            Field(description='The situation, in general terms ("the user asks …").'),
+        ] = None,
+        directive: Annotated[
+            Text | None,
+            Field(description="What to do (or avoid), without a negation of its own."),
+        ] = None,
+        why: Annotated[Text | None, Field(description="The reason.")] = None,
         rationale: Text | None = None,
         confidence: Annotated[Number | None, Field(description="0 to 1.")] = None,
         playbook: Annotated[
@@ -289,6 +306,10 @@ def mcp_server_build(*, manage_connections: bool = False) -> MCPServer:
         payload = tools.given(
             kind=kind,
             content=content,
+            polarity=polarity,
+            when=when,
+            directive=directive,
+            why=why,
             rationale=rationale,
             confidence=confidence,
             playbook=playbook,

@@ -250,6 +250,7 @@ def lesson_propose(*, payload: dict) -> dict:
         "kind": candidate.kind,
         "status": candidate.status,
         "content": candidate.content,
+        "polarity": candidate.polarity,
         "playbook": candidate.playbook.slug if candidate.playbook_id else None,
         "created": created,
     }

@@ -130,6 +130,17 @@ async def _session_calls(session) -> dict:
             "confidence": 0.7,
         },
     )
+    out["propose_shaped"] = await session.call_tool(
+        "propose_lesson",
+        {
+            "kind": "strategy_helpful",
+            "polarity": "avoid",
+            "when": "a refund is requested",
+            "directive": "refunding before the order's payment method is known",
+            "why": "the card was wrong",
+            "playbook": "refunds",
+        },
+    )
     out["propose_bad"] = await session.call_tool(
         "propose_lesson", {"kind": "wisdom", "content": "x", "playbook": "nowhere"}
     )
@@ -179,6 +190,14 @@ def _assert_conversation(out: dict, token) -> None:
     candidate = LearningCandidate.objects.get(pk=proposal["id"])
     assert candidate.source == "agent" and candidate.status == "pending"
     assert candidate.proposed_by == "token:mcp-agent"
+    shaped = LearningCandidate.objects.get(
+        pk=out["propose_shaped"].structured_content["id"]
+    )
+    assert shaped.polarity == "avoid"
+    assert shaped.content == (
+        "When a refund is requested, avoid refunding before the order's payment "
+        "method is known."
+    )
     assert out["propose_bad"].is_error and "kind" in _texts(out["propose_bad"])
 
 
