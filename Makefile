@@ -10,10 +10,13 @@ STAMP := $(VENV)/.installed
 
 install: $(STAMP)
 
-$(STAMP): pyproject.toml
+# The project, and the Python client (client/, stdlib only) that the README's client
+# examples import: installed as a package, reinstalled when its code changes.
+$(STAMP): pyproject.toml client/pyproject.toml $(wildcard client/flywheel_client/*.py)
 	test -x $(BIN)/python || $(PY) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
 	$(BIN)/python -m pip install --quiet -e ".[dev]"
+	$(BIN)/python -m pip install --quiet ./client
 	touch $(STAMP)
 
 run: install

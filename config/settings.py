@@ -194,6 +194,28 @@ ANTHROPIC_TIMEOUT = env_float("ANTHROPIC_TIMEOUT", 60.0)
 ANTHROPIC_MAX_RETRIES = int(os.environ.get("ANTHROPIC_MAX_RETRIES", 2))
 # Batch reflection waits this long for a Message Batch, then falls back to offline.
 ANTHROPIC_BATCH_WAIT = env_float("ANTHROPIC_BATCH_WAIT", 90.0)
+# Which reflector: offline | claude | openai. Empty: claude when ANTHROPIC_API_KEY is
+# set, else offline.
+FLYWHEEL_REFLECTOR = os.environ.get("FLYWHEEL_REFLECTOR", "").strip().lower()
+if FLYWHEEL_REFLECTOR not in ("", "offline", "claude", "openai"):
+    from django.core.exceptions import ImproperlyConfigured
+
+    raise ImproperlyConfigured(
+        "FLYWHEEL_REFLECTOR must be offline, claude or openai, "
+        f"not {FLYWHEEL_REFLECTOR!r}."
+    )
+# Any OpenAI-compatible Chat Completions server (FLYWHEEL_REFLECTOR=openai): the base
+# URL up to /v1, the key (may be empty for a local server) and the model name.
+OPENAI_BASE_URL = os.environ.get("OPENAI_BASE_URL", "") or None
+OPENAI_API_KEY = os.environ.get("OPENAI_API_KEY", "")
+OPENAI_MODEL = os.environ.get("OPENAI_MODEL", "")
+OPENAI_TIMEOUT = env_float("OPENAI_TIMEOUT", 120.0)
+OPENAI_MAX_RETRIES = int(os.environ.get("OPENAI_MAX_RETRIES", 2))
+# Batch reflection reflects run by run for at most this long.
+OPENAI_BATCH_WAIT = env_float("OPENAI_BATCH_WAIT", 90.0)
+# USD per million tokens, for the cost stored on reflections (0: not counted).
+OPENAI_PRICE_INPUT = env_float("OPENAI_PRICE_INPUT", 0.0)
+OPENAI_PRICE_OUTPUT = env_float("OPENAI_PRICE_OUTPUT", 0.0)
 # A run's reflection is tried this many times before it is marked `failed`.
 FLYWHEEL_REFLECTION_MAX_ATTEMPTS = int(
     os.environ.get("FLYWHEEL_REFLECTION_MAX_ATTEMPTS", 3)
@@ -260,7 +282,12 @@ LOGGING = {
     "disable_existing_loggers": False,
     "handlers": {"console": {"class": "logging.StreamHandler"}},
     "root": {"handlers": ["console"], "level": os.environ.get("LOG_LEVEL", "INFO")},
-    "loggers": {"django.db.backends": {"level": "INFO"}},
+    "loggers": {
+        "django.db.backends": {"level": "INFO"},
+        # The MCP SDK's transport logs three lines per stateless /mcp request.
+        "mcp.server.streamable_http_manager": {"level": "WARNING"},
+        "mcp.server.streamable_http": {"level": "WARNING"},
+    },
 }
 
 if not DEBUG and env_bool("DJANGO_SECURE", False):

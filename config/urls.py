@@ -4,6 +4,7 @@ from django.urls import include, path
 from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerView
 
 from learning.api.views import healthz
+from learning.mcp.http import mcp_endpoint
 
 api_v1 = [
     path("", include("learning.api.urls")),
@@ -16,6 +17,8 @@ api_v1 = [
 
 urlpatterns = [
     path("healthz", healthz, name="healthz"),
+    path("mcp", mcp_endpoint, name="mcp"),  # MCP over streamable HTTP
+    path("mcp/", mcp_endpoint),
     path("api/v1/", include(api_v1)),
     path("admin/", admin.site.urls),
     path("login/", auth_views.LoginView.as_view(), name="login"),

@@ -124,6 +124,29 @@ class Lesson:
         }
 
 
+STRATEGY_TAGS = ("helpful", "harmful", "neutral")
+
+
+@dataclass
+class StrategyTag:
+    """A reflector's verdict on one playbook strategy the run recalled: did it help
+    the run, harm it, or not matter (`key` is the strategy's key)."""
+
+    key: str
+    tag: str  # helpful | harmful | neutral
+    reason: str = ""
+    text: str = ""
+
+    def as_item(self) -> dict:
+        return {
+            "kind": "strategy_tag",
+            "key": self.key,
+            "tag": self.tag,
+            "description": f"Recalled lesson tagged {self.tag}: {self.text}"[:500],
+            "evidence": self.reason,
+        }
+
+
 @dataclass
 class ReflectionResult:
     lessons: list[Lesson]
@@ -135,6 +158,9 @@ class ReflectionResult:
     fallback: bool = False
     fallback_reason: str = ""
     summary: str = ""
+    # Verdicts on the strategies the run recalled; they feed the strategies'
+    # helpful/harmful counters (playbooks.counters.strategy_counters_add).
+    strategy_tags: list[StrategyTag] = field(default_factory=list)
 
 
 class Reflector(Protocol):

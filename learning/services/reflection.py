@@ -28,6 +28,7 @@ from learning.reflectors import (
     reflector_get,
 )
 from learning.services.candidates import MEMORY_KINDS, EvidenceRef, candidate_create
+from playbooks.counters import strategy_counters_add, strategy_tags_of
 
 logger = logging.getLogger(__name__)
 
@@ -381,7 +382,13 @@ def reflection_fields(result: ReflectionResult) -> dict:
             x.as_item()
             for x in lessons
             if x.kind not in HELPFUL_KINDS and x.kind != "strategy_harmful"
-        ],
+        ]
+        + [tag.as_item() for tag in result.strategy_tags]
+        + (
+            [{"kind": "diagnosis", "description": result.summary}]
+            if result.summary
+            else []
+        ),
         reflector=result.reflector,
         fallback=result.fallback,
         fallback_reason=result.fallback_reason,
@@ -401,12 +408,20 @@ def reflection_store(*, run: Trajectory, result: ReflectionResult) -> Reflection
         **reflection_fields(result),
     )
     reflection = run.reflections.filter(is_batch=False).order_by("created_at").first()
+    previous_tags = strategy_tags_of(reflection.observations if reflection else [])
     if reflection is None:
         reflection = Reflection.objects.create(trajectory=run, **values)
     else:
         for key, value in values.items():
             setattr(reflection, key, value)
         reflection.save()
+    # The model's verdicts on the strategies the run recalled feed their counters
+    # (a re-reflection replaces this run's earlier verdicts).
+    strategy_counters_add(
+        namespace_id=run.namespace_id,
+        tags=result.strategy_tags,
+        replacing=previous_tags,
+    )
     lessons_to_candidates(
         namespace=run.namespace,
         lessons=result.lessons,
