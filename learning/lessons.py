@@ -219,6 +219,66 @@ def shape_or_parse(
     ), polarity not in POLARITIES
 
 
+class LessonInvalid(ValueError):
+    """A lesson that cannot be stored; `field` names the offending part."""
+
+    def __init__(self, field: str, message: str):
+        super().__init__(message)
+        self.field = field
+        self.message = message
+
+
+def lesson_fields(
+    *,
+    kind: str,
+    content: str = "",
+    polarity: str = "",
+    when: str = "",
+    directive: str = "",
+    why: str = "",
+) -> dict:
+    """The fields a strategy-like lesson is stored with — polarity, when, directive,
+    why, `shape_classified` and `content`, its rendering — from the shape as stated or
+    as read from `content`. The one place a lesson's stored text is made: candidates
+    (created or edited) and playbook strategies (added or edited) all come here."""
+    from learning.limits import MAX_LESSON_PART, MAX_LESSON_TEXT
+
+    if polarity and polarity not in POLARITIES:
+        raise LessonInvalid(
+            "polarity", f"unknown polarity {polarity!r}; use 'do' or 'avoid'."
+        )
+    shape, classified = shape_or_parse(
+        content=content,
+        kind=kind,
+        polarity=polarity,
+        when=when,
+        directive=directive,
+        why=why,
+    )
+    if not shape.directive:
+        raise LessonInvalid("directive", "a lesson needs a directive (or content).")
+    for name, value in (("when", shape.when), ("why", shape.why)):
+        if len(value) > MAX_LESSON_PART:
+            raise LessonInvalid(
+                name, f"{name} must be at most {MAX_LESSON_PART} characters."
+            )
+    rendered = lesson_render(
+        polarity=shape.polarity, when=shape.when, directive=shape.directive
+    )
+    if len(rendered) > MAX_LESSON_TEXT:
+        raise LessonInvalid(
+            "content", f"a lesson must be at most {MAX_LESSON_TEXT} characters."
+        )
+    return {
+        "content": rendered,
+        "polarity": shape.polarity,
+        "when": shape.when,
+        "directive": shape.directive,
+        "why": shape.why,
+        "shape_classified": classified,
+    }
+
+
 # --- words bound to one run ----------------------------------------------------------
 
 _ID_LIKE = re.compile(

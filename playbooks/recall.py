@@ -23,8 +23,8 @@ context text, header included, never exceeds `budget_tokens` by that estimate.
 
 import json
 import math
-from collections import Counter
 import re
+from collections import Counter
 from dataclasses import dataclass
 from datetime import datetime
 

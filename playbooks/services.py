@@ -8,9 +8,9 @@ from django.db import transaction
 from django.db.models import Max
 from django.utils.text import slugify
 
-from learning.lessons import lesson_render, shape_or_parse
-from learning.limits import MAX_LESSON_PART, MAX_LESSON_TEXT
-from learning.models import Namespace, Polarity, Provenance
+from learning.lessons import LessonInvalid, lesson_fields
+from learning.limits import MAX_LESSON_TEXT
+from learning.models import Namespace, Provenance
 from playbooks.models import (
     ChangeKind,
     LearningMode,
@@ -185,36 +185,23 @@ def strategy_shape(
     directive: str = "",
     why: str = "",
 ) -> dict[str, Any]:
-    """A strategy's lesson shape (`learning.lessons`), stated or read from its text,
-    and its description rendered from it — the text recall hands out."""
-    if polarity and polarity not in Polarity.values:
-        raise PlaybookError("Either 'do' or 'avoid'.", field="polarity")
+    """A strategy's lesson shape (`learning.lessons.lesson_fields`), stated or read
+    from its text, and its description rendered from it — the text recall hands out."""
     kind = "strategy_harmful" if type == StrategyType.HARMFUL else "strategy_helpful"
-    shape, classified = shape_or_parse(
-        content=description or "",
-        kind=kind,
-        polarity=polarity,
-        when=when,
-        directive=directive,
-        why=why,
-    )
-    if not shape.directive:
-        raise PlaybookError("A strategy needs a description.", field="description")
-    for name, value in (("when", shape.when), ("why", shape.why)):
-        if len(value) > MAX_LESSON_PART:
-            raise PlaybookError(f"At most {MAX_LESSON_PART} characters.", field=name)
-    rendered = lesson_render(
-        polarity=shape.polarity, when=shape.when, directive=shape.directive
-    )
-    _clean_strategy_fields(type=type, description=rendered)
-    return {
-        "description": rendered,
-        "polarity": shape.polarity,
-        "when": shape.when,
-        "directive": shape.directive,
-        "why": shape.why,
-        "shape_classified": classified,
-    }
+    try:
+        fields = lesson_fields(
+            kind=kind,
+            content=description or "",
+            polarity=polarity,
+            when=when,
+            directive=directive,
+            why=why,
+        )
+    except LessonInvalid as exc:
+        field = "description" if exc.field in ("content", "directive") else exc.field
+        raise PlaybookError(exc.message, field=field)
+    fields["description"] = fields.pop("content")
+    return fields
 
 
 def strategy_insert(

@@ -11,8 +11,7 @@ from django.conf import settings
 from django.db import connection, transaction
 from django.db.models import Prefetch, QuerySet
 
-from learning.lessons import evidence_confidence, lesson_render, shape_or_parse
-from learning.limits import MAX_LESSON_PART, MAX_LESSON_TEXT
+from learning.lessons import LessonInvalid, evidence_confidence, lesson_fields
 from learning.models import (
     MEMORY_KINDS,
     SHAPED_KINDS,
@@ -118,7 +117,7 @@ def candidate_create(
         )
     if not content and not (directive or "").strip():
         raise CandidateInvalid("content", "content must not be empty.")
-    shape = _lesson_shape(
+    shape = lesson_shape_fields(
         kind=kind,
         content=content,
         polarity=polarity,
@@ -215,50 +214,33 @@ def candidate_create(
 _PROVENANCE_BY_SOURCE = {"agent": Provenance.AGENT, "batch": Provenance.BATCH}
 
 
-def _lesson_shape(*, kind, content, polarity, when, directive, why, provenance) -> dict:
-    """The shape fields to store (and, for strategy-like kinds, the rendered content)."""
-    if polarity and polarity not in Polarity.values:
-        raise CandidateInvalid(
-            "polarity", f"unknown polarity {polarity!r}; use 'do' or 'avoid'."
-        )
+def lesson_shape_fields(
+    *, kind, content, polarity, when, directive, why, provenance
+) -> dict:
+    """The shape fields to store (and, for strategy-like kinds, the rendered content),
+    by `learning.lessons.lesson_fields`. CandidateInvalid names a bad field."""
     if provenance and provenance not in Provenance.values:
         raise CandidateInvalid(
             "provenance", f"unknown provenance {provenance!r}; use {Provenance.values}"
         )
+    if polarity and polarity not in Polarity.values:
+        raise CandidateInvalid(
+            "polarity", f"unknown polarity {polarity!r}; use 'do' or 'avoid'."
+        )
     if kind not in SHAPED_KINDS:
         return {"provenance": provenance}
-    shape, classified = shape_or_parse(
-        content=content,
-        kind=kind,
-        polarity=polarity,
-        when=when,
-        directive=directive,
-        why=why,
-    )
-    if not shape.directive:
-        raise CandidateInvalid("directive", "a lesson needs a directive (or content).")
-    for name, value, limit in (
-        ("when", shape.when, MAX_LESSON_PART),
-        ("why", shape.why, MAX_LESSON_PART),
-    ):
-        if len(value) > limit:
-            raise CandidateInvalid(name, f"{name} must be at most {limit} characters.")
-    rendered = lesson_render(
-        polarity=shape.polarity, when=shape.when, directive=shape.directive
-    )
-    if len(rendered) > MAX_LESSON_TEXT:
-        raise CandidateInvalid(
-            "content", f"a lesson must be at most {MAX_LESSON_TEXT} characters."
+    try:
+        fields = lesson_fields(
+            kind=kind,
+            content=content,
+            polarity=polarity,
+            when=when,
+            directive=directive,
+            why=why,
         )
-    return {
-        "content": rendered,
-        "polarity": shape.polarity,
-        "when": shape.when,
-        "directive": shape.directive,
-        "why": shape.why,
-        "provenance": provenance,
-        "shape_classified": classified,
-    }
+    except LessonInvalid as exc:
+        raise CandidateInvalid(exc.field, exc.message)
+    return {**fields, "provenance": provenance}
 
 
 def _fingerprint_lock(*, namespace_id: int, fingerprint: str) -> None:
