@@ -13,6 +13,10 @@ from django.utils import timezone
 class Namespace(models.Model):
     slug = models.SlugField(max_length=100, unique=True)
     name = models.CharField(max_length=200, blank=True)
+    # Domain knowledge for the offline reflector, as data the namespace owns (which
+    # tools change state, advice for known errors, required steps): the format is
+    # in learning/reflectors/offline/rules.py. {} = none: the engine knows no domain.
+    reflection_rules = models.JSONField(default=dict, blank=True)
     created_at = models.DateTimeField(auto_now_add=True)
 
     class Meta:
@@ -20,6 +24,15 @@ class Namespace(models.Model):
 
     def __str__(self):
         return self.slug
+
+    def clean(self):
+        from django.core.exceptions import ValidationError
+
+        from learning.reflectors.offline.rules import rules_check
+
+        problems = rules_check(self.reflection_rules or {})
+        if problems:
+            raise ValidationError({"reflection_rules": problems})
 
 
 class Role(models.TextChoices):
