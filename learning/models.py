@@ -25,15 +25,6 @@ class Namespace(models.Model):
     def __str__(self):
         return self.slug
 
-    def clean(self):
-        from django.core.exceptions import ValidationError
-
-        from learning.reflectors.offline.rules import rules_check
-
-        problems = rules_check(self.reflection_rules or {})
-        if problems:
-            raise ValidationError({"reflection_rules": problems})
-
 
 class Role(models.TextChoices):
     AGENT = "agent", "Agent"

@@ -4,7 +4,7 @@ the targets hold on slices of each (the full table is in the README)."""
 import pytest
 from django.core.management import call_command
 
-from learning.services.lesson_eval import eval_sets, lesson_eval
+from learning.lesson_eval import eval_sets, lesson_eval
 
 pytestmark = pytest.mark.django_db
 

@@ -4,7 +4,7 @@ import json
 
 from django.core.management.base import BaseCommand, CommandError
 
-from learning.services.lesson_eval import eval_sets, lesson_eval, report_lines
+from learning.lesson_eval import eval_sets, lesson_eval, report_lines
 
 
 class Command(BaseCommand):

@@ -6,9 +6,8 @@ pattern per key with every run that showed it."""
 from collections import defaultdict
 
 from learning.lessons import evidence_confidence, run_specific_terms
+from learning.models import MEMORY_KINDS
 from learning.reflectors.base import Lesson, RunView
-
-MEMORY_KINDS = ("preference", "durable_fact")
 
 
 def is_general(lesson: Lesson) -> bool:

@@ -3,7 +3,7 @@ from django.db import migrations, models
 
 class Migration(migrations.Migration):
     dependencies = [
-        ("learning", "0004_webhooks"),
+        ("learning", "0005_lesson_shape"),
     ]
 
     operations = [

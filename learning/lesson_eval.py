@@ -30,6 +30,7 @@ from django.db import transaction
 
 from learning.lessons import run_specific_terms
 from learning.models import (
+    MEMORY_KINDS,
     CandidateEvidence,
     LearningCandidate,
     Namespace,
@@ -47,7 +48,6 @@ _USER_TROUBLE = re.compile(
     r"\b(?:wrong|incorrect|not what i|mistake|misunderstand|that'?s not)\b",
     re.I,
 )
-MEMORY_KINDS = ("preference", "durable_fact")
 
 
 @dataclass(frozen=True)
