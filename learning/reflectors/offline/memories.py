@@ -83,33 +83,49 @@ def _identity(call: Call, record: dict) -> tuple[str, str] | None:
 _TIMESTAMP = re.compile(r"^\d{4}-\d{2}-\d{2}[T ]\d{2}:\d{2}")
 
 
+def _item_text(item) -> str:
+    """A record in a list, by its identifying fields (numbers, ids, dates, names)."""
+    if not isinstance(item, dict):
+        return str(item)
+    keys = [k for k in item if k.endswith(("_number", "_id", "id", "date", "name"))]
+    return " ".join(
+        str(item[k])
+        for k in keys or list(item)[:2]
+        if not isinstance(item[k], (dict, list))
+    )
+
+
+def _field_text(key: str, value) -> str:
+    if isinstance(value, list):
+        return f"{key.replace('_', ' ')} " + ", ".join(_item_text(v) for v in value[:4])
+    return f"{key.replace('_', ' ')} {value}"
+
+
 def _fields(record: dict, id_key: str, before: dict | None) -> list[str]:
-    """What the fact says: the fields the run changed first (what is new), then the
-    record's other short fields, up to MAX_FACT_FIELDS."""
+    """What the fact says: the fields the run changed first (what is new; a changed
+    list by its items' identifying fields), then the record's other short fields, up
+    to MAX_FACT_FIELDS."""
     changed, rest = [], []
     for key, value in record.items():
+        if key in (id_key, "user_id") or value in (None, "", []):
+            continue
+        is_new = before is not None and before.get(key) != value
+        if isinstance(value, dict) or (isinstance(value, list) and not is_new):
+            continue
+        old = before.get(key) if before is not None else None
         if (
-            key in (id_key, "user_id")
-            or isinstance(value, (dict, list))
-            or value in (None, "")
+            isinstance(value, list)
+            and isinstance(old, list)
+            and value[: len(old)] == old
         ):
+            continue  # a log that only grew (a history), not the record's state
+        text = _field_text(key, value)
+        if len(text) > 120 or (not isinstance(value, list) and len(str(value)) > 40):
             continue
-        text = str(value)
-        if len(text) > 40 or _TIMESTAMP.match(text):
+        if isinstance(value, str) and _TIMESTAMP.match(value):
             continue
-        item = f"{key.replace('_', ' ')} {text}"
-        if before is not None and before.get(key) != value:  # changed, or new
-            changed.append(item)
-        else:
-            rest.append(item)
+        (changed if is_new else rest).append(text)
     return (changed + rest)[:MAX_FACT_FIELDS]
-
-
-def _same_scalars(a: dict, b: dict) -> bool:
-    def scalars(record):
-        return {k: v for k, v in record.items() if not isinstance(v, (dict, list))}
-
-    return scalars(a) == scalars(b)
 
 
 def _records(ctx: Context) -> tuple[dict, dict, dict]:
@@ -140,8 +156,8 @@ def _facts(ctx: Context) -> list[Lesson]:
             continue  # never changed here, or changed after it was last shown
         earlier = [r for step, r in shown[(id_key, value)] if step < last_change]
         before = earlier[-1] if earlier else None
-        if before is not None and _same_scalars(before, record):
-            continue  # the change left nothing a fact would say: no news
+        if before is not None and before == record:
+            continue  # the change left the record as it was: no news
         fields = _fields(record, id_key, before)
         if not fields:
             continue
