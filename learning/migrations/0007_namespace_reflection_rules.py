@@ -3,7 +3,7 @@ from django.db import migrations, models
 
 class Migration(migrations.Migration):
     dependencies = [
-        ("learning", "0005_lesson_shape"),
+        ("learning", "0006_step_created_at"),
     ]
 
     operations = [
