@@ -84,10 +84,10 @@ _TIMESTAMP = re.compile(r"^\d{4}-\d{2}-\d{2}[T ]\d{2}:\d{2}")
 
 
 def _item_text(item) -> str:
-    """A record in a list, by its identifying fields (numbers, ids, dates, names)."""
+    """A record in a list, by its identifying fields (numbers, ids, names)."""
     if not isinstance(item, dict):
         return str(item)
-    keys = [k for k in item if k.endswith(("_number", "_id", "id", "date", "name"))]
+    keys = [k for k in item if k.endswith(("_number", "_id", "id", "name"))]
     return " ".join(
         str(item[k])
         for k in keys or list(item)[:2]
