@@ -154,8 +154,27 @@ class ReadOnlyInline(admin.TabularInline):
         return False
 
 
+class NamespaceForm(forms.ModelForm):
+    """A namespace's reflection rules are checked field by field before they are
+    stored (the format: learning/reflectors/offline/rules.py)."""
+
+    class Meta:
+        model = Namespace
+        fields = ["slug", "name", "reflection_rules"]
+
+    def clean_reflection_rules(self):
+        from learning.reflectors.offline.rules import rules_check
+
+        rules = self.cleaned_data.get("reflection_rules") or {}
+        problems = rules_check(rules)
+        if problems:
+            raise ValidationError(problems)
+        return rules
+
+
 @admin.register(Namespace)
 class NamespaceAdmin(admin.ModelAdmin):
+    form = NamespaceForm
     list_display = ["slug", "name", "created_at"]
     search_fields = ["slug", "name"]
 

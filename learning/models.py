@@ -13,6 +13,10 @@ from django.utils import timezone
 class Namespace(models.Model):
     slug = models.SlugField(max_length=100, unique=True)
     name = models.CharField(max_length=200, blank=True)
+    # Domain knowledge for the offline reflector, as data the namespace owns (which
+    # tools change state, advice for known errors, required steps): the format is
+    # in learning/reflectors/offline/rules.py. {} = none: the engine knows no domain.
+    reflection_rules = models.JSONField(default=dict, blank=True)
     created_at = models.DateTimeField(auto_now_add=True)
 
     class Meta:

@@ -63,6 +63,9 @@ class RunView:
     tokens_used: int | None = None
     feedback: list[FeedbackView] = field(default_factory=list)
     recalled: list[RecalledView] = field(default_factory=list)
+    # The namespace's reflection rules (data a user writes: which tools change state,
+    # advice for known errors, required steps); {} when it has none.
+    rules: dict = field(default_factory=dict)
 
     @property
     def succeeded(self) -> bool:
@@ -101,6 +104,8 @@ class Lesson:
     directive: str = ""
     why: str = ""
     provenance: str = ""
+    # The lesson names why this run failed (not just something it could do better).
+    root_cause: bool = False
 
     def __post_init__(self):
         if self.directive and self.polarity in POLARITIES:
@@ -121,6 +126,8 @@ class Lesson:
             "directive": self.directive,
             "why": self.why,
             "provenance": self.provenance,
+            "key": self.key,
+            "root_cause": self.root_cause,
         }
 
 

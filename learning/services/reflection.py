@@ -3,6 +3,7 @@ step that turns a run into candidates, and the sweeper for runs left pending."""
 
 import hashlib
 import logging
+from collections import OrderedDict
 from datetime import timedelta
 
 from django.conf import settings
@@ -167,7 +168,11 @@ def run_score_drop_handle(*, run: Trajectory, previous: float) -> None:
 # --- reflecting ----------------------------------------------------------------------
 
 
-def run_view(run: Trajectory, steps=None, *, feedback=None, recalled=None) -> RunView:
+def run_view(
+    run: Trajectory, steps=None, *, feedback=None, recalled=None, rules=None
+) -> RunView:
+    """The reflector's view of a run. `rules` are the namespace's reflection rules
+    (read from `run.namespace` when not given: load it with the run)."""
     steps = (
         steps if steps is not None else list(run.steps.order_by("index")[:STEP_LIMIT])
     )
@@ -214,7 +219,13 @@ def run_view(run: Trajectory, steps=None, *, feedback=None, recalled=None) -> Ru
             for f in feedback
         ],
         recalled=recalled,
+        rules=rules if rules is not None else _namespace_rules(run),
     )
+
+
+def _namespace_rules(run: Trajectory) -> dict:
+    rules = run.namespace.reflection_rules if run.namespace_id else {}
+    return rules if isinstance(rules, dict) else {}
 
 
 def runs_recalled(*, runs: list[Trajectory]) -> dict:
@@ -281,12 +292,44 @@ def run_views(runs: list[Trajectory]) -> list[RunView]:
     ):
         feedback[item.trajectory_id].append(item)
     recalled = runs_recalled(runs=runs)
+    # Peers and batches need no rules of their own: the run reflected carries them.
     return [
         run_view(
-            r, by_run[r.pk], feedback=feedback[r.pk], recalled=recalled.get(r.pk, [])
+            r,
+            by_run[r.pk],
+            feedback=feedback[r.pk],
+            recalled=recalled.get(r.pk, []),
+            rules={},
         )
         for r in runs
     ]
+
+
+PEER_CACHE_SIZE = 512
+_peer_views: OrderedDict = OrderedDict()
+
+
+def peer_views(runs: list[Trajectory]) -> list[RunView]:
+    """`run_views` for the peers of a reflection, remembered per (run, updated_at) in
+    this process: a worker reflecting a burst of runs of one task type sees the same
+    successful peers each time, and loading their steps again dominated the cost of
+    reflecting. Any change that matters (feedback, a revised outcome, redaction)
+    moves `updated_at`, so a remembered view is never stale."""
+    found: dict = {}
+    missing = []
+    for run in runs:
+        key = (run.pk, run.updated_at)
+        view = _peer_views.get(key)
+        if view is None:
+            missing.append(run)
+        else:
+            _peer_views.move_to_end(key)
+            found[run.pk] = view
+    for run, view in zip(missing, run_views(missing) if missing else []):
+        _peer_views[(run.pk, run.updated_at)] = found[run.pk] = view
+        if len(_peer_views) > PEER_CACHE_SIZE:
+            _peer_views.popitem(last=False)
+    return [found[run.pk] for run in runs]
 
 
 def peers_for(*, run: Trajectory, limit: int = PEER_LIMIT) -> list[Trajectory]:
@@ -316,7 +359,12 @@ def run_reflect(*, run_id, force: bool = False) -> Reflection | None:
     no candidate or evidence twice. The attempt is counted before the work so a worker
     killed mid-way still leaves a trace the sweeper reads."""
     with transaction.atomic():
-        run = Trajectory.objects.select_for_update().filter(pk=run_id).first()
+        run = (
+            Trajectory.objects.select_for_update(of=("self",))
+            .select_related("namespace")
+            .filter(pk=run_id)
+            .first()
+        )
         if run is None:
             return None
         if run.status == RunStatus.RUNNING:
@@ -326,7 +374,7 @@ def run_reflect(*, run_id, force: bool = False) -> Reflection | None:
         run.reflection_attempts += 1
         run.save(update_fields=["reflection_attempts", "updated_at"])
     try:
-        peers = run_views(peers_for(run=run))
+        peers = peer_views(peers_for(run=run))
         result = reflector_get().reflect(run=run_view(run), peers=peers)
         with transaction.atomic():
             locked = Trajectory.objects.select_for_update().get(pk=run.pk)
