@@ -118,6 +118,13 @@ def _supported(ctx: Context, answer: str, before: int | None) -> int | None:
     return None
 
 
+# Situations that name no kind of question: a lesson for them would read the same for
+# any question, so none is made (prefer no lesson to a generic one).
+_ANY_QUESTION = frozenset(
+    f"the question asks “{word}”" for word in ("what", "which", "whose", "whom")
+)
+
+
 def _answer_lessons(ctx: Context) -> list[Lesson]:
     gold = metric(ctx.run.metrics, GOLD_KEYS)
     if not ctx.failed or (gold is None and metric(ctx.run.metrics, FINAL_KEYS) is None):
@@ -133,6 +140,8 @@ def _answer_lessons(ctx: Context) -> list[Lesson]:
         " ".join(_tokens(answer)) in " ".join(_tokens(ctx.run.task_description))
     )
     form = question_form(ctx.run.task_description)
+    if form in _ANY_QUESTION:
+        return []  # "when the question asks “what”" is every question: no lesson
     if not relation and not supported:
         relation = "unsupported"
     if not relation and seen is not None and not set(_tokens(str(gold))) <= _YES_NO:
