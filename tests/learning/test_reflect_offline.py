@@ -392,16 +392,19 @@ def test_a_wrong_final_answer_is_read_against_the_gold_answer_and_the_question_f
             obs("Anne Perry (born Juliet Marion Hulme) is an English author."),
             bracket("Finish", "Anne", "answer"),
         ],
-        task="What is the given name of the character depicted as Juliet Hulme?",
+        task="What name did the author depicted as Juliet Hulme write under?",
         task_type="hotpotqa",
         metrics={"expected_answer": "Anne Perry", "final_answer": "Anne"},
     )
     lesson = by_family(lessons(run))["answer"]
     assert lesson.content == (
-        "When the question asks “what”, give `Finish` the complete name or phrase as the "
-        "observation states it, rather than a part of it."
+        "When the question asks “what name”, give `Finish` the complete name or phrase "
+        "as the observation states it, rather than a part of it."
     )
     assert lesson.step_indexes == [1, 2] and "Anne Perry" in lesson.why
+    # A bare "what" names no kind of question: such a lesson would fit any question.
+    run.task_description = "What is the given name of the author once Juliet Hulme?"
+    assert "answer" not in by_family(lessons(run))
 
 
 def test_an_answer_no_observation_states_is_unsupported():
