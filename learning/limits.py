@@ -21,3 +21,6 @@ MAX_LESSON_TEXT = 4000
 MAX_LESSON_PART = 2000  # its situation, its reason
 MAX_RATIONALE = 20_000
 MAX_SKILL_TEXT = 200_000
+# A strategy remembers the tasks it was learned from: this many, each clipped.
+MAX_SITUATIONS = 5
+MAX_SITUATION_TEXT = 600

@@ -43,6 +43,7 @@ from playbooks.models import (
     SkillVersion,
     Strategy,
 )
+from playbooks.recall import lesson_situations
 from review.trail import audit_event_record
 
 
@@ -281,6 +282,7 @@ def _reinforced(strategy: Strategy, candidate: LearningCandidate) -> dict[str, A
         "helpful_count": strategy.helpful_count + max(candidate.evidence_count, 1),
         "evidence": evidence,
         "confidence": max(strategy.confidence, candidate.confidence),
+        "situations": lesson_situations(candidate, strategy.situations),
     }
 
 
@@ -412,6 +414,7 @@ def _apply_to_playbook(plan: Plan, candidate: LearningCandidate, actor: str) -> 
                 description=candidate.content,
                 context=_context_for(candidate),
                 evidence=_evidence_ids(candidate),
+                situations=lesson_situations(candidate),
                 confidence=candidate.confidence,
                 helpful_count=max(candidate.evidence_count, 1),
                 source_candidate=candidate,

@@ -69,6 +69,9 @@ class Strategy(LessonShapeFields):
     description = models.TextField()
     context = models.TextField(blank=True)
     evidence = models.JSONField(default=list, blank=True)  # run ids
+    # The tasks of the runs it was learned from (a few, clipped, one per line): the
+    # situations it is known to apply in, which recall matches a new task against.
+    situations = models.TextField(blank=True)
     confidence = models.FloatField(default=0.5)
     helpful_count = models.PositiveIntegerField(default=0)
     harmful_count = models.PositiveIntegerField(default=0)

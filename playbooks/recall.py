@@ -27,11 +27,13 @@ import re
 from collections import Counter
 from dataclasses import dataclass
 from datetime import datetime
+from functools import lru_cache
 
 from django.db import connection, transaction
 from django.utils import timezone
 
-from learning.lessons import lesson_render
+from learning.lessons import lesson_render, run_specific_terms
+from learning.limits import MAX_SITUATION_TEXT, MAX_SITUATIONS
 from learning.text.analysis import STOPWORDS, index_words, stem
 from playbooks.models import Playbook, RecallLog, Strategy
 
@@ -70,6 +72,7 @@ class Scored:
     polarity: str = ""
     when: str = ""
     directive: str = ""
+    situations: str = ""
     relevance: float = 0.0
     near_spelling: float = 0.0  # trigram word similarity, for misspelled tasks
     score: float = 0.0
@@ -88,6 +91,7 @@ _FIELDS = (
     "polarity",
     "when",
     "directive",
+    "situations",
 )
 _N = len(_FIELDS)
 
@@ -96,7 +100,7 @@ _N = len(_FIELDS)
 _COLUMNS = (
     "s.id, s.key, s.type, s.description, s.context, s.confidence, "
     "s.helpful_count, s.harmful_count, extract(epoch FROM s.updated_at)::float8, "
-    "s.polarity, s.lesson_when, s.directive"
+    "s.polarity, s.lesson_when, s.directive, s.situations"
 )
 
 
@@ -172,7 +176,8 @@ def _python_candidates(playbook: Playbook, terms: list[str]) -> list[Scored]:
     for row in Strategy.objects.filter(playbook=playbook, active=True).values_list(
         *_FIELDS
     ):
-        words = {stem(w) for w in _WORD.findall(f"{row[3]} {row[4]}".lower())}
+        text = f"{row[3]} {row[4]} {row[10]} {row[12]}".lower()
+        words = {stem(w) for w in _WORD.findall(text)}
         overlap = len(wanted & words)
         if overlap:
             item = Scored(*row)
@@ -203,7 +208,10 @@ _GENERIC = frozenset(
 )
 MIN_RELEVANCE = 0.34  # below this a lesson is not about the task
 SHORT_TASK = 8  # words: a task this short is judged by how much of it a lesson covers
-GENERAL_MAX = 3  # lessons for any situation (no `when`) that may still fill the context
+# Weighted word overlap with a task a lesson was learned from that counts as the same
+# situation (the same instruction scores 1.0; another task of the same kind ~0.3-0.5).
+LEARNED_FULL = 0.6
+GENERAL_MAX = 3  # lessons for any situation (no `when`) half as relevant, at most
 
 
 def _stems(text: str) -> frozenset[str]:
@@ -222,28 +230,60 @@ def _weighted_share(part: frozenset, whole: frozenset, weight) -> float:
 
 
 def _relevance(item: Scored, task: frozenset[str], weight) -> float:
-    """How much the lesson is about this task: the share of its situation (`when`)
-    the task shows, and the share of its subject (tools, fields, objects) the task
-    names — each word weighted by how rare it is among the lessons compared, so the
-    words every lesson of a playbook uses ("reservation") decide nothing. A lesson
-    without a situation is judged on its subject alone; a short task (a few words)
-    also by how much of it the lesson covers."""
+    """How much the lesson is about this task, the best of:
+    - its structure: the share of its situation (`when`) the task shows and the share
+      of its subject (tools, fields, objects) the task names (a lesson without a
+      situation is judged on its subject alone; a short task also by how much of it
+      the lesson covers);
+    - its learned situations: how alike the task is to the tasks it was learned from.
+    Each word is weighted by how rare it is among the lessons compared, so the words
+    every lesson of a playbook uses ("reservation") decide nothing."""
     subject = _stems(item.directive or item.description)
     coverage = _weighted_share(task, subject, weight)
     if len(task) <= SHORT_TASK:
         coverage = max(coverage, _weighted_share(subject, task, weight))
     situation = _stems(item.when) if item.when else frozenset()
-    if not situation:
-        return coverage
-    shown = _weighted_share(task, situation, weight)
-    return max(0.6 * shown + 0.4 * coverage, 0.5 * coverage)
+    structure = coverage
+    if situation:
+        shown = _weighted_share(task, situation, weight)
+        structure = max(0.6 * shown + 0.4 * coverage, 0.5 * coverage)
+    return max(structure, _learned_situation(item, task, weight))
+
+
+def _learned_situation(item: Scored, task: frozenset[str], weight) -> float:
+    """Weighted Jaccard between the task and the closest task the lesson was learned
+    from (ids, amounts and dates left out: the same kind of task, not the same run)."""
+    best = 0.0
+    for example in _situation_stems(item.situations):
+        union = task | example
+        total = sum(weight(w) for w in union)
+        if total:
+            best = max(best, sum(weight(w) for w in task & example) / total)
+    return min(1.0, best / LEARNED_FULL)
+
+
+@lru_cache(maxsize=4096)
+def _situation_stems(situations: str) -> tuple[frozenset[str], ...]:
+    return tuple(
+        _stems(_without_instances(line)) for line in situations.split("\n") if line
+    )
+
+
+def _without_instances(text: str) -> str:
+    for term in run_specific_terms(text):
+        text = text.replace(term, " ")
+    return text
 
 
 def _rarity(found: list[Scored]):
-    """Inverse document frequency of each word over the lessons compared."""
+    """Inverse document frequency of each word over the lessons compared (a lesson's
+    text, situation and learned situations are one document)."""
     counts: Counter = Counter()
     for item in found:
-        counts.update(_stems(f"{item.when} {item.directive or item.description}"))
+        words = _stems(f"{item.when} {item.directive or item.description}")
+        for example in _situation_stems(item.situations):
+            words = words | example
+        counts.update(words)
     n = len(found)
     return lambda word: math.log((n + 1) / (counts.get(word, 0) + 0.5))
 
@@ -290,7 +330,11 @@ def _about_the_task(found: list[Scored], *, task: str) -> list[Scored]:
         item.relevance = max(_relevance(item, words, weight), item.near_spelling)
         if item.relevance >= MIN_RELEVANCE:
             kept.append(item)
-        elif not item.when and general < GENERAL_MAX and item.relevance > 0:
+        elif (
+            not item.when
+            and general < GENERAL_MAX
+            and item.relevance >= MIN_RELEVANCE / 2
+        ):
             general += 1
             kept.append(item)
     return kept
@@ -506,6 +550,20 @@ def _recall_log(
         )
 
 
+def lesson_situations(candidate, known: str = "") -> str:
+    """The tasks of a candidate's evidence runs after the ones already known — a few,
+    distinct, clipped, one per line: the situations its lesson was learned in."""
+    tasks = [t for t in known.split("\n") if t]
+    if candidate.pk is not None:
+        for text in candidate.evidence_runs.order_by("created_at").values_list(
+            "task_description", flat=True
+        )[: MAX_SITUATIONS * 3]:
+            text = " ".join((text or "").split())[:MAX_SITUATION_TEXT]
+            if text and text not in tasks and len(tasks) < MAX_SITUATIONS:
+                tasks.append(text)
+    return "\n".join(tasks)
+
+
 def recall_preview(
     *,
     playbook: Playbook,
@@ -533,6 +591,7 @@ def recall_preview(
                 polarity=candidate.polarity,
                 when=candidate.when,
                 directive=candidate.directive,
+                situations=lesson_situations(candidate),
             )
         )
     replaced = getattr(candidate, "replaces_strategy_id", None)

@@ -36,6 +36,7 @@ SNAPSHOT_FIELDS = (
     "directive",
     "why",
     "provenance",
+    "situations",
 )
 # Versions made before the lesson shape have no such keys: restore them empty.
 _SNAPSHOT_DEFAULTS = {
@@ -44,6 +45,7 @@ _SNAPSHOT_DEFAULTS = {
     "directive": "",
     "why": "",
     "provenance": "",
+    "situations": "",
 }
 
 

@@ -299,3 +299,30 @@ def test_recall_preview_with_a_candidate_applied_logs_nothing(playbook):
     assert replaced.pk not in [i["id"] for i in after.items]
     assert not RecallLog.objects.exists()
     assert playbook.strategies.filter(active=True).count() == 4
+
+
+def test_a_lesson_is_recalled_for_tasks_like_the_ones_it_was_learned_from():
+    """A strategy remembers the tasks it was learned in (ids and amounts aside): a new
+    task of that kind recalls it though it shares none of the lesson's tool words, and
+    a task of another kind does not."""
+    pb = make_playbook(NamespaceFactory(slug="acme"), "airline")
+    lesson = make_strategy(
+        pb,
+        "Before calling `book_reservation`, compute the total with `calculate`.",
+    )
+    Strategy.objects.filter(pk=lesson.pk).update(
+        situations="You are mia_li_3668. You want to fly from New York to Seattle on "
+        "May 20 in economy, and pay with your two certificates."
+    )
+    alike = recall.playbook_recall(
+        playbook=pb,
+        task="You are raj_brown_5782. You want to fly from New York to Seattle on "
+        "June 2 in economy and pay with a certificate.",
+    )
+    other = recall.playbook_recall(
+        playbook=pb,
+        task="You are raj_brown_5782. You want to add two checked bags to your "
+        "upcoming trip and change the passenger's name.",
+    )
+    assert [i["id"] for i in alike.items] == [lesson.pk]
+    assert other.items == []
