@@ -196,4 +196,3 @@ class OtelTracesApi(APIView):
             namespace=token.namespace, agent=token.name, spans=request.data
         )
         return _export_response(request, result)
-

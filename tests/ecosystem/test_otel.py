@@ -13,6 +13,7 @@ from opentelemetry.sdk.trace.export import BatchSpanProcessor, SimpleSpanProcess
 from opentelemetry.trace import SpanKind, Status, StatusCode
 
 from learning.models import RunStatus, Trajectory
+from tests.ecosystem.otlp import error_message
 from tests.factories import make_token
 
 pytestmark = pytest.mark.django_db
@@ -302,7 +303,7 @@ def test_bad_bodies_get_4xx_naming_the_problem(
         "POST", "/api/v1/otel/v1/traces", body, content_type=content_type
     )
     assert response.status_code == status
-    assert needle in response.json()["message"]
+    assert needle in error_message(response)
     assert Trajectory.objects.count() == 0
 
 

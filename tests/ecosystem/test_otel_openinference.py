@@ -7,7 +7,12 @@ import json
 
 import openai
 import pytest
-from openinference.instrumentation import OITracer, TraceConfig, using_session, using_user
+from openinference.instrumentation import (
+    OITracer,
+    TraceConfig,
+    using_session,
+    using_user,
+)
 from openinference.instrumentation.openai import OpenAIInstrumentor
 from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter
 from opentelemetry.sdk.resources import Resource
