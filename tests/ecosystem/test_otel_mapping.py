@@ -405,3 +405,79 @@ def test_older_genai_event_messages_and_nested_agents(agent_client):
         ("message", "assistant: Booking."),
         ("action", "invoke agent booker"),
     ]
+
+
+@pytest.mark.django_db(transaction=True)
+def test_the_same_export_sent_at_once_by_many_clients_is_stored_once(live_server):
+    """Six clients send the same trace (children, then with its agent span and an
+    evaluation) at the same moment: every answer is 200, and there is one run, one
+    step per span and one feedback."""
+    import json
+    import threading
+    import urllib.request
+
+    from tests.ecosystem.otlp import URL
+    from tests.factories import make_token
+
+    _token, raw = make_token(namespace="acme", role="agent", name="fleet")
+    trace, root = new_id(), new_id(8)
+    children = [
+        span(
+            trace,
+            f"execute_tool t{i}",
+            {"gen_ai.operation.name": "execute_tool", "gen_ai.tool.name": f"t{i}"},
+            parent=root,
+            start_ms=i,
+        )
+        for i in range(4)
+    ]
+    agent = span(
+        trace,
+        "invoke_agent",
+        {"gen_ai.operation.name": "invoke_agent", "flywheel.task_description": "x"},
+        span_id=root,
+        end_ms=9,
+        events=[
+            event(
+                "gen_ai.evaluation.result",
+                {"gen_ai.evaluation.name": "ok", "gen_ai.evaluation.score.value": 0.4},
+            )
+        ],
+    )
+    codes = []
+
+    def send(body):
+        request = urllib.request.Request(
+            live_server.url + URL,
+            data=json.dumps(body).encode(),
+            headers={
+                "Authorization": f"Bearer {raw}",
+                "Content-Type": "application/json",
+            },
+        )
+        with urllib.request.urlopen(request, timeout=30) as response:
+            codes.append(response.status)
+
+    for body in (export(*children[:2]), export(*children, agent)):
+        start = threading.Barrier(6)
+
+        def client(body=body, start=start):
+            start.wait()
+            send(body)
+
+        threads = [threading.Thread(target=client) for _ in range(6)]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join()
+    assert codes == [200] * 12
+    run = _run(trace)
+    assert run.status == RunStatus.SUCCESS
+    assert sorted(run.steps.values_list("tool", flat=True)) == ["t0", "t1", "t2", "t3"]
+    assert list(run.steps.order_by("index").values_list("index", flat=True)) == [
+        0,
+        1,
+        2,
+        3,
+    ]
+    assert run.feedback.count() == 1
