@@ -1,8 +1,9 @@
 """OpenInference spans over OTLP become runs: the real `openinference-instrumentation-
 openai` instrumentor around the `openai` SDK, calling a local fake Chat Completions
-server (`tests.ecosystem.fakes.Recorder` answering scripted completions, tool calls
+server (`tests.fake_openai.FakeOpenAI` answering scripted completions, tool calls
 included), exported by the OpenTelemetry SDK's OTLP exporter to a live server."""
 
+import contextlib
 import json
 
 import openai
@@ -21,8 +22,8 @@ from opentelemetry.sdk.trace.export import BatchSpanProcessor, SimpleSpanProcess
 from opentelemetry.trace import Status, StatusCode
 
 from learning.models import RunStatus, Trajectory
-from tests.ecosystem.fakes import Recorder
 from tests.factories import make_token
+from tests.fake_openai import FakeOpenAI
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
@@ -46,8 +47,7 @@ TOOLS = [
 def completion(message: dict, finish_reason: str, prompt: int, completion_: int):
     """A Chat Completions response body as the OpenAI API returns it."""
     return (
-        200,
-        {},
+        "raw",
         {
             "id": "chatcmpl-1",
             "object": "chat.completion",
@@ -110,11 +110,22 @@ def instrumented(live_server):
     provider.shutdown()
 
 
+@contextlib.contextmanager
+def chat_server(*replies):
+    """The fake server answering these completions, one per request."""
+    fake = FakeOpenAI().start()
+    fake.script(*replies)
+    try:
+        yield fake
+    finally:
+        fake.stop()
+
+
 def _agent(provider, base_url: str, task: str, *, fail: bool = False) -> str:
     """A small tool-calling agent, traced the OpenInference way: an AGENT span (the
     helpers' OITracer), the instrumented SDK's LLM spans, a TOOL span per call."""
     tracer = OITracer(provider.get_tracer("refund-agent"), config=TraceConfig())
-    client = openai.OpenAI(base_url=f"{base_url}/v1", api_key="not-a-real-key")
+    client = openai.OpenAI(base_url=base_url, api_key="not-a-real-key")
 
     @tracer.tool
     def lookup_order(order: str) -> dict:
@@ -161,8 +172,8 @@ def test_openai_instrumentor_with_tool_calls_becomes_a_run(instrumented):
     context attributes, tokens from llm.token_count.*, the agent from the service."""
     token, provider, exporter = instrumented
     provider.add_span_processor(SimpleSpanProcessor(exporter))
-    with Recorder([TOOL_CALL, FINAL]) as chat:
-        trace_id = _agent(provider, chat.url, "Refund order A17 for Mia")
+    with chat_server(TOOL_CALL, FINAL) as chat:
+        trace_id = _agent(provider, chat.base_url, "Refund order A17 for Mia")
         assert len(chat.requests) == 2  # the SDK really called the fake server
     run = Trajectory.objects.get(
         namespace=token.namespace, external_id=f"otel-{trace_id}"
@@ -208,8 +219,8 @@ def test_batched_export_of_a_failed_agent_and_its_retry(instrumented):
 
     exporter.export = export
     provider.add_span_processor(BatchSpanProcessor(exporter))
-    with Recorder([TOOL_CALL, FINAL]) as chat:
-        trace_id = _agent(provider, chat.url, "Refund order A17", fail=True)
+    with chat_server(TOOL_CALL, FINAL) as chat:
+        trace_id = _agent(provider, chat.base_url, "Refund order A17", fail=True)
         provider.force_flush()
     run = Trajectory.objects.get(external_id=f"otel-{trace_id}")
     assert (run.status, run.error_message) == (RunStatus.FAILURE, "refund refused")
@@ -225,8 +236,8 @@ def test_a_bare_instrumented_call_is_a_run_of_its_own(instrumented):
     one step is the model's answer."""
     token, provider, exporter = instrumented
     provider.add_span_processor(SimpleSpanProcessor(exporter))
-    with Recorder([FINAL]) as chat:
-        client = openai.OpenAI(base_url=f"{chat.url}/v1", api_key="x")
+    with chat_server(FINAL) as chat:
+        client = openai.OpenAI(base_url=chat.base_url, api_key="x")
         client.chat.completions.create(
             model="gpt-4o",
             messages=[{"role": "user", "content": "Is order A17 refundable?"}],
