@@ -240,8 +240,11 @@ def _identity(
     for name, keys in c.RUN_ATTRIBUTES.items():
         value, key = _first_attribute(spans, keys)
         if key is None and name == "agent":  # the service, last
-            service = spans[0].resource.get("service.name") if spans else None
-            value, key = (service, "service.name") if service else (None, None)
+            service = c.text(spans[0].resource.get("service.name")) if spans else ""
+            # The SDK's default ("unknown_service:python") names nothing: the token's
+            # name is better.
+            if service and not service.startswith("unknown_service"):
+                value, key = service, "service.name"
         if key is not None:
             limit = MAX_AGENT if name == "agent" else RUN_FIELD_LIMITS[name]
             run[name] = clip(c.text(value).strip(), limit)

@@ -162,7 +162,7 @@ def test_a_score_outside_0_1_is_named_in_the_answer_not_stored(agent_client):
 @pytest.mark.django_db(transaction=True)
 def test_sdk_span_event_over_protobuf_is_feedback(live_server):
     """The OpenTelemetry SDK's span.add_event, exported as protobuf, reaches the
-    feedback service."""
+    feedback service; without a service name the run's agent is the token's."""
     token, raw = make_token(namespace="acme", role="agent", name="judge")
     provider = TracerProvider()
     provider.add_span_processor(
@@ -201,3 +201,5 @@ def test_sdk_span_event_over_protobuf_is_feedback(live_server):
         0.9,
         "on topic",
     )
+    # The SDK's default service name ("unknown_service:python") is not an agent.
+    assert run.agent == "judge"
