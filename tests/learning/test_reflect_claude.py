@@ -374,8 +374,10 @@ def test_strategy_tags_feed_the_counters_once_per_run(fake, claude):
     first = make_strategy(playbook, "Read the reservation before changing it.")
     second = make_strategy(playbook, "Offer travel insurance on every change.")
     run = failed_run(namespace=ns)
-    playbook_recall(
-        playbook=playbook, task=run.task_description, run_external_id=run.external_id
+    playbook_recall(  # a task both lessons are about, so both are handed out
+        playbook=playbook,
+        task=f"{run.task_description} Read the reservation; offer travel insurance.",
+        run_external_id=run.external_id,
     )
     order = {item.text: key for key, item in recalled_ids(run_view(run)).items()}
     s_read, s_insure = order[first.description], order[second.description]
