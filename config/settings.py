@@ -305,6 +305,9 @@ if not DEBUG and env_bool("DJANGO_SECURE", False):
 # token post up to N× the rate); FLYWHEEL_CACHE_URL=redis://… shares the count.
 FLYWHEEL_INGEST_RATE = os.environ.get("FLYWHEEL_INGEST_RATE", "1200/min")
 FLYWHEEL_THROTTLE_CACHE = "default"
+# Webhooks reach public addresses only; true admits loopback and private receivers
+# (on premises). Link-local (cloud metadata), multicast and unspecified never.
+FLYWHEEL_WEBHOOK_ALLOW_PRIVATE = env_bool("FLYWHEEL_WEBHOOK_ALLOW_PRIVATE", False)
 FLYWHEEL_CACHE_URL = os.environ.get("FLYWHEEL_CACHE_URL", "")
 if FLYWHEEL_CACHE_URL.startswith(("redis://", "rediss://")):
     CACHES["default"] = {
