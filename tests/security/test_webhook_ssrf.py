@@ -267,3 +267,63 @@ def test_refused_and_silent_ports_look_the_same(
     assert status == DeliveryStatus.RETRYING and code is None
     assert "refused" not in reason.lower() and "errno" not in reason.lower()
     assert len(reason) < 80 and json.dumps(reason)
+
+
+@pytest.fixture
+def tls_receiver(tmp_path):
+    """An HTTPS receiver on 127.0.0.1 with a certificate for pin.example.com (made
+    with Debian's openssl), recording the TLS server name and Host header it got."""
+    import shutil
+    import ssl
+    import subprocess
+
+    if shutil.which("openssl") is None:
+        pytest.skip("openssl is not installed")
+    key, cert = tmp_path / "key.pem", tmp_path / "cert.pem"
+    subprocess.run(
+        ["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1"]
+        + ["-keyout", str(key), "-out", str(cert), "-subj", "/CN=pin.example.com"]
+        + ["-addext", "subjectAltName=DNS:pin.example.com"],
+        check=True,
+        capture_output=True,
+    )
+    receiver = Recorder()
+    seen: dict[str, str] = {}
+    context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    context.load_cert_chain(cert, key)
+    context.sni_callback = lambda sock, name, ctx: seen.__setitem__("sni", name)
+    receiver.server.socket = context.wrap_socket(
+        receiver.server.socket, server_side=True
+    )
+    receiver.cafile, receiver.seen = str(cert), seen
+    with receiver:
+        yield receiver
+
+
+def test_https_delivery_keeps_the_name_for_tls(
+    admin_client_api, resolver, settings, monkeypatch, tls_receiver
+):
+    """Over HTTPS the pinned connection still sends the hook's name as the TLS
+    server name and checks the certificate against it (not against the address):
+    a certificate for the name is accepted, one for another name is not."""
+    import ssl
+
+    settings.FLYWHEEL_WEBHOOK_ALLOW_PRIVATE = True
+    port = tls_receiver.server.server_address[1]
+    resolver.answers["pin.example.com"] = [["127.0.0.1"]]
+    resolver.answers["other.example.com"] = [["127.0.0.1"]]
+    trusting = ssl.create_default_context(cafile=tls_receiver.cafile)
+    monkeypatch.setattr(ssl, "create_default_context", lambda *a, **kw: trusting)
+    hook = webhook_create(
+        namespace=admin_client_api.namespace,
+        url=f"https://pin.example.com:{port}/hook",
+    )
+    delivered = _deliver_one(hook.namespace)
+    assert delivered.status == DeliveryStatus.DELIVERED, delivered.last_error
+    assert tls_receiver.seen["sni"] == "pin.example.com"
+    assert tls_receiver.requests[0]["headers"]["Host"] == f"pin.example.com:{port}"
+    hook.url = f"https://other.example.com:{port}/hook"
+    hook.save()
+    mismatched = _deliver_one(hook.namespace)
+    assert mismatched.status == DeliveryStatus.RETRYING
+    assert len(tls_receiver.requests) == 1
