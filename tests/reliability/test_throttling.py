@@ -179,3 +179,30 @@ def test_every_kind_of_write_shares_one_count_per_token(api_factory, settings):
     assert client.get(f"/api/v1/runs/{run_id}/").status_code == 200
     other = api_factory("acme", "agent", "other-writer")
     assert other.post_json("/api/v1/runs/", _run(7)).status_code == 201
+
+
+def test_mcp_write_tools_share_the_count(api_factory, settings):
+    """Through MCP too, every write tool (record a run, add steps, feedback, finish,
+    propose) counts against the token's one limit: at 3/min the fourth is refused
+    with a retry hint, and its write is not made."""
+    from mcp.server.mcpserver.exceptions import ToolError
+
+    from learning.mcp import tools
+
+    settings.FLYWHEEL_INGEST_RATE = "3/min"
+    client = api_factory("acme", "agent", "mcp-writer")
+    reset = tools.caller.set(client.token)
+    try:
+        run = tools.run_record(payload={"task_description": "Rebook 4WQ150"})
+        steps = [{"type": "action", "description": "look it up"}]
+        tools.run_steps_add(run_id=run["id"], steps=steps)
+        tools.feedback_record(
+            run_id=run["id"], payload={"feedback_type": "human", "score": 0.5}
+        )
+        with pytest.raises(ToolError, match="Rate limit"):
+            tools.run_steps_add(run_id=run["id"], steps=steps)
+        with pytest.raises(ToolError, match="Rate limit"):
+            tools.run_finish(run_id=run["id"], payload={"status": "success"})
+    finally:
+        tools.caller.reset(reset)
+    assert Trajectory.objects.get(pk=run["id"]).steps.count() == 1
