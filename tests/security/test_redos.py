@@ -362,6 +362,7 @@ WORST: dict[str, dict[str, R]] = {
     "learning.reflectors.offline.text._WH": {},
     "learning.reflectors.offline.text._WORD": {},
     "learning.reflectors.offline.text._YES_NO": {},
+    "learning.services.payloads._SURROGATE": {"surrogates": rep("a\ud800")},
     # --- services and playbooks -----------------------------------------------------
     "learning.services.candidates._WORD": {},
     "learning.services.candidates._NUMBER": {"dotted": rep("1.1.")},
