@@ -59,6 +59,7 @@ INSTALLED_APPS = [
 
 MIDDLEWARE = [
     "django.middleware.security.SecurityMiddleware",
+    "learning.middleware.ContentSecurityPolicyMiddleware",
     "learning.middleware.BodySizeLimitMiddleware",
     "django.contrib.sessions.middleware.SessionMiddleware",
     "django.middleware.common.CommonMiddleware",
@@ -152,6 +153,8 @@ REST_FRAMEWORK = {
     "EXCEPTION_HANDLER": "learning.api.errors.exception_handler",
     "DEFAULT_RENDERER_CLASSES": ["rest_framework.renderers.JSONRenderer"],
     "DEFAULT_PARSER_CLASSES": ["learning.api.parsers.StrictJSONParser"],
+    # Every write of a token counts against FLYWHEEL_INGEST_RATE (learning/throttling.py).
+    "DEFAULT_THROTTLE_CLASSES": ["learning.throttling.IngestRateThrottle"],
     "UNAUTHENTICATED_USER": None,
 }
 SPECTACULAR_SETTINGS = {
@@ -166,7 +169,9 @@ SPECTACULAR_SETTINGS = {
     "SWAGGER_UI_DIST": "SIDECAR",
     "SWAGGER_UI_FAVICON_HREF": "SIDECAR",
     "REDOC_DIST": "SIDECAR",
-    "SWAGGER_UI_SETTINGS": {"persistAuthorization": True},
+    # The token typed into the docs page stays in that tab's memory, never in
+    # localStorage (where any script of this origin, or the next user, could read it).
+    "SWAGGER_UI_SETTINGS": {"persistAuthorization": False},
     "COMPONENT_SPLIT_REQUEST": True,
 }
 
@@ -300,11 +305,34 @@ if not DEBUG and env_bool("DJANGO_SECURE", False):
     SECURE_PROXY_SSL_HEADER = ("HTTP_X_FORWARDED_PROTO", "https")
 
 # --- Reliability and security ---------------------------------------------------------
-# Per-token ingest limit (POST /api/v1/runs/ and the OTel endpoint): "1200/min", "20/s",
-# "off". Counted in the cache below: local memory is per process (N web processes let a
-# token post up to N× the rate); FLYWHEEL_CACHE_URL=redis://… shares the count.
+# Per-token write limit, one count for every write through the API (runs, steps,
+# completions, feedback, proposals, OTel, review and playbook actions): "1200/min",
+# "20/s", "off". Counted in the cache below: local memory is per process (N web
+# processes let a token write up to N× the rate); FLYWHEEL_CACHE_URL=redis://… shares it.
 FLYWHEEL_INGEST_RATE = os.environ.get("FLYWHEEL_INGEST_RATE", "1200/min")
 FLYWHEEL_THROTTLE_CACHE = "default"
+# Console and admin logins: refused (without a password check) after this many
+# failures per user name, or per client address, within the window (seconds).
+FLYWHEEL_LOGIN_USER_FAILURES = int(os.environ.get("FLYWHEEL_LOGIN_USER_FAILURES", 5))
+FLYWHEEL_LOGIN_ADDRESS_FAILURES = int(
+    os.environ.get("FLYWHEEL_LOGIN_ADDRESS_FAILURES", 20)
+)
+FLYWHEEL_LOGIN_WINDOW = int(os.environ.get("FLYWHEEL_LOGIN_WINDOW", 900))
+# Behind a reverse proxy, the header whose last entry is the client's address
+# (e.g. X-Forwarded-For); empty: REMOTE_ADDR. Set it only if the proxy sets it.
+FLYWHEEL_CLIENT_ADDRESS_HEADER = os.environ.get("FLYWHEEL_CLIENT_ADDRESS_HEADER", "")
+# Sent with every response. Inline style *attributes* are allowed (the console's chart
+# swatches); inline <style>/<script>, eval, plugins and framing are not.
+FLYWHEEL_CONTENT_SECURITY_POLICY = os.environ.get(
+    "FLYWHEEL_CONTENT_SECURITY_POLICY",
+    "default-src 'self'; script-src 'self'; style-src 'self'; "
+    "style-src-attr 'unsafe-inline'; img-src 'self' data:; font-src 'self'; "
+    "connect-src 'self'; object-src 'none'; base-uri 'self'; form-action 'self'; "
+    "frame-ancestors 'none'",
+)
+# Webhooks reach public addresses only; true admits loopback and private receivers
+# (on premises). Link-local (cloud metadata), multicast and unspecified never.
+FLYWHEEL_WEBHOOK_ALLOW_PRIVATE = env_bool("FLYWHEEL_WEBHOOK_ALLOW_PRIVATE", False)
 FLYWHEEL_CACHE_URL = os.environ.get("FLYWHEEL_CACHE_URL", "")
 if FLYWHEEL_CACHE_URL.startswith(("redis://", "rediss://")):
     CACHES["default"] = {

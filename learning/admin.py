@@ -7,7 +7,11 @@ from django.contrib import admin
 from django.core.exceptions import ValidationError
 
 from learning.models import Webhook, WebhookDelivery
-from learning.webhooks import WEBHOOK_EVENTS, webhook_delivery_redeliver
+from learning.webhooks import (
+    WEBHOOK_EVENTS,
+    webhook_delivery_redeliver,
+    webhook_url_check,
+)
 
 
 class WebhookForm(forms.ModelForm):
@@ -35,6 +39,10 @@ class WebhookForm(forms.ModelForm):
         url = self.cleaned_data["url"]
         if not url.startswith(("http://", "https://")):
             raise ValidationError("Use an http(s) URL.")
+        try:
+            webhook_url_check(url)  # the same address check as the API
+        except ValidationError as exc:
+            raise ValidationError(exc.message_dict["url"]) from None
         return url
 
 

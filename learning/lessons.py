@@ -52,9 +52,11 @@ _LEADING_NEGATION = re.compile(
     re.I,
 )
 # "When X, Y" / "If X, Y" / "Whenever X: Y" — the situation and the directive.
+# The situation starts and ends with a word (a `\s+`, a lazy `[^,:;]` that may hold
+# spaces and a `\s*` split one run of spaces every way: cubic on "when" + spaces).
 _SITUATION = re.compile(
-    r"^(?P<lead>when|whenever|if|once|while|after|in case|for)\s+(?P<when>[^,:;]{3,200}?)"
-    r"\s*[,:;]\s+(?P<rest>\S.*)$",
+    r"^(?P<lead>when|whenever|if|once|while|after|in case|for)\s++"
+    r"(?P<when>[^,:;]{3,200}?)(?<!\s)\s*+[,:;]\s++(?P<rest>\S.*)$",
     re.I | re.S,
 )
 _SUBORDINATORS = (
@@ -281,17 +283,26 @@ def lesson_fields(
 
 # --- words bound to one run ----------------------------------------------------------
 
+# Tried once per run of id characters, from where the run starts, skipping to its first
+# possible start: the `term`. (Tried from every start, each "-" of "a-a-a-…" began a
+# look-ahead over the rest of the run: quadratic. A later start can only succeed where
+# the first one does, so nothing is lost.)
 _ID_LIKE = re.compile(
-    r"(?<![\w`])(?=[A-Za-z0-9_#-]*\d)(?=[A-Za-z0-9_#-]*[A-Za-z])[A-Za-z0-9][A-Za-z0-9_#-]{4,}"
-    r"(?![\w`])"
+    r"(?<![A-Za-z0-9_#-])(?:(?<![\w`])(?=[A-Za-z0-9])|(?:[A-Za-z0-9_]|[#-](?![A-Za-z0-9]))*+[#-])"
+    r"(?P<term>(?=[A-Za-z0-9_#-]*\d)(?=[A-Za-z0-9_#-]*[A-Za-z])[A-Za-z0-9][A-Za-z0-9_#-]{4,}"
+    r"(?![\w`]))"
 )
-_AMOUNT = re.compile(r"(?:[$€£]\s?\d[\d,]*(?:\.\d+)?|\b\d[\d,]*\.\d{2}\b|\b\d{3,}\b)")
+# Digits before the decimal point and the local part of an address are bounded: from
+# every start of "1,1,1,…" or "a.a.a.…" an unbounded run was rescanned (quadratic).
+_AMOUNT = re.compile(
+    r"(?:[$€£]\s?\d[\d,]*(?:\.\d+)?|\b\d[\d,]{0,30}\.\d{2}\b|\b\d{3,}\b)"
+)
 _DATE = re.compile(
     r"\b(?:\d{4}-\d{2}-\d{2}|\d{1,2}/\d{1,2}/\d{2,4}|"
     r"(?:jan|feb|mar|apr|may|jun|jul|aug|sep|oct|nov|dec)[a-z]*\.? \d{1,2}(?:st|nd|rd|th)?)\b",
     re.I,
 )
-_EMAIL = re.compile(r"\b[\w.+-]+@[\w-]+\.[\w.]+\b")
+_EMAIL = re.compile(r"\b[\w.+-]{1,64}+@[\w-]+\.[\w.]+\b")
 _CODE_SPAN = re.compile(r"`[^`]{1,80}`")
 
 
@@ -303,11 +314,21 @@ def run_specific_terms(text: str) -> list[str]:
     found: list[str] = []
     for pattern in (_EMAIL, _DATE, _ID_LIKE, _AMOUNT):
         for match in pattern.finditer(body):
-            term = match.group(0)
+            term = _term(match)
             if term not in found:
                 found.append(term)
-        body = pattern.sub(" ", body)
+        body = pattern.sub(_blank_term, body)
     return found
+
+
+def _term(match: re.Match) -> str:
+    return match.group("term") if "term" in match.re.groupindex else match.group(0)
+
+
+def _blank_term(match: re.Match) -> str:
+    """The match with its term blanked (what comes before the term stays)."""
+    start = match.start("term") if "term" in match.re.groupindex else match.start()
+    return match.group(0)[: start - match.start()] + " "
 
 
 # --- confidence from evidence --------------------------------------------------------

@@ -30,11 +30,15 @@ TASK_LIMIT = 100_000
 PATCH_LIMIT = 50_000
 STATUSES = ("success", "failure", "partial")
 
+# Linear-time (tests/security/test_redos.py): the trailer starts where a run of spaces
+# starts and never gives spaces back; a fence starts at its first backtick; the
+# INSTRUCTIONS line keeps its indent on its own line.
 _TRAILER = re.compile(
-    r"(?:\s*\(Open file: [^\n]*\)|\s*\(Current directory: [^\n]*\)|\s*bash-\$\s*)+\s*$"
+    r"(?<!\s)(?:\s*+\(Open file: [^\n]*\)|\s*+\(Current directory: [^\n]*\)"
+    r"|\s*+bash-\$\s*+)++\s*+$"
 )
-_FENCE = re.compile(r"```[^\n]*\n(.*?)```", re.S)
-_INSTRUCTIONS = re.compile(r"\n\s*INSTRUCTIONS:\s*\n", re.S)
+_FENCE = re.compile(r"(?<!`)```[^\n]*\n(.*?)```", re.S)
+_INSTRUCTIONS = re.compile(r"\n[^\S\n]*INSTRUCTIONS:[^\S\n]*\n", re.S)
 
 
 def _clip(text: str, limit: int = DESCRIPTION_LIMIT) -> str:
@@ -75,8 +79,15 @@ def _is_demo(message: dict) -> bool:
     return flag is True or str(flag).lower() == "true"
 
 
+# The prompt trailer ends an observation: only its tail is looked at (from every ")"
+# of a long chain of trailers the rest was rescanned before failing at a last line).
+TRAILER_SCAN = 4000
+
+
 def _observation(text: str) -> str:
-    return _TRAILER.sub("", text.replace("\r\n", "\n")).strip()
+    text = text.replace("\r\n", "\n")
+    head, tail = text[:-TRAILER_SCAN], text[-TRAILER_SCAN:]
+    return (head + _TRAILER.sub("", tail)).strip()
 
 
 def _command_tool(action: str) -> str:

@@ -95,14 +95,14 @@ def given(**values) -> dict:
 
 
 def _throttle(token: ApiToken) -> None:
-    """The REST API's per-token ingest limit (FLYWHEEL_INGEST_RATE), counted in the
-    same place, so a token cannot post faster through MCP than through /runs/."""
+    """The REST API's per-token write limit (FLYWHEEL_INGEST_RATE), counted in the
+    same place, so a token cannot write faster through MCP than through the API
+    (every write tool calls it, as every API write is counted)."""
     throttle = IngestRateThrottle()
     if not throttle.allow_request(SimpleNamespace(method="POST", auth=token), None):
         wait = throttle.wait()
         raise ToolError(
-            "Rate limit: too many runs posted with this token; "
-            f"retry in {int(wait or 1)} s."
+            f"Rate limit: too many writes with this token; retry in {int(wait or 1)} s."
         )
 
 
@@ -194,6 +194,7 @@ def run_record(*, payload: dict) -> dict:
 def run_steps_add(*, run_id: str, steps) -> dict:
     """POST /api/v1/runs/{id}/steps/."""
     token = current_token("runs.write")
+    _throttle(token)
     run = _run(token, run_id)
     steps = cleaned(
         lambda data: payloads.steps_clean(data, allow_empty=False),
@@ -210,6 +211,7 @@ def run_steps_add(*, run_id: str, steps) -> dict:
 def run_finish(*, run_id: str, payload: dict) -> dict:
     """POST /api/v1/runs/{id}/complete/."""
     token = current_token("runs.write")
+    _throttle(token)
     run = _run(token, run_id)
     data = cleaned(payloads.outcome_clean, payload)
     try:
@@ -222,6 +224,7 @@ def run_finish(*, run_id: str, payload: dict) -> dict:
 def feedback_record(*, run_id: str, payload: dict) -> dict:
     """POST /api/v1/runs/{id}/feedback/."""
     token = current_token("feedback.add")
+    _throttle(token)
     run = _run(token, run_id)
     data = cleaned(payloads.feedback_clean, payload)
     feedback, run = run_services.feedback_add(run=run, data=data)
@@ -236,6 +239,7 @@ def feedback_record(*, run_id: str, payload: dict) -> dict:
 def lesson_propose(*, payload: dict) -> dict:
     """POST /api/v1/candidates/: audited, then reviewed like every candidate."""
     token = current_token("candidates.propose")
+    _throttle(token)
     data = validated(CandidateProposeInputSerializer, payload)
     try:
         candidate, created = candidate_services.candidate_propose(

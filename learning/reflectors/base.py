@@ -182,7 +182,9 @@ class Reflector(Protocol):
 
 
 _CALL = re.compile(r"^\s*([A-Za-z_][\w.]*)\s*\((.*)\)\s*$", re.S)
-_KV = re.compile(r"(\w+)\s*=\s*('[^']*'|\"[^\"]*\"|[^,]+)")
+# A key starts at a word's start (from inside a word it ends at the same place, so
+# nothing is lost; without this a long word was rescanned from each of its letters).
+_KV = re.compile(r"(?<!\w)(\w+)\s*=\s*('[^']*'|\"[^\"]*\"|[^,]+)")
 
 
 def parse_call(step: StepView) -> tuple[str, dict]:

@@ -251,7 +251,8 @@ def _task_type(ctx: Context) -> list[Lesson]:
 
 
 MIN_SOURCE_WINNERS = 3
-_ID = re.compile(r"(?=[\w-]*\d)(?=[\w-]*[a-z])[\w-]{3,}")
+# From where a run of id characters starts: the look-aheads read each run once.
+_ID = re.compile(r"(?<![\w-])(?=[\w-]*\d)(?=[\w-]*[a-z])[\w-]{3,}")
 SOURCE_SHARE = 0.7
 
 

@@ -16,8 +16,11 @@ SOFT_LIMIT = 600  # longer answers are content, not an error report, unless hard
 
 # Hard signals: they mean failure wherever they appear in the head of the answer.
 _TRACEBACK = re.compile(r"Traceback \(most recent call last\)")
+# Linear-time patterns (tests/security/test_redos.py): the indent stays on its line
+# (`^\s*` across newlines made every newline of a blank run a start that rescanned it).
 _EXCEPTION_LINE = re.compile(
-    r"^\s*(?:[\w.]+\.)?(\w*(?:Error|Exception|Exit|Interrupt))\b(?::\s*(.*))?$", re.M
+    r"^[^\S\n]*(?:[\w.]+\.)?(\w*(?:Error|Exception|Exit|Interrupt))\b(?::\s*(.*))?$",
+    re.M,
 )
 _HARD = [
     (
@@ -94,7 +97,7 @@ _WARNING = re.compile(r"^\W*(?:warning|warn|note|info)\b", re.I)
 _SUGGESTIONS = re.compile(
     r"(?:similar|did you mean|perhaps you meant|suggestions?|maybe you meant|"
     r"available (?:options|values|choices|commands|tools|titles)|"
-    r"valid (?:options|values|choices) (?:are|include))\s*[:?]?\s*(\[[^\]]*\]|[^\n]+)",
+    r"valid (?:options|values|choices) (?:are|include))\s*+[:?]?\s*+(\[[^\]]*\]|[^\n]+)",
     re.I,
 )
 # Words one of the patterns needs (lower case): a cheap first look, since most answers
@@ -280,9 +283,12 @@ def error_signal(value: Any, meta: Any = None) -> ErrorSignal | None:
 _QUOTED = re.compile(
     r"'[^'\n]{3,}'|\"[^\"\n]{3,}\"|`[^`'\n]{3,}[`']|‘[^’\n]+’|“[^”\n]+”"
 )
-_BRACKETED = re.compile(r"\[[^\]\n]*\]|\{[^}\n]*\}|<[^>\n]*>")
+# Innermost brackets, and a file name from where its run of name characters starts
+# (from every "[" of "[[[…", or every word of "a-a-a…", the rest of the line was
+# rescanned: quadratic).
+_BRACKETED = re.compile(r"\[[^\[\]\n]*\]|\{[^{}\n]*\}|<[^<>\n]*>")
 _PATH = re.compile(
-    r"(?:[A-Za-z]:)?(?:[~.]?/[\w.@~+*-]+)+/?|\b[\w.-]+\.(?:[a-z]{1,4})\b"
+    r"(?:[A-Za-z]:)?(?:[~.]?/[\w.@~+*-]+)+/?|(?<![\w.-])[\w.-]+\.(?:[a-z]{1,4})\b"
 )
 _URL = re.compile(r"\bhttps?://\S+", re.I)
 # Letters and digits mixed (A1, R2D2, gift_card_7): one run's ids, however short —

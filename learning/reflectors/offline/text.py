@@ -21,10 +21,13 @@ _AUX = (
 )
 _YES_NO = re.compile(rf"^\s*(?:{_AUX})\b", re.I)
 # "Which of A and B …?", "… A or B?" — and no other question word after the "or".
-_CHOICE = re.compile(
-    r"\b(?:which|who|what)\s+of\b|\bor\b(?:(?!\b(?:what|which|who|where|when|how)\b)[^?]){0,80}\?\s*$",
-    re.I,
+# The "or" form ends the question: it is looked for in the question's tail only
+# (CHOICE_TAIL), so a long question is not rescanned 80 characters from every "or".
+_CHOICE = re.compile(r"\b(?:which|who|what)\s+of\b", re.I)
+_CHOICE_OR = re.compile(
+    r"\bor\b(?:(?!\b(?:what|which|who|where|when|how)\b)[^?]){0,80}\?\s*$", re.I
 )
+CHOICE_TAIL = 200
 _WH = re.compile(
     r"\b([Hh]ow\s+(?:many|much|long|old|far|big|tall|often|large)|"
     rf"(?:[Ww]hat|[Ww]hich)\s+(?!(?:{_AUX}|the|a|an)\b)[a-z]+|"
@@ -101,7 +104,7 @@ def question_form(task: str) -> str:
         return ""
     if _YES_NO.match(text):
         return "the question asks for yes or no"
-    if _CHOICE.search(text):
+    if _CHOICE.search(text) or _CHOICE_OR.search(text[-CHOICE_TAIL:]):
         return "the question asks to choose between named options"
     # The question word opening the question, else the last one (a "who" or "which"
     # earlier in the sentence is usually a relative pronoun: "a playwright who …").
