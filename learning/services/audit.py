@@ -13,7 +13,7 @@ from django.utils import timezone
 from learning.audits.conflict import conflict_findings
 from learning.audits.duplicate import duplicate_findings
 from learning.audits.hygiene import hygiene_findings, policy_for_namespace
-from learning.audits.scope import candidate_sign, candidate_text, scope_items
+from learning.audits.scope import candidate_lesson, policy_items, scope_items
 from learning.models import CandidateKind, CandidateStatus, LearningCandidate, Severity
 from learning.queue import task_enqueue_on_commit
 from review.services import candidate_supersede
@@ -39,20 +39,22 @@ def candidate_audit_enqueue(*, candidate) -> None:
 
 def audit_report_build(*, candidate) -> dict:
     """The three audits of one candidate, without storing anything."""
-    text = candidate_text(candidate)
-    sign = candidate_sign(candidate)
+    lesson = candidate_lesson(candidate)
     items = scope_items(candidate)
-    conflict = conflict_findings(text=text, sign=sign, items=items)
+    conflict = conflict_findings(lesson=lesson, items=items)
+    # Contradicting the agent's own policy blocks: only an admin can override it.
+    conflict += conflict_findings(
+        lesson=lesson, items=policy_items(candidate), severity=Severity.BLOCK
+    )
     contradicted = {
         (rel["type"], rel["id"], rel["text"]) for f in conflict for rel in f["related"]
     }
     duplicate = duplicate_findings(
-        text=text,
-        sign=sign,
+        lesson=lesson,
         items=[i for i in items if (i.type, i.id, i.text[:500]) not in contradicted],
     )
     policy = policy_for_namespace(candidate.namespace_id)
-    hygiene = hygiene_findings(text=text, policy=policy)
+    hygiene = hygiene_findings(text=lesson.text, policy=policy)
     return {"conflict": conflict, "hygiene": hygiene, "duplicate": duplicate}
 
 
@@ -137,8 +139,7 @@ def _mirror_conflicts(*, candidate, findings: list[dict], rows: dict) -> None:
                 continue
             mirrored = {
                 "severity": finding["severity"],
-                "message": f"Contradicted by pending {candidate.kind} candidate "
-                f"#{candidate.pk}.",
+                "message": _mirrored_message(candidate, finding),
                 "related": [
                     {
                         "type": "candidate",
@@ -164,6 +165,18 @@ def _mergeable(a, b) -> bool:
 
 def _words(text: str) -> list[str]:
     return re.findall(r"[a-z0-9_]+", (text or "").lower())
+
+
+def _mirrored_message(candidate, finding: dict) -> str:
+    """The finding as the other candidate reads it: "Pending candidate #7 says …;
+    this says …"."""
+    this_says, other_says = finding.get("this_says"), finding.get("other_says")
+    if not (this_says and other_says):
+        return f"Contradicted by pending candidate #{candidate.pk}."
+    return (
+        f"Pending candidate #{candidate.pk} says {this_says}; this says {other_says}"
+        f"{finding.get('mirror_suffix', '')}."
+    )
 
 
 def _merge_pending_duplicates(*, candidate, rows: dict) -> None:

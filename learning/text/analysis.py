@@ -239,6 +239,30 @@ CHOICE_GROUPS: dict[str, frozenset] = {
 }
 # Words whose presence makes a choice-group word a value rather than a topic.
 _CHOICE_NOISE = {"get", "post", "put", "patch", "go", "chat"}
+# The name of a group without a member ("the language they wrote in") leaves the
+# value open: against a text that fixes one ("in English") it is a different value.
+_CHOICE_NOUNS = {
+    "language": "language",
+    "languages": "language",
+    "channel": "channel",
+    "region": "cloud region",
+}
+OPEN_VALUE = "(their own)"
+
+# Words (as stems) that name one idea in lessons, so "book without asking" and
+# "confirm with the user before booking" are about the same thing.
+_CONCEPTS = {
+    "ask": "confirm",
+    "confirmat": "confirm",
+    "consent": "confirm",
+    "approval": "confirm",
+    "permission": "confirm",
+}
+
+
+def concept(stemmed: str) -> str:
+    return _CONCEPTS.get(stemmed, stemmed)
+
 
 _UNITS = {
     "ms": "ms",
@@ -328,6 +352,7 @@ _ID = re.compile(
 _HIDDEN_CHARS = re.compile(
     "[\u200b-\u200f\u202a-\u202e\u2060-\u2064\u2066-\u2069\ufeff]"
 )
+_ISO_DATE = re.compile(r"\b\d{4}-\d{2}-\d{2}\b")
 _URLISH = re.compile(r"\b(?:https?|s3|gs|ftp)://[^\s'\"<>]+", re.I)
 _NUMBER = re.compile(
     r"(?<![\w.\-])(\d+(?:\.\d+)?)(?:\s*(%|[a-z]+)(?![\w]))?(?![\w.\-]\w)", re.I
@@ -455,6 +480,9 @@ def _extract_values(norm: str) -> tuple[dict, str]:
     for match in _URLISH.finditer(norm):
         values.setdefault("location", set()).add(match.group(0).rstrip(".,;)"))
     norm = _URLISH.sub(" ", norm)
+    for match in _ISO_DATE.finditer(norm):  # a date is one value, not three numbers
+        values.setdefault("date", set()).add(match.group(0))
+    norm = _ISO_DATE.sub(" ", norm)
     # Quoted speech ("the user said …") is run content, not the candidate's advice.
     norm = _QUOTED.sub(" ", norm)
 
@@ -512,6 +540,7 @@ def analyse(text: str, *, sign: int = 1) -> Analysis:  # noqa: C901
     flip_at: list[tuple[int, str]] = []
     axes: dict[str, set] = {}
     choice_vals: dict[str, set] = {}
+    open_values: set[str] = set()
     for i, tok in enumerate(toks):
         bare = tok.replace("'", "")
         stems.append(None)
@@ -538,8 +567,10 @@ def analyse(text: str, *, sign: int = 1) -> Analysis:  # noqa: C901
             continue
         if not _subject_word(tok, bare):
             continue
-        stems[i] = stem(bare)
+        stems[i] = concept(stem(bare))
         subject.add(stems[i])
+        if tok in _CHOICE_NOUNS:
+            open_values.add(_CHOICE_NOUNS[tok])
     if base_sign < 0 and any(i <= 1 for i, _ in flip_at):
         # "Never …", "Do not …": a harmful entry phrased as advice says what it means.
         base_sign = 1
@@ -549,6 +580,8 @@ def analyse(text: str, *, sign: int = 1) -> Analysis:  # noqa: C901
         flips.append((word, scope or None))
     for group, vals in choice_vals.items():
         values[group] = frozenset(vals)
+    for group in open_values - set(choice_vals):
+        values[group] = frozenset({OPEN_VALUE})
     ids = _names(toks)
     return Analysis(
         text=text,

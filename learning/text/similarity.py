@@ -16,7 +16,7 @@ from learning.text.analysis import (
     text_names,
     words,
 )
-from learning.text.contradiction import text_contradiction
+from learning.text.contradiction import LessonText, as_lesson, lesson_contradiction
 
 TRIGRAM_DUPLICATE = 0.7
 WORDS_DUPLICATE = 0.75
@@ -56,23 +56,31 @@ def text_similarity(a: str, b: str) -> float:
     return max(trigram_similarity(a, b), jaccard(content_stems(a), content_stems(b)))
 
 
-def is_near_duplicate(a: str, b: str, *, a_sign: int = 1, b_sign: int = 1) -> bool:
+def is_near_duplicate(a, b, *, a_sign: int = 1, b_sign: int = 1) -> bool:
     """The same lesson said twice: same polarity, the same names (ids, tools), nearly
-    the same words — and not a contradiction ("do X" vs "do not X", a changed value)."""
-    if a_sign != b_sign:
+    the same words — and never a contradiction: a changed polarity ("do" vs "avoid",
+    "do X" vs "do not X") or a changed value (a quantity, an order, a target, a
+    language) makes a conflict, not a copy. `a` and `b` are plain texts (with `a_sign`
+    and `b_sign` -1 for a raw text describing what to avoid) or `LessonText`s."""
+    a, b = as_lesson(a, a_sign), as_lesson(b, b_sign)
+    if a.shaped and b.shaped and a.polarity != b.polarity:
         return False
-    if different_names(text_names(a), text_names(b)):
+    if a.sign != b.sign:
+        return False
+    if different_names(text_names(a.text), text_names(b.text)):
         return False  # one template, different reservations or tools
-    stems_a, stems_b = content_stems(a), content_stems(b)
+    stems_a, stems_b = content_stems(a.text), content_stems(b.text)
     contained = (
         min(len(stems_a), len(stems_b)) >= CONTAINED_MIN_WORDS
         and overlap(stems_a, stems_b) >= CONTAINED_DUPLICATE
     )
     if (
-        trigram_similarity(a, b) < TRIGRAM_DUPLICATE
+        trigram_similarity(a.text, b.text) < TRIGRAM_DUPLICATE
         and jaccard(stems_a, stems_b) < WORDS_DUPLICATE
         and not contained
     ):
         return False
-    # Same words, opposite meaning ("do" vs "do not") is a conflict, not a copy.
-    return text_contradiction(a, b, my_sign=a_sign, their_sign=b_sign) is None
+    return lesson_contradiction(a, b) is None
+
+
+__all__ = ["LessonText", "is_near_duplicate", "text_similarity", "trigram_similarity"]

@@ -1,0 +1,246 @@
+"""Readings of a lesson beyond its words and polarity: which clauses only narrate the
+evidence, the order a sentence puts two actions in, what it chooses instead of what,
+the attributes a durable fact states, and whether two situations are the same. Pure
+functions; `learning.text.contradiction` combines them. Every pattern here runs in
+linear time (no nested or adjacent unbounded quantifiers over the same characters)."""
+
+import re
+from dataclasses import dataclass
+from functools import lru_cache
+
+from learning.text.analysis import (
+    _ALL_MARKERS,
+    NEGATORS,
+    STOPWORDS,
+    analyse,
+    concept,
+    jaccard,
+    normalise,
+    overlap,
+    stem,
+    words,
+)
+
+# --- narration: "this run left 3 of 6 unchecked" explains, it does not advise --------
+
+_RUN_NOUN = r"runs?\b(?!\s(?:on|in|at|into|out|as|under|from|twice|every|again)\b)"
+_NARRATION = re.compile(
+    r"\b(?:this|that|these|those)\s(?:[a-z_\-]{1,30}\s)?"
+    + _RUN_NOUN
+    + r"|\b(?:successful|failed|failing|succeeding|previous|earlier|comparable)\s"
+    r"(?:[a-z_\-]{1,30}\s)?" + _RUN_NOUN + r"|\b\d{1,6}\s(?:of|out\sof)\s\d{1,6}\b"
+    r"|\bnone\sof\sthe\b"
+    r"|\bthe\sevaluator\b"
+    r"|\bstep\s\d{1,6}\b"
+    r"|\bin\sthis\s(?:trajectory|episode|conversation|session)\b"
+)
+
+
+def is_narration(clause: str) -> bool:
+    """A clause about the runs the lesson came from ("2 of 2 successful runs did",
+    "this run called it without …", "the evaluator expected …"): evidence, not advice,
+    so it never takes part in a contradiction."""
+    return bool(_NARRATION.search(normalise(clause)))
+
+
+# --- order: "X before Y" against "Y before X" ----------------------------------------
+
+_ORDER_WORDS = {"before": 1, "after": -1, "then": 1, "prior to": 1}
+_ORDER_SPLIT = re.compile(r"\b(before|after|then|prior to)\b")
+_LEADING_ORDER = re.compile(r"^(?:always\s|first\s|only\s)?(before|after|prior to)\s")
+
+
+def _order_stems(text: str) -> frozenset:
+    out = set()
+    for tok in words(text):
+        bare = tok.replace("'", "")
+        if tok in STOPWORDS or tok in _ALL_MARKERS or len(bare) <= 2:
+            continue
+        out.add(concept(stem(bare)))
+    return frozenset(out)
+
+
+@lru_cache(maxsize=4096)
+def order_pairs(text: str) -> tuple[tuple[frozenset, frozenset], ...]:
+    """(earlier, later) word sets for each clause that orders two actions: "Run the
+    migrations before deploying", "Before calling X, call Y", "After Y, do X", "do X,
+    then Y"."""
+    pairs = []
+    for clause in re.split(r"[.;!?\n]", normalise(text)):
+        clause = clause.strip()
+        if not clause:
+            continue
+        lead = _LEADING_ORDER.match(clause)
+        if lead and "," in clause:
+            head, _, rest = clause[lead.end() :].partition(",")
+            first, second = _order_stems(rest), _order_stems(head)
+            if _ORDER_WORDS[lead.group(1)] < 0:
+                first, second = second, first
+        else:
+            match = _ORDER_SPLIT.search(clause)
+            if not match or match.start() == 0:
+                continue
+            first = _order_stems(clause[: match.start()])
+            second = _order_stems(clause[match.end() :])
+            if _ORDER_WORDS[match.group(1)] < 0:
+                first, second = second, first
+        if first and second:
+            pairs.append((first, second))
+    return tuple(pairs)
+
+
+def order_swapped(mine: str, theirs: str, *, common=frozenset()) -> bool:
+    """One text puts A before B, the other B before A (A and B told apart by words
+    that sit on one side only of each)."""
+    for a_first, a_then in order_pairs(mine):
+        for b_first, b_then in order_pairs(theirs):
+            moved_back = (a_first & b_then) - b_first - a_then - common
+            moved_up = (a_then & b_first) - b_then - a_first - common
+            if moved_back and moved_up:
+                return True
+    return False
+
+
+# --- contrast: "the production bucket instead of the scratch bucket" -----------------
+
+_CONTRAST = re.compile(
+    r"\b(?:instead\sof|rather\sthan|in\splace\sof|over|not)\s(?:the\s|a\s|an\s)?"
+)
+_CONTRAST_VERBS = frozenset(
+    """do does did is are was were be should must can could will would may might
+    shall have has had""".split()
+)
+CONTRAST_WINDOW = 4
+
+
+@lru_cache(maxsize=4096)
+def contrasts(text: str) -> tuple[tuple[frozenset, frozenset], ...]:
+    """(chosen, rejected) word sets: "use X instead of Y", "store in X, not Y", "X
+    rather than Y". A "not" right after a verb ("do not", "is not") negates, it does
+    not contrast."""
+    out = []
+    for clause in re.split(r"[.;!?\n]", normalise(text)):
+        for match in _CONTRAST.finditer(clause):
+            before = words(clause[: match.start()])
+            if not before:
+                continue
+            word = match.group(0).split()[0]
+            if word in ("not", "over"):
+                if before[-1] in _CONTRAST_VERBS or before[-1] in NEGATORS:
+                    continue
+                if word == "not" and not clause[: match.start()].rstrip().endswith(","):
+                    continue  # "X not Y" without a comma is rarely a contrast
+            chosen = _order_stems(" ".join(before[-CONTRAST_WINDOW:]))
+            rejected = _order_stems(
+                " ".join(words(clause[match.end() :])[:CONTRAST_WINDOW])
+            )
+            if chosen and rejected:
+                out.append((chosen, rejected))
+    return tuple(out)
+
+
+def contrast_swapped(mine: str, theirs: str) -> tuple[str, str] | None:
+    """One text chooses X over Y, the other Y over X: the words that tell them apart
+    (what `mine` chooses, what `theirs` chooses), else None."""
+    for a_chosen, a_rejected in contrasts(mine):
+        a_only, a_not = a_chosen - a_rejected, a_rejected - a_chosen
+        for b_chosen, b_rejected in contrasts(theirs):
+            b_only, b_not = b_chosen - b_rejected, b_rejected - b_chosen
+            if (a_only & b_not) and (a_not & b_only):
+                return (
+                    " ".join(sorted(a_only & b_not)),
+                    " ".join(sorted(b_only & a_not)),
+                )
+    return None
+
+
+# --- durable facts: the attributes they state ---------------------------------------
+
+_FACT_SEGMENT_KEY = re.compile(r"^([a-z][a-z_ ]{0,40}?)\s(\S.*)$")
+
+
+@dataclass(frozen=True)
+class FactReading:
+    entity: str
+    attributes: dict
+
+
+def _fact_entity(text: str) -> str:
+    for tok in words(normalise(text)):
+        if re.search(r"\d", tok) and re.search(r"[a-z]", tok) and len(tok) >= 4:
+            return tok
+    return ""
+
+
+@lru_cache(maxsize=4096)
+def fact_reading(text: str, entity: str = "") -> FactReading | None:
+    """ "Reservation OBUT9V (…) at the end of the run: flights HAT078 2024-05-27,
+    HAT118 2024-05-27, cabin economy, total baggages 2" → entity and {"flights":
+    "hat078 2024-05-27, hat118 2024-05-27", "cabin": "economy", "total baggages":
+    "2"}. Segments without a name of their own continue the one before."""
+    norm = normalise(text)
+    head, sep, body = norm.partition(": ")
+    if not sep:
+        return None
+    attributes: dict[str, str] = {}
+    key = ""
+    for segment in body.rstrip(" .").split(", "):
+        segment = segment.strip()
+        match = _FACT_SEGMENT_KEY.match(segment)
+        if match and not re.search(r"\d", match.group(1)):
+            key = match.group(1).strip()
+            attributes[key] = match.group(2).strip()
+        elif key:
+            attributes[key] = f"{attributes[key]}, {segment}"
+    if not attributes:
+        return None
+    return FactReading(
+        entity=(entity or "").lower() or _fact_entity(head), attributes=attributes
+    )
+
+
+def fact_difference(mine: FactReading, theirs: FactReading):
+    """The first attribute both facts state about one entity, with different values:
+    (name, mine, theirs), else None."""
+    if not mine.entity or mine.entity != theirs.entity:
+        return None
+    for key, value in mine.attributes.items():
+        other = theirs.attributes.get(key)
+        if other is not None and other != value:
+            return key, value, other
+    return None
+
+
+# --- situations ----------------------------------------------------------------------
+
+SITUATION_OVERLAP = 0.6
+SITUATION_JACCARD = 0.5
+
+
+def situations_compatible(mine: str, theirs: str) -> bool:
+    """Whether two lessons' situations (`when`) can be the same moment: either is
+    general (empty), or one situation lies inside the other, or most of their words
+    agree — and neither is the negation of the other ("has insurance" against "has no
+    insurance") or sets another value ("over $100" against "over $50")."""
+    if not mine.strip() or not theirs.strip():
+        return True
+    a, b = analyse(mine), analyse(theirs)
+    if not a.subject or not b.subject:
+        return True
+    shared = a.subject & b.subject
+    if overlap(a.subject, b.subject) < SITUATION_OVERLAP:
+        return False
+    if not (
+        a.subject <= b.subject
+        or b.subject <= a.subject
+        or jaccard(a.subject, b.subject) >= SITUATION_JACCARD
+        or len(shared) >= 2
+    ):
+        return False
+    if a.sign_on(shared) != b.sign_on(shared):
+        return False
+    for category, values in a.values.items():
+        other = b.values.get(category)
+        if other and not (values <= other or other <= values):
+            return False
+    return True
