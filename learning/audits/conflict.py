@@ -63,7 +63,7 @@ def lesson_says(lesson: LessonText, statement: str = "") -> str:
 
 
 def _suffix(found: Contradiction) -> str:
-    return "" if found.kind == "polarity" else f" — {found.detail}"
+    return "" if found.kind in ("polarity", "fact") else f" — {found.detail}"
 
 
 def _sentence(label: str) -> str:
@@ -75,6 +75,14 @@ def conflict_message(
 ) -> tuple[str, str, str]:
     """The finding's message and what each side says (kept for the mirrored finding
     on a pending candidate)."""
+    if found.kind == "fact":
+        this_says = f"{found.category} {_clip(found.my_value, 80)}"
+        other_says = (
+            f"{found.entity.upper()} has {found.category} "
+            f"{_clip(found.their_value, 80)}"
+        )
+        message = f"{_sentence(label)} says {other_says}; this says {this_says}."
+        return message, this_says, other_says
     this_says = lesson_says(mine, found.mine)
     other_says = lesson_says(theirs, found.theirs)
     message = f"{_sentence(label)} says {other_says}; this says {this_says}"

@@ -74,6 +74,7 @@ class Contradiction:
     my_value: str = ""
     their_value: str = ""
     subject: frozenset = field(default_factory=frozenset)
+    entity: str = ""  # for a fact: what it is about
 
     def swapped(self) -> "Contradiction":
         """The same disagreement read from the other side."""
@@ -229,6 +230,7 @@ def _fact_contradiction(mine: LessonText, theirs: LessonText):
             category=name,
             my_value=my_value,
             their_value=their_value,
+            entity=a.entity,
         ),
         True,
     )
@@ -241,11 +243,11 @@ def lesson_contradiction(
     Texts about different entities or tools (each names an id or identifier the other
     does not) never contradict each other; lessons for different situations neither."""
     mine, theirs = as_lesson(mine, my_sign), as_lesson(theirs, their_sign)
+    found, decided = _fact_contradiction(mine, theirs)
+    if decided:  # facts about one entity: their values may name other ids
+        return found
     if different_names(text_names(mine.text), text_names(theirs.text)):
         return None
-    found, decided = _fact_contradiction(mine, theirs)
-    if decided:
-        return found
     structured = mine.shaped and theirs.shaped
     if structured and not situations_compatible(mine.when, theirs.when):
         return None

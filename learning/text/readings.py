@@ -156,13 +156,11 @@ def contrast_swapped(mine: str, theirs: str) -> tuple[str, str] | None:
 
 # --- durable facts: the attributes they state ---------------------------------------
 
-_FACT_SEGMENT_KEY = re.compile(r"^([a-z][a-z_ ]{0,40}?)\s(\S.*)$")
-
 
 @dataclass(frozen=True)
 class FactReading:
     entity: str
-    attributes: dict
+    attributes: dict  # name (lower case) -> value as written
 
 
 def _fact_entity(text: str) -> str:
@@ -174,28 +172,27 @@ def _fact_entity(text: str) -> str:
 
 @lru_cache(maxsize=4096)
 def fact_reading(text: str, entity: str = "") -> FactReading | None:
-    """ "Reservation OBUT9V (…) at the end of the run: flights HAT078 2024-05-27,
-    HAT118 2024-05-27, cabin economy, total baggages 2" → entity and {"flights":
-    "hat078 2024-05-27, hat118 2024-05-27", "cabin": "economy", "total baggages":
-    "2"}. Segments without a name of their own continue the one before."""
-    norm = normalise(text)
-    head, sep, body = norm.partition(": ")
+    """ "Reservation OBUT9V (…) at the end of the run: flights HAT078, HAT118, cabin
+    economy, total baggages 2" → the entity and {"flights": "HAT078, HAT118",
+    "cabin": "economy", "total baggages": "2"}: each comma-separated part is a name
+    and its value (the last word); a part of one word continues the list before it."""
+    head, sep, body = (text or "").partition(": ")
     if not sep:
         return None
     attributes: dict[str, str] = {}
     key = ""
-    for segment in body.rstrip(" .").split(", "):
-        segment = segment.strip()
-        match = _FACT_SEGMENT_KEY.match(segment)
-        if match and not re.search(r"\d", match.group(1)):
-            key = match.group(1).strip()
-            attributes[key] = match.group(2).strip()
-        elif key:
-            attributes[key] = f"{attributes[key]}, {segment}"
+    for segment in body.strip().rstrip(".").split(", "):
+        parts = segment.split()
+        if len(parts) >= 2 and not re.search(r"\d", " ".join(parts[:-1])):
+            key = " ".join(parts[:-1]).lower()
+            attributes[key] = parts[-1]
+        elif key and parts:
+            attributes[key] = f"{attributes[key]}, {segment.strip()}"
     if not attributes:
         return None
     return FactReading(
-        entity=(entity or "").lower() or _fact_entity(head), attributes=attributes
+        entity=(entity or "").rpartition(":")[2].lower() or _fact_entity(head),
+        attributes=attributes,
     )
 
 
