@@ -7,6 +7,7 @@ from typing import Any
 from django.db import transaction
 
 from learning.models import Namespace
+from learning.queue import task_enqueue_on_commit
 from playbooks.models import (
     AgentPolicy,
     HygienePolicy,
@@ -122,5 +123,12 @@ def agent_policy_set(
         target_type="playbook" if playbook else "namespace",
         target_id=playbook.slug if playbook else namespace.slug,
         data={"source": source, "chars_before": len(before), "chars_after": len(text)},
+    )
+    task_enqueue_on_commit(
+        "learning.audit_tasks.agent_policy_reaudit_task",
+        namespace.pk,
+        playbook.pk if playbook else None,
+        task_name=f"reaudit-policy-{namespace.pk}-{playbook.pk if playbook else 0}",
+        group="audit",
     )
     return policy

@@ -11,6 +11,7 @@ from typing import Any
 from django.db import transaction
 from django.db.models import Max
 
+from learning.queue import task_enqueue_on_commit
 from playbooks.models import (
     ChangeKind,
     Playbook,
@@ -170,6 +171,15 @@ def playbook_version_commit(
     )
     playbook.current_version = number
     playbook.save(update_fields=["current_version", "updated_at"])
+    # The pending candidates compared with what changed are audited again (handed
+    # back to the audit stage through the queue).
+    task_enqueue_on_commit(
+        "learning.audit_tasks.playbook_version_reaudit_task",
+        playbook.pk,
+        number,
+        task_name=f"reaudit-playbook-{playbook.pk}-v{number}",
+        group="audit",
+    )
     audit_event_record(
         namespace=playbook.namespace,
         actor=actor,
@@ -272,6 +282,12 @@ def skill_version_commit(
     skill.text = text
     skill.current_version = number
     skill.save(update_fields=["text", "current_version", "updated_at"])
+    task_enqueue_on_commit(
+        "learning.audit_tasks.skill_reaudit_task",
+        skill.pk,
+        task_name=f"reaudit-skill-{skill.pk}-v{number}",
+        group="audit",
+    )
     audit_event_record(
         namespace=skill.namespace,
         actor=actor,

@@ -1,9 +1,14 @@
 """Audits of learning candidates (conflict, hygiene, duplicate) — see learning/audits/.
 
 `candidate_audit_enqueue` runs after a candidate is created (a Django-Q2 task on
-commit); `candidate_audit` stores the report on the candidate, merges a near-identical
-pending candidate into the older one, and hands clean candidates to background-mode
-auto-apply."""
+commit); `candidate_audit` stores the report on the candidate (each finding with its
+stable id, and the reviewer's dismissals carried over from the audit trail), merges a
+near-identical pending candidate into the older one, and hands clean candidates to
+background-mode auto-apply. Findings stay true: `candidates_related_pending` and
+`candidates_affected_by_version` say which pending candidates to audit again when a
+related candidate is decided or their playbook gets a new version (the tasks in
+learning/audit_tasks.py). `curated_text_audit` runs the same audits on a strategy or
+skill an admin is about to save."""
 
 import re
 
@@ -13,17 +18,25 @@ from django.utils import timezone
 from learning.audits.conflict import conflict_findings
 from learning.audits.duplicate import duplicate_findings
 from learning.audits.hygiene import hygiene_findings, policy_for_namespace
-from learning.audits.scope import candidate_lesson, policy_items, scope_items
+from learning.audits.scope import (
+    candidate_lesson,
+    pending_candidate_items,
+    policy_items,
+    scope_items,
+)
+from learning.findings import (
+    DISMISS_ACTION,
+    dismissals_apply,
+    finding_id,
+    findings_all,
+    findings_identify,
+    report_max_severity,
+)
 from learning.models import CandidateKind, CandidateStatus, LearningCandidate, Severity
 from learning.queue import task_enqueue_on_commit
+from review.models import AuditEvent
 from review.services import candidate_supersede
 
-SEVERITY_RANK = {
-    Severity.NONE: 0,
-    Severity.INFO: 1,
-    Severity.WARN: 2,
-    Severity.BLOCK: 3,
-}
 AUDIT_TASK = "learning.audit_tasks.candidate_audit_task"
 
 
@@ -55,17 +68,26 @@ def audit_report_build(*, candidate) -> dict:
     )
     policy = policy_for_namespace(candidate.namespace_id)
     hygiene = hygiene_findings(text=lesson.text, policy=policy)
-    return {"conflict": conflict, "hygiene": hygiene, "duplicate": duplicate}
+    return findings_identify(
+        {"conflict": conflict, "hygiene": hygiene, "duplicate": duplicate}
+    )
 
 
-def report_max_severity(report: dict) -> str:
-    worst = Severity.NONE
-    for findings in report.values():
-        for finding in findings:
-            severity = finding.get("severity", "")
-            if SEVERITY_RANK.get(severity, 0) > SEVERITY_RANK[worst]:
-                worst = Severity(severity)
-    return str(worst)
+def candidate_dismissals(*, candidate) -> dict:
+    """The findings reviewers dismissed on this candidate (from the audit trail, so a
+    dismissal outlives the report): finding id -> {"by", "at", "reason"}."""
+    out = {}
+    for event in AuditEvent.objects.filter(
+        candidate_id=candidate.pk, action=DISMISS_ACTION
+    ).order_by("created_at", "id"):
+        fid = (event.data or {}).get("finding_id")
+        if fid:
+            out[fid] = {
+                "by": event.actor,
+                "at": event.created_at.isoformat(),
+                "reason": event.note,
+            }
+    return out
 
 
 def candidate_audit(*, candidate) -> dict:
@@ -73,7 +95,10 @@ def candidate_audit(*, candidate) -> dict:
     candidate = LearningCandidate.objects.select_related("skill", "playbook").get(
         pk=candidate.pk
     )
-    report = audit_report_build(candidate=candidate)
+    report = dismissals_apply(
+        audit_report_build(candidate=candidate),
+        candidate_dismissals(candidate=candidate),
+    )
     max_severity = report_max_severity(report)
     with transaction.atomic():
         # Lock this candidate and any pending duplicate in one ordered query, so two
@@ -149,6 +174,7 @@ def _mirror_conflicts(*, candidate, findings: list[dict], rows: dict) -> None:
                 ],
                 "kind": finding.get("kind", ""),
             }
+            mirrored["id"] = finding_id("conflict", mirrored)
             other.audit = {**other.audit, "conflict": [*existing, mirrored]}
             other.max_severity = report_max_severity(other.audit)
             other.save(update_fields=["audit", "max_severity", "updated_at"])
@@ -199,3 +225,109 @@ def _merge_pending_duplicates(*, candidate, rows: dict) -> None:
         candidate_supersede(newer=newer, survivor=older)
         if newer.pk == candidate.pk:
             return
+
+
+# --- findings stay true: which pending candidates to audit again ----------------------
+
+# At most this many changed strategies of one version are looked up (a rollback can
+# change a whole playbook; its first changes are enough to refresh the findings
+# reviewers are reading now).
+VERSION_TEXTS_MAX = 50
+
+
+def _mentions(report: dict | None, related_type: str, ids: set) -> bool:
+    for _audit, finding in findings_all(report):
+        for rel in finding.get("related") or []:
+            if rel.get("type") == related_type and rel.get("id") in ids:
+                return True
+    return False
+
+
+def candidates_related_pending(*, candidate_id: int) -> list[int]:
+    """Pending candidates whose findings may change now that `candidate_id` was
+    decided: those its own report names, and those whose report names it — found by
+    the look-up the audit itself uses (they share its subject), then read."""
+    decided = LearningCandidate.objects.filter(pk=candidate_id).first()
+    if decided is None:
+        return []
+    named = {
+        rel.get("id")
+        for _audit, finding in findings_all(decided.audit)
+        for rel in finding.get("related") or []
+        if rel.get("type") == "candidate"
+    }
+    near = {item.id for item in pending_candidate_items(decided, decided.content)}
+    rows = LearningCandidate.objects.filter(
+        pk__in=named | near, status=CandidateStatus.PENDING
+    ).only("id", "audit")
+    return sorted(
+        row.pk
+        for row in rows
+        if row.pk in named or _mentions(row.audit, "candidate", {decided.pk})
+    )
+
+
+def candidates_affected_by_version(*, playbook_id: int, number: int) -> list[int]:
+    """Pending candidates of a playbook whose findings a new version may change:
+    those about the subject of a strategy it added, changed or retired (the audit's
+    own look-up, from each text), audited before the version was made."""
+    from playbooks.models import PlaybookVersion
+
+    version = (
+        PlaybookVersion.objects.filter(playbook_id=playbook_id, number=number)
+        .select_related("playbook")
+        .first()
+    )
+    if version is None:
+        return []
+    texts = []
+    for item in [*version.diff.get("added", []), *version.diff.get("removed", [])]:
+        texts.append(item.get("description") or "")
+    for item in version.diff.get("changed", []):
+        texts.append(item.get("description") or "")
+        before = (item.get("fields") or {}).get("description", {}).get("from")
+        texts.append(before or "")
+    probe = LearningCandidate(
+        namespace_id=version.playbook.namespace_id,
+        playbook=version.playbook,
+        kind="strategy_helpful",
+    )
+    ids: set[int] = set()
+    for text in [t for t in texts if t.strip()][:VERSION_TEXTS_MAX]:
+        ids |= {item.id for item in pending_candidate_items(probe, text)}
+    return sorted(
+        LearningCandidate.objects.filter(
+            pk__in=ids, status=CandidateStatus.PENDING, playbook_id=playbook_id
+        )
+        .exclude(audited_at__gt=version.created_at)
+        .values_list("pk", flat=True)
+    )
+
+
+# A change to a skill or to the agent's policy re-audits the pending candidates it
+# concerns, at most this many (the newest first) per change.
+REAUDIT_MAX = 500
+
+
+def candidates_of_skill(*, skill_id: int) -> list[int]:
+    """Pending patches of a skill (they are checked against the skill's lines)."""
+    return list(
+        LearningCandidate.objects.filter(
+            skill_id=skill_id, status=CandidateStatus.PENDING
+        )
+        .order_by("-created_at", "-id")
+        .values_list("pk", flat=True)[:REAUDIT_MAX]
+    )
+
+
+def candidates_in_policy_scope(*, namespace_id: int, playbook_id) -> list[int]:
+    """Pending candidates the agent's policy of a namespace (or one playbook)
+    applies to."""
+    qs = LearningCandidate.objects.filter(
+        namespace_id=namespace_id, status=CandidateStatus.PENDING
+    )
+    if playbook_id:
+        qs = qs.filter(playbook_id=playbook_id)
+    return list(
+        qs.order_by("-created_at", "-id").values_list("pk", flat=True)[:REAUDIT_MAX]
+    )
