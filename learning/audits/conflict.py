@@ -12,6 +12,7 @@ from learning.text.contradiction import (
     LessonText,
     advice_text,
     lesson_contradiction,
+    policy_contradiction,
     text_analyses,
 )
 from learning.text.readings import is_narration
@@ -97,7 +98,10 @@ def conflict_findings(
     common = scope_common_words([item.text for item in items])
     findings = []
     for item in items:
-        found = lesson_contradiction(lesson, item.lesson, common=common)
+        if item.type == "policy":
+            found = policy_contradiction(lesson, item.text, common=common)
+        else:
+            found = lesson_contradiction(lesson, item.lesson, common=common)
         if not found:
             continue
         message, this_says, other_says = conflict_message(

@@ -414,6 +414,8 @@ def stem(word: str) -> str:
             break
     if len(w) > 3 and w[-1] == w[-2] and w[-1] not in "lsz":
         w = w[:-1]  # stopp -> stop, retri -> retri
+    elif len(w) >= 6 and w.endswith("ell") and len(w) < len(word):
+        w = w[:-1]  # cancell(ing) -> cancel, label(led) -> label
     if w.endswith("e") and len(w) > 4:
         w = w[:-1]
     return w

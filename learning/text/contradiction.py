@@ -22,8 +22,11 @@ from learning.text.readings import (
     contrast_swapped,
     fact_difference,
     fact_reading,
+    has_order,
+    content_stems_of,
     is_narration,
     order_swapped,
+    policy_breach,
     situations_compatible,
 )
 
@@ -34,6 +37,7 @@ VALUE_JACCARD = 0.5  # changed values need a closer subject match …
 VALUE_MIN_SHARED = 3  # … on at least three words ("2 of 3 runs" is not a setting)
 MAX_SENTENCES = 40
 FACT_KINDS = frozenset({"durable_fact"})
+ORDER_AXIS = "before/after"
 
 
 @dataclass(frozen=True)
@@ -153,6 +157,8 @@ def sentence_contradiction(
         return Contradiction("polarity", a.text, b.text, subject=shared)
     for axis, sides in a.axes.items():
         other = b.axes.get(axis)
+        if axis == ORDER_AXIS and (has_order(a.text) or has_order(b.text)):
+            continue  # "X before Y" is read as an order (order_swapped), not a side
         if other and len(sides) == 1 and len(other) == 1 and sides != other:
             return Contradiction("axis", a.text, b.text, category=axis, subject=shared)
     changed = _values_differ(a, b, shared, common)
@@ -297,3 +303,23 @@ def text_contradiction(
     return lesson_contradiction(
         mine, theirs, my_sign=my_sign, their_sign=their_sign, common=common
     )
+
+
+def policy_contradiction(lesson, sentence: str, *, common=frozenset()):
+    """Whether a lesson goes against one sentence of the agent's policy: the reading
+    of any two texts, or it skips what the sentence requires ("skip authentication"
+    against "you have to authenticate the user") or does what it forbids."""
+    lesson = as_lesson(lesson)
+    found = lesson_contradiction(lesson, sentence, common=common)
+    if found:
+        return found
+    if lesson.shaped:
+        directive, sign = lesson.directive, -1 if lesson.polarity == AVOID else 1
+    else:
+        directive, sign = advice_text(lesson) or lesson.text, lesson.sign
+    if not directive:
+        return None
+    rule = policy_breach(directive, sign, content_stems_of(lesson.text), sentence)
+    if rule is None:
+        return None
+    return Contradiction("polarity", lesson.text, sentence, subject=rule.context)

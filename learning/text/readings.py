@@ -30,6 +30,7 @@ _NARRATION = re.compile(
     + r"|\b(?:successful|failed|failing|succeeding|previous|earlier|comparable)\s"
     r"(?:[a-z_\-]{1,30}\s)?" + _RUN_NOUN + r"|\b\d{1,6}\s(?:of|out\sof)\s\d{1,6}\b"
     r"|\bnone\sof\sthe\b"
+    r"|\bseen\s(?:in\s)?\d{1,6}\s(?:times?|runs?)\b"
     r"|\bthe\sevaluator\b"
     r"|\bstep\s\d{1,6}\b"
     r"|\bin\sthis\s(?:trajectory|episode|conversation|session)\b"
@@ -48,6 +49,11 @@ def is_narration(clause: str) -> bool:
 _ORDER_WORDS = {"before": 1, "after": -1, "then": 1, "prior to": 1}
 _ORDER_SPLIT = re.compile(r"\b(before|after|then|prior to)\b")
 _LEADING_ORDER = re.compile(r"^(?:always\s|first\s|only\s)?(before|after|prior to)\s")
+
+
+def has_order(text: str) -> bool:
+    """Whether a sentence orders two actions with before/after/then/prior to."""
+    return bool(_ORDER_SPLIT.search(normalise(text)))
 
 
 def _order_stems(text: str) -> frozenset:
@@ -241,3 +247,127 @@ def situations_compatible(mine: str, theirs: str) -> bool:
         if other and not (values <= other or other <= values):
             return False
     return True
+
+
+# --- policies: what they require and forbid ----------------------------------------
+
+_FORBID = re.compile(
+    r"\b(?:must\snot|mustn't|should\snot|shouldn't|cannot|can't|can\snot|do\snot|"
+    r"don't|never|may\snot|not\sallowed\sto|is\snot\sallowed\sto)\s(?:be\s|ever\s)?"
+    r"([a-z][a-z']{2,30})\b"
+)
+_OBLIGE = re.compile(
+    r"\b(?:have\sto|has\sto|must|need\sto|needs\sto|should|always|required\sto|"
+    r"make\ssure\sto)\s(?:always\s|first\s|also\s|only\s)?([a-z][a-z']{2,30})\b"
+)
+# A rule with an exception ("if and only if", "unless") or a lesson that only limits
+# repetition ("do not ask again") is not a plain requirement or prohibition.
+_CONDITIONAL = re.compile(r"\b(?:only\sif|unless|except|other\sthan)\b")
+_REPEAT = re.compile(r"\b(?:again|twice|repeatedly|more\sthan\sonce|anymore)\b")
+_LEADS = frozenset(
+    "always first please also then only just simply immediately directly".split()
+)
+
+
+@dataclass(frozen=True)
+class PolicyRule:
+    sign: int  # +1 required, -1 forbidden
+    action: str  # the stem of the verb
+    context: frozenset  # the other content words of the sentence
+
+
+def _action_stem(word: str, following: str = "") -> str:
+    if following == "for" and word in ("ask", "asks", "asking", "asked"):
+        return "ask_for"  # asking for information, not asking for consent
+    return concept(stem(word.replace("'", "")))
+
+
+@lru_cache(maxsize=4096)
+def policy_rules(sentence: str) -> tuple[PolicyRule, ...]:
+    """What a policy sentence requires ("you have to authenticate the user") or
+    forbids ("basic economy flights cannot be modified"), unless it states an
+    exception."""
+    norm = normalise(sentence)
+    if _CONDITIONAL.search(norm):
+        return ()
+    context = _order_stems(norm)
+    rules, forbidden_spans = [], []
+    for match in _FORBID.finditer(norm):
+        forbidden_spans.append(match.span())
+        action = _action_stem(match.group(1))
+        rules.append(PolicyRule(-1, action, context - {action}))
+    for match in _OBLIGE.finditer(norm):
+        if any(a <= match.start() < b for a, b in forbidden_spans):
+            continue
+        verb = match.group(1)
+        if verb in NEGATORS or verb in STOPWORDS:
+            continue
+        action = _action_stem(verb)
+        rules.append(PolicyRule(1, action, context - {action}))
+    return tuple(rules)
+
+
+def _first_content(toks: list[str], start: int) -> tuple[int, str]:
+    for i in range(start, len(toks)):
+        tok = toks[i].replace("'", "")
+        if tok in _LEADS or tok in STOPWORDS or len(tok) <= 2:
+            continue
+        return i, tok
+    return -1, ""
+
+
+def _next(toks: list[str], i: int) -> str:
+    return toks[i + 1] if i + 1 < len(toks) else ""
+
+
+def _negated_action(toks: list[str], at: int, sign: int) -> list[tuple[int, str]]:
+    j, negated = _first_content(toks, at + 1)
+    if not negated or negated in NEGATORS:
+        return []
+    return [(sign, _action_stem(negated, _next(toks, j)))]
+
+
+@lru_cache(maxsize=4096)
+def lesson_actions(directive: str, sign: int = 1) -> tuple[tuple[int, str], ...]:
+    """The actions a lesson tells the agent to take (+1) or not to take (-1): the
+    verb opening each clause of its directive, and each word a negation governs
+    ("skip authentication", "without asking")."""
+    out = []
+    for clause in re.split(r"[.;:!?\n]|,\s(?:and|then)\s", normalise(directive)):
+        if _CONDITIONAL.search(clause) or _REPEAT.search(clause):
+            continue
+        toks = words(clause)
+        i, first = _first_content(toks, 0)
+        if not first:
+            continue
+        if first in NEGATORS:
+            out += _negated_action(toks, i, -sign)
+        else:
+            out.append((sign, _action_stem(first, _next(toks, i))))
+        for k in range(i + 1, len(toks)):
+            if toks[k].replace("'", "") in NEGATORS:
+                out += _negated_action(toks, k, -sign)
+        sign = 1  # a leading "avoid" governs the first clause only
+    return tuple(out)
+
+
+def policy_breach(
+    directive: str, sign: int, lesson_words: frozenset, sentence: str
+) -> PolicyRule | None:
+    """The rule of a policy sentence a lesson breaks: it skips what the sentence
+    requires, or does what it forbids, about something the sentence names."""
+    actions = lesson_actions(directive, sign)
+    for rule in policy_rules(sentence):
+        # Skipping a required action is a strong sign; doing a forbidden verb
+        # ("provide", "make") needs more of the sentence's subject to be about it.
+        needed = 1 if rule.sign > 0 else 2
+        for lesson_sign, action in actions:
+            if action == rule.action and lesson_sign == -rule.sign:
+                if len(lesson_words & rule.context) >= needed:
+                    return rule
+    return None
+
+
+def content_stems_of(text: str) -> frozenset:
+    """Content words (stemmed), markers left out."""
+    return _order_stems(normalise(text))
