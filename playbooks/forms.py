@@ -87,7 +87,15 @@ class PolicyForm(forms.Form):
     protected_branches = forms.CharField(
         widget=forms.Textarea(attrs={"rows": 3}), required=False
     )
+    agent_policy = forms.CharField(
+        widget=forms.Textarea(attrs={"rows": 8}),
+        required=False,
+        max_length=100_000,
+        label="Agent policy",
+        help_text="the agent's own policy (its system prompt or a policy document): "
+        "a lesson that contradicts it gets a block finding only an admin can override",
+    )
 
     def clean(self):
         data = super().clean()
-        return {k: _lines(v) for k, v in data.items()}
+        return {k: (v if k == "agent_policy" else _lines(v)) for k, v in data.items()}

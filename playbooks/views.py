@@ -4,6 +4,7 @@ Admin Membership is checked here, per namespace."""
 
 from django.contrib import messages
 from django.core.exceptions import PermissionDenied
+from django.db import transaction
 from django.http import Http404
 from django.shortcuts import redirect, render
 from django.views.decorators.http import require_GET, require_http_methods, require_POST
@@ -479,14 +480,21 @@ def policy_edit(request, ns):
     namespace = _namespace(request, ns, "policy.edit")
     policy = selectors.policy_get(namespace=namespace)
     initial = {f: "\n".join(getattr(policy, f) or []) for f in policies.POLICY_FIELDS}
+    initial["agent_policy"] = selectors.agent_policy_text(namespace=namespace)
     form = PolicyForm(request.POST or None, initial=initial)
     status = 200
     if request.method == "POST":
         if form.is_valid():
+            data = dict(form.cleaned_data)
+            agent_policy = data.pop("agent_policy", "")
             try:
-                policies.policy_update(
-                    namespace=namespace, actor=_actor(request), **form.cleaned_data
-                )
+                with transaction.atomic():
+                    policies.policy_update(
+                        namespace=namespace, actor=_actor(request), **data
+                    )
+                    policies.agent_policy_set(
+                        namespace=namespace, text=agent_policy, actor=_actor(request)
+                    )
             except versions.PlaybookError as exc:
                 _form_error(form, exc)
             else:
@@ -501,6 +509,9 @@ def policy_edit(request, ns):
             "policy": policy,
             "form": form,
             "history": namespace.audit_events.filter(action="policy_edit")[:20],
+            "agent_policy_history": namespace.audit_events.filter(
+                action="agent_policy_edit"
+            )[:20],
         },
         status=status,
     )

@@ -251,15 +251,31 @@ def situations_compatible(mine: str, theirs: str) -> bool:
 
 # --- policies: what they require and forbid ----------------------------------------
 
-_FORBID = re.compile(
-    r"\b(?:must\snot|mustn't|should\snot|shouldn't|cannot|can't|can\snot|do\snot|"
-    r"don't|never|may\snot|not\sallowed\sto|is\snot\sallowed\sto)\s(?:be\s|ever\s)?"
-    r"([a-z][a-z']{2,30})\b"
+_FORBID_1 = frozenset({"never", "cannot", "can't", "mustn't", "shouldn't", "don't"})
+_FORBID_2 = frozenset(
+    {
+        ("must", "not"),
+        ("should", "not"),
+        ("can", "not"),
+        ("do", "not"),
+        ("may", "not"),
+        ("not", "allowed"),
+    }
 )
-_OBLIGE = re.compile(
-    r"\b(?:have\sto|has\sto|must|need\sto|needs\sto|should|always|required\sto|"
-    r"make\ssure\sto)\s(?:always\s|first\s|also\s|only\s)?([a-z][a-z']{2,30})\b"
+_OBLIGE_1 = frozenset({"must", "should", "always"})
+_OBLIGE_2 = frozenset(
+    {("have", "to"), ("has", "to"), ("need", "to"), ("needs", "to"), ("required", "to")}
 )
+_FILLERS = frozenset("be ever always first also only to allowed sure then".split())
+# Verbs whose meaning is their object: "obtain explicit user confirmation" is about
+# confirming, "make a tool call" about calling.
+_LIGHT_VERBS = frozenset(
+    "obtain obtaining get getting make making take taking give giving do doing perform "
+    "performing receive request seek".split()
+)
+_ASK_INFO = frozenset("for if whether about what which how when where".split())
+_ASK = frozenset({"ask", "asks", "asking", "asked"})
+COORDINATED_WINDOW = 12  # "must list the details and obtain …": verbs after "and"
 # A rule with an exception ("if and only if", "unless") or a lesson that only limits
 # repetition ("do not ask again") is not a plain requirement or prohibition.
 _CONDITIONAL = re.compile(r"\b(?:only\sif|unless|except|other\sthan)\b")
@@ -272,80 +288,120 @@ _LEADS = frozenset(
 @dataclass(frozen=True)
 class PolicyRule:
     sign: int  # +1 required, -1 forbidden
-    action: str  # the stem of the verb
+    actions: frozenset  # stems naming the action
     context: frozenset  # the other content words of the sentence
 
 
-def _action_stem(word: str, following: str = "") -> str:
-    if following == "for" and word in ("ask", "asks", "asking", "asked"):
-        return "ask_for"  # asking for information, not asking for consent
-    return concept(stem(word.replace("'", "")))
+def _bare(tok: str) -> str:
+    return tok.replace("'", "")
+
+
+def _action_at(toks: list[str], i: int) -> frozenset:
+    """The stems naming the action of the verb at `i`: the verb, and for a light
+    verb the head of its object; "ask for/if …" is a request for information."""
+    word = toks[i]
+    following = toks[i + 1] if i + 1 < len(toks) else ""
+    if word in _ASK and following in _ASK_INFO:
+        return frozenset({"ask_for"})
+    stems = {concept(stem(_bare(word)))}
+    if word in _LIGHT_VERBS:
+        head = ""
+        for tok in toks[i + 1 : i + 4]:
+            if tok in STOPWORDS or tok in _ALL_MARKERS or tok in NEGATORS:
+                if head:
+                    break
+                continue
+            head = tok
+        if head:
+            stems.add(concept(stem(_bare(head))))
+    return frozenset(stems)
+
+
+def _trigger(toks: list[str], i: int) -> tuple[int, int]:
+    """(sign, length) of a requirement (+1) or prohibition (-1) starting at `i`."""
+    pair = (toks[i], toks[i + 1]) if i + 1 < len(toks) else None
+    if pair in _FORBID_2:
+        return -1, 2
+    if toks[i] in _FORBID_1:
+        return -1, 1
+    if pair in _OBLIGE_2:
+        return 1, 2
+    if toks[i] in _OBLIGE_1 and not (pair and pair[1] in ("not", "never")):
+        return 1, 1
+    return 0, 0
+
+
+def _verb_after(toks: list[str], i: int) -> int:
+    while i < len(toks) and toks[i] in _FILLERS:
+        i += 1
+    if i < len(toks) and toks[i] not in NEGATORS and toks[i] not in STOPWORDS:
+        return i
+    return -1
 
 
 @lru_cache(maxsize=4096)
 def policy_rules(sentence: str) -> tuple[PolicyRule, ...]:
-    """What a policy sentence requires ("you have to authenticate the user") or
-    forbids ("basic economy flights cannot be modified"), unless it states an
-    exception."""
+    """What a policy sentence requires ("you have to authenticate the user", "must
+    list the details and obtain explicit user confirmation") or forbids ("basic
+    economy flights cannot be modified"), unless it states an exception."""
     norm = normalise(sentence)
     if _CONDITIONAL.search(norm):
         return ()
     context = _order_stems(norm)
-    rules, forbidden_spans = [], []
-    for match in _FORBID.finditer(norm):
-        forbidden_spans.append(match.span())
-        action = _action_stem(match.group(1))
-        rules.append(PolicyRule(-1, action, context - {action}))
-    for match in _OBLIGE.finditer(norm):
-        if any(a <= match.start() < b for a, b in forbidden_spans):
+    toks = words(norm)
+    rules = []
+    i = 0
+    while i < len(toks):
+        sign, length = _trigger(toks, i)
+        verb = _verb_after(toks, i + length) if sign else -1
+        if verb < 0:
+            i += 1
             continue
-        verb = match.group(1)
-        if verb in NEGATORS or verb in STOPWORDS:
-            continue
-        action = _action_stem(verb)
-        rules.append(PolicyRule(1, action, context - {action}))
+        actions = set(_action_at(toks, verb))
+        window = toks[verb + 1 : verb + 1 + COORDINATED_WINDOW]
+        for k, tok in enumerate(window):
+            if tok == "and" and k + 1 < len(window):
+                actions |= _action_at(toks, verb + 2 + k)
+        rules.append(PolicyRule(sign, frozenset(actions), context - actions))
+        i = verb + 1
     return tuple(rules)
 
 
-def _first_content(toks: list[str], start: int) -> tuple[int, str]:
+def _first_content(toks: list[str], start: int) -> int:
     for i in range(start, len(toks)):
-        tok = toks[i].replace("'", "")
+        tok = _bare(toks[i])
         if tok in _LEADS or tok in STOPWORDS or len(tok) <= 2:
             continue
-        return i, tok
-    return -1, ""
+        return i
+    return -1
 
 
-def _next(toks: list[str], i: int) -> str:
-    return toks[i + 1] if i + 1 < len(toks) else ""
-
-
-def _negated_action(toks: list[str], at: int, sign: int) -> list[tuple[int, str]]:
-    j, negated = _first_content(toks, at + 1)
-    if not negated or negated in NEGATORS:
+def _negated_action(toks: list[str], at: int, sign: int) -> list:
+    j = _first_content(toks, at + 1)
+    if j < 0 or _bare(toks[j]) in NEGATORS:
         return []
-    return [(sign, _action_stem(negated, _next(toks, j)))]
+    return [(sign, _action_at(toks, j))]
 
 
 @lru_cache(maxsize=4096)
-def lesson_actions(directive: str, sign: int = 1) -> tuple[tuple[int, str], ...]:
+def lesson_actions(directive: str, sign: int = 1) -> tuple[tuple[int, frozenset], ...]:
     """The actions a lesson tells the agent to take (+1) or not to take (-1): the
     verb opening each clause of its directive, and each word a negation governs
-    ("skip authentication", "without asking")."""
+    ("skip authentication", "without asking the user to confirm")."""
     out = []
     for clause in re.split(r"[.;:!?\n]|,\s(?:and|then)\s", normalise(directive)):
         if _CONDITIONAL.search(clause) or _REPEAT.search(clause):
             continue
         toks = words(clause)
-        i, first = _first_content(toks, 0)
-        if not first:
+        i = _first_content(toks, 0)
+        if i < 0:
             continue
-        if first in NEGATORS:
+        if _bare(toks[i]) in NEGATORS:
             out += _negated_action(toks, i, -sign)
         else:
-            out.append((sign, _action_stem(first, _next(toks, i))))
+            out.append((sign, _action_at(toks, i)))
         for k in range(i + 1, len(toks)):
-            if toks[k].replace("'", "") in NEGATORS:
+            if _bare(toks[k]) in NEGATORS:
                 out += _negated_action(toks, k, -sign)
         sign = 1  # a leading "avoid" governs the first clause only
     return tuple(out)
@@ -362,7 +418,7 @@ def policy_breach(
         # ("provide", "make") needs more of the sentence's subject to be about it.
         needed = 1 if rule.sign > 0 else 2
         for lesson_sign, action in actions:
-            if action == rule.action and lesson_sign == -rule.sign:
+            if action & rule.actions and lesson_sign == -rule.sign:
                 if len(lesson_words & rule.context) >= needed:
                     return rule
     return None

@@ -37,6 +37,14 @@ class PlaybookUpdateSerializer(serializers.Serializer):
     task_types = serializers.ListField(
         child=StrictCharField(max_length=200), required=False, max_length=100
     )
+    agent_policy = StrictCharField(
+        required=False,
+        allow_blank=True,
+        max_length=100_000,
+        help_text="The agent's own policy for this playbook (its system prompt or a "
+        "policy document); candidates that contradict it get a block finding. Empty "
+        "removes it.",
+    )
 
 
 class StrategyInputSerializer(serializers.Serializer):
@@ -278,6 +286,14 @@ class PolicySerializer(serializers.Serializer):
     )
     protected_branches = serializers.ListField(
         child=StrictCharField(max_length=200), required=False, max_length=1000
+    )
+    agent_policy = StrictCharField(
+        required=False,
+        allow_blank=True,
+        max_length=100_000,
+        help_text="The agent's own policy for the namespace (its system prompt or a "
+        "policy document); candidates that contradict it get a block finding only an "
+        "admin can override. Empty removes it.",
     )
 
 

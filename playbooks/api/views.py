@@ -1,5 +1,6 @@
 """Playbooks, recall, skills, memories and policy API: thin callers of the services."""
 
+from django.db import transaction
 from drf_spectacular.utils import OpenApiParameter, extend_schema
 from rest_framework import exceptions, status
 from rest_framework.response import Response
@@ -138,10 +139,21 @@ class PlaybookDetailApi(APIView):
         playbook = get_playbook(request, slug)
         serializer = PlaybookUpdateSerializer(data=request.data)
         serializer.is_valid(raise_exception=True)
+        data = dict(serializer.validated_data)
+        agent_policy = data.pop("agent_policy", None)
         try:
-            playbook = services.playbook_update(
-                playbook=playbook, actor=actor_of(request), **serializer.validated_data
-            )
+            with transaction.atomic():
+                if data:
+                    playbook = services.playbook_update(
+                        playbook=playbook, actor=actor_of(request), **data
+                    )
+                if agent_policy is not None:
+                    policies.agent_policy_set(
+                        namespace=playbook.namespace,
+                        playbook=playbook,
+                        text=agent_policy,
+                        actor=actor_of(request),
+                    )
         except versions.PlaybookError as exc:
             raise_for(exc)
         return Response(playbook_payload(playbook, with_strategies=True))
@@ -505,34 +517,44 @@ class MemoryListApi(APIView):
         )
 
 
+def _policy_payload(namespace) -> dict:
+    policy = selectors.policy_get(namespace=namespace)
+    policy.agent_policy = selectors.agent_policy_text(namespace=namespace)
+    return PolicySerializer(policy).data
+
+
 class PolicyApi(APIView):
     @extend_schema(operation_id="policy_retrieve", responses=PolicySerializer)
     def get(self, request):
-        return Response(
-            PolicySerializer(
-                selectors.policy_get(namespace=request.auth.namespace)
-            ).data
-        )
+        return Response(_policy_payload(request.auth.namespace))
 
     @extend_schema(
         operation_id="policy_update",
         request=PolicySerializer,
         responses=PolicySerializer,
-        description="Admin tokens: the fields given replace the stored lists.",
+        description="Admin tokens: the fields given replace the stored lists; "
+        "`agent_policy` replaces the agent's policy text (empty removes it).",
     )
     def put(self, request):
         require(request, "policy.edit")
         serializer = PolicySerializer(data=request.data)
         serializer.is_valid(raise_exception=True)
+        data = dict(serializer.validated_data)
+        agent_policy = data.pop("agent_policy", None)
         try:
-            policy = policies.policy_update(
-                namespace=request.auth.namespace,
-                actor=actor_of(request),
-                **serializer.validated_data,
-            )
+            with transaction.atomic():
+                policies.policy_update(
+                    namespace=request.auth.namespace, actor=actor_of(request), **data
+                )
+                if agent_policy is not None:
+                    policies.agent_policy_set(
+                        namespace=request.auth.namespace,
+                        text=agent_policy,
+                        actor=actor_of(request),
+                    )
         except versions.PlaybookError as exc:
             raise_for(exc)
-        return Response(PolicySerializer(policy).data)
+        return Response(_policy_payload(request.auth.namespace))
 
 
 # --- candidates: what applying would do, and undoing it ----------------------------
