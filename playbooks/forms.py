@@ -50,6 +50,11 @@ class StrategyForm(forms.Form):
         help_text="when it applies (task types, triggers)",
     )
     confidence = forms.FloatField(min_value=0, max_value=1, initial=0.7)
+    save_anyway = forms.BooleanField(
+        required=False,
+        label="Save anyway",
+        help_text="the audit's findings shown above are recorded with the version",
+    )
 
 
 class SkillCreateForm(forms.Form):
@@ -65,6 +70,11 @@ class SkillEditForm(forms.Form):
         widget=forms.Textarea(attrs={"rows": 16}), required=False, strip=False
     )
     note = forms.CharField(max_length=2000, required=False)
+    save_anyway = forms.BooleanField(
+        required=False,
+        label="Save anyway",
+        help_text="the audit's findings shown above are recorded with the version",
+    )
 
 
 class PolicyForm(forms.Form):

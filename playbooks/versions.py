@@ -141,8 +141,10 @@ def playbook_version_commit(
     rolled_back_to: int | None = None,
     allow_empty: bool = False,
     reverts: PlaybookVersion | None = None,
+    audit_findings: list | None = None,
 ) -> PlaybookVersion:
-    """Snapshot the live strategies as the next version, with its diff and audit row.
+    """Snapshot the live strategies as the next version, with its diff and audit row
+    (with `audit_findings`: the audit findings of a hand edit an admin saved anyway).
     Callers hold the playbook row lock (playbook_lock) and run inside a transaction."""
     previous = PlaybookVersion.objects.filter(
         playbook=playbook, number=playbook.current_version
@@ -193,6 +195,7 @@ def playbook_version_commit(
             "added": len(diff["added"]),
             "removed": len(diff["removed"]),
             "changed": len(diff["changed"]),
+            **({"audit_findings": audit_findings} if audit_findings else {}),
         },
     )
     return version
@@ -261,8 +264,10 @@ def skill_version_commit(
     note: str = "",
     candidate=None,
     allow_empty: bool = False,
+    audit_findings: list | None = None,
 ) -> SkillVersion:
-    """The next version of a locked skill with its unified diff and audit row."""
+    """The next version of a locked skill with its unified diff and audit row (with
+    the audit findings of a hand edit an admin saved anyway)."""
     if text == skill.text and not allow_empty:
         raise PlaybookError("Nothing changed.", field="text", code="no_change")
     number = (
@@ -296,7 +301,12 @@ def skill_version_commit(
         target_id=skill.slug,
         candidate=candidate,
         note=note,
-        data={"version": number, "from_hash": before, "to_hash": text_hash(text)},
+        data={
+            "version": number,
+            "from_hash": before,
+            "to_hash": text_hash(text),
+            **({"audit_findings": audit_findings} if audit_findings else {}),
+        },
     )
     return version
 

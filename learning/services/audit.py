@@ -331,3 +331,97 @@ def candidates_in_policy_scope(*, namespace_id: int, playbook_id) -> list[int]:
     return list(
         qs.order_by("-created_at", "-id").values_list("pk", flat=True)[:REAUDIT_MAX]
     )
+
+
+# --- strategies and skills edited by hand --------------------------------------------
+
+
+def curated_text_audit(
+    *,
+    namespace,
+    text: str,
+    playbook=None,
+    skill=None,
+    strategy_id: int | None = None,
+    type: str = "helpful",
+    polarity: str = "",
+    when: str = "",
+    directive: str = "",
+) -> dict:
+    """The audits of a strategy (in `playbook`) or a skill's new text (`skill`) an
+    admin is about to save, as they would run on a candidate: hygiene, the agent's
+    policy (block), conflicts with the other curated items (the strategy being edited,
+    `strategy_id`, left out; for a skill, its lines the edit keeps) and duplicates.
+    Nothing is stored: the edit views and API show the findings before saving, and
+    record those the admin saved anyway (`curated_findings_summary`)."""
+    from learning.lessons import lesson_render, shape_or_parse
+    from playbooks.versions import text_diff
+
+    if skill is not None:
+        probe = LearningCandidate(
+            namespace=namespace,
+            kind="patch_skill",
+            skill=skill,
+            content="",
+            patch=text_diff(skill.text or "", text or "", name=skill.slug),
+        )
+    else:
+        kind = "strategy_harmful" if type == "harmful" else "strategy_helpful"
+        shape, _classified = shape_or_parse(
+            content=text or "",
+            kind=kind,
+            polarity=polarity,
+            when=when,
+            directive=directive,
+        )
+        rendered = lesson_render(
+            polarity=shape.polarity, when=shape.when, directive=shape.directive
+        )
+        probe = LearningCandidate(
+            namespace=namespace,
+            playbook=playbook,
+            kind=kind,
+            content=rendered if (directive or not text) else text,
+            polarity=shape.polarity,
+            when=shape.when,
+            directive=shape.directive,
+        )
+    lesson = candidate_lesson(probe)
+    if not lesson.text.strip():
+        return findings_identify({"conflict": [], "hygiene": [], "duplicate": []})
+    items = [
+        item
+        for item in scope_items(probe)
+        if not (item.type == "strategy" and item.id == strategy_id)
+        and item.type != "candidate"  # pending candidates are re-audited on save
+    ]
+    conflict = conflict_findings(lesson=lesson, items=items)
+    conflict += conflict_findings(
+        lesson=lesson, items=policy_items(probe), severity=Severity.BLOCK
+    )
+    contradicted = {(r["type"], r["id"]) for f in conflict for r in f["related"]}
+    duplicate = duplicate_findings(
+        lesson=lesson,
+        items=[i for i in items if (i.type, i.id) not in contradicted],
+    )
+    hygiene = hygiene_findings(
+        text=lesson.text, policy=policy_for_namespace(namespace.pk)
+    )
+    return findings_identify(
+        {"conflict": conflict, "hygiene": hygiene, "duplicate": duplicate}
+    )
+
+
+def curated_findings_summary(report: dict) -> list[dict]:
+    """The findings of a hand edit that stand at warn or block, as the audit event of
+    the saved version records them."""
+    return [
+        {
+            "audit": audit,
+            "id": finding.get("id", ""),
+            "severity": finding.get("severity", ""),
+            "message": finding.get("message", ""),
+        }
+        for audit, finding in findings_all(report)
+        if finding.get("severity") in (Severity.WARN, Severity.BLOCK)
+    ]

@@ -86,6 +86,13 @@ class StrategyInputSerializer(serializers.Serializer):
     note = StrictCharField(
         required=False, allow_blank=True, max_length=2000, default=""
     )
+    save_anyway = serializers.BooleanField(
+        required=False,
+        default=False,
+        help_text="Save even though the audit has warn or block findings on the text "
+        "(without it such an edit answers 409 with the findings); the findings are "
+        "recorded in the version's audit event.",
+    )
 
     def validate(self, attrs):
         if "id" not in attrs:
@@ -244,10 +251,27 @@ class SkillInputSerializer(serializers.Serializer):
     )
 
 
+class AuditFindingsSerializer(serializers.Serializer):
+    """409 for a hand edit the audit flags: nothing saved."""
+
+    detail = serializers.CharField()
+    code = serializers.CharField()
+    audit = serializers.DictField(
+        help_text='{"conflict": [...], "hygiene": [...], "duplicate": [...]}, '
+        "findings as on a candidate"
+    )
+
+
 class SkillUpdateSerializer(serializers.Serializer):
     text = StrictCharField(allow_blank=True, max_length=200000, trim_whitespace=False)
     note = StrictCharField(
         required=False, allow_blank=True, max_length=2000, default=""
+    )
+    save_anyway = serializers.BooleanField(
+        required=False,
+        default=False,
+        help_text="Save even though the audit flags the new text (else 409 with the "
+        "findings); they are recorded in the version's audit event.",
     )
 
 
