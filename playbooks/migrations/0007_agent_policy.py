@@ -8,7 +8,7 @@ class Migration(migrations.Migration):
 
     dependencies = [
         ('learning', '0006_step_created_at'),
-        ('playbooks', '0005_lesson_shape'),
+        ('playbooks', '0006_strategy_situations'),
     ]
 
     operations = [
