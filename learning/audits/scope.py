@@ -4,6 +4,7 @@ GIN indexes (learning/migrations/0003_search_indexes.py) and is ranked with pg_t
 similarity, so an audit never reads the whole playbook; on SQLite the same filter runs
 in Python."""
 
+import re
 from dataclasses import dataclass, field
 from functools import lru_cache
 from itertools import combinations
@@ -188,10 +189,24 @@ def _selective_terms(terms: list[str], *, index_name: str) -> list[str]:
     return selective
 
 
+_QUOTED = re.compile(r"[“\"][^”\"\n]{0,300}[”\"]")
+MIN_TERMS_WITHOUT_QUOTES = 3
+
+
+def _lookup_terms(text: str) -> list[str]:
+    """The words to look rows up by: the most specific ones, leaving out quoted run
+    content (an error message, a user's words) when enough words remain without it —
+    two lessons that quote different errors are still about one thing."""
+    unquoted = query_terms(_QUOTED.sub(" ", text))
+    if len(unquoted) >= MIN_TERMS_WITHOUT_QUOTES:
+        return unquoted
+    return query_terms(text)
+
+
 def _similar_rows(
     qs, *, field_name: str, tsv_sql: str, index_name: str, text: str, extra_text=None
 ):
-    terms = query_terms(text)
+    terms = _lookup_terms(text)
     if _postgres():
         terms = _selective_terms(terms, index_name=index_name)
         return list(

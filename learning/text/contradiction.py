@@ -19,11 +19,11 @@ from learning.text.analysis import (
     text_names,
 )
 from learning.text.readings import (
+    content_stems_of,
     contrast_swapped,
     fact_difference,
     fact_reading,
     has_order,
-    content_stems_of,
     is_narration,
     order_swapped,
     policy_breach,

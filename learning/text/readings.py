@@ -202,15 +202,31 @@ def fact_reading(text: str, entity: str = "") -> FactReading | None:
     )
 
 
+# A state that ends what a fact describes: a fact stating it and one that describes
+# the same entity as live (flights, items, a balance) cannot both hold.
+_TERMINAL_STATES = frozenset(
+    """cancelled canceled closed deleted removed refunded expired inactive archived
+    terminated revoked voided""".split()
+)
+STATUS_KEYS = ("status", "state")
+
+
 def fact_difference(mine: FactReading, theirs: FactReading):
-    """The first attribute both facts state about one entity, with different values:
-    (name, mine, theirs), else None."""
+    """The first attribute both facts state about one entity with different values:
+    (name, mine, theirs); or a terminal status ("status cancelled") one of them states
+    and the other does not; else None."""
     if not mine.entity or mine.entity != theirs.entity:
         return None
     for key, value in mine.attributes.items():
         other = theirs.attributes.get(key)
-        if other is not None and other != value:
+        if other is not None and other.lower() != value.lower():
             return key, value, other
+    for key in STATUS_KEYS:
+        a, b = mine.attributes.get(key), theirs.attributes.get(key)
+        if (a is None) != (b is None):
+            state = (a or b).lower()
+            if state in _TERMINAL_STATES:
+                return (key, a or f"not {state}", b or f"not {state}")
     return None
 
 
