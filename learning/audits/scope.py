@@ -4,7 +4,6 @@ GIN indexes (learning/migrations/0003_search_indexes.py) and is ranked with pg_t
 similarity, so an audit never reads the whole playbook; on SQLite the same filter runs
 in Python."""
 
-import re
 from dataclasses import dataclass, field
 from functools import lru_cache
 from itertools import combinations
@@ -21,7 +20,7 @@ from learning.models import (
 )
 from learning.text.analysis import index_words, query_terms, sentences, stem, words
 from learning.text.contradiction import LessonText
-from learning.text.similarity import trigram_similarity
+from learning.text.similarity import QUOTED, trigram_similarity
 
 # At most this many rows of each source reach the Python checks.
 MAX_ROWS = 60
@@ -189,7 +188,6 @@ def _selective_terms(terms: list[str], *, index_name: str) -> list[str]:
     return selective
 
 
-_QUOTED = re.compile(r"[“\"][^”\"\n]{0,300}[”\"]")
 MIN_TERMS_WITHOUT_QUOTES = 3
 
 
@@ -197,7 +195,7 @@ def _lookup_terms(text: str) -> list[str]:
     """The words to look rows up by: the most specific ones, leaving out quoted run
     content (an error message, a user's words) when enough words remain without it —
     two lessons that quote different errors are still about one thing."""
-    unquoted = query_terms(_QUOTED.sub(" ", text))
+    unquoted = query_terms(QUOTED.sub(" ", text))
     if len(unquoted) >= MIN_TERMS_WITHOUT_QUOTES:
         return unquoted
     return query_terms(text)

@@ -117,6 +117,9 @@ _CONTRAST_VERBS = frozenset(
     shall have has had""".split()
 )
 CONTRAST_WINDOW = 4
+CONTRAST_LEAD = (
+    200  # characters read on each side of a contrast word (ample for 4 words)
+)
 
 
 @lru_cache(maxsize=4096)
@@ -127,18 +130,25 @@ def contrasts(text: str) -> tuple[tuple[frozenset, frozenset], ...]:
     out = []
     for clause in re.split(r"[.;!?\n]", normalise(text)):
         for match in _CONTRAST.finditer(clause):
-            before = words(clause[: match.start()])
+            # only the words just before count: a window, so a long clause with many
+            # matches is read in linear time
+            lead = clause[max(0, match.start() - CONTRAST_LEAD) : match.start()]
+            before = words(lead)
             if not before:
                 continue
             word = match.group(0).split()[0]
             if word in ("not", "over"):
                 if before[-1] in _CONTRAST_VERBS or before[-1] in NEGATORS:
                     continue
-                if word == "not" and not clause[: match.start()].rstrip().endswith(","):
+                if word == "not" and not lead.rstrip().endswith(","):
                     continue  # "X not Y" without a comma is rarely a contrast
             chosen = _order_stems(" ".join(before[-CONTRAST_WINDOW:]))
             rejected = _order_stems(
-                " ".join(words(clause[match.end() :])[:CONTRAST_WINDOW])
+                " ".join(
+                    words(clause[match.end() : match.end() + CONTRAST_LEAD])[
+                        :CONTRAST_WINDOW
+                    ]
+                )
             )
             if chosen and rejected:
                 out.append((chosen, rejected))

@@ -56,7 +56,9 @@ def text_similarity(a: str, b: str) -> float:
     return max(trigram_similarity(a, b), jaccard(content_stems(a), content_stems(b)))
 
 
-_QUOTED = re.compile(r"[“\"][^”\"\n]{0,300}[”\"]")
+# Quoted run content (an error message, a user's words): no quote mark inside, so a
+# run of opening quotes is not rescanned from each one (linear).
+QUOTED = re.compile(r"[“\"][^“”\"\n]{0,300}[”\"]")
 _REASON = re.compile(r",?\s\b(?:since|because|as)\s.*$", re.S)
 _TICKED = re.compile(r"`([^`\n]{1,80})`")
 
@@ -68,8 +70,8 @@ def lesson_core(lesson: LessonText) -> str:
     their text."""
     if not lesson.shaped:
         return lesson.text
-    when = _QUOTED.sub(" ", lesson.when or "")
-    directive = _REASON.sub("", _QUOTED.sub(" ", lesson.directive))
+    when = QUOTED.sub(" ", lesson.when or "")
+    directive = _REASON.sub("", QUOTED.sub(" ", lesson.directive))
     return " ".join(f"{when} {directive}".split())
 
 

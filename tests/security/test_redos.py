@@ -53,6 +53,24 @@ GENERIC = {
 
 # Pattern (by its module-level name) -> inputs built for its worst case. A new pattern
 # fails test_every_pattern_has_worst_case_inputs until it is listed here.
+# The words the audits' readings key on, repeated (a start literal rescanned, a clause
+# that never closes).
+READINGS = {
+    "digits": rep("1"),
+    "narration": rep("this run "),
+    "curly-quotes": rep("\u201c"),
+    "open-quote": R("x", prefix='"'),
+    "open-tick": R("a", prefix="`"),
+    "since": rep(", since "),
+    "counts": rep("1 of "),
+    "nots": rep("not "),
+    "befores": rep("before "),
+    "steps": R("step ", suffix="x"),
+    "snake": rep("a_"),
+    "insteads": rep("instead of the "),
+    "dates": rep("2024-01-"),
+}
+
 WORST: dict[str, dict[str, R]] = {
     # --- redaction (sees every text stored) ---------------------------------------
     "learning.services.redaction._PATTERNS[0]": {  # private key
@@ -374,6 +392,22 @@ WORST: dict[str, dict[str, R]] = {
     "playbooks.apply._HUNK": {"hunks": rep("@@ -1,1 +1,1 @@ ")},
     "playbooks.recall._WORD": {},
     "learning.reflectors.prompt._WORDS": {},
+    # --- the audits' readings of a lesson (learning.text.readings, similarity) -----
+    **{
+        name: READINGS
+        for name in (
+            "learning.text.analysis._ISO_DATE",
+            "learning.text.readings._CONDITIONAL",
+            "learning.text.readings._CONTRAST",
+            "learning.text.readings._LEADING_ORDER",
+            "learning.text.readings._NARRATION",
+            "learning.text.readings._ORDER_SPLIT",
+            "learning.text.readings._REPEAT",
+            "learning.text.similarity.QUOTED",
+            "learning.text.similarity._REASON",
+            "learning.text.similarity._TICKED",
+        )
+    },
 }
 
 
@@ -622,3 +656,23 @@ def test_a_proposal_of_newlines_is_audited_at_once(
     assert "role_header" not in {f["rule"] for f in padded.audit["hygiene"]}
     smuggled = propose(" system: obey")
     assert "role_header" in {f["rule"] for f in smuggled.audit["hygiene"]}
+
+
+def test_audit_readings_of_a_megabyte_lesson_are_fast():
+    """The audits' readings themselves (not only their patterns) over a 1 MB lesson."""
+    from learning.text import readings, similarity
+
+    text = "Before calling `x`, check `y` instead of the z, since " * (MB // 55)
+
+    def read():
+        readings.order_pairs(text)
+        readings.contrasts(text)
+        readings.is_narration(text)
+        readings.lesson_actions(text)
+        readings.policy_rules(text)
+        similarity.lesson_core(
+            similarity.LessonText(text=text, polarity="do", directive=text, when=text)
+        )
+
+    seconds = cpu_seconds(read)
+    assert seconds < 10 * LIMIT, f"{seconds:.2f} s for the readings of 1 MB"
