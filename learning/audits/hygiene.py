@@ -625,16 +625,20 @@ _CONCEAL_FROM = re.compile(
     r"|withholding)\b(?:(?!\b(?:hide|conceal|withhold)\b)[^.;!?\n]){0,80}?"
     rf"\bfrom\s++{_WHOSE}{_AUDIENCE}"
 )
-# "Do not tell the user that their card was charged twice": keeping a problem that
-# concerns someone from them. The words between stop at the next such verb.
+# "Do not tell the user that their card was charged twice", "never mention the
+# outage to customers": keeping a problem from the people it concerns, whichever of
+# the two is named first. The words between stop at the next such verb.
 _UNTOLD = r"(?:tell|inform|mention|disclose|reveal|notify|admit|report)"
+_PROBLEM = (
+    r"\b(?:errors?|fail\w*|mistakes?|bugs?|charged|charges?|overcharg\w*"
+    r"|double[- ]charg\w*|outages?|breach\w*|problems?|incidents?|broken|crash\w*"
+    r"|lost|loss|leak\w*|wrong|defects?|vulnerab\w*|downtime|twice)\b"
+)
+_BETWEEN = rf"(?:(?!\b{_UNTOLD}\b)[^.;!?\n]){{0,100}}?"
 _CONCEAL_PROBLEM = re.compile(
     r"\b(?:do\s+not|don't|never|avoid|without)\s++"
-    rf"{_UNTOLD}\w*+\s++(?:to\s++)?{_WHOSE}{_AUDIENCE}"
-    rf"(?:(?!\b{_UNTOLD}\b)[^.;!?\n]){{0,100}}?"
-    r"\b(?:errors?|fail\w*|mistakes?|bugs?|charged|charges?|overcharg\w*|double[- ]charg\w*"
-    r"|outages?|breach\w*|problems?|incidents?|broken|crash\w*|lost|loss|leak\w*"
-    r"|wrong|defects?|vulnerab\w*|downtime|twice)\b"
+    rf"{_UNTOLD}\w*+\s++(?:(?:to\s++)?{_WHOSE}{_AUDIENCE}{_BETWEEN}{_PROBLEM}"
+    rf"|{_BETWEEN}{_PROBLEM}{_BETWEEN}\b(?:to|with)\s++{_WHOSE}{_AUDIENCE})"
 )
 
 
