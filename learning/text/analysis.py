@@ -325,6 +325,7 @@ _NUMBER_WORDS = {
     "twice": 2,
 }
 
+_TIMES_WORDS = {"twice": 2.0, "thrice": 3.0}
 _ORDINALS = {
     "second": 2,
     "third": 3,
@@ -510,7 +511,14 @@ def _subject_word(tok: str, bare: str) -> bool:
 
 def _word_quantity(tok: str, following: str, values: dict) -> bool:
     """A quantity written in words, added to `values`: an ordinal ("after the second
-    attempt") or a number word before a unit ("three retries"). True if `tok` was one."""
+    attempt"), a number word before a unit ("three retries") or a count of times in
+    one word ("twice"; "once" also means "after", so it is left to the order words).
+    True if `tok` was one."""
+    if tok in _TIMES_WORDS:
+        values["quantity:x"] = values.get("quantity:x", frozenset()) | {
+            _TIMES_WORDS[tok]
+        }
+        return True
     if tok in _ORDINALS and following not in _UNITS:
         values["quantity:"] = values.get("quantity:", frozenset()) | {
             float(_ORDINALS[tok])

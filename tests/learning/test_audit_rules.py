@@ -41,6 +41,7 @@ def test_negation_words_match_at_word_boundaries():
             "Set the request timeout to 5 seconds",
         ),
         ("Reply to refund requests in English", "Reply to refund requests in Spanish"),
+        ("Retry a failed deploy step five times", "Retry a failed deploy step twice"),
         (
             "Do not cache the pricing responses",
             "Cache the pricing responses for an hour",
