@@ -5,27 +5,61 @@ from django.db import migrations, models
 
 
 class Migration(migrations.Migration):
-
     dependencies = [
-        ('learning', '0006_step_created_at'),
-        ('playbooks', '0006_strategy_situations'),
+        ("learning", "0006_step_created_at"),
+        ("playbooks", "0006_strategy_situations"),
     ]
 
     operations = [
         migrations.CreateModel(
-            name='AgentPolicy',
+            name="AgentPolicy",
             fields=[
-                ('id', models.BigAutoField(auto_created=True, primary_key=True, serialize=False, verbose_name='ID')),
-                ('text', models.TextField()),
-                ('source', models.CharField(blank=True, max_length=200)),
-                ('updated_by', models.CharField(blank=True, max_length=150)),
-                ('created_at', models.DateTimeField(auto_now_add=True)),
-                ('updated_at', models.DateTimeField(auto_now=True)),
-                ('namespace', models.ForeignKey(on_delete=django.db.models.deletion.CASCADE, related_name='agent_policies', to='learning.namespace')),
-                ('playbook', models.ForeignKey(blank=True, null=True, on_delete=django.db.models.deletion.CASCADE, related_name='agent_policies', to='playbooks.playbook')),
+                (
+                    "id",
+                    models.BigAutoField(
+                        auto_created=True,
+                        primary_key=True,
+                        serialize=False,
+                        verbose_name="ID",
+                    ),
+                ),
+                ("text", models.TextField()),
+                ("source", models.CharField(blank=True, max_length=200)),
+                ("updated_by", models.CharField(blank=True, max_length=150)),
+                ("created_at", models.DateTimeField(auto_now_add=True)),
+                ("updated_at", models.DateTimeField(auto_now=True)),
+                (
+                    "namespace",
+                    models.ForeignKey(
+                        on_delete=django.db.models.deletion.CASCADE,
+                        related_name="agent_policies",
+                        to="learning.namespace",
+                    ),
+                ),
+                (
+                    "playbook",
+                    models.ForeignKey(
+                        blank=True,
+                        null=True,
+                        on_delete=django.db.models.deletion.CASCADE,
+                        related_name="agent_policies",
+                        to="playbooks.playbook",
+                    ),
+                ),
             ],
             options={
-                'constraints': [models.UniqueConstraint(condition=models.Q(('playbook__isnull', True)), fields=('namespace',), name='agent_policy_one_per_namespace'), models.UniqueConstraint(condition=models.Q(('playbook__isnull', False)), fields=('namespace', 'playbook'), name='agent_policy_one_per_playbook')],
+                "constraints": [
+                    models.UniqueConstraint(
+                        condition=models.Q(("playbook__isnull", True)),
+                        fields=("namespace",),
+                        name="agent_policy_one_per_namespace",
+                    ),
+                    models.UniqueConstraint(
+                        condition=models.Q(("playbook__isnull", False)),
+                        fields=("namespace", "playbook"),
+                        name="agent_policy_one_per_playbook",
+                    ),
+                ],
             },
         ),
     ]
