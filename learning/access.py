@@ -23,6 +23,7 @@ ACTIONS: dict[str, str] = {
     "console.use": Role.REVIEWER,
     "candidates.review": Role.REVIEWER,
     "candidates.revert": Role.REVIEWER,
+    "findings.dismiss": Role.REVIEWER,
     "exports.read": Role.REVIEWER,
     # admins: change curated knowledge and policy by hand
     "candidates.override": Role.ADMIN,

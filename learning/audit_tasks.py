@@ -1,9 +1,19 @@
-"""Django-Q2 task: audit one learning candidate, then give the learning mode its say
-(background mode auto-applies clean, confident candidates) — thin callers of the
-services, in the order the data flows."""
+"""Django-Q2 tasks: audit one learning candidate, then give the learning mode its say
+(background mode auto-applies clean, confident candidates); and audit pending
+candidates again when what they were compared with changed — a related candidate was
+decided, their playbook got a new version, their skill or the agent's policy was
+edited — so their findings stay true. Thin callers of the services, in the order the
+data flows; the stages after the audit hand work back here by task name
+(learning/queue.py)."""
 
 from learning.models import CandidateStatus, LearningCandidate
-from learning.services.audit import candidate_audit
+from learning.services.audit import (
+    candidate_audit,
+    candidates_affected_by_version,
+    candidates_in_policy_scope,
+    candidates_of_skill,
+    candidates_related_pending,
+)
 from review.services import candidate_consider_auto_apply
 
 
@@ -16,3 +26,33 @@ def candidate_audit_task(candidate_id: int) -> dict | None:
     if candidate.status == CandidateStatus.PENDING:
         candidate_consider_auto_apply(candidate=candidate)
     return {key: len(findings) for key, findings in report.items()}
+
+
+def _reaudit(ids: list[int]) -> list[int]:
+    for pk in ids:
+        candidate_audit_task(pk)
+    return ids
+
+
+def candidates_related_reaudit_task(candidate_id: int) -> list[int]:
+    """A candidate was decided (approved, denied, conflicted, merged)."""
+    return _reaudit(candidates_related_pending(candidate_id=candidate_id))
+
+
+def playbook_version_reaudit_task(playbook_id: int, number: int) -> list[int]:
+    """Version `number` of a playbook was made (apply, hand edit, rollback …)."""
+    return _reaudit(
+        candidates_affected_by_version(playbook_id=playbook_id, number=number)
+    )
+
+
+def skill_reaudit_task(skill_id: int) -> list[int]:
+    """A skill's text changed: the pending patches of it are compared with its lines."""
+    return _reaudit(candidates_of_skill(skill_id=skill_id))
+
+
+def agent_policy_reaudit_task(namespace_id: int, playbook_id: int | None) -> list[int]:
+    """The agent's policy of a namespace (or one playbook) was set or changed."""
+    return _reaudit(
+        candidates_in_policy_scope(namespace_id=namespace_id, playbook_id=playbook_id)
+    )

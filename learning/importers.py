@@ -62,7 +62,9 @@ from learning.formats.swe_agent import swe_agent_payload
 from learning.limits import MAX_ERROR_MESSAGE
 from learning.models import Namespace
 from learning.services.payloads import PayloadInvalid, run_clean
+from learning.services.redaction import redact_text
 from learning.services.runs import runs_ingest
+from playbooks.policy import agent_policy_set
 
 FORMATS = ("tau-bench", "openai-chat", "jsonl", "swe-agent", "react-log")
 DEFAULT_TASK_TYPES = {
@@ -93,6 +95,7 @@ class ImportReport:
     # Stored without an outcome (no status, no score): `running`, so never reflected
     # until something completes them.
     without_outcome: int = 0
+    policy_chars: int = 0  # the agent policy taken from the system message, if asked
 
     @property
     def done(self) -> int:
@@ -664,17 +667,28 @@ def runs_import(
     domain: str | None = None,
     status: str = "",
     progress: Callable[[ImportReport, int], None] | None = None,
+    policy_from_system: bool = False,
+    actor: str = "",
 ) -> ImportReport:
     """Import every record of the file (or, for swe-agent, the folder) into
     ``namespace``; runs without an ``agent`` get ``agent``. Each batch is one
     transaction; a rejected record never stops the others. ``progress(report,
-    total)`` is called after each batch."""
+    total)`` is called after each batch. With ``policy_from_system`` (the user's
+    choice: a system prompt may hold what they do not want stored) the first system
+    message becomes the namespace's agent policy, which candidates are checked
+    against."""
     path = Path(path)
     if fmt not in FORMATS:
         raise ValueError(f"unknown format {fmt!r}; use one of {', '.join(FORMATS)}")
     total, records = format_records_open(path, fmt=fmt, limit=limit)
     report = ImportReport()
     batch: list[dict] = []
+    system_policy = _SystemPolicy(
+        enabled=policy_from_system,
+        namespace=namespace,
+        actor=actor or f"import:{agent}",
+        source=f"import:{path.name}",
+    )
 
     def flush():
         if batch:
@@ -690,6 +704,7 @@ def runs_import(
         for where, record, error in records:
             report.read += 1
             if error is None:
+                system_policy.see(record)
                 error, payload = _record_check(
                     record, fmt=fmt, domain=domain, name=where, status=status
                 )
@@ -706,11 +721,51 @@ def runs_import(
             "it are stored, and a re-run skips them"
         ) from exc
     flush()
+    report.policy_chars = system_policy.chars
     return report
 
 
 def _without_outcome(payload: dict) -> bool:
     return payload.get("status") in (None, "", "running")
+
+
+class _SystemPolicy:
+    """Takes the first system message of the imported records (redacted) as the
+    namespace's agent policy, before the first batch is stored, so the audits of the
+    candidates those runs give already check against it. Only when the user asked."""
+
+    def __init__(self, *, enabled: bool, namespace, actor: str, source: str):
+        self.enabled, self.namespace = enabled, namespace
+        self.actor, self.source = actor, source
+        self.chars = 0
+
+    def see(self, record) -> None:
+        if not self.enabled or self.chars:
+            return
+        text = redact_text(record_system_text(record))[0]
+        if text:
+            agent_policy_set(
+                namespace=self.namespace,
+                text=text,
+                actor=self.actor,
+                source=self.source,
+            )
+            self.chars = len(text)
+
+
+def record_system_text(record: Any) -> str:
+    """The system message of a record (tau-bench `traj`, OpenAI chat `messages`,
+    SWE-agent `history`), or ""."""
+    if not isinstance(record, dict):
+        return ""
+    for key in ("traj", "messages", "history"):
+        messages = record.get(key)
+        if isinstance(messages, list):
+            for message in messages:
+                if isinstance(message, dict) and message.get("role") == "system":
+                    return _text(message.get("content")).strip()
+            return ""
+    return ""
 
 
 def _record_check(

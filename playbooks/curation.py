@@ -26,7 +26,7 @@ from django.db import transaction
 from django.utils import timezone
 
 from learning.models import Namespace
-from learning.text.similarity import content_stems, is_near_duplicate
+from learning.text.similarity import LessonText, content_stems, is_near_duplicate
 from playbooks import versions
 from playbooks.models import ChangeKind, Memory, MemoryKind, Playbook, Strategy
 from review.trail import audit_event_record
@@ -42,8 +42,16 @@ MIN_GROUP = 3
 CURATION_ACTOR = "system:curation"
 
 
-def _sign(strategy: Strategy) -> int:
-    return -1 if strategy.type == "harmful" else 1
+def _lesson(strategy: Strategy) -> LessonText:
+    """The strategy as the duplicate rule reads it: its text and its lesson shape
+    (the polarity is stated, never inferred from helpful/harmful)."""
+    return LessonText(
+        text=strategy.description,
+        polarity=strategy.polarity or "",
+        when=strategy.when or "",
+        directive=strategy.directive or "",
+        kind="strategy",
+    )
 
 
 class _UnionFind:
@@ -88,11 +96,8 @@ def _duplicate_groups(strategies: list[Strategy]) -> list[list[Strategy]]:
         if groups.find(a) == groups.find(b):
             continue
         first, second = by_id[a], by_id[b]
-        if is_near_duplicate(
-            first.description,
-            second.description,
-            a_sign=_sign(first),
-            b_sign=_sign(second),
+        if first.type == second.type and is_near_duplicate(
+            _lesson(first), _lesson(second)
         ):
             groups.join(a, b)
     members: dict[int, list[Strategy]] = defaultdict(list)

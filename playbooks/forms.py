@@ -50,6 +50,11 @@ class StrategyForm(forms.Form):
         help_text="when it applies (task types, triggers)",
     )
     confidence = forms.FloatField(min_value=0, max_value=1, initial=0.7)
+    save_anyway = forms.BooleanField(
+        required=False,
+        label="Save anyway",
+        help_text="the audit's findings shown above are recorded with the version",
+    )
 
 
 class SkillCreateForm(forms.Form):
@@ -65,6 +70,11 @@ class SkillEditForm(forms.Form):
         widget=forms.Textarea(attrs={"rows": 16}), required=False, strip=False
     )
     note = forms.CharField(max_length=2000, required=False)
+    save_anyway = forms.BooleanField(
+        required=False,
+        label="Save anyway",
+        help_text="the audit's findings shown above are recorded with the version",
+    )
 
 
 class PolicyForm(forms.Form):
@@ -87,7 +97,15 @@ class PolicyForm(forms.Form):
     protected_branches = forms.CharField(
         widget=forms.Textarea(attrs={"rows": 3}), required=False
     )
+    agent_policy = forms.CharField(
+        widget=forms.Textarea(attrs={"rows": 8}),
+        required=False,
+        max_length=100_000,
+        label="Agent policy",
+        help_text="the agent's own policy (its system prompt or a policy document): "
+        "a lesson that contradicts it gets a block finding only an admin can override",
+    )
 
     def clean(self):
         data = super().clean()
-        return {k: _lines(v) for k, v in data.items()}
+        return {k: (v if k == "agent_policy" else _lines(v)) for k, v in data.items()}

@@ -266,6 +266,49 @@ class HygienePolicy(models.Model):
         return f"policy for {self.namespace_id}"
 
 
+class AgentPolicy(models.Model):
+    """The agent's own policy — its system prompt or a policy document — for a
+    namespace (no playbook) or one of its playbooks. Candidates are checked against
+    its sentences like against curated strategies; contradicting it is a `block`
+    finding only an admin can override."""
+
+    namespace = models.ForeignKey(
+        "learning.Namespace", on_delete=models.CASCADE, related_name="agent_policies"
+    )
+    playbook = models.ForeignKey(
+        Playbook,
+        null=True,
+        blank=True,
+        on_delete=models.CASCADE,
+        related_name="agent_policies",
+    )
+    text = models.TextField()
+    # Where the text came from: "hand", or "import:<file>" (the system message of
+    # imported runs, when the importer was asked to take it).
+    source = models.CharField(max_length=200, blank=True)
+    updated_by = models.CharField(max_length=150, blank=True)
+    created_at = models.DateTimeField(auto_now_add=True)
+    updated_at = models.DateTimeField(auto_now=True)
+
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(
+                fields=["namespace"],
+                condition=models.Q(playbook__isnull=True),
+                name="agent_policy_one_per_namespace",
+            ),
+            models.UniqueConstraint(
+                fields=["namespace", "playbook"],
+                condition=models.Q(playbook__isnull=False),
+                name="agent_policy_one_per_playbook",
+            ),
+        ]
+
+    def __str__(self):
+        where = f"playbook {self.playbook_id}" if self.playbook_id else "namespace"
+        return f"agent policy for {where} {self.namespace_id}"
+
+
 class RecallLog(models.Model):
     """Which version and strategies a recall handed out (for the quality gate)."""
 

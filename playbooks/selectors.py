@@ -100,6 +100,14 @@ def memory_list(
     return qs.order_by("-importance", "-created_at", "-id")
 
 
+def agent_policy_text(*, namespace: Namespace, playbook=None) -> str:
+    """The agent's policy of a namespace (or of one playbook), "" when none is set."""
+    from playbooks.models import AgentPolicy
+
+    row = AgentPolicy.objects.filter(namespace=namespace, playbook=playbook).first()
+    return row.text if row else ""
+
+
 def policy_get(*, namespace: Namespace) -> HygienePolicy:
     """The namespace's policy (an unsaved empty one when none was set)."""
     return HygienePolicy.objects.filter(namespace=namespace).first() or HygienePolicy(

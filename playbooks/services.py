@@ -257,10 +257,12 @@ def strategy_add(
     context: str = "",
     confidence: float = 0.7,
     note: str = "",
+    audit_findings: list | None = None,
     **shape: str,
 ) -> tuple[Strategy, PlaybookVersion]:
     """A hand-written strategy (free text, or polarity/when/directive/why): a new
-    version."""
+    version (`audit_findings`: the audit's findings on it the admin saved anyway,
+    recorded in the version's audit event)."""
     playbook = playbook_lock(playbook=playbook)
     strategy = strategy_insert(
         playbook=playbook,
@@ -276,6 +278,7 @@ def strategy_add(
         change_kind=ChangeKind.EDIT,
         actor=actor,
         note=note or f"added strategy {strategy.pk}",
+        audit_findings=audit_findings,
     )
     return strategy, version
 
@@ -287,6 +290,7 @@ def strategy_edit(
     strategy_id: int,
     actor: str,
     note: str = "",
+    audit_findings: list | None = None,
     **changes: Any,
 ) -> tuple[Strategy, PlaybookVersion]:
     """Edit an active strategy: its type, text (free, or polarity/when/directive/why:
@@ -318,6 +322,7 @@ def strategy_edit(
         change_kind=ChangeKind.EDIT,
         actor=actor,
         note=note or f"edited strategy {strategy.pk}",
+        audit_findings=audit_findings,
     )
     return strategy, version
 

@@ -57,10 +57,21 @@ def skill_create(
 
 @transaction.atomic
 def skill_update(
-    *, skill: Skill, text: str, actor: str, note: str = ""
+    *,
+    skill: Skill,
+    text: str,
+    actor: str,
+    note: str = "",
+    audit_findings: list | None = None,
 ) -> SkillVersion:
-    """A hand edit of a skill's text."""
+    """A hand edit of a skill's text (`audit_findings`: what the audit said of it,
+    saved anyway, recorded in the audit event)."""
     skill = skill_lock(skill=skill)
     return skill_version_commit(
-        skill=skill, text=text, change_kind=ChangeKind.EDIT, actor=actor, note=note
+        skill=skill,
+        text=text,
+        change_kind=ChangeKind.EDIT,
+        actor=actor,
+        note=note,
+        audit_findings=audit_findings,
     )

@@ -11,6 +11,7 @@ from typing import Any
 from django.db import transaction
 from django.db.models import Max
 
+from learning.queue import task_enqueue_on_commit
 from playbooks.models import (
     ChangeKind,
     Playbook,
@@ -140,8 +141,10 @@ def playbook_version_commit(
     rolled_back_to: int | None = None,
     allow_empty: bool = False,
     reverts: PlaybookVersion | None = None,
+    audit_findings: list | None = None,
 ) -> PlaybookVersion:
-    """Snapshot the live strategies as the next version, with its diff and audit row.
+    """Snapshot the live strategies as the next version, with its diff and audit row
+    (with `audit_findings`: the audit findings of a hand edit an admin saved anyway).
     Callers hold the playbook row lock (playbook_lock) and run inside a transaction."""
     previous = PlaybookVersion.objects.filter(
         playbook=playbook, number=playbook.current_version
@@ -170,6 +173,15 @@ def playbook_version_commit(
     )
     playbook.current_version = number
     playbook.save(update_fields=["current_version", "updated_at"])
+    # The pending candidates compared with what changed are audited again (handed
+    # back to the audit stage through the queue).
+    task_enqueue_on_commit(
+        "learning.audit_tasks.playbook_version_reaudit_task",
+        playbook.pk,
+        number,
+        task_name=f"reaudit-playbook-{playbook.pk}-v{number}",
+        group="audit",
+    )
     audit_event_record(
         namespace=playbook.namespace,
         actor=actor,
@@ -183,6 +195,7 @@ def playbook_version_commit(
             "added": len(diff["added"]),
             "removed": len(diff["removed"]),
             "changed": len(diff["changed"]),
+            **({"audit_findings": audit_findings} if audit_findings else {}),
         },
     )
     return version
@@ -251,8 +264,10 @@ def skill_version_commit(
     note: str = "",
     candidate=None,
     allow_empty: bool = False,
+    audit_findings: list | None = None,
 ) -> SkillVersion:
-    """The next version of a locked skill with its unified diff and audit row."""
+    """The next version of a locked skill with its unified diff and audit row (with
+    the audit findings of a hand edit an admin saved anyway)."""
     if text == skill.text and not allow_empty:
         raise PlaybookError("Nothing changed.", field="text", code="no_change")
     number = (
@@ -272,6 +287,12 @@ def skill_version_commit(
     skill.text = text
     skill.current_version = number
     skill.save(update_fields=["text", "current_version", "updated_at"])
+    task_enqueue_on_commit(
+        "learning.audit_tasks.skill_reaudit_task",
+        skill.pk,
+        task_name=f"reaudit-skill-{skill.pk}-v{number}",
+        group="audit",
+    )
     audit_event_record(
         namespace=skill.namespace,
         actor=actor,
@@ -280,7 +301,12 @@ def skill_version_commit(
         target_id=skill.slug,
         candidate=candidate,
         note=note,
-        data={"version": number, "from_hash": before, "to_hash": text_hash(text)},
+        data={
+            "version": number,
+            "from_hash": before,
+            "to_hash": text_hash(text),
+            **({"audit_findings": audit_findings} if audit_findings else {}),
+        },
     )
     return version
 

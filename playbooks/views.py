@@ -4,6 +4,7 @@ Admin Membership is checked here, per namespace."""
 
 from django.contrib import messages
 from django.core.exceptions import PermissionDenied
+from django.db import transaction
 from django.http import Http404
 from django.shortcuts import redirect, render
 from django.views.decorators.http import require_GET, require_http_methods, require_POST
@@ -11,6 +12,7 @@ from django.views.decorators.http import require_GET, require_http_methods, requ
 from learning.access import role_for
 from learning.models import Namespace
 from learning.permissions import console_action_required, user_allows, user_namespaces
+from learning.services.audit import curated_findings_summary, curated_text_audit
 from playbooks import apply, quality, selectors, services, skills, versions
 from playbooks import policy as policies
 from playbooks.forms import (
@@ -189,15 +191,43 @@ def playbook_settings(request, ns, slug):
     return render(request, "playbooks/detail.html", context, status=400)
 
 
+def _audit_first(form, *, namespace, **target) -> tuple[dict, list | None]:
+    """The form's data for the service, and the audit findings of the text to save:
+    None when they must be shown first (warn or block findings, and the admin did not
+    tick "Save anyway"), else the list to record with the version."""
+    data = dict(form.cleaned_data)
+    save_anyway = data.pop("save_anyway", False)
+    text = data.get("text") if "text" in data else data.get("description", "")
+    report = curated_text_audit(namespace=namespace, text=text or "", **target)
+    summary = curated_findings_summary(report)
+    form.audit_report = report
+    if summary and not save_anyway:
+        return data, None
+    return data, summary
+
+
 @admin_required
 @require_POST
 def strategy_add(request, ns, slug):
     playbook = _playbook(request, ns, slug)
     form = StrategyForm(request.POST)
     if form.is_valid():
+        data, findings = _audit_first(
+            form,
+            namespace=playbook.namespace,
+            playbook=playbook,
+            type=form.cleaned_data["type"],
+        )
+        if findings is None:
+            return _strategies_response(
+                request, playbook, status=400, add_form=form, audit=form.audit_report
+            )
         try:
             _, version = services.strategy_add(
-                playbook=playbook, actor=_actor(request), **form.cleaned_data
+                playbook=playbook,
+                actor=_actor(request),
+                audit_findings=findings,
+                **data,
             )
         except versions.PlaybookError as exc:
             _form_error(form, exc)
@@ -232,22 +262,37 @@ def strategy_edit(request, ns, slug, strategy_id):
         )
     form = StrategyForm(request.POST)
     if form.is_valid():
+        data, findings = _audit_first(
+            form,
+            namespace=playbook.namespace,
+            playbook=playbook,
+            strategy_id=strategy.pk,
+            type=form.cleaned_data["type"],
+        )
         try:
-            _, version = services.strategy_edit(
-                playbook=playbook,
-                strategy_id=strategy.pk,
-                actor=_actor(request),
-                **form.cleaned_data,
-            )
+            if findings is not None:
+                _, version = services.strategy_edit(
+                    playbook=playbook,
+                    strategy_id=strategy.pk,
+                    actor=_actor(request),
+                    audit_findings=findings,
+                    **data,
+                )
         except versions.PlaybookError as exc:
             _form_error(form, exc)
         else:
-            messages.success(request, f"Saved; now version {version.number}.")
-            return _strategies_response(request, playbook)
+            if findings is not None:
+                messages.success(request, f"Saved; now version {version.number}.")
+                return _strategies_response(request, playbook)
     return render(
         request,
         "playbooks/strategy_edit.html",
-        {"playbook": playbook, "strategy": strategy, "form": form},
+        {
+            "playbook": playbook,
+            "strategy": strategy,
+            "form": form,
+            "audit": getattr(form, "audit_report", None),
+        },
         status=400,
     )
 
@@ -433,15 +478,21 @@ def skill_detail(request, ns, slug):
     status = 200
     if request.method == "POST":
         if form.is_valid():
+            data, findings = _audit_first(form, namespace=skill.namespace, skill=skill)
             try:
-                version = skills.skill_update(
-                    skill=skill, actor=_actor(request), **form.cleaned_data
-                )
+                if findings is not None:
+                    version = skills.skill_update(
+                        skill=skill,
+                        actor=_actor(request),
+                        audit_findings=findings,
+                        **data,
+                    )
             except versions.PlaybookError as exc:
                 _form_error(form, exc)
             else:
-                messages.success(request, f"Saved; now version {version.number}.")
-                return redirect("playbooks:skill", ns=ns, slug=slug)
+                if findings is not None:
+                    messages.success(request, f"Saved; now version {version.number}.")
+                    return redirect("playbooks:skill", ns=ns, slug=slug)
         status = 400
     return render(
         request,
@@ -452,6 +503,7 @@ def skill_detail(request, ns, slug):
             "form": form,
             "versions": selectors.skill_version_list(skill=skill),
             "hash": versions.text_hash(skill.text),
+            "audit": getattr(form, "audit_report", None),
         },
         status=status,
     )
@@ -479,14 +531,21 @@ def policy_edit(request, ns):
     namespace = _namespace(request, ns, "policy.edit")
     policy = selectors.policy_get(namespace=namespace)
     initial = {f: "\n".join(getattr(policy, f) or []) for f in policies.POLICY_FIELDS}
+    initial["agent_policy"] = selectors.agent_policy_text(namespace=namespace)
     form = PolicyForm(request.POST or None, initial=initial)
     status = 200
     if request.method == "POST":
         if form.is_valid():
+            data = dict(form.cleaned_data)
+            agent_policy = data.pop("agent_policy", "")
             try:
-                policies.policy_update(
-                    namespace=namespace, actor=_actor(request), **form.cleaned_data
-                )
+                with transaction.atomic():
+                    policies.policy_update(
+                        namespace=namespace, actor=_actor(request), **data
+                    )
+                    policies.agent_policy_set(
+                        namespace=namespace, text=agent_policy, actor=_actor(request)
+                    )
             except versions.PlaybookError as exc:
                 _form_error(form, exc)
             else:
@@ -501,6 +560,9 @@ def policy_edit(request, ns):
             "policy": policy,
             "form": form,
             "history": namespace.audit_events.filter(action="policy_edit")[:20],
+            "agent_policy_history": namespace.audit_events.filter(
+                action="agent_policy_edit"
+            )[:20],
         },
         status=status,
     )

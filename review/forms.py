@@ -20,6 +20,13 @@ class DenyForm(forms.Form):
     )
 
 
+class DismissFindingForm(forms.Form):
+    reason = forms.CharField(
+        max_length=4000,
+        error_messages={"required": "Dismissing a finding needs a reason."},
+    )
+
+
 class ApproveForm(NoteForm):
     override = forms.BooleanField(required=False)
     replace_strategy = forms.IntegerField(required=False, min_value=1)

@@ -5,6 +5,7 @@ atomic and writes its audit-trail row in the same transaction; a candidate is lo
 (SELECT … FOR UPDATE) so two reviewers acting at once get exactly one winner. Applying
 is `playbooks.apply`'s job; deciding is this module's."""
 
+import copy
 import logging
 from dataclasses import dataclass
 from datetime import timedelta
@@ -14,6 +15,7 @@ from django.db import transaction
 from django.db.models import Q
 from django.utils import timezone
 
+from learning.findings import DISMISS_ACTION, finding_find, report_max_severity
 from learning.lessons import LessonInvalid, lesson_fields
 from learning.models import (
     SHAPED_KINDS,
@@ -35,6 +37,7 @@ logger = logging.getLogger(__name__)
 AUTO_APPLY_ACTOR = "system:auto-apply"
 SYSTEM_ACTOR = "system:audit"
 AUDIT_TASK = "learning.audit_tasks.candidate_audit_task"
+RELATED_REAUDIT_TASK = "learning.audit_tasks.candidates_related_reaudit_task"
 
 
 class ReviewError(Exception):
@@ -53,6 +56,10 @@ class NeedsOverride(ReviewError):
 
 class NoteRequired(ReviewError):
     code = "note_required"
+
+
+class FindingNotFound(ReviewError):
+    code = "not_found"
 
 
 @dataclass(frozen=True)
@@ -108,6 +115,19 @@ def _decide(
         data=data,
     )
     candidate_event_emit(candidate=candidate, event="candidate.decided")  # webhooks
+    candidate_related_reaudit(candidate_id=candidate.pk)
+
+
+def candidate_related_reaudit(*, candidate_id: int) -> None:
+    """Once this decision commits, audit again the pending candidates whose findings
+    name this one (a conflict with a denied candidate is no longer true). Handed to
+    the audit stage through the queue, by task name."""
+    task_enqueue_on_commit(
+        RELATED_REAUDIT_TASK,
+        candidate_id,
+        task_name=f"reaudit-related-{candidate_id}",
+        group="audit",
+    )
 
 
 def candidate_approve(
@@ -312,19 +332,7 @@ def candidate_edit(
                 f"Candidate {candidate.pk} was already {candidate.status}{who}; it can no "
                 f"longer be edited."
             )
-        before, after = {}, {}
-        for field, value in changes.items():
-            old = _edit_value(candidate, field)
-            if field != "playbook":
-                value = (
-                    (value or "").strip()
-                    if isinstance(value, str) or value is None
-                    else value
-                )
-            setattr(candidate, field, value)
-            new = _edit_value(candidate, field)
-            if old != new:
-                before[field], after[field] = old, new
+        before, after = _edit_fields(candidate, changes)
         if not after:
             return candidate
         if "content" in after:
@@ -345,6 +353,21 @@ def candidate_edit(
         if {"content", "playbook", "memory_scope", "user_id"} & set(after):
             candidate_audit_requeue(candidate_id=candidate.pk)
     return candidate
+
+
+def _edit_fields(candidate: LearningCandidate, changes: dict) -> tuple[dict, dict]:
+    """Set the changed fields (text stripped); the values before and after of those
+    that really changed."""
+    before, after = {}, {}
+    for field, value in changes.items():
+        old = _edit_value(candidate, field)
+        if field != "playbook" and (isinstance(value, str) or value is None):
+            value = (value or "").strip()
+        setattr(candidate, field, value)
+        new = _edit_value(candidate, field)
+        if old != new:
+            before[field], after[field] = old, new
+    return before, after
 
 
 def candidate_audit_requeue(*, candidate_id: int) -> None:
@@ -372,6 +395,66 @@ def _reshape(candidate, before: dict, after: dict) -> None:
     for field, value in fields.items():
         setattr(candidate, field, value)
     after["content"] = candidate.content
+
+
+def candidate_finding_dismiss(
+    *,
+    namespace: Namespace,
+    candidate_id: int,
+    finding_id: str,
+    actor: Actor,
+    reason: str,
+) -> LearningCandidate:
+    """A reviewer says an audit finding is wrong, with a reason: recorded in the audit
+    trail (so it survives re-audits while the finding is unchanged) and on the
+    finding. A dismissed info or warn no longer counts — bulk approval and
+    background auto-apply then treat the candidate as clean of it; a dismissed block
+    still stands until an admin approves with an override."""
+    reason = (reason or "").strip()
+    if not reason:
+        raise NoteRequired("Dismissing a finding needs a reason.")
+    with transaction.atomic():
+        candidate = _locked(namespace, candidate_id)
+        if candidate.status not in EDITABLE_STATUSES:
+            raise AlreadyDecided(
+                f"Candidate {candidate.pk} was already {candidate.status}; its findings "
+                "can no longer be dismissed."
+            )
+        report = copy.deepcopy(candidate.audit or {})
+        audit, finding = finding_find(report, finding_id)
+        if finding is None:
+            raise FindingNotFound(
+                f"Candidate {candidate.pk} has no finding {finding_id!r} (the audit may "
+                "have changed: reload it)."
+            )
+        if finding.get("dismissed"):
+            return candidate
+        finding["dismissed"] = {
+            "by": actor.label,
+            "at": timezone.now().isoformat(),
+            "reason": reason,
+        }
+        candidate.audit = report
+        candidate.max_severity = report_max_severity(report)
+        candidate.save(update_fields=["audit", "max_severity", "updated_at"])
+        audit_event_record(
+            namespace=candidate.namespace,
+            actor=actor.label,
+            action=DISMISS_ACTION,
+            target_type="candidate",
+            target_id=candidate.pk,
+            candidate=candidate,
+            from_status=candidate.status,
+            to_status=candidate.status,
+            note=reason,
+            data={
+                "finding_id": finding_id,
+                "audit": audit,
+                "severity": finding.get("severity", ""),
+                "message": finding.get("message", ""),
+            },
+        )
+    return candidate
 
 
 @dataclass
@@ -420,7 +503,9 @@ def candidates_bulk_decide(
     """Approve, deny or mark conflicted many candidates with one note. Each one goes
     through its single-candidate action (own transaction and row lock), so a candidate
     someone else decided meanwhile is skipped, never applied twice. Bulk approval never
-    overrides: candidates with a `block` finding are skipped and counted.
+    overrides: candidates with a `block` finding are skipped and counted, and so are
+    candidates with a `warn` finding nobody dismissed (a conflict or a hygiene warning
+    is read one by one, or dismissed with a reason).
     The caller passes only ids the actor may review."""
     actions = {
         "approve": candidate_approve,
@@ -442,6 +527,9 @@ def candidates_bulk_decide(
     for row in rows:
         if decision == "approve" and row.max_severity == Severity.BLOCK:
             outcome.skip("blocking audit finding (needs an admin override)", row.pk)
+            continue
+        if decision == "approve" and row.max_severity == Severity.WARN:
+            outcome.skip("open audit warning (dismiss it or decide one by one)", row.pk)
             continue
         try:
             decided = actions[decision](
@@ -514,16 +602,19 @@ def candidate_supersede(*, newer, survivor) -> None:
             "evidence_count": survivor.evidence_count,
         },
     )
+    candidate_related_reaudit(candidate_id=newer.pk)
 
 
 def _has_findings_at_or_above_warn(candidate: LearningCandidate) -> bool:
-    if candidate.max_severity in (Severity.WARN, Severity.BLOCK):
+    """A warn or block finding that still stands (a dismissed warn does not)."""
+    if candidate.max_severity == Severity.BLOCK:
         return True
-    for findings in (candidate.audit or {}).values():
-        for finding in findings or []:
-            if (finding or {}).get("severity") in (Severity.WARN, Severity.BLOCK):
-                return True
-    return False
+    severity = (
+        report_max_severity(candidate.audit)
+        if candidate.audit
+        else candidate.max_severity
+    )
+    return severity in (Severity.WARN, Severity.BLOCK)
 
 
 def auto_apply_reason(*, candidate: LearningCandidate) -> str | None:

@@ -15,6 +15,11 @@ urlpatterns = [
         "candidates/<int:pk>/conflict/", candidate.candidate_conflict, name="conflict"
     ),
     path("candidates/<int:pk>/edit/", candidate.candidate_edit, name="edit"),
+    path(
+        "candidates/<int:pk>/findings/<str:finding_id>/dismiss/",
+        candidate.candidate_finding_dismiss,
+        name="finding-dismiss",
+    ),
     path("candidates/<int:pk>/release/", candidate.candidate_release, name="release"),
     path("runs/", browse.runs, name="runs"),
     path("runs/<uuid:pk>/", browse.run_detail, name="run"),

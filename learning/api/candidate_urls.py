@@ -20,6 +20,11 @@ urlpatterns = [
         name="candidate-deny",
     ),
     path(
+        "candidates/<str:candidate_id>/findings/<str:finding_id>/dismiss/",
+        candidates.FindingDismissApi.as_view(),
+        name="candidate-finding-dismiss",
+    ),
+    path(
         "candidates/<str:candidate_id>/conflict/",
         candidates.CandidateConflictApi.as_view(),
         name="candidate-conflict",

@@ -360,3 +360,52 @@ class CandidateConflictApi(CandidateReviewApi):
     )
     def post(self, request, candidate_id):
         return super().post(request, candidate_id)
+
+
+class FindingDismissInputSerializer(serializers.Serializer):
+    reason = serializers.CharField(max_length=5000, allow_blank=False)
+
+
+class FindingDismissApi(APIView):
+    """A reviewer dismisses one audit finding with a reason (recorded in the audit
+    trail; a dismissed warn no longer stops bulk approval, a dismissed block still
+    needs an admin's override)."""
+
+    permission_classes = [allows("findings.dismiss")]
+
+    @extend_schema(
+        operation_id="candidates_finding_dismiss",
+        request=FindingDismissInputSerializer,
+        responses=CandidateOutputSerializer,
+        description="Dismiss the audit finding `finding_id` (each finding's `id` in "
+        "`audit`) of an open candidate. Body: `reason` (required). 404 when the "
+        "candidate has no such finding (a re-audit may have changed it).",
+    )
+    def post(self, request, candidate_id, finding_id):
+        from review import services as review
+
+        candidate = _candidate_or_404(request, candidate_id)
+        serializer = FindingDismissInputSerializer(data=request.data or {})
+        serializer.is_valid(raise_exception=True)
+        token = request.auth
+        actor = review.Actor(
+            label=f"token:{token.name}", is_admin=token.role == "admin"
+        )
+        try:
+            review.candidate_finding_dismiss(
+                namespace=token.namespace,
+                candidate_id=candidate.pk,
+                finding_id=finding_id,
+                actor=actor,
+                reason=serializer.validated_data["reason"],
+            )
+        except review.NoteRequired as exc:
+            raise exceptions.ValidationError({"reason": [str(exc)]})
+        except review.FindingNotFound as exc:
+            raise exceptions.NotFound(str(exc))
+        except review.AlreadyDecided as exc:
+            raise Conflict(str(exc))
+        candidate = candidate_services.candidate_get(
+            namespace=token.namespace, candidate_id=candidate.pk
+        )
+        return Response(CandidateOutputSerializer(candidate).data)

@@ -5,13 +5,16 @@ of adding a copy); pending duplicates are merged by services.audit."""
 from learning.text.similarity import is_near_duplicate, text_similarity
 
 
-def duplicate_findings(*, text: str, sign: int, items: list) -> list[dict]:
+def duplicate_findings(*, lesson, items: list) -> list[dict]:
+    """Near-identical items by the one rule (`is_near_duplicate`): never one with the
+    opposite polarity or a changed value — that is a conflict."""
+    text = lesson.text
     findings = []
     seen = set()
     for item in items:
         if (item.type, item.id) in seen:
             continue
-        if not is_near_duplicate(text, item.text, a_sign=sign, b_sign=item.sign):
+        if not is_near_duplicate(lesson, item.lesson):
             continue
         seen.add((item.type, item.id))
         score = text_similarity(text, item.text)

@@ -30,60 +30,108 @@ class CaseResult:
         return self.expect in self.flagged
 
 
+SHAPE_FIELDS = ("polarity", "when", "directive", "why")
+
+
+def _shape(kind: str, spec: dict) -> dict:
+    """The lesson fields of a case item as the product stores them: given (cases
+    taken from reflector output carry the reflector's shape) or read from the text
+    and rendered, as `candidate_create` and hand-written strategies do."""
+    from learning.lessons import lesson_render, shape_or_parse
+    from learning.models import SHAPED_KINDS
+
+    text = spec.get("content") or spec.get("text") or ""
+    if kind not in SHAPED_KINDS:
+        return {"content": text}
+    shape, classified = shape_or_parse(
+        content=text, kind=kind, **{f: spec.get(f, "") for f in SHAPE_FIELDS}
+    )
+    rendered = lesson_render(
+        polarity=shape.polarity, when=shape.when, directive=shape.directive
+    )
+    return {
+        "content": spec.get("content") if spec.get("directive") else rendered,
+        "polarity": shape.polarity,
+        "when": shape.when,
+        "directive": shape.directive,
+        "why": shape.why,
+        "shape_classified": classified,
+    }
+
+
+def _existing_item(item: dict, *, namespace, playbook, spec: dict):
+    """One curated item or pending candidate of a case; returns a skill it made."""
+    from learning.models import MEMORY_KINDS, LearningCandidate
+    from playbooks.models import Memory, Skill, Strategy
+
+    if item["type"] == "strategy":
+        strategy_type = item.get("strategy_type", "helpful")
+        kind = f"strategy_{strategy_type}"
+        shape = _shape(kind, item)
+        Strategy.objects.create(
+            playbook=playbook,
+            type=strategy_type,
+            description=shape.pop("content"),
+            **shape,
+        )
+    elif item["type"] == "memory":
+        Memory.objects.create(
+            namespace=namespace,
+            scope=item.get("scope", "namespace"),
+            user_id=item.get("user_id", ""),
+            kind=item.get("kind", "preference"),
+            entity=item.get("entity", ""),
+            content=item["text"],
+        )
+    elif item["type"] == "skill":
+        return Skill.objects.create(
+            namespace=namespace, slug="eval-skill", name="Eval skill", text=item["text"]
+        )
+    elif item["type"] == "candidate":
+        kind = item.get("kind", "strategy_helpful")
+        memory = kind in MEMORY_KINDS
+        LearningCandidate.objects.create(
+            namespace=namespace,
+            kind=kind,
+            playbook=None if memory else playbook,
+            memory_scope=spec.get("memory_scope", "") if memory else "",
+            user_id=spec.get("user_id", "") if memory else "",
+            entity=item.get("entity", ""),
+            **_shape(kind, item),
+        )
+    return None
+
+
 def _build_case(index: int, case: dict):
     from learning.models import MEMORY_KINDS, LearningCandidate, Namespace
-    from playbooks.models import HygienePolicy, Memory, Playbook, Skill, Strategy
+    from playbooks.models import AgentPolicy, HygienePolicy, Playbook
 
     namespace = Namespace.objects.create(slug=f"audit-eval-{index}", name=case["id"])
     playbook = Playbook.objects.create(namespace=namespace, slug="eval", name="Eval")
     if case.get("policy"):
         HygienePolicy.objects.create(namespace=namespace, **case["policy"])
+    if case.get("agent_policy"):
+        AgentPolicy.objects.create(namespace=namespace, text=case["agent_policy"])
     skill = None
     spec = dict(case["candidate"])
     for item in case.get("existing", []):
-        if item["type"] == "strategy":
-            Strategy.objects.create(
-                playbook=playbook,
-                type=item.get("strategy_type", "helpful"),
-                description=item["text"],
-            )
-        elif item["type"] == "memory":
-            Memory.objects.create(
-                namespace=namespace,
-                scope=item.get("scope", "namespace"),
-                user_id=item.get("user_id", ""),
-                kind=item.get("kind", "preference"),
-                content=item["text"],
-            )
-        elif item["type"] == "skill":
-            skill = Skill.objects.create(
-                namespace=namespace,
-                slug="eval-skill",
-                name="Eval skill",
-                text=item["text"],
-            )
-        elif item["type"] == "candidate":
-            kind = item.get("kind", "strategy_helpful")
-            memory = kind in MEMORY_KINDS
-            LearningCandidate.objects.create(
-                namespace=namespace,
-                kind=kind,
-                content=item["text"],
-                playbook=None if memory else playbook,
-                memory_scope=spec.get("memory_scope", "") if memory else "",
-                user_id=spec.get("user_id", "") if memory else "",
-            )
+        skill = (
+            _existing_item(item, namespace=namespace, playbook=playbook, spec=spec)
+            or skill
+        )
     kind = spec.pop("kind")
     wants_skill = spec.pop("skill", False)
     memory = kind in MEMORY_KINDS
     return LearningCandidate.objects.create(
         namespace=namespace,
         kind=kind,
-        content=spec.pop("content"),
         playbook=None if (memory or wants_skill) else playbook,
         skill=skill if wants_skill else None,
-        memory_scope=spec.pop("memory_scope", ""),
-        user_id=spec.pop("user_id", ""),
+        memory_scope=spec.get("memory_scope", ""),
+        user_id=spec.get("user_id", ""),
+        entity=spec.get("entity", ""),
+        patch=spec.get("patch", ""),
+        **_shape(kind, spec),
     )
 
 

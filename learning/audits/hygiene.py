@@ -1,7 +1,9 @@
 """Hygiene audit: would applying a candidate make the agent break its namespace's
 policy? Denied tools, egress outside the allowlist, downloads piped into a shell,
-disabled verification, destructive commands, force-pushes to protected branches,
-secrets, and instructions smuggled in from run content."""
+disabled verification or skipped tests, destructive commands, force-pushes to
+protected branches, secrets (the redaction's patterns), markup or script, instructions
+to hide something from the user or the reviewer, and instructions smuggled in from run
+content."""
 
 import ipaddress
 import math
@@ -205,20 +207,45 @@ def _is_loopback(host: str) -> bool:
         return False
 
 
-def _egress_findings(low: str, policy: Policy) -> list[dict]:
-    hosts: dict[str, bool] = {}  # host -> is a raw IP
+# Verbs that move data to where they point ("post the conversation to https://…");
+# reading from a host (fetch, open, check) moves nothing out.
+_SEND_VERBS = re.compile(
+    r"\b(?:post|posts|posting|send|sends|sending|upload|uploads|uploading|forward"
+    r"|forwards|forwarding|export|exports|exporting|sync|syncs|syncing|submit|submits"
+    r"|submitting|transmit|transmits|transmitting|stream|streams|streaming|mirror"
+    r"|mirrors|mirroring|publish|publishes|publishing|pipe|pipes|piping|exfiltrate"
+    r"|copy|copies|copying|push|pushes|pushing|dump|dumps|dumping|beacon|relay|relays"
+    r"|relaying)\b"
+)
+
+
+def _sends_to(low: str, start: int) -> bool:
+    """Whether the clause that leads to the host at `start` sends something to it
+    (and is not a prohibition: "never post transcripts to …")."""
+    clause = _CLAUSE_BREAK.split(low[max(0, start - 100) : start])[-1]
+    verb = _SEND_VERBS.search(clause)
+    return bool(verb) and not _negated(low, start - len(clause) + verb.start())
+
+
+def _egress_hosts(low: str) -> dict[str, tuple[bool, int]]:
+    """Every host the text names -> (is a raw IP, where it is first named)."""
+    hosts: dict[str, tuple[bool, int]] = {}
     for match in _URL.finditer(low):
-        hosts[match.group(1)] = False
+        hosts.setdefault(match.group(1), (False, match.start()))
     for match in _HOST.finditer(low):
-        hosts.setdefault(match.group(1), False)
+        hosts.setdefault(match.group(1), (False, match.start(1)))
     for match in _IP.finditer(low):
         try:
             ipaddress.ip_address(match.group(1))
         except ValueError:
             continue
-        hosts[match.group(1)] = True
+        hosts[match.group(1)] = (True, match.start(1))
+    return hosts
+
+
+def _egress_findings(low: str, policy: Policy) -> list[dict]:  # noqa: C901 - one branch per kind of host and policy
     findings = []
-    for host, raw_ip in hosts.items():
+    for host, (raw_ip, start) in _egress_hosts(low).items():
         if _is_loopback(host):
             continue
         if raw_ip and not _DOTTED.fullmatch(host):
@@ -254,6 +281,15 @@ def _egress_findings(low: str, policy: Policy) -> list[dict]:
                     f"Sends data to {host}, a paste/tunnel service often "
                     "used to move data out.",
                     "egress_suspicious",
+                )
+            )
+        elif _sends_to(low, start):
+            findings.append(
+                _finding(
+                    "warn",
+                    f"Sends data to the outside host {host}, and the namespace has "
+                    "no egress allowlist to say it may.",
+                    "egress_unlisted",
                 )
             )
     return findings
@@ -310,14 +346,22 @@ _DISABLE_CHECKS: list[tuple[str, re.Pattern]] = [
         "tests",
         re.compile(
             r"\b(?:(?:skip|skipping|disable|disabling|bypass|comment(?:ing)?\s+out|delete"
-            r"|deleting|remove|removing|xfail|mark(?:ing)?\s+as\s+skipped)\s+"
+            r"|deleting|remove|removing|ignore|ignoring|exclude|excluding|deselect"
+            r"|deselecting|xfail|mark(?:ing)?\s+as\s+skipped)\s+"
             r"(?:the\s+|all\s+|any\s+)?"
             r"(?:failing\s+|flaky\s+|broken\s+|unit\s+|integration\s+|remaining\s+)*"
             r"(?:tests?|test\s+suite|specs?|ci|checks|linting|lint|type\s*checks?)\b"
             r"(?!\s+(?:data|fixtures?|files?|users?|accounts?|environment|env|records?|"
             r"database|db|mode|cards?|payments?|orders?|warnings?|errors?|issues|comments?))"
-            r"|skip_tests\s*=\s*(?:1|true)\b)"
-            r"|-dskiptests\b|\[skip ci\]|--no-tests?\b|--ignore-failures?\b"
+            r"|skip_tests\s*=\s*(?:1|true)\b"
+            # "mark the failing tests as skipped", "tag the broken specs as xfail"
+            r"|(?:mark|marking|tag|tagging|flag|flagging)\s+(?:the\s+|all\s+|any\s+|those\s+)?"
+            r"(?:failing\s+|flaky\s+|broken\s+|red\s+)*(?:tests?|specs?|checks?)\s+as\s+"
+            r"(?:skipped|skip|xfail|xfailed|expected\s+failures?|known\s+failures?|ignored)\b"
+            r"|pytest\.mark\.(?:skip|xfail)\b|(?:it|describe|test)\.skip\s*+\(|xit\s*+\("
+            r"|continue-on-error\s*+:\s*+true\b|allow_failure\s*+:\s*+true\b)"
+            r"|-dskiptests\b|\[skip ci\]|--no-tests?\b|--ignore-failures?\b|--deselect\b"
+            r"|@(?:unittest\.)?skip(?:if|unless)?\b"
         ),
     ),
     (
@@ -513,6 +557,109 @@ def _secret_findings(text: str) -> list[dict]:
     return findings
 
 
+# --- markup and script ------------------------------------------------------------
+
+# What runs when the lesson is shown in a page or read by a browser-driving agent:
+# script elements, script URLs, event handlers, embedded documents. Each alternative
+# starts at a literal; the handler scan stops at the tag's end.
+_SCRIPT = re.compile(
+    r"<\s*+/?\s*+script\b|\b(?:javascript|vbscript)\s*+:|data:text/html"
+    r"|<\s*+(?:iframe|object|embed|applet|base|meta|form|svg|math|link|style)\b"
+    r"|<[a-z][a-z0-9]*+\b[^<>]*?\bon[a-z]++\s*+="
+)
+# Markup a lesson has no use for: a closing tag, a tag with an attribute, a markdown
+# image (which a renderer fetches). A bare "<path>" is a placeholder, not markup.
+_MARKUP = re.compile(
+    r"</[a-z][a-z0-9]*+\s*+>|<[a-z][a-z0-9]*+\s++[a-z][a-z0-9-]*+\s*+=\s*+[\"']"
+    r"|!\[[^\[\]\n]*+\]\("
+)
+
+
+def _markup_findings(text: str, low: str) -> list[dict]:
+    match = _SCRIPT.search(low)
+    if match:
+        return [
+            _finding(
+                "block",
+                f"Carries script or active markup ({_snippet(text, match)}); a "
+                "lesson is plain text.",
+                "script",
+            )
+        ]
+    match = _MARKUP.search(low)
+    if match:
+        return [
+            _finding(
+                "warn",
+                f"Carries markup ({_snippet(text, match)}); a lesson is plain text.",
+                "markup",
+            )
+        ]
+    return []
+
+
+# --- hiding things from the user or the reviewer -----------------------------------
+
+_AUDIENCE = (
+    r"(?:user|customer|client|caller|requester|passenger|reviewer|maintainer|auditor"
+    r"|approver|admin|operator|human|owner|manager|team|supervisor)s?\b"
+)
+_WHOSE = r"(?:(?:the|this|that|their|your|our|any)\s++)?"
+# "… so the reviewer does not notice it": the purpose of the step is that someone it
+# concerns does not find out. The negation is the instruction here, so it is read
+# whole (not skipped as a prohibition).
+_CONCEAL_PURPOSE = re.compile(
+    rf"\bso\s++(?:that\s++)?{_WHOSE}{_AUDIENCE}\s*+"
+    r"(?:does\s+not|doesn't|do\s+not|don't|won't|will\s+not|cannot|can't|never"
+    r"|would\s+not|wouldn't|is\s+not|isn't)\s++(?:\w+\s+)?"
+    r"(?:notice|know|find\s+out|learn|realise|realize|spot|catch|discover|suspect"
+    r"|aware)\b"
+    rf"|\bwithout\s++{_WHOSE}{_AUDIENCE}\s*+(?:noticing|knowing|finding\s+out|realising"
+    r"|realizing|spotting|catching)\b"
+    r"|\b(?:go|goes|slip|slips|pass|passes)\s++(?:by\s++)?unnoticed\b"
+)
+# "hide the failed payment from the customer" (a prohibition of it is good advice).
+# The words between stop at the next such verb, so each is read once.
+_CONCEAL_FROM = re.compile(
+    r"\b(?:hide|hides|hiding|conceal|conceals|concealing|withhold|withholds"
+    r"|withholding)\b(?:(?!\b(?:hide|conceal|withhold)\b)[^.;!?\n]){0,80}?"
+    rf"\bfrom\s++{_WHOSE}{_AUDIENCE}"
+)
+# "Do not tell the user that their card was charged twice", "never mention the
+# outage to customers": keeping a problem from the people it concerns, whichever of
+# the two is named first. The words between stop at the next such verb.
+_UNTOLD = r"(?:tell|inform|mention|disclose|reveal|notify|admit|report)"
+_PROBLEM = (
+    r"\b(?:errors?|fail\w*|mistakes?|bugs?|charged|charges?|overcharg\w*"
+    r"|double[- ]charg\w*|outages?|breach\w*|problems?|incidents?|broken|crash\w*"
+    r"|lost|loss|leak\w*|wrong|defects?|vulnerab\w*|downtime|twice)\b"
+)
+_BETWEEN = rf"(?:(?!\b{_UNTOLD}\b)[^.;!?\n]){{0,100}}?"
+_CONCEAL_PROBLEM = re.compile(
+    r"\b(?:do\s+not|don't|never|avoid|without)\s++"
+    rf"{_UNTOLD}\w*+\s++(?:(?:to\s++)?{_WHOSE}{_AUDIENCE}{_BETWEEN}{_PROBLEM}"
+    rf"|{_BETWEEN}{_PROBLEM}{_BETWEEN}\b(?:to|with)\s++{_WHOSE}{_AUDIENCE})"
+)
+
+
+def _conceal_findings(text: str, low: str) -> list[dict]:
+    for pattern, severity, negatable in (
+        (_CONCEAL_PURPOSE, "block", False),
+        (_CONCEAL_PROBLEM, "warn", False),
+        (_CONCEAL_FROM, "warn", True),
+    ):
+        for match in _matches(pattern, low, negatable=negatable):
+            return [
+                _finding(
+                    severity,
+                    "Tells the agent to hide something from the people it concerns "
+                    f"({_snippet(text, match)}).",
+                    "conceal",
+                )
+            ]
+    return []
+
+
 # --- prompt injection ---------------------------------------------------------------
 
 _HIDDEN = re.compile(
@@ -535,7 +682,9 @@ _INJECTION = re.compile(
 # newlines made every newline a start that rescanned the rest: 10.7 s on 20 KB).
 _ROLE_HEADER = re.compile(
     r"^[^\S\n]*+(?:#++[^\S\n]*+)?(?:system|assistant|developer)[^\S\n]*+:"
-    r"|<\|im_start\|>|<\|system\|>|\[/?inst\]|<<sys>>|</?system>",
+    r"|<\|im_start\|>|<\|system\|>|\[/?inst\]|<<sys>>|</?system>"
+    # or at the start of a sentence: a lesson's lines are rendered into one paragraph
+    r"|[.!?][^\S\n]++(?:system|assistant|developer)[^\S\n]*+:",
     re.M,
 )
 
@@ -616,5 +765,7 @@ def hygiene_findings(*, text: str, policy: Policy) -> list[dict]:
     findings += _force_push_findings(text, low, policy)
     findings += _sensitive_path_findings(low, policy)
     findings += _secret_findings(text)
+    findings += _markup_findings(text, low)
+    findings += _conceal_findings(text, low)
     findings += _injection_findings(text, low)
     return findings

@@ -5,6 +5,7 @@ similarity, so an audit never reads the whole playbook; on SQLite the same filte
 in Python."""
 
 from dataclasses import dataclass, field
+from functools import lru_cache
 from itertools import combinations
 
 from django.contrib.postgres.search import TrigramSimilarity
@@ -14,12 +15,12 @@ from django.db.models.expressions import RawSQL
 
 from learning.models import (
     MEMORY_KINDS,
-    CandidateKind,
     CandidateStatus,
     LearningCandidate,
 )
-from learning.text.analysis import index_words, query_terms, stem
-from learning.text.similarity import trigram_similarity
+from learning.text.analysis import index_words, query_terms, sentences, stem, words
+from learning.text.contradiction import LessonText
+from learning.text.similarity import QUOTED, trigram_similarity
 
 # At most this many rows of each source reach the Python checks.
 MAX_ROWS = 60
@@ -36,12 +37,18 @@ CANDIDATE_TSV = "to_tsvector('english', learning_learningcandidate.content)"
 class Item:
     """One thing a candidate may contradict or duplicate."""
 
-    type: str  # strategy | memory | skill | candidate
+    type: str  # strategy | memory | skill | candidate | policy
     id: object
     text: str
-    sign: int = 1  # -1: the text describes something to avoid (harmful)
     label: str = ""
     obj: object = field(default=None, repr=False)
+    # The item as a lesson (its shape when it has one): what the conflict and
+    # duplicate rules read.
+    lesson: LessonText | None = None
+
+    def __post_init__(self):
+        if self.lesson is None:
+            self.lesson = LessonText(text=self.text)
 
     def related(self) -> dict:
         return {"type": self.type, "id": self.id, "text": self.text[:500]}
@@ -61,8 +68,28 @@ def candidate_text(candidate) -> str:
     return text
 
 
-def candidate_sign(candidate) -> int:
-    return -1 if candidate.kind == CandidateKind.STRATEGY_HARMFUL else 1
+def candidate_lesson(candidate) -> LessonText:
+    """The candidate as a lesson: the text that would become curated, with its shape
+    (polarity, situation, directive) when it has one — never a polarity inferred from
+    its kind."""
+    return LessonText(
+        text=candidate_text(candidate),
+        polarity=candidate.polarity or "",
+        when=candidate.when or "",
+        directive=candidate.directive or "",
+        kind=candidate.kind,
+        entity=candidate.entity or "",
+    )
+
+
+def strategy_lesson(strategy) -> LessonText:
+    return LessonText(
+        text=strategy.description,
+        polarity=strategy.polarity or "",
+        when=strategy.when or "",
+        directive=strategy.directive or "",
+        kind="strategy",
+    )
 
 
 def _shared_needed(terms: list[str]) -> int:
@@ -161,10 +188,23 @@ def _selective_terms(terms: list[str], *, index_name: str) -> list[str]:
     return selective
 
 
+MIN_TERMS_WITHOUT_QUOTES = 3
+
+
+def _lookup_terms(text: str) -> list[str]:
+    """The words to look rows up by: the most specific ones, leaving out quoted run
+    content (an error message, a user's words) when enough words remain without it —
+    two lessons that quote different errors are still about one thing."""
+    unquoted = query_terms(QUOTED.sub(" ", text))
+    if len(unquoted) >= MIN_TERMS_WITHOUT_QUOTES:
+        return unquoted
+    return query_terms(text)
+
+
 def _similar_rows(
     qs, *, field_name: str, tsv_sql: str, index_name: str, text: str, extra_text=None
 ):
-    terms = query_terms(text)
+    terms = _lookup_terms(text)
     if _postgres():
         terms = _selective_terms(terms, index_name=index_name)
         return list(
@@ -177,7 +217,7 @@ def _similar_rows(
 
 
 def strategy_items(candidate, text: str) -> list[Item]:
-    from playbooks.models import Playbook, Strategy, StrategyType
+    from playbooks.models import Playbook, Strategy
 
     qs = Strategy.objects.filter(active=True)
     if candidate.playbook_id:
@@ -187,7 +227,9 @@ def strategy_items(candidate, text: str) -> list[Item]:
             playbook__in=Playbook.objects.filter(namespace_id=candidate.namespace_id)
         )
     rows = _similar_rows(
-        qs.only("id", "type", "description", "context"),
+        qs.only(
+            "id", "type", "description", "context", "polarity", "when", "directive"
+        ),
         field_name="description",
         tsv_sql=STRATEGY_TSV,
         index_name="strategy_desc_fts",
@@ -200,8 +242,8 @@ def strategy_items(candidate, text: str) -> list[Item]:
             id=row.pk,
             text=row.description,
             obj=row,
-            sign=-1 if row.type == StrategyType.HARMFUL else 1,
-            label=f"{row.type} strategy #{row.pk}",
+            label=f"strategy #{row.pk}",
+            lesson=strategy_lesson(row),
         )
         for row in rows
     ]
@@ -215,7 +257,7 @@ def memory_items(candidate, text: str) -> list[Item]:
         scope |= Q(scope="user", user_id=candidate.user_id)
     qs = Memory.objects.filter(scope, namespace_id=candidate.namespace_id, active=True)
     rows = _similar_rows(
-        qs.only("id", "kind", "content"),
+        qs.only("id", "kind", "content", "entity"),
         field_name="content",
         tsv_sql=MEMORY_TSV,
         index_name="memory_content_fts",
@@ -227,7 +269,8 @@ def memory_items(candidate, text: str) -> list[Item]:
             id=row.pk,
             text=row.content,
             obj=row,
-            label=f"{row.kind} memory #{row.pk}",
+            label=f"{row.kind.replace('_', ' ')} memory #{row.pk}",
+            lesson=LessonText(text=row.content, kind=row.kind, entity=row.entity),
         )
         for row in rows
     ]
@@ -254,7 +297,7 @@ def skill_items(candidate) -> list[Item]:
                 id=skill.pk,
                 text=line,
                 obj=skill,
-                label=f"skill {skill.slug} line {n}",
+                label=f"skill {skill.slug}, line {n}",
             )
         )
     return items
@@ -283,6 +326,10 @@ def pending_candidate_items(candidate, text: str) -> list[Item]:
             "evidence_count",
             "namespace_id",
             "status",
+            "polarity",
+            "when",
+            "directive",
+            "entity",
         ),
         field_name="content",
         tsv_sql=CANDIDATE_TSV,
@@ -295,11 +342,55 @@ def pending_candidate_items(candidate, text: str) -> list[Item]:
             id=row.pk,
             text=row.content,
             obj=row,
-            sign=candidate_sign(row),
-            label=f"pending {row.kind} candidate #{row.pk}",
+            label=f"pending candidate #{row.pk}",
+            lesson=candidate_lesson(row),
         )
         for row in rows
     ]
+
+
+# A policy sentence needs this many words to say something a lesson can contradict
+# (headings such as "## Cancel flight" do not).
+POLICY_MIN_WORDS = 4
+POLICY_EXEMPT_KINDS = frozenset({"durable_fact"})  # facts state, they do not advise
+
+
+@lru_cache(maxsize=64)
+def policy_sentences(text: str) -> tuple[str, ...]:
+    """The statements of a policy document, one per sentence or list item."""
+    out = []
+    for line in (text or "").splitlines():
+        line = line.strip().lstrip("#*->0123456789. ").strip()
+        if not line:
+            continue
+        out.extend(
+            s for s in sentences(line) if len(words(s.lower())) >= POLICY_MIN_WORDS
+        )
+    return tuple(out)
+
+
+def policy_items(candidate) -> list[Item]:
+    """The sentences of the agent's policy for the candidate's namespace and playbook
+    (one query; a policy has tens of sentences, whatever the size of the playbook)."""
+    from playbooks.models import AgentPolicy
+
+    if candidate.kind in POLICY_EXEMPT_KINDS:
+        return []
+    where = Q(playbook__isnull=True)
+    if candidate.playbook_id:
+        where |= Q(playbook_id=candidate.playbook_id)
+    items = []
+    for policy in AgentPolicy.objects.filter(
+        where, namespace_id=candidate.namespace_id
+    ):
+        label = "the agent's policy"
+        for sentence in policy_sentences(policy.text):
+            items.append(
+                Item(
+                    type="policy", id=policy.pk, text=sentence, label=label, obj=policy
+                )
+            )
+    return items
 
 
 def scope_items(candidate) -> list[Item]:

@@ -1,9 +1,14 @@
 """Audits of learning candidates (conflict, hygiene, duplicate) — see learning/audits/.
 
 `candidate_audit_enqueue` runs after a candidate is created (a Django-Q2 task on
-commit); `candidate_audit` stores the report on the candidate, merges a near-identical
-pending candidate into the older one, and hands clean candidates to background-mode
-auto-apply."""
+commit); `candidate_audit` stores the report on the candidate (each finding with its
+stable id, and the reviewer's dismissals carried over from the audit trail), merges a
+near-identical pending candidate into the older one, and hands clean candidates to
+background-mode auto-apply. Findings stay true: `candidates_related_pending` and
+`candidates_affected_by_version` say which pending candidates to audit again when a
+related candidate is decided or their playbook gets a new version (the tasks in
+learning/audit_tasks.py). `curated_text_audit` runs the same audits on a strategy or
+skill an admin is about to save."""
 
 import re
 
@@ -13,17 +18,25 @@ from django.utils import timezone
 from learning.audits.conflict import conflict_findings
 from learning.audits.duplicate import duplicate_findings
 from learning.audits.hygiene import hygiene_findings, policy_for_namespace
-from learning.audits.scope import candidate_sign, candidate_text, scope_items
+from learning.audits.scope import (
+    candidate_lesson,
+    pending_candidate_items,
+    policy_items,
+    scope_items,
+)
+from learning.findings import (
+    DISMISS_ACTION,
+    dismissals_apply,
+    finding_id,
+    findings_all,
+    findings_identify,
+    report_max_severity,
+)
 from learning.models import CandidateKind, CandidateStatus, LearningCandidate, Severity
 from learning.queue import task_enqueue_on_commit
+from review.models import AuditEvent
 from review.services import candidate_supersede
 
-SEVERITY_RANK = {
-    Severity.NONE: 0,
-    Severity.INFO: 1,
-    Severity.WARN: 2,
-    Severity.BLOCK: 3,
-}
 AUDIT_TASK = "learning.audit_tasks.candidate_audit_task"
 
 
@@ -39,31 +52,42 @@ def candidate_audit_enqueue(*, candidate) -> None:
 
 def audit_report_build(*, candidate) -> dict:
     """The three audits of one candidate, without storing anything."""
-    text = candidate_text(candidate)
-    sign = candidate_sign(candidate)
+    lesson = candidate_lesson(candidate)
     items = scope_items(candidate)
-    conflict = conflict_findings(text=text, sign=sign, items=items)
+    conflict = conflict_findings(lesson=lesson, items=items)
+    # Contradicting the agent's own policy blocks: only an admin can override it.
+    conflict += conflict_findings(
+        lesson=lesson, items=policy_items(candidate), severity=Severity.BLOCK
+    )
     contradicted = {
         (rel["type"], rel["id"], rel["text"]) for f in conflict for rel in f["related"]
     }
     duplicate = duplicate_findings(
-        text=text,
-        sign=sign,
+        lesson=lesson,
         items=[i for i in items if (i.type, i.id, i.text[:500]) not in contradicted],
     )
     policy = policy_for_namespace(candidate.namespace_id)
-    hygiene = hygiene_findings(text=text, policy=policy)
-    return {"conflict": conflict, "hygiene": hygiene, "duplicate": duplicate}
+    hygiene = hygiene_findings(text=lesson.text, policy=policy)
+    return findings_identify(
+        {"conflict": conflict, "hygiene": hygiene, "duplicate": duplicate}
+    )
 
 
-def report_max_severity(report: dict) -> str:
-    worst = Severity.NONE
-    for findings in report.values():
-        for finding in findings:
-            severity = finding.get("severity", "")
-            if SEVERITY_RANK.get(severity, 0) > SEVERITY_RANK[worst]:
-                worst = Severity(severity)
-    return str(worst)
+def candidate_dismissals(*, candidate) -> dict:
+    """The findings reviewers dismissed on this candidate (from the audit trail, so a
+    dismissal outlives the report): finding id -> {"by", "at", "reason"}."""
+    out = {}
+    for event in AuditEvent.objects.filter(
+        candidate_id=candidate.pk, action=DISMISS_ACTION
+    ).order_by("created_at", "id"):
+        fid = (event.data or {}).get("finding_id")
+        if fid:
+            out[fid] = {
+                "by": event.actor,
+                "at": event.created_at.isoformat(),
+                "reason": event.note,
+            }
+    return out
 
 
 def candidate_audit(*, candidate) -> dict:
@@ -71,7 +95,10 @@ def candidate_audit(*, candidate) -> dict:
     candidate = LearningCandidate.objects.select_related("skill", "playbook").get(
         pk=candidate.pk
     )
-    report = audit_report_build(candidate=candidate)
+    report = dismissals_apply(
+        audit_report_build(candidate=candidate),
+        candidate_dismissals(candidate=candidate),
+    )
     max_severity = report_max_severity(report)
     with transaction.atomic():
         # Lock this candidate and any pending duplicate in one ordered query, so two
@@ -137,8 +164,7 @@ def _mirror_conflicts(*, candidate, findings: list[dict], rows: dict) -> None:
                 continue
             mirrored = {
                 "severity": finding["severity"],
-                "message": f"Contradicted by pending {candidate.kind} candidate "
-                f"#{candidate.pk}.",
+                "message": _mirrored_message(candidate, finding),
                 "related": [
                     {
                         "type": "candidate",
@@ -148,6 +174,7 @@ def _mirror_conflicts(*, candidate, findings: list[dict], rows: dict) -> None:
                 ],
                 "kind": finding.get("kind", ""),
             }
+            mirrored["id"] = finding_id("conflict", mirrored)
             other.audit = {**other.audit, "conflict": [*existing, mirrored]}
             other.max_severity = report_max_severity(other.audit)
             other.save(update_fields=["audit", "max_severity", "updated_at"])
@@ -164,6 +191,18 @@ def _mergeable(a, b) -> bool:
 
 def _words(text: str) -> list[str]:
     return re.findall(r"[a-z0-9_]+", (text or "").lower())
+
+
+def _mirrored_message(candidate, finding: dict) -> str:
+    """The finding as the other candidate reads it: "Pending candidate #7 says …;
+    this says …"."""
+    this_says, other_says = finding.get("this_says"), finding.get("other_says")
+    if not (this_says and other_says):
+        return f"Contradicted by pending candidate #{candidate.pk}."
+    return (
+        f"Pending candidate #{candidate.pk} says {this_says}; this says {other_says}"
+        f"{finding.get('mirror_suffix', '')}."
+    )
 
 
 def _merge_pending_duplicates(*, candidate, rows: dict) -> None:
@@ -186,3 +225,203 @@ def _merge_pending_duplicates(*, candidate, rows: dict) -> None:
         candidate_supersede(newer=newer, survivor=older)
         if newer.pk == candidate.pk:
             return
+
+
+# --- findings stay true: which pending candidates to audit again ----------------------
+
+# At most this many changed strategies of one version are looked up (a rollback can
+# change a whole playbook; its first changes are enough to refresh the findings
+# reviewers are reading now).
+VERSION_TEXTS_MAX = 50
+
+
+def _mentions(report: dict | None, related_type: str, ids: set) -> bool:
+    for _audit, finding in findings_all(report):
+        for rel in finding.get("related") or []:
+            if rel.get("type") == related_type and rel.get("id") in ids:
+                return True
+    return False
+
+
+def candidates_related_pending(*, candidate_id: int) -> list[int]:
+    """Pending candidates whose findings may change now that `candidate_id` was
+    decided: those its own report names, and those whose report names it — found by
+    the look-up the audit itself uses (they share its subject), then read."""
+    decided = LearningCandidate.objects.filter(pk=candidate_id).first()
+    if decided is None:
+        return []
+    named = {
+        rel.get("id")
+        for _audit, finding in findings_all(decided.audit)
+        for rel in finding.get("related") or []
+        if rel.get("type") == "candidate"
+    }
+    near = {item.id for item in pending_candidate_items(decided, decided.content)}
+    rows = LearningCandidate.objects.filter(
+        pk__in=named | near, status=CandidateStatus.PENDING
+    ).only("id", "audit")
+    return sorted(
+        row.pk
+        for row in rows
+        if row.pk in named or _mentions(row.audit, "candidate", {decided.pk})
+    )
+
+
+def candidates_affected_by_version(*, playbook_id: int, number: int) -> list[int]:
+    """Pending candidates of a playbook whose findings a new version may change:
+    those about the subject of a strategy it added, changed or retired (the audit's
+    own look-up, from each text), audited before the version was made."""
+    from playbooks.models import PlaybookVersion
+
+    version = (
+        PlaybookVersion.objects.filter(playbook_id=playbook_id, number=number)
+        .select_related("playbook")
+        .first()
+    )
+    if version is None:
+        return []
+    texts = []
+    for item in [*version.diff.get("added", []), *version.diff.get("removed", [])]:
+        texts.append(item.get("description") or "")
+    for item in version.diff.get("changed", []):
+        texts.append(item.get("description") or "")
+        before = (item.get("fields") or {}).get("description", {}).get("from")
+        texts.append(before or "")
+    probe = LearningCandidate(
+        namespace_id=version.playbook.namespace_id,
+        playbook=version.playbook,
+        kind="strategy_helpful",
+    )
+    ids: set[int] = set()
+    for text in [t for t in texts if t.strip()][:VERSION_TEXTS_MAX]:
+        ids |= {item.id for item in pending_candidate_items(probe, text)}
+    return sorted(
+        LearningCandidate.objects.filter(
+            pk__in=ids, status=CandidateStatus.PENDING, playbook_id=playbook_id
+        )
+        .exclude(audited_at__gt=version.created_at)
+        .values_list("pk", flat=True)
+    )
+
+
+# A change to a skill or to the agent's policy re-audits the pending candidates it
+# concerns, at most this many (the newest first) per change.
+REAUDIT_MAX = 500
+
+
+def candidates_of_skill(*, skill_id: int) -> list[int]:
+    """Pending patches of a skill (they are checked against the skill's lines)."""
+    return list(
+        LearningCandidate.objects.filter(
+            skill_id=skill_id, status=CandidateStatus.PENDING
+        )
+        .order_by("-created_at", "-id")
+        .values_list("pk", flat=True)[:REAUDIT_MAX]
+    )
+
+
+def candidates_in_policy_scope(*, namespace_id: int, playbook_id) -> list[int]:
+    """Pending candidates the agent's policy of a namespace (or one playbook)
+    applies to."""
+    qs = LearningCandidate.objects.filter(
+        namespace_id=namespace_id, status=CandidateStatus.PENDING
+    )
+    if playbook_id:
+        qs = qs.filter(playbook_id=playbook_id)
+    return list(
+        qs.order_by("-created_at", "-id").values_list("pk", flat=True)[:REAUDIT_MAX]
+    )
+
+
+# --- strategies and skills edited by hand --------------------------------------------
+
+
+def curated_text_audit(
+    *,
+    namespace,
+    text: str,
+    playbook=None,
+    skill=None,
+    strategy_id: int | None = None,
+    type: str = "helpful",
+    polarity: str = "",
+    when: str = "",
+    directive: str = "",
+) -> dict:
+    """The audits of a strategy (in `playbook`) or a skill's new text (`skill`) an
+    admin is about to save, as they would run on a candidate: hygiene, the agent's
+    policy (block), conflicts with the other curated items (the strategy being edited,
+    `strategy_id`, left out; for a skill, its lines the edit keeps) and duplicates.
+    Nothing is stored: the edit views and API show the findings before saving, and
+    record those the admin saved anyway (`curated_findings_summary`)."""
+    from learning.lessons import lesson_render, shape_or_parse
+    from playbooks.versions import text_diff
+
+    if skill is not None:
+        probe = LearningCandidate(
+            namespace=namespace,
+            kind="patch_skill",
+            skill=skill,
+            content="",
+            patch=text_diff(skill.text or "", text or "", name=skill.slug),
+        )
+    else:
+        kind = "strategy_harmful" if type == "harmful" else "strategy_helpful"
+        shape, _classified = shape_or_parse(
+            content=text or "",
+            kind=kind,
+            polarity=polarity,
+            when=when,
+            directive=directive,
+        )
+        rendered = lesson_render(
+            polarity=shape.polarity, when=shape.when, directive=shape.directive
+        )
+        probe = LearningCandidate(
+            namespace=namespace,
+            playbook=playbook,
+            kind=kind,
+            content=rendered if (directive or not text) else text,
+            polarity=shape.polarity,
+            when=shape.when,
+            directive=shape.directive,
+        )
+    lesson = candidate_lesson(probe)
+    if not lesson.text.strip():
+        return findings_identify({"conflict": [], "hygiene": [], "duplicate": []})
+    items = [
+        item
+        for item in scope_items(probe)
+        if not (item.type == "strategy" and item.id == strategy_id)
+        and item.type != "candidate"  # pending candidates are re-audited on save
+    ]
+    conflict = conflict_findings(lesson=lesson, items=items)
+    conflict += conflict_findings(
+        lesson=lesson, items=policy_items(probe), severity=Severity.BLOCK
+    )
+    contradicted = {(r["type"], r["id"]) for f in conflict for r in f["related"]}
+    duplicate = duplicate_findings(
+        lesson=lesson,
+        items=[i for i in items if (i.type, i.id) not in contradicted],
+    )
+    hygiene = hygiene_findings(
+        text=lesson.text, policy=policy_for_namespace(namespace.pk)
+    )
+    return findings_identify(
+        {"conflict": conflict, "hygiene": hygiene, "duplicate": duplicate}
+    )
+
+
+def curated_findings_summary(report: dict) -> list[dict]:
+    """The findings of a hand edit that stand at warn or block, as the audit event of
+    the saved version records them."""
+    return [
+        {
+            "audit": audit,
+            "id": finding.get("id", ""),
+            "severity": finding.get("severity", ""),
+            "message": finding.get("message", ""),
+        }
+        for audit, finding in findings_all(report)
+        if finding.get("severity") in (Severity.WARN, Severity.BLOCK)
+    ]

@@ -26,6 +26,7 @@ from learning.models import (
     Trajectory,
 )
 from learning.services.audit import candidate_audit_enqueue
+from learning.text.contradiction import LessonText, lesson_contradiction
 from learning.webhooks import candidate_event_emit
 from playbooks.models import LearningMode, Playbook, Skill
 from playbooks.services import playbook_for_task_type
@@ -57,6 +58,33 @@ def candidate_fingerprint(*, kind: str, key: str, scope: str = "") -> str:
     text = _NUMBER.sub("#", (key or "").lower())
     words = " ".join(_WORD.findall(text))
     return hashlib.sha256(f"{kind}|{scope}|{words}".encode()).hexdigest()
+
+
+def _changes_value(existing: LearningCandidate, content: str, shape: dict) -> bool:
+    """A lesson stated in its own words (no reflector key) whose fingerprint matches
+    but which says something else: another number ("a 120 s timeout" against "10
+    s"), another polarity. Never merged: the audit reports the conflict."""
+    if existing.content == content:
+        return False
+    mine = LessonText(
+        text=content,
+        polarity=shape.get("polarity", ""),
+        when=shape.get("when", ""),
+        directive=shape.get("directive", ""),
+        kind=existing.kind,
+        entity=existing.entity,
+    )
+    theirs = LessonText(
+        text=existing.content,
+        polarity=existing.polarity,
+        when=existing.when,
+        directive=existing.directive,
+        kind=existing.kind,
+        entity=existing.entity,
+    )
+    if mine.shaped and theirs.shaped and mine.polarity != theirs.polarity:
+        return True
+    return lesson_contradiction(mine, theirs) is not None
 
 
 def confidence_floor(kind: str) -> float:
@@ -155,6 +183,8 @@ def candidate_create(
         .order_by("created_at", "id")
         .first()
     )
+    if existing is not None and not key and _changes_value(existing, content, shape):
+        existing = None  # same words, another value or polarity: a conflict, not more
     if existing is not None:
         added = _evidence_add(
             candidate=existing, evidence=evidence, reflection=reflection

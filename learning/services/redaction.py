@@ -100,6 +100,18 @@ _PATTERNS: list[tuple[str, re.Pattern, int | Callable[[str], tuple[str, int]]]] 
         ),
         2,
     ),
+    # A secret stated in prose: "the database password is hunter2-prod-9931". The value
+    # holds a digit and a letter ("the password is required" states no secret); the
+    # lookaheads read one word, and a match starts only at a keyword.
+    (
+        "stated_secret",
+        re.compile(
+            r"(?i)(\b(?:password|passphrase|passwd|secret|api[_ -]?key|access[_ -]?token"
+            r"|auth[_ -]?token|token)\s++(?:is|was)\s++[\"'`]?+)"
+            r"(?=[^\s\"'`,;]*?\d)(?=[^\s\"'`,;]*?[a-z])([^\s\"'`,;]{6,}+)"
+        ),
+        2,
+    ),
 ]
 
 
@@ -120,6 +132,7 @@ _HINTS: dict[str, tuple[str, ...]] = {
     "basic_auth": ("basic",),
     "url_password": ("://",),
     "assigned_secret": ("password", "passwd", "pwd", "secret", "api", "token"),
+    "stated_secret": ("password", "passphrase", "passwd", "secret", "api", "token"),
 }
 
 

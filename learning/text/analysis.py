@@ -239,6 +239,30 @@ CHOICE_GROUPS: dict[str, frozenset] = {
 }
 # Words whose presence makes a choice-group word a value rather than a topic.
 _CHOICE_NOISE = {"get", "post", "put", "patch", "go", "chat"}
+# The name of a group without a member ("the language they wrote in") leaves the
+# value open: against a text that fixes one ("in English") it is a different value.
+_CHOICE_NOUNS = {
+    "language": "language",
+    "languages": "language",
+    "channel": "channel",
+    "region": "cloud region",
+}
+OPEN_VALUE = "(their own)"
+
+# Words (as stems) that name one idea in lessons, so "book without asking" and
+# "confirm with the user before booking" are about the same thing.
+_CONCEPTS = {
+    "ask": "confirm",
+    "confirmat": "confirm",
+    "consent": "confirm",
+    "approval": "confirm",
+    "permission": "confirm",
+}
+
+
+def concept(stemmed: str) -> str:
+    return _CONCEPTS.get(stemmed, stemmed)
+
 
 _UNITS = {
     "ms": "ms",
@@ -301,6 +325,7 @@ _NUMBER_WORDS = {
     "twice": 2,
 }
 
+_TIMES_WORDS = {"twice": 2.0, "thrice": 3.0}
 _ORDINALS = {
     "second": 2,
     "third": 3,
@@ -328,6 +353,7 @@ _ID = re.compile(
 _HIDDEN_CHARS = re.compile(
     "[\u200b-\u200f\u202a-\u202e\u2060-\u2064\u2066-\u2069\ufeff]"
 )
+_ISO_DATE = re.compile(r"\b\d{4}-\d{2}-\d{2}\b")
 _URLISH = re.compile(r"\b(?:https?|s3|gs|ftp)://[^\s'\"<>]+", re.I)
 _NUMBER = re.compile(
     r"(?<![\w.\-])(\d+(?:\.\d+)?)(?:\s*(%|[a-z]+)(?![\w]))?(?![\w.\-]\w)", re.I
@@ -389,6 +415,8 @@ def stem(word: str) -> str:
             break
     if len(w) > 3 and w[-1] == w[-2] and w[-1] not in "lsz":
         w = w[:-1]  # stopp -> stop, retri -> retri
+    elif len(w) >= 6 and w.endswith("ell") and len(w) < len(word):
+        w = w[:-1]  # cancell(ing) -> cancel, label(led) -> label
     if w.endswith("e") and len(w) > 4:
         w = w[:-1]
     return w
@@ -455,6 +483,9 @@ def _extract_values(norm: str) -> tuple[dict, str]:
     for match in _URLISH.finditer(norm):
         values.setdefault("location", set()).add(match.group(0).rstrip(".,;)"))
     norm = _URLISH.sub(" ", norm)
+    for match in _ISO_DATE.finditer(norm):  # a date is one value, not three numbers
+        values.setdefault("date", set()).add(match.group(0))
+    norm = _ISO_DATE.sub(" ", norm)
     # Quoted speech ("the user said …") is run content, not the candidate's advice.
     norm = _QUOTED.sub(" ", norm)
 
@@ -480,7 +511,14 @@ def _subject_word(tok: str, bare: str) -> bool:
 
 def _word_quantity(tok: str, following: str, values: dict) -> bool:
     """A quantity written in words, added to `values`: an ordinal ("after the second
-    attempt") or a number word before a unit ("three retries"). True if `tok` was one."""
+    attempt"), a number word before a unit ("three retries") or a count of times in
+    one word ("twice"; "once" also means "after", so it is left to the order words).
+    True if `tok` was one."""
+    if tok in _TIMES_WORDS:
+        values["quantity:x"] = values.get("quantity:x", frozenset()) | {
+            _TIMES_WORDS[tok]
+        }
+        return True
     if tok in _ORDINALS and following not in _UNITS:
         values["quantity:"] = values.get("quantity:", frozenset()) | {
             float(_ORDINALS[tok])
@@ -512,6 +550,7 @@ def analyse(text: str, *, sign: int = 1) -> Analysis:  # noqa: C901
     flip_at: list[tuple[int, str]] = []
     axes: dict[str, set] = {}
     choice_vals: dict[str, set] = {}
+    open_values: set[str] = set()
     for i, tok in enumerate(toks):
         bare = tok.replace("'", "")
         stems.append(None)
@@ -538,8 +577,10 @@ def analyse(text: str, *, sign: int = 1) -> Analysis:  # noqa: C901
             continue
         if not _subject_word(tok, bare):
             continue
-        stems[i] = stem(bare)
+        stems[i] = concept(stem(bare))
         subject.add(stems[i])
+        if tok in _CHOICE_NOUNS:
+            open_values.add(_CHOICE_NOUNS[tok])
     if base_sign < 0 and any(i <= 1 for i, _ in flip_at):
         # "Never …", "Do not …": a harmful entry phrased as advice says what it means.
         base_sign = 1
@@ -549,6 +590,8 @@ def analyse(text: str, *, sign: int = 1) -> Analysis:  # noqa: C901
         flips.append((word, scope or None))
     for group, vals in choice_vals.items():
         values[group] = frozenset(vals)
+    for group in open_values - set(choice_vals):
+        values[group] = frozenset({OPEN_VALUE})
     ids = _names(toks)
     return Analysis(
         text=text,

@@ -16,7 +16,7 @@ from learning.text.analysis import (
     text_names,
     words,
 )
-from learning.text.contradiction import text_contradiction
+from learning.text.contradiction import LessonText, as_lesson, lesson_contradiction
 
 TRIGRAM_DUPLICATE = 0.7
 WORDS_DUPLICATE = 0.75
@@ -56,23 +56,66 @@ def text_similarity(a: str, b: str) -> float:
     return max(trigram_similarity(a, b), jaccard(content_stems(a), content_stems(b)))
 
 
-def is_near_duplicate(a: str, b: str, *, a_sign: int = 1, b_sign: int = 1) -> bool:
-    """The same lesson said twice: same polarity, the same names (ids, tools), nearly
-    the same words — and not a contradiction ("do X" vs "do not X", a changed value)."""
-    if a_sign != b_sign:
-        return False
-    if different_names(text_names(a), text_names(b)):
-        return False  # one template, different reservations or tools
+# Quoted run content (an error message, a user's words): no quote mark inside, so a
+# run of opening quotes is not rescanned from each one (linear).
+QUOTED = re.compile(r"[“\"][^“”\"\n]{0,300}[”\"]")
+_REASON = re.compile(r",?\s\b(?:since|because|as)\s.*$", re.S)
+_TICKED = re.compile(r"`([^`\n]{1,80})`")
+
+
+def lesson_core(lesson: LessonText) -> str:
+    """A lesson without the evidence it carries: its situation and directive with
+    quoted text (the error a run got, the question it was asked) and the trailing
+    reason ("…, since … rejected with “…”") left out. Lessons without the shape are
+    their text."""
+    if not lesson.shaped:
+        return lesson.text
+    when = QUOTED.sub(" ", lesson.when or "")
+    directive = _REASON.sub("", QUOTED.sub(" ", lesson.directive))
+    return " ".join(f"{when} {directive}".split())
+
+
+def ticked_names(text: str) -> frozenset:
+    """The names a lesson puts in backticks: tools, fields, commands."""
+    return frozenset(t.strip().lower() for t in _TICKED.findall(text or ""))
+
+
+def _alike(a: str, b: str) -> bool:
     stems_a, stems_b = content_stems(a), content_stems(b)
     contained = (
         min(len(stems_a), len(stems_b)) >= CONTAINED_MIN_WORDS
         and overlap(stems_a, stems_b) >= CONTAINED_DUPLICATE
     )
-    if (
-        trigram_similarity(a, b) < TRIGRAM_DUPLICATE
-        and jaccard(stems_a, stems_b) < WORDS_DUPLICATE
-        and not contained
-    ):
+    return (
+        trigram_similarity(a, b) >= TRIGRAM_DUPLICATE
+        or jaccard(stems_a, stems_b) >= WORDS_DUPLICATE
+        or contained
+    )
+
+
+def is_near_duplicate(a, b, *, a_sign: int = 1, b_sign: int = 1) -> bool:
+    """The same lesson said twice: same polarity, the same names (ids, tools, the
+    fields in backticks), about the same entity, nearly the same words — counting the
+    lesson without the evidence it quotes (`lesson_core`) — and never a contradiction:
+    a changed polarity ("do" vs "avoid", "do X" vs "do not X") or a changed value (a
+    quantity, an order, a target, a language, a fact's attribute) makes a conflict,
+    not a copy. `a` and `b` are plain texts (with `a_sign` and `b_sign` -1 for a raw
+    text describing what to avoid) or `LessonText`s."""
+    a, b = as_lesson(a, a_sign), as_lesson(b, b_sign)
+    if a.shaped and b.shaped and a.polarity != b.polarity:
         return False
-    # Same words, opposite meaning ("do" vs "do not") is a conflict, not a copy.
-    return text_contradiction(a, b, my_sign=a_sign, their_sign=b_sign) is None
+    if a.sign != b.sign:
+        return False
+    if a.entity and b.entity and a.entity.lower() != b.entity.lower():
+        return False  # facts about two reservations, orders, users
+    if different_names(text_names(a.text), text_names(b.text)):
+        return False  # one template, different reservations or tools
+    core_a, core_b = lesson_core(a), lesson_core(b)
+    if ticked_names(core_a) != ticked_names(core_b):
+        return False  # "check `payment_id`" and "check `flights`" are two lessons
+    if not (_alike(a.text, b.text) or _alike(core_a, core_b)):
+        return False
+    return lesson_contradiction(a, b) is None
+
+
+__all__ = ["LessonText", "is_near_duplicate", "text_similarity", "trigram_similarity"]

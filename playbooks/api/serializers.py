@@ -37,6 +37,14 @@ class PlaybookUpdateSerializer(serializers.Serializer):
     task_types = serializers.ListField(
         child=StrictCharField(max_length=200), required=False, max_length=100
     )
+    agent_policy = StrictCharField(
+        required=False,
+        allow_blank=True,
+        max_length=100_000,
+        help_text="The agent's own policy for this playbook (its system prompt or a "
+        "policy document); candidates that contradict it get a block finding. Empty "
+        "removes it.",
+    )
 
 
 class StrategyInputSerializer(serializers.Serializer):
@@ -77,6 +85,13 @@ class StrategyInputSerializer(serializers.Serializer):
     retire = serializers.BooleanField(required=False, default=False)
     note = StrictCharField(
         required=False, allow_blank=True, max_length=2000, default=""
+    )
+    save_anyway = serializers.BooleanField(
+        required=False,
+        default=False,
+        help_text="Save even though the audit has warn or block findings on the text "
+        "(without it such an edit answers 409 with the findings); the findings are "
+        "recorded in the version's audit event.",
     )
 
     def validate(self, attrs):
@@ -236,10 +251,27 @@ class SkillInputSerializer(serializers.Serializer):
     )
 
 
+class AuditFindingsSerializer(serializers.Serializer):
+    """409 for a hand edit the audit flags: nothing saved."""
+
+    detail = serializers.CharField()
+    code = serializers.CharField()
+    audit = serializers.DictField(
+        help_text='{"conflict": [...], "hygiene": [...], "duplicate": [...]}, '
+        "findings as on a candidate"
+    )
+
+
 class SkillUpdateSerializer(serializers.Serializer):
     text = StrictCharField(allow_blank=True, max_length=200000, trim_whitespace=False)
     note = StrictCharField(
         required=False, allow_blank=True, max_length=2000, default=""
+    )
+    save_anyway = serializers.BooleanField(
+        required=False,
+        default=False,
+        help_text="Save even though the audit flags the new text (else 409 with the "
+        "findings); they are recorded in the version's audit event.",
     )
 
 
@@ -278,6 +310,14 @@ class PolicySerializer(serializers.Serializer):
     )
     protected_branches = serializers.ListField(
         child=StrictCharField(max_length=200), required=False, max_length=1000
+    )
+    agent_policy = StrictCharField(
+        required=False,
+        allow_blank=True,
+        max_length=100_000,
+        help_text="The agent's own policy for the namespace (its system prompt or a "
+        "policy document); candidates that contradict it get a block finding only an "
+        "admin can override. Empty removes it.",
     )
 
 

@@ -1,5 +1,6 @@
 """Playbooks, recall, skills, memories and policy API: thin callers of the services."""
 
+from django.db import transaction
 from drf_spectacular.utils import OpenApiParameter, extend_schema
 from rest_framework import exceptions, status
 from rest_framework.response import Response
@@ -8,6 +9,7 @@ from rest_framework.views import APIView
 from learning.api.auth import require
 from learning.api.errors import Conflict
 from learning.api.pagination import Pagination
+from learning.services.audit import curated_findings_summary, curated_text_audit
 from playbooks import (
     apply,
     quality,
@@ -19,6 +21,7 @@ from playbooks import (
 )
 from playbooks import policy as policies
 from playbooks.api.serializers import (
+    AuditFindingsSerializer,
     MemoryOutputSerializer,
     PlaybookDetailOutputSerializer,
     PlaybookInputSerializer,
@@ -138,10 +141,21 @@ class PlaybookDetailApi(APIView):
         playbook = get_playbook(request, slug)
         serializer = PlaybookUpdateSerializer(data=request.data)
         serializer.is_valid(raise_exception=True)
+        data = dict(serializer.validated_data)
+        agent_policy = data.pop("agent_policy", None)
         try:
-            playbook = services.playbook_update(
-                playbook=playbook, actor=actor_of(request), **serializer.validated_data
-            )
+            with transaction.atomic():
+                if data:
+                    playbook = services.playbook_update(
+                        playbook=playbook, actor=actor_of(request), **data
+                    )
+                if agent_policy is not None:
+                    policies.agent_policy_set(
+                        namespace=playbook.namespace,
+                        playbook=playbook,
+                        text=agent_policy,
+                        actor=actor_of(request),
+                    )
         except versions.PlaybookError as exc:
             raise_for(exc)
         return Response(playbook_payload(playbook, with_strategies=True))
@@ -168,10 +182,14 @@ class PlaybookStrategiesApi(APIView):
         responses={
             201: PlaybookDetailOutputSerializer,
             200: PlaybookDetailOutputSerializer,
+            409: AuditFindingsSerializer,
         },
         description="Admin tokens. Without `id`: add a strategy (201). With `id`: edit "
         "its fields, move it to `position`, or retire it with "
-        '`"retire": true` (200). Each change is a new version.',
+        '`"retire": true` (200). Each change is a new version. A new or edited text '
+        "is audited first (the audits candidates get, and the agent's policy): warn "
+        "or block findings answer 409 with them, unless `save_anyway` is true (then "
+        "they are recorded in the version's audit event).",
     )
     def post(self, request, slug):
         require(request, "playbooks.edit")
@@ -180,47 +198,124 @@ class PlaybookStrategiesApi(APIView):
         serializer.is_valid(raise_exception=True)
         data = dict(serializer.validated_data)
         actor, note = actor_of(request), data.pop("note", "")
+        save_anyway = data.pop("save_anyway", False)
         code = status.HTTP_200_OK
         try:
             if "id" not in data:
                 data.pop("retire", None)
-                services.strategy_add(playbook=playbook, actor=actor, note=note, **data)
+                findings = _audit_first(
+                    playbook=playbook, data=data, save_anyway=save_anyway
+                )
+                services.strategy_add(
+                    playbook=playbook,
+                    actor=actor,
+                    note=note,
+                    audit_findings=findings,
+                    **data,
+                )
                 code = status.HTTP_201_CREATED
             elif data.pop("retire", False):
                 services.strategy_retire(
                     playbook=playbook, strategy_id=data["id"], actor=actor, note=note
                 )
             else:
-                strategy_id = data.pop("id")
-                position = data.pop("position", None)
-                if not data and position is None:
-                    raise exceptions.ValidationError(
-                        {
-                            "description": [
-                                "Nothing to change: give fields to edit, a "
-                                "position, or retire."
-                            ]
-                        }
-                    )
-                if data:
-                    services.strategy_edit(
-                        playbook=playbook,
-                        strategy_id=strategy_id,
-                        actor=actor,
-                        note=note,
-                        **data,
-                    )
-                if position is not None:
-                    services.strategy_move(
-                        playbook=playbook,
-                        strategy_id=strategy_id,
-                        to_index=position,
-                        actor=actor,
-                    )
+                _strategy_change(
+                    playbook=playbook,
+                    data=data,
+                    actor=actor,
+                    note=note,
+                    save_anyway=save_anyway,
+                )
         except versions.PlaybookError as exc:
             raise_for(exc)
+        except AuditFindings as exc:
+            return exc.response()
         playbook.refresh_from_db()
         return Response(playbook_payload(playbook, with_strategies=True), status=code)
+
+
+class AuditFindings(Exception):
+    """A hand edit whose text the audit flags: answered 409 with the findings, saved
+    only when asked again with `save_anyway`."""
+
+    def __init__(self, report: dict):
+        self.report = report
+
+    def response(self) -> Response:
+        return Response(
+            {
+                "detail": "The audit has warn or block findings on this text; nothing "
+                "was saved. Send it again with save_anyway=true to save it with the "
+                "findings recorded.",
+                "code": "audit_findings",
+                "audit": self.report,
+            },
+            status=status.HTTP_409_CONFLICT,
+        )
+
+
+TEXT_FIELDS = ("description", "polarity", "when", "directive")
+
+
+def _audit_first(
+    *, playbook, data: dict, save_anyway: bool, strategy=None, text: str = ""
+) -> list:
+    """The audit of the strategy text about to be saved (`curated_text_audit`):
+    raises AuditFindings when it flags it and the admin did not say save_anyway;
+    else the findings to record."""
+    report = curated_text_audit(
+        namespace=playbook.namespace,
+        playbook=playbook,
+        strategy_id=strategy.pk if strategy else None,
+        text=data.get("description", text),
+        type=data.get("type") or (strategy.type if strategy else "helpful"),
+        polarity=data.get("polarity", ""),
+        when=data.get("when", ""),
+        directive=data.get("directive", ""),
+    )
+    summary = curated_findings_summary(report)
+    if summary and not save_anyway:
+        raise AuditFindings(report)
+    return summary
+
+
+def _strategy_change(*, playbook, data: dict, actor: str, note: str, save_anyway):
+    strategy_id = data.pop("id")
+    position = data.pop("position", None)
+    if not data and position is None:
+        raise exceptions.ValidationError(
+            {
+                "description": [
+                    "Nothing to change: give fields to edit, a position, or retire."
+                ]
+            }
+        )
+    if data:
+        findings = []
+        if set(TEXT_FIELDS) & set(data):
+            strategy = Strategy.objects.filter(
+                playbook=playbook, pk=strategy_id, active=True
+            ).first()
+            if strategy is not None:
+                findings = _audit_first(
+                    playbook=playbook,
+                    data=data,
+                    save_anyway=save_anyway,
+                    strategy=strategy,
+                    text="" if "description" not in data else data["description"],
+                )
+        services.strategy_edit(
+            playbook=playbook,
+            strategy_id=strategy_id,
+            actor=actor,
+            note=note,
+            audit_findings=findings,
+            **data,
+        )
+    if position is not None:
+        services.strategy_move(
+            playbook=playbook, strategy_id=strategy_id, to_index=position, actor=actor
+        )
 
 
 class PlaybookStrategyStatsApi(APIView):
@@ -431,17 +526,27 @@ class SkillDetailApi(APIView):
     @extend_schema(
         operation_id="skills_update",
         request=SkillUpdateSerializer,
-        responses=SkillOutputSerializer,
-        description="Admin tokens: new text, a new version with its diff.",
+        responses={200: SkillOutputSerializer, 409: AuditFindingsSerializer},
+        description="Admin tokens: new text, a new version with its diff. The text "
+        "is audited first: warn or block findings answer 409 with them unless "
+        "save_anyway=true (then they are recorded in the version's audit event).",
     )
     def put(self, request, slug):
         require(request, "skills.edit")
         skill = get_skill(request, slug)
         serializer = SkillUpdateSerializer(data=request.data)
         serializer.is_valid(raise_exception=True)
+        data = dict(serializer.validated_data)
+        save_anyway = data.pop("save_anyway", False)
+        report = curated_text_audit(
+            namespace=skill.namespace, skill=skill, text=data["text"]
+        )
+        findings = curated_findings_summary(report)
+        if findings and not save_anyway:
+            return AuditFindings(report).response()
         try:
             skills.skill_update(
-                skill=skill, actor=actor_of(request), **serializer.validated_data
+                skill=skill, actor=actor_of(request), audit_findings=findings, **data
             )
         except versions.PlaybookError as exc:
             raise_for(exc)
@@ -505,34 +610,44 @@ class MemoryListApi(APIView):
         )
 
 
+def _policy_payload(namespace) -> dict:
+    policy = selectors.policy_get(namespace=namespace)
+    policy.agent_policy = selectors.agent_policy_text(namespace=namespace)
+    return PolicySerializer(policy).data
+
+
 class PolicyApi(APIView):
     @extend_schema(operation_id="policy_retrieve", responses=PolicySerializer)
     def get(self, request):
-        return Response(
-            PolicySerializer(
-                selectors.policy_get(namespace=request.auth.namespace)
-            ).data
-        )
+        return Response(_policy_payload(request.auth.namespace))
 
     @extend_schema(
         operation_id="policy_update",
         request=PolicySerializer,
         responses=PolicySerializer,
-        description="Admin tokens: the fields given replace the stored lists.",
+        description="Admin tokens: the fields given replace the stored lists; "
+        "`agent_policy` replaces the agent's policy text (empty removes it).",
     )
     def put(self, request):
         require(request, "policy.edit")
         serializer = PolicySerializer(data=request.data)
         serializer.is_valid(raise_exception=True)
+        data = dict(serializer.validated_data)
+        agent_policy = data.pop("agent_policy", None)
         try:
-            policy = policies.policy_update(
-                namespace=request.auth.namespace,
-                actor=actor_of(request),
-                **serializer.validated_data,
-            )
+            with transaction.atomic():
+                policies.policy_update(
+                    namespace=request.auth.namespace, actor=actor_of(request), **data
+                )
+                if agent_policy is not None:
+                    policies.agent_policy_set(
+                        namespace=request.auth.namespace,
+                        text=agent_policy,
+                        actor=actor_of(request),
+                    )
         except versions.PlaybookError as exc:
             raise_for(exc)
-        return Response(PolicySerializer(policy).data)
+        return Response(_policy_payload(request.auth.namespace))
 
 
 # --- candidates: what applying would do, and undoing it ----------------------------

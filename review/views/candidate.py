@@ -12,12 +12,13 @@ from learning.models import (
     CandidateStatus,
     Severity,
 )
-from learning.permissions import user_allows
+from learning.permissions import console_action_required, user_allows
 from review import selectors, services
 from review.forms import (
     ApproveForm,
     CandidateEditForm,
     DenyForm,
+    DismissFindingForm,
     NoteForm,
 )
 from review.presenters import apply_preview
@@ -215,6 +216,23 @@ def candidate_deny(request, pk: int):
 @reviewer_required
 def candidate_conflict(request, pk: int):
     return _act(request, pk, NoteForm, _conflict, "marked conflicted")
+
+
+@require_POST
+@console_action_required("findings.dismiss")
+def candidate_finding_dismiss(request, pk: int, finding_id: str):
+    """Dismiss one audit finding with a reason (the small form of `_finding.html`)."""
+
+    def dismiss(candidate, data, actor):
+        return services.candidate_finding_dismiss(
+            namespace=candidate.namespace,
+            candidate_id=candidate.pk,
+            finding_id=finding_id,
+            actor=actor,
+            reason=data["reason"],
+        )
+
+    return _act(request, pk, DismissFindingForm, dismiss, "had a finding dismissed")
 
 
 @require_POST

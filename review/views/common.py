@@ -13,6 +13,7 @@ CONFLICT_STATUS = {
     services.AlreadyDecided: 409,
     services.NeedsOverride: 403,
     services.NoteRequired: 400,
+    services.FindingNotFound: 404,
 }
 
 

@@ -40,6 +40,11 @@ SECRETS = [
     ("aws access key", f"aws_access_key_id = {AWS_ACCESS}", AWS_ACCESS),
     ("aws secret", f"aws_secret_access_key = {AWS_SECRET}", AWS_SECRET),
     ("assigned password", "login with password: Tr0ub4dor&3x", "Tr0ub4dor&3x"),
+    (
+        "stated password",
+        "The database password is hunter2-prod-9931; use it with psql.",
+        "hunter2-prod-9931",
+    ),
 ]
 
 
@@ -68,6 +73,8 @@ def test_surrounding_text_is_kept():
         "The task-ant-farm is a risk-free sk- prefix with nothing after it",
         "https://example.com/docs/api?page=2",
         "Basic economy fares are non-refundable",
+        "The password is required and the token was rejected twice",
+        "The secret is out: token is 3600s long",
     ],
 )
 def test_ordinary_text_is_untouched(text):

@@ -40,6 +40,9 @@ API = {
     "api/v1/candidates/<str:candidate_id>/approve/": {"POST": REVIEWER},
     "api/v1/candidates/<str:candidate_id>/deny/": {"POST": REVIEWER},
     "api/v1/candidates/<str:candidate_id>/conflict/": {"POST": REVIEWER},
+    "api/v1/candidates/<str:candidate_id>/findings/<str:finding_id>/dismiss/": {
+        "POST": REVIEWER
+    },
     "api/v1/candidates/<str:candidate_id>/preview/": {"GET": AGENT},
     "api/v1/candidates/<str:candidate_id>/revert/": {"POST": REVIEWER},
     "api/v1/playbooks/": {"GET": AGENT, "POST": ADMIN},
@@ -80,6 +83,7 @@ CONSOLE = {
     "candidates/<int:pk>/deny/": {"POST": REVIEWER},
     "candidates/<int:pk>/conflict/": {"POST": REVIEWER},
     "candidates/<int:pk>/edit/": {"POST": REVIEWER},
+    "candidates/<int:pk>/findings/<str:finding_id>/dismiss/": {"POST": REVIEWER},
     "candidates/<int:pk>/release/": {"POST": REVIEWER},
     "runs/": {"GET": REVIEWER},
     "runs/<uuid:pk>/": {"GET": REVIEWER},
@@ -236,6 +240,7 @@ def _url(route: str, world: dict) -> str:
         "<int:strategy_id>": str(world["strategy"].pk),
         "<int:number>": "1",
         "<int:webhook_id>": str(world["webhook"].pk),
+        "<str:finding_id>": "0123456789ab",
         "<str:export_format>": "episodes",
         "<slug:ns>": world["namespace"].slug,
         "<slug:slug>": world["skill"].slug

@@ -53,6 +53,24 @@ GENERIC = {
 
 # Pattern (by its module-level name) -> inputs built for its worst case. A new pattern
 # fails test_every_pattern_has_worst_case_inputs until it is listed here.
+# The words the audits' readings key on, repeated (a start literal rescanned, a clause
+# that never closes).
+READINGS = {
+    "digits": rep("1"),
+    "narration": rep("this run "),
+    "curly-quotes": rep("\u201c"),
+    "open-quote": R("x", prefix='"'),
+    "open-tick": R("a", prefix="`"),
+    "since": rep(", since "),
+    "counts": rep("1 of "),
+    "nots": rep("not "),
+    "befores": rep("before "),
+    "steps": R("step ", suffix="x"),
+    "snake": rep("a_"),
+    "insteads": rep("instead of the "),
+    "dates": rep("2024-01-"),
+}
+
 WORST: dict[str, dict[str, R]] = {
     # --- redaction (sees every text stored) ---------------------------------------
     "learning.services.redaction._PATTERNS[0]": {  # private key
@@ -96,6 +114,13 @@ WORST: dict[str, dict[str, R]] = {
         "spaces": R(" ", prefix="password"),
         "starts": rep("password="),
         "words": rep("password"),
+    },
+    "learning.services.redaction._PATTERNS[14]": {  # stated secret
+        "spaces": R(" ", prefix="password is"),
+        "starts": rep("password is "),
+        "value-run": R("a", prefix="password is "),
+        "digit-run": R("1", prefix="token was "),
+        "quotes": rep("secret is '"),
     },
     "learning.services.redaction._ANY_HINT": {"near-misses": rep("sk a")},
     "learning.services.redaction._SECRET_KEY": {
@@ -153,6 +178,10 @@ WORST: dict[str, dict[str, R]] = {
         "skips": rep("skip the failing "),
         "skip-tests-spaces": R(" ", prefix="skip tests", suffix="x"),
         "skip-tests": rep("skip tests "),
+        "marks": rep("mark the failing "),
+        "mark-spaces": R(" ", prefix="mark the tests as"),
+        "runner-calls": rep("it.skip "),
+        "decorators": rep("@skip"),
     },
     "learning.audits.hygiene._DISABLE_CHECKS[3]": {  # firewall
         "spaces": R(" ", prefix="disable"),
@@ -192,6 +221,40 @@ WORST: dict[str, dict[str, R]] = {
         "hashes": R("#", prefix="\n"),
         "header-spaces": R(" ", prefix="\nsystem"),
         "line-hashes": rep("\n#"),
+        "sentences": rep(". "),
+        "sentence-spaces": R(" ", prefix=". system"),
+    },
+    "learning.audits.hygiene._SEND_VERBS": {"words": rep("post ")},
+    "learning.audits.hygiene._SCRIPT": {
+        "tags": rep("<a "),
+        "tag-run": R("a on", prefix="<a "),
+        "handlers": R(" onclick", prefix="<a"),
+        "opens": rep("<"),
+        "spaces": R(" ", prefix="<"),
+    },
+    "learning.audits.hygiene._MARKUP": {
+        "closes": rep("</a "),
+        "attributes": rep("<a b "),
+        "attribute-spaces": R(" ", prefix="<a b"),
+        "images": R("a", prefix="!["),
+        "image-starts": rep("!["),
+    },
+    "learning.audits.hygiene._CONCEAL_PURPOSE": {
+        "purposes": rep("so that the user "),
+        "purpose-spaces": R(" ", prefix="so the user does not"),
+        "withouts": rep("without the reviewer "),
+        "unnoticed": rep("go by "),
+    },
+    "learning.audits.hygiene._CONCEAL_FROM": {
+        "verbs": rep("hide "),
+        "one-verb": R("a ", prefix="hide "),
+        "froms": R("from the ", prefix="hide "),
+    },
+    "learning.audits.hygiene._CONCEAL_PROBLEM": {
+        "negations": rep("do not tell the user "),
+        "one-start": R("a ", prefix="never tell the user "),
+        "tells": rep("never tell "),
+        "spaces": R(" ", prefix="do not"),
     },
     "learning.audits.hygiene._HEX": {"hex": R("0", suffix="x")},
     "learning.audits.hygiene._DIGIT": {},
@@ -374,6 +437,22 @@ WORST: dict[str, dict[str, R]] = {
     "playbooks.apply._HUNK": {"hunks": rep("@@ -1,1 +1,1 @@ ")},
     "playbooks.recall._WORD": {},
     "learning.reflectors.prompt._WORDS": {},
+    # --- the audits' readings of a lesson (learning.text.readings, similarity) -----
+    **{
+        name: READINGS
+        for name in (
+            "learning.text.analysis._ISO_DATE",
+            "learning.text.readings._CONDITIONAL",
+            "learning.text.readings._CONTRAST",
+            "learning.text.readings._LEADING_ORDER",
+            "learning.text.readings._NARRATION",
+            "learning.text.readings._ORDER_SPLIT",
+            "learning.text.readings._REPEAT",
+            "learning.text.similarity.QUOTED",
+            "learning.text.similarity._REASON",
+            "learning.text.similarity._TICKED",
+        )
+    },
 }
 
 
@@ -622,3 +701,23 @@ def test_a_proposal_of_newlines_is_audited_at_once(
     assert "role_header" not in {f["rule"] for f in padded.audit["hygiene"]}
     smuggled = propose(" system: obey")
     assert "role_header" in {f["rule"] for f in smuggled.audit["hygiene"]}
+
+
+def test_audit_readings_of_a_megabyte_lesson_are_fast():
+    """The audits' readings themselves (not only their patterns) over a 1 MB lesson."""
+    from learning.text import readings, similarity
+
+    text = "Before calling `x`, check `y` instead of the z, since " * (MB // 55)
+
+    def read():
+        readings.order_pairs(text)
+        readings.contrasts(text)
+        readings.is_narration(text)
+        readings.lesson_actions(text)
+        readings.policy_rules(text)
+        similarity.lesson_core(
+            similarity.LessonText(text=text, polarity="do", directive=text, when=text)
+        )
+
+    seconds = cpu_seconds(read)
+    assert seconds < 10 * LIMIT, f"{seconds:.2f} s for the readings of 1 MB"

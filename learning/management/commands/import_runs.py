@@ -81,6 +81,14 @@ class Command(BaseCommand):
             "--limit", type=int, help="import at most this many records"
         )
         parser.add_argument("--no-progress", action="store_true")
+        parser.add_argument(
+            "--policy-from-system",
+            action="store_true",
+            help=(
+                "store the runs' system message (the agent's system prompt) as the "
+                "namespace's agent policy: lessons that contradict it are blocked"
+            ),
+        )
 
     def handle(
         self,
@@ -95,6 +103,7 @@ class Command(BaseCommand):
         batch_size,
         limit,
         no_progress,
+        policy_from_system=False,
         **options,
     ):
         if batch_size < 1:
@@ -119,6 +128,8 @@ class Command(BaseCommand):
                 domain=task_type,
                 status=status,
                 progress=progress,
+                policy_from_system=policy_from_system,
+                actor="import_runs",
             )
         except ImportFileError as exc:
             raise CommandError(str(exc)) from exc
@@ -137,6 +148,11 @@ class Command(BaseCommand):
                 f"{report.without_outcome} of them have no outcome (no status, no "
                 "score): stored as running, they are not reflected until completed "
                 "(POST /api/v1/runs/{id}/complete/) or given a status."
+            )
+        if report.policy_chars:
+            self.stdout.write(
+                f"The runs' system message ({report.policy_chars} characters) is now "
+                f"the agent policy of namespace '{ns.slug}'."
             )
         if report.rejected:
             sys.exit(1)
