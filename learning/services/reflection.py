@@ -149,11 +149,15 @@ def runs_reflection_decide(*, runs: list[Trajectory]) -> None:
 
 
 def run_score_drop_handle(*, run: Trajectory, previous: float) -> None:
-    """A finished run whose effective score fell is reflected (again) with the new score,
-    unless a reflection is already pending."""
-    if run.reflection_status == ReflectionStatus.PENDING:
-        return
+    """A finished run whose effective score fell is reflected (again) with the new score.
+    A reflection already pending (a sampled success, say) is not queued twice, but its
+    reason becomes the drop: that reflection reads the feedback, and the reason must
+    say why the run is reflected whatever its id sampled."""
     reason = f"effective score dropped ({previous:.2f} → {run.effective_score:.2f})"
+    if run.reflection_status == ReflectionStatus.PENDING:
+        Trajectory.objects.filter(pk=run.pk).update(reflection_reason=reason[:200])
+        run.reflection_reason = reason
+        return
     Trajectory.objects.filter(pk=run.pk).update(
         reflection_status=ReflectionStatus.PENDING,
         reflection_reason=reason[:200],
