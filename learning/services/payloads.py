@@ -291,6 +291,8 @@ STEP_FIELDS = (
     Number("tokens", null=True, low=0, high=MAX_INT, integer=True),
     When("started_at", null=True),
     When("ended_at", null=True),
+    # The client's id for the step: an append that repeats it stores nothing twice.
+    Text("step_id", max_length=MAX_ID, null=True, blank=True),
 )
 _STEP_TYPES = frozenset(StepType.values)
 
@@ -310,6 +312,8 @@ def step_clean(step: Any) -> tuple[dict, dict]:
         out["type"] = kind
     if out.get("tool") is None:
         out.pop("tool", None)
+    if not out.get("step_id"):
+        out.pop("step_id", None)
     if "result" in step:
         problem = json_problem(step["result"])
         if problem:
@@ -327,9 +331,13 @@ def steps_clean(data: Any, *, allow_empty: bool = True) -> list[dict]:
         raise PayloadInvalid(["This list may not be empty."])
     if len(data) > MAX_STEPS_PER_RUN:
         raise PayloadInvalid([f"At most {MAX_STEPS_PER_RUN} steps per request."])
-    steps, errors = [], {}
+    steps, errors, seen = [], {}, set()
     for index, raw in enumerate(data):
         step, step_errors = step_clean(raw)
+        step_id = step.get("step_id")
+        if step_id and step_id in seen:
+            step_errors["step_id"] = ["Used by an earlier step of this request."]
+        seen.add(step_id)
         if step_errors:
             errors[str(index)] = step_errors
         steps.append(step)
