@@ -208,3 +208,22 @@ def test_the_export_command_fails_on_an_unreadable_row(reviewer_client, tmp_path
             str(target),
         )
     assert "export_incomplete" in target.read_text().splitlines()[-1]
+
+
+@pytest.mark.parametrize("field", ["content", "rationale", "user_id"])
+def test_a_lone_surrogate_in_a_proposal_is_400_naming_the_field(agent_client, field):
+    """A guard: DRF's CharField already refuses surrogates here."""
+    from tests.factories import make_playbook
+
+    make_playbook(agent_client.namespace, slug="airline", mode="agentic")
+    proposal = {
+        "kind": "durable_fact",
+        "playbook": "airline",
+        "content": "The client prefers aisle seats",
+        "rationale": "said so",
+        "user_id": "u-1",
+    }
+    body = json.dumps(proposal).replace(f'"{field}": "', f'"{field}": "\\ud800')
+    response = _raw_post(agent_client, "/api/v1/candidates/", body)
+    assert response.status_code == 400
+    assert "surrogate" in response.json()[field][0].lower()
