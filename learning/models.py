@@ -197,13 +197,21 @@ class Step(models.Model):
     # Set by the writer (one timestamp for a run's steps), so the answer to a post
     # can say what was stored without reading it back.
     created_at = models.DateTimeField(default=timezone.now)
+    # The client's own id for the step (`step_id`, or derived from an Idempotency-Key
+    # header): a retried append finds it and stores nothing twice. "" = none given.
+    client_id = models.CharField(max_length=200, blank=True, default="", db_default="")
 
     class Meta:
         ordering = ["trajectory", "index"]
         constraints = [
             models.UniqueConstraint(
                 fields=["trajectory", "index"], name="uniq_step_index"
-            )
+            ),
+            models.UniqueConstraint(
+                fields=["trajectory", "client_id"],
+                condition=~models.Q(client_id=""),
+                name="uniq_step_client_id",
+            ),
         ]
 
     def __str__(self):

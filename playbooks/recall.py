@@ -34,6 +34,7 @@ from django.utils import timezone
 
 from learning.lessons import lesson_render, run_specific_terms
 from learning.limits import MAX_SITUATION_TEXT, MAX_SITUATIONS
+from learning.services.redaction import redact_fields
 from learning.text.analysis import STOPWORDS, index_words, stem
 from playbooks.models import Playbook, RecallLog, Strategy
 
@@ -493,6 +494,15 @@ def playbook_recall(
     return result
 
 
+_LOG_LENGTHS = {
+    "task": 2000,
+    "task_type": 200,
+    "requested_by": 150,
+    "session_id": 200,
+    "run_external_id": 200,
+}
+
+
 def _recall_log(
     *,
     playbook,
@@ -510,17 +520,22 @@ def _recall_log(
     """The RecallLog row and the strategies' last_recalled_at: on PostgreSQL one
     statement (a data-modifying CTE), so recall stays at a fixed few round trips."""
     keys = [i["key"] for i in items]
+    text = {
+        "task": task,
+        "task_type": task_type,
+        "requested_by": requested_by,
+        "session_id": session_id,
+        "run_external_id": run_external_id,
+    }
+    # What the caller sent is kept for the quality gate, without its secrets.
+    redact_fields(text, text, max_lengths=_LOG_LENGTHS)
     values = {
         "namespace_id": playbook.namespace_id,
         "playbook_id": playbook.pk,
         "version": version,
-        "task": task[:2000],
-        "task_type": task_type[:200],
         "strategy_keys": keys,
         "tokens": tokens,
-        "requested_by": requested_by[:150],
-        "session_id": session_id[:200],
-        "run_external_id": run_external_id[:200],
+        **text,
     }
     if not postgres:
         with transaction.atomic():

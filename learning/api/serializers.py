@@ -95,6 +95,14 @@ class StepInputSerializer(serializers.Serializer):
     )
     started_at = serializers.DateTimeField(required=False, allow_null=True)
     ended_at = serializers.DateTimeField(required=False, allow_null=True)
+    step_id = StrictCharField(
+        max_length=limits.MAX_ID,
+        required=False,
+        allow_null=True,
+        allow_blank=True,
+        help_text="Your id for the step, unique in the run: appending it again "
+        "stores nothing twice and answers the stored step.",
+    )
 
 
 class StepsInputSerializer(ValidatedByService):
@@ -200,6 +208,8 @@ class FeedbackInputSerializer(ValidatedByService):
 
 
 class StepOutputSerializer(serializers.ModelSerializer):
+    step_id = serializers.CharField(source="client_id", read_only=True)
+
     class Meta:
         model = Step
         fields = [
@@ -212,6 +222,7 @@ class StepOutputSerializer(serializers.ModelSerializer):
             "started_at",
             "ended_at",
             "created_at",
+            "step_id",
         ]
 
 

@@ -33,6 +33,7 @@ from learning.api.serializers import (
 )
 from learning.filters import RunFilter
 from learning.models import RunStatus, Trajectory
+from learning.services import payloads
 from learning.services import runs as run_services
 from learning.throttling import IngestRateThrottle
 
@@ -187,6 +188,7 @@ def created_run_payload(result) -> dict:
             "started_at": _iso(step.get("started_at")),
             "ended_at": _iso(step.get("ended_at")),
             "created_at": _iso(step["created_at"]),
+            "step_id": step.get("client_id", ""),
         }
         for step in result.steps
     ]
@@ -209,20 +211,53 @@ class RunStepsApi(APIView):
         operation_id="runs_steps_append",
         request=StepsInputSerializer,
         responses={201: StepOutputSerializer(many=True)},
+        parameters=[
+            OpenApiParameter(
+                "Idempotency-Key",
+                str,
+                OpenApiParameter.HEADER,
+                description="A retry with the same key (and steps) stores nothing "
+                "again and answers the stored steps (header Idempotent-Replayed: "
+                "true). Steps may carry their own `step_id` instead.",
+            )
+        ],
     )
     def post(self, request, run_id):
         run = get_run_or_404(request, run_id)
+        key = _idempotency_key(request)
         serializer = StepsInputSerializer(data=request.data)
         serializer.is_valid(raise_exception=True)
         try:
-            steps = run_services.run_steps_append(
-                run=run, steps=serializer.validated_data["steps"]
+            appended = run_services.run_steps_append(
+                run=run,
+                steps=serializer.validated_data["steps"],
+                idempotency_key=key,
             )
         except run_services.RunNotRunning as exc:
             raise Conflict(str(exc))
-        return Response(
-            StepOutputSerializer(steps, many=True).data, status=status.HTTP_201_CREATED
+        response = Response(
+            StepOutputSerializer(appended.steps, many=True).data,
+            status=status.HTTP_201_CREATED,
         )
+        if not appended.created:
+            response["Idempotent-Replayed"] = "true"
+        return response
+
+
+MAX_IDEMPOTENCY_KEY = 150  # + "#<position>" fits the step's client id column
+
+
+def _idempotency_key(request) -> str:
+    key = request.headers.get("Idempotency-Key", "").strip()
+    if len(key) > MAX_IDEMPOTENCY_KEY or payloads.text_problem(key):
+        raise exceptions.ValidationError(
+            {
+                "Idempotency-Key": [
+                    f"At most {MAX_IDEMPOTENCY_KEY} characters of text (header)."
+                ]
+            }
+        )
+    return key
 
 
 class RunCompleteApi(APIView):

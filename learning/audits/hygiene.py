@@ -11,7 +11,7 @@ import re
 from collections import Counter
 from dataclasses import dataclass, field
 
-from learning.services.redaction import redact_text
+from learning.services.redaction import MASK, redact_text
 from learning.text.analysis import NEGATORS
 
 DEFAULT_SENSITIVE_PATHS = [
@@ -523,6 +523,9 @@ def shannon_entropy(value: str) -> float:
 def _secret_findings(text: str) -> list[dict]:
     findings = []
     _masked, count = redact_text(text)
+    # A secret masked on the way in (candidates are redacted before they are stored)
+    # still says the text was written around one.
+    count += text.count(MASK)
     if count:
         findings.append(
             _finding(

@@ -205,7 +205,7 @@ def run_steps_add(*, run_id: str, steps) -> dict:
         added = run_services.run_steps_append(run=run, steps=steps)
     except run_services.RunNotRunning as exc:
         raise ToolError(f"run_id: {exc}") from None
-    return dict(run_summary(run), added=len(added))
+    return dict(run_summary(run), added=added.created)
 
 
 def run_finish(*, run_id: str, payload: dict) -> dict:

@@ -26,6 +26,7 @@ from learning.models import (
     Trajectory,
 )
 from learning.services.audit import candidate_audit_enqueue
+from learning.services.redaction import redact_fields
 from learning.text.contradiction import LessonText, lesson_contradiction
 from learning.webhooks import candidate_event_emit
 from playbooks.models import LearningMode, Playbook, Skill
@@ -99,6 +100,20 @@ def _scope_label(*, kind, playbook, skill, memory_scope, user_id, entity) -> str
     return f"playbook:{getattr(playbook, 'pk', '')}"
 
 
+# What a reflector or an agent writes into a candidate, and the column lengths: all
+# of it redacted before it is stored (and served to every agent of the namespace).
+_TEXT_FIELDS = {
+    name: getattr(LearningCandidate._meta.get_field(name), "max_length", None)
+    for name in ("content", "rationale", "user_id", "entity", "task_type", "agent")
+} | {"patch": None, "key": None, "when": None, "directive": None, "why": None}
+
+
+def _text_redacted(**text: str) -> dict[str, str]:
+    text = {name: value or "" for name, value in text.items()}
+    redact_fields(text, _TEXT_FIELDS, max_lengths=_TEXT_FIELDS)
+    return text
+
+
 @transaction.atomic
 def candidate_create(
     *,
@@ -138,6 +153,32 @@ def candidate_create(
     polarity/when/directive/why, or read from `content` (then `shape_classified`), and
     their content is the rendering of that shape — exactly what recall will hand out.
     """
+    text = _text_redacted(
+        content=content,
+        rationale=rationale,
+        user_id=user_id,
+        entity=entity,
+        task_type=task_type,
+        agent=agent,
+        patch=patch,
+        key=key,
+        when=when,
+        directive=directive,
+        why=why,
+    )
+    content, rationale, user_id, entity = (
+        text["content"],
+        text["rationale"],
+        text["user_id"],
+        text["entity"],
+    )
+    task_type, agent, patch, key = (
+        text["task_type"],
+        text["agent"],
+        text["patch"],
+        text["key"],
+    )
+    when, directive, why = text["when"], text["directive"], text["why"]
     content = (content or "").strip()
     if kind not in CandidateKind.values:
         raise CandidateInvalid(

@@ -15,6 +15,7 @@ text stored before a pattern existed (or written by hand) cannot leak through an
 """
 
 import json
+import logging
 import re
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -28,7 +29,10 @@ from django.utils import timezone
 from django.utils.dateparse import parse_date, parse_datetime
 
 from learning.models import Namespace, RunStatus, Step, Trajectory
+from learning.services.payloads import FieldError, datetime_check
 from learning.services.redaction import redact_value
+
+logger = logging.getLogger(__name__)
 
 EXPORT_FORMATS = ("sft", "preferences", "episodes")
 DEFAULT_MIN_SCORE = {"sft": 0.8, "preferences": None, "episodes": None}
@@ -57,15 +61,21 @@ class ExportFilters:
 
 
 def _moment(value: str, field: str, *, end_of_day: bool) -> datetime:
-    parsed = parse_datetime(value)
+    try:
+        parsed = parse_datetime(value)
+        day = parse_date(value) if parsed is None else None
+    except ValueError:  # well formed but impossible, e.g. month 13
+        parsed = day = None
+    if parsed is None and day is None:
+        raise ExportFilterError({field: f"'{value}' is not a date or datetime"})
     if parsed is None:
-        day = parse_date(value)
-        if day is None:
-            raise ExportFilterError({field: f"'{value}' is not a date or datetime"})
         parsed = datetime.combine(day, time.max if end_of_day else time.min)
     if timezone.is_naive(parsed):
         parsed = timezone.make_aware(parsed, dt_timezone.utc)
-    return parsed
+    try:
+        return datetime_check(parsed)
+    except FieldError as exc:
+        raise ExportFilterError({field: str(exc)}) from exc
 
 
 MAX_EXPORT_LIMIT = 1_000_000
@@ -399,9 +409,38 @@ def export_records(
         yield _redacted(record)
 
 
+class ExportIncomplete(Exception):
+    """The export stopped before its last record; the stream's last line says so."""
+
+
 def export_lines(
     *, namespace: Namespace, format: str, filters: ExportFilters
 ) -> Iterator[str]:
-    """The export as JSONL lines (each ending in a newline)."""
-    for record in export_records(namespace=namespace, format=format, filters=filters):
-        yield json.dumps(record, ensure_ascii=False, default=str) + "\n"
+    """The export as JSONL lines (each ending in a newline).
+
+    A record that cannot be read or rendered (a row the database holds but cannot
+    hand back, e.g. a time before year 1 stored before times were checked) never cuts
+    the stream at a line boundary, where it would look complete: the last line is
+    ``{"error": {...}}`` saying how many records came before, and then the stream
+    fails (`ExportIncomplete`: the HTTP response is aborted, the command exits non-zero).
+    """
+    sent = 0
+    try:
+        for record in export_records(
+            namespace=namespace, format=format, filters=filters
+        ):
+            yield json.dumps(record, ensure_ascii=False, default=str) + "\n"
+            sent += 1
+    except Exception as exc:
+        logger.exception("%s export of %s stopped after %d", format, namespace, sent)
+        error = {
+            "error": {
+                "code": "export_incomplete",
+                "detail": f"The export stopped after {sent} record(s): a record "
+                f"could not be read ({exc.__class__.__name__}). This file is "
+                "incomplete; the server log names the row.",
+                "records": sent,
+            }
+        }
+        yield json.dumps(error) + "\n"
+        raise ExportIncomplete(error["error"]["detail"]) from exc

@@ -13,7 +13,8 @@ must be finite numbers in their column's range, JSON must be storable by Postgre
 import math
 import re
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import datetime, timedelta
+from datetime import timezone as dt_timezone
 from typing import Any
 
 from django.utils import timezone
@@ -94,15 +95,46 @@ def json_problem(value: Any, depth: int = 0) -> str | None:
     return None
 
 
+# Every stored time lies where Python and PostgreSQL both can hold it, shown in any
+# time zone: a day inside Python's years 1-9999 in UTC. Outside it PostgreSQL stores
+# the value (it reaches 4713 BC) but psycopg cannot read it back, so the record would
+# poison every later read of it (its run's detail, exports, reflection of others).
+EARLIEST = datetime(1, 1, 2, tzinfo=dt_timezone.utc)
+LATEST = datetime(9999, 12, 30, 23, 59, 59, 999999, tzinfo=dt_timezone.utc)
+# PostgreSQL refuses a time zone offset of 16 hours or more.
+MAX_OFFSET = timedelta(hours=15, minutes=59)
+
+
+def datetime_check(moment: datetime) -> datetime:
+    """`moment` if PostgreSQL can store it and Python read it back, else FieldError.
+    The one rule for every stored time (REST, OTLP, importers, MCP)."""
+    offset = moment.utcoffset()
+    if offset is not None and abs(offset) > MAX_OFFSET:
+        raise FieldError("time zone offset beyond ±15:59 (PostgreSQL refuses it).")
+    try:
+        utc = moment.astimezone(dt_timezone.utc)
+    except (OverflowError, ValueError):
+        utc = None
+    if utc is None or not EARLIEST <= utc <= LATEST:
+        raise FieldError(
+            "must lie between 0001-01-02 and 9999-12-30 (UTC); "
+            f"got {moment.isoformat()}."
+        )
+    return moment
+
+
 def datetime_parse(value: Any) -> datetime:
-    """An aware datetime from ISO 8601 text (naive ones are taken as UTC)."""
+    """An aware datetime from ISO 8601 text (naive ones are taken as UTC), within the
+    range every part of the system can hold (`datetime_check`)."""
     try:
         parsed = parse_datetime(value) if isinstance(value, str) else None
     except ValueError as exc:  # well formed but impossible, e.g. month 13
         raise FieldError(f"must be an ISO 8601 date-time ({exc}).") from exc
     if parsed is None:
         raise FieldError("must be an ISO 8601 date-time.")
-    return parsed if timezone.is_aware(parsed) else timezone.make_aware(parsed)
+    if timezone.is_naive(parsed):
+        parsed = parsed.replace(tzinfo=dt_timezone.utc)
+    return datetime_check(parsed)
 
 
 # --- field rules ----------------------------------------------------------------------
@@ -145,8 +177,9 @@ class Text(Field):
     def clean(self, value):
         if not isinstance(value, str):
             raise FieldError(f"Not a valid string: got {type(value).__name__}.")
-        if "\x00" in value:
-            raise FieldError("Null characters are not allowed.")
+        problem = text_problem(value)
+        if problem:
+            raise FieldError(problem)
         if self.trim:
             value = value.strip()
         if not value and not self.blank:
@@ -258,6 +291,8 @@ STEP_FIELDS = (
     Number("tokens", null=True, low=0, high=MAX_INT, integer=True),
     When("started_at", null=True),
     When("ended_at", null=True),
+    # The client's id for the step: an append that repeats it stores nothing twice.
+    Text("step_id", max_length=MAX_ID, null=True, blank=True),
 )
 _STEP_TYPES = frozenset(StepType.values)
 
@@ -277,6 +312,8 @@ def step_clean(step: Any) -> tuple[dict, dict]:
         out["type"] = kind
     if out.get("tool") is None:
         out.pop("tool", None)
+    if not out.get("step_id"):
+        out.pop("step_id", None)
     if "result" in step:
         problem = json_problem(step["result"])
         if problem:
@@ -294,9 +331,13 @@ def steps_clean(data: Any, *, allow_empty: bool = True) -> list[dict]:
         raise PayloadInvalid(["This list may not be empty."])
     if len(data) > MAX_STEPS_PER_RUN:
         raise PayloadInvalid([f"At most {MAX_STEPS_PER_RUN} steps per request."])
-    steps, errors = [], {}
+    steps, errors, seen = [], {}, set()
     for index, raw in enumerate(data):
         step, step_errors = step_clean(raw)
+        step_id = step.get("step_id")
+        if step_id and step_id in seen:
+            step_errors["step_id"] = ["Used by an earlier step of this request."]
+        seen.add(step_id)
         if step_errors:
             errors[str(index)] = step_errors
         steps.append(step)

@@ -6,8 +6,9 @@ what follows a run of characters starts only where the run starts. Redaction see
 of every text; nothing is cut off to save time.
 """
 
+import base64
 import re
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from typing import Any
 
 MASK = "[REDACTED]"
@@ -96,7 +97,38 @@ _PATTERNS: list[tuple[str, re.Pattern, int | Callable[[str], tuple[str, int]]]] 
         "assigned_secret",
         re.compile(
             r"(?i)(\b(?:password|passwd|pwd|secret|api[_-]?key|access[_-]?token|auth[_-]?token"
-            r"|client[_-]?secret)\b[\"']?\s*[:=]\s*[\"']?)([^\s\"',;]{6,})"
+            r"|client[_-]?secret|session[_-]?token|sessionid|session[_-]?key|passphrase)\b"
+            r"[\"']?\s*[:=]\s*[\"']?)([^\s\"',;]{6,})"
+        ),
+        2,
+    ),
+    # A Cookie header's whole value ("cookie: sessionid=…; csrftoken=…"), to the end of
+    # its line or quote.
+    (
+        "cookie",
+        re.compile(
+            r"(?i)(\b(?:set-)?cookie[\"']?[^\S\r\n]*+[:=][^\S\r\n]*+[\"']?)"
+            r"([^\s\"'\[][^\r\n\"']*+)"
+        ),
+        2,
+    ),
+    # Authorization-like headers with any scheme or none ("Authorization: Token …",
+    # "X-Auth: …"); a value already masked (by bearer_token) starts with "[" and is left.
+    (
+        "auth_header",
+        re.compile(
+            r"(?i)(\b(?:proxy-)?(?:authorization|x-auth(?:-token)?|x-api-key)[\"']?"
+            r"[^\S\r\n]*+[:=][^\S\r\n]*+[\"']?(?:[A-Za-z]++[^\S\r\n]++)?+)"
+            r"([^\s\"',;\[][^\s\"',;]{5,}+)"
+        ),
+        2,
+    ),
+    # A password given as a command's argument: "passwd hunter2", "--password hunter2".
+    (
+        "password_argument",
+        re.compile(
+            r"(?i)((?:\bpasswd|--pass(?:word|wd)?)\b[^\S\r\n]++)"
+            r"([^\s\"',;\[\-][^\s\"',;]{3,}+)"
         ),
         2,
     ),
@@ -131,7 +163,19 @@ _HINTS: dict[str, tuple[str, ...]] = {
     "bearer_token": ("bearer",),
     "basic_auth": ("basic",),
     "url_password": ("://",),
-    "assigned_secret": ("password", "passwd", "pwd", "secret", "api", "token"),
+    "assigned_secret": (
+        "password",
+        "passwd",
+        "pwd",
+        "secret",
+        "api",
+        "token",
+        "session",
+        "passphrase",
+    ),
+    "cookie": ("cookie",),
+    "auth_header": ("authorization", "x-auth", "x-api-key"),
+    "password_argument": ("passwd", "--pass"),
     "stated_secret": ("password", "passphrase", "passwd", "secret", "api", "token"),
 }
 
@@ -141,13 +185,22 @@ _ANY_HINT = re.compile(
 )
 
 
-def redact_text(text: str) -> tuple[str, int]:
-    """Return the text with secrets masked, and how many were masked."""
+def redact_text(text: str, *, decode: bool = True) -> tuple[str, int]:
+    """Return the text with secrets masked, and how many were masked. A base64 run
+    whose decoded text holds a secret is masked whole (`decode`)."""
     if not text or not isinstance(text, str):
         return text, 0
+    total = 0
     lowered = text.lower()
-    if not _ANY_HINT.search(lowered):
-        return text, 0
+    if _ANY_HINT.search(lowered):
+        text, total = _patterns_redact(text, lowered)
+    if decode and _B64_RUN.search(text):
+        text, count = _base64_redact(text)
+        total += count
+    return text, total
+
+
+def _patterns_redact(text: str, lowered: str) -> tuple[str, int]:
     total = 0
     for name, pattern, group in _PATTERNS:
         if not any(hint in lowered for hint in _HINTS[name]):
@@ -170,18 +223,57 @@ def redact_text(text: str) -> tuple[str, int]:
     return text, total
 
 
+# A run of base64 (standard or URL-safe alphabet) long enough to hide a key: decoded,
+# it is redacted like any text (once: no base64 inside base64), and masked whole if
+# that finds a secret ("c2stYW50LWFwaTAz…" is "sk-ant-api03…").
+_B64_RUN = re.compile(r"[A-Za-z0-9+/_\-]{20,}+={0,2}+")
+_B64_URLSAFE = str.maketrans("-_", "+/")
+
+
+def _base64_text(run: str) -> str | None:
+    """The UTF-8 text a base64 run encodes, or None (not base64, or binary)."""
+    body = run.rstrip("=").translate(_B64_URLSAFE)
+    if len(body) % 4 == 1:
+        return None
+    try:
+        raw = base64.b64decode(body + "=" * (-len(body) % 4), validate=True)
+        decoded = raw.decode("utf-8")
+    except (ValueError, UnicodeDecodeError):
+        return None
+    visible = decoded.replace("\n", "").replace("\r", "").replace("\t", "")
+    return decoded if visible.isprintable() else None
+
+
+def _base64_redact(text: str) -> tuple[str, int]:
+    out, last, total = [], 0, 0
+    for match in _B64_RUN.finditer(text):
+        decoded = _base64_text(match.group())
+        if decoded is None or not redact_text(decoded, decode=False)[1]:
+            continue
+        out += [text[last : match.start()], MASK]
+        last = match.end()
+        total += 1
+    if not total:
+        return text, 0
+    out.append(text[last:])
+    return "".join(out), total
+
+
 # A JSON object member whose name says it holds a secret is masked whatever its value
 # looks like: {"password": "hunter2"} has nothing a text pattern could recognise.
 _SECRET_KEY = re.compile(
     r"(?i)^(?:.*[_-])?(?:password|passwd|pwd|secret|api[_-]?key|apikey|access[_-]?token"
     r"|auth[_-]?token|refresh[_-]?token|client[_-]?secret|private[_-]?key|authorization"
-    r"|credentials?)$"
+    r"|credentials?|token|api[_-]?token|session[_-]?token|sessionid|session[_-]?key"
+    r"|x[_-]auth(?:[_-]token)?|x[_-]api[_-]key|cookie|set[_-]cookie|passphrase)$"
 )
 
 
 def redact_value(value: Any) -> tuple[Any, int]:
-    """Redact strings anywhere inside a JSON-like value (dict keys are kept; a string
-    under a secret-sounding key is masked whole)."""
+    """Redact strings anywhere inside a JSON-like value, dict keys included (a key
+    that is itself a secret is masked; two keys masked alike stay apart as
+    "[REDACTED]", "[REDACTED]#2", …); a string under a secret-sounding key is masked
+    whole."""
     if isinstance(value, str):
         return redact_text(value)
     if isinstance(value, dict):
@@ -193,10 +285,12 @@ def redact_value(value: Any) -> tuple[Any, int]:
                 and item != MASK
                 and _SECRET_KEY.match(str(key))
             ):
-                out[key], count = MASK, 1
+                new, count = MASK, 1
             else:
-                out[key], count = redact_value(item)
-            total += count
+                new, count = redact_value(item)
+            key, key_count = _redacted_key(key, out)
+            out[key] = new
+            total += count + key_count
         return out, total
     if isinstance(value, list):
         total, out_list = 0, []
@@ -206,6 +300,43 @@ def redact_value(value: Any) -> tuple[Any, int]:
             total += count
         return out_list, total
     return value, 0
+
+
+def _redacted_key(key: Any, taken: dict) -> tuple[Any, int]:
+    if not isinstance(key, str):
+        return key, 0
+    new, count = redact_text(key)
+    if not count:
+        return key, 0
+    unique, n = new, 1
+    while unique in taken:
+        n += 1
+        unique = f"{new}#{n}"
+    return unique, count
+
+
+def redact_fields(
+    values: dict[str, Any], names: Iterable[str], *, max_lengths: dict | None = None
+) -> int:
+    """Redact, in place, the named members of `values` that are text or lists of
+    text (identifiers, names, versions: whatever a client may paste a key into), cut
+    to their column's length (a mask can be longer than what it hides). Returns how
+    many secrets were masked."""
+    total = 0
+    for name in names:
+        value = values.get(name)
+        if isinstance(value, str):
+            value, count = redact_text(value)
+        elif isinstance(value, list):
+            value, count = redact_value(value)
+        else:
+            continue
+        limit = (max_lengths or {}).get(name)
+        if limit and isinstance(value, str):
+            value = value[:limit]
+        values[name] = value
+        total += count
+    return total
 
 
 def contains_secret(text: str) -> bool:

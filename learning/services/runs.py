@@ -21,7 +21,7 @@ from learning.models import (
     Step,
     Trajectory,
 )
-from learning.services.redaction import redact_text, redact_value
+from learning.services.redaction import redact_fields, redact_text, redact_value
 from learning.services.reflection import (
     run_score_drop_handle,
     runs_reflection_decide,
@@ -57,13 +57,34 @@ class IngestResult:
     steps: list[dict] | None = None
 
 
+# Every text a client sends about a run, and its column's length: all of it is
+# redacted (a key pasted into a user id or a tool name is as stored as one in a task).
+RUN_TEXT_FIELDS = {
+    name: getattr(Trajectory._meta.get_field(name), "max_length", None)
+    for name in (
+        "agent",
+        "user_id",
+        "session_id",
+        "task_description",
+        "task_type",
+        "error_message",
+        "playbook_versions",
+    )
+}
+STEP_TEXT_FIELDS = {
+    "description": None,
+    "tool": Step._meta.get_field("tool").max_length,
+}
+
+
 def _redacted_steps(steps: list[dict[str, Any]]) -> tuple[list[dict[str, Any]], int]:
     total, out = 0, []
     for step in steps:
         step = dict(step)
-        step["description"], n1 = redact_text(step.get("description", ""))
-        step["result"], n2 = redact_value(step.get("result"))
-        total += n1 + n2
+        step.setdefault("description", "")
+        total += redact_fields(step, STEP_TEXT_FIELDS, max_lengths=STEP_TEXT_FIELDS)
+        step["result"], n = redact_value(step.get("result"))
+        total += n
         out.append(step)
     return out, total
 
@@ -79,14 +100,14 @@ def _build_run(
     }
     if not values.get("agent"):  # missing or blank: the caller's (the token's) name
         values["agent"] = agent
-    values["task_description"], n_task = redact_text(values.get("task_description", ""))
-    values["error_message"], n_err = redact_text(values.get("error_message", ""))
+    values.setdefault("task_description", "")
+    n_text = redact_fields(values, RUN_TEXT_FIELDS, max_lengths=RUN_TEXT_FIELDS)
     if "metrics" in values:
         values["metrics"], n_metrics = redact_value(values["metrics"])
     else:
         n_metrics = 0
     steps, n_steps = _redacted_steps(data.get("steps") or [])
-    redactions = n_task + n_err + n_metrics + n_steps
+    redactions = n_text + n_metrics + n_steps
     run = Trajectory(
         id=uuid.uuid4(),
         namespace=namespace,
@@ -102,9 +123,21 @@ def _build_run(
 
 
 def _step_values(step: dict[str, Any]) -> dict[str, Any]:
-    keys = ("type", "description", "result", "tool", "tokens", "started_at", "ended_at")
+    keys = (
+        "type",
+        "description",
+        "result",
+        "tool",
+        "tokens",
+        "started_at",
+        "ended_at",
+        "client_id",
+    )
     values = {key: step[key] for key in keys if step.get(key) is not None}
+    if step.get("step_id"):
+        values["client_id"] = step["step_id"]
     values.setdefault("tool", "")
+    values.setdefault("client_id", "")
     return values
 
 
@@ -221,6 +254,7 @@ STEP_COPY_COLUMNS = (
     "started_at",
     "ended_at",
     "created_at",
+    "client_id",
 )
 
 
@@ -254,29 +288,65 @@ def _steps_insert(rows: list[StepRow], *, now) -> None:
                     v.get("started_at"),
                     v.get("ended_at"),
                     now,
+                    v["client_id"],
                 )
             )
 
 
-def run_steps_append(*, run: Trajectory, steps: list[dict[str, Any]]) -> list[Step]:
-    """Append steps to a running run, atomically, after the last stored step."""
+@dataclass
+class StepsAppended:
+    """What an append answers: the request's steps as stored, in its order, and how
+    many of them this call stored (0 for a retry that found them all)."""
+
+    steps: list[Step]
+    created: int
+
+
+def run_steps_append(
+    *, run: Trajectory, steps: list[dict[str, Any]], idempotency_key: str = ""
+) -> StepsAppended:
+    """Append steps to a running run, atomically, after the last stored step.
+
+    Idempotent for steps with a client id — their ``step_id``, or, given an
+    Idempotency-Key, ``"<key>#<position in the request>"``: a step the run already
+    holds is answered as stored, never stored twice, so a client retrying after a
+    timeout (even once the run has finished) gets the first answer again. The run
+    row's lock serialises concurrent retries."""
     steps, redactions = _redacted_steps(steps)
+    for position, step in enumerate(steps):
+        client_id = step.pop("step_id", None) or (
+            f"{idempotency_key}#{position}" if idempotency_key else ""
+        )
+        step["client_id"] = client_id
+    client_ids = [step["client_id"] for step in steps if step["client_id"]]
     with transaction.atomic():
         locked = Trajectory.objects.select_for_update().get(pk=run.pk)
-        if locked.status != RunStatus.RUNNING:
+        stored = {
+            row.client_id: row
+            for row in (
+                locked.steps.filter(client_id__in=client_ids) if client_ids else ()
+            )
+        }
+        new = [step for step in steps if step["client_id"] not in stored]
+        if new and locked.status != RunStatus.RUNNING:
             raise RunNotRunning(locked.status)
         last = locked.steps.order_by("-index").values_list("index", flat=True).first()
         start = 0 if last is None else last + 1
         rows = Step.objects.bulk_create(
             [
                 Step(trajectory=locked, index=start + i, **_step_values(step))
-                for i, step in enumerate(steps)
+                for i, step in enumerate(new)
             ]
         )
-        if redactions:
+        if redactions and new:
             _redactions_note(locked, redactions)
             locked.save(update_fields=["redacted", "redaction_count", "updated_at"])
-    return rows
+    created = iter(rows)
+    answer = [
+        stored[step["client_id"]] if step["client_id"] in stored else next(created)
+        for step in steps
+    ]
+    return StepsAppended(steps=answer, created=len(rows))
 
 
 def _redactions_note(run: Trajectory, count: int) -> None:
@@ -304,10 +374,12 @@ def run_complete(*, run: Trajectory, data: dict[str, Any]) -> Trajectory:
             "duration_ms",
             "tokens_used",
             "cost_usd",
-            "playbook_versions",
         ):
             if data.get(key) is not None:
                 setattr(locked, key, data[key])
+        if data.get("playbook_versions") is not None:
+            locked.playbook_versions, n = redact_value(data["playbook_versions"])
+            _redactions_note(locked, n)
         if data.get("error_message"):
             locked.error_message, n = redact_text(data["error_message"])
             _redactions_note(locked, n)
@@ -331,6 +403,12 @@ def _effective_score(run: Trajectory, strategy: str | None = None) -> float | No
     )
 
 
+FEEDBACK_TEXT_FIELDS = {
+    name: getattr(Feedback._meta.get_field(name), "max_length", None)
+    for name in ("source", "message")
+}
+
+
 def feedback_add(
     *, run: Trajectory, data: dict[str, Any]
 ) -> tuple[Feedback, Trajectory]:
@@ -338,15 +416,15 @@ def feedback_add(
     the run's own score by more than the threshold marks the run for relearning."""
     with transaction.atomic():
         locked = Trajectory.objects.select_for_update().get(pk=run.pk)
-        message, _n = redact_text(data.get("message", ""))
+        text = {"source": data.get("source", ""), "message": data.get("message", "")}
+        redact_fields(text, FEEDBACK_TEXT_FIELDS, max_lengths=FEEDBACK_TEXT_FIELDS)
         metrics, _m = redact_value(data.get("metrics") or {})
         feedback = Feedback.objects.create(
             trajectory=locked,
             feedback_type=data["feedback_type"],
             score=data["score"],
-            source=data.get("source", ""),
-            message=message,
             metrics=metrics,
+            **text,
         )
         previous = locked.effective_score
         locked.effective_score = _effective_score(locked)
@@ -394,12 +472,13 @@ def run_identity_update(*, run: Trajectory, data: dict[str, Any]) -> Trajectory:
         if locked.status != RunStatus.RUNNING:
             raise RunNotRunning(locked.status)
         fields = ["updated_at"]
-        for key, model_field in IDENTITY_FIELDS.items():
-            if data.get(key):
-                value, n = redact_text(data[key])
-                setattr(locked, key, value[: model_field.max_length])
-                _redactions_note(locked, n)
-                fields.append(key)
+        given = {key: data[key] for key in IDENTITY_FIELDS if data.get(key)}
+        _redactions_note(
+            locked, redact_fields(given, given, max_lengths=RUN_TEXT_FIELDS)
+        )
+        for key, value in given.items():
+            setattr(locked, key, value)
+            fields.append(key)
         if data.get("started_at"):
             locked.started_at = data["started_at"]
             fields.append("started_at")

@@ -115,7 +115,27 @@ WORST: dict[str, dict[str, R]] = {
         "starts": rep("password="),
         "words": rep("password"),
     },
-    "learning.services.redaction._PATTERNS[14]": {  # stated secret
+    "learning.services.redaction._PATTERNS[14]": {  # cookie header
+        "spaces": R(" ", prefix="cookie"),
+        "starts": rep("cookie: "),
+        "values": R("a", prefix="set-cookie: "),
+    },
+    "learning.services.redaction._PATTERNS[15]": {  # authorization-like headers
+        "spaces": R(" ", prefix="authorization:"),
+        "starts": rep("authorization: "),
+        "schemes": rep("authorization: token "),
+        "scheme-letters": R("a", prefix="x-auth: "),
+    },
+    "learning.services.redaction._PATTERNS[16]": {  # passwd <secret>
+        "spaces": R(" ", prefix="passwd"),
+        "starts": rep("passwd "),
+        "flags": rep("--password a"),
+    },
+    "learning.services.redaction._B64_RUN": {
+        "short-runs": rep("a" * 19 + " "),
+        "padding": rep("a" * 20 + "==="),
+    },
+    "learning.services.redaction._PATTERNS[17]": {  # stated secret
         "spaces": R(" ", prefix="password is"),
         "starts": rep("password is "),
         "value-run": R("a", prefix="password is "),

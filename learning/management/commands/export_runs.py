@@ -8,6 +8,7 @@ from learning.models import Namespace
 from learning.services.exports import (
     EXPORT_FORMATS,
     ExportFilterError,
+    ExportIncomplete,
     export_filters_parse,
     export_lines,
 )
@@ -53,14 +54,17 @@ class Command(BaseCommand):
             namespace=namespace, format=options["format"], filters=filters
         )
         count = 0
-        if options["output"] == "-":
-            out = self.stdout
-            for line in lines:
-                out.write(line, ending="")
-                count += 1
-        else:
-            with open(options["output"], "w", encoding="utf-8") as handle:
+        try:
+            if options["output"] == "-":
+                out = self.stdout
                 for line in lines:
-                    handle.write(line)
+                    out.write(line, ending="")
                     count += 1
+            else:
+                with open(options["output"], "w", encoding="utf-8") as handle:
+                    for line in lines:
+                        handle.write(line)
+                        count += 1
+        except ExportIncomplete as exc:
+            raise CommandError(str(exc)) from exc
         sys.stderr.write(f"exported {count} {options['format']} records\n")
