@@ -30,7 +30,8 @@ lint: install
 	$(BIN)/ruff check .
 	$(BIN)/lint-imports
 
-test: install
+# The tree's form and layers first (seconds), then the suite.
+test: lint
 	bash scripts/system_deps.sh
 	bash scripts/with_postgres.sh $(BIN)/python -m pytest -q $(PYTEST_ARGS)
 

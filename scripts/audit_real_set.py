@@ -110,6 +110,20 @@ def _related(c) -> set[int]:
     return ids
 
 
+def _closest(c, group: list) -> list:
+    """The candidates of `group` most like `c` (same entity, or similar text)."""
+    scored = []
+    for other in group:
+        if other.pk == c.pk or other.content == c.content:
+            continue
+        same_entity = bool(c.entity) and c.entity == other.entity
+        score = text_similarity(c.content, other.content)
+        if score >= PAIR_SIMILARITY or same_entity:
+            scored.append((score + same_entity, other))
+    scored.sort(key=lambda t: -t[0])
+    return [other for _score, other in scored[:PAIRS_PER_CANDIDATE]]
+
+
 def _pairs(candidates: list, rows: dict) -> list[dict]:
     by_target: dict[str, list] = {}
     for c in candidates:
@@ -117,16 +131,7 @@ def _pairs(candidates: list, rows: dict) -> list[dict]:
     chosen: dict[tuple, str] = {}
     for group in by_target.values():
         for c in group:
-            scored = []
-            for other in group:
-                if other.pk == c.pk or other.content == c.content:
-                    continue
-                same_entity = bool(c.entity) and c.entity == other.entity
-                score = text_similarity(c.content, other.content)
-                if score >= PAIR_SIMILARITY or same_entity:
-                    scored.append((score + same_entity, other))
-            scored.sort(key=lambda t: -t[0])
-            for _score, other in scored[:PAIRS_PER_CANDIDATE]:
+            for other in _closest(c, group):
                 chosen.setdefault(tuple(sorted((c.pk, other.pk))), "similar")
             for pk in _related(c):
                 if pk in rows and pk != c.pk:
