@@ -1,7 +1,8 @@
 """Webhooks: signed event deliveries to URLs an admin registered, with retries.
 
 Events: ``candidate.created``, ``candidate.decided``, ``candidate.applied``,
-``version.flagged``. A delivery POSTs ``{"id", "event", "namespace", "created_at",
+``version.flagged`` (the quality gate found a canary worse), ``version.promoted`` and
+``version.rolled_back`` (a rollout's canary became production, or was dropped). A delivery POSTs ``{"id", "event", "namespace", "created_at",
 "data"}`` as JSON with these headers:
 
     X-Flywheel-Event: candidate.decided
@@ -39,6 +40,8 @@ WEBHOOK_EVENTS = (
     "candidate.decided",
     "candidate.applied",
     "version.flagged",
+    "version.promoted",
+    "version.rolled_back",
 )
 WEBHOOK_MAX_ATTEMPTS = 6
 WEBHOOK_BACKOFF_SECONDS = 30
@@ -289,5 +292,42 @@ def version_flagged_emit(*, playbook, version) -> None:
             "playbook": playbook.slug,
             "version": version.number,
             "reason": version.flag_reason,
+        },
+    )
+
+
+def version_promoted_emit(
+    *, playbook, version: int, previous: int, by: str, reason: str, verdict: dict
+) -> None:
+    """One-line hook for a rollout: the canary `version` became production."""
+    webhook_event_emit(
+        namespace=playbook.namespace,
+        event="version.promoted",
+        payload={
+            "playbook": playbook.slug,
+            "version": version,
+            "previous": previous,
+            "by": by,
+            "reason": reason,
+            "verdict": verdict,
+        },
+    )
+
+
+def version_rolled_back_emit(
+    *, playbook, version: int, production: int, by: str, reason: str, verdict: dict
+) -> None:
+    """One-line hook for a rollout: the canary `version` was dropped; `production`
+    still serves."""
+    webhook_event_emit(
+        namespace=playbook.namespace,
+        event="version.rolled_back",
+        payload={
+            "playbook": playbook.slug,
+            "version": version,
+            "production": production,
+            "by": by,
+            "reason": reason,
+            "verdict": verdict,
         },
     )

@@ -1,7 +1,8 @@
 """Versions of playbooks and skills: snapshots, diffs, the one commit of a new immutable
-version (with its audit row), row locks and rollback. Every change — apply, hand edit,
-merge, curation, revert, rollback — ends in `playbook_version_commit` or
-`skill_version_commit`."""
+version (with its audit row and its label: production at once, or the canary of a
+staged rollout — `playbooks.quality.version_committed_label`), row locks and rollback.
+Every change — apply, hand edit, merge, curation, revert, rollback — ends in
+`playbook_version_commit` or `skill_version_commit`."""
 
 import difflib
 import hashlib
@@ -19,6 +20,7 @@ from playbooks.models import (
     SkillVersion,
     Strategy,
 )
+from playbooks.quality import version_committed_label
 from review.trail import audit_event_record
 
 # The fields of a strategy a version snapshot holds (besides id and key).
@@ -126,7 +128,8 @@ def playbook_version_commit(
     allow_empty: bool = False,
     reverts: PlaybookVersion | None = None,
 ) -> PlaybookVersion:
-    """Snapshot the live strategies as the next version, with its diff and audit row.
+    """Snapshot the live strategies as the next version, with its diff, its label and
+    audit row. The diff is against `current_version` (the content the live rows had).
     Callers hold the playbook row lock (playbook_lock) and run inside a transaction."""
     previous = PlaybookVersion.objects.filter(
         playbook=playbook, number=playbook.current_version
@@ -154,7 +157,10 @@ def playbook_version_commit(
         reverts=reverts,
     )
     playbook.current_version = number
-    playbook.save(update_fields=["current_version", "updated_at"])
+    version_committed_label(
+        playbook=playbook, version=version, change_kind=change_kind, actor=actor
+    )
+    playbook.save(update_fields=["current_version", "production_version", "updated_at"])
     audit_event_record(
         namespace=playbook.namespace,
         actor=actor,
@@ -165,6 +171,9 @@ def playbook_version_commit(
         note=note,
         data={
             "version": number,
+            "label": "production"
+            if playbook.production_version == number
+            else "canary",
             "added": len(diff["added"]),
             "removed": len(diff["removed"]),
             "changed": len(diff["changed"]),
@@ -205,7 +214,8 @@ def playbook_restore_content(*, playbook: Playbook, content: list[dict]) -> None
 def playbook_rollback(
     *, playbook: Playbook, number: int, actor: str, note: str = ""
 ) -> PlaybookVersion:
-    """A new version whose content equals version `number`'s."""
+    """A new version whose content equals version `number`'s. It becomes production at
+    once, even with a rollout policy (a running rollout ends rolled back)."""
     playbook = playbook_lock(playbook=playbook)
     target = PlaybookVersion.objects.filter(playbook=playbook, number=number).first()
     if target is None:
