@@ -134,9 +134,9 @@ def _mixture_optimum(alpha: float) -> float:
     for _ in range(100):
         mid = (low + high) / 2
         if math.log((1 + mid) / (mid * alpha * alpha)) > 1 / mid:
-            low = mid
+            high = mid  # the width grows here: the optimum lies below
         else:
-            high = mid
+            low = mid
     return (low + high) / 2
 
 

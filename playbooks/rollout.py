@@ -78,16 +78,14 @@ def rollout_policy_set(
     return policy
 
 
-def rollout_policy_remove(*, playbook: Playbook, actor: str) -> None:
-    """Remove the policy (new versions become production at once again). Refused
-    while a rollout runs: promote or abort it first."""
+def rollout_policy_remove(*, playbook: Playbook, actor: str) -> bool:
+    """Remove the policy (new versions become production at once again); False when
+    there was none. Refused while a rollout runs: promote or abort it first."""
     with transaction.atomic():
         playbook = playbook_lock(playbook=playbook)
         policy = RolloutPolicy.objects.filter(playbook=playbook).first()
         if policy is None:
-            raise PlaybookError(
-                "This playbook has no rollout policy.", code="not_found"
-            )
+            return False
         if rollout_running(playbook=playbook) is not None:
             raise PlaybookError(
                 "A rollout is running: promote or abort it first.", code="conflict"
@@ -102,6 +100,7 @@ def rollout_policy_remove(*, playbook: Playbook, actor: str) -> None:
             target_id=playbook.slug,
             data={"from": before},
         )
+    return True
 
 
 def _policy_dict(policy: RolloutPolicy | None) -> dict | None:

@@ -163,6 +163,13 @@ class VersionOutputSerializer(serializers.Serializer):
     flagged = serializers.BooleanField()
     flag_reason = serializers.CharField()
     quality = serializers.JSONField()
+    production_since = serializers.DateTimeField(
+        allow_null=True, help_text="when it became production (null: never)"
+    )
+    production_until = serializers.DateTimeField(
+        allow_null=True, help_text="when it stopped being production"
+    )
+    production_left = serializers.CharField(help_text="why it stopped")
     created_at = serializers.DateTimeField()
 
 
