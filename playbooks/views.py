@@ -4,8 +4,9 @@ Admin Membership is checked here, per namespace."""
 
 from django.contrib import messages
 from django.core.exceptions import PermissionDenied
-from django.http import Http404
+from django.http import Http404, HttpResponse
 from django.shortcuts import redirect, render
+from django.template.loader import render_to_string
 from django.views.decorators.http import require_GET, require_http_methods, require_POST
 
 from learning.access import role_for
@@ -432,12 +433,15 @@ def _rollout_response(request, playbook: Playbook, *, status: int = 200, **extra
     """After a rollout action: the #rollout fragment for htmx, else the page."""
     playbook.refresh_from_db()
     if _is_htmx(request):
-        return render(
-            request,
-            "playbooks/detail.html#rollout",
-            {"playbook": playbook, **_rollout_context(playbook, True, **extra)},
-            status=status,
+        # the panel, and the strategies out of band: promote/abort change their label
+        # (abort their content too)
+        context = _detail_context(playbook, can_manage=True, **extra)
+        html = render_to_string(
+            "playbooks/detail.html#rollout", context, request
+        ) + render_to_string(
+            "playbooks/detail.html#strategies", {**context, "oob": True}, request
         )
+        return HttpResponse(html, status=status)
     if status >= 400:
         return render(
             request,
