@@ -22,7 +22,7 @@ Wrong decisions: promoting a canary that is worse (effect < 0), or rolling back 
 that is not worse (effect >= 0). Goals: wrong <= 5 % at every effect; a 10-point
 difference decided at the minimum (the fixed horizon) in >= 80 % of rollouts.
 
-`python bench/bench_rollout.py [--rollouts 200] [--api-per-effect 3] [--baseline 0.5]`
+`python bench/bench_rollout.py [--rollouts 200] [--api-per-effect 2] [--baseline 0.5]`
 """
 
 import argparse
@@ -40,7 +40,7 @@ SHARE, MARGIN = 0.5, 0.05
 MIN_RUNS = 450  # per cohort: sized for >= 80 % at ±10 points from a 50 % baseline
 CAP = 4  # stop undecided rollouts at this many times the minimum per cohort
 LOOK_EVERY = 10  # runs between looks, in-process
-API_MIN_RUNS, API_CAP, API_BATCH = 150, 2, 20
+API_MIN_RUNS, API_CAP, API_BATCH = MIN_RUNS, 2, 20
 
 
 def wrong(effect: float, outcome: str) -> bool:
@@ -262,9 +262,15 @@ def api_sample(per_effect: int, baseline: float, rng: random.Random) -> dict:
             slug = f"r{int(round(effect * 100)) + 100}-{k}"
             outcome, posted, looks = api_rollout(clients, slug, rng, baseline, effect)
             requests += posted
-            agree += api_replay(slug, looks) == outcome
+            replayed, at_horizon = api_replay(slug, looks)
+            agree += replayed == outcome
             results.append(
-                {"outcome": outcome, "at_horizon": False, "runs": posted, "smaller": 0}
+                {
+                    "outcome": outcome,
+                    "at_horizon": at_horizon,
+                    "runs": posted,
+                    "smaller": 0,
+                }
             )
         out[effect] = summarise(effect, results)
     elapsed = time.perf_counter() - started
@@ -296,7 +302,7 @@ def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--rollouts", type=int, default=200)
     parser.add_argument("--boundary-rollouts", type=int, default=2000)
-    parser.add_argument("--api-per-effect", type=int, default=3)
+    parser.add_argument("--api-per-effect", type=int, default=2)
     parser.add_argument("--baseline", type=float, default=0.5)
     parser.add_argument("--seed", type=int, default=14)
     args = parser.parse_args()
