@@ -210,6 +210,9 @@ def _rollout_display(status: dict) -> dict:
         "interval": f"{_points(interval[0])} to {_points(interval[1])}",
         "level": levels.get(stage, ""),
         "stage": stage,
+        "basis": f"first {decision.get('min_runs_per_arm')} runs of each cohort"
+        if stage == "horizon"
+        else "all runs",
         "outcome": _OUTCOMES.get(decision.get("outcome"), ""),
         "reason": decision.get("reason", ""),
         "score": _points(score.get("estimate")),
