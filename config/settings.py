@@ -59,6 +59,7 @@ INSTALLED_APPS = [
 
 MIDDLEWARE = [
     "django.middleware.security.SecurityMiddleware",
+    "learning.middleware.ContentSecurityPolicyMiddleware",
     "learning.middleware.BodySizeLimitMiddleware",
     "django.contrib.sessions.middleware.SessionMiddleware",
     "django.middleware.common.CommonMiddleware",
@@ -95,10 +96,23 @@ DATABASES = {
     )
 }
 if DATABASES["default"]["ENGINE"] == "django.db.backends.sqlite3":
-    # The ORM broker and the web server share the file: wait for locks, don't fail.
+    # The ORM broker, the worker and the web server share the file. WAL lets readers
+    # (the worker loading runs, the console) go on while an agent's post writes;
+    # IMMEDIATE transactions take the write lock up front, so two writers queue
+    # (busy_timeout) instead of failing to upgrade a read lock; synchronous=NORMAL is
+    # safe with WAL and keeps commits cheap.
     DATABASES["default"].setdefault("OPTIONS", {})
     DATABASES["default"]["OPTIONS"].update(
-        {"timeout": 30, "transaction_mode": "IMMEDIATE"}
+        {
+            "timeout": 30,
+            "transaction_mode": "IMMEDIATE",
+            "init_command": (
+                "PRAGMA journal_mode=WAL;"
+                "PRAGMA synchronous=NORMAL;"
+                "PRAGMA busy_timeout=30000;"
+                "PRAGMA cache_size=-20000"
+            ),
+        }
     )
     DATABASES["default"]["CONN_MAX_AGE"] = 0
 DATABASE_IS_POSTGRES = DATABASES["default"]["ENGINE"].endswith("postgresql")
@@ -120,9 +134,12 @@ LOGIN_URL = "login"
 LOGIN_REDIRECT_URL = "review:queue"
 LOGOUT_REDIRECT_URL = "login"
 
-# Bodies above this many bytes are refused with 413 before they are parsed.
+# Bodies above this many bytes are refused with 413 before they are parsed. 16 MiB
+# holds a full batch (learning.limits.MAX_RUNS_PER_BATCH, 1,000 runs) of runs the size
+# of the tau-bench demo's (11.5 KB on average, 38 KB at most): a batch is bounded by
+# both, runs and bytes.
 FLYWHEEL_MAX_BODY_BYTES = int(
-    os.environ.get("FLYWHEEL_MAX_BODY_BYTES", 8 * 1024 * 1024)
+    os.environ.get("FLYWHEEL_MAX_BODY_BYTES", 16 * 1024 * 1024)
 )
 DATA_UPLOAD_MAX_MEMORY_SIZE = FLYWHEEL_MAX_BODY_BYTES
 
@@ -136,6 +153,8 @@ REST_FRAMEWORK = {
     "EXCEPTION_HANDLER": "learning.api.errors.exception_handler",
     "DEFAULT_RENDERER_CLASSES": ["rest_framework.renderers.JSONRenderer"],
     "DEFAULT_PARSER_CLASSES": ["learning.api.parsers.StrictJSONParser"],
+    # Every write of a token counts against FLYWHEEL_INGEST_RATE (learning/throttling.py).
+    "DEFAULT_THROTTLE_CLASSES": ["learning.throttling.IngestRateThrottle"],
     "UNAUTHENTICATED_USER": None,
 }
 SPECTACULAR_SETTINGS = {
@@ -150,7 +169,9 @@ SPECTACULAR_SETTINGS = {
     "SWAGGER_UI_DIST": "SIDECAR",
     "SWAGGER_UI_FAVICON_HREF": "SIDECAR",
     "REDOC_DIST": "SIDECAR",
-    "SWAGGER_UI_SETTINGS": {"persistAuthorization": True},
+    # The token typed into the docs page stays in that tab's memory, never in
+    # localStorage (where any script of this origin, or the next user, could read it).
+    "SWAGGER_UI_SETTINGS": {"persistAuthorization": False},
     "COMPONENT_SPLIT_REQUEST": True,
 }
 
@@ -178,6 +199,28 @@ ANTHROPIC_TIMEOUT = env_float("ANTHROPIC_TIMEOUT", 60.0)
 ANTHROPIC_MAX_RETRIES = int(os.environ.get("ANTHROPIC_MAX_RETRIES", 2))
 # Batch reflection waits this long for a Message Batch, then falls back to offline.
 ANTHROPIC_BATCH_WAIT = env_float("ANTHROPIC_BATCH_WAIT", 90.0)
+# Which reflector: offline | claude | openai. Empty: claude when ANTHROPIC_API_KEY is
+# set, else offline.
+FLYWHEEL_REFLECTOR = os.environ.get("FLYWHEEL_REFLECTOR", "").strip().lower()
+if FLYWHEEL_REFLECTOR not in ("", "offline", "claude", "openai"):
+    from django.core.exceptions import ImproperlyConfigured
+
+    raise ImproperlyConfigured(
+        "FLYWHEEL_REFLECTOR must be offline, claude or openai, "
+        f"not {FLYWHEEL_REFLECTOR!r}."
+    )
+# Any OpenAI-compatible Chat Completions server (FLYWHEEL_REFLECTOR=openai): the base
+# URL up to /v1, the key (may be empty for a local server) and the model name.
+OPENAI_BASE_URL = os.environ.get("OPENAI_BASE_URL", "") or None
+OPENAI_API_KEY = os.environ.get("OPENAI_API_KEY", "")
+OPENAI_MODEL = os.environ.get("OPENAI_MODEL", "")
+OPENAI_TIMEOUT = env_float("OPENAI_TIMEOUT", 120.0)
+OPENAI_MAX_RETRIES = int(os.environ.get("OPENAI_MAX_RETRIES", 2))
+# Batch reflection reflects run by run for at most this long.
+OPENAI_BATCH_WAIT = env_float("OPENAI_BATCH_WAIT", 90.0)
+# USD per million tokens, for the cost stored on reflections (0: not counted).
+OPENAI_PRICE_INPUT = env_float("OPENAI_PRICE_INPUT", 0.0)
+OPENAI_PRICE_OUTPUT = env_float("OPENAI_PRICE_OUTPUT", 0.0)
 # A run's reflection is tried this many times before it is marked `failed`.
 FLYWHEEL_REFLECTION_MAX_ATTEMPTS = int(
     os.environ.get("FLYWHEEL_REFLECTION_MAX_ATTEMPTS", 3)
@@ -244,7 +287,12 @@ LOGGING = {
     "disable_existing_loggers": False,
     "handlers": {"console": {"class": "logging.StreamHandler"}},
     "root": {"handlers": ["console"], "level": os.environ.get("LOG_LEVEL", "INFO")},
-    "loggers": {"django.db.backends": {"level": "INFO"}},
+    "loggers": {
+        "django.db.backends": {"level": "INFO"},
+        # The MCP SDK's transport logs three lines per stateless /mcp request.
+        "mcp.server.streamable_http_manager": {"level": "WARNING"},
+        "mcp.server.streamable_http": {"level": "WARNING"},
+    },
 }
 
 if not DEBUG and env_bool("DJANGO_SECURE", False):
@@ -257,11 +305,34 @@ if not DEBUG and env_bool("DJANGO_SECURE", False):
     SECURE_PROXY_SSL_HEADER = ("HTTP_X_FORWARDED_PROTO", "https")
 
 # --- Reliability and security ---------------------------------------------------------
-# Per-token ingest limit (POST /api/v1/runs/ and the OTel endpoint): "1200/min", "20/s",
-# "off". Counted in the cache below: local memory is per process (N web processes let a
-# token post up to N× the rate); FLYWHEEL_CACHE_URL=redis://… shares the count.
+# Per-token write limit, one count for every write through the API (runs, steps,
+# completions, feedback, proposals, OTel, review and playbook actions): "1200/min",
+# "20/s", "off". Counted in the cache below: local memory is per process (N web
+# processes let a token write up to N× the rate); FLYWHEEL_CACHE_URL=redis://… shares it.
 FLYWHEEL_INGEST_RATE = os.environ.get("FLYWHEEL_INGEST_RATE", "1200/min")
 FLYWHEEL_THROTTLE_CACHE = "default"
+# Console and admin logins: refused (without a password check) after this many
+# failures per user name, or per client address, within the window (seconds).
+FLYWHEEL_LOGIN_USER_FAILURES = int(os.environ.get("FLYWHEEL_LOGIN_USER_FAILURES", 5))
+FLYWHEEL_LOGIN_ADDRESS_FAILURES = int(
+    os.environ.get("FLYWHEEL_LOGIN_ADDRESS_FAILURES", 20)
+)
+FLYWHEEL_LOGIN_WINDOW = int(os.environ.get("FLYWHEEL_LOGIN_WINDOW", 900))
+# Behind a reverse proxy, the header whose last entry is the client's address
+# (e.g. X-Forwarded-For); empty: REMOTE_ADDR. Set it only if the proxy sets it.
+FLYWHEEL_CLIENT_ADDRESS_HEADER = os.environ.get("FLYWHEEL_CLIENT_ADDRESS_HEADER", "")
+# Sent with every response. Inline style *attributes* are allowed (the console's chart
+# swatches); inline <style>/<script>, eval, plugins and framing are not.
+FLYWHEEL_CONTENT_SECURITY_POLICY = os.environ.get(
+    "FLYWHEEL_CONTENT_SECURITY_POLICY",
+    "default-src 'self'; script-src 'self'; style-src 'self'; "
+    "style-src-attr 'unsafe-inline'; img-src 'self' data:; font-src 'self'; "
+    "connect-src 'self'; object-src 'none'; base-uri 'self'; form-action 'self'; "
+    "frame-ancestors 'none'",
+)
+# Webhooks reach public addresses only; true admits loopback and private receivers
+# (on premises). Link-local (cloud metadata), multicast and unspecified never.
+FLYWHEEL_WEBHOOK_ALLOW_PRIVATE = env_bool("FLYWHEEL_WEBHOOK_ALLOW_PRIVATE", False)
 FLYWHEEL_CACHE_URL = os.environ.get("FLYWHEEL_CACHE_URL", "")
 if FLYWHEEL_CACHE_URL.startswith(("redis://", "rediss://")):
     CACHES["default"] = {

@@ -7,7 +7,11 @@ from django.contrib import admin
 from django.core.exceptions import ValidationError
 
 from learning.models import Webhook, WebhookDelivery
-from learning.webhooks import WEBHOOK_EVENTS, webhook_delivery_redeliver
+from learning.webhooks import (
+    WEBHOOK_EVENTS,
+    webhook_delivery_redeliver,
+    webhook_url_check,
+)
 
 
 class WebhookForm(forms.ModelForm):
@@ -35,6 +39,10 @@ class WebhookForm(forms.ModelForm):
         url = self.cleaned_data["url"]
         if not url.startswith(("http://", "https://")):
             raise ValidationError("Use an http(s) URL.")
+        try:
+            webhook_url_check(url)  # the same address check as the API
+        except ValidationError as exc:
+            raise ValidationError(exc.message_dict["url"]) from None
         return url
 
 
@@ -154,8 +162,27 @@ class ReadOnlyInline(admin.TabularInline):
         return False
 
 
+class NamespaceForm(forms.ModelForm):
+    """A namespace's reflection rules are checked field by field before they are
+    stored (the format: learning/reflectors/offline/rules.py)."""
+
+    class Meta:
+        model = Namespace
+        fields = ["slug", "name", "reflection_rules"]
+
+    def clean_reflection_rules(self):
+        from learning.reflectors.offline.rules import rules_check
+
+        rules = self.cleaned_data.get("reflection_rules") or {}
+        problems = rules_check(rules)
+        if problems:
+            raise ValidationError(problems)
+        return rules
+
+
 @admin.register(Namespace)
 class NamespaceAdmin(admin.ModelAdmin):
+    form = NamespaceForm
     list_display = ["slug", "name", "created_at"]
     search_fields = ["slug", "name"]
 

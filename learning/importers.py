@@ -32,6 +32,13 @@ openai-chat (JSONL, one ``{"messages": [...], ...}`` per line): the same message
   ``chat-<hash of the messages>``.
 jsonl: one run payload per line, exactly as ``POST /api/v1/runs/`` takes it; a line
   without ``external_id`` gets ``jsonl-<hash of the line>``.
+swe-agent: a ``.traj`` file, or a folder searched recursively for ``*.traj`` (and
+  ``*.traj.gz``) files, one run each; the mapping is ``learning.formats.swe_agent``'s.
+  Without a verdict in the file a run is ``partial``; ``status`` (``--status``) says
+  otherwise. ``task_type`` defaults to ``swe-agent``.
+react-log: a ReAct text log (the Reflexion repository's HotpotQA runs), one run per
+  agent block; the mapping is ``learning.formats.react_log``'s. ``task_type`` defaults
+  to ``react``.
 """
 
 from __future__ import annotations
@@ -39,17 +46,25 @@ from __future__ import annotations
 import gzip
 import hashlib
 import io
+import itertools
 import json
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from learning.formats.react_log import react_block_payload, react_log_blocks
+from learning.formats.swe_agent import swe_agent_payload
 from learning.models import Namespace
 from learning.services.payloads import PayloadInvalid, run_clean
 from learning.services.runs import runs_ingest
 
-FORMATS = ("tau-bench", "openai-chat", "jsonl")
+FORMATS = ("tau-bench", "openai-chat", "jsonl", "swe-agent", "react-log")
+DEFAULT_TASK_TYPES = {
+    "tau-bench": "airline",
+    "swe-agent": "swe-agent",
+    "react-log": "react",
+}
 DESCRIPTION_LIMIT = 20_000  # characters of one message or tool result kept in a step
 TASK_LIMIT = 100_000
 
@@ -123,6 +138,72 @@ def _jsonl_records(path: Path) -> Iterator[tuple[str, Any, str | None]]:
                 yield f"line {number}", None, f"invalid JSON: {exc}"
 
 
+def _traj_files(path: Path) -> list[Path]:
+    if path.is_file():
+        return [path]
+    return sorted(
+        p
+        for p in path.rglob("*")
+        if p.is_file() and p.name.endswith((".traj", ".traj.gz"))
+    )
+
+
+def _traj_records(
+    path: Path, files: list[Path]
+) -> Iterator[tuple[str, Any, str | None]]:
+    for file in files:
+        where = str(file.relative_to(path)) if file != path else file.name
+        try:
+            with _open_text(file) as handle:
+                yield where, json.load(handle), None
+        except (ValueError, RecursionError) as exc:
+            yield where, None, f"invalid JSON: {exc}"
+        except (OSError, EOFError) as exc:
+            yield where, None, f"cannot read: {exc}"
+
+
+def _react_records(path: Path) -> Iterator[tuple[str, Any, str | None]]:
+    with _open_text(path) as handle:
+        for block in react_log_blocks(handle):
+            yield block["where"], block, None
+
+
+def format_records_open(
+    path: Path, *, fmt: str, limit: int | None = None
+) -> tuple[int, Iterator[tuple[str, Any, str | None]]]:
+    """(how many records, an iterator of (where, record, error)) for a format — a
+    folder of ``.traj`` files, a ReAct log, or a JSON / JSONL file —, at most
+    `limit` of them."""
+    total, records = _format_records(path, fmt=fmt)
+    if limit is None:
+        return total, records
+    return min(total, limit), itertools.islice(records, max(limit, 0))
+
+
+def _format_records(
+    path: Path, *, fmt: str
+) -> tuple[int, Iterator[tuple[str, Any, str | None]]]:
+    if fmt == "swe-agent":
+        if not path.exists():
+            raise ImportFileError(f"no such file or folder: {path}")
+        files = _traj_files(path)
+        if not files:
+            raise ImportFileError(f"no .traj files in {path}")
+        return len(files), _traj_records(path, files)
+    if not path.is_file():
+        raise ImportFileError(f"no such file: {path}")
+    if fmt == "react-log":
+        try:
+            with _open_text(path) as handle:
+                total = sum(1 for line in handle if line.startswith("Question:"))
+        except (OSError, EOFError) as exc:
+            raise ImportFileError(f"cannot read {path}: {exc}") from exc
+        if not total:
+            raise ImportFileError(f"{path}: no 'Question:' blocks (not a ReAct log)")
+        return total, _react_records(path)
+    return records_open(path)
+
+
 def records_open(path: Path) -> tuple[int, Iterator[tuple[str, Any, str | None]]]:
     """How many records the file holds (for the progress bar) and an iterator of
     (where, record, error) over them: a JSON array, or JSONL read line by line."""
@@ -194,6 +275,41 @@ def _call_text(name: str, arguments: Any) -> str:
     return f"{name}({arguments})"
 
 
+def _call_steps(
+    calls: list, counts: dict, names_by_call: dict, think_ids: set
+) -> list[dict]:
+    """One assistant turn's tool calls -> steps (the ``think`` tool: a decision)."""
+    steps = []
+    for call in calls:
+        function = call.get("function") or {}
+        name = str(function.get("name") or "unknown_tool")[:200]
+        arguments = _arguments(function.get("arguments"))
+        call_id = call.get("id") or ""
+        counts["tool_calls"] += 1
+        if call_id:
+            names_by_call[call_id] = name
+        if name == "think" and isinstance(arguments, dict):
+            if call_id:
+                think_ids.add(call_id)
+            steps.append(
+                {
+                    "type": "decision",
+                    "tool": "think",
+                    "description": _clip(str(arguments.get("thought", ""))),
+                }
+            )
+            continue
+        steps.append(
+            {
+                "type": "tool_call",
+                "tool": name,
+                "description": _clip(_call_text(name, arguments)),
+                "result": {"arguments": arguments, "call_id": call_id},
+            }
+        )
+    return steps
+
+
 def messages_to_steps(messages: list) -> tuple[list[dict], dict[str, int]]:
     """OpenAI-style chat messages -> run steps, plus counts for the run's metrics."""
     steps: list[dict] = []
@@ -216,33 +332,7 @@ def messages_to_steps(messages: list) -> tuple[list[dict], dict[str, int]]:
                 steps.append(
                     {"type": "message", "description": _clip(f"assistant: {content}")}
                 )
-            for call in calls:
-                function = call.get("function") or {}
-                name = str(function.get("name") or "unknown_tool")[:200]
-                arguments = _arguments(function.get("arguments"))
-                call_id = call.get("id") or ""
-                counts["tool_calls"] += 1
-                if call_id:
-                    names_by_call[call_id] = name
-                if name == "think" and isinstance(arguments, dict):
-                    if call_id:
-                        think_ids.add(call_id)
-                    steps.append(
-                        {
-                            "type": "decision",
-                            "tool": "think",
-                            "description": _clip(str(arguments.get("thought", ""))),
-                        }
-                    )
-                    continue
-                steps.append(
-                    {
-                        "type": "tool_call",
-                        "tool": name,
-                        "description": _clip(_call_text(name, arguments)),
-                        "result": {"arguments": arguments, "call_id": call_id},
-                    }
-                )
+            steps += _call_steps(calls, counts, names_by_call, think_ids)
         elif role in ("tool", "function"):
             call_id = message.get("tool_call_id") or ""
             name = str(message.get("name") or names_by_call.get(call_id, ""))[:200]
@@ -368,13 +458,28 @@ def jsonl_payload(record: Any) -> dict:
     return record
 
 
-def payload_convert(record: Any, *, fmt: str, domain: str = "airline") -> dict:
+def payload_convert(
+    record: Any,
+    *,
+    fmt: str,
+    domain: str | None = None,
+    name: str = "",
+    status: str = "",
+) -> dict:
+    """One record of `fmt` -> a run payload. `domain` is the task type (each format
+    has a default), `name` the record's file (swe-agent), `status` the outcome of
+    runs whose record holds no verdict (swe-agent)."""
+    task_type = domain or DEFAULT_TASK_TYPES.get(fmt, "")
     if fmt == "tau-bench":
-        return tau_bench_payload(record, domain=domain)
+        return tau_bench_payload(record, domain=task_type)
     if fmt == "openai-chat":
         return openai_chat_payload(record)
     if fmt == "jsonl":
         return jsonl_payload(record)
+    if fmt == "swe-agent":
+        return swe_agent_payload(record, name=name, task_type=task_type, status=status)
+    if fmt == "react-log":
+        return react_block_payload(record, task_type=task_type)
     raise ValueError(f"unknown format {fmt!r}; use one of {', '.join(FORMATS)}")
 
 
@@ -411,20 +516,18 @@ def runs_import(
     agent: str,
     batch_size: int = 50,
     limit: int | None = None,
-    domain: str = "airline",
+    domain: str | None = None,
+    status: str = "",
     progress: Callable[[ImportReport, int], None] | None = None,
 ) -> ImportReport:
-    """Import every record of the file into ``namespace``; runs without an ``agent``
-    get ``agent``. Each batch is one transaction; a rejected record never stops the
-    others. ``progress(report, total)`` is called after each batch."""
+    """Import every record of the file (or, for swe-agent, the folder) into
+    ``namespace``; runs without an ``agent`` get ``agent``. Each batch is one
+    transaction; a rejected record never stops the others. ``progress(report,
+    total)`` is called after each batch."""
     path = Path(path)
     if fmt not in FORMATS:
         raise ValueError(f"unknown format {fmt!r}; use one of {', '.join(FORMATS)}")
-    if not path.is_file():
-        raise ImportFileError(f"no such file: {path}")
-    total, records = records_open(path)
-    if limit is not None:
-        total = min(total, limit)
+    total, records = format_records_open(path, fmt=fmt, limit=limit)
     report = ImportReport()
     batch: list[dict] = []
 
@@ -439,15 +542,15 @@ def runs_import(
 
     try:
         for where, record, error in records:
-            if limit is not None and report.read >= limit:
-                break
             report.read += 1
             if error is None:
-                error, payload = _record_check(record, fmt=fmt, domain=domain)
+                error, payload = _record_check(
+                    record, fmt=fmt, domain=domain, name=where, status=status
+                )
             if error is not None:
                 report.rejected.append(Rejected(where=where, reason=error))
-            else:
-                batch.append(payload)
+                continue
+            batch.append(payload)
             if len(batch) >= batch_size:
                 flush()
     except (OSError, EOFError) as exc:  # a truncated or corrupt .gz, a vanished file
@@ -461,11 +564,13 @@ def runs_import(
 
 
 def _record_check(
-    record: Any, *, fmt: str, domain: str
+    record: Any, *, fmt: str, domain: str | None, name: str = "", status: str = ""
 ) -> tuple[str | None, dict | None]:
     """(reason, None) for a record that cannot be stored, else (None, validated run)."""
     try:
-        payload = payload_convert(record, fmt=fmt, domain=domain)
+        payload = payload_convert(
+            record, fmt=fmt, domain=domain, name=name, status=status
+        )
     except (ValueError, TypeError, AttributeError) as exc:
         return f"cannot convert: {exc}", None
     try:

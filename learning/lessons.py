@@ -52,9 +52,11 @@ _LEADING_NEGATION = re.compile(
     re.I,
 )
 # "When X, Y" / "If X, Y" / "Whenever X: Y" — the situation and the directive.
+# The situation starts and ends with a word (a `\s+`, a lazy `[^,:;]` that may hold
+# spaces and a `\s*` split one run of spaces every way: cubic on "when" + spaces).
 _SITUATION = re.compile(
-    r"^(?P<lead>when|whenever|if|once|while|after|in case|for)\s+(?P<when>[^,:;]{3,200}?)"
-    r"\s*[,:;]\s+(?P<rest>\S.*)$",
+    r"^(?P<lead>when|whenever|if|once|while|after|in case|for)\s++"
+    r"(?P<when>[^,:;]{3,200}?)(?<!\s)\s*+[,:;]\s++(?P<rest>\S.*)$",
     re.I | re.S,
 )
 _SUBORDINATORS = (
@@ -219,19 +221,88 @@ def shape_or_parse(
     ), polarity not in POLARITIES
 
 
+class LessonInvalid(ValueError):
+    """A lesson that cannot be stored; `field` names the offending part."""
+
+    def __init__(self, field: str, message: str):
+        super().__init__(message)
+        self.field = field
+        self.message = message
+
+
+def lesson_fields(
+    *,
+    kind: str,
+    content: str = "",
+    polarity: str = "",
+    when: str = "",
+    directive: str = "",
+    why: str = "",
+) -> dict:
+    """The fields a strategy-like lesson is stored with — polarity, when, directive,
+    why, `shape_classified` and `content`, its rendering — from the shape as stated or
+    as read from `content`. The one place a lesson's stored text is made: candidates
+    (created or edited) and playbook strategies (added or edited) all come here."""
+    from learning.limits import MAX_LESSON_PART, MAX_LESSON_TEXT
+
+    if polarity and polarity not in POLARITIES:
+        raise LessonInvalid(
+            "polarity", f"unknown polarity {polarity!r}; use 'do' or 'avoid'."
+        )
+    shape, classified = shape_or_parse(
+        content=content,
+        kind=kind,
+        polarity=polarity,
+        when=when,
+        directive=directive,
+        why=why,
+    )
+    if not shape.directive:
+        raise LessonInvalid("directive", "a lesson needs a directive (or content).")
+    for name, value in (("when", shape.when), ("why", shape.why)):
+        if len(value) > MAX_LESSON_PART:
+            raise LessonInvalid(
+                name, f"{name} must be at most {MAX_LESSON_PART} characters."
+            )
+    rendered = lesson_render(
+        polarity=shape.polarity, when=shape.when, directive=shape.directive
+    )
+    if len(rendered) > MAX_LESSON_TEXT:
+        raise LessonInvalid(
+            "content", f"a lesson must be at most {MAX_LESSON_TEXT} characters."
+        )
+    return {
+        "content": rendered,
+        "polarity": shape.polarity,
+        "when": shape.when,
+        "directive": shape.directive,
+        "why": shape.why,
+        "shape_classified": classified,
+    }
+
+
 # --- words bound to one run ----------------------------------------------------------
 
+# Tried once per run of id characters, from where the run starts, skipping to its first
+# possible start: the `term`. (Tried from every start, each "-" of "a-a-a-…" began a
+# look-ahead over the rest of the run: quadratic. A later start can only succeed where
+# the first one does, so nothing is lost.)
 _ID_LIKE = re.compile(
-    r"(?<![\w`])(?=[A-Za-z0-9_#-]*\d)(?=[A-Za-z0-9_#-]*[A-Za-z])[A-Za-z0-9][A-Za-z0-9_#-]{4,}"
-    r"(?![\w`])"
+    r"(?<![A-Za-z0-9_#-])(?:(?<![\w`])(?=[A-Za-z0-9])|(?:[A-Za-z0-9_]|[#-](?![A-Za-z0-9]))*+[#-])"
+    r"(?P<term>(?=[A-Za-z0-9_#-]*\d)(?=[A-Za-z0-9_#-]*[A-Za-z])[A-Za-z0-9][A-Za-z0-9_#-]{4,}"
+    r"(?![\w`]))"
 )
-_AMOUNT = re.compile(r"(?:[$€£]\s?\d[\d,]*(?:\.\d+)?|\b\d[\d,]*\.\d{2}\b|\b\d{3,}\b)")
+# Digits before the decimal point and the local part of an address are bounded: from
+# every start of "1,1,1,…" or "a.a.a.…" an unbounded run was rescanned (quadratic).
+_AMOUNT = re.compile(
+    r"(?:[$€£]\s?\d[\d,]*(?:\.\d+)?|\b\d[\d,]{0,30}\.\d{2}\b|\b\d{3,}\b)"
+)
 _DATE = re.compile(
     r"\b(?:\d{4}-\d{2}-\d{2}|\d{1,2}/\d{1,2}/\d{2,4}|"
     r"(?:jan|feb|mar|apr|may|jun|jul|aug|sep|oct|nov|dec)[a-z]*\.? \d{1,2}(?:st|nd|rd|th)?)\b",
     re.I,
 )
-_EMAIL = re.compile(r"\b[\w.+-]+@[\w-]+\.[\w.]+\b")
+_EMAIL = re.compile(r"\b[\w.+-]{1,64}+@[\w-]+\.[\w.]+\b")
 _CODE_SPAN = re.compile(r"`[^`]{1,80}`")
 
 
@@ -243,11 +314,21 @@ def run_specific_terms(text: str) -> list[str]:
     found: list[str] = []
     for pattern in (_EMAIL, _DATE, _ID_LIKE, _AMOUNT):
         for match in pattern.finditer(body):
-            term = match.group(0)
+            term = _term(match)
             if term not in found:
                 found.append(term)
-        body = pattern.sub(" ", body)
+        body = pattern.sub(_blank_term, body)
     return found
+
+
+def _term(match: re.Match) -> str:
+    return match.group("term") if "term" in match.re.groupindex else match.group(0)
+
+
+def _blank_term(match: re.Match) -> str:
+    """The match with its term blanked (what comes before the term stays)."""
+    start = match.start("term") if "term" in match.re.groupindex else match.start()
+    return match.group(0)[: start - match.start()] + " "
 
 
 # --- confidence from evidence --------------------------------------------------------

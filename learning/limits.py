@@ -15,3 +15,12 @@ MAX_JSON_DEPTH = 64
 # Column ranges: a number the database cannot hold is a 400, never a 500.
 MAX_BIGINT = 2**63 - 1
 MAX_INT = 2**31 - 1
+# Lessons: a candidate's content and a playbook strategy's text share one limit, so
+# whatever a reviewer approves can still be edited afterwards.
+MAX_LESSON_TEXT = 4000
+MAX_LESSON_PART = 2000  # its situation, its reason
+MAX_RATIONALE = 20_000
+MAX_SKILL_TEXT = 200_000
+# A strategy remembers the tasks it was learned from: this many, each clipped.
+MAX_SITUATIONS = 5
+MAX_SITUATION_TEXT = 600

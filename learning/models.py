@@ -7,11 +7,16 @@ import uuid
 from django.conf import settings
 from django.db import models
 from django.db.models import Q
+from django.utils import timezone
 
 
 class Namespace(models.Model):
     slug = models.SlugField(max_length=100, unique=True)
     name = models.CharField(max_length=200, blank=True)
+    # Domain knowledge for the offline reflector, as data the namespace owns (which
+    # tools change state, advice for known errors, required steps): the format is
+    # in learning/reflectors/offline/rules.py. {} = none: the engine knows no domain.
+    reflection_rules = models.JSONField(default=dict, blank=True)
     created_at = models.DateTimeField(auto_now_add=True)
 
     class Meta:
@@ -189,7 +194,9 @@ class Step(models.Model):
     tokens = models.IntegerField(null=True, blank=True)
     started_at = models.DateTimeField(null=True, blank=True)
     ended_at = models.DateTimeField(null=True, blank=True)
-    created_at = models.DateTimeField(auto_now_add=True)
+    # Set by the writer (one timestamp for a run's steps), so the answer to a post
+    # can say what was stored without reading it back.
+    created_at = models.DateTimeField(default=timezone.now)
 
     class Meta:
         ordering = ["trajectory", "index"]
@@ -280,6 +287,52 @@ class CandidateKind(models.TextChoices):
 MEMORY_KINDS = frozenset({CandidateKind.PREFERENCE, CandidateKind.DURABLE_FACT})
 
 
+class Polarity(models.TextChoices):
+    """Whether a lesson says to do something or to avoid it (learning.lessons)."""
+
+    DO = "do"
+    AVOID = "avoid"
+
+
+class Provenance(models.TextChoices):
+    """Where a lesson came from; never its polarity."""
+
+    SUCCESS = "success"
+    FAILURE = "failure"
+    CONTRAST = "contrast"
+    FEEDBACK = "feedback"
+    BATCH = "batch"
+    REVIEWER = "reviewer"
+    AGENT = "agent"
+
+
+# The kinds that are directives in the lesson shape (polarity, when, directive, why).
+SHAPED_KINDS = frozenset(
+    {
+        CandidateKind.STRATEGY_HELPFUL,
+        CandidateKind.STRATEGY_HARMFUL,
+        CandidateKind.PROCEDURE,
+    }
+)
+
+
+class LessonShapeFields(models.Model):
+    """The lesson shape, stored structured (learning.lessons): `content`/`description`
+    is rendered from it. `shape_classified` says the polarity and situation were read
+    from free text (a proposal, a hand edit, a migrated row) rather than stated, so the
+    console shows them for a reviewer to correct."""
+
+    polarity = models.CharField(max_length=8, choices=Polarity.choices, blank=True)
+    when = models.TextField(blank=True, db_column="lesson_when")
+    directive = models.TextField(blank=True)
+    why = models.TextField(blank=True)
+    provenance = models.CharField(max_length=16, choices=Provenance.choices, blank=True)
+    shape_classified = models.BooleanField(default=False)
+
+    class Meta:
+        abstract = True
+
+
 class CandidateStatus(models.TextChoices):
     PENDING = "pending"
     APPROVED = "approved"
@@ -307,7 +360,7 @@ class Severity(models.TextChoices):
     BLOCK = "block"
 
 
-class LearningCandidate(models.Model):
+class LearningCandidate(LessonShapeFields):
     namespace = models.ForeignKey(
         Namespace, on_delete=models.CASCADE, related_name="candidates"
     )

@@ -43,6 +43,7 @@ from playbooks.models import (
     SkillVersion,
     Strategy,
 )
+from playbooks.recall import lesson_situations
 from review.trail import audit_event_record
 
 
@@ -259,6 +260,19 @@ def _context_for(candidate: LearningCandidate) -> str:
     return "; ".join(parts)
 
 
+def _shape_of(candidate: LearningCandidate) -> dict[str, str]:
+    """The candidate's lesson shape, as the strategy will hold it (a candidate from
+    before the shape is read from its text)."""
+    if not candidate.directive:
+        return {}
+    return {
+        "polarity": candidate.polarity,
+        "when": candidate.when,
+        "directive": candidate.directive,
+        "why": candidate.why,
+    }
+
+
 def _reinforced(strategy: Strategy, candidate: LearningCandidate) -> dict[str, Any]:
     evidence = list(strategy.evidence or [])
     for run_id in _evidence_ids(candidate):
@@ -268,6 +282,7 @@ def _reinforced(strategy: Strategy, candidate: LearningCandidate) -> dict[str, A
         "helpful_count": strategy.helpful_count + max(candidate.evidence_count, 1),
         "evidence": evidence,
         "confidence": max(strategy.confidence, candidate.confidence),
+        "situations": lesson_situations(candidate, strategy.situations),
     }
 
 
@@ -399,10 +414,13 @@ def _apply_to_playbook(plan: Plan, candidate: LearningCandidate, actor: str) -> 
                 description=candidate.content,
                 context=_context_for(candidate),
                 evidence=_evidence_ids(candidate),
+                situations=lesson_situations(candidate),
                 confidence=candidate.confidence,
                 helpful_count=max(candidate.evidence_count, 1),
                 source_candidate=candidate,
                 position=position,
+                provenance=candidate.provenance,
+                **_shape_of(candidate),
             )
         except versions.PlaybookError as exc:
             raise ApplyFailed(str(exc))

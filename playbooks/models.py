@@ -4,6 +4,8 @@ import uuid
 
 from django.db import models
 
+from learning.models import LessonShapeFields
+
 
 class Scope(models.TextChoices):
     AGENT = "agent"
@@ -65,7 +67,7 @@ class StrategyType(models.TextChoices):
     HARMFUL = "harmful"
 
 
-class Strategy(models.Model):
+class Strategy(LessonShapeFields):
     """The live state of one playbook entry; versions hold immutable snapshots."""
 
     playbook = models.ForeignKey(
@@ -78,6 +80,9 @@ class Strategy(models.Model):
     description = models.TextField()
     context = models.TextField(blank=True)
     evidence = models.JSONField(default=list, blank=True)  # run ids
+    # The tasks of the runs it was learned from (a few, clipped, one per line): the
+    # situations it is known to apply in, which recall matches a new task against.
+    situations = models.TextField(blank=True)
     confidence = models.FloatField(default=0.5)
     helpful_count = models.PositiveIntegerField(default=0)
     harmful_count = models.PositiveIntegerField(default=0)

@@ -65,12 +65,12 @@ from django.db import connection
 from django.db.models import Q
 from django.utils import timezone
 
-from learning.models import RunStatus, Trajectory
-from learning.webhooks import (
+from learning.events import (
     version_flagged_emit,
     version_promoted_emit,
     version_rolled_back_emit,
 )
+from learning.models import RunStatus, Trajectory
 from playbooks.models import (
     ChangeKind,
     Playbook,

@@ -1,42 +1,49 @@
-"""Recall: the playbook's most useful strategies for a task, inside a token budget.
+"""Recall: the playbook's lessons about a task, inside a token budget.
 
-Candidates are found by relevance to the task text: on PostgreSQL with full-text search
-over a stored `to_tsvector('english', description || ' ' || context)` column and its
-GIN index (migration 0003; terms OR-ed, ranked with ts_rank) and, when a short task
-finds (almost) no full-text match, the trigram index on `description` (word
-similarity, catches misspellings); elsewhere (SQLite) by a Python term-overlap
-fallback. Each is scored
+Candidates are found by the task's words: on PostgreSQL with full-text search over a
+stored `to_tsvector('english', description || ' ' || context)` column and its GIN index
+(migration 0003; terms OR-ed), plus the trigram index on `description` when a short task
+finds (almost) nothing (near-spellings); elsewhere (SQLite) by term overlap in Python.
+Then each is judged by situation (`_about_the_task`): relevance is the share of the
+lesson's situation (`when`) the task shows and the share of its subject (the tools,
+fields and objects its directive names) the task names; a lesson below MIN_RELEVANCE
+is about another situation and is left out — it never fills the context — except at
+most GENERAL_MAX lessons that hold in any situation (no `when`). The kept ones score
 
     score = 0.55 * relevance + 0.20 * confidence + 0.15 * usefulness + 0.10 * recency
 
-relevance: the full-text rank normalised to the best match (trigram near-spellings at
-most 0.6), 0 for strategies that do not match the task at all (these only fill a
-budget that matched ones leave free); usefulness: (helpful + 1) / (helpful + harmful
-+ 2); recency: exp(-days since the strategy last changed / 90).
+usefulness: (helpful + 1) / (helpful + harmful + 2); recency: exp(-days since the
+strategy last changed / 90).
 
-Tokens are estimated as ceil(characters / 4) (the usual rule of thumb for English text
-with Claude and GPT tokenizers); the context text, header included, never exceeds
-`budget_tokens` by that estimate. Harmful patterns are phrased as things to avoid.
+Every line is rendered from the lesson's structure (`learning.lessons.lesson_render`):
+"Check … before calling X." for a `do`, "Do not …" / "Avoid …" for an `avoid` — the
+meaning the reviewer approved. Tokens are estimated as ceil(characters / 4); the
+context text, header included, never exceeds `budget_tokens` by that estimate.
 
 Which version: production, unless a rollout runs (`playbooks.quality`), when the
 recall's cohort decides — the canary is the live strategies, production is served
 through the rollout's overlay; `version=n` pins a version (cohort "pinned"). A version
 other than the live one is ranked by the same query over the live rows it shares with
-the live version, plus its own snapshot items where they differ (an *overlay*: their
-full-text rank computed on the fly with the same expression as the stored column), so
-both cohorts of an experiment are ranked by exactly the same rule.
+the live version, plus its own snapshot items where they differ (an *overlay*: the
+same lesson fields, their full-text vector computed on the fly with the stored
+column's formula — migration 0006), so both cohorts of an experiment are ranked by
+exactly the same rule.
 """
 
 import json
 import math
 import re
+from collections import Counter
 from dataclasses import dataclass
 from datetime import datetime
+from functools import lru_cache
 
 from django.db import connection, transaction
 from django.utils import timezone
 
-from learning.text.analysis import STOPWORDS, stem
+from learning.lessons import lesson_render, run_specific_terms
+from learning.limits import MAX_SITUATION_TEXT, MAX_SITUATIONS
+from learning.text.analysis import STOPWORDS, index_words, stem
 from playbooks.models import (
     Playbook,
     PlaybookVersion,
@@ -86,7 +93,12 @@ class Scored:
     helpful_count: int
     harmful_count: int
     updated_at: datetime | float  # a datetime, or epoch seconds from raw SQL
+    polarity: str = ""
+    when: str = ""
+    directive: str = ""
+    situations: str = ""
     relevance: float = 0.0
+    near_spelling: float = 0.0  # trigram word similarity, for misspelled tasks
     score: float = 0.0
 
 
@@ -100,14 +112,22 @@ _FIELDS = (
     "helpful_count",
     "harmful_count",
     "updated_at",
+    "polarity",
+    "when",
+    "directive",
+    "situations",
 )
+_N = len(_FIELDS)
+# The text fields of a snapshot item (versions made before the lesson shape lack some).
+_ITEM_TEXT = ("description", "context", "polarity", "when", "directive", "situations")
 
 
 @dataclass
 class Overlay:
     """How a served version differs from the live strategies: live keys to leave out,
     and its own snapshot items to rank instead (`updated`: epoch seconds standing for
-    their last change, the version's creation)."""
+    their last change, the version's creation). Items carry the lesson fields of a
+    snapshot (`playbooks.versions.SNAPSHOT_FIELDS`); missing ones read as empty."""
 
     exclude: list[str]
     items: list[dict]
@@ -119,7 +139,10 @@ class Overlay:
             return None
         return cls(
             exclude=list(data.get("exclude") or []),
-            items=list(data.get("items") or []),
+            items=[
+                {**item, **{f: item.get(f) or "" for f in _ITEM_TEXT}}
+                for item in data.get("items") or []
+            ],
             updated=float(data.get("updated") or 0.0),
         )
 
@@ -128,12 +151,16 @@ class Overlay:
             item.get("id") or 0,
             item["key"],
             item.get("type") or StrategyType.HELPFUL,
-            item.get("description") or "",
-            item.get("context") or "",
+            item["description"],
+            item["context"],
             float(item.get("confidence") or 0.0),
             int(item.get("helpful_count") or 0),
             int(item.get("harmful_count") or 0),
             self.updated,
+            item["polarity"],
+            item["when"],
+            item["directive"],
+            item["situations"],
         )
 
 
@@ -142,24 +169,32 @@ _COLUMNS = (
     "s.id AS id, s.key AS key, s.type AS type, s.description AS description, "
     "s.context AS context, s.confidence AS confidence, "
     "s.helpful_count AS helpful_count, s.harmful_count AS harmful_count, "
-    "extract(epoch FROM s.updated_at)::float8 AS updated"
+    "extract(epoch FROM s.updated_at)::float8 AS updated, s.polarity AS polarity, "
+    "s.lesson_when AS lesson_when, s.directive AS directive, s.situations AS situations"
 )
 _NAMES = (
     "id, key, type, description, context, confidence, helpful_count, harmful_count, "
-    "updated"
+    "updated, polarity, lesson_when, directive, situations"
 )
-# An overlay's items as rows, and their full-text vector (the stored column's formula).
+# An overlay's items as rows, and their full-text vector: the stored column's formula
+# (migration 0006: description, context, when and the learned situations).
 _ITEMS = (
     "jsonb_to_recordset(%(items)s::jsonb) AS e(id int, key uuid, type text, "
     "description text, context text, confidence float8, helpful_count int, "
-    "harmful_count int, position int)"
+    'harmful_count int, position int, polarity text, "when" text, directive text, '
+    "situations text)"
 )
 _ITEM_COLUMNS = (
     "e.id, e.key, e.type, e.description, e.context, e.confidence, e.helpful_count, "
-    "e.harmful_count, %(updated)s::float8"
+    'e.harmful_count, %(updated)s::float8, e.polarity, e."when", e.directive, '
+    "e.situations"
 )
-_ITEM_VECTOR = "to_tsvector('english', e.description || ' ' || e.context)"
+_ITEM_VECTOR = (
+    "to_tsvector('english', e.description || ' ' || e.context || ' ' || "
+    "e.\"when\" || ' ' || e.situations)"
+)
 _LIVE = "s.playbook_id = %(playbook)s AND s.active"
+_EXCLUDE = " AND NOT (s.key = ANY(%(exclude)s::uuid[]))"
 _QUERY = "to_tsquery('english', %(query)s) AS q(query)"
 
 
@@ -205,9 +240,6 @@ def _trigram_sql(overlay: Overlay | None) -> str:
          ORDER BY sim DESC LIMIT %(fill)s"""
 
 
-_EXCLUDE = " AND NOT (s.key = ANY(%(exclude)s::uuid[]))"
-
-
 def _postgres_candidates(
     playbook: Playbook, task: str, terms: list[str], overlay: Overlay | None = None
 ) -> list[Scored]:
@@ -220,9 +252,9 @@ def _postgres_candidates(
     params = {
         "query": " | ".join(terms),
         "playbook": playbook.pk,
+        "task": task,
         "limit": MAX_CANDIDATES,
         "fill": FILL_CANDIDATES,
-        "task": task,
     }
     if overlay is not None:
         params.update(
@@ -233,13 +265,13 @@ def _postgres_candidates(
     with connection.cursor() as cursor:
         cursor.execute(sql, params)
         rows = [
-            (row[:9], float(row[9]), "fts" if row[10] else "fill")
+            (row[:_N], float(row[_N]), "fts" if row[_N + 1] else "fill")
             for row in cursor.fetchall()
         ]
         fts_count = sum(kind == "fts" for _, _, kind in rows)
         if terms and fts_count < TRIGRAM_BELOW and len(task) <= 40:
             cursor.execute(_trigram_sql(overlay), params)
-            rows += [(row[:9], float(row[9]), "trgm") for row in cursor.fetchall()]
+            rows += [(row[:_N], float(row[_N]), "trgm") for row in cursor.fetchall()]
     best = max((rank for _, rank, kind in rows if kind == "fts"), default=0) or 1.0
     priority = {"fts": 0, "trgm": 1, "fill": 2}
     out, seen = [], set()
@@ -252,7 +284,7 @@ def _postgres_candidates(
         if kind == "fts":
             item.relevance = min(1.0, rank / best)
         elif kind == "trgm":  # near-spellings rank below real matches
-            item.relevance = 0.6 * rank
+            item.near_spelling = 0.6 * rank
         out.append(item)
     return out
 
@@ -275,8 +307,8 @@ def _python_candidates(
         pool += [overlay.scored(item) for item in overlay.items]
     out = []
     for item in pool:
-        text = f"{item.description} {item.context}".lower()
-        words = {stem(w) for w in _WORD.findall(text)}
+        text = f"{item.description} {item.context} {item.when} {item.situations}"
+        words = {stem(w) for w in _WORD.findall(text.lower())}
         overlap = len(wanted & words)
         if overlap:
             item.relevance = overlap / len(wanted)
@@ -307,6 +339,94 @@ def _fill_candidates(
     return [item for item, _ in rows[:FILL_CANDIDATES]]
 
 
+# Words every situation shares ("the user asks …"): they tell nothing about which.
+_GENERIC = frozenset(
+    stem(w)
+    for w in "user users customer agent ask asks asked want wants need needs request "
+    "requests task tool tools call calls called use using run runs step".split()
+)
+MIN_RELEVANCE = 0.34  # below this a lesson is not about the task
+SHORT_TASK = 8  # words: a task this short is judged by how much of it a lesson covers
+# Weighted word overlap with a task a lesson was learned from that counts as the same
+# situation (the same instruction scores 1.0; another task of the same kind ~0.3-0.5).
+LEARNED_FULL = 0.6
+GENERAL_MAX = 3  # lessons for any situation (no `when`) half as relevant, at most
+
+
+def _stems(text: str) -> frozenset[str]:
+    """Content stems as text search sees them (identifiers split at underscores)."""
+    return (
+        frozenset(
+            stem(w) for w in index_words(text) if w not in STOPWORDS and len(w) > 2
+        )
+        - _GENERIC
+    )
+
+
+def _weighted_share(part: frozenset, whole: frozenset, weight) -> float:
+    total = sum(weight(w) for w in whole)
+    return sum(weight(w) for w in part & whole) / total if total else 0.0
+
+
+def _relevance(item: Scored, task: frozenset[str], weight) -> float:
+    """How much the lesson is about this task, the best of:
+    - its structure: the share of its situation (`when`) the task shows and the share
+      of its subject (tools, fields, objects) the task names (a lesson without a
+      situation is judged on its subject alone; a short task also by how much of it
+      the lesson covers);
+    - its learned situations: how alike the task is to the tasks it was learned from.
+    Each word is weighted by how rare it is among the lessons compared, so the words
+    every lesson of a playbook uses ("reservation") decide nothing."""
+    subject = _stems(item.directive or item.description)
+    coverage = _weighted_share(task, subject, weight)
+    if len(task) <= SHORT_TASK:
+        coverage = max(coverage, _weighted_share(subject, task, weight))
+    situation = _stems(item.when) if item.when else frozenset()
+    structure = coverage
+    if situation:
+        shown = _weighted_share(task, situation, weight)
+        structure = max(0.6 * shown + 0.4 * coverage, 0.5 * coverage)
+    return max(structure, _learned_situation(item, task, weight))
+
+
+def _learned_situation(item: Scored, task: frozenset[str], weight) -> float:
+    """Weighted Jaccard between the task and the closest task the lesson was learned
+    from (ids, amounts and dates left out: the same kind of task, not the same run)."""
+    best = 0.0
+    for example in _situation_stems(item.situations):
+        union = task | example
+        total = sum(weight(w) for w in union)
+        if total:
+            best = max(best, sum(weight(w) for w in task & example) / total)
+    return min(1.0, best / LEARNED_FULL)
+
+
+@lru_cache(maxsize=4096)
+def _situation_stems(situations: str) -> tuple[frozenset[str], ...]:
+    return tuple(
+        _stems(_without_instances(line)) for line in situations.split("\n") if line
+    )
+
+
+def _without_instances(text: str) -> str:
+    for term in run_specific_terms(text):
+        text = text.replace(term, " ")
+    return text
+
+
+def _rarity(found: list[Scored]):
+    """Inverse document frequency of each word over the lessons compared (a lesson's
+    text, situation and learned situations are one document)."""
+    counts: Counter = Counter()
+    for item in found:
+        words = _stems(f"{item.when} {item.directive or item.description}")
+        for example in _situation_stems(item.situations):
+            words = words | example
+        counts.update(words)
+    n = len(found)
+    return lambda word: math.log((n + 1) / (counts.get(word, 0) + 0.5))
+
+
 def _score(item: Scored, now: datetime) -> float:
     usefulness = (item.helpful_count + 1) / (
         item.helpful_count + item.harmful_count + 2
@@ -326,16 +446,37 @@ def _score(item: Scored, now: datetime) -> float:
     )
 
 
-_AVOID_PREFIXES = ("avoid", "never", "don't", "do not", "stop")
+def strategy_line(item) -> str:
+    """One context line, rendered from the lesson's structure (`learning.lessons`):
+    the meaning the reviewer approved, never re-read from its first word."""
+    if item.directive:
+        text = lesson_render(
+            polarity=item.polarity, when=item.when, directive=item.directive
+        )
+    else:  # a row without the shape: its text as written
+        text = " ".join(item.description.split())
+    return f"- {text}"
 
 
-def strategy_line(type: str, description: str) -> str:
-    text = " ".join(description.split())
-    if type == StrategyType.HARMFUL:
-        if text.lower().startswith(_AVOID_PREFIXES):  # already says what not to do
-            return f"- {text}"
-        return f"- Avoid: {text[:1].lower()}{text[1:]}"
-    return f"- Do: {text}"
+def _about_the_task(found: list[Scored], *, task: str) -> list[Scored]:
+    """The lessons about this task: those whose situation and subject the task shows
+    (relevance at least MIN_RELEVANCE), plus at most GENERAL_MAX lessons that hold in
+    any situation. A lesson about another situation never fills the context."""
+    words = _stems(task)
+    weight = _rarity(found)
+    kept, general = [], 0
+    for item in found:
+        item.relevance = max(_relevance(item, words, weight), item.near_spelling)
+        if item.relevance >= MIN_RELEVANCE:
+            kept.append(item)
+        elif (
+            not item.when
+            and general < GENERAL_MAX
+            and item.relevance >= MIN_RELEVANCE / 2
+        ):
+            general += 1
+            kept.append(item)
+    return kept
 
 
 def _header(playbook: Playbook, version: int) -> str:
@@ -453,13 +594,23 @@ def _pinned(playbook: Playbook, number: int, cohort: str) -> Serving:
 
 
 def _ranked(
-    playbook: Playbook, task: str, terms: list[str], overlay: Overlay | None
+    playbook: Playbook,
+    task: str,
+    task_type: str,
+    overlay: Overlay | None,
+    extra: list[Scored],
+    exclude: frozenset[int],
 ) -> list[Scored]:
+    """The served version's lessons about the task, best first (with `extra`, less
+    `exclude`)."""
+    terms = task_terms(f"{task} {task_type.replace('.', ' ').replace('_', ' ')}")
     if connection.vendor == "postgresql":
         found = _postgres_candidates(playbook, task, terms, overlay)
     else:
         found = _python_candidates(playbook, terms, overlay)
         found += _fill_candidates(playbook, {s.id for s in found}, overlay)
+    found = [item for item in found if item.id not in exclude] + list(extra)
+    found = _about_the_task(found, task=f"{task} {task_type}")
     now = timezone.now()
     for item in found:
         item.score = _score(item, now)
@@ -473,7 +624,7 @@ def _fitted(found: list[Scored], used: int, budget_tokens: int):
     lines: list[str] = []
     items: list[dict] = []
     for item in found:
-        line = strategy_line(item.type, item.description) + "\n"
+        line = strategy_line(item) + "\n"
         if math.ceil((used + len(line)) / 4) > budget_tokens:
             continue
         lines.append(line)
@@ -483,6 +634,9 @@ def _fitted(found: list[Scored], used: int, budget_tokens: int):
                 "id": item.id,
                 "key": str(item.key),
                 "type": item.type,
+                "polarity": item.polarity,
+                "when": item.when,
+                "directive": item.directive,
                 "description": item.description,
                 "score": item.score,
             }
@@ -502,13 +656,15 @@ def playbook_recall(
     user_id: str | None = None,
     version: int | None = None,
     log: bool = True,
+    extra: list[Scored] | None = None,
+    exclude: frozenset[int] = frozenset(),
 ) -> RecallResult:
     """Rank, fit into the budget, log the recall (RecallLog) and return it. The
     version is production's, the cohort's while a rollout runs (by session_id, else
     user_id, else the run), or `version` when pinned (UnknownVersion if there is none).
     With `user_id`, up to a quarter of the budget carries that user's memories (and
-    namespace facts about entities the task names)."""
-    terms = task_terms(f"{task} {task_type.replace('.', ' ').replace('_', ' ')}")
+    namespace facts about entities the task names). `extra`: lessons not (yet) in the
+    playbook, ranked with the rest (the console's "with this candidate applied")."""
     serving = recall_serving(
         playbook=playbook,
         unit=rollout_unit(
@@ -516,7 +672,9 @@ def playbook_recall(
         ),
         pin=version,
     )
-    found = _ranked(playbook, task, terms, serving.overlay)
+    found = _ranked(
+        playbook, task, task_type, serving.overlay, list(extra or []), exclude
+    )
     memory_text, memories = "", None
     if user_id is not None:
         memory_text, memories = _memory_lines(
@@ -602,8 +760,7 @@ def _recall_log(
                     cohort, task, task_type, strategy_keys, tokens, requested_by,
                     session_id, run_external_id, created_at)
                 VALUES (%(namespace_id)s, %(playbook_id)s, %(version)s, %(cohort)s,
-                    %(task)s,
-                    %(task_type)s, %(strategy_keys)s::jsonb, %(tokens)s, %(requested_by)s,
+                    %(task)s, %(task_type)s, %(strategy_keys)s::jsonb, %(tokens)s, %(requested_by)s,
                     %(session_id)s, %(run_external_id)s, %(now)s)
                 RETURNING id
             )
@@ -612,3 +769,62 @@ def _recall_log(
             """,
             {**values, "now": now, "ids": [i["id"] for i in items]},
         )
+
+
+def lesson_situations(candidate, known: str = "") -> str:
+    """The tasks of a candidate's evidence runs after the ones already known — a few,
+    distinct, clipped, one per line: the situations its lesson was learned in."""
+    tasks = [t for t in known.split("\n") if t]
+    if candidate.pk is not None:
+        for text in candidate.evidence_runs.order_by("created_at").values_list(
+            "task_description", flat=True
+        )[: MAX_SITUATIONS * 3]:
+            text = " ".join((text or "").split())[:MAX_SITUATION_TEXT]
+            if text and text not in tasks and len(tasks) < MAX_SITUATIONS:
+                tasks.append(text)
+    return "\n".join(tasks)
+
+
+def recall_preview(
+    *,
+    playbook: Playbook,
+    task: str,
+    task_type: str = "",
+    budget_tokens: int = DEFAULT_BUDGET,
+    candidate=None,
+) -> RecallResult:
+    """The exact context an agent would get for `task` now from the live version — and,
+    with `candidate`, as if that candidate were applied (a new lesson beside the
+    others; a replacement takes its old strategy's place). While a rollout runs the
+    live version is the canary, which an applied candidate would fold into. Nothing is
+    logged."""
+    extra = []
+    if candidate is not None and candidate.directive:
+        extra.append(
+            Scored(
+                id=None,
+                key=f"candidate-{candidate.pk}",
+                type="harmful" if candidate.kind == "strategy_harmful" else "helpful",
+                description=candidate.content,
+                context="",
+                confidence=candidate.confidence,
+                helpful_count=max(candidate.evidence_count, 1),
+                harmful_count=0,
+                updated_at=timezone.now(),
+                polarity=candidate.polarity,
+                when=candidate.when,
+                directive=candidate.directive,
+                situations=lesson_situations(candidate),
+            )
+        )
+    replaced = getattr(candidate, "replaces_strategy_id", None)
+    return playbook_recall(
+        playbook=playbook,
+        task=task,
+        task_type=task_type,
+        budget_tokens=budget_tokens,
+        version=playbook.current_version,
+        log=False,
+        extra=extra,
+        exclude=frozenset({replaced}) if replaced else frozenset(),
+    )

@@ -8,7 +8,9 @@ from django.db import transaction
 from django.db.models import Max
 from django.utils.text import slugify
 
-from learning.models import Namespace
+from learning.lessons import LessonInvalid, lesson_fields
+from learning.limits import MAX_LESSON_TEXT
+from learning.models import Namespace, Provenance
 from playbooks.models import (
     ChangeKind,
     LearningMode,
@@ -163,36 +165,78 @@ def _clean_strategy_fields(
         raise PlaybookError("Either 'helpful' or 'harmful'.", field="type")
     if description is not None and not description.strip():
         raise PlaybookError("A strategy needs a description.", field="description")
+    if description is not None and len(description.strip()) > MAX_LESSON_TEXT:
+        raise PlaybookError(
+            f"At most {MAX_LESSON_TEXT} characters.", field="description"
+        )
     if confidence is not None and (
         not isinstance(confidence, (int, float)) or not 0 <= confidence <= 1
     ):
         raise PlaybookError("A number from 0 to 1.", field="confidence")
 
 
+SHAPE_FIELDS = ("polarity", "when", "directive", "why")
+
+
+def strategy_shape(
+    *,
+    type: str,
+    description: str = "",
+    polarity: str = "",
+    when: str = "",
+    directive: str = "",
+    why: str = "",
+) -> dict[str, Any]:
+    """A strategy's lesson shape (`learning.lessons.lesson_fields`), stated or read
+    from its text, and its description rendered from it — the text recall hands out."""
+    kind = "strategy_harmful" if type == StrategyType.HARMFUL else "strategy_helpful"
+    try:
+        fields = lesson_fields(
+            kind=kind,
+            content=description or "",
+            polarity=polarity,
+            when=when,
+            directive=directive,
+            why=why,
+        )
+    except LessonInvalid as exc:
+        field = "description" if exc.field in ("content", "directive") else exc.field
+        raise PlaybookError(exc.message, field=field)
+    fields["description"] = fields.pop("content")
+    return fields
+
+
 def strategy_insert(
     *,
     playbook: Playbook,
     type: str,
-    description: str,
+    description: str = "",
     context: str = "",
     evidence: list | None = None,
+    situations: str = "",
     confidence: float = 0.5,
     helpful_count: int = 0,
     source_candidate=None,
     position: int | None = None,
+    provenance: str = "",
+    **shape: str,
 ) -> Strategy:
-    """A new live strategy row (the caller commits the version)."""
-    _clean_strategy_fields(type=type, description=description, confidence=confidence)
+    """A new live strategy row (the caller commits the version). `shape` holds
+    polarity/when/directive/why when known; otherwise they are read from the text."""
+    _clean_strategy_fields(type=type, description=None, confidence=confidence)
+    fields = strategy_shape(type=type, description=description, **shape)
     return Strategy.objects.create(
         playbook=playbook,
         type=type,
-        description=description.strip(),
         context=(context or "").strip(),
         evidence=list(evidence or []),
+        situations=situations,
         confidence=confidence,
         helpful_count=helpful_count,
         source_candidate=source_candidate,
         position=_next_position(playbook) if position is None else position,
+        provenance=provenance,
+        **fields,
     )
 
 
@@ -211,12 +255,14 @@ def strategy_add(
     playbook: Playbook,
     actor: str,
     type: str,
-    description: str,
+    description: str = "",
     context: str = "",
     confidence: float = 0.7,
     note: str = "",
+    **shape: str,
 ) -> tuple[Strategy, PlaybookVersion]:
-    """A hand-written strategy: a new version."""
+    """A hand-written strategy (free text, or polarity/when/directive/why): a new
+    version."""
     playbook = playbook_lock(playbook=playbook)
     strategy = strategy_insert(
         playbook=playbook,
@@ -224,6 +270,8 @@ def strategy_add(
         description=description,
         context=context,
         confidence=confidence,
+        provenance=Provenance.REVIEWER,
+        **shape,
     )
     version = playbook_version_commit(
         playbook=playbook,
@@ -243,8 +291,9 @@ def strategy_edit(
     note: str = "",
     **changes: Any,
 ) -> tuple[Strategy, PlaybookVersion]:
-    """Edit type, description, context or confidence of an active strategy."""
-    allowed = {"type", "description", "context", "confidence"}
+    """Edit an active strategy: its type, text (free, or polarity/when/directive/why:
+    the text is then rendered from them), context or confidence."""
+    allowed = {"type", "description", "context", "confidence", *SHAPE_FIELDS}
     unknown = set(changes) - allowed
     if unknown:
         raise PlaybookError(
@@ -259,8 +308,12 @@ def strategy_edit(
     strategy = _get_strategy(playbook, strategy_id)
     if not strategy.active:
         raise PlaybookError("This strategy is retired.", field="id")
-    for key, value in changes.items():
-        setattr(strategy, key, value.strip() if isinstance(value, str) else value)
+    for key in ("type", "context", "confidence"):
+        if key in changes:
+            value = changes[key]
+            setattr(strategy, key, value.strip() if isinstance(value, str) else value)
+    if {"description", *SHAPE_FIELDS} & set(changes):
+        _reshape(strategy, changes)
     strategy.save()
     version = playbook_version_commit(
         playbook=playbook,
@@ -269,6 +322,20 @@ def strategy_edit(
         note=note or f"edited strategy {strategy.pk}",
     )
     return strategy, version
+
+
+def _reshape(strategy: Strategy, changes: dict) -> None:
+    """New text read afresh; a changed shape field keeps the others and re-renders."""
+    if "description" in changes and not (set(SHAPE_FIELDS) & set(changes)):
+        shape = {}
+        description = changes["description"]
+    else:
+        shape = {f: changes.get(f, getattr(strategy, f)) for f in SHAPE_FIELDS}
+        description = changes.get("description", strategy.description)
+    for field, value in strategy_shape(
+        type=strategy.type, description=description, **shape
+    ).items():
+        setattr(strategy, field, value)
 
 
 @transaction.atomic

@@ -33,7 +33,22 @@ SNAPSHOT_FIELDS = (
     "helpful_count",
     "harmful_count",
     "position",
+    "polarity",
+    "when",
+    "directive",
+    "why",
+    "provenance",
+    "situations",
 )
+# Versions made before the lesson shape have no such keys: restore them empty.
+_SNAPSHOT_DEFAULTS = {
+    "polarity": "",
+    "when": "",
+    "directive": "",
+    "why": "",
+    "provenance": "",
+    "situations": "",
+}
 
 
 class PlaybookError(ValueError):
@@ -202,7 +217,7 @@ def playbook_restore_content(*, playbook: Playbook, content: list[dict]) -> None
     for key, item in wanted.items():
         strategy = rows.get(key) or Strategy(playbook=playbook, key=uuid.UUID(key))
         for field in SNAPSHOT_FIELDS:
-            setattr(strategy, field, item.get(field))
+            setattr(strategy, field, item.get(field, _SNAPSHOT_DEFAULTS.get(field)))
         strategy.evidence = list(item.get("evidence") or [])
         strategy.active = True
         if strategy.pk is None:

@@ -14,7 +14,9 @@ from django.db import transaction
 from django.db.models import Q
 from django.utils import timezone
 
+from learning.lessons import LessonInvalid, lesson_fields
 from learning.models import (
+    SHAPED_KINDS,
     TERMINAL_STATUSES,
     CandidateEvidence,
     CandidateStatus,
@@ -325,6 +327,8 @@ def candidate_edit(
                 before[field], after[field] = old, new
         if not after:
             return candidate
+        if "content" in after:
+            _reshape(candidate, before, after)
         candidate.save()
         audit_event_record(
             namespace=candidate.namespace,
@@ -352,6 +356,22 @@ def candidate_audit_requeue(*, candidate_id: int) -> None:
         task_name=f"audit-candidate-{candidate_id}",
         group="audit",
     )
+
+
+def _reshape(candidate, before: dict, after: dict) -> None:
+    """New text for a lesson: its shape is read from it afresh (marked classified, so
+    the reviewer sees what was read), and the content is its rendering."""
+    if candidate.kind not in SHAPED_KINDS:
+        return
+    try:
+        fields = lesson_fields(
+            kind=candidate.kind, content=candidate.content, why=candidate.why
+        )
+    except LessonInvalid as exc:
+        raise ReviewError(exc.message)
+    for field, value in fields.items():
+        setattr(candidate, field, value)
+    after["content"] = candidate.content
 
 
 @dataclass

@@ -6,11 +6,18 @@ from rest_framework import exceptions, serializers, status
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
+from learning import limits
 from learning.api.auth import allows
 from learning.api.errors import Conflict
 from learning.api.pagination import Pagination
 from learning.candidate_filters import CandidateFilter
-from learning.models import MEMORY_KINDS, CandidateKind, LearningCandidate
+from learning.models import (
+    MEMORY_KINDS,
+    SHAPED_KINDS,
+    CandidateKind,
+    LearningCandidate,
+    Polarity,
+)
 from learning.services import candidates as candidate_services
 
 
@@ -37,6 +44,12 @@ class CandidateOutputSerializer(serializers.ModelSerializer):
             "kind",
             "status",
             "content",
+            "polarity",
+            "when",
+            "directive",
+            "why",
+            "provenance",
+            "shape_classified",
             "rationale",
             "confidence",
             "playbook",
@@ -101,8 +114,23 @@ class CandidateOutputSerializer(serializers.ModelSerializer):
 
 
 class CandidateProposeInputSerializer(serializers.Serializer):
+    """A lesson as free text (`content`: its polarity and situation are read from it
+    and returned), or in the lesson shape (`polarity`, `when`, `directive`, `why`)."""
+
     kind = serializers.ChoiceField(choices=CandidateKind.choices)
-    content = serializers.CharField(max_length=20_000)
+    content = serializers.CharField(
+        max_length=limits.MAX_SKILL_TEXT, required=False, allow_blank=True
+    )
+    polarity = serializers.ChoiceField(choices=Polarity.choices, required=False)
+    when = serializers.CharField(
+        max_length=limits.MAX_LESSON_PART, required=False, allow_blank=True
+    )
+    directive = serializers.CharField(
+        max_length=limits.MAX_LESSON_TEXT, required=False, allow_blank=True
+    )
+    why = serializers.CharField(
+        max_length=limits.MAX_LESSON_PART, required=False, allow_blank=True
+    )
     rationale = serializers.CharField(
         max_length=20_000, required=False, allow_blank=True
     )
@@ -127,6 +155,19 @@ class CandidateProposeInputSerializer(serializers.Serializer):
     base_hash = serializers.CharField(max_length=64, required=False, allow_blank=True)
 
     def validate(self, data):
+        if not (data.get("content") or "").strip() and not data.get("directive"):
+            raise serializers.ValidationError(
+                {
+                    "content": "Give the lesson as `content`, or as `directive` (and "
+                    "`polarity`)."
+                }
+            )
+        if data["kind"] in SHAPED_KINDS and len(data.get("content") or "") > (
+            limits.MAX_LESSON_TEXT
+        ):
+            raise serializers.ValidationError(
+                {"content": f"A lesson is at most {limits.MAX_LESSON_TEXT} characters."}
+            )
         if not data.get("playbook") and not data.get("task_type"):
             raise serializers.ValidationError(
                 {

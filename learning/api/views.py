@@ -163,11 +163,39 @@ class RunListCreateApi(APIView):
             code = status.HTTP_201_CREATED if body["created"] else status.HTTP_200_OK
             return Response(body, status=code)
         result = results[0]
+        if result.created:
+            body = created_run_payload(result)
+            return Response(body, status=status.HTTP_201_CREATED)
         run = selectors.run_get(namespace=token.namespace, run_id=result.run.id)
-        return Response(
-            RunDetailOutputSerializer(run).data,
-            status=status.HTTP_201_CREATED if result.created else status.HTTP_200_OK,
-        )
+        return Response(RunDetailOutputSerializer(run).data, status=status.HTTP_200_OK)
+
+
+def created_run_payload(result) -> dict:
+    """The answer to a single post that created the run, from what was just stored
+    (no second read of the run and its steps)."""
+    run = result.run
+    run.step_count = len(result.steps)
+    body = RunOutputSerializer(run).data
+    body["steps"] = [
+        {
+            "index": step["index"],
+            "type": step["type"],
+            "description": step["description"],
+            "result": step.get("result"),
+            "tool": step.get("tool", ""),
+            "tokens": step.get("tokens"),
+            "started_at": _iso(step.get("started_at")),
+            "ended_at": _iso(step.get("ended_at")),
+            "created_at": _iso(step["created_at"]),
+        }
+        for step in result.steps
+    ]
+    body["feedback"] = []
+    return body
+
+
+def _iso(value):
+    return serializers.DateTimeField().to_representation(value) if value else None
 
 
 class RunDetailApi(APIView):

@@ -85,47 +85,64 @@ def _finding(severity: str, message: str, rule: str) -> dict:
 # --- negation: "never use --no-verify" is good advice, not a violation -------------
 
 _NEG_WORDS = NEGATORS | {"dont", "do not", "must not", "should not", "not"}
-_CLAUSE_BREAK = re.compile(r"[.,;:!?\n]|\bbut\b|\bthen\b|\bunless\b", re.I)
+_CLAUSE_BREAK = re.compile(r"[.,;:!?\n]|\b(?:but|then|unless)\b")
 _TOKEN = re.compile(r"[a-z']+")
+
+
+def _lower(text: str) -> str:
+    """The text in lower case, character for character (same length, same offsets).
+
+    The patterns below are written in lower case and run on this instead of with
+    re.I: the regex engine skips an alternative by its first character only when
+    that is a plain literal, and case-folding every comparison made the long
+    alternations several times slower (tests/security/test_redos.py)."""
+    low = text.lower()
+    return low if len(low) == len(text) else text.translate(_ASCII_LOWER)
+
+
+_ASCII_LOWER = str.maketrans("ABCDEFGHIJKLMNOPQRSTUVWXYZ", "abcdefghijklmnopqrstuvwxyz")
 
 
 def _negated(text: str, start: int) -> bool:
     """Whether the match at `start` sits in a negated instruction: a negator among
     the few words before it in the same clause."""
-    prefix = text[max(0, start - 80) : start]
+    prefix = text[max(0, start - 80) : start].lower()
     parts = _CLAUSE_BREAK.split(prefix)
-    clause = parts[-1].lower().replace("never mind", "")
+    clause = parts[-1].replace("never mind", "")
     toks = [t.replace("'", "") for t in _TOKEN.findall(clause)][-6:]
     return any(t in NEGATORS or t in {"dont", "not", "no"} for t in toks)
 
 
-def _matches(pattern: re.Pattern, text: str, *, negatable: bool = True):
-    for match in pattern.finditer(text):
-        if negatable and _negated(text, match.start()):
+def _matches(pattern: re.Pattern, low: str, *, negatable: bool = True):
+    """The pattern's matches in the lower-cased text, but those in a negated clause."""
+    for match in pattern.finditer(low):
+        if negatable and _negated(low, match.start()):
             continue
         yield match
 
 
-def _snippet(match: re.Match) -> str:
-    return match.group(0).strip()[:80]
+def _snippet(text: str, match: re.Match) -> str:
+    """What matched, as the original text spells it."""
+    return text[match.start() : match.end()].strip()[:80]
 
 
 # --- tools --------------------------------------------------------------------------
 
+# Each alternative starts at a word boundary: without one, every letter of a long
+# identifier was a start that rescanned the rest of it.
 _TOOL_REF = re.compile(
-    r"\b([a-z][a-z0-9]*(?:_[a-z0-9]+)+)\s*\("
-    r"|\b(?:call|calls|calling|invoke|invoking|use|using|run|running|tool)\s+`?"
-    r"([a-z][a-z0-9]*(?:_[a-z0-9]+)+)`?"
-    r"|`?([a-z][a-z0-9]*(?:_[a-z0-9]+)+)`?\s+tool\b",
-    re.I,
+    r"\b(?:([a-z][a-z0-9]*+(?:_[a-z0-9]++)++)\s*+\("
+    r"|(?:call|calls|calling|invoke|invoking|use|using|run|running|tool)\s++`?"
+    r"([a-z][a-z0-9]*+(?:_[a-z0-9]++)++)`?)"
+    r"|`?\b([a-z][a-z0-9]*+(?:_[a-z0-9]++)++)`?\s++tool\b"
 )
 
 
-def _tool_findings(text: str, policy: Policy) -> list[dict]:
+def _tool_findings(low: str, policy: Policy) -> list[dict]:
     findings, seen = [], set()
     for tool in policy.denied_tools:
-        pattern = re.compile(rf"(?<![\w\-]){re.escape(tool)}(?![\w\-])", re.I)
-        for _match in _matches(pattern, text):
+        pattern = re.compile(rf"(?<![\w\-]){re.escape(tool.lower())}(?![\w\-])")
+        for _match in _matches(pattern, low):
             findings.append(
                 _finding(
                     "block",
@@ -137,7 +154,7 @@ def _tool_findings(text: str, policy: Policy) -> list[dict]:
             break
     if policy.allowed_tools:
         allowed = set(policy.allowed_tools)
-        for match in _matches(_TOOL_REF, text):
+        for match in _matches(_TOOL_REF, low):
             name = next(g for g in match.groups() if g).lower()
             if name in allowed or name in seen:
                 continue
@@ -155,14 +172,16 @@ def _tool_findings(text: str, policy: Policy) -> list[dict]:
 
 # --- egress -------------------------------------------------------------------------
 
-_URL = re.compile(r"\b(?:https?|ftp|wss?)://([^\s/:'\"<>)\]]+)", re.I)
+_URL = re.compile(r"\b(?:https?|ftp|wss?)://([^\s/:'\"<>)\]]+)")
 _IP = re.compile(r"(?<![\w.])(\d{1,3}(?:\.\d{1,3}){3})(?::\d+)?(?![\w.])")
 _HOST = re.compile(
     r"(?<![\w@/.\-])((?:[a-z0-9](?:[a-z0-9\-]{0,61}[a-z0-9])?\.)+"
     r"(?:com|net|org|io|dev|sh|ru|cn|xyz|co|app|ai|me|info|biz|tk|top|site|online|cc|su"
-    r"|st))(?![\w\-])",
-    re.I,
+    r"|st))(?![\w\-])"
 )
+
+
+_DOTTED = re.compile(r"[\d.]+")
 
 
 def _host_allowed(host: str, allowlist: list[str]) -> bool:
@@ -186,13 +205,13 @@ def _is_loopback(host: str) -> bool:
         return False
 
 
-def _egress_findings(text: str, policy: Policy) -> list[dict]:
+def _egress_findings(low: str, policy: Policy) -> list[dict]:
     hosts: dict[str, bool] = {}  # host -> is a raw IP
-    for match in _URL.finditer(text):
-        hosts[match.group(1).lower()] = False
-    for match in _HOST.finditer(text):
-        hosts.setdefault(match.group(1).lower(), False)
-    for match in _IP.finditer(text):
+    for match in _URL.finditer(low):
+        hosts[match.group(1)] = False
+    for match in _HOST.finditer(low):
+        hosts.setdefault(match.group(1), False)
+    for match in _IP.finditer(low):
         try:
             ipaddress.ip_address(match.group(1))
         except ValueError:
@@ -202,7 +221,7 @@ def _egress_findings(text: str, policy: Policy) -> list[dict]:
     for host, raw_ip in hosts.items():
         if _is_loopback(host):
             continue
-        if raw_ip and not re.fullmatch(r"[\d.]+", host):
+        if raw_ip and not _DOTTED.fullmatch(host):
             raw_ip = False
         try:
             raw_ip = raw_ip or bool(ipaddress.ip_address(host))
@@ -242,64 +261,76 @@ def _egress_findings(text: str, policy: Policy) -> list[dict]:
 
 # --- dangerous instructions ---------------------------------------------------------
 
+# The 200 characters between a download and its pipe stop at the next download, so a
+# line of "curl curl curl …" is read once, not 200 times.
+_DOWNLOAD = r"\b(?:curl|wget|iwr|invoke-webrequest|fetch)\b"
 _PIPE_TO_SHELL = re.compile(
-    r"\b(?:curl|wget|iwr|invoke-webrequest|fetch)\b[^|\n]{0,200}\|\s*(?:sudo\s+)?"
+    rf"{_DOWNLOAD}(?:(?!{_DOWNLOAD})[^|\n]){{0,200}}+\|\s*+(?:sudo\s++)?"
     r"(?:ba|z|k|da|fi)?sh\b"
-    r"|\b(?:curl|wget)\b[^|\n]{0,200}\|\s*(?:sudo\s+)?(?:python3?|perl|ruby|node)\b"
-    r"|\b(?:ba|z)?sh\s+(?:-c\s+)?[\"']?(?:<\(|\$\()\s*(?:curl|wget)\b"
-    r"|\biex\s*\(?\s*(?:iwr|invoke-webrequest|\(new-object\s+net\.webclient\))",
-    re.I,
+    rf"|\b(?:curl|wget)\b(?:(?!{_DOWNLOAD})[^|\n]){{0,200}}+\|\s*+(?:sudo\s++)?"
+    r"(?:python3?|perl|ruby|node)\b"
+    r"|\b(?:(?:ba|z)?sh\s+(?:-c\s+)?[\"']?(?:<\(|\$\()\s*(?:curl|wget)\b"
+    r"|iex\s*\(?\s*(?:iwr|invoke-webrequest|\(new-object\s+net\.webclient\)))"
 )
 
+# Lower case throughout (they run on _lower(text)); alternatives that start at a word
+# boundary share one `\b` in front, so the engine tests each by its first letter.
 _DISABLE_CHECKS: list[tuple[str, re.Pattern]] = [
     (
         "commit hooks",
         re.compile(
-            r"--no-verify\b|\bHUSKY=0\b|\bSKIP=[\w,-]*\b(?=.*commit)"
-            r"|\b(?:skip|bypass|disable)\w*\s+(?:the\s+|all\s+)?"
-            r"(?:git\s+|commit\s+|pre-commit\s+|pre-push\s+)*hooks?\b",
-            re.I,
+            # "commit" later on the line, looked for up to the next skip= only (each
+            # skip= rescanned the rest of the line)
+            r"--no-verify\b"
+            r"|\b(?:husky=0\b|skip=[\w,-]*\b(?=(?:(?!skip=)[^\n])*?commit)"
+            r"|(?:skip|bypass|disable)\w*\s+(?:the\s+|all\s+)?"
+            r"(?:git\s+|commit\s+|pre-commit\s+|pre-push\s+)*hooks?\b)"
         ),
     ),
     (
         "TLS verification",
         re.compile(
-            r"\bverify\s*=\s*false\b|\bverify\s*:\s*false\b|--insecure\b|\bcurl\s+(?:-\w+\s+)*-k\b"
-            r"|\bsslverify\s*[= ]\s*false\b|http\.sslverify\s*=?\s*false"
-            r"|NODE_TLS_REJECT_UNAUTHORIZED\s*=\s*['\"]?0|PYTHONHTTPSVERIFY\s*=\s*0"
-            r"|check_hostname\s*=\s*false|CERT_NONE\b|InsecureSkipVerify\s*:\s*true"
-            r"|strict-ssl\s*[= ]\s*false|GIT_SSL_NO_VERIFY|StrictHostKeyChecking\s*=?\s*no"
-            r"|--no-check-certificate\b|rejectUnauthorized\s*:\s*false"
-            r"|\b(?:disable|skip|turn\s+off|bypass|ignore)\w*\s+(?:the\s+)?(?:ssl|tls|https|"
-            r"certificate|cert)\s*(?:verification|validation|checks?|errors?|warnings?)?\b",
-            re.I,
+            # Two whitespace runs never meet (`\s*[= ]\s*` split one run every way).
+            r"--insecure\b|--no-check-certificate\b"
+            r"|\b(?:verify\s*+[=:]\s*+false\b"
+            r"|curl\s++(?:-\w+\s+)*-k\b"
+            r"|sslverify(?:\s*+=|\s)\s*+false\b"
+            r"|(?:disable|skip|turn\s+off|bypass|ignore)\w*\s+(?:the\s+)?"
+            r"(?:ssl|tls|https|certificate|cert)\s*"
+            r"(?:verification|validation|checks?|errors?|warnings?)?\b)"
+            r"|http\.sslverify\s*+=?\s*+false"
+            r"|node_tls_reject_unauthorized\s*=\s*['\"]?0|pythonhttpsverify\s*=\s*0"
+            r"|check_hostname\s*=\s*false|cert_none\b|insecureskipverify\s*:\s*true"
+            r"|strict-ssl(?:\s*+=|\s)\s*+false|git_ssl_no_verify"
+            r"|stricthostkeychecking\s*+=?\s*+no"
+            r"|rejectunauthorized\s*:\s*false"
         ),
     ),
     (
         "tests",
         re.compile(
-            r"\b(?:skip|skipping|disable|disabling|bypass|comment(?:ing)?\s+out|delete|deleting"
-            r"|remove|removing|xfail|mark(?:ing)?\s+as\s+skipped)\s+(?:the\s+|all\s+|any\s+)?"
+            r"\b(?:(?:skip|skipping|disable|disabling|bypass|comment(?:ing)?\s+out|delete"
+            r"|deleting|remove|removing|xfail|mark(?:ing)?\s+as\s+skipped)\s+"
+            r"(?:the\s+|all\s+|any\s+)?"
             r"(?:failing\s+|flaky\s+|broken\s+|unit\s+|integration\s+|remaining\s+)*"
             r"(?:tests?|test\s+suite|specs?|ci|checks|linting|lint|type\s*checks?)\b"
             r"(?!\s+(?:data|fixtures?|files?|users?|accounts?|environment|env|records?|"
             r"database|db|mode|cards?|payments?|orders?|warnings?|errors?|issues|comments?))"
-            r"|-DskipTests\b|\[skip ci\]|--no-tests?\b|\bSKIP_TESTS\s*=\s*(?:1|true)\b"
-            r"|--ignore-failures?\b",
-            re.I,
+            r"|skip_tests\s*=\s*(?:1|true)\b)"
+            r"|-dskiptests\b|\[skip ci\]|--no-tests?\b|--ignore-failures?\b"
         ),
     ),
     (
         "the firewall or security controls",
         re.compile(
-            r"\bufw\s+disable\b|\biptables\s+(?:-F|--flush)\b|\bsetenforce\s+0\b"
-            r"|\bsystemctl\s+(?:stop|disable|mask)\s+(?:firewalld|ufw|apparmor|auditd|fail2ban)"
-            r"|\b(?:disable|turn\s+off|stop|bypass)\w*\s+(?:the\s+)?(?:firewall|selinux|"
+            r"\b(?:ufw\s+disable\b|iptables\s+(?:-f|--flush)\b|setenforce\s+0\b"
+            r"|systemctl\s+(?:stop|disable|mask)\s+(?:firewalld|ufw|apparmor|auditd|fail2ban)"
+            r"|(?:disable|turn\s+off|stop|bypass)\w*\s+(?:the\s+)?(?:firewall|selinux|"
             r"apparmor|antivirus|defender|waf|rate\s+limit(?:ing|er)?|audit\s+log(?:ging)?|"
             r"2fa|mfa|two-factor|authentication|auth\s+checks?|csrf(?:\s+protection)?|"
             r"signature\s+(?:checks?|verification)|security\s+(?:checks?|scans?))\b"
-            r"|DisableRealtimeMonitoring|\bchmod\s+(?:-R\s+)?777\b",
-            re.I,
+            r"|chmod\s+(?:-r\s+)?777\b)"
+            r"|disablerealtimemonitoring"
         ),
     ),
     (
@@ -307,39 +338,40 @@ _DISABLE_CHECKS: list[tuple[str, re.Pattern]] = [
         re.compile(
             r"\b(?:skip|skipping|disable|disabling|bypass|bypassing)\s+(?:the\s+)?"
             r"(?:identity\s+|signature\s+|checksum\s+|gpg\s+|email\s+)?verification\b"
-            r"|--no-gpg-checks?\b|--nogpgcheck\b|--allow-unauthenticated\b"
-            r"|--disable-content-trust\b|--skip-checksum\b|--trusted-host\b",
-            re.I,
+            r"|--(?:no-gpg-checks?|nogpgcheck|allow-unauthenticated|disable-content-trust"
+            r"|skip-checksum|trusted-host)\b"
         ),
     ),
 ]
 
 _DESTRUCTIVE = re.compile(
-    r"\brm\s+(?:-[a-z]*\s+)*-[a-z]*(?:rf|fr)[a-z]*\s+(?:--no-preserve-root\s+)?"
-    r"(?:/|/\*|~/?|\*|\$HOME|\.\.?/?)(?=\s|$|[;&|\"'`])"
+    r"\b(?:rm\s+(?:-[a-z]*\s+)*-[a-z]*(?:rf|fr)[a-z]*\s+(?:--no-preserve-root\s+)?"
+    r"(?:/|/\*|~/?|\*|\$home|\.\.?/?)(?=\s|$|[;&|\"'`])"
+    r"|drop\s+(?:table|database|schema)\b"
+    r"|truncate\s+table\b"
+    r"|delete\s+from\s+[\w.\"]+\s*(?:;|$|\"|'|`)"
+    r"|mkfs(?:\.\w+)?\b"
+    r"|dd\s+if=\S+\s+of=/dev/(?:sd|nvme|hd|xvd|disk)"
+    r"|format\s+c:"
+    r"|kubectl\s+delete\s+(?:ns|namespace|--all)\b"
+    r"|terraform\s+destroy\b(?!\s+-target)"
+    # f, d and x in one flag group, in any order (was f…d…x in order: cubic on "fdfd…")
+    r"|git\s+clean\s+-(?=[a-z]*f)(?=[a-z]*d)(?=[a-z]*x)[a-z]+"
+    r"|shred\s+-[a-z]*\s+/dev/"
+    r"|redis-cli\s+flushall\b|flushall\b"
+    r"|delete\s+(?:the\s+)?(?:production|prod)\s+(?:database|db|bucket|cluster)\b)"
     r"|--no-preserve-root"
-    r"|\bdrop\s+(?:table|database|schema)\b"
-    r"|\btruncate\s+table\b"
-    r"|\bdelete\s+from\s+[\w.\"]+\s*(?:;|$|\"|'|`)"
-    r"|\bmkfs(?:\.\w+)?\b"
-    r"|\bdd\s+if=\S+\s+of=/dev/(?:sd|nvme|hd|xvd|disk)"
     r"|>\s*/dev/(?:sd[a-z]|nvme\d|disk\d)"
-    r"|:\(\)\s*\{\s*:\|:&\s*\};:"
-    r"|\bformat\s+c:"
-    r"|\bkubectl\s+delete\s+(?:ns|namespace|--all)\b"
-    r"|\bterraform\s+destroy\b(?!\s+-target)"
-    r"|\bgit\s+clean\s+-[a-z]*f[a-z]*d[a-z]*x"
-    r"|\bshred\s+-[a-z]*\s+/dev/"
-    r"|\bredis-cli\s+flushall\b|\bflushall\b"
-    r"|\bdelete\s+(?:the\s+)?(?:production|prod)\s+(?:database|db|bucket|cluster)\b",
-    re.I | re.M,
+    r"|:\(\)\s*\{\s*:\|:&\s*\};:",
+    re.M,
 )
 
+# The flags are looked for up to the next "git push" (each push rescanned the line).
 _FORCE_PUSH = re.compile(
-    r"\bgit\s+push\b([^\n;&|]*?)(?:--force(?:-with-lease)?|\s-f)\b([^\n;&|]*)"
-    r"|\bforce[- ]?push(?:es|ed|ing)?\b(?:\s+(?:it|the\s+branch|changes|commits))?"
-    r"(?:\s+(?:to|onto|into))?(?:\s+(?:the\s+)?(?:remote\s+)?)?([\w/\-.*]+)?",
-    re.I,
+    r"\b(?:git\s+push\b((?:(?!\bgit\s+push\b)[^\n;&|])*?)"
+    r"(?:--force(?:-with-lease)?|\s-f)\b([^\n;&|]*)"
+    r"|force[- ]?push(?:es|ed|ing)?\b(?:\s+(?:it|the\s+branch|changes|commits))?"
+    r"(?:\s+(?:to|onto|into))?(?:\s+(?:the\s+)?(?:remote\s+)?)?([\w/\-.*]+)?)"
 )
 
 
@@ -356,10 +388,12 @@ def _branch_protected(branch: str, protected: list[str]) -> bool:
     return False
 
 
-def _force_push_findings(text: str, policy: Policy) -> list[dict]:
+def _force_push_findings(text: str, low: str, policy: Policy) -> list[dict]:
     findings = []
-    for match in _matches(_FORCE_PUSH, text):
-        words = " ".join(g for g in match.groups() if g).split()
+    for match in _matches(_FORCE_PUSH, low):
+        words = " ".join(
+            text[match.start(g) : match.end(g)] for g in range(1, 4) if match.group(g)
+        ).split()
         words = [w for w in words if not w.startswith("-") and w.lower() != "origin"]
         hit = next(
             (w for w in words if _branch_protected(w, policy.protected_branches)), None
@@ -376,7 +410,7 @@ def _force_push_findings(text: str, policy: Policy) -> list[dict]:
             findings.append(
                 _finding(
                     "warn",
-                    f"Force-pushes ({_snippet(match)}); history on shared "
+                    f"Force-pushes ({_snippet(text, match)}); history on shared "
                     "branches may be lost.",
                     "force_push",
                 )
@@ -386,15 +420,13 @@ def _force_push_findings(text: str, policy: Policy) -> list[dict]:
 
 _EXFIL_VERBS = re.compile(
     r"\b(?:cat|less|more|head|tail|read|print|echo|dump|copy|cp|scp|rsync|upload|send"
-    r"|post|paste|share|email|attach|base64|curl|wget|exfiltrate|commit|push|chmod)\b",
-    re.I,
+    r"|post|paste|share|email|attach|base64|curl|wget|exfiltrate|commit|push|chmod)\b"
 )
 
 
-def _sensitive_path_findings(text: str, policy: Policy) -> list[dict]:
+def _sensitive_path_findings(lowered: str, policy: Policy) -> list[dict]:
     """One finding naming every sensitive path the text touches: `block` when its
     clause reads, copies or sends it, `warn` when it only names it."""
-    lowered = text.lower()
     hits: dict[str, bool] = {}
     for path in policy.sensitive_paths:
         p = path.lower()
@@ -404,13 +436,15 @@ def _sensitive_path_findings(text: str, policy: Policy) -> list[dict]:
             before = lowered[index - 1] if index else " "
             if p[0].isalnum() and (before.isalnum() or before == "_"):
                 continue
-            if _negated(text, index):
+            if _negated(lowered, index):
                 continue
             clause = (
                 _CLAUSE_BREAK.split(lowered[max(0, index - 60) : index])[-1]
                 + _CLAUSE_BREAK.split(lowered[index : index + 60])[0]
             )
             hits[path] = hits.get(path, False) or bool(_EXFIL_VERBS.search(clause))
+            if hits[path]:
+                break  # already a read: more mentions change nothing
     if not hits:
         return []
     reads = any(hits.values())
@@ -430,6 +464,10 @@ _TOKENISH = re.compile(r"(?<![\w/+=\-])[A-Za-z0-9_\-+/=]{20,}(?![\w/+=\-])")
 _UUID = re.compile(
     r"^[0-9a-f]{8}-?[0-9a-f]{4}-?[0-9a-f]{4}-?[0-9a-f]{4}-?[0-9a-f]{12}$", re.I
 )
+_HEX = re.compile(r"[0-9a-f]+", re.I)
+_LOWER = re.compile(r"[a-z]")
+_UPPER = re.compile(r"[A-Z]")
+_DIGIT = re.compile(r"\d")
 
 
 def shannon_entropy(value: str) -> float:
@@ -455,13 +493,13 @@ def _secret_findings(text: str) -> list[dict]:
     for token in parts:
         if len(token) < 20:
             continue  # key=value: judge the value alone
-        if _UUID.match(token) or re.fullmatch(r"[0-9a-f]+", token, re.I):
+        if _UUID.match(token) or _HEX.fullmatch(token):
             continue  # run ids and commit hashes
         if "_" in token and token.replace("_", "").isalpha():
             continue  # snake_case identifiers
-        if "/" in token and not re.search(r"\d", token):
+        if "/" in token and not _DIGIT.search(token):
             continue  # paths
-        classes = sum(bool(re.search(p, token)) for p in (r"[a-z]", r"[A-Z]", r"\d"))
+        classes = sum(bool(p.search(token)) for p in (_LOWER, _UPPER, _DIGIT))
         if classes >= 3 and shannon_entropy(token) >= 3.8:
             findings.append(
                 _finding(
@@ -481,27 +519,28 @@ _HIDDEN = re.compile(
     "[\u200b-\u200f\u202a-\u202e\u2060-\u2064\u2066-\u2069\ufeff\U000e0000-\U000e007f]"
 )
 _INJECTION = re.compile(
-    r"\b(?:ignore|disregard|forget|override|bypass)\s+(?:all\s+|any\s+|every\s+)?"
+    r"\b(?:(?:ignore|disregard|forget|override|bypass)\s+(?:all\s+|any\s+|every\s+)?"
     r"(?:of\s+)?(?:the\s+|your\s+|my\s+)?(?:previous|prior|above|earlier|preceding|"
     r"original|existing|system|safety)\s+(?:instructions?|prompts?|rules|messages?|"
     r"directions|guidelines|context|policies)\b"
-    r"|\b(?:reveal|print|show|repeat|output|leak|dump|disclose|share)\s+(?:me\s+)?"
+    r"|(?:reveal|print|show|repeat|output|leak|dump|disclose|share)\s+(?:me\s+)?"
     r"(?:your\s+|the\s+)?(?:full\s+|entire\s+)?(?:system|hidden|initial|secret|internal|"
     r"developer)\s+(?:prompt|instructions?|message|rules)\b"
-    r"|\byou\s+are\s+now\s+(?:in\s+)?(?:developer\s+mode|dan|jailbroken|unrestricted)"
-    r"|\bdo\s+anything\s+now\b"
-    r"|\bnew\s+(?:system\s+)?instructions\s*:"
-    r"|\bpretend\s+(?:that\s+)?(?:you\s+have\s+no|there\s+are\s+no)\s+(?:rules|restrictions)",
-    re.I,
+    r"|you\s+are\s+now\s+(?:in\s+)?(?:developer\s+mode|dan|jailbroken|unrestricted)"
+    r"|do\s+anything\s+now\b"
+    r"|new\s+(?:system\s+)?instructions\s*:"
+    r"|pretend\s+(?:that\s+)?(?:you\s+have\s+no|there\s+are\s+no)\s+(?:rules|restrictions))"
 )
+# A header at the start of a line; the spaces before it stay on that line (`\s*` across
+# newlines made every newline a start that rescanned the rest: 10.7 s on 20 KB).
 _ROLE_HEADER = re.compile(
-    r"(?:^|\n)\s*(?:#+\s*)?(?:system|assistant|developer)\s*:"
-    r"|<\|im_start\|>|<\|system\|>|\[/?INST\]|<<SYS>>|</?system>",
-    re.I,
+    r"^[^\S\n]*+(?:#++[^\S\n]*+)?(?:system|assistant|developer)[^\S\n]*+:"
+    r"|<\|im_start\|>|<\|system\|>|\[/?inst\]|<<sys>>|</?system>",
+    re.M,
 )
 
 
-def _injection_findings(text: str) -> list[dict]:
+def _injection_findings(text: str, low: str) -> list[dict]:
     findings = []
     hidden = _HIDDEN.findall(text)
     if hidden:
@@ -514,22 +553,22 @@ def _injection_findings(text: str) -> list[dict]:
                 "hidden_unicode",
             )
         )
-    for match in _matches(_INJECTION, text):
+    for match in _matches(_INJECTION, low):
         findings.append(
             _finding(
                 "block",
                 f"Looks like an instruction smuggled from run content "
-                f"(prompt injection): “{_snippet(match)}”.",
+                f"(prompt injection): “{_snippet(text, match)}”.",
                 "prompt_injection",
             )
         )
         break
-    match = _ROLE_HEADER.search(text)
+    match = _ROLE_HEADER.search(low)
     if match:
         findings.append(
             _finding(
                 "block",
-                f"Contains a chat role header ({_snippet(match)}) copied "
+                f"Contains a chat role header ({_snippet(text, match)}) copied "
                 "from run content (prompt injection).",
                 "role_header",
             )
@@ -538,38 +577,44 @@ def _injection_findings(text: str) -> list[dict]:
 
 
 def hygiene_findings(*, text: str, policy: Policy) -> list[dict]:
-    """Every policy violation in `text` (one finding per rule and item)."""
+    """Every policy violation in `text` (one finding per rule and item).
+
+    Every pattern runs in time linear in the text and sees all of it (a cap would let
+    padding smuggle a violation past the audit): tests/security/test_redos.py."""
+    low = _lower(text)
     findings: list[dict] = []
-    findings += _tool_findings(text, policy)
-    findings += _egress_findings(text, policy)
-    for match in _matches(_PIPE_TO_SHELL, text):
+    findings += _tool_findings(low, policy)
+    findings += _egress_findings(low, policy)
+    for match in _matches(_PIPE_TO_SHELL, low):
         findings.append(
             _finding(
                 "block",
-                f"Pipes a download into an interpreter ({_snippet(match)}).",
+                f"Pipes a download into an interpreter ({_snippet(text, match)}).",
                 "pipe_to_shell",
             )
         )
         break
     for what, pattern in _DISABLE_CHECKS:
-        for match in _matches(pattern, text):
+        for match in _matches(pattern, low):
             findings.append(
                 _finding(
-                    "block", f"Disables {what} ({_snippet(match)}).", "disable_checks"
+                    "block",
+                    f"Disables {what} ({_snippet(text, match)}).",
+                    "disable_checks",
                 )
             )
             break
-    for match in _matches(_DESTRUCTIVE, text):
+    for match in _matches(_DESTRUCTIVE, low):
         findings.append(
             _finding(
                 "block",
-                f"Runs a destructive command ({_snippet(match)}).",
+                f"Runs a destructive command ({_snippet(text, match)}).",
                 "destructive",
             )
         )
         break
-    findings += _force_push_findings(text, policy)
-    findings += _sensitive_path_findings(text, policy)
+    findings += _force_push_findings(text, low, policy)
+    findings += _sensitive_path_findings(low, policy)
     findings += _secret_findings(text)
-    findings += _injection_findings(text)
+    findings += _injection_findings(text, low)
     return findings

@@ -1,5 +1,6 @@
 """Reflectors turn runs into lessons: one interface (`base.Reflector`), an offline
-deterministic implementation and a Claude one; `reflector_get()` picks by settings."""
+deterministic implementation, a Claude one and one for OpenAI-compatible servers;
+`reflector_get()` picks by settings."""
 
 from django.conf import settings
 
@@ -15,13 +16,21 @@ from learning.reflectors.base import (
 
 
 def reflector_get() -> Reflector:
-    """Claude when ANTHROPIC_API_KEY is set, else the offline reflector."""
-    from learning.reflectors.offline import OfflineReflector
-
-    if settings.ANTHROPIC_API_KEY:
+    """FLYWHEEL_REFLECTOR (offline | claude | openai); when it is not set, Claude if
+    ANTHROPIC_API_KEY is set, else the offline reflector."""
+    choice = getattr(settings, "FLYWHEEL_REFLECTOR", "") or (
+        "claude" if settings.ANTHROPIC_API_KEY else "offline"
+    )
+    if choice == "claude":
         from learning.reflectors.claude import ClaudeReflector
 
         return ClaudeReflector()
+    if choice == "openai":
+        from learning.reflectors.openai_compat import OpenAICompatibleReflector
+
+        return OpenAICompatibleReflector()
+    from learning.reflectors.offline import OfflineReflector
+
     return OfflineReflector()
 
 

@@ -63,6 +63,9 @@ class RunView:
     tokens_used: int | None = None
     feedback: list[FeedbackView] = field(default_factory=list)
     recalled: list[RecalledView] = field(default_factory=list)
+    # The namespace's reflection rules (data a user writes: which tools change state,
+    # advice for known errors, required steps); {} when it has none.
+    rules: dict = field(default_factory=dict)
 
     @property
     def succeeded(self) -> bool:
@@ -101,6 +104,8 @@ class Lesson:
     directive: str = ""
     why: str = ""
     provenance: str = ""
+    # The lesson names why this run failed (not just something it could do better).
+    root_cause: bool = False
 
     def __post_init__(self):
         if self.directive and self.polarity in POLARITIES:
@@ -121,6 +126,31 @@ class Lesson:
             "directive": self.directive,
             "why": self.why,
             "provenance": self.provenance,
+            "key": self.key,
+            "root_cause": self.root_cause,
+        }
+
+
+STRATEGY_TAGS = ("helpful", "harmful", "neutral")
+
+
+@dataclass
+class StrategyTag:
+    """A reflector's verdict on one playbook strategy the run recalled: did it help
+    the run, harm it, or not matter (`key` is the strategy's key)."""
+
+    key: str
+    tag: str  # helpful | harmful | neutral
+    reason: str = ""
+    text: str = ""
+
+    def as_item(self) -> dict:
+        return {
+            "kind": "strategy_tag",
+            "key": self.key,
+            "tag": self.tag,
+            "description": f"Recalled lesson tagged {self.tag}: {self.text}"[:500],
+            "evidence": self.reason,
         }
 
 
@@ -135,6 +165,9 @@ class ReflectionResult:
     fallback: bool = False
     fallback_reason: str = ""
     summary: str = ""
+    # Verdicts on the strategies the run recalled; they feed the strategies'
+    # helpful/harmful counters (playbooks.counters.strategy_counters_add).
+    strategy_tags: list[StrategyTag] = field(default_factory=list)
 
 
 class Reflector(Protocol):
@@ -149,7 +182,9 @@ class Reflector(Protocol):
 
 
 _CALL = re.compile(r"^\s*([A-Za-z_][\w.]*)\s*\((.*)\)\s*$", re.S)
-_KV = re.compile(r"(\w+)\s*=\s*('[^']*'|\"[^\"]*\"|[^,]+)")
+# A key starts at a word's start (from inside a word it ends at the same place, so
+# nothing is lost; without this a long word was rescanned from each of its letters).
+_KV = re.compile(r"(?<!\w)(\w+)\s*=\s*('[^']*'|\"[^\"]*\"|[^,]+)")
 
 
 def parse_call(step: StepView) -> tuple[str, dict]:

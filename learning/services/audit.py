@@ -5,6 +5,8 @@ commit); `candidate_audit` stores the report on the candidate, merges a near-ide
 pending candidate into the older one, and hands clean candidates to background-mode
 auto-apply."""
 
+import re
+
 from django.db import transaction
 from django.utils import timezone
 
@@ -12,7 +14,7 @@ from learning.audits.conflict import conflict_findings
 from learning.audits.duplicate import duplicate_findings
 from learning.audits.hygiene import hygiene_findings, policy_for_namespace
 from learning.audits.scope import candidate_sign, candidate_text, scope_items
-from learning.models import CandidateStatus, LearningCandidate, Severity
+from learning.models import CandidateKind, CandidateStatus, LearningCandidate, Severity
 from learning.queue import task_enqueue_on_commit
 from review.services import candidate_supersede
 
@@ -151,6 +153,19 @@ def _mirror_conflicts(*, candidate, findings: list[dict], rows: dict) -> None:
             other.save(update_fields=["audit", "max_severity", "updated_at"])
 
 
+def _mergeable(a, b) -> bool:
+    """A fact is the state of one thing at one time: two facts merge only when they
+    say the same (a reservation cancelled in one run and changed in another are two
+    facts, not one seen twice). Lessons merge when near-identical."""
+    if a.kind != CandidateKind.DURABLE_FACT:
+        return True
+    return _words(a.content) == _words(b.content)
+
+
+def _words(text: str) -> list[str]:
+    return re.findall(r"[a-z0-9_]+", (text or "").lower())
+
+
 def _merge_pending_duplicates(*, candidate, rows: dict) -> None:
     """A near-identical pending candidate of the same kind and target: the newer of
     the two is superseded by the older, which takes over its evidence. `rows` are the
@@ -162,6 +177,7 @@ def _merge_pending_duplicates(*, candidate, rows: dict) -> None:
             if pk != candidate.pk
             and row.status == CandidateStatus.PENDING
             and row.kind == candidate.kind
+            and _mergeable(candidate, row)
         ),
         key=lambda c: (c.created_at, c.pk),
     )

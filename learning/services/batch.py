@@ -33,7 +33,10 @@ def batch_reflect(
     )
     if len(runs) < 2:
         return None
-    result = reflector_get().reflect_batch(runs=run_views(runs))
+    views = run_views(runs)
+    for view in views:  # the namespace's rules apply to every run of the batch
+        view.rules = namespace.reflection_rules or {}
+    result = reflector_get().reflect_batch(runs=views)
     with transaction.atomic():
         fields = reflection_fields(result)
         # A batch's observation is the batch itself (its patterns and frequencies).

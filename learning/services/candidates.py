@@ -11,18 +11,24 @@ from django.conf import settings
 from django.db import connection, transaction
 from django.db.models import Prefetch, QuerySet
 
-from learning.lessons import evidence_confidence
+from learning.lessons import LessonInvalid, evidence_confidence, lesson_fields
 from learning.models import (
     MEMORY_KINDS,
+    SHAPED_KINDS,
     CandidateEvidence,
     CandidateKind,
     CandidateStatus,
     LearningCandidate,
     Namespace,
+    Polarity,
+    Provenance,
     Reflection,
     Trajectory,
 )
+from learning.services.audit import candidate_audit_enqueue
 from learning.webhooks import candidate_event_emit
+from playbooks.models import LearningMode, Playbook, Skill
+from playbooks.services import playbook_for_task_type
 
 _WORD = re.compile(r"[a-z0-9_]+")
 _NUMBER = re.compile(r"\b\d+(\.\d+)?\b")
@@ -70,7 +76,7 @@ def candidate_create(
     *,
     namespace: Namespace,
     kind: str,
-    content: str,
+    content: str = "",
     rationale: str = "",
     confidence: float = 0.5,
     task_type: str = "",
@@ -87,6 +93,11 @@ def candidate_create(
     source: str = "reflection",
     proposed_by: str = "",
     key: str = "",
+    polarity: str = "",
+    when: str = "",
+    directive: str = "",
+    why: str = "",
+    provenance: str = "",
 ) -> tuple[LearningCandidate, bool]:
     """Store a candidate, or add evidence to the pending one with the same fingerprint.
 
@@ -94,15 +105,28 @@ def candidate_create(
     kept with ``below_floor=True`` (hidden from the default queue). Strategy and
     procedure candidates without a playbook get the task type's playbook. A run already
     counted as evidence is not counted twice, so reflecting a run again adds nothing.
-    """
-    from learning.services.audit import candidate_audit_enqueue
-    from playbooks.services import playbook_for_task_type
 
+    Strategy-like kinds are stored in the lesson shape (`learning.lessons`): given as
+    polarity/when/directive/why, or read from `content` (then `shape_classified`), and
+    their content is the rendering of that shape — exactly what recall will hand out.
+    """
     content = (content or "").strip()
     if kind not in CandidateKind.values:
         raise CandidateInvalid(
             "kind", f"unknown kind {kind!r}; use one of {CandidateKind.values}"
         )
+    if not content and not (directive or "").strip():
+        raise CandidateInvalid("content", "content must not be empty.")
+    shape = lesson_shape_fields(
+        kind=kind,
+        content=content,
+        polarity=polarity,
+        when=when,
+        directive=directive,
+        why=why,
+        provenance=provenance or _PROVENANCE_BY_SOURCE.get(source, ""),
+    )
+    content = shape.pop("content", content)
     if not content:
         raise CandidateInvalid("content", "content must not be empty.")
     if not 0.0 <= float(confidence) <= 1.0:
@@ -177,6 +201,7 @@ def candidate_create(
         fingerprint=fingerprint,
         below_floor=float(confidence) < confidence_floor(kind),
         evidence_count=0,
+        **shape,
     )
     _evidence_add(candidate=candidate, evidence=evidence, reflection=reflection)
     candidate.evidence_count = candidate.evidence.count()
@@ -184,6 +209,38 @@ def candidate_create(
     candidate_audit_enqueue(candidate=candidate)
     candidate_event_emit(candidate=candidate, event="candidate.created")  # webhooks
     return candidate, True
+
+
+_PROVENANCE_BY_SOURCE = {"agent": Provenance.AGENT, "batch": Provenance.BATCH}
+
+
+def lesson_shape_fields(
+    *, kind, content, polarity, when, directive, why, provenance
+) -> dict:
+    """The shape fields to store (and, for strategy-like kinds, the rendered content),
+    by `learning.lessons.lesson_fields`. CandidateInvalid names a bad field."""
+    if provenance and provenance not in Provenance.values:
+        raise CandidateInvalid(
+            "provenance", f"unknown provenance {provenance!r}; use {Provenance.values}"
+        )
+    if polarity and polarity not in Polarity.values:
+        raise CandidateInvalid(
+            "polarity", f"unknown polarity {polarity!r}; use 'do' or 'avoid'."
+        )
+    if kind not in SHAPED_KINDS:
+        return {"provenance": provenance}
+    try:
+        fields = lesson_fields(
+            kind=kind,
+            content=content,
+            polarity=polarity,
+            when=when,
+            directive=directive,
+            why=why,
+        )
+    except LessonInvalid as exc:
+        raise CandidateInvalid(exc.field, exc.message)
+    return {**fields, "provenance": provenance}
 
 
 def _fingerprint_lock(*, namespace_id: int, fingerprint: str) -> None:
@@ -298,9 +355,6 @@ def candidate_propose(
     named one or the task type's; it must exist and not be in `background` mode, where
     a clean candidate could be applied without any reviewer. In `agentic` and `propose`
     mode the proposal is audited and waits for review like every other candidate."""
-    from playbooks.models import LearningMode, Playbook, Skill
-    from playbooks.services import playbook_for_task_type
-
     slug = data.get("playbook") or ""
     if slug:
         playbook = Playbook.objects.filter(namespace=namespace, slug=slug).first()
@@ -337,7 +391,7 @@ def candidate_propose(
     return candidate_create(
         namespace=namespace,
         kind=data["kind"],
-        content=data["content"],
+        content=data.get("content", ""),
         rationale=data.get("rationale", ""),
         confidence=data.get("confidence", 0.5),
         task_type=data.get("task_type") or "",
@@ -352,4 +406,8 @@ def candidate_propose(
         evidence=[EvidenceRef(run_id=r.pk) for r in runs],
         source="agent",
         proposed_by=proposed_by,
+        polarity=data.get("polarity", ""),
+        when=data.get("when", ""),
+        directive=data.get("directive", ""),
+        why=data.get("why", ""),
     )

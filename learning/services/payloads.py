@@ -11,6 +11,7 @@ must be finite numbers in their column's range, JSON must be storable by Postgre
 """
 
 import math
+import re
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
@@ -49,12 +50,29 @@ class FieldError(ValueError):
     pass
 
 
+_SURROGATE = re.compile("[\ud800-\udfff]")
+
+
+def text_problem(text: str) -> str | None:
+    """Why PostgreSQL would refuse this text (or None): a NUL character, or a lone
+    surrogate (``\\ud800`` in JSON), which is not Unicode and cannot be encoded."""
+    if "\x00" in text:
+        return "Null characters are not allowed."
+    surrogate = _SURROGATE.search(text)
+    if surrogate:
+        return (
+            f"Lone surrogate \\u{ord(surrogate.group()):04x} at character "
+            f"{surrogate.start()} is not valid Unicode."
+        )
+    return None
+
+
 def json_problem(value: Any, depth: int = 0) -> str | None:
     """Why PostgreSQL's jsonb would refuse this value (or None)."""
     if depth > MAX_JSON_DEPTH:
         return f"Nested deeper than {MAX_JSON_DEPTH} levels."
     if isinstance(value, str):
-        return "Null characters are not allowed." if "\x00" in value else None
+        return text_problem(value)
     if isinstance(value, float):
         return (
             None
@@ -68,8 +86,8 @@ def json_problem(value: Any, depth: int = 0) -> str | None:
     else:
         return None
     for key, item in items:
-        if key is not None and "\x00" in str(key):
-            return "Null characters are not allowed."
+        if key is not None and text_problem(str(key)):
+            return text_problem(str(key))
         problem = json_problem(item, depth + 1)
         if problem:
             return problem

@@ -3,6 +3,7 @@ step that turns a run into candidates, and the sweeper for runs left pending."""
 
 import hashlib
 import logging
+from collections import OrderedDict
 from datetime import timedelta
 
 from django.conf import settings
@@ -28,6 +29,7 @@ from learning.reflectors import (
     reflector_get,
 )
 from learning.services.candidates import MEMORY_KINDS, EvidenceRef, candidate_create
+from playbooks.counters import strategy_counters_add, strategy_tags_of
 
 logger = logging.getLogger(__name__)
 
@@ -125,15 +127,16 @@ def reflection_tasks_send(*, run_ids: list[str]) -> None:
 def runs_reflection_decide(*, runs: list[Trajectory]) -> None:
     """Record the decision on each finished run and queue the pending ones (on commit)."""
     pending, groups = [], {}
+    now = timezone.now()
     for run in runs:
         status, reason = reflection_decide(run=run)
         if status == ReflectionStatus.UNDECIDED:
             continue
         run.reflection_status, run.reflection_reason = status, reason[:200]
+        run.updated_at = now  # the caller may answer with this very object
         groups.setdefault((status, reason[:200]), []).append(run.pk)
         if status == ReflectionStatus.PENDING:
             pending.append(run.pk)
-    now = timezone.now()
     for (status, reason), ids in groups.items():  # one UPDATE per distinct decision
         Trajectory.objects.filter(pk__in=ids).update(
             reflection_status=status,
@@ -165,7 +168,11 @@ def run_score_drop_handle(*, run: Trajectory, previous: float) -> None:
 # --- reflecting ----------------------------------------------------------------------
 
 
-def run_view(run: Trajectory, steps=None, *, feedback=None, recalled=None) -> RunView:
+def run_view(
+    run: Trajectory, steps=None, *, feedback=None, recalled=None, rules=None
+) -> RunView:
+    """The reflector's view of a run. `rules` are the namespace's reflection rules
+    (read from `run.namespace` when not given: load it with the run)."""
     steps = (
         steps if steps is not None else list(run.steps.order_by("index")[:STEP_LIMIT])
     )
@@ -212,7 +219,13 @@ def run_view(run: Trajectory, steps=None, *, feedback=None, recalled=None) -> Ru
             for f in feedback
         ],
         recalled=recalled,
+        rules=rules if rules is not None else _namespace_rules(run),
     )
+
+
+def _namespace_rules(run: Trajectory) -> dict:
+    rules = run.namespace.reflection_rules if run.namespace_id else {}
+    return rules if isinstance(rules, dict) else {}
 
 
 def runs_recalled(*, runs: list[Trajectory]) -> dict:
@@ -279,12 +292,44 @@ def run_views(runs: list[Trajectory]) -> list[RunView]:
     ):
         feedback[item.trajectory_id].append(item)
     recalled = runs_recalled(runs=runs)
+    # Peers and batches need no rules of their own: the run reflected carries them.
     return [
         run_view(
-            r, by_run[r.pk], feedback=feedback[r.pk], recalled=recalled.get(r.pk, [])
+            r,
+            by_run[r.pk],
+            feedback=feedback[r.pk],
+            recalled=recalled.get(r.pk, []),
+            rules={},
         )
         for r in runs
     ]
+
+
+PEER_CACHE_SIZE = 512
+_peer_views: OrderedDict = OrderedDict()
+
+
+def peer_views(runs: list[Trajectory]) -> list[RunView]:
+    """`run_views` for the peers of a reflection, remembered per (run, updated_at) in
+    this process: a worker reflecting a burst of runs of one task type sees the same
+    successful peers each time, and loading their steps again dominated the cost of
+    reflecting. Any change that matters (feedback, a revised outcome, redaction)
+    moves `updated_at`, so a remembered view is never stale."""
+    found: dict = {}
+    missing = []
+    for run in runs:
+        key = (run.pk, run.updated_at)
+        view = _peer_views.get(key)
+        if view is None:
+            missing.append(run)
+        else:
+            _peer_views.move_to_end(key)
+            found[run.pk] = view
+    for run, view in zip(missing, run_views(missing) if missing else []):
+        _peer_views[(run.pk, run.updated_at)] = found[run.pk] = view
+        if len(_peer_views) > PEER_CACHE_SIZE:
+            _peer_views.popitem(last=False)
+    return [found[run.pk] for run in runs]
 
 
 def peers_for(*, run: Trajectory, limit: int = PEER_LIMIT) -> list[Trajectory]:
@@ -314,7 +359,12 @@ def run_reflect(*, run_id, force: bool = False) -> Reflection | None:
     no candidate or evidence twice. The attempt is counted before the work so a worker
     killed mid-way still leaves a trace the sweeper reads."""
     with transaction.atomic():
-        run = Trajectory.objects.select_for_update().filter(pk=run_id).first()
+        run = (
+            Trajectory.objects.select_for_update(of=("self",))
+            .select_related("namespace")
+            .filter(pk=run_id)
+            .first()
+        )
         if run is None:
             return None
         if run.status == RunStatus.RUNNING:
@@ -324,7 +374,7 @@ def run_reflect(*, run_id, force: bool = False) -> Reflection | None:
         run.reflection_attempts += 1
         run.save(update_fields=["reflection_attempts", "updated_at"])
     try:
-        peers = run_views(peers_for(run=run))
+        peers = peer_views(peers_for(run=run))
         result = reflector_get().reflect(run=run_view(run), peers=peers)
         with transaction.atomic():
             locked = Trajectory.objects.select_for_update().get(pk=run.pk)
@@ -380,7 +430,13 @@ def reflection_fields(result: ReflectionResult) -> dict:
             x.as_item()
             for x in lessons
             if x.kind not in HELPFUL_KINDS and x.kind != "strategy_harmful"
-        ],
+        ]
+        + [tag.as_item() for tag in result.strategy_tags]
+        + (
+            [{"kind": "diagnosis", "description": result.summary}]
+            if result.summary
+            else []
+        ),
         reflector=result.reflector,
         fallback=result.fallback,
         fallback_reason=result.fallback_reason,
@@ -400,12 +456,20 @@ def reflection_store(*, run: Trajectory, result: ReflectionResult) -> Reflection
         **reflection_fields(result),
     )
     reflection = run.reflections.filter(is_batch=False).order_by("created_at").first()
+    previous_tags = strategy_tags_of(reflection.observations if reflection else [])
     if reflection is None:
         reflection = Reflection.objects.create(trajectory=run, **values)
     else:
         for key, value in values.items():
             setattr(reflection, key, value)
         reflection.save()
+    # The model's verdicts on the strategies the run recalled feed their counters
+    # (a re-reflection replaces this run's earlier verdicts).
+    strategy_counters_add(
+        namespace_id=run.namespace_id,
+        tags=result.strategy_tags,
+        replacing=previous_tags,
+    )
     lessons_to_candidates(
         namespace=run.namespace,
         lessons=result.lessons,
@@ -479,6 +543,11 @@ def lessons_to_candidates(
             source=source,
             key=lesson.key,
             playbook=None if lesson.kind in MEMORY_KINDS else playbook,
+            polarity=lesson.polarity,
+            when=lesson.when,
+            directive=lesson.directive,
+            why=lesson.why,
+            provenance=lesson.provenance,
         )
         created.append(candidate)
     return created

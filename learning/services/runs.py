@@ -52,6 +52,9 @@ RUN_FIELDS = (
 class IngestResult:
     run: Trajectory
     created: bool
+    # A created run's steps as stored (index, field values): the API answers a single
+    # post from these instead of reading back what it just wrote.
+    steps: list[dict] | None = None
 
 
 def _redacted_steps(steps: list[dict[str, Any]]) -> tuple[list[dict[str, Any]], int]:
@@ -164,13 +167,15 @@ def _runs_store(namespace, built, unique_runs, first_by_external) -> list[Ingest
     created_ids = set(
         Trajectory.objects.filter(id__in=ids).values_list("id", flat=True)
     )
+    now = timezone.now()
     _steps_insert(
         [
             step
             for run, run_steps in built
             if run.id in created_ids
             for step in run_steps
-        ]
+        ],
+        now=now,
     )
     missing = [
         run.external_id
@@ -184,9 +189,13 @@ def _runs_store(namespace, built, unique_runs, first_by_external) -> list[Ingest
         )
     }
     results: list[IngestResult] = []
-    for run, _steps in built:
+    for run, run_steps in built:
         if run.id in created_ids:
-            results.append(IngestResult(run=run, created=True))
+            steps = [
+                {"index": i, "created_at": now, **values}
+                for _id, i, values in run_steps
+            ]
+            results.append(IngestResult(run=run, created=True, steps=steps))
             continue
         winner = first_by_external.get(run.external_id)
         if winner is not None and winner.id in created_ids:
@@ -215,21 +224,20 @@ STEP_COPY_COLUMNS = (
 )
 
 
-def _steps_insert(rows: list[StepRow]) -> None:
+def _steps_insert(rows: list[StepRow], *, now) -> None:
     """Insert new steps: COPY on PostgreSQL (ingest's hot path: no model instances),
-    bulk_create elsewhere."""
+    bulk_create elsewhere. `now` is their created_at."""
     if not rows:
         return
     if connection.vendor != "postgresql":
         Step.objects.bulk_create(
             [
-                Step(trajectory_id=run_id, index=i, **values)
+                Step(trajectory_id=run_id, index=i, created_at=now, **values)
                 for run_id, i, values in rows
             ],
             batch_size=2000,
         )
         return
-    now = timezone.now()
     sql = f"COPY {Step._meta.db_table} ({', '.join(STEP_COPY_COLUMNS)}) FROM STDIN"
     with connection.cursor() as cursor, cursor.cursor.copy(sql) as copy:
         for run_id, index, v in rows:
@@ -363,3 +371,88 @@ def feedback_add(
         ):
             run_score_drop_handle(run=locked, previous=previous)
     return feedback, locked
+
+
+# --- writes for adapters whose deliveries repeat and arrive out of order (OTLP) ------
+
+IDENTITY_FIELDS = {
+    "task_description": Trajectory._meta.get_field("task_description"),
+    "task_type": Trajectory._meta.get_field("task_type"),
+    "session_id": Trajectory._meta.get_field("session_id"),
+    "user_id": Trajectory._meta.get_field("user_id"),
+    "agent": Trajectory._meta.get_field("agent"),
+}
+
+
+def run_identity_update(*, run: Trajectory, data: dict[str, Any]) -> Trajectory:
+    """Set what a running run is about — task, task type, session, user, agent, start
+    — from validated values that arrived after it was created (an OTLP trace's agent
+    span comes after its children). Text is redacted like ingest's; absent or empty
+    values keep what is stored."""
+    with transaction.atomic():
+        locked = Trajectory.objects.select_for_update().get(pk=run.pk)
+        if locked.status != RunStatus.RUNNING:
+            raise RunNotRunning(locked.status)
+        fields = ["updated_at"]
+        for key, model_field in IDENTITY_FIELDS.items():
+            if data.get(key):
+                value, n = redact_text(data[key])
+                setattr(locked, key, value[: model_field.max_length])
+                _redactions_note(locked, n)
+                fields.append(key)
+        if data.get("started_at"):
+            locked.started_at = data["started_at"]
+            fields.append("started_at")
+        locked.save(update_fields=[*fields, "redacted", "redaction_count"])
+    return locked
+
+
+def run_steps_attach(
+    *, run: Trajectory, steps: list[dict[str, Any]], key: str
+) -> list[Step]:
+    """Append validated steps that the caller identifies by ``result[key]`` (OTLP: the
+    span id), skipping those the run already holds, so a retried delivery never
+    duplicates a step. Unlike `run_steps_append`, a finished run takes them too: a
+    span that ends after its trace's agent span is still part of the run."""
+    with transaction.atomic():
+        locked = Trajectory.objects.select_for_update().get(pk=run.pk)
+        keys = [step["result"][key] for step in steps]
+        stored = set(
+            locked.steps.filter(**{f"result__{key}__in": keys}).values_list(
+                f"result__{key}", flat=True
+            )
+        )
+        new = []
+        for step in steps:
+            if step["result"][key] not in stored:
+                stored.add(step["result"][key])
+                new.append(step)
+        if not new:
+            return []
+        new, redactions = _redacted_steps(new)
+        last = locked.steps.order_by("-index").values_list("index", flat=True).first()
+        start = 0 if last is None else last + 1
+        rows = Step.objects.bulk_create(
+            [
+                Step(trajectory=locked, index=start + i, **_step_values(step))
+                for i, step in enumerate(new)
+            ]
+        )
+        if redactions:
+            _redactions_note(locked, redactions)
+            locked.save(update_fields=["redacted", "redaction_count", "updated_at"])
+    return rows
+
+
+def feedback_add_once(
+    *, run: Trajectory, data: dict[str, Any], key: str
+) -> tuple[Feedback | None, Trajectory]:
+    """`feedback_add`, unless the run already holds feedback whose ``metrics[key]``
+    equals this one's (where an adapter's feedback came from: OTLP's trace, span and
+    evaluation): a retried delivery is one feedback. Answers ``(None, run)`` then."""
+    origin, _n = redact_value(data["metrics"][key])
+    with transaction.atomic():
+        locked = Trajectory.objects.select_for_update().get(pk=run.pk)
+        if locked.feedback.filter(**{f"metrics__{key}": origin}).exists():
+            return None, locked
+        return feedback_add(run=locked, data=data)

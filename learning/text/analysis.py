@@ -319,7 +319,12 @@ _UNIT_NOISE = frozenset(
 )
 FLIP_WINDOW = 4  # a negation governs the next few words
 
-_ID = re.compile(r"(?=[a-z0-9_\-]*\d)(?=[a-z0-9_\-]*[a-z])[a-z0-9][a-z0-9_\-]*")
+# Patterns here see candidate and playbook text: each runs in linear time
+# (tests/security/test_redos.py). An id starts where its run of id characters starts,
+# so the look-aheads read each run once.
+_ID = re.compile(
+    r"(?<![a-z0-9_\-])(?=[a-z0-9_\-]*\d)(?=[a-z0-9_\-]*[a-z])[a-z0-9][a-z0-9_\-]*"
+)
 _HIDDEN_CHARS = re.compile(
     "[\u200b-\u200f\u202a-\u202e\u2060-\u2064\u2066-\u2069\ufeff]"
 )
@@ -329,7 +334,12 @@ _NUMBER = re.compile(
 )
 _WORD = re.compile(r"[a-z0-9][a-z0-9_'\-]*[a-z0-9]|[a-z0-9]")
 # Sentences and clauses: an explanation after ": " or "; " is a statement of its own.
-_SENTENCE_SPLIT = re.compile(r"(?<=[.!?;:])\s+|\n+|\s+-\s+")
+# " - " between clauses: the spaces before the dash stay on one line and start where
+# the run of spaces starts (else every space of a long run was a start that rescanned it).
+_SENTENCE_SPLIT = re.compile(r"(?<=[.!?;:])\s+|\n+|(?<![^\S\n])[^\S\n]++-\s+")
+_QUOTED = re.compile(r'"[^"\n]{3,300}"')
+_ID_SEPARATORS = re.compile(r"[_\-]+")
+_PLAIN_WORD = re.compile(r"[a-z][a-z0-9]*")
 
 
 def normalise(text: str) -> str:
@@ -446,7 +456,7 @@ def _extract_values(norm: str) -> tuple[dict, str]:
         values.setdefault("location", set()).add(match.group(0).rstrip(".,;)"))
     norm = _URLISH.sub(" ", norm)
     # Quoted speech ("the user said …") is run content, not the candidate's advice.
-    norm = re.sub(r'"[^"\n]{3,300}"', " ", norm)
+    norm = _QUOTED.sub(" ", norm)
 
     def _num(match: re.Match) -> str:
         number, unit = match.group(1), (match.group(2) or "").lower()
@@ -580,7 +590,7 @@ def index_words(text: str) -> list[str]:
     return [
         part
         for tok in words(normalise(text))
-        for part in re.split(r"[_\-]+", tok.replace("'", ""))
+        for part in _ID_SEPARATORS.split(tok.replace("'", ""))
         if part
     ]
 
@@ -596,7 +606,7 @@ def query_terms(text: str, *, limit: int = 8) -> list[str]:
             or tok in _UNITS
             or tok in _NUMBER_WORDS
             or len(tok) < 3
-            or not re.fullmatch(r"[a-z][a-z0-9]*", tok)
+            or not _PLAIN_WORD.fullmatch(tok)
             or tok in seen
         ):
             continue

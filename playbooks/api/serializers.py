@@ -2,11 +2,13 @@
 
 from rest_framework import serializers
 
+from learning import limits
 from learning.api.serializers import (
     StrictCharField,
     StrictFloatField,
     StrictIntegerField,
 )
+from learning.models import Polarity
 from playbooks.models import LearningMode, Scope, StrategyType
 from playbooks.recall import DEFAULT_BUDGET, MAX_BUDGET
 from playbooks.rollout import MAX_MIN_RUNS
@@ -44,7 +46,32 @@ class StrategyInputSerializer(serializers.Serializer):
 
     id = StrictIntegerField(required=False, min_value=1)
     type = serializers.ChoiceField(choices=StrategyType.choices, required=False)
-    description = StrictCharField(required=False, max_length=4000)
+    description = StrictCharField(
+        required=False,
+        max_length=limits.MAX_LESSON_TEXT,
+        help_text="The lesson as text; its polarity and situation are then read from "
+        "it (see `polarity`, `when`, `directive` to state them).",
+    )
+    polarity = serializers.ChoiceField(
+        choices=Polarity.choices,
+        required=False,
+        help_text="`do` or `avoid`; with `directive`, the text is rendered from them.",
+    )
+    when = StrictCharField(
+        required=False,
+        allow_blank=True,
+        max_length=limits.MAX_LESSON_PART,
+        help_text="The situation the lesson applies to (reads after 'When …').",
+    )
+    directive = StrictCharField(
+        required=False,
+        max_length=limits.MAX_LESSON_TEXT,
+        help_text="What to do (or, with polarity `avoid`, what not to do), without a "
+        "negation of its own.",
+    )
+    why = StrictCharField(
+        required=False, allow_blank=True, max_length=limits.MAX_LESSON_PART
+    )
     context = StrictCharField(required=False, allow_blank=True, max_length=4000)
     confidence = StrictFloatField(required=False, min_value=0, max_value=1)
     position = StrictIntegerField(required=False, min_value=0, max_value=100000)
@@ -57,9 +84,14 @@ class StrategyInputSerializer(serializers.Serializer):
         if "id" not in attrs:
             missing = {
                 f: ["This field is required to add a strategy."]
-                for f in ("type", "description")
+                for f in ("type",)
                 if f not in attrs
             }
+            if "description" not in attrs and "directive" not in attrs:
+                missing["description"] = [
+                    "Give the lesson as `description`, or as `polarity` and "
+                    "`directive`."
+                ]
             if missing:
                 raise serializers.ValidationError(missing)
             if attrs.get("retire") or "position" in attrs:
@@ -107,7 +139,17 @@ class StrategyOutputSerializer(serializers.Serializer):
     id = serializers.IntegerField()
     key = serializers.UUIDField()
     type = serializers.CharField()
-    description = serializers.CharField()
+    description = serializers.CharField(
+        help_text="The lesson as recall hands it out (rendered from its shape)."
+    )
+    polarity = serializers.CharField()
+    when = serializers.CharField()
+    directive = serializers.CharField()
+    why = serializers.CharField()
+    provenance = serializers.CharField()
+    shape_classified = serializers.BooleanField(
+        help_text="Polarity and situation were read from free text: check them."
+    )
     context = serializers.CharField()
     evidence = serializers.ListField(child=serializers.CharField())
     confidence = serializers.FloatField()
@@ -181,6 +223,9 @@ class RecallItemSerializer(serializers.Serializer):
     id = serializers.IntegerField()
     key = serializers.CharField()
     type = serializers.CharField()
+    polarity = serializers.CharField()
+    when = serializers.CharField()
+    directive = serializers.CharField()
     description = serializers.CharField()
     score = serializers.FloatField()
 

@@ -14,7 +14,7 @@ pytestmark = pytest.mark.django_db
 def no_audit(monkeypatch):
     """Audits are tested on their own; here they would only add queries and time."""
     monkeypatch.setattr(
-        "learning.services.audit.candidate_audit_enqueue", lambda **kw: None
+        "learning.services.candidates.candidate_audit_enqueue", lambda **kw: None
     )
 
 
@@ -237,3 +237,104 @@ def test_a_blocking_finding_needs_an_admin_override(reviewer_client, admin_clien
     admin = admin_client_api.post_json(url, {"note": "ok", "override": True})
     assert admin.status_code == 200
     assert admin.json()["status"] in ("applied", "apply_failed")
+
+
+@pytest.mark.parametrize(
+    "kind, content, polarity, rendered",
+    [
+        (
+            "strategy_harmful",
+            "Before calling book_reservation, compute the total with calculate.",
+            "do",
+            "Before calling book_reservation, compute the total with calculate.",
+        ),
+        (
+            "strategy_harmful",
+            "Cancelling a reservation without first checking its fare rules.",
+            "avoid",
+            "Avoid cancelling a reservation without first checking its fare rules.",
+        ),
+        (
+            "strategy_harmful",
+            "Do not call update_reservation_flights again after it failed.",
+            "avoid",
+            "Do not call update_reservation_flights again after it failed.",
+        ),
+        (
+            "strategy_helpful",
+            "When the user cannot give the id, look it up with get_user_details.",
+            "do",
+            "When the user cannot give the id, look it up with get_user_details.",
+        ),
+    ],
+)
+def test_a_proposal_as_text_gets_its_polarity_classified_and_returned(
+    agent_client, kind, content, polarity, rendered
+):
+    """`content` alone is accepted: its polarity is classified and returned (marked
+    as classified for a reviewer to check), and the content is what recall will
+    hand out."""
+    playbook_create(namespace=agent_client.namespace, slug="airline")
+    response = agent_client.post(
+        "/api/v1/candidates/",
+        {"kind": kind, "content": content, "playbook": "airline"},
+        format="json",
+    )
+    assert response.status_code == 201, response.json()
+    body = response.json()
+    assert (body["polarity"], body["shape_classified"]) == (polarity, True)
+    assert body["content"] == rendered and body["directive"]
+
+
+def test_a_proposal_in_the_lesson_shape_is_rendered(agent_client):
+    """Structured fields are accepted as stated (not classified) and the content is
+    rendered from them."""
+    playbook_create(namespace=agent_client.namespace, slug="airline")
+    response = agent_client.post(
+        "/api/v1/candidates/",
+        {
+            "kind": "strategy_harmful",
+            "polarity": "avoid",
+            "when": "a flight change was refused as not available",
+            "directive": "send the same `update_reservation_flights` call again",
+            "why": "it failed the same way three times",
+            "playbook": "airline",
+        },
+        format="json",
+    )
+    assert response.status_code == 201, response.json()
+    body = response.json()
+    assert body["content"] == (
+        "When a flight change was refused as not available, do not send the same "
+        "`update_reservation_flights` call again."
+    )
+    assert (body["polarity"], body["shape_classified"]) == ("avoid", False)
+    assert body["why"] == "it failed the same way three times"
+    assert body["provenance"] == "agent"
+
+
+def test_a_bad_polarity_or_an_empty_lesson_is_a_400_naming_the_field(agent_client):
+    playbook_create(namespace=agent_client.namespace, slug="airline")
+    bad = agent_client.post(
+        "/api/v1/candidates/",
+        {
+            "kind": "strategy_helpful",
+            "polarity": "maybe",
+            "directive": "x",
+            "playbook": "airline",
+        },
+        format="json",
+    )
+    assert bad.status_code == 400 and "polarity" in bad.json()
+    empty = agent_client.post(
+        "/api/v1/candidates/",
+        {"kind": "strategy_helpful", "playbook": "airline"},
+        format="json",
+    )
+    assert empty.status_code == 400 and "content" in empty.json()
+    long = agent_client.post(
+        "/api/v1/candidates/",
+        {"kind": "strategy_helpful", "content": "x" * 4001, "playbook": "airline"},
+        format="json",
+    )
+    assert long.status_code == 400 and "content" in long.json()

@@ -533,3 +533,16 @@ def test_no_value_in_any_field_causes_a_server_error(agent_client):
             assert response.status_code in (201, 400), (field, value, response.content)
             if response.status_code == 400:
                 assert field in response.json()["steps"]["0"], (field, value)
+
+
+def test_a_single_post_answers_what_was_stored_without_reading_it_back(
+    agent_client, django_assert_max_num_queries
+):
+    """The 201 answer to a single run is built from what was just written — the same
+    body a GET returns afterwards — without re-reading the run and its steps."""
+    payload = run_payload("echo-1")
+    payload["steps"][0]["started_at"] = "2026-01-01T10:00:00Z"
+    response = agent_client.post(RUNS, payload, format="json")
+    assert response.status_code == 201
+    stored = agent_client.get(f"{RUNS}{response.json()['id']}/").json()
+    assert response.json() == stored

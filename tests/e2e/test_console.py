@@ -253,12 +253,12 @@ def test_resolve_a_conflict_side_by_side(
     page.goto(f"{live_server.url}/candidates/{c.pk}/")
     pair = page.locator(f"[data-conflict-item='{old.pk}']")
     expect(pair.locator(".side.new")).to_contain_text("when the airline cancels")
-    expect(pair.locator(".side.old")).to_contain_text("Never rebook basic economy")
+    expect(pair.locator(".side.old")).to_contain_text("Do not rebook basic economy")
     expect(page.locator("#evidence .step.hl")).to_have_count(2)
     expect(page.locator("#evidence")).to_contain_text("resolved on first contact")
     expect(page.locator("#preview")).to_contain_text("v2 → v3")
     expect(pair.locator(".replace-preview .del")).to_contain_text(
-        "Never rebook basic economy"
+        "Do not rebook basic economy"
     )
     screenshot(page, "conflict-side-by-side")
     pair.locator("[data-action=replace]").click()
@@ -351,8 +351,9 @@ def test_open_edit_then_approve_from_the_keyboard(
     page.fill("#edit textarea[name=content]", "Check the fare rules before rebooking")
     page.fill("#edit input[name=note]", "more precise")
     page.click("#edit button[type=submit]")
+    # the edited text is the lesson as recall will hand it out (its rendering)
     expect(page.locator("[data-content]")).to_have_text(
-        "Check the fare rules before rebooking"
+        "Check the fare rules before rebooking."
     )
     expect(page.locator("#history")).to_contain_text("more precise")
     screenshot(page, "edited")
@@ -361,7 +362,7 @@ def test_open_edit_then_approve_from_the_keyboard(
     c.refresh_from_db()
     assert c.status == "applied"
     assert (
-        airline.strategies.get().description == "Check the fare rules before rebooking"
+        airline.strategies.get().description == "Check the fare rules before rebooking."
     )
     edit = AuditEvent.objects.get(candidate=c, action="edit")
     assert edit.data["before"]["content"] == "Check fares"

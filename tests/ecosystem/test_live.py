@@ -44,9 +44,10 @@ def test_export_streams_jsonl_over_http(live_server):
     assert pair["chosen"][-1]["role"] == "tool"
 
 
-def test_a_denial_through_the_api_is_delivered_to_the_hook(live_server):
+def test_a_denial_through_the_api_is_delivered_to_the_hook(live_server, settings):
     """An admin registers a hook over HTTP; a reviewer's deny through the API makes the
     worker POST a signed candidate.decided event to it."""
+    settings.FLYWHEEL_WEBHOOK_ALLOW_PRIVATE = True  # the receiver is on loopback
     admin_token, admin_raw = make_token(namespace="acme", role="admin", name="admin")
     _rev, reviewer_raw = make_token(namespace="acme", role="reviewer", name="rev")
     admin = Flywheel(live_server.url, admin_raw)

@@ -25,6 +25,13 @@ from tests.factories import CandidateFactory
 pytestmark = pytest.mark.django_db
 
 
+@pytest.fixture(autouse=True)
+def _local_receivers(settings):
+    """The receivers here are on loopback: allowed as for an on-premises receiver
+    (tests/security/test_webhook_ssrf.py keeps the default)."""
+    settings.FLYWHEEL_WEBHOOK_ALLOW_PRIVATE = True
+
+
 def test_admin_registers_a_hook_and_a_denial_is_delivered_signed(
     admin_client_api, django_capture_on_commit_callbacks
 ):

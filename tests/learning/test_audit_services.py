@@ -569,3 +569,30 @@ def test_skill_patch_is_checked_against_the_lines_it_keeps(playbook):
             "text": ("2. Run the database migrations before deploying the new code."),
         }
     ]
+
+
+def test_two_facts_about_one_thing_in_different_states_are_not_merged(playbook):
+    """A fact is the state of one thing at one time: a reservation cancelled in one
+    run and changed in another are two facts, however alike their words."""
+    ns = playbook.namespace
+    cancelled = CandidateFactory(
+        namespace=ns,
+        kind="durable_fact",
+        memory_scope="namespace",
+        entity="reservation:H8Q05L",
+        content="Reservation H8Q05L at the end of the run: status cancelled, origin "
+        "JFK, destination ATL, cabin economy.",
+    )
+    changed = CandidateFactory(
+        namespace=ns,
+        kind="durable_fact",
+        memory_scope="namespace",
+        entity="reservation:H8Q05L",
+        content="Reservation H8Q05L at the end of the run: origin JFK, destination "
+        "ATL, cabin economy.",
+    )
+    candidate_audit(candidate=cancelled)
+    candidate_audit(candidate=changed)
+    cancelled.refresh_from_db()
+    changed.refresh_from_db()
+    assert (cancelled.status, changed.status) == ("pending", "pending")

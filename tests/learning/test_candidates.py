@@ -128,7 +128,7 @@ def test_fingerprints_separate_kinds_and_scopes():
 def test_every_new_candidate_is_handed_to_the_audit(monkeypatch):
     seen = []
     monkeypatch.setattr(
-        "learning.services.audit.candidate_audit_enqueue",
+        "learning.services.candidates.candidate_audit_enqueue",
         lambda *, candidate: seen.append(candidate.pk),
     )
     ns = NamespaceFactory()
@@ -170,7 +170,7 @@ def test_the_same_new_lesson_found_by_two_workers_at_once_is_one_candidate(monke
     from django.db import connection
 
     monkeypatch.setattr(
-        "learning.services.audit.candidate_audit_enqueue", lambda **kw: None
+        "learning.services.candidates.candidate_audit_enqueue", lambda **kw: None
     )
     ns = NamespaceFactory()
     runs = [TrajectoryFactory(namespace=ns), TrajectoryFactory(namespace=ns)]

@@ -310,8 +310,11 @@ def test_batch_reflection_reports_patterns_with_frequencies():
     )
     batch = batch_reflect(namespace_id=ns.pk, task_type="airline.change_flight")
     assert batch.is_batch and batch.batch_runs.count() == 4
+    # Learned from a failure, the lesson is advice (polarity "do"): a helpful strategy.
     pattern = next(
-        p for p in batch.harmful_patterns if "not available" in p["description"]
+        p
+        for p in batch.helpful_strategies + batch.harmful_patterns
+        if "not available" in p["description"]
     )
     assert pattern["frequency"] == 3
     candidate = LearningCandidate.objects.get(

@@ -1,83 +1,240 @@
-"""The offline reflector finds specific lessons in the steps and by contrast with other
-runs of the same task and task type."""
+"""The offline reflector learns from signals every agent's runs carry — failing calls,
+loops, ignored suggestions, the judged outcome, contrasts with successful runs,
+feedback — on any domain: each behaviour is checked on runs of more than one kind
+(customer support, coding, question answering), and lessons stay general (tools,
+fields, situations; one run's values only in the why)."""
 
 import json
 import uuid
 
 import pytest
 
-from learning.reflectors.base import RunView, StepView
+from learning.lessons import run_specific_terms
+from learning.reflectors.base import FeedbackView, RunView, StepView
 from learning.reflectors.offline import OfflineReflector, run_parse
-
-pytestmark = pytest.mark.django_db
-
-TASK = (
-    "You are mia_li_3668. You want to change reservation 4WQ150 to economy with 2 bags."
-)
+from learning.reflectors.offline.knowledge import tool_knowledge
+from learning.reflectors.offline.rules import rules_check
+from learning.reflectors.offline.signals import error_signal
 
 
 def call(tool, **args):
-    return ("tool_call", tool, f"{tool}({json.dumps(args)})")
+    return ("tool_call", tool, f"{tool}({json.dumps(args)})", None)
+
+
+def command(text):
+    """A shell-style call, as the swe-agent importer stores it."""
+    return ("tool_call", text.split()[0], text, {"arguments": {"command": text}})
+
+
+def bracket(tool, value, name):
+    """A ReAct action, as the react-log importer stores it."""
+    return ("tool_call", tool, f"{tool}[{value}]", {"arguments": {name: value}})
+
+
+def obs(text):
+    return ("observation", "", text, None)
+
+
+def say(role, text):
+    return ("message", "", f"{role}: {text}", None)
+
+
+def think(text):
+    return ("decision", "", text, None)
 
 
 def view(
-    steps, status="failure", task=TASK, user_id="mia_li_3668", task_type="airline"
+    steps, *, status="failure", task="Change the flight", task_type="support", **kw
 ):
     return RunView(
-        id=uuid.uuid4(),
+        id=kw.pop("id", None) or uuid.uuid4(),
         task_type=task_type,
         task_description=task,
         status=status,
         score=1.0 if status == "success" else 0.0,
-        user_id=user_id,
+        user_id=kw.pop("user_id", "u1"),
         steps=[
-            StepView(index=i, type=t, tool=tool, description=d)
-            for i, (t, tool, d) in enumerate(steps)
+            StepView(index=i, type=t, tool=tool, description=d, result=r)
+            for i, (t, tool, d, r) in enumerate(steps)
         ],
+        **kw,
     )
-
-
-def obs(text):
-    return ("observation", "", text)
-
-
-def say(role, text):
-    return ("message", "", f"{role}: {text}")
 
 
 def lessons(run, peers=()):
     return OfflineReflector().reflect(run=run, peers=list(peers)).lessons
 
 
-def test_parse_pairs_calls_with_results_in_both_step_shapes():
-    """`name({json})` + next observation, and the importer's shape (`result.arguments`,
-    observation `result.call_id` / `is_error`) give the same calls."""
-    a = view([call("get_user_details", user_id="u1"), obs('{"membership": "gold"}')])
-    b = view(
+def by_family(found):
+    return {lesson.key.split("|")[0]: lesson for lesson in found}
+
+
+# --- reading runs ---------------------------------------------------------------------
+
+
+def test_calls_are_paired_with_their_answers_in_every_step_shape():
+    """`name({json})` + observation, the importers' call ids, a call carrying its own
+    output (OpenTelemetry), a ReAct `Tool[arg]` action and a shell command all give
+    one call with its arguments and answer."""
+    shapes = [
+        [call("get_order", order_id="A1"), obs('{"status": "paid"}')],
         [
-            ("tool_call", "get_user_details", "get_user_details(user_id=u1)"),
-            ("observation", "get_user_details", '{"membership": "gold"}'),
-        ]
+            (
+                "tool_call",
+                "get_order",
+                "get_order(order_id=A1)",
+                {"arguments": {"order_id": "A1"}, "call_id": "c1"},
+            ),
+            (
+                "observation",
+                "get_order",
+                '{"status": "paid"}',
+                {"call_id": "c1", "is_error": False},
+            ),
+        ],
+        [
+            (
+                "tool_call",
+                "get_order",
+                "get_order",
+                {"arguments": {"order_id": "A1"}, "output": '{"status": "paid"}'},
+            )
+        ],
+    ]
+    for steps in shapes:
+        (found,) = run_parse(view(steps)).calls
+        assert (found.tool, found.args, found.result_text) == (
+            "get_order",
+            {"order_id": "A1"},
+            '{"status": "paid"}',
+        )
+    react = run_parse(
+        view(
+            [
+                ("tool_call", "Search", "Search[Nick Park]", None),
+                obs("Nicholas Park is …"),
+            ]
+        )
     )
-    b.steps[0].result = {"arguments": {"user_id": "u1"}, "call_id": "c1"}
-    b.steps[1].result = {"call_id": "c1", "is_error": False}
-    for run in (a, b):
-        parsed = run_parse(run)
-        assert [(c.tool, c.args, c.result_step) for c in parsed.calls] == [
-            ("get_user_details", {"user_id": "u1"}, 1)
-        ]
+    assert (react.calls[0].tool, react.calls[0].args) == (
+        "Search",
+        {"input": "Nick Park"},
+    )
+    shell = run_parse(view([command("python reproduce.py"), obs("345")]))
+    assert shell.calls[0].args == {"command": "python reproduce.py"}
 
 
-def test_a_failing_tool_call_gives_the_policy_step_it_missed():
-    """An `Error: payment amount does not add up` observation becomes a harmful strategy
-    naming the tool, the fix and the error, with the call and result steps."""
+@pytest.mark.parametrize(
+    "text,category",
+    [
+        (
+            "Error: payment amount does not add up, total price is 305, but paid 255",
+            "invalid",
+        ),
+        (
+            'Traceback (most recent call last):\n  File "x.py", line 5\nValueError: bad',
+            "exception",
+        ),
+        (
+            "Your proposed edit has introduced new syntax error(s).\nERRORS:\n- E999 IndentationError: unexpected indent",
+            "syntax",
+        ),
+        ("bash: foo: command not found", "exit"),
+        ("HTTP 503 Service Unavailable", "http"),
+        (
+            "Could not find [Scat]. Similar: ['Scatman John', 'Scat singing']",
+            "not_found",
+        ),
+        ("No Results", "no_results"),
+        ("Permission denied", "denied"),
+        ("EXECUTION TIMED OUT", "timeout"),
+        ('{"error": "order not found"}', "not_found"),
+        ("Wrong flag!", "invalid"),
+        # Not failures: results that merely contain such words further in.
+        ('Found 1 matches for "fields.py" in /repo', None),
+        ('{"flight_number": "HAT1", "status": "available"}', None),
+        ("Warning: could not find terminfo database", None),
+        (
+            "Function main not found! Instead, here is the disassembly:\n"
+            + "mov eax, 1\n" * 80,
+            None,
+        ),
+        (
+            "The band formed in 2009. "
+            + "It toured widely; critics found the album invalid as art. " * 12,
+            None,
+        ),
+    ],
+)
+def test_failures_are_read_from_any_tool_answer(text, category):
+    found = error_signal(text)
+    assert (found.category if found else None) == category
+
+
+def test_an_error_flag_on_the_answer_counts_whatever_its_text():
+    assert (
+        error_signal("the request could not be completed", {"is_error": True}).category
+        == "error"
+    )
+    span = run_parse(
+        view(
+            [
+                (
+                    "tool_call",
+                    "refund",
+                    "refund",
+                    {"arguments": {}, "error": "upstream 500"},
+                )
+            ]
+        )
+    )
+    assert span.calls[0].failed
+
+
+def test_the_general_shape_of_an_error_drops_one_runs_particulars():
+    shape = error_signal("Error: flight HAT030 not available on date 2024-05-13").shape
+    assert shape == "flight … not available on date"
+    assert not run_specific_terms(
+        error_signal("Error: payment method certificate_7504069 not found").shape
+    )
+
+
+# --- which tools change state: learned, never from names --------------------------------
+
+
+def test_state_changing_tools_are_learned_from_the_data_not_from_names():
+    """A tool whose answer shows the record it names with new values changes state; a
+    `set_`-named tool with no such evidence does not; a read answering the same twice
+    only reads."""
     run = view(
         [
-            say("user", "Book JFK to SEA. Yes, go ahead."),
-            call("get_user_details", user_id="mia_li_3668"),
-            obs(
-                '{"membership": "gold", "name": {"first_name": "Mia", "last_name": "Li"}}'
-            ),
+            call("get_order", order_id="A1"),
+            obs('{"order_id": "A1", "status": "paid", "total": 10}'),
+            call("set_cursors", start=1, end=5),
+            obs("cursors set"),
+            call("amend_order", order_id="A1", total=12),
+            obs('{"order_id": "A1", "status": "paid", "total": 12}'),
+            call("get_catalog", page=1),
+            obs('{"items": ["a", "b"]}'),
+            call("get_catalog", page=1),
+            obs('{"items": ["a", "b"]}'),
+        ]
+    )
+    known = tool_knowledge([run_parse(run)])
+    assert "amend_order" in known.changes
+    assert "set_cursors" not in known.changes and "get_order" not in known.changes
+    assert "get_catalog" in known.reads
+
+
+# --- failing calls ------------------------------------------------------------------------
+
+
+def test_a_rejected_call_names_the_tool_and_the_argument_the_error_speaks_of():
+    """Support agent: the error mentions the payment, so the lesson names
+    `payment_methods`; the ids and amounts stay in the why; call and answer cited."""
+    run = view(
+        [
+            say("user", "Book it. Yes."),
             call(
                 "book_reservation",
                 user_id="mia_li_3668",
@@ -89,219 +246,462 @@ def test_a_failing_tool_call_gives_the_policy_step_it_missed():
             ),
         ]
     )
-    found = lessons(run)
-    error = next(l for l in found if "does not add up" in l.content)
-    assert error.kind == "strategy_harmful"
-    assert "`book_reservation`" in error.content and "`calculate`" in error.content
-    assert error.step_indexes == [3, 4]
-    fact = next(l for l in found if l.kind == "durable_fact")
-    assert fact.content == "User mia_li_3668 (Mia Li) has gold membership."
-    assert fact.entity == "user:mia_li_3668" and fact.user_id == "mia_li_3668"
-
-
-def test_repeating_a_failed_call_is_a_loop():
-    """The same failing call three times is reported once as a loop with its steps."""
-    failing = call(
-        "update_reservation_flights", reservation_id="4WQ150", cabin="economy"
+    (lesson,) = [x for x in lessons(run) if x.key.startswith("error|")]
+    assert (
+        "`book_reservation`" in lesson.content and "`payment_methods`" in lesson.content
     )
+    assert "payment amount does not add up" in lesson.content
+    assert not run_specific_terms(lesson.content) and "305" in lesson.why
+    assert lesson.step_indexes == [1, 2] and lesson.root_cause
+    assert lesson.polarity == "do" and lesson.provenance == "failure"
+
+
+def test_a_rejected_edit_fixed_by_its_indentation_teaches_the_indentation():
+    """Coding agent: `edit` rejected for a syntax error, then accepted with only the
+    indentation changed: the lesson is about indentation, citing both calls."""
+    bad = "edit 10:10\nreturn int(round(x))\nend_of_edit"
+    good = "edit 10:10\n        return int(round(x))\nend_of_edit"
     run = view(
         [
-            say("user", "yes"),
-            failing,
-            obs("Error: flight HAT030 not available on date 2024-05-13"),
-            failing,
-            obs("Error: flight HAT030 not available on date 2024-05-13"),
-            failing,
-            obs("Error: flight HAT030 not available on date 2024-05-13"),
-        ]
+            command(bad),
+            obs(
+                "Your proposed edit has introduced new syntax error(s).\nERRORS:\n- E999 IndentationError: unexpected indent"
+            ),
+            command(good),
+            obs("File updated."),
+            command("submit"),
+            obs("diff --git a/x.py b/x.py"),
+        ],
+        status="partial",
+        task="Fix the rounding of TimeDelta",
+        task_type="swe-agent",
     )
-    loop = next(l for l in lessons(run) if l.key.startswith("loop-after-error"))
-    assert "update_reservation_flights" in loop.content and "3 times" in loop.content
-    assert loop.step_indexes == [1, 3, 5]
+    (lesson,) = lessons(run)
+    assert (
+        lesson.content
+        == "When calling `edit`, match the indentation of the surrounding lines in `command`."
+    )
+    assert lesson.step_indexes == [0, 1, 2, 3]
 
 
-def test_a_change_without_confirmation_or_lookup_is_flagged():
-    """A write right after a request (no explicit yes) and without reading the
-    reservation first gives two harmful strategies naming the tools."""
+def test_reproducing_the_reported_bug_and_retesting_after_an_edit_teach_nothing():
+    """The traceback the agent set out to provoke, and the same script re-run after an
+    edit (a retest, not a loop), give no lesson."""
+    trace = "Traceback (most recent call last):\n  File \"r.py\", line 3\nAttributeError: no attribute 'PixelRepresentation'"
     run = view(
         [
-            say("user", "Cancel reservation 4WQ150 because I changed plans."),
-            call("cancel_reservation", reservation_id="4WQ150"),
-            obs('{"status": "cancelled"}'),
-        ]
+            think("First, I'll create a script to reproduce the bug."),
+            command("python reproduce.py"),
+            obs(trace),
+            command("edit 3:3\n    x = 1\nend_of_edit"),
+            obs("File updated."),
+            command("python reproduce.py"),
+            obs(trace),
+            command("edit 4:4\n    y = 2\nend_of_edit"),
+            obs("File updated."),
+            command("python reproduce.py"),
+            obs("Script completed successfully, no errors."),
+        ],
+        status="partial",
+        task="pixel_array fails: AttributeError no attribute PixelRepresentation",
+        task_type="swe-agent",
     )
-    found = {l.key: l for l in lessons(run)}
-    unconfirmed = found["unconfirmed-write cancel_reservation"]
-    assert '"yes"' in unconfirmed.content and unconfirmed.step_indexes == [1, 0]
-    lookup = found["no-lookup-before cancel_reservation get_reservation_details"]
-    assert "get_reservation_details(reservation_id=4WQ150)" in lookup.content
+    assert lessons(run) == []
 
 
-def test_a_confirmed_write_after_a_lookup_is_not_flagged():
+def test_the_same_failing_call_again_with_nothing_changed_between_is_a_loop():
+    """CTF agent: `submit` with the same flag, rejected each time, nothing in between."""
+    wrong = command("submit flag{abc}")
     run = view(
         [
-            call("get_reservation_details", reservation_id="4WQ150"),
-            obs('{"reservation_id": "4WQ150", "cabin": "economy"}'),
-            say("assistant", "I will cancel 4WQ150. Confirm?"),
-            say("user", "Yes, please proceed."),
-            call("cancel_reservation", reservation_id="4WQ150"),
-            obs('{"status": "cancelled"}'),
+            wrong,
+            obs("Wrong flag!"),
+            wrong,
+            obs("Wrong flag!"),
+            wrong,
+            obs("Wrong flag!"),
+        ],
+        task_type="ctf",
+    )
+    loop = by_family(lessons(run))["loop"]
+    assert loop.polarity == "avoid" and loop.kind == "strategy_harmful"
+    assert (
+        loop.content
+        == "When `submit` answers “Wrong flag”, avoid repeating the same `submit` call unchanged."
+    )
+    assert loop.step_indexes == [0, 1, 2, 3, 4, 5]
+
+
+def test_an_unknown_call_between_two_identical_failures_may_have_changed_things():
+    """Between the two runs of the script stands a call that may change state: not a
+    loop."""
+    failing = command("python check.py")
+    run = view(
+        [
+            failing,
+            obs("exit code 1"),
+            command("patch apply fix.diff"),
+            obs("ok"),
+            failing,
+            obs("exit code 1"),
         ]
     )
-    keys = {l.key for l in lessons(run)}
-    assert not any(
-        k.startswith(("unconfirmed-write", "no-lookup-before")) for k in keys
+    assert "loop" not in by_family(lessons(run))
+
+
+def test_ignored_suggestions_and_quoted_queries_are_lessons():
+    """Question answering: `Search` offers similar titles and the next search uses none;
+    a quoted title it lists unquoted fails: two lessons, neither naming the titles."""
+    run = view(
+        [
+            bracket("Search", "Scat", "entity"),
+            obs("Could not find [Scat]. Similar: ['Scatman John', 'Scat singing']"),
+            bracket("Search", "Scat player 1939", "entity"),
+            obs("Could not find [Scat player 1939]. Similar: []"),
+            bracket("Search", '"Is Google Making Us Stupid?"', "entity"),
+            obs(
+                "Could not find [\"Is Google Making Us Stupid?\"]. Similar: ['Is Google Making Us Stupid?']"
+            ),
+            bracket("Finish", "Oklahoma", "answer"),
+        ],
+        task="What team was led to victory in 1939 by a player nicknamed Scat?",
+        task_type="hotpotqa",
+        metrics={"expected_answer": "Oklahoma Sooners", "final_answer": "Oklahoma"},
+    )
+    found = by_family(lessons(run))
+    assert found["suggest"].content == (
+        "When `Search` answers “Could not find” and lists alternatives, retry with one "
+        "of the listed alternatives, exactly as written."
+    )
+    assert (
+        found["fix"].content
+        == "When calling `Search`, pass `entity` without quotation marks."
+    )
+    assert all("Scat" not in lesson.content for lesson in found.values())
+
+
+# --- the outcome ----------------------------------------------------------------------------
+
+
+def test_a_wrong_final_answer_is_read_against_the_gold_answer_and_the_question_form():
+    """The answer is part of the expected one, which an observation stated: the lesson
+    says to give the complete name, in the situation of the question's form."""
+    run = view(
+        [
+            bracket("Search", "Juliet Hulme", "entity"),
+            obs("Anne Perry (born Juliet Marion Hulme) is an English author."),
+            bracket("Finish", "Anne", "answer"),
+        ],
+        task="What name did the author depicted as Juliet Hulme write under?",
+        task_type="hotpotqa",
+        metrics={"expected_answer": "Anne Perry", "final_answer": "Anne"},
+    )
+    lesson = by_family(lessons(run))["answer"]
+    assert lesson.content == (
+        "When the question asks “what name”, give `Finish` the complete name or phrase "
+        "as the observation states it, rather than a part of it."
+    )
+    assert lesson.step_indexes == [1, 2] and "Anne Perry" in lesson.why
+    # A bare "what" names no kind of question: such a lesson would fit any question.
+    run.task_description = "What is the given name of the author once Juliet Hulme?"
+    assert "answer" not in by_family(lessons(run))
+
+
+def test_an_answer_no_observation_states_is_unsupported():
+    run = view(
+        [
+            bracket("Search", "Creed", "entity"),
+            obs("A creed is a statement of belief."),
+            bracket("Finish", "1995", "answer"),
+        ],
+        task="The band disbanded in what year?",
+        task_type="hotpotqa",
+        metrics={"expected_answer": "2004", "final_answer": "1995"},
+    )
+    lesson = by_family(lessons(run))["answer"]
+    assert "only with an answer an observation states" in lesson.content
+    assert lesson.when == "the question asks “what year”"
+
+
+def test_expected_actions_name_the_change_left_out_and_the_one_not_asked_for():
+    """With the evaluator's expected actions in the metrics: the missing call, and a
+    state-changing call that was not expected (its state change seen in the data)."""
+    run = view(
+        [
+            call("get_order", order_id="A1"),
+            obs('{"order_id": "A1", "status": "paid"}'),
+            call("cancel_order", order_id="A1"),
+            obs('{"order_id": "A1", "status": "cancelled"}'),
+        ],
+        metrics={"expected_actions": ["get_order", "exchange_items"]},
+    )
+    found = by_family(lessons(run))
+    assert (
+        found["missing"].content
+        == "When the task asks to exchange items, call `exchange_items` before finishing."
+    )
+    assert (
+        found["extra"].content
+        == "Before calling `cancel_order`, check that the task asks for this step and the rules allow it."
+    )
+    assert found["extra"].step_indexes == [2, 3]
+
+
+# --- contrast with successful runs ------------------------------------------------------------
+
+
+def _trial(status, quantity, *, task="Exchange 2 shirts in order A1"):
+    return view(
+        [
+            say("user", task),
+            call("get_order", order_id="A1"),
+            obs('{"order_id": "A1", "status": "delivered", "items": 3}'),
+            call("exchange_items", order_id="A1", quantity=quantity),
+            obs(
+                f'{{"order_id": "A1", "status": "exchange requested", "items": {quantity}}}'
+            ),
+        ],
+        status=status,
+        task=task,
     )
 
 
-def test_contrast_with_successes_of_the_same_task_names_the_wrong_arguments():
-    """Successful trials of the same task used cabin=economy and 2 bags; the failure
-    used business and 3: the lesson names the tool and both values."""
+def test_successful_runs_of_the_same_task_show_the_argument_that_was_wrong():
+    """The winners passed the quantity the task asked for; the failure took it from the
+    order lookup: the lesson says where the value should come from."""
+    failed = _trial("failure", 3)
+    winners = [_trial("success", 2), _trial("success", 2)]
+    args = by_family(lessons(failed, winners))["args"]
+    assert args.content == (
+        "Before calling `exchange_items`, take `quantity` from what the task asks for, "
+        "rather than from the `get_order` result."
+    )
+    assert set(args.related_runs) == {w.id for w in winners} and args.root_cause
+    assert "quantity=2" in args.why and "quantity=3" in args.why
 
-    def trial(status, cabin, bags):
+
+def test_a_change_no_successful_run_made_is_questioned():
+    winners = [_trial("success", 2), _trial("success", 2)]
+    failed = view(
+        [
+            say("user", "Exchange 2 shirts in order A1"),
+            call("get_order", order_id="A1"),
+            obs('{"order_id": "A1", "status": "delivered"}'),
+            call("cancel_order", order_id="A1"),
+            obs('{"order_id": "A1", "status": "cancelled"}'),
+        ],
+        task="Exchange 2 shirts in order A1",
+    )
+    found = by_family(lessons(failed, winners))
+    assert found["extra"].content.startswith("Before calling `cancel_order`")
+    assert (
+        found["missing"].content
+        == "When the task asks to exchange items, call `exchange_items` before finishing."
+    )
+
+
+# --- precision -----------------------------------------------------------------------------------
+
+
+def test_a_failed_run_without_any_signal_gets_no_lesson():
+    """No error, no judged answer, no peers, no feedback: nothing to say, and nothing
+    generic is said."""
+    run = view(
+        [
+            say("user", "Hello"),
+            call("get_order", order_id="A1"),
+            obs('{"status": "paid"}'),
+            say("assistant", "Done."),
+        ]
+    )
+    assert lessons(run) == []
+
+
+def test_the_same_lesson_in_two_runs_has_one_key_and_the_analysis_is_deterministic():
+    def failing(order):
         return view(
             [
-                call("get_reservation_details", reservation_id="4WQ150"),
-                obs('{"reservation_id": "4WQ150", "cabin": "basic_economy"}'),
-                say("user", "yes"),
-                call(
-                    "update_reservation_flights",
-                    reservation_id="4WQ150",
-                    cabin=cabin,
-                    payment_id="credit_card_1",
-                ),
-                obs('{"reservation_id": "4WQ150"}'),
-                call(
-                    "update_reservation_baggages",
-                    reservation_id="4WQ150",
-                    total_baggages=bags,
-                    nonfree_baggages=0,
-                ),
-                obs('{"reservation_id": "4WQ150"}'),
-            ],
-            status=status,
+                call("refund", order_id=order),
+                obs(f"Error: order {order} cannot be refunded after 30 days"),
+            ]
         )
 
-    failed = trial("failure", "business", 3)
-    winners = [trial("success", "economy", 2), trial("success", "economy", 2)]
-    found = lessons(failed, winners)
-    cabin = next(
-        l
-        for l in found
-        if l.key.startswith("contrast-args") and "update_reservation_flights" in l.key
+    a, b = (
+        lessons(failing("A1")),
+        lessons(failing("ZX9")),
     )
-    assert "cabin=economy" in cabin.content and "cabin=business" in cabin.content
-    assert set(cabin.related_runs) == {w.id for w in winners}
-    bags = next(l for l in found if "update_reservation_baggages" in l.key)
-    assert "total_baggages=2" in bags.content and "total_baggages=3" in bags.content
+    assert [x.key for x in a] == [x.key for x in b] and [x.content for x in a] == [
+        x.content for x in b
+    ]
+    assert [x.content for x in lessons(failing("A1"))] == [x.content for x in a]
 
 
-def test_contrast_finds_the_change_successes_made_and_the_one_they_avoided():
-    """Successes cancelled nothing and changed the flight; the failure cancelled."""
-    winner = view(
+# --- memories --------------------------------------------------------------------------------------
+
+
+def test_a_lasting_preference_is_kept_and_an_answer_is_not():
+    run = view(
         [
-            say("user", "yes"),
-            call("update_reservation_flights", reservation_id="R1", cabin="economy"),
-            obs("{}"),
+            say("user", "I always fly in an aisle seat, by the way."),
+            say("assistant", "Would you like travel insurance?"),
+            say("user", "No, I never want insurance."),
+        ],
+        user_id="mia_li_3668",
+    )
+    prefs = [x for x in lessons(run) if x.kind == "preference"]
+    assert [p.content for p in prefs] == [
+        "mia_li_3668 prefers: “I always fly in an aisle seat, by the way.”"
+    ]
+    assert prefs[0].memory_scope == "user" and prefs[0].user_id == "mia_li_3668"
+
+
+def test_a_durable_fact_holds_the_state_at_the_end_of_the_run():
+    """The record read before the change is stale; the fact comes from the answer after
+    the last change, citing that step."""
+    run = view(
+        [
+            call("get_reservation", reservation_id="R1"),
+            obs(
+                '{"reservation_id": "R1", "user_id": "u1", "cabin": "basic_economy", "insurance": "no"}'
+            ),
+            call("update_reservation", reservation_id="R1", cabin="economy"),
+            obs(
+                '{"reservation_id": "R1", "user_id": "u1", "cabin": "economy", "insurance": "no"}'
+            ),
         ],
         status="success",
     )
-    failed = view(
-        [say("user", "yes"), call("cancel_reservation", reservation_id="R1"), obs("{}")]
-    )
-    found = {l.key.split(" ")[0]: l for l in lessons(failed, [winner])}
-    assert "`update_reservation_flights(" in found["contrast-missing"].content
-    assert found["contrast-missing"].kind == "strategy_helpful"
-    assert "do not call `cancel_reservation`" in found["contrast-extra"].content
+    (fact,) = [x for x in lessons(run) if x.kind == "durable_fact"]
+    assert "cabin economy" in fact.content and "basic_economy" not in fact.content
+    assert fact.step_indexes == [2, 3] and fact.entity == "reservation:R1"
 
 
-def test_preferences_become_user_scoped_candidates():
+def test_no_fact_when_a_change_came_after_the_last_time_the_record_was_shown():
     run = view(
         [
-            say(
-                "user",
-                "Hi. I prefer aisle seats and always pay with my Visa ending 7447.",
+            call("get_reservation", reservation_id="R1"),
+            obs(
+                '{"reservation_id": "R1", "cabin": "basic_economy", "insurance": "no"}'
             ),
-            say("assistant", "Noted."),
-        ]
+            call("update_reservation", reservation_id="R1", cabin="economy"),
+            obs('{"reservation_id": "R1", "cabin": "economy", "insurance": "no"}'),
+            call("upgrade_reservation", reservation_id="R1", cabin="business"),
+            obs("Reservation upgraded successfully"),
+        ],
+        status="success",
     )
-    prefs = [l for l in lessons(run) if l.kind == "preference"]
-    assert len(prefs) == 1
-    assert prefs[0].user_id == "mia_li_3668" and prefs[0].memory_scope == "user"
-    assert "I prefer aisle seats" in prefs[0].content
+    assert [x for x in lessons(run) if x.kind == "durable_fact"] == []
 
 
-def test_a_recurring_successful_sequence_is_a_procedure():
-    """Two successes with the same tool sequence give a procedure listing it."""
+# --- feedback ---------------------------------------------------------------------------------------
 
-    def success():
-        return view(
-            [
-                call("get_user_details", user_id="u"),
-                obs("{}"),
-                call("get_reservation_details", reservation_id="R"),
-                obs("{}"),
-                say("user", "yes"),
-                call("cancel_reservation", reservation_id="R"),
-                obs("{}"),
-            ],
-            status="success",
-        )
 
-    first, second = success(), success()
-    procedure = next(l for l in lessons(first, [second]) if l.kind == "procedure")
+def test_a_persons_correction_becomes_a_lesson_about_the_step_it_concerns():
+    """A run that looked fine, corrected by a person afterwards: the lesson says what
+    the correction says, about the call it concerns, citing the feedback."""
+    run = view(
+        [
+            call("get_order", order_id="A1"),
+            obs('{"order_id": "A1", "paid_with": "credit_card_9"}'),
+            call("refund_order", order_id="A1", payment_method="gift_card_77"),
+            obs("Refund issued"),
+        ],
+        status="success",
+        feedback=[
+            FeedbackView(
+                feedback_type="human",
+                score=0.1,
+                source="qa",
+                message="Refunded to the gift card; the customer asked for the original card.",
+            )
+        ],
+    )
+    run.score = 0.1  # the effective score after the feedback
+    lesson = by_family(lessons(run))["feedback"]
+    assert lesson.content == (
+        "When calling `refund_order`, match what was asked for (the original card) "
+        "rather than what was done (refunded to the gift card)."
+    )
+    assert lesson.provenance == "feedback" and lesson.step_indexes == [2, 3]
     assert (
-        "`get_user_details` → `get_reservation_details` → `cancel_reservation`"
-        in procedure.content
+        "human feedback from qa" in lesson.rationale
+        and "original card" in lesson.rationale
     )
-    assert list(procedure.related_runs) == [second.id]
 
 
-def test_a_run_without_tool_calls_when_the_user_lacks_the_id():
+def test_a_failed_test_posted_as_feedback_asks_for_the_test_to_pass():
+    run = view(
+        [command("edit 1:1\nx = 2\nend_of_edit"), obs("File updated.")],
+        status="success",
+        feedback=[
+            FeedbackView(
+                feedback_type="test",
+                score=0.0,
+                source="ci",
+                message="test_rounding failed: AssertionError 344 != 345",
+            )
+        ],
+    )
+    run.score = 0.0
+    lesson = by_family(lessons(run))["feedback"]
+    assert "make sure `test_rounding` passes before finishing" in lesson.content
+
+
+# --- a namespace's own rules ---------------------------------------------------------------------------
+
+
+RULES = {
+    "state_tools": ["book_reservation"],
+    "rules": [
+        {
+            "id": "total",
+            "on": "error",
+            "match": "does not add up",
+            "when": "paying for a booking",
+            "directive": "compute the total with `calculate` first",
+        },
+        {
+            "id": "confirm",
+            "on": "call",
+            "tool": "*",
+            "requires": "confirmation",
+            "when": "about to change a booking",
+            "directive": "get the user's explicit yes first",
+        },
+    ],
+}
+
+
+def test_namespace_rules_are_data_and_replace_the_general_lesson_for_their_error():
     run = view(
         [
-            say("user", "I don't remember the reservation ID, sorry."),
-            say("assistant", "I need the reservation id to continue."),
-        ]
-    )
-    (lesson,) = [l for l in lessons(run) if l.kind.startswith("strategy")]
-    assert "get_user_details" in lesson.content and lesson.kind == "strategy_helpful"
-
-
-def test_the_analysis_is_deterministic():
-    run = view(
-        [
-            call("book_reservation", user_id="u"),
-            obs("Error: not enough seats on flight HAT1"),
-        ]
-    )
-    assert [l.content for l in lessons(run)] == [l.content for l in lessons(run)]
-
-
-def test_expected_actions_in_the_metrics_name_what_the_run_left_out():
-    """With `metrics.expected_actions` (tau-bench imports carry them), the failed run's
-    missing change and its unneeded hand-off are both named."""
-    run = view(
-        [
-            say("user", "Change the passenger to me. Yes."),
-            call(
-                "update_reservation_flights", reservation_id="FQ8APE", cabin="economy"
+            say("user", "Book the 9am flight."),
+            call("book_reservation", user_id="u1", payment_methods=[]),
+            obs(
+                "Error: payment amount does not add up, total price is 305, but paid 0"
             ),
-            obs("{}"),
-            call("transfer_to_human_agents", summary="cannot change passenger"),
-            obs("Transfer successful"),
-        ]
+        ],
+        rules=RULES,
     )
-    run.metrics = {
-        "expected_actions": [
-            "get_reservation_details",
-            "update_reservation_flights",
-            "update_reservation_passengers",
-        ]
-    }
-    found = {l.key.split(" ")[0]: l for l in lessons(run)}
-    missing = found["expected-missing"]
-    assert "`update_reservation_passengers`" in missing.content
-    assert "`transfer_to_human_agents` instead" in missing.content
-    extra = found["expected-extra"]
-    assert extra.kind == "strategy_harmful" and extra.step_indexes == [3]
+    found = {x.key: x for x in lessons(run)}
+    assert (
+        found["rule|total"].content
+        == "When paying for a booking, compute the total with `calculate` first."
+    )
+    assert (
+        found["rule|confirm"].content
+        == "When about to change a booking, get the user's explicit yes first."
+    )
+    assert not any(k.startswith("error|") for k in found)
+
+
+def test_a_rule_set_is_checked_field_by_field():
+    assert rules_check(RULES) == []
+    problems = rules_check(
+        {"state_tools": "x", "rules": [{"on": "error", "match": "(", "directive": ""}]}
+    )
+    assert "state_tools: must be a list of tool names" in problems
+    assert any(
+        p.startswith("rules.0.match: not a regular expression") for p in problems
+    )
+    assert "rules.0.directive: required text" in problems

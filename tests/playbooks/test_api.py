@@ -249,3 +249,45 @@ def test_recall_with_user_id_returns_memories(agent_client):
     ).json()
     assert [m["content"] for m in body["memories"]] == ["Prefers window seats."]
     assert "Prefers window seats." in body["context"]
+
+
+def test_strategies_take_and_show_the_lesson_shape(admin_client_api):
+    """A strategy is written as text (its shape read from it, marked classified) or
+    in the lesson shape; the API shows both and recall hands out the rendering."""
+    make_playbook(admin_client_api.namespace, "airline")
+    text = admin_client_api.post_json(
+        "/api/v1/playbooks/airline/strategies/",
+        {
+            "type": "harmful",
+            "description": "Promising a refund before it went through.",
+        },
+    )
+    shaped = admin_client_api.post_json(
+        "/api/v1/playbooks/airline/strategies/",
+        {
+            "type": "helpful",
+            "polarity": "avoid",
+            "when": "the user asks for a refund",
+            "directive": "promise a date before `cancel_reservation` succeeded",
+        },
+    )
+    assert (text.status_code, shaped.status_code) == (201, 201)
+    items = {s["directive"]: s for s in shaped.json()["strategies"]}
+    first = items["promising a refund before it went through"]
+    assert (first["polarity"], first["shape_classified"]) == ("avoid", True)
+    assert first["description"] == "Avoid promising a refund before it went through."
+    second = items["promise a date before `cancel_reservation` succeeded"]
+    assert second["shape_classified"] is False
+    recall = admin_client_api.get(
+        "/api/v1/playbooks/airline/context/",
+        {"task": "The user asks for a refund of a cancelled reservation"},
+    ).json()
+    assert (
+        "- When the user asks for a refund, do not promise a date before "
+        "`cancel_reservation` succeeded." in recall["context"]
+    )
+    assert {i["polarity"] for i in recall["items"]} == {"avoid"}
+    missing = admin_client_api.post_json(
+        "/api/v1/playbooks/airline/strategies/", {"type": "helpful"}
+    )
+    assert missing.status_code == 400 and "description" in missing.json()

@@ -105,10 +105,10 @@ def test_harmful_and_procedure_kinds_become_playbook_strategies(ns, playbook):
         )
     )
     assert (harmful.applied_version, procedure.applied_version) == (2, 3)
-    types = dict(
-        Strategy.objects.filter(playbook=playbook).values_list("description", "type")
-    )
-    assert types["Rebooking without checking the fare rules."] == "harmful"
+    pattern = Strategy.objects.get(source_candidate=harmful)
+    # A harmful pattern described as an activity: to be avoided, said so once.
+    assert (pattern.type, pattern.polarity) == ("harmful", "avoid")
+    assert pattern.description == "Avoid rebooking without checking the fare rules."
     proc = Strategy.objects.get(source_candidate=procedure)
     assert proc.type == "helpful" and proc.context.startswith("procedure")
 

@@ -1,6 +1,6 @@
-"""Recall: relevance ranking (full-text on PostgreSQL, term overlap as the fallback),
-confidence and counters, the token budget, harmful patterns as things to avoid, and
-the RecallLog."""
+"""Recall: lessons about the task (situation and subject; full-text on PostgreSQL,
+term overlap as the fallback), confidence and counters, the token budget, every line
+rendered from the lesson's structure, and the RecallLog."""
 
 import pytest
 
@@ -53,14 +53,15 @@ def test_most_relevant_strategy_comes_first(playbook):
 
 
 def test_cancellation_task_brings_the_harmful_pattern_phrased_as_avoid(playbook):
-    """A harmful pattern is handed out as something to avoid."""
+    """A harmful pattern described as an activity is stored as `avoid` and handed out
+    as something to avoid, once."""
     result = recall.playbook_recall(
-        playbook=playbook, task="cancel my basic economy booking"
+        playbook=playbook, task="cancel my basic economy booking and refund it"
     )
-    top_two = {i["description"][:20] for i in result.items[:2]}
-    assert "Promising refunds fo" in top_two
+    harmful = next(i for i in result.items if i["type"] == "harmful")
+    assert harmful["polarity"] == "avoid"
     assert (
-        "- Avoid: promising refunds for basic economy cancellations." in result.context
+        "- Avoid promising refunds for basic economy cancellations." in result.context
     )
 
 
@@ -84,8 +85,8 @@ def test_never_exceeds_the_budget_and_reports_the_estimate(playbook):
     for n in range(40):
         make_strategy(
             playbook,
-            f"Baggage rule number {n}: weigh every bag before "
-            f"check-in and note the allowance for tier {n}.",
+            f"Weigh every bag before check-in and quote the baggage allowance "
+            f"of tier {n}.",
         )
     full = recall.playbook_recall(
         playbook=playbook, task="baggage allowance", budget_tokens=5000
@@ -123,11 +124,44 @@ def test_recall_is_logged_with_version_and_keys(playbook):
     assert first.last_recalled_at is not None
 
 
-def test_unrelated_task_still_gets_general_strategies_ranked_lower(playbook):
-    """With no term in common, the best general strategies fill the context."""
+def test_an_unrelated_task_gets_no_lessons(playbook):
+    """Lessons about other situations never fill the context: a task that shares no
+    subject with any lesson gets an empty context, not the playbook's best lessons."""
     result = recall.playbook_recall(playbook=playbook, task="zebra quantum")
-    assert len(result.items) == 4
-    assert all(i["score"] < 0.55 for i in result.items)
+    assert (result.items, result.context) == ([], "")
+
+
+def test_a_lesson_for_another_situation_is_left_out():
+    """Two lessons share words, but only one's situation is the task's: the lesson
+    for changing flights is not handed to a cancellation, and vice versa."""
+    pb = make_playbook(NamespaceFactory(slug="acme"), "airline")
+    change = make_strategy(
+        pb,
+        "",
+        polarity="do",
+        when="the user asks to change the flights of a reservation",
+        directive="check each new flight's availability with `search_direct_flight` "
+        "before calling `update_reservation_flights`",
+    )
+    cancel = make_strategy(
+        pb,
+        "",
+        polarity="avoid",
+        when="the user asks to cancel a reservation",
+        directive="call `cancel_reservation` before checking the fare rules",
+    )
+    changing = recall.playbook_recall(
+        playbook=pb, task="I want to change the flights of reservation 4WQ150"
+    )
+    cancelling = recall.playbook_recall(
+        playbook=pb, task="Please cancel my reservation H8Q05L"
+    )
+    assert [i["id"] for i in changing.items] == [change.pk]
+    assert [i["id"] for i in cancelling.items] == [cancel.pk]
+    assert (
+        "- When the user asks to cancel a reservation, do not call "
+        "`cancel_reservation` before checking the fare rules." in cancelling.context
+    )
 
 
 def test_retired_strategies_are_never_recalled(playbook):
@@ -148,15 +182,30 @@ def test_python_fallback_ranks_by_term_overlap(playbook):
     assert found[0].relevance == 1.0
 
 
-def test_harmful_lines_already_phrased_as_avoidance_are_kept():
-    """ "Never …"/"Avoid …" harmful entries are not doubled up with "Avoid:"."""
-    assert recall.strategy_line("harmful", "Never refund basic economy.") == (
-        "- Never refund basic economy."
-    )
-    assert recall.strategy_line("harmful", "Refunding basic economy.") == (
-        "- Avoid: refunding basic economy."
-    )
-    assert recall.strategy_line("helpful", "Ask  first.") == "- Do: Ask first."
+@pytest.mark.parametrize(
+    "kind, text, line",
+    [
+        # advice learned from a failure: still advice
+        (
+            "harmful",
+            "Before calling book_reservation, compute the total with calculate.",
+            "- Before calling book_reservation, compute the total with calculate.",
+        ),
+        # a described bad pattern: something to avoid
+        ("harmful", "Refunding basic economy.", "- Avoid refunding basic economy."),
+        # a negative directive: negated once, not twice
+        ("harmful", "Never refund basic economy.", "- Do not refund basic economy."),
+        ("helpful", "Do not promise a refund.", "- Do not promise a refund."),
+        # a positive directive
+        ("helpful", "Ask  first.", "- Ask first."),
+    ],
+)
+def test_every_line_is_rendered_from_the_structure(kind, text, line):
+    """The recalled line is rendered from polarity/when/directive, whichever phrasing
+    the lesson came in, so its meaning cannot change on the way to the agent."""
+    pb = make_playbook(NamespaceFactory(slug="acme"), "airline")
+    strategy = make_strategy(pb, text, type=kind)
+    assert recall.strategy_line(strategy) == line
 
 
 def test_misspelled_short_task_finds_strategies_by_trigram(playbook):
@@ -164,7 +213,6 @@ def test_misspelled_short_task_finds_strategies_by_trigram(playbook):
     by trigram similarity, ranked above the general fill."""
     result = recall.playbook_recall(playbook=playbook, task="reservaton")
     assert result.items[0]["description"].startswith("Ask for the reservation id")
-    assert result.items[0]["score"] > result.items[1]["score"]
 
 
 def test_user_memories_join_the_context_within_a_quarter_of_the_budget(playbook):
@@ -221,3 +269,60 @@ def test_user_memories_join_the_context_within_a_quarter_of_the_budget(playbook)
     assert (
         "memories" not in recall.playbook_recall(playbook=playbook, task="x").as_dict()
     )
+
+
+def test_recall_preview_with_a_candidate_applied_logs_nothing(playbook):
+    """The preview is the context an agent would get now, and as if a candidate were
+    applied (its line ranked with the others; a replacement drops the old one);
+    nothing is logged and nothing is written."""
+    from learning.services.candidates import candidate_create
+
+    replaced = Strategy.objects.get(description__startswith="Ask for the reservation")
+    candidate, _ = candidate_create(
+        namespace=playbook.namespace,
+        kind="strategy_helpful",
+        playbook=playbook,
+        polarity="do",
+        when="the user asks to cancel a reservation",
+        directive="read the fare rules with `get_reservation_details` first",
+    )
+    candidate.replaces_strategy_id = replaced.pk
+    task = "Please cancel my reservation and tell me about the fare rules"
+    now = recall.recall_preview(playbook=playbook, task=task)
+    after = recall.recall_preview(playbook=playbook, task=task, candidate=candidate)
+    assert "fare rules with `get_reservation_details` first" not in now.context
+    assert (
+        "- When the user asks to cancel a reservation, read the fare rules with "
+        "`get_reservation_details` first." in after.context
+    )
+    assert replaced.pk in [i["id"] for i in now.items]
+    assert replaced.pk not in [i["id"] for i in after.items]
+    assert not RecallLog.objects.exists()
+    assert playbook.strategies.filter(active=True).count() == 4
+
+
+def test_a_lesson_is_recalled_for_tasks_like_the_ones_it_was_learned_from():
+    """A strategy remembers the tasks it was learned in (ids and amounts aside): a new
+    task of that kind recalls it though it shares none of the lesson's tool words, and
+    a task of another kind does not."""
+    pb = make_playbook(NamespaceFactory(slug="acme"), "airline")
+    lesson = make_strategy(
+        pb,
+        "Before calling `book_reservation`, compute the total with `calculate`.",
+    )
+    Strategy.objects.filter(pk=lesson.pk).update(
+        situations="You are mia_li_3668. You want to fly from New York to Seattle on "
+        "May 20 in economy, and pay with your two certificates."
+    )
+    alike = recall.playbook_recall(
+        playbook=pb,
+        task="You are raj_brown_5782. You want to fly from New York to Seattle on "
+        "June 2 in economy and pay with a certificate.",
+    )
+    other = recall.playbook_recall(
+        playbook=pb,
+        task="You are raj_brown_5782. You want to add two checked bags to your "
+        "upcoming trip and change the passenger's name.",
+    )
+    assert [i["id"] for i in alike.items] == [lesson.pk]
+    assert other.items == []

@@ -108,7 +108,7 @@ def test_htmx_returns_the_strategies_fragment_and_errors_name_fields(ns):
     assert ok.status_code == 200
     html = ok.content.decode()
     assert html.lstrip().startswith('<section id="strategies"') and "<html" not in html
-    assert "Refunding basic economy." in html
+    assert "Avoid refunding basic economy." in html
     bad = client.post(
         url,
         {"type": "helpful", "description": "", "confidence": "2"},

@@ -1,4 +1,5 @@
-"""Ingest rate limits: a token posting faster than FLYWHEEL_INGEST_RATE gets 429."""
+"""Write rate limits: a token writing faster than FLYWHEEL_INGEST_RATE gets 429 (one
+count per token for every write: runs, steps, completions, feedback, proposals, OTel)."""
 
 import json
 
@@ -111,3 +112,97 @@ def test_a_cache_outage_fails_open(api_factory, settings, monkeypatch, caplog):
     assert client.post_json("/api/v1/runs/", _run(1)).status_code == 201
     assert client.post_json("/api/v1/runs/", _run(2)).status_code == 201
     assert "throttle cache unavailable" in caplog.text
+
+
+def _running(client, external_id: str) -> str:
+    body = {"external_id": external_id, "task_description": "Rebook 4WQ150"}
+    response = client.post_json("/api/v1/runs/", body)
+    assert response.status_code == 201, response.json()
+    return response.json()["id"]
+
+
+def test_step_appends_are_counted(api_factory, settings):
+    """Issue 15: 40,000 steps were appended by one token at 5/min. Appends count
+    like posts: at 3/min the run and two appends pass, the third append is a 429
+    with Retry-After, and its step is not stored."""
+    settings.FLYWHEEL_INGEST_RATE = "3/min"
+    client = api_factory("acme", "agent", "stepper")
+    run_id = _running(client, "steps-1")
+    step = {"steps": [{"type": "action", "description": "look up the booking"}]}
+    for _ in range(2):
+        assert (
+            client.post_json(f"/api/v1/runs/{run_id}/steps/", step).status_code == 201
+        )
+    refused = client.post_json(f"/api/v1/runs/{run_id}/steps/", step)
+    assert refused.status_code == 429
+    assert 0 < int(refused.headers["Retry-After"]) <= 60
+    assert Trajectory.objects.get(pk=run_id).steps.count() == 2
+
+
+def test_every_kind_of_write_shares_one_count_per_token(api_factory, settings):
+    """A run, a step append, feedback, a completion, a proposal and an OTel post are
+    six writes of one token: at 6/min the seventh write of any kind is refused, while
+    reads stay free and another token is not affected."""
+    from playbooks.services import playbook_create
+
+    settings.FLYWHEEL_INGEST_RATE = "6/min"
+    client = api_factory("acme", "agent", "writer")
+    playbook_create(namespace=client.namespace, slug="airline", mode="agentic")
+    run_id = _running(client, "mixed-1")
+    writes = [
+        (
+            f"/api/v1/runs/{run_id}/steps/",
+            {"steps": [{"type": "action", "description": "s"}]},
+        ),
+        (f"/api/v1/runs/{run_id}/feedback/", {"feedback_type": "human", "score": 0.4}),
+        (f"/api/v1/runs/{run_id}/complete/", {"status": "failure", "success_score": 0}),
+        (
+            "/api/v1/candidates/",
+            {
+                "kind": "strategy_helpful",
+                "playbook": "airline",
+                "content": "Check the fare rules before rebooking.",
+                "rationale": "r",
+            },
+        ),
+    ]
+    for url, body in writes:
+        response = client.post_json(url, body)
+        assert response.status_code in (200, 201), (url, response.json())
+    otel = json.dumps({"resourceSpans": []})
+    traces = "/api/v1/otel/v1/traces"
+    assert client.post(traces, otel, content_type="application/json").status_code == 200
+    for url, body in writes[1:2] + writes[3:]:
+        refused = client.post_json(url, body)
+        assert refused.status_code == 429 and "Retry-After" in refused.headers, url
+    assert client.post(traces, otel, content_type="application/json").status_code == 429
+    assert client.get(f"/api/v1/runs/{run_id}/").status_code == 200
+    other = api_factory("acme", "agent", "other-writer")
+    assert other.post_json("/api/v1/runs/", _run(7)).status_code == 201
+
+
+def test_mcp_write_tools_share_the_count(api_factory, settings):
+    """Through MCP too, every write tool (record a run, add steps, feedback, finish,
+    propose) counts against the token's one limit: at 3/min the fourth is refused
+    with a retry hint, and its write is not made."""
+    from mcp.server.mcpserver.exceptions import ToolError
+
+    from learning.mcp import tools
+
+    settings.FLYWHEEL_INGEST_RATE = "3/min"
+    client = api_factory("acme", "agent", "mcp-writer")
+    reset = tools.caller.set(client.token)
+    try:
+        run = tools.run_record(payload={"task_description": "Rebook 4WQ150"})
+        steps = [{"type": "action", "description": "look it up"}]
+        tools.run_steps_add(run_id=run["id"], steps=steps)
+        tools.feedback_record(
+            run_id=run["id"], payload={"feedback_type": "human", "score": 0.5}
+        )
+        with pytest.raises(ToolError, match="Rate limit"):
+            tools.run_steps_add(run_id=run["id"], steps=steps)
+        with pytest.raises(ToolError, match="Rate limit"):
+            tools.run_finish(run_id=run["id"], payload={"status": "success"})
+    finally:
+        tools.caller.reset(reset)
+    assert Trajectory.objects.get(pk=run["id"]).steps.count() == 1

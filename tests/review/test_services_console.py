@@ -97,7 +97,7 @@ def test_edit_records_before_and_after_and_reaudits(
                 "playbook": playbook,
             },
         )
-    assert edited.content == "Always check the cabin class first"
+    assert edited.content == "Always check the cabin class first."
     assert edited.playbook == playbook
     event = AuditEvent.objects.get(action="edit")
     assert (
@@ -106,7 +106,7 @@ def test_edit_records_before_and_after_and_reaudits(
     assert event.data == {
         "before": {"content": "Always check", "playbook": None},
         "after": {
-            "content": "Always check the cabin class first",
+            "content": "Always check the cabin class first.",
             "playbook": "airline",
         },
     }

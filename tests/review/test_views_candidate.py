@@ -202,7 +202,7 @@ def test_conflict_is_shown_side_by_side_and_approved_as_replacement(
     )
     html = rclient.get(f"/candidates/{c.pk}/").content.decode()
     assert "Conflict — side by side" in html
-    assert "Never rebook basic economy fares" in html
+    assert "Do not rebook basic economy fares." in html
     assert f"Approve as replacement (retires #{old.pk})" in html
     response = rclient.post(
         f"/candidates/{c.pk}/approve/",
@@ -259,7 +259,7 @@ def test_edit_before_approving_is_recorded(rclient, acme, monkeypatch):
     assert "Check fare rules before rebooking" in html and "more precise" in html
     event = AuditEvent.objects.get(action="edit")
     assert event.data["before"] == {"content": "Check fares"}
-    assert event.data["after"] == {"content": "Check fare rules before rebooking"}
+    assert event.data["after"] == {"content": "Check fare rules before rebooking."}
 
 
 def test_edit_with_invalid_input_keeps_the_form_open(rclient, acme):

@@ -70,6 +70,8 @@ API = {
     "api/v1/webhooks/": {"GET": ADMIN, "POST": ADMIN},
     "api/v1/webhooks/<int:webhook_id>/": {"GET": ADMIN, "DELETE": ADMIN},
     "api/v1/webhooks/<int:webhook_id>/deliveries/": {"GET": ADMIN},
+    "mcp": {"POST": AGENT},  # MCP over streamable HTTP (tools check their action)
+    "mcp/": {"POST": AGENT},
     "api/v1/schema/": {"GET": PUBLIC},
     "api/v1/docs/": {"GET": PUBLIC},
 }

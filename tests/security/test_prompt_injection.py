@@ -75,9 +75,19 @@ def test_injected_run_content_is_blocked_from_auto_apply(
         "control: auto-apply must be live"
     )
 
+    # The offline reflector quotes only the first clause of an error (its general
+    # shape): an injection after it never reaches a lesson at all ...
+    with django_capture_on_commit_callbacks(execute=True):
+        trailing = agent_client.post_json(
+            "/api/v1/runs/", _failed_run("inj-0", f"fare rules changed. {INJECTION}")
+        )
+    assert trailing.status_code == 201
+    assert _candidates_of("inj-0").exists()
+    assert not [c for c in _candidates_of("inj-0") if "Ignore previous" in c.content]
+    # ... and one that is the error's first clause is quoted, and blocked.
     with django_capture_on_commit_callbacks(execute=True):
         injected = agent_client.post_json(
-            "/api/v1/runs/", _failed_run("inj-1", f"fare rules changed. {INJECTION}")
+            "/api/v1/runs/", _failed_run("inj-1", INJECTION)
         )
     assert injected.status_code == 201
     carrying = [

@@ -45,7 +45,9 @@ class ProgressBar:
 class Command(BaseCommand):
     help = (
         "Import runs from a file (optionally .gz): tau-bench trajectories, OpenAI chat "
-        "JSONL, or JSONL run payloads. Idempotent: a re-run counts stored runs as existing."
+        "JSONL, JSONL run payloads, SWE-agent .traj files (a file or a folder, searched "
+        "recursively) or a ReAct text log. Idempotent: a re-run counts stored runs as "
+        "existing."
     )
 
     def add_arguments(self, parser):
@@ -59,8 +61,20 @@ class Command(BaseCommand):
         parser.add_argument("--agent", help="agent name for runs that name none")
         parser.add_argument(
             "--task-type",
-            default="airline",
-            help="tau-bench domain, used as task_type (default: airline)",
+            default=None,
+            help=(
+                "task_type of the runs (default: airline for tau-bench, swe-agent for "
+                "swe-agent, react for react-log)"
+            ),
+        )
+        parser.add_argument(
+            "--status",
+            choices=["success", "failure", "partial"],
+            default="",
+            help=(
+                "outcome of runs whose record holds no verdict (swe-agent: 'submitted' "
+                "is not 'resolved', so they are partial unless you say otherwise)"
+            ),
         )
         parser.add_argument("--batch-size", type=int, default=50)
         parser.add_argument(
@@ -77,6 +91,7 @@ class Command(BaseCommand):
         namespace,
         agent,
         task_type,
+        status,
         batch_size,
         limit,
         no_progress,
@@ -102,6 +117,7 @@ class Command(BaseCommand):
                 batch_size=batch_size,
                 limit=limit,
                 domain=task_type,
+                status=status,
                 progress=progress,
             )
         except ImportFileError as exc:

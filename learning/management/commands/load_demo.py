@@ -1,11 +1,13 @@
 """python manage.py load_demo: the demo namespace, its runs, console users and agent token."""
 
+import json
 from pathlib import Path
 
 from django.conf import settings
 from django.core.management.base import BaseCommand, CommandError
 
 from learning.importers import runs_import
+from learning.reflectors.offline.rules import rules_check
 from learning.services.demo import (
     DEMO_USERS,
     demo_agent_token_ensure,
@@ -14,12 +16,15 @@ from learning.services.demo import (
 from learning.services.tokens import namespace_get_or_create
 
 FIXTURE = Path(settings.BASE_DIR) / "fixtures" / "tau-bench" / "gpt-4o-airline.json.gz"
+# The airline domain's reflection rules: data the demo namespace owns, not engine code.
+RULES = Path(settings.BASE_DIR) / "fixtures" / "tau-bench" / "airline-rules.json"
 TOKEN_FILE = Path(settings.BASE_DIR) / "var" / "demo-agent-token.txt"
 
 
 class Command(BaseCommand):
     help = (
-        "Load the demo (idempotent): namespace 'demo' with the tau-bench airline runs, "
+        "Load the demo (idempotent): namespace 'demo' with the tau-bench airline runs "
+        "and the airline reflection rules (fixtures/tau-bench/airline-rules.json), "
         "console users reviewer/reviewer-demo and admin/admin-demo, and an agent token "
         "in var/demo-agent-token.txt."
     )
@@ -33,6 +38,14 @@ class Command(BaseCommand):
         if not FIXTURE.is_file():
             raise CommandError(f"the demo fixture is missing: {FIXTURE}")
         ns = namespace_get_or_create(slug=namespace)
+        # The rules first: the runs imported next are reflected with them.
+        rules = json.loads(RULES.read_text())
+        problems = rules_check(rules)
+        if problems:
+            raise CommandError(f"{RULES}: {'; '.join(problems)}")
+        if ns.reflection_rules != rules:
+            ns.reflection_rules = rules
+            ns.save(update_fields=["reflection_rules"])
         report = runs_import(
             path=FIXTURE,
             fmt="tau-bench",

@@ -31,7 +31,7 @@ def labels_backfill(apps, schema_editor):
 class Migration(migrations.Migration):
 
     dependencies = [
-        ('playbooks', '0004_version_reverts'),
+        ('playbooks', '0006_strategy_situations'),
     ]
 
     operations = [

@@ -1,0 +1,1 @@
+"""The MCP server: tools (learning.mcp.tools), the SDK server (server), /mcp (http)."""
