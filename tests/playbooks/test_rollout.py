@@ -397,3 +397,142 @@ def test_the_horizon_is_analysed_once_whatever_arrives_later(playbook):
     assert Rollout.objects.get().horizon == stored
     assert again["stage"] == "sequential" and again["outcome"] == "roll_back"
     assert Playbook.objects.get(pk=playbook.pk).canary_version is None
+
+
+def lesson_playbook(fillers=25):
+    """A playbook of lesson-shaped strategies: `fillers` confident ones about meals,
+    one about wheelchairs (its situation in `when`) and a low-confidence one that only
+    its learned situations tie to flying to Seattle on certificates (so no fill of the
+    most confident lessons ever brings it in: only the full-text match does)."""
+    pb = make_playbook(NamespaceFactory(slug="acme"), "airline")
+    for k in range(fillers):
+        make_strategy(
+            pb,
+            "",
+            polarity="do",
+            when=f"the route lasts over {k + 5} hours",
+            directive=f"offer meal option {k} with `meal_menu`",
+            confidence=0.9,
+        )
+    wheelchair = make_strategy(
+        pb,
+        "",
+        polarity="avoid",
+        when="the passenger asks for a wheelchair at the gate",
+        directive="promise a seat upgrade",
+        why="upgrades are not ours to give",
+    )
+    certificates = make_strategy(
+        pb,
+        "",
+        polarity="do",
+        directive="compute the total with `calculate` before calling "
+        "`book_reservation`",
+        situations="You want to fly from New York to Seattle in economy and pay "
+        "with your certificates.",
+        confidence=0.3,
+    )
+    pb.refresh_from_db()
+    return pb, wheelchair, certificates
+
+
+def test_an_overlay_item_has_the_stored_search_vector():
+    """The full-text vector recall computes for a version's snapshot items is the
+    stored column's (description, context, when and situations: migration 0006)."""
+    import json
+
+    from django.db import connection
+
+    pb, _, _ = lesson_playbook(fillers=1)
+    Strategy.objects.filter(playbook=pb).update(context="on long-haul routes")
+    from playbooks.versions import playbook_snapshot
+
+    items = recall.Overlay.of({"items": playbook_snapshot(playbook=pb)}).items
+    with connection.cursor() as cursor:
+        cursor.execute(
+            f"SELECT e.key::text, ({recall._ITEM_VECTOR})::text FROM {recall._ITEMS}",
+            {"items": json.dumps(items)},
+        )
+        computed = dict(cursor.fetchall())
+        cursor.execute(
+            "SELECT key::text, search_vector::text FROM playbooks_strategy "
+            "WHERE playbook_id = %s",
+            [pb.pk],
+        )
+        stored = dict(cursor.fetchall())
+    assert len(stored) == 3 and computed == stored
+    vectors = " ".join(stored.values())
+    assert "wheelchair" in vectors and "seattl" in vectors and "long-haul" in vectors
+
+
+def test_a_pinned_lesson_version_is_served_as_it_was():
+    """A version that is not the live one carries the lesson shape: its lines are
+    rendered from polarity/when/directive, it is found by its situation and by the
+    tasks it was learned in (the overlay's own full-text vector), and it reads exactly
+    as it did when it was live."""
+    pb, wheelchair, certificates = lesson_playbook()
+    number = pb.current_version
+    tasks = [
+        "A passenger needs a wheelchair at the gate",
+        "I want to fly from New York to Seattle in economy and pay with a certificate",
+    ]
+    before = [recall.playbook_recall(playbook=pb, task=t) for t in tasks]
+    assert [[i["id"] for i in b.items] for b in before] == [
+        [wheelchair.pk],
+        [certificates.pk],
+    ]
+    assert before[0].items[0]["polarity"] == "avoid"
+    assert (
+        "- When the passenger asks for a wheelchair at the gate, do not promise a "
+        "seat upgrade." in before[0].context
+    )
+    from playbooks.services import strategy_retire
+
+    for strategy in (wheelchair, certificates):
+        strategy_retire(playbook=pb, strategy_id=strategy.pk, actor="admin")
+    pb.refresh_from_db()
+    assert [recall.playbook_recall(playbook=pb, task=t).items for t in tasks] == [
+        [],
+        [],
+    ]
+    pinned = [
+        recall.playbook_recall(playbook=pb, task=t, version=number) for t in tasks
+    ]
+    for now, then in zip(pinned, before):
+        assert (now.version, now.cohort) == (number, "pinned")
+        assert now.context == then.context
+        assert [{**i, "score": 0} for i in now.items] == [
+            {**i, "score": 0} for i in then.items
+        ]
+        assert [i["score"] for i in now.items] == pytest.approx(
+            [i["score"] for i in then.items], abs=0.02
+        )
+
+
+def test_the_production_cohort_reads_lessons_as_production_did():
+    """While a canary runs, the production cohort gets production's lesson lines (from
+    the rollout's overlay) and the canary cohort the live ones."""
+    pb, wheelchair, _ = lesson_playbook(fillers=2)
+    task = "A passenger needs a wheelchair at the gate"
+    before = recall.playbook_recall(playbook=pb, task=task)
+    with_policy(pb)
+    strategy_edit(
+        playbook=pb,
+        strategy_id=wheelchair.pk,
+        actor="admin",
+        polarity="do",
+        directive="call the gate agent with `request_assistance`",
+    )
+    pb.refresh_from_db()
+    assert pb.canary_version == pb.current_version != pb.production_version
+    served = {}
+    for i in range(40):
+        result = recall.playbook_recall(playbook=pb, task=task, session_id=f"s{i}")
+        served.setdefault(result.cohort, result)
+    production, canary = served["production"], served["canary"]
+    assert production.version == pb.production_version
+    assert production.context == before.context
+    assert production.items[0]["polarity"] == "avoid"
+    assert canary.items[0]["polarity"] == "do"
+    assert "`request_assistance`" in canary.context
+    assert "`request_assistance`" not in production.context
