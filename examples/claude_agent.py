@@ -137,6 +137,46 @@ class AgentResult:
     tool_errors: list[str] = field(default_factory=list)
 
 
+def _recalled_lessons(run, playbook: str) -> str:
+    """The playbook's lessons for this task, as a system-prompt section ("" if the
+    playbook has none yet or does not exist)."""
+    try:
+        context = run.recall(playbook)
+    except ApiError as exc:
+        if exc.status != 404:
+            raise
+        run.observe(f"playbook '{playbook}' not found; working without it")
+        return ""
+    if not context.context:
+        return ""
+    return (
+        f"\n\nLessons from earlier runs (playbook "
+        f"{context.version_ref}):\n{context.context}"
+    )
+
+
+def _call_tools(blocks, airline: "Airline", run, tool_errors: list) -> list[dict]:
+    """Run the model's tool calls, record each in the run, and return the results to
+    send back (errors are also collected in `tool_errors`)."""
+    tool_results = []
+    for block in blocks:
+        if block.type != "tool_use":
+            continue
+        result, is_error = airline.call(block.name, dict(block.input))
+        run.tool_call(block.name, dict(block.input), result)
+        if is_error:
+            tool_errors.append(f"{block.name}: {result.get('error')}")
+        tool_results.append(
+            {
+                "type": "tool_result",
+                "tool_use_id": block.id,
+                "content": json.dumps(result),
+                "is_error": is_error,
+            }
+        )
+    return tool_results
+
+
 def run_agent(
     task: str,
     *,
@@ -152,20 +192,7 @@ def run_agent(
     airline = Airline()
     answer, turns, tool_errors = "", 0, []
     with flywheel.run(task, task_type=task_type, session_id=session_id) as run:
-        system = BASE_SYSTEM
-        if playbook:
-            try:
-                context = run.recall(playbook)
-            except ApiError as exc:
-                if exc.status != 404:
-                    raise
-                run.observe(f"playbook '{playbook}' not found; working without it")
-            else:
-                if context.context:
-                    system += (
-                        f"\n\nLessons from earlier runs (playbook "
-                        f"{context.version_ref}):\n{context.context}"
-                    )
+        system = BASE_SYSTEM + (_recalled_lessons(run, playbook) if playbook else "")
         messages: list[dict[str, Any]] = [{"role": "user", "content": task}]
         run.message("user", task)
         while True:
@@ -205,22 +232,7 @@ def run_agent(
             if text:
                 run.message("assistant", text, tokens=tokens)
                 answer = text
-            tool_results = []
-            for block in response.content:
-                if block.type != "tool_use":
-                    continue
-                result, is_error = airline.call(block.name, dict(block.input))
-                run.tool_call(block.name, dict(block.input), result)
-                if is_error:
-                    tool_errors.append(f"{block.name}: {result.get('error')}")
-                tool_results.append(
-                    {
-                        "type": "tool_result",
-                        "tool_use_id": block.id,
-                        "content": json.dumps(result),
-                        "is_error": is_error,
-                    }
-                )
+            tool_results = _call_tools(response.content, airline, run, tool_errors)
             if response.stop_reason != "tool_use" or not tool_results:
                 break
             messages.append({"role": "user", "content": tool_results})

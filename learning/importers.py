@@ -27,9 +27,12 @@ tau-bench (``historical_trajectories/*.json``: a JSON array, or JSONL, of record
 openai-chat (JSONL, one ``{"messages": [...], ...}`` per line): the same message
   mapping; optional ``id``/``external_id``, ``task_description`` (else the first user
   message), ``task_type``, ``user_id``, ``session_id``, ``status``, ``success_score``
-  (or ``reward``/``score``), ``metrics``/``metadata``. With neither status nor score
-  the run is stored as ``running``. Without an id, ``external_id`` is
-  ``chat-<hash of the messages>``.
+  (or ``reward``/``score``), ``metrics``/``metadata``; ``error``, ``latency_ms`` /
+  ``duration`` (s) and ``usage`` -> ``error_message``, ``duration_ms``,
+  ``tokens_used`` (``run_extras``), a message's ``usage`` -> its first step's tokens;
+  results found by ``tool_call_id`` or ``tool_call_ids``. With neither status nor score
+  the run is stored as ``running`` (counted in the report's ``without_outcome``).
+  Without an id, ``external_id`` is ``chat-<hash of the messages>``.
 jsonl: one run payload per line, exactly as ``POST /api/v1/runs/`` takes it; a line
   without ``external_id`` gets ``jsonl-<hash of the line>``.
 swe-agent: a ``.traj`` file, or a folder searched recursively for ``*.traj`` (and
@@ -43,6 +46,7 @@ react-log: a ReAct text log (the Reflexion repository's HotpotQA runs), one run 
 
 from __future__ import annotations
 
+import ast
 import gzip
 import hashlib
 import io
@@ -55,6 +59,7 @@ from typing import Any
 
 from learning.formats.react_log import react_block_payload, react_log_blocks
 from learning.formats.swe_agent import swe_agent_payload
+from learning.limits import MAX_ERROR_MESSAGE
 from learning.models import Namespace
 from learning.services.payloads import PayloadInvalid, run_clean
 from learning.services.runs import runs_ingest
@@ -85,6 +90,9 @@ class ImportReport:
     created: int = 0
     existing: int = 0
     rejected: list[Rejected] = field(default_factory=list)
+    # Stored without an outcome (no status, no score): `running`, so never reflected
+    # until something completes them.
+    without_outcome: int = 0
 
     @property
     def done(self) -> int:
@@ -125,6 +133,40 @@ def _load_array(path: Path) -> list:
     if not isinstance(data, list):
         raise ImportFileError(f"{path}: expected a JSON array of records")
     return data
+
+
+def _whole_object(path: Path) -> dict | None:
+    """The file as one JSON object when it is one (pretty-printed, spanning lines)
+    rather than JSONL (one object per line); None for JSONL."""
+    with _open_text(path) as handle:
+        first_line = next((line for line in handle if line.strip()), "")
+    try:
+        json.loads(first_line)
+        return None  # the first line is a whole record: JSONL
+    except (ValueError, RecursionError):
+        pass
+    try:
+        with _open_text(path) as handle:
+            data = json.load(handle)
+    except (ValueError, RecursionError):
+        return None  # neither: each line is reported as it is read
+    return data if isinstance(data, dict) else None
+
+
+def format_guess(record: Any) -> str | None:
+    """Which import format a record looks like (by the keys each format needs), or
+    None: to tell a user who picked the wrong --format which one to pick."""
+    if not isinstance(record, dict):
+        return None
+    if "traj" in record and ("reward" in record or "task_id" in record):
+        return "tau-bench"
+    if "history" in record or "trajectory" in record:
+        return "swe-agent"
+    if isinstance(record.get("messages"), list):
+        return "openai-chat"
+    if "task_description" in record:
+        return "jsonl"
+    return None
 
 
 def _jsonl_records(path: Path) -> Iterator[tuple[str, Any, str | None]]:
@@ -217,6 +259,10 @@ def records_open(path: Path) -> tuple[int, Iterator[tuple[str, Any, str | None]]
             (f"record {number}", record, None)
             for number, record in enumerate(records, start=1)
         )
+    if first == "{":
+        document = _whole_object(path)
+        if document is not None:  # one JSON object over several lines: one record
+            return 1, iter([("the file (one JSON document)", document, None)])
     try:
         with _open_text(path) as handle:
             total = sum(1 for line in handle if line.strip())
@@ -316,6 +362,7 @@ def messages_to_steps(messages: list) -> tuple[list[dict], dict[str, int]]:
     counts = {"turns": 0, "tool_calls": 0, "tool_errors": 0}
     think_ids: set[str] = set()
     names_by_call: dict[str, str] = {}
+    first_of_turn = 0
     for message in messages:
         if not isinstance(message, dict):
             raise ValueError("each message must be a JSON object")
@@ -324,7 +371,7 @@ def messages_to_steps(messages: list) -> tuple[list[dict], dict[str, int]]:
             continue
         counts["turns"] += 1
         content = _text(message.get("content"))
-        calls = list(message.get("tool_calls") or [])
+        calls = _calls_list(message.get("tool_calls"))
         if message.get("function_call"):  # the legacy single-call shape
             calls.append({"function": message["function_call"]})
         if role == "assistant" and calls:
@@ -334,11 +381,11 @@ def messages_to_steps(messages: list) -> tuple[list[dict], dict[str, int]]:
                 )
             steps += _call_steps(calls, counts, names_by_call, think_ids)
         elif role in ("tool", "function"):
-            call_id = message.get("tool_call_id") or ""
+            call_id = _call_id(message)
             name = str(message.get("name") or names_by_call.get(call_id, ""))[:200]
             if call_id in think_ids and not content.strip():
                 continue
-            is_error = content.lstrip().lower().startswith("error")
+            is_error = _is_error_result(message, content)
             counts["tool_errors"] += is_error
             steps.append(
                 {
@@ -352,7 +399,79 @@ def messages_to_steps(messages: list) -> tuple[list[dict], dict[str, int]]:
             steps.append(
                 {"type": "message", "description": _clip(f"{role}: {content}")}
             )
+        _turn_tokens(message, steps, first=first_of_turn)
+        first_of_turn = len(steps)
     return steps, counts
+
+
+def _calls_list(raw: Any) -> list:
+    """An assistant message's tool calls: a list, or that list serialised as a string
+    (JSON, or Python's repr as SWE-agent writes it)."""
+    if isinstance(raw, str) and raw.strip():
+        raw = _literal(raw)
+    return [c for c in raw if isinstance(c, dict)] if isinstance(raw, list) else []
+
+
+def _literal(text: str) -> Any:
+    """A JSON or Python-literal value written as text ([] when it is neither)."""
+    if len(text) > DESCRIPTION_LIMIT:
+        return []
+    try:
+        return json.loads(text)
+    except ValueError:
+        pass
+    try:
+        return ast.literal_eval(text)
+    except (ValueError, SyntaxError, MemoryError, RecursionError):
+        return []
+
+
+def _call_id(message: dict) -> str:
+    """The call a tool message answers: ``tool_call_id``, or the first of
+    ``tool_call_ids`` (a list, or a list written as text)."""
+    if message.get("tool_call_id"):
+        return str(message["tool_call_id"])[:200]
+    ids = message.get("tool_call_ids")
+    if isinstance(ids, str):
+        ids = _literal(ids) if ids.strip().startswith("[") else [ids]
+    if isinstance(ids, list) and ids:
+        return str(ids[0])[:200]
+    return ""
+
+
+def _is_error_result(message: dict, content: str) -> bool:
+    """A tool result that reports a failure: flagged by the message (``is_error``,
+    ``status: error``, an ``error`` field) or worded as one."""
+    if message.get("is_error") is True or message.get("error"):
+        return True
+    if str(message.get("status") or "").lower() in ("error", "failed", "failure"):
+        return True
+    head = content.lstrip().lower()
+    return head.startswith(("error", "exception", "traceback (most recent call last)"))
+
+
+def _turn_tokens(message: dict, steps: list[dict], *, first: int) -> None:
+    """A message's token usage (``usage.total_tokens``, or prompt + completion, or
+    ``tokens``) on the first step it produced."""
+    tokens = _usage_tokens(message.get("usage"))
+    if tokens is None and isinstance(message.get("tokens"), int):
+        tokens = message["tokens"]
+    if tokens is not None and first < len(steps) and tokens >= 0:
+        steps[first]["tokens"] = tokens
+
+
+def _usage_tokens(usage: Any) -> int | None:
+    if not isinstance(usage, dict):
+        return None
+    total = usage.get("total_tokens")
+    if isinstance(total, int):
+        return total
+    parts = [
+        usage.get(k)
+        for k in ("prompt_tokens", "completion_tokens", "input_tokens", "output_tokens")
+    ]
+    numbers = [p for p in parts if isinstance(p, int)]
+    return sum(numbers) if numbers else None
 
 
 def tau_bench_payload(record: Any, *, domain: str = "airline") -> dict:
@@ -433,6 +552,7 @@ def openai_chat_payload(record: Any) -> dict:
     for key in ("task_type", "user_id", "session_id", "agent", "status"):
         if record.get(key) is not None:
             payload[key] = record[key]
+    payload.update(run_extras(record))
     score = next(
         (
             record[k]
@@ -450,12 +570,37 @@ def openai_chat_payload(record: Any) -> dict:
     return payload
 
 
+def run_extras(record: dict) -> dict:
+    """A record's error text, duration and token count under the names logs use
+    (``error`` as text or ``{"message": …}``, ``latency_ms``, ``duration`` in seconds,
+    ``usage``), as the run payload's ``error_message``, ``duration_ms`` and
+    ``tokens_used``; a field the record already gives by its payload name wins."""
+    extras: dict[str, Any] = {}
+    error = record.get("error_message") or record.get("error")
+    if isinstance(error, dict):
+        error = error.get("message") or json.dumps(error, ensure_ascii=False)
+    if error:
+        extras["error_message"] = str(error)[:MAX_ERROR_MESSAGE]
+    duration = record.get("duration_ms", record.get("latency_ms"))
+    if duration is None and isinstance(record.get("duration"), (int, float)):
+        duration = record["duration"] * 1000  # seconds
+    if isinstance(duration, (int, float)) and not isinstance(duration, bool):
+        extras["duration_ms"] = max(0, round(duration))
+    tokens = record.get("tokens_used")
+    if tokens is None:
+        tokens = _usage_tokens(record.get("usage"))
+    if isinstance(tokens, int) and not isinstance(tokens, bool):
+        extras["tokens_used"] = tokens
+    return extras
+
+
 def jsonl_payload(record: Any) -> dict:
     if not isinstance(record, dict):
         raise ValueError("each line must be a JSON object (one run)")
     if record.get("external_id") in (None, ""):
         record = {**record, "external_id": f"jsonl-{_digest(record)}"}
-    return record
+    extras = {k: v for k, v in run_extras(record).items() if k not in record}
+    return {**record, **extras}
 
 
 def payload_convert(
@@ -536,6 +681,7 @@ def runs_import(
             results = runs_ingest(namespace=namespace, agent=agent, runs=batch)
             report.created += sum(r.created for r in results)
             report.existing += sum(not r.created for r in results)
+            report.without_outcome += sum(_without_outcome(p) for p in batch)
             batch.clear()
         if progress:
             progress(report, total)
@@ -563,6 +709,10 @@ def runs_import(
     return report
 
 
+def _without_outcome(payload: dict) -> bool:
+    return payload.get("status") in (None, "", "running")
+
+
 def _record_check(
     record: Any, *, fmt: str, domain: str | None, name: str = "", status: str = ""
 ) -> tuple[str | None, dict | None]:
@@ -572,7 +722,9 @@ def _record_check(
             record, fmt=fmt, domain=domain, name=name, status=status
         )
     except (ValueError, TypeError, AttributeError) as exc:
-        return f"cannot convert: {exc}", None
+        guess = format_guess(record)
+        hint = f" (it looks like --format {guess})" if guess and guess != fmt else ""
+        return f"cannot convert: {exc}{hint}", None
     try:
         return None, run_clean(payload)
     except PayloadInvalid as exc:

@@ -471,8 +471,33 @@ def _extract_values(norm: str) -> tuple[dict, str]:
     return {k: frozenset(v) for k, v in values.items()}, norm
 
 
+def _subject_word(tok: str, bare: str) -> bool:
+    """A word that says what a sentence is about (not a stopword, number or unit)."""
+    return not (
+        tok in STOPWORDS or tok in _NUMBER_WORDS or tok in _UNIT_NOISE or len(bare) <= 2
+    )
+
+
+def _word_quantity(tok: str, following: str, values: dict) -> bool:
+    """A quantity written in words, added to `values`: an ordinal ("after the second
+    attempt") or a number word before a unit ("three retries"). True if `tok` was one."""
+    if tok in _ORDINALS and following not in _UNITS:
+        values["quantity:"] = values.get("quantity:", frozenset()) | {
+            float(_ORDINALS[tok])
+        }
+        return True
+    if tok in _NUMBER_WORDS and following in _UNITS:
+        key = f"quantity:{_UNITS[following]}"
+        values[key] = values.get(key, frozenset()) | {float(_NUMBER_WORDS[tok])}
+        return True
+    return False
+
+
+# One pass over the tokens that tries each token class in its order of precedence
+# (negator, polarity word, marker, choice, quantity, subject word): split up, that
+# order would be spread over several functions.
 @lru_cache(maxsize=4096)
-def analyse(text: str, *, sign: int = 1) -> Analysis:
+def analyse(text: str, *, sign: int = 1) -> Analysis:  # noqa: C901
     """Subject words, polarity, axis sides and values of one sentence. `sign` is -1 for
     texts that describe something to avoid (harmful strategies)."""
     norm = normalise(text)
@@ -509,21 +534,9 @@ def analyse(text: str, *, sign: int = 1) -> Analysis:
         if group and tok not in _CHOICE_NOISE:
             choice_vals.setdefault(group, set()).add(tok)
             continue
-        if tok in _ORDINALS and not (i + 1 < len(toks) and toks[i + 1] in _UNITS):
-            # "after the second attempt": an ordinal is a quantity, not a subject word
-            values.setdefault("quantity:", frozenset())
-            values["quantity:"] = values["quantity:"] | {float(_ORDINALS[tok])}
+        if _word_quantity(tok, toks[i + 1] if i + 1 < len(toks) else "", values):
             continue
-        if tok in _NUMBER_WORDS and i + 1 < len(toks) and toks[i + 1] in _UNITS:
-            canon = _UNITS[toks[i + 1]]
-            values.setdefault(f"quantity:{canon}", frozenset())
-            values[f"quantity:{canon}"] = values[f"quantity:{canon}"] | {
-                float(_NUMBER_WORDS[tok])
-            }
-            continue
-        if tok in STOPWORDS or tok in _NUMBER_WORDS or tok in _UNIT_NOISE:
-            continue
-        if len(bare) <= 2:
+        if not _subject_word(tok, bare):
             continue
         stems[i] = stem(bare)
         subject.add(stems[i])

@@ -363,3 +363,132 @@ def test_undecodable_bytes_reject_the_line_not_the_file(tmp_path):
         path=path, fmt="jsonl", namespace=namespace_get_or_create(slug="u"), agent="a"
     )
     assert (report.created, [r.where for r in report.rejected]) == (2, ["line 2"])
+
+
+def _chat_run(messages, **extra):
+    return {"messages": messages, **extra}
+
+
+def test_openai_chat_maps_error_text_duration_and_tokens(tmp_path):
+    """A log's error, duration and token usage reach the run; per-message usage
+    reaches the message's step; a tool result flagged or worded as an error is
+    marked as one."""
+    record = _chat_run(
+        [
+            {"role": "user", "content": "Find the capital of Australia."},
+            {
+                "role": "assistant",
+                "content": "",
+                "tool_calls": [
+                    {"id": "c1", "function": {"name": "search", "arguments": "{}"}}
+                ],
+                "usage": {"prompt_tokens": 120, "completion_tokens": 30},
+            },
+            {
+                "role": "tool",
+                "tool_call_id": "c1",
+                "content": "timeout",
+                "is_error": True,
+            },
+            {"role": "assistant", "content": "Canberra", "usage": {"total_tokens": 77}},
+        ],
+        id="chat-err-1",
+        status="failure",
+        error={"message": "search backend timed out"},
+        latency_ms=1830.4,
+        usage={"total_tokens": 2500},
+    )
+    path = tmp_path / "chat.jsonl"
+    path.write_text(json.dumps(record) + "\n")
+    ns = namespace_get_or_create(slug="imp-extras")
+    report = runs_import(path=path, fmt="openai-chat", namespace=ns, agent="bot")
+    assert (report.created, report.rejected) == (1, [])
+    run = Trajectory.objects.get(namespace=ns)
+    assert run.error_message == "search backend timed out"
+    assert (run.duration_ms, run.tokens_used) == (1830, 2500)
+    steps = list(run.steps.order_by("index"))
+    call, observation, answer = steps[1], steps[2], steps[3]
+    assert call.tool == "search" and call.tokens == 150
+    assert observation.result["is_error"] is True
+    assert answer.tokens == 77
+    assert run.metrics["tool_errors"] == 1
+
+
+def test_tool_call_ids_and_tool_calls_written_as_text_are_read(tmp_path):
+    """SWE-agent's history shape: `tool_calls` as Python's repr of the list and the
+    result's `tool_call_ids` as a list written as text — the result is tied to its
+    call (the tool's name carried over)."""
+    record = _chat_run(
+        [
+            {"role": "user", "content": "Fix the missing colon."},
+            {
+                "role": "assistant",
+                "content": "Let me find the file.",
+                "tool_calls": "[{'function': {'arguments': '{\"file_name\":\"a.py\"}', "
+                "'name': 'find_file'}, 'id': 'call_Pb', 'type': 'function'}]",
+            },
+            {
+                "role": "tool",
+                "content": "Found 1 matches",
+                "tool_call_ids": "['call_Pb']",
+            },
+        ],
+        id="chat-ids-1",
+        status="success",
+    )
+    path = tmp_path / "chat.jsonl"
+    path.write_text(json.dumps(record) + "\n")
+    ns = namespace_get_or_create(slug="imp-ids")
+    runs_import(path=path, fmt="openai-chat", namespace=ns, agent="bot")
+    steps = list(Trajectory.objects.get(namespace=ns).steps.order_by("index"))
+    call = next(s for s in steps if s.type == "tool_call")
+    observation = next(s for s in steps if s.type == "observation")
+    assert call.tool == "find_file" and call.result["arguments"] == {
+        "file_name": "a.py"
+    }
+    assert observation.tool == "find_file"
+    assert observation.result["call_id"] == "call_Pb"
+
+
+def test_a_whole_file_json_object_is_one_record_and_a_wrong_format_is_named(tmp_path):
+    """A pretty-printed JSON object (not JSONL) is read as one record; a record of
+    another format is rejected with the format it looks like."""
+    record = _chat_run(
+        [{"role": "user", "content": "hi"}, {"role": "assistant", "content": "hello"}],
+        id="one-doc",
+        status="success",
+    )
+    path = tmp_path / "one.json"
+    path.write_text(json.dumps(record, indent=2))
+    ns = namespace_get_or_create(slug="imp-doc")
+    report = runs_import(path=path, fmt="openai-chat", namespace=ns, agent="bot")
+    assert (report.read, report.created, report.rejected) == (1, 1, [])
+    tau = tmp_path / "tau.json"
+    tau.write_text(json.dumps({"task_id": 3, "reward": 0, "traj": []}, indent=2))
+    report = runs_import(path=tau, fmt="openai-chat", namespace=ns, agent="bot")
+    assert report.created == 0
+    assert "looks like --format tau-bench" in report.rejected[0].reason
+
+
+def test_records_without_an_outcome_are_reported(tmp_path):
+    """Runs stored as running (no status, no score) are counted and the command says
+    they will not be reflected until completed."""
+    lines = [
+        _chat_run([{"role": "user", "content": f"q{i}"}], id=f"open-{i}")
+        for i in range(3)
+    ] + [_chat_run([{"role": "user", "content": "done"}], id="done-1", reward=1)]
+    path = tmp_path / "chat.jsonl"
+    path.write_text("\n".join(json.dumps(line) for line in lines) + "\n")
+    out = StringIO()
+    call_command(
+        "import_runs",
+        str(path),
+        "--format",
+        "openai-chat",
+        "--namespace",
+        "imp-open",
+        "--no-progress",
+        stdout=out,
+    )
+    assert "3 of them have no outcome" in out.getvalue()
+    assert Trajectory.objects.filter(namespace__slug="imp-open").count() == 4

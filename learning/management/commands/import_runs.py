@@ -132,5 +132,11 @@ class Command(BaseCommand):
             f"{report.existing} existing, {len(report.rejected)} rejected "
             f"(of {report.read} records)."
         )
+        if report.without_outcome:
+            self.stdout.write(
+                f"{report.without_outcome} of them have no outcome (no status, no "
+                "score): stored as running, they are not reflected until completed "
+                "(POST /api/v1/runs/{id}/complete/) or given a status."
+            )
         if report.rejected:
             sys.exit(1)
