@@ -13,7 +13,14 @@ from urllib.parse import urlsplit, urlunsplit
 import psycopg
 
 HERE = Path(__file__).resolve().parent
-ORDER = ["bench_ingest", "bench_queue", "bench_recall", "bench_audit", "bench_pipeline"]
+ORDER = [
+    "bench_ingest",
+    "bench_queue",
+    "bench_recall",
+    "bench_audit",
+    "bench_pipeline",
+    "bench_rollout",
+]
 DESCRIPTIONS = {
     "ingest_ratio_vs_copy": "runs of 25 steps via POST /api/v1/runs/ (gunicorn, 2 workers) ÷ raw psycopg COPY of the same rows (goal ≥ 0.25)",
     "queue_page_ms_100k": "review queue page, server time, 100,000 candidates, 1,000,000 steps (goal < 50 ms)",
@@ -23,6 +30,12 @@ DESCRIPTIONS = {
     "audit_growth_100_10k": "audit time with 10,000 curated items ÷ with 100",
     "pipeline_runs_per_s": "offline reflection + audits, one worker, runs per second",
     "worker_rss_mb": "worker resident memory after the pipeline benchmark, MB",
+    "rollout_wrong_max": "rollouts promoting a worse canary or rolling back one not worse, worst effect of 0/±5/±10/±20 points, 200 each (goal ≤ 0.05)",
+    "rollout_wrong_boundary_max": "the same at the boundary effects 0 and -margin, 2,000 rollouts each",
+    "rollout_decided_at_min_10pt": "±10-point rollouts decided at the policy's minimum, the worse of the two (goal ≥ 0.8)",
+    "rollout_median_runs_10pt": "median runs (both cohorts) a ±10-point rollout needed",
+    "rollout_api_agree": "API rollouts whose decision the in-process rule reproduces on the stored runs",
+    "rollout_api_ms_per_session": "API path: ms per simulated session (recall, run post, gate look)",
 }
 
 

@@ -28,6 +28,7 @@ ACTIONS: dict[str, str] = {
     # admins: change curated knowledge and policy by hand
     "candidates.override": Role.ADMIN,
     "playbooks.edit": Role.ADMIN,
+    "rollout.manage": Role.ADMIN,  # rollout policy, promote, abort
     "skills.edit": Role.ADMIN,
     "policy.edit": Role.ADMIN,
     "webhooks.manage": Role.ADMIN,

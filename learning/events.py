@@ -21,6 +21,8 @@ WEBHOOK_EVENTS = (
     "candidate.decided",
     "candidate.applied",
     "version.flagged",
+    "version.promoted",
+    "version.rolled_back",
 )
 # The Django-Q2 task that sends one delivery, by name (no import of the sender).
 DELIVERY_TASK = "learning.webhooks.webhook_delivery_task"
@@ -101,5 +103,42 @@ def version_flagged_emit(*, playbook, version) -> None:
             "playbook": playbook.slug,
             "version": version.number,
             "reason": version.flag_reason,
+        },
+    )
+
+
+def version_promoted_emit(
+    *, playbook, version: int, previous: int, by: str, reason: str, verdict: dict
+) -> None:
+    """One-line hook for a rollout: the canary `version` became production."""
+    webhook_event_emit(
+        namespace=playbook.namespace,
+        event="version.promoted",
+        payload={
+            "playbook": playbook.slug,
+            "version": version,
+            "previous": previous,
+            "by": by,
+            "reason": reason,
+            "verdict": verdict,
+        },
+    )
+
+
+def version_rolled_back_emit(
+    *, playbook, version: int, production: int, by: str, reason: str, verdict: dict
+) -> None:
+    """One-line hook for a rollout: the canary `version` was dropped; `production`
+    still serves."""
+    webhook_event_emit(
+        namespace=playbook.namespace,
+        event="version.rolled_back",
+        payload={
+            "playbook": playbook.slug,
+            "version": version,
+            "production": production,
+            "by": by,
+            "reason": reason,
+            "verdict": verdict,
         },
     )

@@ -1,8 +1,10 @@
 """Webhooks: signed event deliveries to URLs an admin registered, with retries.
 
 Events: ``candidate.created``, ``candidate.decided``, ``candidate.applied``,
-``version.flagged`` (emitted by ``learning.events``). A delivery POSTs ``{"id", "event",
-"namespace", "created_at", "data"}`` as JSON with these headers:
+``version.flagged`` (the quality gate found a version worse), ``version.promoted`` and
+``version.rolled_back`` (a rollout's canary became production, or was dropped); all
+emitted by ``learning.events``. A delivery POSTs ``{"id", "event", "namespace",
+"created_at", "data"}`` as JSON with these headers:
 
     X-Flywheel-Event: candidate.decided
     X-Flywheel-Delivery: <event id, the same on every retry>

@@ -14,6 +14,8 @@ from playbooks.models import (
     Playbook,
     PlaybookVersion,
     RecallLog,
+    Rollout,
+    RolloutPolicy,
     Skill,
     SkillVersion,
     Strategy,
@@ -49,6 +51,7 @@ class PlaybookAdmin(ReadOnlyAdmin):
         "namespace",
         "scope",
         "mode",
+        "production_version",
         "current_version",
         "updated_at",
     ]
@@ -56,6 +59,31 @@ class PlaybookAdmin(ReadOnlyAdmin):
     list_select_related = ["namespace"]
     search_fields = ["slug", "name", "description"]
     inlines = [StrategyInline, PlaybookVersionInline]
+
+
+@admin.register(Rollout)
+class RolloutAdmin(ReadOnlyAdmin):
+    """Rollouts change only through playbooks.rollout (audited, with webhooks)."""
+
+    list_display = [
+        "playbook",
+        "canary",
+        "production",
+        "state",
+        "share",
+        "started_at",
+        "ended_at",
+        "ended_by",
+    ]
+    list_filter = ["state"]
+    list_select_related = ["playbook"]
+    search_fields = ["playbook__slug", "reason"]
+
+
+@admin.register(RolloutPolicy)
+class RolloutPolicyAdmin(ReadOnlyAdmin):
+    list_display = ["playbook", "share", "min_runs_per_arm", "margin", "updated_by"]
+    list_select_related = ["playbook"]
 
 
 @admin.register(PlaybookVersion)

@@ -110,7 +110,8 @@ def playbook_curate(
     *, playbook: Playbook, actor: str = CURATION_ACTOR, now: datetime | None = None
 ) -> dict:
     """Merge, retire and decay (see the module docstring); one version if anything
-    changed. Returns what it did."""
+    changed. Returns what it did. A playbook whose rollout is running is left alone
+    (a curation version would fold into the canary and restart the experiment)."""
     now = now or timezone.now()
     report = {
         "playbook": playbook.slug,
@@ -122,6 +123,9 @@ def playbook_curate(
     }
     with transaction.atomic():
         playbook = versions.playbook_lock(playbook=playbook)
+        if playbook.canary_version is not None:
+            report["skipped"] = "a rollout is running"
+            return report
         active = list(
             Strategy.objects.filter(playbook=playbook, active=True).order_by("id")
         )
@@ -163,31 +167,31 @@ def playbook_curate(
                 else:
                     report["decayed"].append(s.pk)
                 s.save(update_fields=["confidence", "active", "updated_at"])
-        if any(
-            report[k] for k in ("merged", "retired_harmful", "decayed", "retired_stale")
-        ):
-            note = (
-                f"curation: {len(report['merged'])} merged, "
-                f"{len(report['retired_harmful'])} retired as harmful, "
-                f"{len(report['decayed'])} decayed, "
-                f"{len(report['retired_stale'])} retired as stale"
-            )
-            kind = (
-                ChangeKind.MERGE
-                if not any(
-                    report[k] for k in ("retired_harmful", "decayed", "retired_stale")
-                )
-                else ChangeKind.CURATION
-            )
-            version = versions.playbook_version_commit(
-                playbook=playbook,
-                change_kind=kind,
-                actor=actor,
-                note=note,
-                allow_empty=True,
-            )
-            report["version"] = version.number
+        report["version"] = _curation_commit(playbook, report, actor)
     return report
+
+
+def _curation_commit(playbook: Playbook, report: dict, actor: str) -> int | None:
+    """One version for what curation changed (None when nothing did)."""
+    if not any(
+        report[k] for k in ("merged", "retired_harmful", "decayed", "retired_stale")
+    ):
+        return None
+    note = (
+        f"curation: {len(report['merged'])} merged, "
+        f"{len(report['retired_harmful'])} retired as harmful, "
+        f"{len(report['decayed'])} decayed, "
+        f"{len(report['retired_stale'])} retired as stale"
+    )
+    kind = (
+        ChangeKind.MERGE
+        if not any(report[k] for k in ("retired_harmful", "decayed", "retired_stale"))
+        else ChangeKind.CURATION
+    )
+    version = versions.playbook_version_commit(
+        playbook=playbook, change_kind=kind, actor=actor, note=note, allow_empty=True
+    )
+    return version.number
 
 
 # --- memories ------------------------------------------------------------------------

@@ -109,3 +109,27 @@ class PolicyForm(forms.Form):
     def clean(self):
         data = super().clean()
         return {k: (v if k == "agent_policy" else _lines(v)) for k, v in data.items()}
+
+
+class RolloutPolicyForm(forms.Form):
+    """A staged-rollout policy (playbooks.rollout validates the same bounds)."""
+
+    share = forms.FloatField(
+        min_value=0.01,
+        max_value=0.99,
+        initial=0.5,
+        help_text="of sessions served the canary",
+    )
+    min_runs_per_arm = forms.IntegerField(
+        min_value=1,
+        max_value=1_000_000,
+        initial=200,
+        label="Minimum runs per cohort",
+        help_text="finished runs each cohort needs before a verdict",
+    )
+    margin = forms.FloatField(
+        min_value=0,
+        max_value=0.5,
+        initial=0.05,
+        help_text="success-rate loss still called 'not worse' (0.05 = 5 points)",
+    )

@@ -35,7 +35,11 @@ class Playbook(models.Model):
     auto_apply_threshold = models.FloatField(default=0.8)
     # Runs of these task types feed this playbook (empty: the slug is the task type).
     task_types = models.JSONField(default=list, blank=True)
+    # The version the live strategies equal (the newest edit; the canary while a
+    # rollout runs) and the version recall serves by default. Without a running
+    # rollout the two are the same (playbooks.quality: labels).
     current_version = models.PositiveIntegerField(default=1)
+    production_version = models.PositiveIntegerField(default=1)
     created_at = models.DateTimeField(auto_now_add=True)
     updated_at = models.DateTimeField(auto_now=True)
 
@@ -49,6 +53,13 @@ class Playbook(models.Model):
 
     def __str__(self):
         return self.slug
+
+    @property
+    def canary_version(self) -> int | None:
+        """The version on trial, while a rollout runs (it is the newest edit)."""
+        if self.current_version != self.production_version:
+            return self.current_version
+        return None
 
 
 class StrategyType(models.TextChoices):
@@ -146,8 +157,13 @@ class PlaybookVersion(models.Model):
     )
     flagged = models.BooleanField(default=False)  # the quality gate says it does worse
     flag_reason = models.TextField(blank=True)
-    # The quality gate's last figures for this version against the previous one.
+    # The quality gate's last figures for this version (as a canary, its cohort
+    # against production's over the same period).
     quality = models.JSONField(default=dict, blank=True)
+    # When this version served as production, and why it stopped.
+    production_since = models.DateTimeField(null=True, blank=True)
+    production_until = models.DateTimeField(null=True, blank=True)
+    production_left = models.TextField(blank=True)
     created_at = models.DateTimeField(auto_now_add=True)
 
     class Meta:
@@ -324,6 +340,8 @@ class RecallLog(models.Model):
     strategy_keys = models.JSONField(default=list)
     tokens = models.PositiveIntegerField(default=0)
     requested_by = models.CharField(max_length=150, blank=True)
+    # production | canary (a rollout's cohort) | pinned (?version=n)
+    cohort = models.CharField(max_length=16, blank=True, default="production")
     # Optional links to the run that received the context (per-strategy outcomes).
     session_id = models.CharField(max_length=200, blank=True)
     run_external_id = models.CharField(max_length=200, blank=True)
@@ -333,3 +351,79 @@ class RecallLog(models.Model):
         indexes = [
             models.Index(fields=["playbook", "-created_at"], name="recall_pb_created")
         ]
+
+
+class RolloutPolicy(models.Model):
+    """A playbook's staged-rollout policy: with one, a new version becomes the canary,
+    served to `share` of the sessions, until the quality gate's verdict."""
+
+    playbook = models.OneToOneField(
+        Playbook, on_delete=models.CASCADE, related_name="rollout_policy"
+    )
+    share = models.FloatField()  # of sessions served the canary, 0 < share < 1
+    min_runs_per_arm = models.PositiveIntegerField()
+    margin = models.FloatField()  # success-rate loss still called "not worse"
+    updated_by = models.CharField(max_length=150, blank=True)
+    updated_at = models.DateTimeField(auto_now=True)
+
+    def __str__(self):
+        return f"rollout policy of {self.playbook_id}"
+
+
+class RolloutState(models.TextChoices):
+    RUNNING = "running"
+    PROMOTED = "promoted"
+    ROLLED_BACK = "rolled_back"
+    SUPERSEDED = "superseded"  # a newer version took its place as the canary
+
+
+class Rollout(models.Model):
+    """One experiment: `canary` against `production`, from `started_at`, with the
+    policy's parameters as they were when it started."""
+
+    playbook = models.ForeignKey(
+        Playbook, on_delete=models.CASCADE, related_name="rollouts"
+    )
+    canary = models.PositiveIntegerField()
+    production = models.PositiveIntegerField()
+    share = models.FloatField()
+    min_runs_per_arm = models.PositiveIntegerField()
+    margin = models.FloatField()
+    salt = models.CharField(max_length=64)  # cohort hashing; kept across fold-ins
+    state = models.CharField(
+        max_length=16, choices=RolloutState.choices, default=RolloutState.RUNNING
+    )
+    started_at = models.DateTimeField()
+    ended_at = models.DateTimeField(null=True, blank=True)
+    ended_by = models.CharField(max_length=150, blank=True)
+    reason = models.TextField(blank=True)
+    # The fixed-horizon analysis, stored once when both arms first reach the minimum.
+    horizon = models.JSONField(default=dict, blank=True)
+    # The last verdict's figures (final once the rollout ended).
+    verdict = models.JSONField(default=dict, blank=True)
+    # How production's content differs from the live strategies (= the canary's):
+    # {"exclude": [keys of live rows production lacks or has otherwise],
+    #  "items": [production's snapshot items for those keys]} (recall's overlay).
+    overlay = models.JSONField(default=dict, blank=True)
+
+    class Meta:
+        ordering = ["playbook", "-started_at", "-id"]
+        constraints = [
+            models.UniqueConstraint(
+                fields=["playbook"],
+                condition=models.Q(state="running"),
+                name="one_running_rollout",
+            )
+        ]
+        indexes = [
+            models.Index(
+                fields=["state"],
+                condition=models.Q(state="running"),
+                name="rollout_running",
+            )
+        ]
+
+    def __str__(self):
+        return (
+            f"{self.playbook_id}: v{self.canary} vs v{self.production} ({self.state})"
+        )

@@ -19,6 +19,15 @@ Every line is rendered from the lesson's structure (`learning.lessons.lesson_ren
 "Check … before calling X." for a `do`, "Do not …" / "Avoid …" for an `avoid` — the
 meaning the reviewer approved. Tokens are estimated as ceil(characters / 4); the
 context text, header included, never exceeds `budget_tokens` by that estimate.
+
+Which version: production, unless a rollout runs (`playbooks.quality`), when the
+recall's cohort decides — the canary is the live strategies, production is served
+through the rollout's overlay; `version=n` pins a version (cohort "pinned"). A version
+other than the live one is ranked by the same query over the live rows it shares with
+the live version, plus its own snapshot items where they differ (an *overlay*: the
+same lesson fields, their full-text vector computed on the fly with the stored
+column's formula — migration 0006), so both cohorts of an experiment are ranked by
+exactly the same rule.
 """
 
 import json
@@ -36,7 +45,22 @@ from learning.lessons import lesson_render, run_specific_terms
 from learning.limits import MAX_SITUATION_TEXT, MAX_SITUATIONS
 from learning.services.redaction import redact_fields
 from learning.text.analysis import STOPWORDS, index_words, stem
-from playbooks.models import Playbook, RecallLog, Strategy
+from playbooks.models import (
+    Playbook,
+    PlaybookVersion,
+    RecallLog,
+    Strategy,
+    StrategyType,
+)
+from playbooks.quality import (
+    CANARY,
+    PINNED,
+    PRODUCTION,
+    content_overlay,
+    rollout_cohort,
+    rollout_running,
+    rollout_unit,
+)
 
 MAX_CANDIDATES = 100  # relevant strategies scored per recall
 FILL_CANDIDATES = 20  # best general strategies considered when few match
@@ -95,47 +119,150 @@ _FIELDS = (
     "situations",
 )
 _N = len(_FIELDS)
+# The text fields of a snapshot item (versions made before the lesson shape lack some).
+_ITEM_TEXT = ("description", "context", "polarity", "when", "directive", "situations")
+
+
+@dataclass
+class Overlay:
+    """How a served version differs from the live strategies: live keys to leave out,
+    and its own snapshot items to rank instead (`updated`: epoch seconds standing for
+    their last change, the version's creation). Items carry the lesson fields of a
+    snapshot (`playbooks.versions.SNAPSHOT_FIELDS`); missing ones read as empty."""
+
+    exclude: list[str]
+    items: list[dict]
+    updated: float
+
+    @classmethod
+    def of(cls, data: dict | None) -> "Overlay | None":
+        if not data:
+            return None
+        return cls(
+            exclude=list(data.get("exclude") or []),
+            items=[
+                {**item, **{f: item.get(f) or "" for f in _ITEM_TEXT}}
+                for item in data.get("items") or []
+            ],
+            updated=float(data.get("updated") or 0.0),
+        )
+
+    def scored(self, item: dict) -> Scored:
+        return Scored(
+            item.get("id") or 0,
+            item["key"],
+            item.get("type") or StrategyType.HELPFUL,
+            item["description"],
+            item["context"],
+            float(item.get("confidence") or 0.0),
+            int(item.get("helpful_count") or 0),
+            int(item.get("harmful_count") or 0),
+            self.updated,
+            item["polarity"],
+            item["when"],
+            item["directive"],
+            item["situations"],
+        )
 
 
 # updated_at as epoch seconds: parsing ~120 timestamps per recall cost milliseconds
 _COLUMNS = (
-    "s.id, s.key, s.type, s.description, s.context, s.confidence, "
-    "s.helpful_count, s.harmful_count, extract(epoch FROM s.updated_at)::float8, "
-    "s.polarity, s.lesson_when, s.directive, s.situations"
+    "s.id AS id, s.key AS key, s.type AS type, s.description AS description, "
+    "s.context AS context, s.confidence AS confidence, "
+    "s.helpful_count AS helpful_count, s.harmful_count AS harmful_count, "
+    "extract(epoch FROM s.updated_at)::float8 AS updated, s.polarity AS polarity, "
+    "s.lesson_when AS lesson_when, s.directive AS directive, s.situations AS situations"
 )
+_NAMES = (
+    "id, key, type, description, context, confidence, helpful_count, harmful_count, "
+    "updated, polarity, lesson_when, directive, situations"
+)
+# An overlay's items as rows, and their full-text vector: the stored column's formula
+# (migration 0006: description, context, when and the learned situations).
+_ITEMS = (
+    "jsonb_to_recordset(%(items)s::jsonb) AS e(id int, key uuid, type text, "
+    "description text, context text, confidence float8, helpful_count int, "
+    'harmful_count int, position int, polarity text, "when" text, directive text, '
+    "situations text)"
+)
+_ITEM_COLUMNS = (
+    "e.id, e.key, e.type, e.description, e.context, e.confidence, e.helpful_count, "
+    'e.harmful_count, %(updated)s::float8, e.polarity, e."when", e.directive, '
+    "e.situations"
+)
+_ITEM_VECTOR = (
+    "to_tsvector('english', e.description || ' ' || e.context || ' ' || "
+    "e.\"when\" || ' ' || e.situations)"
+)
+_LIVE = "s.playbook_id = %(playbook)s AND s.active"
+_EXCLUDE = " AND NOT (s.key = ANY(%(exclude)s::uuid[]))"
+_QUERY = "to_tsquery('english', %(query)s) AS q(query)"
+
+
+def _matched_sql(overlay: Overlay | None) -> str:
+    live = f"""(SELECT {_COLUMNS}, ts_rank(s.search_vector, q.query) AS fts, 1 AS matched
+         FROM playbooks_strategy s, {_QUERY}
+         WHERE {_LIVE}{_EXCLUDE if overlay else ""} AND s.search_vector @@ q.query
+         ORDER BY fts DESC, s.confidence DESC
+         LIMIT %(limit)s)"""
+    if not (overlay and overlay.items):
+        return live
+    # the best of (live rows it shares) + (its own items) = its own best
+    return f"""(SELECT {_NAMES}, fts, matched FROM ({live}
+         UNION ALL
+         (SELECT {_ITEM_COLUMNS}, ts_rank({_ITEM_VECTOR}, q.query), 1
+          FROM {_ITEMS}, {_QUERY} WHERE {_ITEM_VECTOR} @@ q.query)) m
+         ORDER BY fts DESC, confidence DESC LIMIT %(limit)s)"""
+
+
+def _fill_sql(overlay: Overlay | None) -> str:
+    order = "ORDER BY s.confidence DESC, s.helpful_count DESC, s.position"
+    if not (overlay and overlay.items):
+        return f"""(SELECT {_COLUMNS}, 0, 0 FROM playbooks_strategy s
+         WHERE {_LIVE}{_EXCLUDE if overlay else ""} {order} LIMIT %(fill)s)"""
+    return f"""(SELECT {_NAMES}, 0, 0 FROM (
+         (SELECT {_COLUMNS}, s.position AS pos FROM playbooks_strategy s
+          WHERE {_LIVE}{_EXCLUDE} {order} LIMIT %(fill)s)
+         UNION ALL (SELECT {_ITEM_COLUMNS}, e.position FROM {_ITEMS})) f
+         ORDER BY confidence DESC, helpful_count DESC, pos LIMIT %(fill)s)"""
+
+
+def _trigram_sql(overlay: Overlay | None) -> str:
+    live = f"""(SELECT {_COLUMNS}, word_similarity(%(task)s, s.description) AS sim
+         FROM playbooks_strategy s
+         WHERE {_LIVE}{_EXCLUDE if overlay else ""} AND %(task)s <%% s.description
+         ORDER BY sim DESC LIMIT %(fill)s)"""
+    if not (overlay and overlay.items):
+        return live
+    return f"""SELECT {_NAMES}, sim FROM ({live}
+         UNION ALL
+         (SELECT {_ITEM_COLUMNS}, word_similarity(%(task)s, e.description)
+          FROM {_ITEMS} WHERE %(task)s <%% e.description)) t
+         ORDER BY sim DESC LIMIT %(fill)s"""
 
 
 def _postgres_candidates(
-    playbook: Playbook, task: str, terms: list[str]
+    playbook: Playbook, task: str, terms: list[str], overlay: Overlay | None = None
 ) -> list[Scored]:
     """Full-text matches ranked by the database plus the best general strategies (the
     fill), in one round trip; a strategy in both keeps its match. When a short task
-    matches (almost) nothing, trigram word similarity looks for near-spellings."""
-    matched = (
-        f"""
-        (SELECT {_COLUMNS}, ts_rank(s.search_vector, q.query) AS fts, 1 AS matched
-         FROM playbooks_strategy s, to_tsquery('english', %(query)s) AS q(query)
-         WHERE s.playbook_id = %(playbook)s AND s.active AND s.search_vector @@ q.query
-         ORDER BY fts DESC, s.confidence DESC
-         LIMIT %(limit)s)
-        UNION ALL
-    """
-        if terms
-        else ""
-    )
-    sql = f"""{matched}
-        (SELECT {_COLUMNS}, 0, 0
-         FROM playbooks_strategy s
-         WHERE s.playbook_id = %(playbook)s AND s.active
-         ORDER BY s.confidence DESC, s.helpful_count DESC, s.position
-         LIMIT %(fill)s)
-    """
+    matches (almost) nothing, trigram word similarity looks for near-spellings. With
+    an overlay, the same over the version it describes."""
+    matched = f"{_matched_sql(overlay)}\n        UNION ALL\n" if terms else ""
+    sql = f"{matched}{_fill_sql(overlay)}"
     params = {
         "query": " | ".join(terms),
         "playbook": playbook.pk,
+        "task": task,
         "limit": MAX_CANDIDATES,
         "fill": FILL_CANDIDATES,
     }
+    if overlay is not None:
+        params.update(
+            exclude=overlay.exclude,
+            items=json.dumps(overlay.items),
+            updated=overlay.updated,
+        )
     with connection.cursor() as cursor:
         cursor.execute(sql, params)
         rows = [
@@ -144,14 +271,7 @@ def _postgres_candidates(
         ]
         fts_count = sum(kind == "fts" for _, _, kind in rows)
         if terms and fts_count < TRIGRAM_BELOW and len(task) <= 40:
-            cursor.execute(
-                f"""SELECT {_COLUMNS}, word_similarity(%(task)s, s.description) AS sim
-                    FROM playbooks_strategy s
-                    WHERE s.playbook_id = %(playbook)s AND s.active
-                      AND %(task)s <%% s.description
-                    ORDER BY sim DESC LIMIT %(fill)s""",
-                {"task": task, "playbook": playbook.pk, "fill": FILL_CANDIDATES},
-            )
+            cursor.execute(_trigram_sql(overlay), params)
             rows += [(row[:_N], float(row[_N]), "trgm") for row in cursor.fetchall()]
     best = max((rank for _, rank, kind in rows if kind == "fts"), default=0) or 1.0
     priority = {"fts": 0, "trgm": 1, "fill": 2}
@@ -161,6 +281,7 @@ def _postgres_candidates(
             continue
         seen.add(fields[0])
         item = Scored(*fields)
+        item.key = str(item.key)
         if kind == "fts":
             item.relevance = min(1.0, rank / best)
         elif kind == "trgm":  # near-spellings rank below real matches
@@ -169,19 +290,28 @@ def _postgres_candidates(
     return out
 
 
-def _python_candidates(playbook: Playbook, terms: list[str]) -> list[Scored]:
+def _live_rows(playbook: Playbook, overlay: Overlay | None, *fields: str):
+    qs = Strategy.objects.filter(playbook=playbook, active=True)
+    if overlay is not None and overlay.exclude:
+        qs = qs.exclude(key__in=overlay.exclude)
+    return qs.values_list(*_FIELDS, *fields)
+
+
+def _python_candidates(
+    playbook: Playbook, terms: list[str], overlay: Overlay | None = None
+) -> list[Scored]:
     wanted = {stem(t) for t in terms}
     if not wanted:
         return []
+    pool = [Scored(*row) for row in _live_rows(playbook, overlay)]
+    if overlay is not None:
+        pool += [overlay.scored(item) for item in overlay.items]
     out = []
-    for row in Strategy.objects.filter(playbook=playbook, active=True).values_list(
-        *_FIELDS
-    ):
-        text = f"{row[3]} {row[4]} {row[10]} {row[12]}".lower()
-        words = {stem(w) for w in _WORD.findall(text)}
+    for item in pool:
+        text = f"{item.description} {item.context} {item.when} {item.situations}"
+        words = {stem(w) for w in _WORD.findall(text.lower())}
         overlap = len(wanted & words)
         if overlap:
-            item = Scored(*row)
             item.relevance = overlap / len(wanted)
             out.append(item)
     out.sort(key=lambda s: -s.relevance)
@@ -191,14 +321,23 @@ def _python_candidates(playbook: Playbook, terms: list[str]) -> list[Scored]:
     return out[:MAX_CANDIDATES]
 
 
-def _fill_candidates(playbook: Playbook, exclude: set[int]) -> list[Scored]:
-    rows = (
-        Strategy.objects.filter(playbook=playbook, active=True)
+def _fill_candidates(
+    playbook: Playbook, exclude: set[int], overlay: Overlay | None = None
+) -> list[Scored]:
+    rows = [
+        (Scored(*row[:-1]), row[-1])
+        for row in _live_rows(playbook, overlay, "position")
         .exclude(pk__in=exclude)
-        .order_by("-confidence", "-helpful_count", "position")
-        .values_list(*_FIELDS)[:FILL_CANDIDATES]
-    )
-    return [Scored(*row) for row in rows]
+        .order_by("-confidence", "-helpful_count", "position")[:FILL_CANDIDATES]
+    ]
+    if overlay is not None:
+        rows += [
+            (overlay.scored(item), item.get("position") or 0)
+            for item in overlay.items
+            if item.get("id") not in exclude
+        ]
+    rows.sort(key=lambda r: (-r[0].confidence, -r[0].helpful_count, r[1]))
+    return [item for item, _ in rows[:FILL_CANDIDATES]]
 
 
 # Words every situation shares ("the user asks …"): they tell nothing about which.
@@ -353,11 +492,13 @@ class RecallResult:
     items: list[dict]
     tokens: int
     memories: list[dict] | None = None  # only when asked for a user's memories
+    cohort: str = PRODUCTION  # production | canary | pinned
 
     def as_dict(self) -> dict:
         data = {
             "playbook": self.playbook,
             "version": self.version,
+            "cohort": self.cohort,
             "context": self.context,
             "items": self.items,
             "tokens": self.tokens,
@@ -406,52 +547,87 @@ def _memory_lines(rows: list[tuple], budget_tokens: int) -> tuple[str, list[dict
     return (_MEMORY_HEADER + text if kept else ""), kept
 
 
-def playbook_recall(
-    *,
+class UnknownVersion(LookupError):
+    """A pinned version the playbook does not have."""
+
+
+@dataclass
+class Serving:
+    """Which version a recall serves, to which cohort, and how it differs from the
+    live strategies (None: it is the live version)."""
+
+    version: int
+    cohort: str
+    overlay: Overlay | None = None
+
+
+def recall_serving(*, playbook: Playbook, unit: str, pin: int | None = None) -> Serving:
+    """Production; or, while a rollout runs, the unit's cohort's version; or the
+    pinned version. No query without a rollout or a pin; one with a rollout."""
+    if pin is not None:
+        return _pinned(playbook, pin, PINNED)
+    if playbook.canary_version is None:
+        return Serving(playbook.production_version, PRODUCTION)
+    rollout = rollout_running(playbook=playbook)
+    if rollout is None or rollout.canary != playbook.current_version:
+        # labels out of step with the rollouts (never left so by the services)
+        return _pinned(playbook, playbook.production_version, PRODUCTION)
+    if rollout_cohort(salt=rollout.salt, share=rollout.share, unit=unit) == CANARY:
+        return Serving(playbook.current_version, CANARY)
+    return Serving(playbook.production_version, PRODUCTION, Overlay.of(rollout.overlay))
+
+
+def _pinned(playbook: Playbook, number: int, cohort: str) -> Serving:
+    if number == playbook.current_version:
+        return Serving(number, cohort)
+    rows = {
+        n: (content, created)
+        for n, content, created in PlaybookVersion.objects.filter(
+            playbook=playbook, number__in=[number, playbook.current_version]
+        ).values_list("number", "content", "created_at")
+    }
+    if number not in rows:
+        raise UnknownVersion(f"Playbook {playbook.slug} has no version {number}.")
+    live = rows.get(playbook.current_version, ([], None))[0]
+    content, created = rows[number]
+    overlay = content_overlay(live=live, target=content, updated=created.timestamp())
+    return Serving(number, cohort, Overlay.of(overlay))
+
+
+def _ranked(
     playbook: Playbook,
     task: str,
-    task_type: str = "",
-    budget_tokens: int = DEFAULT_BUDGET,
-    requested_by: str = "",
-    session_id: str = "",
-    run_external_id: str = "",
-    user_id: str | None = None,
-    log: bool = True,
-    extra: list[Scored] | None = None,
-    exclude: frozenset[int] = frozenset(),
-) -> RecallResult:
-    """Rank, fit into the budget, log the recall (RecallLog) and return it. With
-    `user_id`, up to a quarter of the budget carries that user's memories (and
-    namespace facts about entities the task names). `extra`: lessons not (yet) in the
-    playbook, ranked with the rest (the console's "with this candidate applied")."""
+    task_type: str,
+    overlay: Overlay | None,
+    extra: list[Scored],
+    exclude: frozenset[int],
+) -> list[Scored]:
+    """The served version's lessons about the task, best first (with `extra`, less
+    `exclude`)."""
     terms = task_terms(f"{task} {task_type.replace('.', ' ').replace('_', ' ')}")
-    version = playbook.current_version
-    postgres = connection.vendor == "postgresql"
-    if postgres:
-        found = _postgres_candidates(playbook, task, terms)
+    if connection.vendor == "postgresql":
+        found = _postgres_candidates(playbook, task, terms, overlay)
     else:
-        found = _python_candidates(playbook, terms)
-        found += _fill_candidates(playbook, {s.id for s in found})
-    found = [item for item in found if item.id not in exclude] + list(extra or [])
+        found = _python_candidates(playbook, terms, overlay)
+        found += _fill_candidates(playbook, {s.id for s in found}, overlay)
+    found = [item for item in found if item.id not in exclude] + list(extra)
     found = _about_the_task(found, task=f"{task} {task_type}")
     now = timezone.now()
     for item in found:
         item.score = _score(item, now)
     found.sort(key=lambda s: (-s.score, s.id))
+    return found
 
-    memory_text, memories = "", None
-    if user_id is not None:
-        memory_text, memories = _memory_lines(
-            _memories_for(playbook, user_id, task), budget_tokens
-        )
-    header = _header(playbook, version)
+
+def _fitted(found: list[Scored], used: int, budget_tokens: int):
+    """The lines and items that fit the budget, best first (a shorter one further
+    down may still fit where a longer one did not)."""
     lines: list[str] = []
     items: list[dict] = []
-    used = len(header) + len(memory_text)
     for item in found:
         line = strategy_line(item) + "\n"
         if math.ceil((used + len(line)) / 4) > budget_tokens:
-            continue  # a shorter one further down may still fit
+            continue
         lines.append(line)
         used += len(line)
         items.append(
@@ -466,12 +642,54 @@ def playbook_recall(
                 "score": item.score,
             }
         )
+    return lines, items
+
+
+def playbook_recall(
+    *,
+    playbook: Playbook,
+    task: str,
+    task_type: str = "",
+    budget_tokens: int = DEFAULT_BUDGET,
+    requested_by: str = "",
+    session_id: str = "",
+    run_external_id: str = "",
+    user_id: str | None = None,
+    version: int | None = None,
+    log: bool = True,
+    extra: list[Scored] | None = None,
+    exclude: frozenset[int] = frozenset(),
+) -> RecallResult:
+    """Rank, fit into the budget, log the recall (RecallLog) and return it. The
+    version is production's, the cohort's while a rollout runs (by session_id, else
+    user_id, else the run), or `version` when pinned (UnknownVersion if there is none).
+    With `user_id`, up to a quarter of the budget carries that user's memories (and
+    namespace facts about entities the task names). `extra`: lessons not (yet) in the
+    playbook, ranked with the rest (the console's "with this candidate applied")."""
+    serving = recall_serving(
+        playbook=playbook,
+        unit=rollout_unit(
+            session_id=session_id, user_id=user_id or "", run=run_external_id
+        ),
+        pin=version,
+    )
+    found = _ranked(
+        playbook, task, task_type, serving.overlay, list(extra or []), exclude
+    )
+    memory_text, memories = "", None
+    if user_id is not None:
+        memory_text, memories = _memory_lines(
+            _memories_for(playbook, user_id, task), budget_tokens
+        )
+    header = _header(playbook, serving.version)
+    lines, items = _fitted(found, len(header) + len(memory_text), budget_tokens)
     context = header + "".join(lines) + memory_text if lines or memory_text else ""
     if math.ceil(len(context) / 4) > budget_tokens:  # header + memories alone too big
         context, memories = "", ([] if memories is not None else None)
     result = RecallResult(
         playbook=playbook.slug,
-        version=version,
+        version=serving.version,
+        cohort=serving.cohort,
         context=context,
         items=items,
         tokens=estimate_tokens(context),
@@ -480,7 +698,8 @@ def playbook_recall(
     if log:
         _recall_log(
             playbook=playbook,
-            version=version,
+            version=serving.version,
+            cohort=serving.cohort,
             task=task,
             task_type=task_type,
             items=items,
@@ -488,8 +707,8 @@ def playbook_recall(
             requested_by=requested_by,
             session_id=session_id,
             run_external_id=run_external_id,
-            now=now,
-            postgres=postgres,
+            now=timezone.now(),
+            postgres=connection.vendor == "postgresql",
         )
     return result
 
@@ -507,6 +726,7 @@ def _recall_log(
     *,
     playbook,
     version,
+    cohort,
     task,
     task_type,
     items,
@@ -533,6 +753,7 @@ def _recall_log(
         "namespace_id": playbook.namespace_id,
         "playbook_id": playbook.pk,
         "version": version,
+        "cohort": cohort,
         "strategy_keys": keys,
         "tokens": tokens,
         **text,
@@ -550,11 +771,11 @@ def _recall_log(
         cursor.execute(
             """
             WITH log AS (
-                INSERT INTO playbooks_recalllog (namespace_id, playbook_id, version, task,
-                    task_type, strategy_keys, tokens, requested_by, session_id,
-                    run_external_id, created_at)
-                VALUES (%(namespace_id)s, %(playbook_id)s, %(version)s, %(task)s,
-                    %(task_type)s, %(strategy_keys)s::jsonb, %(tokens)s, %(requested_by)s,
+                INSERT INTO playbooks_recalllog (namespace_id, playbook_id, version,
+                    cohort, task, task_type, strategy_keys, tokens, requested_by,
+                    session_id, run_external_id, created_at)
+                VALUES (%(namespace_id)s, %(playbook_id)s, %(version)s, %(cohort)s,
+                    %(task)s, %(task_type)s, %(strategy_keys)s::jsonb, %(tokens)s, %(requested_by)s,
                     %(session_id)s, %(run_external_id)s, %(now)s)
                 RETURNING id
             )
@@ -587,9 +808,11 @@ def recall_preview(
     budget_tokens: int = DEFAULT_BUDGET,
     candidate=None,
 ) -> RecallResult:
-    """The exact context an agent would get for `task` now — and, with `candidate`,
-    as if that candidate were applied (a new lesson beside the others; a replacement
-    takes its old strategy's place). Nothing is logged."""
+    """The exact context an agent would get for `task` now from the live version — and,
+    with `candidate`, as if that candidate were applied (a new lesson beside the
+    others; a replacement takes its old strategy's place). While a rollout runs the
+    live version is the canary, which an applied candidate would fold into. Nothing is
+    logged."""
     extra = []
     if candidate is not None and candidate.directive:
         extra.append(
@@ -615,6 +838,7 @@ def recall_preview(
         task=task,
         task_type=task_type,
         budget_tokens=budget_tokens,
+        version=playbook.current_version,
         log=False,
         extra=extra,
         exclude=frozenset({replaced}) if replaced else frozenset(),

@@ -8,6 +8,7 @@ from playbooks.models import (
     Memory,
     Playbook,
     PlaybookVersion,
+    Rollout,
     Skill,
     SkillVersion,
     Strategy,
@@ -71,6 +72,19 @@ def version_list(*, playbook: Playbook) -> QuerySet[PlaybookVersion]:
         .defer("content")
         .order_by("-number")
     )
+
+
+def rollouts_by_canary(*, playbook: Playbook) -> dict[int, list[Rollout]]:
+    """The playbook's rollouts keyed by their canary's version number, oldest first
+    (one query; the history page shows each version's trials)."""
+    out: dict[int, list[Rollout]] = {}
+    for item in (
+        Rollout.objects.filter(playbook=playbook)
+        .defer("overlay", "horizon")
+        .order_by("started_at", "id")
+    ):
+        out.setdefault(item.canary, []).append(item)
+    return out
 
 
 def version_get(*, playbook: Playbook, number: int) -> PlaybookVersion:

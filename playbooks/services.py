@@ -46,6 +46,7 @@ def playbook_create(
         mode=mode,
         task_types=task_types or [],
         current_version=1,
+        production_version=1,
     )
     PlaybookVersion.objects.create(
         playbook=playbook,
@@ -55,6 +56,7 @@ def playbook_create(
         change_kind=ChangeKind.CREATE,
         note="created",
         created_by=created_by,
+        production_since=playbook.created_at,
     )
     return playbook
 

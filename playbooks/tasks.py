@@ -3,8 +3,8 @@
 import logging
 
 from learning.models import Namespace
-from playbooks import curation, quality
-from playbooks.models import Playbook
+from playbooks import curation, rollout
+from playbooks.models import Playbook, RolloutState
 
 logger = logging.getLogger(__name__)
 
@@ -33,10 +33,19 @@ def memories_consolidate(namespace_id: int | None = None) -> dict:
 
 
 def quality_gate_evaluate(playbook_id: int | None = None) -> dict:
-    """Compare every version with its predecessor and flag the worse ones."""
-    flagged = 0
-    for playbook in _playbooks(playbook_id):
-        flagged += sum(
-            r["worse"] for r in quality.quality_gate_evaluate(playbook=playbook)
-        )
-    return {"versions_flagged": flagged}
+    """The verdict on every running rollout (scheduled every minute): promote, roll
+    back, or keep the figures. Playbooks without a running rollout cost nothing."""
+    counts = {"evaluated": 0, "promoted": 0, "rolled_back": 0}
+    running = (
+        _playbooks(playbook_id).filter(rollouts__state=RolloutState.RUNNING).distinct()
+    )
+    for playbook in running:
+        verdict = rollout.rollout_gate_evaluate(playbook=playbook)
+        if verdict is None:
+            continue
+        counts["evaluated"] += 1
+        if verdict["acted"] and verdict["outcome"] == "promote":
+            counts["promoted"] += 1
+        elif verdict["acted"] and verdict["outcome"] == "roll_back":
+            counts["rolled_back"] += 1
+    return counts

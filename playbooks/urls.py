@@ -52,4 +52,21 @@ urlpatterns = [
         name="rollback",
     ),
     path("<slug:ns>/<slug:slug>/quality/", views.playbook_quality, name="quality"),
+    path(
+        "<slug:ns>/<slug:slug>/rollout/policy/",
+        views.rollout_policy,
+        name="rollout-policy",
+    ),
+    path(
+        "<slug:ns>/<slug:slug>/rollout/promote/",
+        views.rollout_action,
+        {"action": "promote"},
+        name="rollout-promote",
+    ),
+    path(
+        "<slug:ns>/<slug:slug>/rollout/abort/",
+        views.rollout_action,
+        {"action": "abort"},
+        name="rollout-abort",
+    ),
 ]

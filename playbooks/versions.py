@@ -1,7 +1,8 @@
 """Versions of playbooks and skills: snapshots, diffs, the one commit of a new immutable
-version (with its audit row), row locks and rollback. Every change — apply, hand edit,
-merge, curation, revert, rollback — ends in `playbook_version_commit` or
-`skill_version_commit`."""
+version (with its audit row and its label: production at once, or the canary of a
+staged rollout — `playbooks.quality.version_committed_label`), row locks and rollback.
+Every change — apply, hand edit, merge, curation, revert, rollback — ends in
+`playbook_version_commit` or `skill_version_commit`."""
 
 import difflib
 import hashlib
@@ -20,6 +21,7 @@ from playbooks.models import (
     SkillVersion,
     Strategy,
 )
+from playbooks.quality import version_committed_label
 from review.trail import audit_event_record
 
 # The fields of a strategy a version snapshot holds (besides id and key).
@@ -143,8 +145,9 @@ def playbook_version_commit(
     reverts: PlaybookVersion | None = None,
     audit_findings: list | None = None,
 ) -> PlaybookVersion:
-    """Snapshot the live strategies as the next version, with its diff and audit row
-    (with `audit_findings`: the audit findings of a hand edit an admin saved anyway).
+    """Snapshot the live strategies as the next version, with its diff, its label and
+    audit row (with `audit_findings`: the audit findings of a hand edit an admin saved
+    anyway). The diff is against `current_version` (the content the live rows had).
     Callers hold the playbook row lock (playbook_lock) and run inside a transaction."""
     previous = PlaybookVersion.objects.filter(
         playbook=playbook, number=playbook.current_version
@@ -172,7 +175,10 @@ def playbook_version_commit(
         reverts=reverts,
     )
     playbook.current_version = number
-    playbook.save(update_fields=["current_version", "updated_at"])
+    version_committed_label(
+        playbook=playbook, version=version, change_kind=change_kind, actor=actor
+    )
+    playbook.save(update_fields=["current_version", "production_version", "updated_at"])
     # The pending candidates compared with what changed are audited again (handed
     # back to the audit stage through the queue).
     task_enqueue_on_commit(
@@ -192,6 +198,9 @@ def playbook_version_commit(
         note=note,
         data={
             "version": number,
+            "label": "production"
+            if playbook.production_version == number
+            else "canary",
             "added": len(diff["added"]),
             "removed": len(diff["removed"]),
             "changed": len(diff["changed"]),
@@ -233,7 +242,8 @@ def playbook_restore_content(*, playbook: Playbook, content: list[dict]) -> None
 def playbook_rollback(
     *, playbook: Playbook, number: int, actor: str, note: str = ""
 ) -> PlaybookVersion:
-    """A new version whose content equals version `number`'s."""
+    """A new version whose content equals version `number`'s. It becomes production at
+    once, even with a rollout policy (a running rollout ends rolled back)."""
     playbook = playbook_lock(playbook=playbook)
     target = PlaybookVersion.objects.filter(playbook=playbook, number=number).first()
     if target is None:

@@ -5,20 +5,22 @@ Admin Membership is checked here, per namespace."""
 from django.contrib import messages
 from django.core.exceptions import PermissionDenied
 from django.db import transaction
-from django.http import Http404
+from django.http import Http404, HttpResponse
 from django.shortcuts import redirect, render
+from django.template.loader import render_to_string
 from django.views.decorators.http import require_GET, require_http_methods, require_POST
 
 from learning.access import role_for
 from learning.models import Namespace
 from learning.permissions import console_action_required, user_allows, user_namespaces
 from learning.services.audit import curated_findings_summary, curated_text_audit
-from playbooks import apply, quality, selectors, services, skills, versions
+from playbooks import apply, quality, rollout, selectors, services, skills, versions
 from playbooks import policy as policies
 from playbooks.forms import (
     PlaybookCreateForm,
     PlaybookSettingsForm,
     PolicyForm,
+    RolloutPolicyForm,
     SkillCreateForm,
     SkillEditForm,
     StrategyForm,
@@ -31,6 +33,7 @@ reader_required = console_action_required("console.use")
 reverter_required = console_action_required("candidates.revert")
 skills_required = console_action_required("skills.edit")
 policy_required = console_action_required("policy.edit")
+rollout_required = console_action_required("rollout.manage")
 
 
 def _namespace(request, ns: str, action: str = "playbooks.edit") -> Namespace:
@@ -117,12 +120,19 @@ def playbook_index(request):
     )
 
 
-def _detail_context(playbook: Playbook, *, can_edit: bool = True, **extra) -> dict:
+def _detail_context(
+    playbook: Playbook,
+    *,
+    can_edit: bool = True,
+    can_manage: bool | None = None,
+    **extra,
+) -> dict:
     strategies = list(selectors.strategy_list(playbook=playbook))
     return {
         "playbook": playbook,
         "can_edit": can_edit,
         "strategies": strategies,
+        **_rollout_context(playbook, can_edit if can_manage is None else can_manage),
         "settings_form": PlaybookSettingsForm(
             initial={
                 "name": playbook.name,
@@ -134,10 +144,83 @@ def _detail_context(playbook: Playbook, *, can_edit: bool = True, **extra) -> di
             }
         ),
         "add_form": StrategyForm(),
-        "flagged": list(
-            playbook.versions.filter(flagged=True).only("number", "flag_reason")
-        ),
         **extra,
+    }
+
+
+def _rollout_context(playbook: Playbook, can_manage: bool, **extra) -> dict:
+    status = rollout.rollout_status(playbook=playbook)
+    policy = status["policy"]
+    return {
+        "rollout": status,
+        "rollout_view": _rollout_display(status),
+        "can_manage": can_manage,
+        "policy_form": RolloutPolicyForm(initial=policy)
+        if policy
+        else RolloutPolicyForm(),
+        **extra,
+    }
+
+
+def _points(value) -> str:
+    return "–" if value is None else f"{value * 100:+.1f}"
+
+
+def _percent(value) -> str:
+    return "–" if value is None else f"{value * 100:.0f}%"
+
+
+_OUTCOMES = {
+    "waiting": "waiting for runs",
+    "continue": "undecided, still running",
+    "promote": "promote the canary",
+    "roll_back": "roll the canary back",
+}
+
+
+def _rollout_display(status: dict) -> dict:
+    """The rollout's figures as the console shows them (percent, points)."""
+    decision = status["decision"] or {}
+    arms = decision.get("arms") or {}
+    rows = []
+    for cohort in ("production", "canary"):
+        arm = arms.get(cohort)
+        if arm is None:
+            continue
+        low, high = arm["success_ci"]
+        rows.append(
+            {
+                "cohort": cohort,
+                "version": arm["version"],
+                "runs": arm["runs"],
+                "successes": arm["successes"],
+                "rate": _percent(arm["success_rate"]),
+                "ci": f"{_percent(low)}–{_percent(high)}" if arm["runs"] else "–",
+                "score": "–"
+                if arm["mean_score"] is None
+                else f"{arm['mean_score']:.2f}",
+            }
+        )
+    interval = decision.get("interval") or [None, None]
+    score = decision.get("score") or {}
+    score_interval = score.get("interval") or [None, None]
+    stage = decision.get("stage")
+    levels = {"horizon": "96%", "sequential": "99%", "waiting": "95%"}
+    return {
+        "rows": rows,
+        "estimate": _points(decision.get("estimate")),
+        "interval": f"{_points(interval[0])} to {_points(interval[1])}",
+        "level": levels.get(stage, ""),
+        "stage": stage,
+        "basis": f"first {decision.get('min_runs_per_arm')} runs of each cohort"
+        if stage == "horizon"
+        else "all runs",
+        "outcome": _OUTCOMES.get(decision.get("outcome"), ""),
+        "reason": decision.get("reason", ""),
+        "score": _points(score.get("estimate")),
+        "score_interval": f"{_points(score_interval[0])} to "
+        f"{_points(score_interval[1])}",
+        "share": _percent(status["share"]),
     }
 
 
@@ -166,8 +249,11 @@ def _strategies_response(request, playbook: Playbook, *, status: int = 200, **ex
 def playbook_detail(request, ns, slug):
     playbook = _playbook(request, ns, slug, "console.use")
     can_edit = user_allows(request.user, playbook.namespace, "playbooks.edit")
+    can_manage = user_allows(request.user, playbook.namespace, "rollout.manage")
     return render(
-        request, "playbooks/detail.html", _detail_context(playbook, can_edit=can_edit)
+        request,
+        "playbooks/detail.html",
+        _detail_context(playbook, can_edit=can_edit, can_manage=can_manage),
     )
 
 
@@ -338,9 +424,13 @@ def strategy_move(request, ns, slug, strategy_id):
 @reader_required
 @require_GET
 def playbook_history(request, ns, slug):
-    """Every version with its diff and quality figures, and (admins) a rollback button."""
+    """Every version with its diff, when it served as production and why it left, its
+    rollouts as a canary, and (admins) a rollback button."""
     playbook = _playbook(request, ns, slug, "console.use")
     versions = list(selectors.version_list(playbook=playbook))
+    trials = selectors.rollouts_by_canary(playbook=playbook)
+    for version in versions:
+        version.trials = trials.get(version.number, [])
     return render(
         request,
         "playbooks/history.html",
@@ -374,15 +464,109 @@ def playbook_rollback(request, ns, slug, number):
 @admin_required
 @require_POST
 def playbook_quality(request, ns, slug):
+    """The verdict on the running rollout now, as the scheduled gate would."""
     playbook = _playbook(request, ns, slug)
-    results = quality.quality_gate_evaluate(playbook=playbook, actor=_actor(request))
-    flagged = [r["version"] for r in results if r["worse"]]
-    messages.info(
-        request,
-        f"Quality gate: {len(results)} versions evaluated; flagged: "
-        f"{', '.join(map(str, flagged)) or 'none'}.",
-    )
-    return redirect("playbooks:history", ns=ns, slug=slug)
+    verdict = rollout.rollout_gate_evaluate(playbook=playbook, actor=_actor(request))
+    if verdict is None:
+        messages.info(request, "Quality gate: no rollout is running.")
+    else:
+        messages.info(request, f"Quality gate: {verdict['reason']}.")
+    nxt = request.POST.get("next") or ""
+    if nxt.startswith("/") and not nxt.startswith("//"):
+        return redirect(nxt)
+    return redirect("playbooks:detail", ns=ns, slug=slug)
+
+
+def _rollout_response(request, playbook: Playbook, *, status: int = 200, **extra):
+    """After a rollout action: the #rollout fragment for htmx, else the page."""
+    playbook.refresh_from_db()
+    if _is_htmx(request):
+        # the panel, and the strategies out of band: promote/abort change their label
+        # (abort their content too)
+        context = _detail_context(playbook, can_manage=True, **extra)
+        html = render_to_string(
+            "playbooks/detail.html#rollout", context, request
+        ) + render_to_string(
+            "playbooks/detail.html#strategies", {**context, "oob": True}, request
+        )
+        return HttpResponse(html, status=status)
+    if status >= 400:
+        return render(
+            request,
+            "playbooks/detail.html",
+            _detail_context(playbook, **extra),
+            status=status,
+        )
+    return redirect("playbooks:detail", ns=playbook.namespace.slug, slug=playbook.slug)
+
+
+_ROLLOUT_ACTIONS = {
+    "promote": (rollout.rollout_promote, "Promote version {canary} to production?"),
+    "abort": (
+        rollout.rollout_abort,
+        "Abort the rollout and drop version {canary}? Production (version "
+        "{production}) stays.",
+    ),
+}
+
+
+@rollout_required
+@require_POST
+def rollout_action(request, ns, slug, action):
+    """Promote or abort the running canary. A plain form first shows a confirmation
+    page (without JavaScript there is no dialog); htmx asks with hx-confirm and sends
+    confirm=yes."""
+    playbook = _playbook(request, ns, slug, "rollout.manage")
+    act, question = _ROLLOUT_ACTIONS[action]
+    if request.POST.get("confirm") != "yes":
+        return render(
+            request,
+            "playbooks/rollout_confirm.html",
+            {
+                "playbook": playbook,
+                "action": action,
+                "question": question.format(
+                    canary=playbook.canary_version,
+                    production=playbook.production_version,
+                ),
+            },
+        )
+    try:
+        done = act(
+            playbook=playbook,
+            actor=_actor(request),
+            note=request.POST.get("note", "")[:2000],
+        )
+    except versions.PlaybookError as exc:
+        messages.error(request, str(exc))
+        return _rollout_response(request, playbook, status=409)
+    messages.success(request, f"Version {done.canary}: {done.reason}.")
+    return _rollout_response(request, playbook)
+
+
+@rollout_required
+@require_POST
+def rollout_policy(request, ns, slug):
+    """Set the rollout policy, or remove it (`remove` in the form)."""
+    playbook = _playbook(request, ns, slug, "rollout.manage")
+    form = RolloutPolicyForm(request.POST)
+    try:
+        if "remove" in request.POST:
+            rollout.rollout_policy_remove(playbook=playbook, actor=_actor(request))
+            messages.success(request, "Rollout policy removed.")
+            return _rollout_response(request, playbook)
+        if form.is_valid():
+            rollout.rollout_policy_set(
+                playbook=playbook, actor=_actor(request), **form.cleaned_data
+            )
+            messages.success(request, "Rollout policy saved.")
+            return _rollout_response(request, playbook)
+    except versions.PlaybookError as exc:
+        if exc.field in form.fields:
+            form.add_error(exc.field, str(exc))
+        else:
+            messages.error(request, str(exc))
+    return _rollout_response(request, playbook, status=400, policy_form=form)
 
 
 @reader_required

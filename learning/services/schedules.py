@@ -13,7 +13,8 @@ SCHEDULES = {
         "D",
         None,
     ),
-    "flywheel-quality-gate": ("playbooks.tasks.quality_gate_evaluate", "H", None),
+    # The verdict on running rollouts: a playbook without one costs nothing.
+    "flywheel-quality-gate": ("playbooks.tasks.quality_gate_evaluate", "I", 1),
 }
 
 
@@ -21,20 +22,23 @@ SCHEDULES = {
 def schedules_setup() -> dict[str, str]:
     """Create or update every schedule (update_or_create by name); duplicates of a name
     are removed. Returns {name: "created" | "updated"}."""
+    return {name: schedule_ensure(name=name) for name in SCHEDULES}
+
+
+def schedule_ensure(*, name: str) -> str:
+    """Create or update one schedule of SCHEDULES by name: "created" | "updated"."""
     from django_q.models import Schedule
 
-    out = {}
-    for name, (func, schedule_type, minutes) in SCHEDULES.items():
-        extra = Schedule.objects.filter(name=name).order_by("id")[1:]
-        Schedule.objects.filter(pk__in=[s.pk for s in extra]).delete()
-        _obj, created = Schedule.objects.update_or_create(
-            name=name,
-            defaults={
-                "func": func,
-                "schedule_type": schedule_type,
-                "minutes": minutes,
-                "repeats": -1,
-            },
-        )
-        out[name] = "created" if created else "updated"
-    return out
+    func, schedule_type, minutes = SCHEDULES[name]
+    extra = Schedule.objects.filter(name=name).order_by("id")[1:]
+    Schedule.objects.filter(pk__in=[s.pk for s in extra]).delete()
+    _obj, created = Schedule.objects.update_or_create(
+        name=name,
+        defaults={
+            "func": func,
+            "schedule_type": schedule_type,
+            "minutes": minutes,
+            "repeats": -1,
+        },
+    )
+    return "created" if created else "updated"

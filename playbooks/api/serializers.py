@@ -11,6 +11,7 @@ from learning.api.serializers import (
 from learning.models import Polarity
 from playbooks.models import LearningMode, Scope, StrategyType
 from playbooks.recall import DEFAULT_BUDGET, MAX_BUDGET
+from playbooks.rollout import MAX_MIN_RUNS
 
 
 class PlaybookInputSerializer(serializers.Serializer):
@@ -134,6 +135,12 @@ class RecallQuerySerializer(serializers.Serializer):
     )
     run = StrictCharField(max_length=200, required=False, allow_blank=True, default="")
     user_id = StrictCharField(max_length=200, required=False, allow_blank=True)
+    version = serializers.IntegerField(
+        min_value=1,
+        max_value=2**31 - 1,
+        required=False,
+        help_text='pin this version (for evaluation); the answer\'s cohort is "pinned"',
+    )
 
     def validate(self, attrs):
         if not attrs["task"].strip() and not attrs["task_type"].strip():
@@ -180,7 +187,17 @@ class PlaybookOutputSerializer(serializers.Serializer):
     mode = serializers.CharField()
     auto_apply_threshold = serializers.FloatField()
     task_types = serializers.ListField(child=serializers.CharField())
-    version = serializers.IntegerField(source="current_version")
+    version = serializers.IntegerField(
+        source="current_version",
+        help_text="the version the strategies below are (the canary while a rollout "
+        "runs)",
+    )
+    production_version = serializers.IntegerField(
+        help_text="what recall serves by default"
+    )
+    canary_version = serializers.IntegerField(
+        allow_null=True, help_text="the version on trial while a rollout runs"
+    )
     strategy_count = serializers.IntegerField(default=None)
     flagged_versions = serializers.ListField(
         child=serializers.IntegerField(), default=list
@@ -203,6 +220,13 @@ class VersionOutputSerializer(serializers.Serializer):
     flagged = serializers.BooleanField()
     flag_reason = serializers.CharField()
     quality = serializers.JSONField()
+    production_since = serializers.DateTimeField(
+        allow_null=True, help_text="when it became production (null: never)"
+    )
+    production_until = serializers.DateTimeField(
+        allow_null=True, help_text="when it stopped being production"
+    )
+    production_left = serializers.CharField(help_text="why it stopped")
     created_at = serializers.DateTimeField()
 
 
@@ -231,6 +255,12 @@ class RecallMemorySerializer(serializers.Serializer):
 class RecallOutputSerializer(serializers.Serializer):
     playbook = serializers.CharField()
     version = serializers.IntegerField()
+    cohort = serializers.ChoiceField(
+        choices=["production", "canary", "pinned"],
+        help_text="production, or canary while a rollout runs and this recall's "
+        "session (else user, else run) falls in the canary's share; pinned with "
+        "?version=n",
+    )
     context = serializers.CharField()
     items = RecallItemSerializer(many=True)
     tokens = serializers.IntegerField()
@@ -337,3 +367,60 @@ class MemoryOutputSerializer(serializers.Serializer):
         source="consolidated_into_id", allow_null=True
     )
     created_at = serializers.DateTimeField()
+
+
+class RolloutPolicySerializer(serializers.Serializer):
+    """A staged-rollout policy: each new version becomes the canary."""
+
+    share = StrictFloatField(
+        min_value=0,
+        max_value=1,
+        help_text="of sessions served the canary, 0 < share < 1",
+    )
+    min_runs_per_arm = StrictIntegerField(
+        min_value=1,
+        max_value=MAX_MIN_RUNS,
+        help_text="finished runs each cohort needs before a verdict",
+    )
+    margin = StrictFloatField(
+        min_value=0,
+        max_value=0.5,
+        help_text="a canary at most this much worse in success rate (0.05 = 5 "
+        "points) is promoted",
+    )
+
+
+class RolloutNoteSerializer(serializers.Serializer):
+    note = StrictCharField(
+        required=False, allow_blank=True, max_length=2000, default=""
+    )
+
+
+class RolloutOutputSerializer(serializers.Serializer):
+    playbook = serializers.CharField()
+    production = serializers.IntegerField()
+    canary = serializers.IntegerField(allow_null=True)
+    share = serializers.FloatField(allow_null=True)
+    state = serializers.ChoiceField(
+        choices=["none", "running", "promoted", "rolled_back"],
+        help_text="the latest rollout's state (none: never ran)",
+    )
+    policy = RolloutPolicySerializer(allow_null=True)
+    rollout = serializers.JSONField(
+        allow_null=True,
+        help_text="the latest rollout: id, state, canary, production, parameters, "
+        "started_at, ended_at, ended_by, reason",
+    )
+    arms = serializers.JSONField(
+        allow_null=True,
+        help_text='{"production": {"version", "runs", "successes", "success_rate", '
+        '"success_ci", "scored", "mean_score"}, "canary": {...}}',
+    )
+    decision = serializers.JSONField(
+        allow_null=True,
+        help_text="outcome (waiting | continue | promote | roll_back), stage "
+        "(waiting | horizon | sequential), estimate and interval of the success "
+        "rate difference, the horizon and sequential analyses, the score "
+        "difference, reason",
+    )
+    rule = serializers.CharField(allow_null=True, help_text="the decision rule")

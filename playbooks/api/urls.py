@@ -40,6 +40,21 @@ urlpatterns = [
         name="playbook-quality",
     ),
     path(
+        "playbooks/<slug:slug>/rollout/",
+        views.PlaybookRolloutApi.as_view(),
+        name="playbook-rollout",
+    ),
+    path(
+        "playbooks/<slug:slug>/rollout/promote/",
+        views.PlaybookRolloutPromoteApi.as_view(),
+        name="playbook-rollout-promote",
+    ),
+    path(
+        "playbooks/<slug:slug>/rollout/abort/",
+        views.PlaybookRolloutAbortApi.as_view(),
+        name="playbook-rollout-abort",
+    ),
+    path(
         "playbooks/<slug:slug>/context/",
         views.PlaybookContextApi.as_view(),
         name="playbook-context",

@@ -14,6 +14,7 @@ from playbooks import (
     apply,
     quality,
     recall,
+    rollout,
     selectors,
     services,
     skills,
@@ -31,6 +32,9 @@ from playbooks.api.serializers import (
     RecallOutputSerializer,
     RecallQuerySerializer,
     RollbackInputSerializer,
+    RolloutNoteSerializer,
+    RolloutOutputSerializer,
+    RolloutPolicySerializer,
     SkillInputSerializer,
     SkillOutputSerializer,
     SkillUpdateSerializer,
@@ -50,7 +54,7 @@ def actor_of(request) -> str:
 def raise_for(exc: versions.PlaybookError):
     if exc.code == "not_found":
         raise exceptions.NotFound({exc.field: [str(exc)]})
-    if exc.code == "duplicate":
+    if exc.code in ("duplicate", "conflict"):
         raise Conflict({exc.field: [str(exc)]})
     raise exceptions.ValidationError({exc.field: [str(exc)]})
 
@@ -393,8 +397,8 @@ class PlaybookQualityApi(APIView):
     @extend_schema(
         operation_id="playbooks_quality",
         responses=dict,
-        description="The quality gate's figures per version (GET: stored; "
-        "POST, admin tokens: evaluate now).",
+        description="The quality gate's stored figures per version (a canary's: its "
+        "cohort against production's, as its rollout ended).",
     )
     def get(self, request, slug):
         playbook = get_playbook(request, slug)
@@ -419,15 +423,130 @@ class PlaybookQualityApi(APIView):
         )
 
     @extend_schema(
-        operation_id="playbooks_quality_evaluate", request=None, responses=dict
+        operation_id="playbooks_quality_evaluate",
+        request=None,
+        responses=dict,
+        description="Admin tokens: the verdict on the running rollout now (promote, "
+        "roll back or keep waiting), as the scheduled gate would. Answers the "
+        "verdict (null when no rollout runs) and the rollout state after it.",
     )
     def post(self, request, slug):
         require(request, "playbooks.edit")
         playbook = get_playbook(request, slug)
-        results = quality.quality_gate_evaluate(
+        verdict = rollout.rollout_gate_evaluate(
             playbook=playbook, actor=actor_of(request)
         )
-        return Response({"playbook": playbook.slug, "versions": results})
+        playbook.refresh_from_db()
+        return Response(
+            {
+                "playbook": playbook.slug,
+                "verdict": verdict,
+                "rollout": rollout.rollout_status(playbook=playbook),
+            }
+        )
+
+
+class PlaybookRolloutApi(APIView):
+    @extend_schema(
+        operation_id="playbooks_rollout_retrieve",
+        responses=RolloutOutputSerializer,
+        description="Labels (production, canary), the policy and the latest rollout "
+        "with its cohorts and decision.",
+    )
+    def get(self, request, slug):
+        playbook = get_playbook(request, slug)
+        return Response(rollout.rollout_status(playbook=playbook))
+
+    @extend_schema(
+        operation_id="playbooks_rollout_policy_set",
+        request=RolloutPolicySerializer,
+        responses={200: RolloutOutputSerializer},
+        description="Admin tokens: set the rollout policy; from now on each new "
+        "version becomes the canary (a running rollout keeps its parameters).",
+    )
+    def put(self, request, slug):
+        require(request, "rollout.manage")
+        playbook = get_playbook(request, slug)
+        serializer = RolloutPolicySerializer(data=request.data)
+        serializer.is_valid(raise_exception=True)
+        try:
+            rollout.rollout_policy_set(
+                playbook=playbook, actor=actor_of(request), **serializer.validated_data
+            )
+        except versions.PlaybookError as exc:
+            raise_for(exc)
+        return Response(rollout.rollout_status(playbook=playbook))
+
+    @extend_schema(
+        operation_id="playbooks_rollout_policy_remove",
+        request=None,
+        responses={204: None},
+        description="Admin tokens: remove the policy (new versions become production "
+        "at once). 409 while a rollout runs: promote or abort it first.",
+    )
+    def delete(self, request, slug):
+        require(request, "rollout.manage")
+        playbook = get_playbook(request, slug)
+        try:
+            rollout.rollout_policy_remove(playbook=playbook, actor=actor_of(request))
+        except versions.PlaybookError as exc:
+            raise_for(exc)
+        return Response(status=status.HTTP_204_NO_CONTENT)
+
+
+class PlaybookRolloutActionApi(APIView):
+    """promote / abort: the running canary becomes production, or is dropped."""
+
+    action = ""
+
+    def post(self, request, slug):
+        require(request, "rollout.manage")
+        playbook = get_playbook(request, slug)
+        serializer = RolloutNoteSerializer(data=request.data or {})
+        serializer.is_valid(raise_exception=True)
+        act = (
+            rollout.rollout_promote
+            if self.action == "promote"
+            else rollout.rollout_abort
+        )
+        try:
+            act(
+                playbook=playbook,
+                actor=actor_of(request),
+                note=serializer.validated_data["note"],
+            )
+        except versions.PlaybookError as exc:
+            raise_for(exc)
+        playbook.refresh_from_db()
+        return Response(rollout.rollout_status(playbook=playbook))
+
+
+class PlaybookRolloutPromoteApi(PlaybookRolloutActionApi):
+    action = "promote"
+
+    @extend_schema(
+        operation_id="playbooks_rollout_promote",
+        request=RolloutNoteSerializer,
+        responses=RolloutOutputSerializer,
+        description="Admin tokens: make the canary production now. 409 when no "
+        "rollout runs.",
+    )
+    def post(self, request, slug):
+        return super().post(request, slug)
+
+
+class PlaybookRolloutAbortApi(PlaybookRolloutActionApi):
+    action = "abort"
+
+    @extend_schema(
+        operation_id="playbooks_rollout_abort",
+        request=RolloutNoteSerializer,
+        responses=RolloutOutputSerializer,
+        description="Admin tokens: drop the canary now (production stays; the live "
+        "strategies go back to production's). 409 when no rollout runs.",
+    )
+    def post(self, request, slug):
+        return super().post(request, slug)
 
 
 class PlaybookContextApi(APIView):
@@ -453,28 +572,39 @@ class PlaybookContextApi(APIView):
                 "facts about entities the task names), up to a quarter of "
                 "the budget",
             ),
+            OpenApiParameter(
+                "version",
+                int,
+                description="pin this version (for evaluation): cohort 'pinned'",
+            ),
         ],
         responses=RecallOutputSerializer,
         description="Recall: the playbook's most useful strategies for the task, ranked "
         "by relevance, confidence, helpful/harmful counts and recency, inside "
-        'the token budget. Report the version as "slug@version" in the run\'s '
-        "playbook_versions.",
+        "the token budget. While a rollout runs, the canary goes to a sticky share "
+        "of sessions (by session_id, else user_id, else run), production to the "
+        'rest (`cohort`). Report the version as "slug@version" in the run\'s '
+        "playbook_versions, with the run's session_id.",
     )
     def get(self, request, slug):
         playbook = get_playbook(request, slug)
         serializer = RecallQuerySerializer(data=request.query_params.dict())
         serializer.is_valid(raise_exception=True)
         data = serializer.validated_data
-        result = recall.playbook_recall(
-            playbook=playbook,
-            task=data["task"],
-            task_type=data["task_type"],
-            budget_tokens=data["budget_tokens"],
-            requested_by=actor_of(request),
-            session_id=data["session_id"],
-            run_external_id=data["run"],
-            user_id=data.get("user_id"),
-        )
+        try:
+            result = recall.playbook_recall(
+                playbook=playbook,
+                task=data["task"],
+                task_type=data["task_type"],
+                budget_tokens=data["budget_tokens"],
+                requested_by=actor_of(request),
+                session_id=data["session_id"],
+                run_external_id=data["run"],
+                user_id=data.get("user_id"),
+                version=data.get("version"),
+            )
+        except recall.UnknownVersion as exc:
+            raise exceptions.NotFound({"version": [str(exc)]})
         return Response(result.as_dict())
 
 

@@ -238,31 +238,39 @@ def test_django_admin_registers_a_hook_with_a_generated_secret(client):
 
 
 def test_the_state_machine_and_quality_gate_emit_their_events(
-    admin_client_api, django_capture_on_commit_callbacks, settings
+    admin_client_api, django_capture_on_commit_callbacks
 ):
     """The real call sites emit: candidate_create → candidate.created, approving →
-    candidate.decided then candidate.applied, the quality gate flagging a version →
-    version.flagged (all delivered to one hook)."""
+    candidate.decided then candidate.applied; with a rollout policy the approved
+    version is a canary, and the gate's verdict that it is worse → version.flagged and
+    version.rolled_back; an admin promoting the next canary → version.promoted (all
+    delivered to one hook)."""
     from learning.services.candidates import candidate_create
-    from playbooks.quality import quality_gate_evaluate
+    from playbooks.rollout import (
+        rollout_gate_evaluate,
+        rollout_policy_set,
+        rollout_promote,
+    )
     from playbooks.services import playbook_create
     from review.services import candidate_approve
     from tests.factories import TrajectoryFactory
 
     namespace = admin_client_api.namespace
     playbook = playbook_create(namespace=namespace, slug="airline", name="Airline")
-    with Recorder() as receiver:
-        webhook_create(namespace=namespace, url=receiver.url)
+    rollout_policy_set(
+        playbook=playbook, share=0.5, min_runs_per_arm=20, margin=0.05, actor="ops"
+    )
+
+    def approved(content):
         with django_capture_on_commit_callbacks(execute=True):
-            candidate, created = candidate_create(
+            candidate, _ = candidate_create(
                 namespace=namespace,
                 kind="strategy_helpful",
                 playbook=playbook,
-                content="Look up the reservation before changing a flight",
+                content=content,
                 rationale="seen in successful runs",
                 confidence=0.8,
             )
-        assert created
         with django_capture_on_commit_callbacks(execute=True):
             candidate_approve(
                 namespace=namespace,
@@ -271,31 +279,52 @@ def test_the_state_machine_and_quality_gate_emit_their_events(
                 note="ok",
             )
         playbook.refresh_from_db()
-        settings.FLYWHEEL_QUALITY_MIN_RUNS = 3
-        before, after = playbook.current_version - 1, playbook.current_version
-        for i in range(4):
+
+    with Recorder() as receiver:
+        webhook_create(namespace=namespace, url=receiver.url)
+        approved("Look up the reservation before changing a flight")
+        production, canary = playbook.production_version, playbook.canary_version
+        for i in range(25):
             TrajectoryFactory(
                 namespace=namespace,
                 status="success",
                 success_score=1.0,
-                playbook_versions=[f"airline@{before}"],
+                playbook_versions=[f"airline@{production}"],
             )
             TrajectoryFactory(
                 namespace=namespace,
                 status="failure",
                 success_score=0.0,
-                playbook_versions=[f"airline@{after}"],
+                playbook_versions=[f"airline@{canary}"],
             )
         with django_capture_on_commit_callbacks(execute=True):
-            quality_gate_evaluate(playbook=playbook)
+            rollout_gate_evaluate(playbook=playbook)
+        approved("Confirm the cabin class before searching for flights")
+        with django_capture_on_commit_callbacks(execute=True):
+            rollout_promote(playbook=playbook, actor="token:ops")
     events = [json.loads(r["body"]) for r in receiver.requests]
     assert [e["event"] for e in events] == [
         "candidate.created",
         "candidate.decided",
         "candidate.applied",
         "version.flagged",
+        "version.rolled_back",
+        "candidate.created",
+        "candidate.decided",
+        "candidate.applied",
+        "version.promoted",
     ]
     assert events[1]["data"]["candidate"]["status"] == "approved"
-    assert events[2]["data"]["candidate"]["applied_version"] == after
-    assert events[3]["data"]["playbook"] == "airline"
-    assert events[3]["data"]["version"] == after and events[3]["data"]["reason"]
+    assert events[2]["data"]["candidate"]["applied_version"] == canary
+    assert events[3]["data"]["version"] == canary and events[3]["data"]["reason"]
+    back = events[4]["data"]
+    assert (back["playbook"], back["version"], back["production"]) == (
+        "airline",
+        canary,
+        production,
+    )
+    assert back["by"] == "system:quality-gate"
+    assert back["verdict"]["arms"]["canary"]["runs"] == 25
+    promoted = events[8]["data"]
+    assert promoted["previous"] == production and promoted["by"] == "token:ops"
+    assert promoted["version"] == events[7]["data"]["candidate"]["applied_version"]

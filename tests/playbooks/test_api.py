@@ -43,7 +43,8 @@ def test_lifecycle_create_apply_recall_rollback(admin_client_api, agent_client):
     )
     assert ctx.status_code == 200
     body = ctx.json()
-    assert set(body) == {"playbook", "version", "context", "items", "tokens"}
+    assert set(body) == {"playbook", "version", "cohort", "context", "items", "tokens"}
+    assert body["cohort"] == "production"
     assert body["version"] == 2 and "membership tier" in body["context"]
     assert body["tokens"] <= 200
 

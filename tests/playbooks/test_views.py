@@ -246,30 +246,161 @@ def test_revert_page_action(ns):
     assert evil["Location"] == "/playbooks/"
 
 
-def test_flagged_version_shows_banner_and_one_click_rollback(ns):
-    """A version flagged by the quality gate is called out on the playbook page and its
-    history offers the rollback to the version before it."""
+def _canary(ns, slug="airline"):
+    """A playbook with a rollout policy and an approved lesson running as the canary."""
+    from playbooks.rollout import rollout_policy_set
+    from review.services import Actor, candidate_approve
+    from tests.factories import CandidateFactory
+
+    pb = make_playbook(ns, slug)
+    make_strategy(pb, "Look up the reservation first.")
+    rollout_policy_set(
+        playbook=pb, share=0.5, min_runs_per_arm=20, margin=0.05, actor="ops"
+    )
+    candidate = CandidateFactory(
+        namespace=ns, playbook=pb, content="Change the flight before the fare rules."
+    )
+    candidate_approve(namespace=ns, candidate_id=candidate.pk, actor=Actor("r"))
+    pb.refresh_from_db()
+    return pb
+
+
+def _runs(pb, version, successes, total):
+    from learning.models import Trajectory
+    from tests.factories import TrajectoryFactory
+
+    Trajectory.objects.bulk_create(
+        [
+            TrajectoryFactory.build(
+                namespace=pb.namespace,
+                playbook_versions=[f"{pb.slug}@{version}"],
+                status="success" if i < successes else "failure",
+                success_score=1.0 if i < successes else 0.0,
+            )
+            for i in range(total)
+        ]
+    )
+
+
+def test_playbook_page_shows_the_rollout_and_promote_asks_first(ns):
+    """The rollout panel names production and canary, the share, each cohort's runs
+    and successes, the estimate with its interval and the rule. Without JavaScript,
+    Promote first shows a confirmation page; confirming moves production."""
     client = login(ns)
-    pb = make_playbook(ns, "airline")
-    make_strategy(pb, "Risky advice.")
-    PlaybookVersion.objects.filter(playbook=pb, number=2).update(
-        flagged=True,
-        flag_reason="success rate 80% -> 50%",
-        quality={
-            "new": {"runs": 100, "success_rate": 0.5, "mean_score": 0.4},
-            "previous": {"runs": 100, "success_rate": 0.0, "mean_score": 0.8},
-            "baseline": 1,
-            "p_value": 0.0001,
-        },
-    )
-    detail = client.get("/playbooks/acme/airline/").content.decode()
-    assert (
-        "Version 2 is flagged by the quality gate: success rate 80% -&gt; 50%" in detail
-    )
+    pb = _canary(ns)
+    _runs(pb, 2, 18, 24)
+    _runs(pb, 3, 20, 25)
+    html = client.get("/playbooks/acme/airline/").content.decode()
+    assert 'id="label-production">version 2<' in html
+    assert 'id="label-canary">version 3<' in html and "50% of sessions" in html
+    assert "<td>production</td><td>v2</td><td>24</td><td>18</td><td>75%</td>" in html
+    assert "<td>canary</td><td>v3</td><td>25</td><td>20</td><td>80%</td>" in html
+    assert "Canary − production success rate: <b>+5.0 points</b>" in html
+    # the horizon (the first 20 of each) is undecided, so the sequence speaks
+    assert "99% confidence sequence" in html and "Rule: No verdict before" in html
+    assert "Decision: <b>undecided, still running</b>" in html
+    assert 'hx-confirm="Promote version 3 to production?"' in html
+    url = "/playbooks/acme/airline/rollout/promote/"
+    ask = client.post(url)
+    assert ask.status_code == 200 and b"Promote version 3 to production?" in ask.content
+    pb.refresh_from_db()
+    assert pb.production_version == 2
+    done = client.post(url, {"confirm": "yes", "note": "ship it"})
+    assert done.status_code == 302
+    pb.refresh_from_db()
+    assert pb.production_version == 3 and pb.canary_version is None
     history = client.get("/playbooks/acme/airline/history/").content.decode()
-    assert 'action="/playbooks/acme/airline/versions/1/rollback/"' in history
-    assert "success 0.0," in history
+    assert "replaced by version 3 (promoted by ada: ship it)" in history
+    assert "<b>promoted</b> by ada" in history
+
+
+def test_htmx_abort_returns_the_rollout_fragment_and_reviewers_cannot(ns):
+    """htmx sends confirm=yes after its dialog and gets the #rollout fragment back;
+    the canary's lesson leaves the live strategies. Reviewers see the panel without
+    buttons and are refused the action."""
+    pb = _canary(ns)
+    reviewer = login(ns, role="reviewer", username="rev")
+    page = reviewer.get("/playbooks/acme/airline/").content.decode()
+    assert 'id="label-canary"' in page and 'data-action="abort"' not in page
+    assert (
+        reviewer.post(
+            "/playbooks/acme/airline/rollout/abort/", {"confirm": "yes"}
+        ).status_code
+        == 403
+    )
+    admin = login(ns)
+    response = admin.post(
+        "/playbooks/acme/airline/rollout/abort/",
+        {"confirm": "yes"},
+        HTTP_HX_REQUEST="true",
+    )
+    html = response.content.decode()
+    assert response.status_code == 200
+    assert html.lstrip().startswith('<section id="rollout"') and "<html" not in html
+    assert "last: rolled back" in html and "aborted by ada" in html
+    assert not Strategy.objects.filter(
+        playbook=pb, active=True, description__startswith="Change the flight"
+    ).exists()
+    again = admin.post(
+        "/playbooks/acme/airline/rollout/abort/",
+        {"confirm": "yes"},
+        HTTP_HX_REQUEST="true",
+    )
+    assert again.status_code == 409 and b"No rollout is running." in again.content
+
+
+def test_policy_form_saves_names_errors_and_removes(ns):
+    client = login(ns)
+    make_playbook(ns, "airline")
+    url = "/playbooks/acme/airline/rollout/policy/"
+    bad = client.post(url, {"share": "1.5", "min_runs_per_arm": "10", "margin": "0"})
+    assert bad.status_code == 400
+    assert "Ensure this value is less than or equal to 0.99." in bad.content.decode()
+    ok = client.post(url, {"share": "0.2", "min_runs_per_arm": "30", "margin": "0.05"})
+    assert ok.status_code == 302
+    from playbooks.models import RolloutPolicy
+
+    policy = RolloutPolicy.objects.get()
+    assert (policy.share, policy.min_runs_per_arm, policy.margin) == (0.2, 30, 0.05)
+    assert (
+        b"policy set, no canary yet" in client.get("/playbooks/acme/airline/").content
+    )
+    assert client.post(url, {"remove": "1"}).status_code == 302
+    assert not RolloutPolicy.objects.exists()
+
+
+def test_a_rolled_back_canary_is_flagged_in_history_with_the_reason(ns):
+    """The gate rolls a worse canary back: history shows it never served, its trial
+    rolled back with the figures, the flag, and production's spell still open."""
+    from playbooks.rollout import rollout_gate_evaluate
+
+    client = login(ns)
+    pb = _canary(ns)
+    _runs(pb, 2, 20, 24)
+    _runs(pb, 3, 4, 24)
+    rollout_gate_evaluate(playbook=pb)
+    history = client.get("/playbooks/acme/airline/history/").content.decode()
+    assert "Flagged by the quality gate: rolled back by the quality gate" in history
+    assert "<b>rolled back</b> by system:quality-gate" in history
+    assert "production v2 20/24 successes" in history
+    assert "Never production." in history
+    assert "Production from" in history and "until now" in history
+    detail = client.get("/playbooks/acme/airline/").content.decode()
+    assert "last: rolled back" in detail and 'id="label-canary"' not in detail
     assert (
         client.post("/playbooks/acme/airline/versions/1/rollback/").status_code == 302
     )
     assert Strategy.objects.filter(playbook=pb, active=True).count() == 0
+
+
+def test_detail_page_query_count_with_a_running_rollout(ns, django_assert_num_queries):
+    """The playbook page with a running rollout costs the same for 10 runs as 200."""
+    client = login(ns)
+    pb = _canary(ns)
+    _runs(pb, 2, 5, 10)
+    client.get("/playbooks/acme/airline/")
+    with django_assert_num_queries(12) as few:
+        client.get("/playbooks/acme/airline/")
+    _runs(pb, 3, 150, 200)
+    with django_assert_num_queries(len(few.captured_queries)):
+        client.get("/playbooks/acme/airline/")

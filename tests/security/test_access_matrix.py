@@ -54,6 +54,13 @@ API = {
     "api/v1/playbooks/<slug:slug>/versions/<int:number>/rollback/": {"POST": ADMIN},
     "api/v1/playbooks/<slug:slug>/quality/": {"GET": AGENT, "POST": ADMIN},
     "api/v1/playbooks/<slug:slug>/context/": {"GET": AGENT},
+    "api/v1/playbooks/<slug:slug>/rollout/": {
+        "GET": AGENT,
+        "PUT": ADMIN,
+        "DELETE": ADMIN,
+    },
+    "api/v1/playbooks/<slug:slug>/rollout/promote/": {"POST": ADMIN},
+    "api/v1/playbooks/<slug:slug>/rollout/abort/": {"POST": ADMIN},
     "api/v1/skills/": {"GET": AGENT, "POST": ADMIN},
     "api/v1/skills/<slug:slug>/": {"GET": AGENT, "PUT": ADMIN},
     "api/v1/skills/<slug:slug>/versions/": {"GET": AGENT},
@@ -116,6 +123,9 @@ CONSOLE = {
     "playbooks/<slug:ns>/<slug:slug>/history/": {"GET": REVIEWER},
     "playbooks/<slug:ns>/<slug:slug>/versions/<int:number>/rollback/": {"POST": ADMIN},
     "playbooks/<slug:ns>/<slug:slug>/quality/": {"POST": ADMIN},
+    "playbooks/<slug:ns>/<slug:slug>/rollout/policy/": {"POST": ADMIN},
+    "playbooks/<slug:ns>/<slug:slug>/rollout/promote/": {"POST": ADMIN},
+    "playbooks/<slug:ns>/<slug:slug>/rollout/abort/": {"POST": ADMIN},
 }
 
 # Django's own admin site: staff only, checked separately below.
