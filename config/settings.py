@@ -247,8 +247,16 @@ Q_CLUSTER = {
     "max_attempts": int(os.environ.get("Q_MAX_ATTEMPTS", 5)),
     "ack_failures": True,
     "catch_up": False,
-    "save_limit": 1000,
-    "poll": 0.5,
+    # Results are not pruned per task (that locked and unpickled up to `save_limit`
+    # saved results for every task: ~17 CPU-ms each); internal tasks do not save their
+    # successes at all (learning/queue.py) and the schedule
+    # `flywheel-task-results-prune` keeps the newest FLYWHEEL_TASK_RESULTS_KEEP.
+    "save_limit": 0,
+    # The ORM broker's wait between two looks at an empty queue. A posted failure
+    # goes through two tasks (reflection, then the audit), so this bounds its
+    # time-to-candidate; an idle worker costs one indexed query per poll
+    # (bench/bench_latency.py measures both).
+    "poll": env_float("Q_POLL", 0.05),
     "sync": env_bool("Q_SYNC", False),
     "label": "Django Q2",
 }
@@ -277,6 +285,8 @@ CACHES = {
     },
 }
 Q_CLUSTER["cache"] = "q-stats"
+# Successful results of scheduled and ad-hoc tasks kept by the hourly prune.
+FLYWHEEL_TASK_RESULTS_KEEP = int(os.environ.get("FLYWHEEL_TASK_RESULTS_KEEP", 1000))
 if Q_BROKER_URL.startswith("redis"):
     Q_CLUSTER["redis"] = Q_BROKER_URL
 else:

@@ -1,7 +1,7 @@
 """Django-Q2 tasks: thin callers of the reflection services (load by id, call, return
 a small summary for the task result)."""
 
-from learning.services import batch, reflection, relearning
+from learning.services import batch, reflection, relearning, schedules
 
 
 def run_reflect_task(run_id: str, force: bool = False) -> dict:
@@ -29,3 +29,7 @@ def batch_reflect_task(
 
 def relearning_task(limit: int = 20) -> dict:
     return relearning.relearning_process(limit=limit)
+
+
+def task_results_prune_task() -> dict:
+    return {"deleted": schedules.task_results_prune()}

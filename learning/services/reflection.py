@@ -28,6 +28,7 @@ from learning.reflectors import (
     StepView,
     reflector_get,
 )
+from learning.queue import task_send
 from learning.services.candidates import MEMORY_KINDS, EvidenceRef, candidate_create
 from playbooks.counters import strategy_counters_add, strategy_tags_of
 
@@ -86,8 +87,6 @@ def reflection_decide(*, run: Trajectory) -> tuple[str, str]:
 
 def reflection_enqueue(*, run_ids: list) -> None:
     """Queue reflection of these runs once the current transaction commits."""
-    from django_q.tasks import async_task
-
     ids = [str(r) for r in run_ids]
     if not ids:
         return
@@ -97,7 +96,7 @@ def reflection_enqueue(*, run_ids: list) -> None:
         # request, not one per run; the worker then queues each run's own task.
         if len(ids) > 1:
             try:
-                async_task(
+                task_send(
                     FANOUT_TASK,
                     ids,
                     task_name=f"reflect-fanout-{ids[0]}",
@@ -113,11 +112,9 @@ def reflection_enqueue(*, run_ids: list) -> None:
 
 def reflection_tasks_send(*, run_ids: list[str]) -> None:
     """One reflection task per run (what the fan-out task does on the worker)."""
-    from django_q.tasks import async_task
-
     for run_id in run_ids:
         try:
-            async_task(
+            task_send(
                 REFLECT_TASK, run_id, task_name=f"reflect-{run_id}", group="reflection"
             )
         except Exception:  # noqa: BLE001 - the sweeper re-queues what did not go out
