@@ -162,9 +162,7 @@ def main() -> dict:
         "pipeline_runs_per_s": round(demo_rate, 2),
         "pipeline_runs_per_s_10k": round(mature_rate, 2),
         "pipeline_10k_vs_demo": round(mature_rate / demo_rate, 2),
-        "pipeline_candidates": LearningCandidate.objects.filter(
-            namespace=demo
-        ).count(),
+        "pipeline_candidates": LearningCandidate.objects.filter(namespace=demo).count(),
         "worker_rss_mb": round(max(peak_a, peak_b), 1),
     }
 

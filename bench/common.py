@@ -241,7 +241,10 @@ def runs_post(base: str, token: str, runs: list[dict]) -> int:
         base + "/api/v1/runs/",
         data=body,
         method="POST",
-        headers={"Content-Type": "application/json", "Authorization": f"Bearer {token}"},
+        headers={
+            "Content-Type": "application/json",
+            "Authorization": f"Bearer {token}",
+        },
     )
     try:
         with urllib.request.urlopen(request, timeout=120) as response:

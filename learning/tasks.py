@@ -10,8 +10,9 @@ def run_reflect_task(run_id: str, force: bool = False) -> dict:
 
 
 def reflection_fanout_task(run_ids: list[str]) -> dict:
-    reflection.reflection_tasks_send(run_ids=run_ids)
-    return {"queued": len(run_ids)}
+    """A set of runs reflected in one task (the name predates sets: queued tasks of
+    earlier versions still find it)."""
+    return reflection.runs_reflect(run_ids=run_ids)
 
 
 def reflection_sweep_task() -> dict:

@@ -17,7 +17,11 @@ SCHEDULES = {
     ),
     # The verdict on running rollouts: a playbook without one costs nothing.
     "flywheel-quality-gate": ("playbooks.tasks.quality_gate_evaluate", "I", 1),
-    "flywheel-task-results-prune": ("learning.tasks.task_results_prune_task", "H", None),
+    "flywheel-task-results-prune": (
+        "learning.tasks.task_results_prune_task",
+        "H",
+        None,
+    ),
 }
 
 
