@@ -247,8 +247,16 @@ Q_CLUSTER = {
     "max_attempts": int(os.environ.get("Q_MAX_ATTEMPTS", 5)),
     "ack_failures": True,
     "catch_up": False,
-    "save_limit": 1000,
-    "poll": 0.5,
+    # Results are not pruned per task (that locked and unpickled up to `save_limit`
+    # saved results for every task: ~17 CPU-ms each); internal tasks do not save their
+    # successes at all (learning/queue.py) and the schedule
+    # `flywheel-task-results-prune` keeps the newest FLYWHEEL_TASK_RESULTS_KEEP.
+    "save_limit": 0,
+    # The ORM broker's wait between two looks at an empty queue. A posted failure
+    # goes through two tasks (reflection, then the audit), so this bounds its
+    # time-to-candidate; an idle worker costs one indexed query per poll
+    # (bench/bench_latency.py measures both).
+    "poll": env_float("Q_POLL", 0.05),
     "sync": env_bool("Q_SYNC", False),
     "label": "Django Q2",
 }
@@ -277,6 +285,8 @@ CACHES = {
     },
 }
 Q_CLUSTER["cache"] = "q-stats"
+# Successful results of scheduled and ad-hoc tasks kept by the hourly prune.
+FLYWHEEL_TASK_RESULTS_KEEP = int(os.environ.get("FLYWHEEL_TASK_RESULTS_KEEP", 1000))
 if Q_BROKER_URL.startswith("redis"):
     Q_CLUSTER["redis"] = Q_BROKER_URL
 else:
@@ -306,10 +316,16 @@ if not DEBUG and env_bool("DJANGO_SECURE", False):
 
 # --- Reliability and security ---------------------------------------------------------
 # Per-token write limit, one count for every write through the API (runs, steps,
-# completions, feedback, proposals, OTel, review and playbook actions): "1200/min",
+# completions, feedback, proposals, OTel, review and playbook actions): "6000/min",
 # "20/s", "off". Counted in the cache below: local memory is per process (N web
 # processes let a token write up to N× the rate); FLYWHEEL_CACHE_URL=redis://… shares it.
-FLYWHEEL_INGEST_RATE = os.environ.get("FLYWHEEL_INGEST_RATE", "1200/min")
+# The default, 6000/min (100/s per process), is above what one web process can answer
+# for single-run posts: 8 tau-bench-sized runs/s per process (bench_ingest,
+# `ingest_posts_per_s_b1` over 2 processes) and 94 small runs/s per process (3,200
+# single-run posts in 17 s over 2 processes, where 1200/min refused 840): a fleet
+# sharing one token and posting one run each is never refused while the server keeps
+# up; the limit stops a token flooding well past that.
+FLYWHEEL_INGEST_RATE = os.environ.get("FLYWHEEL_INGEST_RATE", "6000/min")
 FLYWHEEL_THROTTLE_CACHE = "default"
 # Console and admin logins: refused (without a password check) after this many
 # failures per user name, or per client address, within the window (seconds).

@@ -30,9 +30,9 @@ DELIVERY_TASK = "learning.webhooks.webhook_delivery_task"
 
 def delivery_enqueue(delivery_id: int) -> None:
     """Queue one delivery for the worker now."""
-    from django_q.tasks import async_task
+    from learning.queue import task_send
 
-    async_task(DELIVERY_TASK, delivery_id, task_name=f"webhook-{delivery_id}")
+    task_send(DELIVERY_TASK, delivery_id, task_name=f"webhook-{delivery_id}")
 
 
 def webhook_event_emit(

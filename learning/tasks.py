@@ -1,7 +1,7 @@
 """Django-Q2 tasks: thin callers of the reflection services (load by id, call, return
 a small summary for the task result)."""
 
-from learning.services import batch, reflection, relearning
+from learning.services import batch, reflection, relearning, schedules
 
 
 def run_reflect_task(run_id: str, force: bool = False) -> dict:
@@ -10,8 +10,9 @@ def run_reflect_task(run_id: str, force: bool = False) -> dict:
 
 
 def reflection_fanout_task(run_ids: list[str]) -> dict:
-    reflection.reflection_tasks_send(run_ids=run_ids)
-    return {"queued": len(run_ids)}
+    """A set of runs reflected in one task (the name predates sets: queued tasks of
+    earlier versions still find it)."""
+    return reflection.runs_reflect(run_ids=run_ids)
 
 
 def reflection_sweep_task() -> dict:
@@ -29,3 +30,7 @@ def batch_reflect_task(
 
 def relearning_task(limit: int = 20) -> dict:
     return relearning.relearning_process(limit=limit)
+
+
+def task_results_prune_task() -> dict:
+    return {"deleted": schedules.task_results_prune()}

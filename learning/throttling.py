@@ -2,7 +2,7 @@
 
 **Writes.** Every write through the API (POST, PUT, PATCH, DELETE: runs and batches,
 step appends, completions, feedback, proposals, review actions, OTel traces, playbook
-edits …) counts against one limit per API token, ``FLYWHEEL_INGEST_RATE`` ("1200/min"
+edits …) counts against one limit per API token, ``FLYWHEEL_INGEST_RATE`` ("6000/min"
 by default; "off" disables it); over it the answer is 429 with a Retry-After header.
 Reads are never counted.
 

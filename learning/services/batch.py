@@ -5,6 +5,7 @@ from django.db import transaction
 from django.db.models import Count, Max, Q
 
 from learning.models import Namespace, Reflection, RunStatus, Trajectory
+from learning.queue import task_send
 from learning.reflectors import reflector_get
 from learning.services.reflection import (
     lessons_to_candidates,
@@ -65,8 +66,6 @@ def batch_reflect_due() -> dict:
     """Every (namespace, task type) with at least FLYWHEEL_BATCH_MIN_RUNS finished runs
     newer than its last batch reflection gets one, each as its own task (a Claude
     Message Batch may take most of a task's time budget)."""
-    from django_q.tasks import async_task
-
     last = {
         (row["namespace_id"], row["task_type"]): row["last"]
         for row in Reflection.objects.filter(is_batch=True)
@@ -95,7 +94,7 @@ def batch_reflect_due() -> dict:
             )
             if fresh < batch_min_runs():
                 continue
-        async_task(
+        task_send(
             "learning.tasks.batch_reflect_task",
             key[0],
             key[1],

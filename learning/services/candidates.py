@@ -231,7 +231,9 @@ def candidate_create(
             candidate=existing, evidence=evidence, reflection=reflection
         )
         if added:
-            existing.evidence_count = existing.evidence.count()
+            # Counted, not re-counted: under the fingerprint lock nothing else adds
+            # evidence to this candidate.
+            existing.evidence_count += added
             # More independent runs showing it: more confidence, by the one rule.
             existing.confidence = max(
                 existing.confidence,
@@ -271,12 +273,12 @@ def candidate_create(
         reflection=reflection,
         fingerprint=fingerprint,
         below_floor=float(confidence) < confidence_floor(kind),
-        evidence_count=0,
+        evidence_count=len({str(ref.run_id) for ref in evidence}),
         **shape,
     )
-    _evidence_add(candidate=candidate, evidence=evidence, reflection=reflection)
-    candidate.evidence_count = candidate.evidence.count()
-    candidate.save(update_fields=["evidence_count"])
+    _evidence_add(
+        candidate=candidate, evidence=evidence, reflection=reflection, new=True
+    )
     candidate_audit_enqueue(candidate=candidate)
     candidate_event_emit(candidate=candidate, event="candidate.created")  # webhooks
     return candidate, True
@@ -327,8 +329,11 @@ def _fingerprint_lock(*, namespace_id: int, fingerprint: str) -> None:
         cursor.execute("SELECT pg_advisory_xact_lock(%s)", [key])
 
 
-def _evidence_add(*, candidate, evidence: list[EvidenceRef], reflection) -> int:
-    """Adds rows for runs not yet behind the candidate; merges step indexes otherwise."""
+def _evidence_add(
+    *, candidate, evidence: list[EvidenceRef], reflection, new: bool = False
+) -> int:
+    """Adds rows for runs not yet behind the candidate; merges step indexes otherwise
+    (a `new` candidate has none yet: nothing to read)."""
     if not evidence:
         return 0
     by_run: dict[uuid.UUID, set[int]] = {}
@@ -336,9 +341,14 @@ def _evidence_add(*, candidate, evidence: list[EvidenceRef], reflection) -> int:
         by_run.setdefault(uuid.UUID(str(ref.run_id)), set()).update(
             int(i) for i in ref.step_indexes
         )
-    current = {
-        e.trajectory_id: e for e in candidate.evidence.filter(trajectory_id__in=by_run)
-    }
+    current = (
+        {}
+        if new
+        else {
+            e.trajectory_id: e
+            for e in candidate.evidence.filter(trajectory_id__in=by_run)
+        }
+    )
     new_rows = []
     for run_id, steps in by_run.items():
         row = current.get(run_id)

@@ -3,12 +3,14 @@ step that turns a run into candidates, and the sweeper for runs left pending."""
 
 import hashlib
 import logging
+import time
 from collections import OrderedDict
 from datetime import timedelta
 
 from django.conf import settings
 from django.db import IntegrityError, transaction
-from django.db.models import Q
+from django.db.models import F, Q, Window
+from django.db.models.functions import RowNumber
 from django.utils import timezone
 
 from learning.models import (
@@ -19,6 +21,7 @@ from learning.models import (
     Step,
     Trajectory,
 )
+from learning.queue import task_send
 from learning.reflectors import (
     FeedbackView,
     Lesson,
@@ -36,6 +39,7 @@ logger = logging.getLogger(__name__)
 REFLECT_TASK = "learning.tasks.run_reflect_task"
 FANOUT_TASK = "learning.tasks.reflection_fanout_task"
 PEER_LIMIT = 30  # successful runs of the task type loaded for contrast
+SAME_TASK_LIMIT = 20  # of which at most this many of the very same task
 STEP_LIMIT = 400  # steps of one run handed to a reflector
 
 
@@ -86,25 +90,15 @@ def reflection_decide(*, run: Trajectory) -> tuple[str, str]:
 
 def reflection_enqueue(*, run_ids: list) -> None:
     """Queue reflection of these runs once the current transaction commits."""
-    from django_q.tasks import async_task
-
     ids = [str(r) for r in run_ids]
     if not ids:
         return
 
     def _send():
-        # A batch goes out as one fan-out task, so ingest writes one broker row per
-        # request, not one per run; the worker then queues each run's own task.
+        # A batch goes out as one set task, so ingest writes one broker row per
+        # request, not one per run, and the worker reflects the set together.
         if len(ids) > 1:
-            try:
-                async_task(
-                    FANOUT_TASK,
-                    ids,
-                    task_name=f"reflect-fanout-{ids[0]}",
-                    group="reflection",
-                )
-            except Exception:  # noqa: BLE001 - the sweeper re-queues what did not go out
-                logger.exception("could not queue reflection of %d runs", len(ids))
+            reflection_sets_send(run_ids=ids)
             return
         reflection_tasks_send(run_ids=ids)
 
@@ -113,11 +107,9 @@ def reflection_enqueue(*, run_ids: list) -> None:
 
 def reflection_tasks_send(*, run_ids: list[str]) -> None:
     """One reflection task per run (what the fan-out task does on the worker)."""
-    from django_q.tasks import async_task
-
     for run_id in run_ids:
         try:
-            async_task(
+            task_send(
                 REFLECT_TASK, run_id, task_name=f"reflect-{run_id}", group="reflection"
             )
         except Exception:  # noqa: BLE001 - the sweeper re-queues what did not go out
@@ -281,9 +273,9 @@ def runs_recalled(*, runs: list[Trajectory]) -> dict:
     return out
 
 
-def run_views(runs: list[Trajectory]) -> list[RunView]:
+def run_views(runs: list[Trajectory], *, with_rules: bool = False) -> list[RunView]:
     """Views of many runs with their steps, feedback and recalled lessons in a fixed
-    number of queries."""
+    number of queries; `with_rules` for runs to reflect (their namespaces loaded)."""
     by_run: dict = {r.pk: [] for r in runs}
     for step in Step.objects.filter(trajectory_id__in=by_run).order_by(
         "trajectory_id", "index"
@@ -303,7 +295,7 @@ def run_views(runs: list[Trajectory]) -> list[RunView]:
             by_run[r.pk],
             feedback=feedback[r.pk],
             recalled=recalled.get(r.pk, []),
-            rules={},
+            rules=_namespace_rules(r) if with_rules else {},
         )
         for r in runs
     ]
@@ -343,7 +335,9 @@ def peers_for(*, run: Trajectory, limit: int = PEER_LIMIT) -> list[Trajectory]:
         namespace_id=run.namespace_id, task_type=run.task_type, status=RunStatus.SUCCESS
     ).exclude(pk=run.pk)
     same = list(
-        base.filter(task_description=run.task_description).order_by("-created_at")[:20]
+        base.filter(task_description=run.task_description).order_by("-created_at")[
+            :SAME_TASK_LIMIT
+        ]
     )
     rest = list(
         base.exclude(pk__in=[p.pk for p in same]).order_by("-created_at")[
@@ -380,32 +374,165 @@ def run_reflect(*, run_id, force: bool = False) -> Reflection | None:
     try:
         peers = peer_views(peers_for(run=run))
         result = reflector_get().reflect(run=run_view(run), peers=peers)
-        with transaction.atomic():
-            locked = Trajectory.objects.select_for_update().get(pk=run.pk)
-            if locked.reflection_status == ReflectionStatus.REFLECTED and not force:
-                return locked.reflections.filter(
-                    is_batch=False
-                ).first()  # a twin finished
-            reflection = reflection_store(run=locked, result=result)
-            locked.reflection_status = ReflectionStatus.REFLECTED
-            locked.reflection_error = (
-                f"fallback: {result.fallback_reason}"[:2000] if result.fallback else ""
-            )
-            locked.reflected_at = timezone.now()
-            locked.save(
-                update_fields=[
-                    "reflection_status",
-                    "reflection_error",
-                    "reflected_at",
-                    "updated_at",
-                ]
-            )
-        return reflection
+        return reflection_commit(run=run, result=result, force=force)
     except Exception as exc:
         run_reflection_failure_record(
             run_id=run.pk, error=f"{exc.__class__.__name__}: {exc}"
         )
         raise
+
+
+def reflection_commit(
+    *, run: Trajectory, result: ReflectionResult, force: bool = False
+) -> Reflection | None:
+    """Store a reflector's result for a claimed run and mark it reflected, in one
+    transaction (a twin that finished first wins)."""
+    with transaction.atomic():
+        locked = Trajectory.objects.select_for_update().get(pk=run.pk)
+        if locked.reflection_status == ReflectionStatus.REFLECTED and not force:
+            return locked.reflections.filter(is_batch=False).first()  # a twin finished
+        locked.namespace = run.namespace  # loaded with the run: its rules, its slug
+        reflection = reflection_store(run=locked, result=result)
+        locked.reflection_status = ReflectionStatus.REFLECTED
+        locked.reflection_error = (
+            f"fallback: {result.fallback_reason}"[:2000] if result.fallback else ""
+        )
+        locked.reflected_at = timezone.now()
+        locked.save(
+            update_fields=[
+                "reflection_status",
+                "reflection_error",
+                "reflected_at",
+                "updated_at",
+            ]
+        )
+    return reflection
+
+
+# --- reflecting a set of runs in one task ---------------------------------------------
+
+SET_SIZE = 25  # runs reflected by one task; a larger set is split into several
+
+
+def set_budget_seconds() -> float:
+    """A set task stops starting new runs after half the broker's task timeout and
+    hands the rest to a new task, so a slow (model) reflector is never killed."""
+    return float(settings.Q_CLUSTER.get("timeout", 120)) / 2
+
+
+def runs_claim(*, run_ids: list) -> list[Trajectory]:
+    """Lock the pending, finished runs among `run_ids` (in id order: two sets never
+    deadlock), count an attempt on each in one UPDATE, and return them with their
+    namespaces."""
+    now = timezone.now()
+    with transaction.atomic():
+        runs = list(
+            Trajectory.objects.select_for_update(of=("self",))
+            .select_related("namespace")
+            .filter(pk__in=run_ids, reflection_status=ReflectionStatus.PENDING)
+            .exclude(status=RunStatus.RUNNING)
+            .order_by("pk")
+        )
+        Trajectory.objects.filter(pk__in=[r.pk for r in runs]).update(
+            reflection_attempts=F("reflection_attempts") + 1, updated_at=now
+        )
+    for run in runs:
+        run.reflection_attempts += 1
+        run.updated_at = now
+    return runs
+
+
+def peer_pools(runs: list[Trajectory], *, limit: int = PEER_LIMIT) -> dict:
+    """What `peers_for` would load for each run, in two queries per (namespace, task
+    type): the newest successes, and the newest SAME_TASK_LIMIT + 1 per task
+    description of the set. Returns {run pk: [peer Trajectory]} in `peers_for`'s
+    order."""
+    groups: dict = {}
+    for run in runs:
+        groups.setdefault((run.namespace_id, run.task_type), []).append(run)
+    out: dict = {}
+    for (namespace_id, task_type), members in groups.items():
+        base = Trajectory.objects.filter(
+            namespace_id=namespace_id, task_type=task_type, status=RunStatus.SUCCESS
+        )
+        newest = list(base.order_by("-created_at")[: limit + 1])
+        ranked = base.filter(
+            task_description__in={r.task_description for r in members}
+        ).annotate(
+            rank=Window(
+                RowNumber(),
+                partition_by=[F("task_description")],
+                order_by=F("created_at").desc(),
+            )
+        )
+        by_task: dict = {}
+        for peer in ranked.filter(rank__lte=SAME_TASK_LIMIT + 1).order_by(
+            "task_description", "rank"
+        ):
+            by_task.setdefault(peer.task_description, []).append(peer)
+        for run in members:
+            same = [p for p in by_task.get(run.task_description, []) if p.pk != run.pk]
+            same = same[:SAME_TASK_LIMIT]
+            taken = {p.pk for p in same} | {run.pk}
+            rest = [p for p in newest if p.pk not in taken]
+            out[run.pk] = same + rest[: max(0, limit - len(same))]
+    return out
+
+
+def runs_reflect(*, run_ids: list) -> dict:
+    """Reflect on a set of runs in one task: the runs, their steps, feedback and
+    recalled lessons are loaded once for the set, the successful peers once per task
+    type, and every run is stored in its own transaction (one run's failure is
+    recorded on it and never stops the others). A set larger than SET_SIZE is split:
+    this task takes the first SET_SIZE and queues the rest; runs not started within the
+    time budget are handed back (their attempt uncounted) to a new task."""
+    ids = [str(r) for r in run_ids]
+    mine, rest = ids[:SET_SIZE], ids[SET_SIZE:]
+    for i in range(0, len(rest), SET_SIZE):
+        reflection_sets_send(run_ids=rest[i : i + SET_SIZE])
+    runs = runs_claim(run_ids=mine)
+    if not runs:
+        return {"reflected": 0, "failed": 0, "handed_back": 0}
+    deadline = time.monotonic() + set_budget_seconds()
+    views = dict(zip([r.pk for r in runs], run_views(runs, with_rules=True)))
+    pools = peer_pools(runs)
+    reflector = reflector_get()
+    reflected, failed, left = 0, 0, []
+    for run in runs:
+        if (reflected or failed) and time.monotonic() > deadline:
+            left.append(run.pk)  # at least one run per task: a set always progresses
+            continue
+        try:
+            result = reflector.reflect(
+                run=views[run.pk], peers=peer_views(pools[run.pk])
+            )
+            reflection_commit(run=run, result=result)
+            reflected += 1
+        except Exception as exc:  # noqa: BLE001 - recorded on the run, the set goes on
+            logger.exception("reflection of run %s failed", run.pk)
+            run_reflection_failure_record(
+                run_id=run.pk, error=f"{exc.__class__.__name__}: {exc}"
+            )
+            failed += 1
+    if left:
+        Trajectory.objects.filter(pk__in=left).update(
+            reflection_attempts=F("reflection_attempts") - 1
+        )
+        reflection_sets_send(run_ids=[str(pk) for pk in left])
+    return {"reflected": reflected, "failed": failed, "handed_back": len(left)}
+
+
+def reflection_sets_send(*, run_ids: list[str]) -> None:
+    """Queue one set task for these runs (the sweeper re-queues what did not go out)."""
+    try:
+        task_send(
+            FANOUT_TASK,
+            run_ids,
+            task_name=f"reflect-set-{run_ids[0]}",
+            group="reflection",
+        )
+    except Exception:  # noqa: BLE001
+        logger.exception("could not queue reflection of %d runs", len(run_ids))
 
 
 def run_reflection_failure_record(*, run_id, error: str) -> None:

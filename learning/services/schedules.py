@@ -1,5 +1,7 @@
-"""The Django-Q2 schedules of the learning loop, created idempotently by name."""
+"""The Django-Q2 schedules of the learning loop, created idempotently by name, and the
+broker's housekeeping they run."""
 
+from django.conf import settings
 from django.db import transaction
 
 # name: (func, schedule_type, minutes)
@@ -15,6 +17,11 @@ SCHEDULES = {
     ),
     # The verdict on running rollouts: a playbook without one costs nothing.
     "flywheel-quality-gate": ("playbooks.tasks.quality_gate_evaluate", "I", 1),
+    "flywheel-task-results-prune": (
+        "learning.tasks.task_results_prune_task",
+        "H",
+        None,
+    ),
 }
 
 
@@ -42,3 +49,15 @@ def schedule_ensure(*, name: str) -> str:
         },
     )
     return "created" if created else "updated"
+
+
+def task_results_prune(*, keep: int | None = None) -> int:
+    """Delete saved successful task results beyond the newest `keep`
+    (FLYWHEEL_TASK_RESULTS_KEEP): once an hour in one statement, instead of Django-Q2's
+    `save_limit`, which locked every saved result on each task. Returns the count."""
+    from django_q.models import Success
+
+    keep = settings.FLYWHEEL_TASK_RESULTS_KEEP if keep is None else keep
+    older = Success.objects.order_by("-stopped", "-id").values("id")[keep:]
+    deleted, _ = Success.objects.filter(id__in=older).delete()
+    return deleted
