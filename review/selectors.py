@@ -100,20 +100,60 @@ def candidate_queue(
         "namespace", "playbook", "skill", "leased_by"
     )
     candidates = candidates.order_by("-created_at", "-id")
-    without = params.copy()
-    without.setlist("status", [])
-    without["show_hidden"] = "true"  # status_counts hides below-floor pending itself
-    counts_filter = CandidateFilter(without, queryset=base)
-    counts_qs = counts_filter.qs if counts_filter.is_valid() else base.none()
+    narrowed = bool(set(params) - UNNARROWING_PARAMS)
     return Queue(
-        narrowed=bool(set(params) - UNNARROWING_PARAMS),
+        narrowed=narrowed,
         show_hidden=bool(valid and filterset.form.cleaned_data.get("show_hidden")),
         filterset=filterset,
         candidates=candidates,
-        without_status=counts_qs,
+        without_status=_counts_queryset(base, params, narrowed),
         status=params.getlist("status"),
         namespace=namespace,
     )
+
+
+def _counts_queryset(base: QuerySet, params: QueryDict, narrowed: bool) -> QuerySet:
+    """The queue's filters without the status (for the per-status counts). Without
+    narrowing filters that is the namespaces' candidates as they are: no FilterSet
+    to build (status_counts hides below-floor pending candidates itself)."""
+    if not narrowed:
+        return base
+    without = params.copy()
+    without.setlist("status", [])
+    without["show_hidden"] = "true"
+    counts_filter = CandidateFilter(without, queryset=base)
+    return counts_filter.qs if counts_filter.is_valid() else base.none()
+
+
+@dataclass
+class QueueCounts:
+    counts: dict
+    capped: set
+    current: str
+
+
+def queue_counts(*, user, params) -> QueueCounts:
+    """Only the per-status counts of the queue `params` describe, and its current
+    tab: what a row action sends back out of band (no list, no second FilterSet)."""
+    params = queue_params(params)
+    namespaces = user_namespace_choices(user=user)
+    namespace = (params.get("namespace") or "").strip()
+    ids = [ns.pk for ns in namespaces if not namespace or ns.slug == namespace]
+    base = LearningCandidate.objects.filter(namespace_id__in=ids)
+    narrowed = bool(set(params) - UNNARROWING_PARAMS)
+    show_hidden = bool(
+        CandidateFilter.base_filters["show_hidden"]
+        .field_class(required=False)
+        .clean(params.get("show_hidden"))
+    )
+    counts, capped = status_counts(
+        candidates=_counts_queryset(base, params, narrowed),
+        show_hidden=show_hidden,
+        narrowed=narrowed,
+    )
+    statuses = params.getlist("status")
+    current = statuses[0] if len(statuses) == 1 else ALL
+    return QueueCounts(counts=counts, capped=capped, current=current)
 
 
 COUNT_CAP = 1000

@@ -111,7 +111,11 @@ def _decide(
     action: str,
     data=None,
     labels: "DecisionLabels | None" = None,
+    save: bool = True,
 ):
+    """Record a decision: the candidate's fields, its audit row (with the canned
+    reason and tags), the webhook event. `save=False` leaves writing the row to the
+    caller (an approval writes it once, with the outcome of applying)."""
     from_status = candidate.status
     data = dict(data or {})
     if labels is not None and labels.reason is not None:
@@ -122,7 +126,8 @@ def _decide(
     candidate.decided_at = timezone.now()
     candidate.leased_by = None
     candidate.lease_until = None
-    candidate.save()
+    if save:
+        candidate.save()
     event = audit_event_record(
         namespace=candidate.namespace,
         actor=actor.label,
@@ -224,13 +229,16 @@ def candidate_approve(
             action="approve",
             data=data,
             labels=labels,
+            save=False,  # written once below, applied or apply_failed
         )
+        # candidate_apply writes in its own savepoint: an ApplyFailed leaves nothing
+        # of the apply behind, and the candidate is marked apply_failed instead.
         try:
-            with transaction.atomic():
-                applied = candidate_apply(candidate=candidate, actor=actor.label)
-                _mark_applied(candidate, applied=applied, actor=actor)
+            applied = candidate_apply(candidate=candidate, actor=actor.label)
         except ApplyFailed as exc:
             _mark_apply_failed(candidate, error=str(exc), actor=actor)
+        else:
+            _mark_applied(candidate, applied=applied, actor=actor)
     return candidate
 
 
@@ -239,15 +247,7 @@ def _mark_applied(candidate, *, applied, actor: Actor) -> None:
     candidate.applied_at = timezone.now()
     candidate.applied_version = applied.version
     candidate.apply_error = ""
-    candidate.save(
-        update_fields=[
-            "status",
-            "applied_at",
-            "applied_version",
-            "apply_error",
-            "updated_at",
-        ]
-    )
+    candidate.save()  # the decision's fields too: one write for approve and apply
     audit_event_record(
         namespace=candidate.namespace,
         actor=actor.label,
@@ -265,7 +265,7 @@ def _mark_applied(candidate, *, applied, actor: Actor) -> None:
 def _mark_apply_failed(candidate, *, error: str, actor: Actor) -> None:
     candidate.status = CandidateStatus.APPLY_FAILED
     candidate.apply_error = error
-    candidate.save(update_fields=["status", "apply_error", "updated_at"])
+    candidate.save()  # the decision's fields too (see candidate_approve)
     audit_event_record(
         namespace=candidate.namespace,
         actor=actor.label,
@@ -839,6 +839,26 @@ def candidates_group_decide(
     if decision not in ("approve", "deny", "conflict"):
         raise ReviewError(f"Unknown decision {decision!r}.")
     ids = [int(pk) for pk in dict.fromkeys(member_ids) if int(pk) != int(leader_id)]
+    if not ids:  # one candidate: its own action (one lock, one transaction)
+        single = {
+            "approve": candidate_approve,
+            "deny": candidate_deny,
+            "conflict": candidate_mark_conflicted,
+        }[decision]
+        extra = (
+            {"override": override, "replace_strategy_id": replace_strategy_id}
+            if decision == "approve"
+            else {}
+        )
+        leader = single(
+            namespace=namespace,
+            candidate_id=leader_id,
+            actor=actor,
+            note=note,
+            labels=labels,
+            **extra,
+        )
+        return leader, []
     with transaction.atomic():
         members = list(
             LearningCandidate.objects.select_for_update(of=("self",))

@@ -216,7 +216,7 @@ def _act(request, pk: int, form_class, decision: str, verb: str):
     (`#cand-<id>`), the candidate panel (htmx), or a redirect (plain POST)."""
     candidate = candidate_get(request, pk, light=True)
     form = form_class(request.POST)
-    status, level, decided = 200, "success", []
+    status, level, decided, result = 200, "success", [], None
     if not form.is_valid():
         text = "; ".join(e for errs in form.errors.values() for e in errs)
         status, level = 400, "error"
@@ -240,19 +240,22 @@ def _act(request, pk: int, form_class, decision: str, verb: str):
             status = CONFLICT_STATUS.get(type(exc), 400)
         else:
             level, text = _outcome_text(pk, candidate, verb, members)
-            decided = [candidate.pk, *members]
+            decided, result = [candidate.pk, *members], candidate
     return _decision_response(
-        request, pk, toasts=[(level, text)], status=status, decided=decided
+        request, pk, toasts=[(level, text)], status=status, decided=decided, row=result
     )
 
 
-def _decision_response(request, pk, *, toasts, status, decided):
+def _decision_response(request, pk, *, toasts, status, decided, row=None):
     """After a decision (or its undo): the row, the candidate panel or a redirect;
-    an `fw:decided` event names what can be undone."""
+    an `fw:decided` event names what can be undone. `row`: the candidate as the
+    action left it (a queue row needs nothing more), else it is read again."""
     if is_partial(request):
         target = request.htmx.target or ""
         if target.startswith("cand-"):
-            candidate = selectors.candidate_row(user=request.user, candidate_id=pk)
+            candidate = row or selectors.candidate_row(
+                user=request.user, candidate_id=pk
+            )
             response = _row_response(
                 request, candidate, toasts, status, undo_ids=decided
             )
@@ -278,13 +281,8 @@ def _row_response(request, candidate, toasts, status, undo_ids=()):
     and two counters, never the whole list."""
     query = urlsplit(request.htmx.current_url or "").query
     params = QueryDict(query)
-    queue = selectors.candidate_queue(user=request.user, params=params)
-    counts, capped = selectors.status_counts(
-        candidates=queue.without_status,
-        show_hidden=queue.show_hidden,
-        narrowed=queue.narrowed,
-    )
-    current = queue.status[0] if len(queue.status) == 1 else selectors.ALL
+    tally = selectors.queue_counts(user=request.user, params=params)
+    counts, capped, current = tally.counts, tally.capped, tally.current
     context = {
         "c": candidate,
         "members": [],

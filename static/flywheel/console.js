@@ -288,7 +288,7 @@
     if (!edit) return;
     edit.open = true;
     edit.scrollIntoView({ block: "start" });
-    var f = edit.querySelector("textarea, select");
+    var f = edit.querySelector("textarea[name=content]") || edit.querySelector("textarea, select");
     if (f) f.focus();
   }
 
