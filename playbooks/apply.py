@@ -174,8 +174,6 @@ def _duplicate_strategy_ids(candidate: LearningCandidate) -> list[int]:
 
 def _target_playbook(candidate: LearningCandidate) -> Playbook:
     if candidate.playbook_id:
-        if LearningCandidate._meta.get_field("playbook").is_cached(candidate):
-            return candidate.playbook  # loaded with the candidate (select_related)
         return (
             Playbook.objects.select_related("namespace")
             .filter(pk=candidate.playbook_id)
