@@ -413,12 +413,21 @@ def _group_key(candidate) -> tuple:
     )
 
 
-def queue_groups(rows) -> list[tuple[LearningCandidate, list[LearningCandidate]]]:
-    """The page's rows with near-identical pending lessons grouped under the first
-    (newest) of them: same kind and target, and `is_near_duplicate` — the one "same
-    lesson" rule. Decided rows stay alone. Returns [(leader, [members])] in order."""
+def lessons_alike(leader, row) -> bool:
+    """Whether `row` belongs in `leader`'s group: same kind and target, and
+    `is_near_duplicate` — the one "same lesson" rule (the queue groups by it; a group
+    decision decides only the members it still holds for)."""
     from learning.text.similarity import is_near_duplicate
 
+    return _group_key(leader) == _group_key(row) and is_near_duplicate(
+        leader.content, row.content, a_sign=_sign(leader), b_sign=_sign(row)
+    )
+
+
+def queue_groups(rows) -> list[tuple[LearningCandidate, list[LearningCandidate]]]:
+    """The page's rows with near-identical pending lessons grouped under the first
+    (newest) of them (`lessons_alike`). Decided rows stay alone. Returns
+    [(leader, [members])] in order."""
     groups: list[tuple[LearningCandidate, list]] = []
     open_leaders: dict[tuple, list[int]] = {}
     for row in rows:
@@ -427,10 +436,7 @@ def queue_groups(rows) -> list[tuple[LearningCandidate, list[LearningCandidate]]
             continue
         key = _group_key(row)
         for index in open_leaders.get(key, []):
-            leader = groups[index][0]
-            if is_near_duplicate(
-                leader.content, row.content, a_sign=_sign(leader), b_sign=_sign(row)
-            ):
+            if lessons_alike(groups[index][0], row):
                 groups[index][1].append(row)
                 break
         else:

@@ -17,7 +17,7 @@ from django.utils import timezone
 from django.utils.text import slugify
 
 from learning.findings import DISMISS_ACTION, finding_find, report_max_severity
-from learning.lessons import LessonInvalid, lesson_fields
+from learning.lessons import LessonInvalid, lesson_fields, lesson_parse
 from learning.limits import (
     MAX_GUIDELINE_TEXT,
     MAX_REASON_TEXT,
@@ -40,7 +40,7 @@ from playbooks.apply import AlreadyReverted, ApplyFailed, candidate_apply
 from playbooks.apply import candidate_revert as applied_candidate_revert
 from playbooks.models import LearningMode
 from playbooks.services import playbook_for_task_type
-from review.models import CannedReason, Guideline, ReviewTag
+from review.models import AuditEvent, CannedReason, Guideline, ReviewTag
 from review.trail import audit_event_record
 
 logger = logging.getLogger(__name__)
@@ -426,11 +426,19 @@ def _reshape(
         candidate.shape_classified = False
         return
     if new_text or (not candidate.directive and (stated or kind_changed)):
-        # Read from the text; what the reviewer set explicitly wins.
-        shape = {
-            "content": changes["content"] if new_text else candidate.content,
-            **stated,
-        }
+        # Read from the text; what the reviewer set explicitly wins, and the parts
+        # they left as the form showed them are the ones read (a stated directive
+        # alone would otherwise lose the situation, or flip the polarity read).
+        text = changes["content"] if new_text else candidate.content
+        shape = {}
+        if stated:
+            read = lesson_parse(text, kind=candidate.kind).shape
+            shape = {
+                "polarity": read.polarity,
+                "when": read.when,
+                "directive": read.directive,
+            }
+        shape.update(stated, content=text)
         shape.setdefault("why", candidate.why)
     elif stated:
         shape = {f: stated.get(f, getattr(candidate, f)) for f in SHAPE_FIELDS}
@@ -535,8 +543,15 @@ REAUDIT_FIELDS = frozenset(
 
 # --- reopening decisions, and undoing the last one ----------------------------------
 
+# Superseded: merged into a near-identical candidate (by the audit or a reviewer's
+# group decision); reopening takes it back out.
 REOPENABLE_STATUSES = frozenset(
-    {CandidateStatus.APPLIED, CandidateStatus.DENIED, CandidateStatus.CONFLICTED}
+    {
+        CandidateStatus.APPLIED,
+        CandidateStatus.DENIED,
+        CandidateStatus.CONFLICTED,
+        CandidateStatus.SUPERSEDED,
+    }
 )
 UNDO_SECONDS = 30  # the console offers undo for 10 s; the server allows a little more
 
@@ -547,15 +562,16 @@ def candidate_reopen(
     """Put a decided candidate back in the queue. An applied one is first reverted
     through the versioned path (`playbooks.apply.candidate_revert`: a new playbook
     version that undoes what its version recorded; its memory retired; its skill
-    version rolled back) — in the same transaction, so a revert that cannot be made
+    version rolled back); a superseded one is taken back out of the candidate it was
+    merged into (`_unmerge`) — in the same transaction, so a revert that cannot be made
     leaves the decision as it was. The earlier decision stays in the audit trail (the
     dashboard's agreement figure reads it)."""
     with transaction.atomic():
         candidate = _locked(namespace, candidate_id)
         if candidate.status not in REOPENABLE_STATUSES:
             raise ReviewError(
-                f"Candidate {candidate.pk} is {candidate.status}; only applied, denied "
-                f"or conflicted candidates can be reopened."
+                f"Candidate {candidate.pk} is {candidate.status}; only applied, denied, "
+                f"conflicted or superseded candidates can be reopened."
             )
         reverted = {}
         if candidate.status == CandidateStatus.APPLIED:
@@ -570,6 +586,8 @@ def candidate_reopen(
             except ApplyFailed as exc:
                 raise ReviewError(f"Cannot reopen candidate {candidate.pk}: {exc}")
             candidate = _locked(namespace, candidate_id)
+        elif candidate.status == CandidateStatus.SUPERSEDED:
+            reverted = _unmerge(candidate)
         from_status = candidate.status
         previous = {
             "decided_by": candidate.decided_by,
@@ -581,6 +599,7 @@ def candidate_reopen(
             setattr(candidate, field, "")
         candidate.decided_at = candidate.applied_at = candidate.applied_version = None
         candidate.replaces_strategy = None
+        candidate.superseded_by = None
         candidate.auto_applied = False
         candidate.save()
         audit_event_record(
@@ -626,10 +645,10 @@ def candidates_undo(
     rows = LearningCandidate.objects.filter(pk__in=ids).select_related("namespace")
     for row in rows.only("pk", "status", "decided_by", "decided_at", "namespace"):
         recent = row.decided_at is not None and (now - row.decided_at).total_seconds()
-        if row.decided_by != actor.label:
-            outcome.skipped.setdefault("decided by someone else", []).append(row.pk)
-        elif row.status not in REOPENABLE_STATUSES:
+        if row.status not in REOPENABLE_STATUSES:
             outcome.skipped.setdefault(f"is {row.status}", []).append(row.pk)
+        elif row.decided_by != actor.label:
+            outcome.skipped.setdefault("decided by someone else", []).append(row.pk)
         elif recent is False or recent > seconds:
             outcome.skipped.setdefault("too late to undo: reopen it", []).append(row.pk)
         else:
@@ -859,15 +878,19 @@ def candidates_group_decide(
             **extra,
         )
         return leader, []
+    from review.selectors import lessons_alike
+
     with transaction.atomic():
-        members = list(
-            LearningCandidate.objects.select_for_update(of=("self",))
+        leader = _locked(namespace, leader_id)
+        members = [
+            member
+            for member in LearningCandidate.objects.select_for_update(of=("self",))
             .select_related("namespace")
             .filter(namespace=namespace, pk__in=ids, status=CandidateStatus.PENDING)
             .order_by("pk")
-        )
+            if lessons_alike(leader, member)  # a stale or hand-made group: not these
+        ]
         if decision == "approve":
-            leader = _locked(namespace, leader_id)
             _ensure_open(leader, "approved")
             if members and leader.max_severity == Severity.BLOCK and not override:
                 raise NeedsOverride(
@@ -912,7 +935,8 @@ def candidate_supersede(*, newer, survivor, actor: str = SYSTEM_ACTOR) -> None:
     """Mark `newer` superseded by `survivor` and move its evidence over, with an
     audit-trail row. Both rows must be locked by the caller (the audit does; so does
     a reviewer's group decision, with the reviewer as `actor`)."""
-    added = 0
+    added = []
+    count_before = survivor.evidence_count
     evidence_rows = list(newer.evidence.all())
     for row in evidence_rows:
         _, created = CandidateEvidence.objects.get_or_create(
@@ -923,7 +947,8 @@ def candidate_supersede(*, newer, survivor, actor: str = SYSTEM_ACTOR) -> None:
                 "reflection_id": row.reflection_id,
             },
         )
-        added += int(created)
+        if created:
+            added.append(str(row.trajectory_id))
     if evidence_rows:
         survivor.evidence_count = survivor.evidence.count()
     else:  # a proposal without runs still counts as one more sighting
@@ -957,11 +982,42 @@ def candidate_supersede(*, newer, survivor, actor: str = SYSTEM_ACTOR) -> None:
         note=newer.decision_note,
         data={
             "survivor": survivor.pk,
-            "evidence_added": added,
+            "evidence_added": len(added),
             "evidence_count": survivor.evidence_count,
+            # what reopening it takes back (`_unmerge`)
+            "trajectories_added": added,
+            "evidence_count_before": count_before,
         },
     )
     candidate_related_reaudit(candidate_id=newer.pk)
+
+
+def _unmerge(candidate: LearningCandidate) -> dict:
+    """Take a superseded candidate back out of its survivor: the evidence rows and
+    the count its merge added there (as its `supersede` audit row recorded them)."""
+    survivor = (
+        LearningCandidate.objects.select_for_update(of=("self",))
+        .filter(pk=candidate.superseded_by_id)
+        .first()
+    )
+    merge = (
+        AuditEvent.objects.filter(candidate=candidate, action="supersede")
+        .order_by("-created_at", "-id")
+        .first()
+    )
+    if survivor is None or merge is None:
+        return {}
+    data = merge.data or {}
+    added = data.get("trajectories_added") or []
+    if added:
+        CandidateEvidence.objects.filter(
+            candidate=survivor, trajectory_id__in=added
+        ).delete()
+    if "evidence_count_before" in data:
+        grew = data.get("evidence_count", 0) - data["evidence_count_before"]
+        survivor.evidence_count = max(survivor.evidence_count - max(grew, 0), 0)
+        survivor.save(update_fields=["evidence_count", "updated_at"])
+    return {"unmerged_from": survivor.pk, "evidence_removed": len(added)}
 
 
 def _has_findings_at_or_above_warn(candidate: LearningCandidate) -> bool:
