@@ -816,13 +816,18 @@ def playbook_compare(request, ns, slug):
     numbers = list(
         playbook.versions.order_by("-number").values_list("number", flat=True)
     )
-    current = playbook.current_version
+    errors = []
 
     def pick(name, default):
-        raw = request.GET.get(name, "")
-        return int(raw) if raw.isdigit() and int(raw) in numbers else default
+        raw = (request.GET.get(name) or "").strip()
+        if not raw:
+            return default
+        if raw.isdigit() and int(raw) in numbers:
+            return int(raw)
+        errors.append(f"{name}: no version {raw} of {playbook.slug}.")
+        return default
 
-    b = pick("b", current)
+    b = pick("b", playbook.current_version)
     a = pick("a", max((n for n in numbers if n < b), default=b))
     old = selectors.version_get(playbook=playbook, number=a)
     new = selectors.version_get(playbook=playbook, number=b)
@@ -834,6 +839,8 @@ def playbook_compare(request, ns, slug):
             "numbers": numbers,
             "a": old,
             "b": new,
+            "errors": errors,
             "diff": versions.content_diff(old.content, new.content),
         },
+        status=400 if errors else 200,
     )

@@ -33,8 +33,13 @@ def pct(value) -> str:
 
 @register.filter
 def get(mapping, key):
+    """mapping[key], or mapping[str(key)]: a mapping also sent as JSON (the deny
+    dialog's guidance) is keyed by strings, and templates look it up by an id."""
     try:
-        return mapping.get(key)
+        value = mapping.get(key)
+        if value is None and not isinstance(key, str):
+            value = mapping.get(str(key))
+        return value
     except AttributeError:
         return None
 
