@@ -5,59 +5,112 @@ from django.db import migrations, models
 
 
 class Migration(migrations.Migration):
-
     dependencies = [
-        ('learning', '0006_step_created_at'),
-        ('review', '0002_queue_index'),
+        ("learning", "0006_step_created_at"),
+        ("review", "0002_queue_index"),
     ]
 
     operations = [
         migrations.CreateModel(
-            name='Guideline',
+            name="Guideline",
             fields=[
-                ('id', models.BigAutoField(auto_created=True, primary_key=True, serialize=False, verbose_name='ID')),
-                ('text', models.TextField(blank=True)),
-                ('updated_by', models.CharField(blank=True, max_length=150)),
-                ('updated_at', models.DateTimeField(auto_now=True)),
-                ('namespace', models.OneToOneField(on_delete=django.db.models.deletion.CASCADE, related_name='guideline', to='learning.namespace')),
+                (
+                    "id",
+                    models.BigAutoField(
+                        auto_created=True,
+                        primary_key=True,
+                        serialize=False,
+                        verbose_name="ID",
+                    ),
+                ),
+                ("text", models.TextField(blank=True)),
+                ("updated_by", models.CharField(blank=True, max_length=150)),
+                ("updated_at", models.DateTimeField(auto_now=True)),
+                (
+                    "namespace",
+                    models.OneToOneField(
+                        on_delete=django.db.models.deletion.CASCADE,
+                        related_name="guideline",
+                        to="learning.namespace",
+                    ),
+                ),
             ],
         ),
         migrations.CreateModel(
-            name='ReviewTag',
+            name="ReviewTag",
             fields=[
-                ('id', models.BigAutoField(auto_created=True, primary_key=True, serialize=False, verbose_name='ID')),
-                ('slug', models.SlugField()),
-                ('label', models.CharField(blank=True, max_length=100)),
-                ('position', models.PositiveIntegerField(default=0)),
-                ('created_at', models.DateTimeField(auto_now_add=True)),
-                ('namespace', models.ForeignKey(on_delete=django.db.models.deletion.CASCADE, related_name='review_tags', to='learning.namespace')),
+                (
+                    "id",
+                    models.BigAutoField(
+                        auto_created=True,
+                        primary_key=True,
+                        serialize=False,
+                        verbose_name="ID",
+                    ),
+                ),
+                ("slug", models.SlugField()),
+                ("label", models.CharField(blank=True, max_length=100)),
+                ("position", models.PositiveIntegerField(default=0)),
+                ("created_at", models.DateTimeField(auto_now_add=True)),
+                (
+                    "namespace",
+                    models.ForeignKey(
+                        on_delete=django.db.models.deletion.CASCADE,
+                        related_name="review_tags",
+                        to="learning.namespace",
+                    ),
+                ),
             ],
             options={
-                'ordering': ['position', 'slug'],
+                "ordering": ["position", "slug"],
             },
         ),
         migrations.CreateModel(
-            name='CannedReason',
+            name="CannedReason",
             fields=[
-                ('id', models.BigAutoField(auto_created=True, primary_key=True, serialize=False, verbose_name='ID')),
-                ('text', models.CharField(max_length=500)),
-                ('position', models.PositiveIntegerField(default=0)),
-                ('active', models.BooleanField(default=True)),
-                ('created_at', models.DateTimeField(auto_now_add=True)),
-                ('namespace', models.ForeignKey(on_delete=django.db.models.deletion.CASCADE, related_name='canned_reasons', to='learning.namespace')),
-                ('tags', models.ManyToManyField(blank=True, related_name='reasons', to='review.reviewtag')),
+                (
+                    "id",
+                    models.BigAutoField(
+                        auto_created=True,
+                        primary_key=True,
+                        serialize=False,
+                        verbose_name="ID",
+                    ),
+                ),
+                ("text", models.CharField(max_length=500)),
+                ("position", models.PositiveIntegerField(default=0)),
+                ("active", models.BooleanField(default=True)),
+                ("created_at", models.DateTimeField(auto_now_add=True)),
+                (
+                    "namespace",
+                    models.ForeignKey(
+                        on_delete=django.db.models.deletion.CASCADE,
+                        related_name="canned_reasons",
+                        to="learning.namespace",
+                    ),
+                ),
+                (
+                    "tags",
+                    models.ManyToManyField(
+                        blank=True, related_name="reasons", to="review.reviewtag"
+                    ),
+                ),
             ],
             options={
-                'ordering': ['position', 'id'],
+                "ordering": ["position", "id"],
             },
         ),
         migrations.AddField(
-            model_name='auditevent',
-            name='tags',
-            field=models.ManyToManyField(blank=True, related_name='events', to='review.reviewtag'),
+            model_name="auditevent",
+            name="tags",
+            field=models.ManyToManyField(
+                blank=True, related_name="events", to="review.reviewtag"
+            ),
         ),
         migrations.AddConstraint(
-            model_name='reviewtag',
-            constraint=models.UniqueConstraint(fields=('namespace', 'slug'), name='review_tag_unique_slug'),
+            model_name="reviewtag",
+            constraint=models.UniqueConstraint(
+                fields=("namespace", "slug"), name="review_tag_unique_slug"
+            ),
         ),
     ]
