@@ -101,7 +101,7 @@ def test_recall_preview_shows_the_rendered_lines_an_agent_gets(ns):
     )
     client = login(ns, role="reviewer", username="rita")
     page = client.get("/playbooks/acme/airline/").content.decode()
-    assert 'id="recall-card"' in page and '"airline@2"' in page
+    assert 'id="recall-card"' in page and "data-recall-hint>airline@2<" in page
     response = client.get(
         "/playbooks/acme/airline/recall/",
         {"task": "Rebook my basic economy fare flight", "budget_tokens": 800},
