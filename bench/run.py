@@ -60,6 +60,10 @@ DESCRIPTIONS = {
     "rollout_median_runs_10pt": "median runs (both cohorts) a ±10-point rollout needed",
     "rollout_api_agree": "API rollouts whose decision the in-process rule reproduces on the stored runs",
     "rollout_api_ms_per_session": "API path: ms per simulated session (recall, run post, gate look)",
+    "console_key_to_next_row_ms_median": "reviewer console in Chromium, key press (a / c / Enter in the deny reason) to the next row highlighted, median over 50 actions (goal < 150 ms)",
+    "console_key_to_next_row_ms_p95": "the same, 95th percentile",
+    "console_action_server_ms_median": "the same actions' POST as the browser timed it (request start to response end), median",
+    "console_actions": "console actions measured",
 }
 
 

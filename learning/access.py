@@ -24,6 +24,7 @@ ACTIONS: dict[str, str] = {
     "candidates.review": Role.REVIEWER,
     "candidates.revert": Role.REVIEWER,
     "findings.dismiss": Role.REVIEWER,
+    "candidates.reopen": Role.REVIEWER,  # back to pending (an applied one reverted)
     "exports.read": Role.REVIEWER,
     # admins: change curated knowledge and policy by hand
     "candidates.override": Role.ADMIN,
@@ -32,6 +33,9 @@ ACTIONS: dict[str, str] = {
     "skills.edit": Role.ADMIN,
     "policy.edit": Role.ADMIN,
     "webhooks.manage": Role.ADMIN,
+    "memories.edit": Role.ADMIN,
+    "guidelines.edit": Role.ADMIN,  # the namespace's reviewing guidelines
+    "reasons.edit": Role.ADMIN,  # canned denial reasons and decision tags
 }
 
 

@@ -24,3 +24,6 @@ MAX_SKILL_TEXT = 200_000
 # A strategy remembers the tasks it was learned from: this many, each clipped.
 MAX_SITUATIONS = 5
 MAX_SITUATION_TEXT = 600
+# The reviewer console's per-namespace guidance.
+MAX_GUIDELINE_TEXT = 20_000
+MAX_REASON_TEXT = 500

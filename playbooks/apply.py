@@ -51,6 +51,10 @@ class ApplyFailed(Exception):
     pass
 
 
+class AlreadyReverted(ApplyFailed):
+    """The applied candidate was reverted before (reopening it needs no second revert)."""
+
+
 STRATEGY_KINDS = {
     CandidateKind.STRATEGY_HELPFUL: "helpful",
     CandidateKind.STRATEGY_HARMFUL: "harmful",
@@ -601,7 +605,7 @@ def _revert_memory(candidate: LearningCandidate) -> dict:
         raise ApplyFailed("This candidate made no memory.")
     count = memories.filter(active=True).update(active=False)
     if not count:
-        raise ApplyFailed("This candidate was already reverted.")
+        raise AlreadyReverted("This candidate was already reverted.")
     return {"target": "memory", "op": "memory", "deactivated": count}
 
 
@@ -633,7 +637,7 @@ def _revert_strategies(candidate: LearningCandidate, *, actor: str, note: str) -
     if made is None:
         raise ApplyFailed("This candidate made no playbook version.")
     if PlaybookVersion.objects.filter(reverts=made).exists():
-        raise ApplyFailed("This candidate was already reverted.")
+        raise AlreadyReverted("This candidate was already reverted.")
     playbook = versions.playbook_lock(playbook=made.playbook)
     diff = made.diff or {}
     keys_added = [item["key"] for item in diff.get("added", []) if item.get("key")]

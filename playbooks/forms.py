@@ -2,7 +2,9 @@
 
 from django import forms
 
+from learning.limits import MAX_LESSON_PART, MAX_LESSON_TEXT
 from playbooks.models import LearningMode, Scope, StrategyType
+from playbooks.recall import DEFAULT_BUDGET, MAX_BUDGET
 
 
 def _lines(value: str) -> list[str]:
@@ -42,10 +44,10 @@ class PlaybookSettingsForm(forms.Form):
 class StrategyForm(forms.Form):
     type = forms.ChoiceField(choices=StrategyType.choices, initial=StrategyType.HELPFUL)
     description = forms.CharField(
-        max_length=4000, widget=forms.Textarea(attrs={"rows": 2})
+        max_length=MAX_LESSON_TEXT, widget=forms.Textarea(attrs={"rows": 2})
     )
     context = forms.CharField(
-        max_length=4000,
+        max_length=MAX_LESSON_PART,
         required=False,
         help_text="when it applies (task types, triggers)",
     )
@@ -132,4 +134,14 @@ class RolloutPolicyForm(forms.Form):
         max_value=0.5,
         initial=0.05,
         help_text="success-rate loss still called 'not worse' (0.05 = 5 points)",
+    )
+
+
+class RecallPreviewForm(forms.Form):
+    """The task a recall preview is for (the playbook page and the candidate page)."""
+
+    task = forms.CharField(max_length=2000, required=False)
+    task_type = forms.CharField(max_length=200, required=False)
+    budget_tokens = forms.IntegerField(
+        min_value=50, max_value=MAX_BUDGET, required=False, initial=DEFAULT_BUDGET
     )

@@ -69,4 +69,10 @@ urlpatterns = [
         {"action": "abort"},
         name="rollout-abort",
     ),
+    path(
+        "<slug:ns>/<slug:slug>/recall/",
+        views.playbook_recall_preview,
+        name="recall-preview",
+    ),
+    path("<slug:ns>/<slug:slug>/compare/", views.playbook_compare, name="compare"),
 ]

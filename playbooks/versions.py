@@ -6,6 +6,7 @@ Every change — apply, hand edit, merge, curation, revert, rollback — ends in
 
 import difflib
 import hashlib
+import re
 import uuid
 from typing import Any
 
@@ -124,6 +125,26 @@ def text_diff(old: str, new: str, *, name: str = "skill") -> str:
             _lines(old), _lines(new), fromfile=f"a/{name}", tofile=f"b/{name}"
         )
     )
+
+
+_WORDS = re.compile(r"\S+|\s+")
+
+
+def word_diff(old: str, new: str) -> list[tuple[str, str]]:
+    """A word-level diff of an edit: [(op, text)] in order, op "" (unchanged), "del"
+    or "ins" — what the console shows for a changed strategy or candidate text."""
+    a, b = _WORDS.findall(old or ""), _WORDS.findall(new or "")
+    parts: list[tuple[str, str]] = []
+    matcher = difflib.SequenceMatcher(a=a, b=b, autojunk=False)
+    for tag, i1, i2, j1, j2 in matcher.get_opcodes():
+        if tag == "equal":
+            parts.append(("", "".join(a[i1:i2])))
+            continue
+        if i2 > i1:
+            parts.append(("del", "".join(a[i1:i2])))
+        if j2 > j1:
+            parts.append(("ins", "".join(b[j1:j2])))
+    return parts
 
 
 def _lines(text: str) -> list[str]:

@@ -14,18 +14,29 @@ from learning.access import role_for
 from learning.models import Namespace
 from learning.permissions import console_action_required, user_allows, user_namespaces
 from learning.services.audit import curated_findings_summary, curated_text_audit
-from playbooks import apply, quality, rollout, selectors, services, skills, versions
+from playbooks import (
+    apply,
+    quality,
+    recall,
+    rollout,
+    selectors,
+    services,
+    skills,
+    versions,
+)
 from playbooks import policy as policies
 from playbooks.forms import (
     PlaybookCreateForm,
     PlaybookSettingsForm,
     PolicyForm,
+    RecallPreviewForm,
     RolloutPolicyForm,
     SkillCreateForm,
     SkillEditForm,
     StrategyForm,
 )
 from playbooks.models import Playbook, Skill, Strategy
+from playbooks.recall import DEFAULT_BUDGET
 
 admin_required = console_action_required("playbooks.edit")
 # Reviewers may read playbooks and their history; every change needs an admin.
@@ -749,4 +760,87 @@ def policy_edit(request, ns):
             )[:20],
         },
         status=status,
+    )
+
+
+# --- recall preview and version comparison (reviewers) ------------------------------
+
+
+def _recall_context(playbook: Playbook, params) -> tuple[dict, int]:
+    """The recall preview form and, for a typed task, the exact context an agent gets
+    from the current version (`playbooks.recall.recall_preview`: nothing logged)."""
+    form = RecallPreviewForm(params or None, initial={"budget_tokens": DEFAULT_BUDGET})
+    context = {"playbook": playbook, "recall_form": form}
+    if not params:
+        return context, 200
+    if not form.is_valid():
+        context["recall_error"] = "; ".join(
+            f"{k}: {e}" for k, errs in form.errors.items() for e in errs
+        )
+        return context, 400
+    task = (form.cleaned_data["task"] or "").strip()
+    if task:
+        context["recall"] = recall.recall_preview(
+            playbook=playbook,
+            task=task,
+            task_type=form.cleaned_data["task_type"] or "",
+            budget_tokens=form.cleaned_data["budget_tokens"] or DEFAULT_BUDGET,
+        )
+    return context, 200
+
+
+@reader_required
+@require_GET
+def playbook_recall_preview(request, ns, slug):
+    """What an agent gets for a task typed here (a fragment for htmx; the playbook
+    page without JavaScript)."""
+    playbook = _playbook(request, ns, slug, "console.use")
+    context, status = _recall_context(playbook, request.GET)
+    if _is_htmx(request):
+        return render(request, "playbooks/_recall_preview.html", context, status=status)
+    can_edit = user_allows(request.user, playbook.namespace, "playbooks.edit")
+    can_manage = user_allows(request.user, playbook.namespace, "rollout.manage")
+    context.pop("playbook")
+    full = _detail_context(
+        playbook, can_edit=can_edit, can_manage=can_manage, **context
+    )
+    return render(request, "playbooks/detail.html", full, status=status)
+
+
+@reader_required
+@require_GET
+def playbook_compare(request, ns, slug):
+    """Any two versions side by side: what was added, removed and changed from `a`
+    to `b` (matched by strategy key), changed text as a word-level diff."""
+    playbook = _playbook(request, ns, slug, "console.use")
+    numbers = list(
+        playbook.versions.order_by("-number").values_list("number", flat=True)
+    )
+    errors = []
+
+    def pick(name, default):
+        raw = (request.GET.get(name) or "").strip()
+        if not raw:
+            return default
+        if raw.isdigit() and int(raw) in numbers:
+            return int(raw)
+        errors.append(f"{name}: no version {raw} of {playbook.slug}.")
+        return default
+
+    b = pick("b", playbook.current_version)
+    a = pick("a", max((n for n in numbers if n < b), default=b))
+    old = selectors.version_get(playbook=playbook, number=a)
+    new = selectors.version_get(playbook=playbook, number=b)
+    return render(
+        request,
+        "playbooks/compare.html",
+        {
+            "playbook": playbook,
+            "numbers": numbers,
+            "a": old,
+            "b": new,
+            "errors": errors,
+            "diff": versions.content_diff(old.content, new.content),
+        },
+        status=400 if errors else 200,
     )

@@ -5,6 +5,7 @@ from datetime import timedelta
 
 from django.core.exceptions import EmptyResultSet
 from django.db.models import Count, Prefetch, Q, QuerySet
+from django.db.models.fields.json import KT
 from django.db.models.functions import TruncDate
 from django.http import QueryDict
 from django.utils import timezone
@@ -99,20 +100,60 @@ def candidate_queue(
         "namespace", "playbook", "skill", "leased_by"
     )
     candidates = candidates.order_by("-created_at", "-id")
-    without = params.copy()
-    without.setlist("status", [])
-    without["show_hidden"] = "true"  # status_counts hides below-floor pending itself
-    counts_filter = CandidateFilter(without, queryset=base)
-    counts_qs = counts_filter.qs if counts_filter.is_valid() else base.none()
+    narrowed = bool(set(params) - UNNARROWING_PARAMS)
     return Queue(
-        narrowed=bool(set(params) - UNNARROWING_PARAMS),
+        narrowed=narrowed,
         show_hidden=bool(valid and filterset.form.cleaned_data.get("show_hidden")),
         filterset=filterset,
         candidates=candidates,
-        without_status=counts_qs,
+        without_status=_counts_queryset(base, params, narrowed),
         status=params.getlist("status"),
         namespace=namespace,
     )
+
+
+def _counts_queryset(base: QuerySet, params: QueryDict, narrowed: bool) -> QuerySet:
+    """The queue's filters without the status (for the per-status counts). Without
+    narrowing filters that is the namespaces' candidates as they are: no FilterSet
+    to build (status_counts hides below-floor pending candidates itself)."""
+    if not narrowed:
+        return base
+    without = params.copy()
+    without.setlist("status", [])
+    without["show_hidden"] = "true"
+    counts_filter = CandidateFilter(without, queryset=base)
+    return counts_filter.qs if counts_filter.is_valid() else base.none()
+
+
+@dataclass
+class QueueCounts:
+    counts: dict
+    capped: set
+    current: str
+
+
+def queue_counts(*, user, params) -> QueueCounts:
+    """Only the per-status counts of the queue `params` describe, and its current
+    tab: what a row action sends back out of band (no list, no second FilterSet)."""
+    params = queue_params(params)
+    namespaces = user_namespace_choices(user=user)
+    namespace = (params.get("namespace") or "").strip()
+    ids = [ns.pk for ns in namespaces if not namespace or ns.slug == namespace]
+    base = LearningCandidate.objects.filter(namespace_id__in=ids)
+    narrowed = bool(set(params) - UNNARROWING_PARAMS)
+    show_hidden = bool(
+        CandidateFilter.base_filters["show_hidden"]
+        .field_class(required=False)
+        .clean(params.get("show_hidden"))
+    )
+    counts, capped = status_counts(
+        candidates=_counts_queryset(base, params, narrowed),
+        show_hidden=show_hidden,
+        narrowed=narrowed,
+    )
+    statuses = params.getlist("status")
+    current = statuses[0] if len(statuses) == 1 else ALL
+    return QueueCounts(counts=counts, capped=capped, current=current)
 
 
 COUNT_CAP = 1000
@@ -226,11 +267,26 @@ def candidate_history(*, candidate: LearningCandidate) -> QuerySet[AuditEvent]:
     return AuditEvent.objects.filter(candidate=candidate).order_by("created_at", "id")
 
 
+def candidate_findings(*, candidate: LearningCandidate) -> list[dict]:
+    """Every audit finding with the items it names resolved against their current
+    state (see `_resolve_related`): what the console lists under "Audit findings"."""
+    audit = candidate.audit or {}
+    findings = [
+        {
+            "audit": name,
+            **finding,
+            "related": [dict(r) for r in finding.get("related") or []],
+        }
+        for name in ("hygiene", "conflict", "duplicate")
+        for finding in (audit.get(name) or [])
+    ]
+    _resolve_related(candidate, [r for f in findings for r in f["related"]])
+    return findings
+
+
 def conflict_items(*, candidate: LearningCandidate) -> list[dict]:
     """The curated items the audit says this candidate contradicts, with the live text
     of each strategy (so the console shows both side by side)."""
-    from playbooks.models import Memory, Strategy
-
     findings = ((candidate.audit or {}).get("conflict")) or []
     related = []
     for finding in findings:
@@ -242,31 +298,52 @@ def conflict_items(*, candidate: LearningCandidate) -> list[dict]:
                     "message": finding.get("message", ""),
                 }
             )
-    strategy_ids = [
-        r["id"] for r in related if r.get("type") == "strategy" and r.get("id")
-    ]
-    memory_ids = [r["id"] for r in related if r.get("type") == "memory" and r.get("id")]
-    strategies = (
-        Strategy.objects.filter(
-            pk__in=_ints(strategy_ids), playbook__namespace=candidate.namespace
-        )
-        .select_related("playbook")
-        .in_bulk()
-    )
-    memories = Memory.objects.filter(
-        pk__in=_ints(memory_ids), namespace=candidate.namespace
-    ).in_bulk()
-    for item in related:
-        obj = None
-        if item.get("type") == "strategy":
-            obj = strategies.get(_int(item.get("id")))
-        elif item.get("type") == "memory":
-            obj = memories.get(_int(item.get("id")))
-        item["object"] = obj
-        item["replaceable"] = (
-            item.get("type") == "strategy" and obj is not None and obj.active
-        )
+    _resolve_related(candidate, related)
     return related
+
+
+def _resolve_related(candidate: LearningCandidate, related: list[dict]) -> None:
+    """Attach to each named item its live object (one query per type named), whether
+    it can be replaced, and `stale`: what changed since the audit named it (a
+    candidate decided, a strategy retired), so the console never repeats old text as
+    if it were current."""
+    from playbooks.models import Memory, Strategy
+
+    def ids(kind):
+        return _ints(r.get("id") for r in related if r.get("type") == kind)
+
+    loaders = {
+        "strategy": lambda pks: Strategy.objects.filter(
+            pk__in=pks, playbook__namespace=candidate.namespace
+        ).select_related("playbook"),
+        "memory": lambda pks: Memory.objects.filter(
+            pk__in=pks, namespace=candidate.namespace
+        ),
+        "candidate": lambda pks: LearningCandidate.objects.filter(
+            pk__in=pks, namespace=candidate.namespace
+        ).only("pk", "status", "content", "decided_by", "namespace_id"),
+    }
+    objects = {}
+    for kind, load in loaders.items():
+        pks = ids(kind)
+        objects[kind] = load(pks).in_bulk() if pks else {}
+    for item in related:
+        kind = item.get("type")
+        obj = objects.get(kind, {}).get(_int(item.get("id")))
+        item["object"] = obj
+        item["stale"] = _stale_note(kind, obj)
+        item["replaceable"] = kind == "strategy" and obj is not None and obj.active
+
+
+def _stale_note(kind, obj) -> str:
+    if obj is None:
+        return "no longer exists" if kind in ("strategy", "memory", "candidate") else ""
+    if kind == "candidate" and obj.status != CandidateStatus.PENDING:
+        who = f" by {obj.decided_by}" if obj.decided_by else ""
+        return f"{obj.status} since{who}"
+    if kind in ("strategy", "memory") and not obj.active:
+        return "retired since"
+    return ""
 
 
 def _int(value):
@@ -280,12 +357,20 @@ def _ints(values):
     return [v for v in (_int(v) for v in values) if v is not None]
 
 
-def queue_neighbours(*, user, candidate: LearningCandidate) -> dict:
-    """The next pending candidate after this one in queue order (for "next")."""
+def queue_neighbours(*, user, candidate: LearningCandidate, now=None) -> dict:
+    """The next pending candidate after this one in queue order (for "next"), leaving
+    out those another reviewer holds an unexpired lease on."""
+    now = now or timezone.now()
     pending = (
         reviewable_candidates(user=user)
         .filter(status=CandidateStatus.PENDING, below_floor=False)
         .exclude(pk=candidate.pk)
+        .filter(
+            Q(leased_by__isnull=True)
+            | Q(leased_by=user)
+            | Q(lease_until__isnull=True)
+            | Q(lease_until__lte=now)
+        )
     )
     nxt = (
         pending.filter(
@@ -301,6 +386,63 @@ def queue_neighbours(*, user, candidate: LearningCandidate) -> dict:
             pending.order_by("-created_at", "-id").values_list("pk", flat=True).first()
         )
     return {"next": nxt}
+
+
+def candidate_row(*, user, candidate_id: int) -> LearningCandidate:
+    """One candidate as a queue row shows it (no evidence): what an action answers
+    with. DoesNotExist outside the user's namespaces."""
+    return (
+        reviewable_candidates(user=user)
+        .select_related("namespace", "playbook", "skill", "leased_by")
+        .get(pk=candidate_id)
+    )
+
+
+def _sign(candidate) -> int:
+    return -1 if candidate.polarity == "avoid" else 1
+
+
+def _group_key(candidate) -> tuple:
+    return (
+        candidate.namespace_id,
+        candidate.kind,
+        candidate.playbook_id,
+        candidate.skill_id,
+        candidate.memory_scope,
+        candidate.user_id,
+    )
+
+
+def lessons_alike(leader, row) -> bool:
+    """Whether `row` belongs in `leader`'s group: same kind and target, and
+    `is_near_duplicate` — the one "same lesson" rule (the queue groups by it; a group
+    decision decides only the members it still holds for)."""
+    from learning.text.similarity import is_near_duplicate
+
+    return _group_key(leader) == _group_key(row) and is_near_duplicate(
+        leader.content, row.content, a_sign=_sign(leader), b_sign=_sign(row)
+    )
+
+
+def queue_groups(rows) -> list[tuple[LearningCandidate, list[LearningCandidate]]]:
+    """The page's rows with near-identical pending lessons grouped under the first
+    (newest) of them (`lessons_alike`). Decided rows stay alone. Returns
+    [(leader, [members])] in order."""
+    groups: list[tuple[LearningCandidate, list]] = []
+    open_leaders: dict[tuple, list[int]] = {}
+    for row in rows:
+        if row.status != CandidateStatus.PENDING:
+            groups.append((row, []))
+            continue
+        key = _group_key(row)
+        for index in open_leaders.get(key, []):
+            if lessons_alike(groups[index][0], row):
+                groups[index][1].append(row)
+                break
+        else:
+            open_leaders.setdefault(key, []).append(len(groups))
+            groups.append((row, []))
+    return groups
 
 
 # --- Runs ---------------------------------------------------------------------------
@@ -508,3 +650,187 @@ def _run_order_tenths(runs: QuerySet) -> list[tuple]:
 
 def user_namespace_choices(*, user) -> list[Namespace]:
     return list(user_namespaces(user).order_by("slug"))
+
+
+# --- Progress, agreement, reasons -------------------------------------------------------
+
+DECISION_ACTIONS = ("approve", "deny", "conflict")
+
+
+def _decisions(user):
+    return AuditEvent.objects.filter(
+        namespace__in=user_namespaces(user), action__in=DECISION_ACTIONS
+    )
+
+
+def review_progress(*, user, now=None) -> dict:
+    """Decided today (since local midnight), per reviewer today and over 7 days, and
+    how often two reviewers who decided the same candidate (possible after a reopen)
+    agreed. Three grouped queries."""
+    now = now or timezone.now()
+    midnight = timezone.localtime(now).replace(
+        hour=0, minute=0, second=0, microsecond=0
+    )
+    week = _decisions(user).filter(created_at__gte=now - timedelta(days=7))
+    by_actor = list(
+        week.values("actor")
+        .annotate(
+            today=Count("id", filter=Q(created_at__gte=midnight)),
+            week=Count("id"),
+            approve=Count("id", filter=Q(action="approve")),
+            deny=Count("id", filter=Q(action="deny")),
+            conflict=Count("id", filter=Q(action="conflict")),
+        )
+        .order_by("-today", "-week", "actor")
+    )
+    return {
+        "today": sum(row["today"] for row in by_actor),
+        "reviewers": by_actor,
+        "agreement": decision_agreement(user=user),
+    }
+
+
+def decision_agreement(*, user) -> dict:
+    """Over candidates that two or more reviewers decided (one after a reopen), each
+    pair of consecutive decisions by different reviewers: how many agree (the same
+    decision). Returns {"pairs", "agreed", "rate" (None without pairs),
+    "disagreements": [(candidate_id, actor, action, actor, action)] (the last 10)}."""
+    decisions = _decisions(user).exclude(candidate_id__isnull=True)
+    shared = (
+        decisions.values("candidate_id")
+        .annotate(actors=Count("actor", distinct=True))
+        .filter(actors__gte=2)
+        .values("candidate_id")
+    )
+    rows = (
+        decisions.filter(candidate_id__in=shared)
+        .order_by("candidate_id", "created_at", "id")
+        .values_list("candidate_id", "actor", "action")
+    )
+    pairs = agreed = 0
+    disagreements = []
+    last = {}
+    for candidate_id, actor, action in rows:
+        previous = last.get(candidate_id)
+        if previous is not None and previous[0] != actor:
+            pairs += 1
+            if previous[1] == action:
+                agreed += 1
+            else:
+                disagreements.append((candidate_id, *previous, actor, action))
+        last[candidate_id] = (actor, action)
+    return {
+        "pairs": pairs,
+        "agreed": agreed,
+        "rate": (agreed / pairs) if pairs else None,
+        "disagreements": disagreements[-10:],
+    }
+
+
+def decision_labels_counts(*, user, days: int = 30, now=None) -> dict:
+    """Denials per canned reason (and typed ones) and decisions per tag over the last
+    `days`: the reflector's recurring faults. Two grouped queries and one lookup."""
+    from review.models import CannedReason, ReviewTag
+
+    now = now or timezone.now()
+    since = now - timedelta(days=days)
+    denials = _decisions(user).filter(action="deny", created_at__gte=since)
+    by_reason = {
+        row["reason"]: row["n"]
+        for row in denials.annotate(reason=KT("data__reason"))
+        .values("reason")
+        .annotate(n=Count("id"))
+    }
+    typed = sum(n for reason, n in by_reason.items() if not reason)
+    texts = CannedReason.objects.filter(
+        pk__in=_ints(r for r in by_reason if r)
+    ).in_bulk()
+    reasons = sorted(
+        (
+            {"reason": texts[int(r)], "n": n}
+            for r, n in by_reason.items()
+            if r and _int(r) in texts
+        ),
+        key=lambda row: -row["n"],
+    )
+    tags = list(
+        ReviewTag.objects.filter(namespace__in=user_namespaces(user))
+        .annotate(n=Count("events", filter=Q(events__created_at__gte=since)))
+        .select_related("namespace")
+        .order_by("-n", "slug")
+    )
+    return {"reasons": reasons, "typed": typed, "tags": tags, "days": days}
+
+
+def activity_versions(*, events) -> dict:
+    """The playbook versions that the page's `playbook_*` events made, in one query:
+    {event id: PlaybookVersion} (the activity page shows their diff and links)."""
+    from functools import reduce
+    from operator import or_
+
+    from playbooks.models import PlaybookVersion
+
+    wanted = {}
+    for ev in events:
+        number = _int((ev.data or {}).get("version"))
+        if ev.target_type == "playbook" and number:
+            wanted[ev.pk] = (ev.namespace_id, ev.target_id, number)
+    if not wanted:
+        return {}
+    query = reduce(
+        or_,
+        (
+            Q(playbook__namespace_id=ns, playbook__slug=slug, number=number)
+            for ns, slug, number in set(wanted.values())
+        ),
+    )
+    found = {
+        (v.playbook.namespace_id, v.playbook.slug, v.number): v
+        for v in PlaybookVersion.objects.filter(query).select_related("playbook")
+    }
+    return {pk: found[key] for pk, key in wanted.items() if key in found}
+
+
+# --- Memories -----------------------------------------------------------------------
+
+
+def memory_browser(*, user, params):
+    """Memories of the user's namespaces filtered by `MemoryFilter` (plus a namespace
+    slug), newest-important first."""
+    from playbooks.filters import MemoryFilter
+    from playbooks.models import Memory
+
+    base = Memory.objects.filter(namespace__in=user_namespaces(user))
+    namespace = (params.get("namespace") or "").strip()
+    if namespace:
+        base = base.filter(namespace__slug=namespace)
+    filterset = MemoryFilter(clean_params(params), queryset=base)
+    qs = filterset.qs if filterset.is_valid() else base.none()
+    qs = qs.select_related("namespace", "source_candidate", "consolidated_into")
+    return filterset, qs.order_by("-importance", "-created_at", "-id")
+
+
+def memory_for_review(*, user, memory_id: int):
+    from playbooks.models import Memory
+
+    return (
+        Memory.objects.filter(namespace__in=user_namespaces(user))
+        .select_related("namespace", "source_candidate", "consolidated_into")
+        .get(pk=memory_id)
+    )
+
+
+def memory_history(*, memory) -> dict:
+    """What happened to a memory: the candidate it came from (and that candidate's
+    trail), its hand edits and retirement, and the memories consolidated into it."""
+    events = AuditEvent.objects.filter(
+        namespace_id=memory.namespace_id, target_type="memory", target_id=str(memory.pk)
+    )
+    if memory.source_candidate_id:
+        events = events | AuditEvent.objects.filter(
+            candidate_id=memory.source_candidate_id
+        )
+    return {
+        "events": events.order_by("created_at", "id"),
+        "sources": list(memory.sources.order_by("created_at", "id")),
+    }

@@ -312,7 +312,7 @@ def lesson_shape_fields(
             why=why,
         )
     except LessonInvalid as exc:
-        raise CandidateInvalid(exc.field, exc.message)
+        raise CandidateInvalid(exc.field, exc.message) from exc
     return {**fields, "provenance": provenance}
 
 

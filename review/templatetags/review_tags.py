@@ -5,6 +5,8 @@ from functools import lru_cache
 from django import template
 from django.urls import get_script_prefix, reverse
 from django.utils import timezone
+from django.utils.html import escape
+from django.utils.safestring import mark_safe
 
 register = template.Library()
 
@@ -31,8 +33,13 @@ def pct(value) -> str:
 
 @register.filter
 def get(mapping, key):
+    """mapping[key], or mapping[str(key)]: a mapping also sent as JSON (the deny
+    dialog's guidance) is keyed by strings, and templates look it up by an id."""
     try:
-        return mapping.get(key)
+        value = mapping.get(key)
+        if value is None and not isinstance(key, str):
+            value = mapping.get(str(key))
+        return value
     except AttributeError:
         return None
 
@@ -110,3 +117,59 @@ def timeline_window(steps, highlight, context: int = 1, head: int = 4):
     if gap:
         items.append({"gap": gap})
     return items
+
+
+@register.simple_tag
+def word_diff(old, new):
+    """An edit as one text with the removed words in <del> and the added in <ins>."""
+    from playbooks.versions import word_diff as diff
+
+    html = []
+    for op, text in diff(str(old or ""), str(new or "")):
+        if op:
+            html.append(f"<{op}>{escape(text)}</{op}>")
+        else:
+            html.append(escape(text))
+    return mark_safe("".join(html))
+
+
+@register.filter
+def markdown(text) -> str:
+    """Guidelines as HTML: CommonMark with raw HTML disabled (escaped) and unsafe link
+    schemes refused, so an admin's text cannot inject script into reviewers' pages."""
+    from review.presenters import markdown_html
+
+    return mark_safe(markdown_html(text or ""))
+
+
+@register.filter
+def join_pks(objects) -> str:
+    """The objects' ids, comma-separated ("12,15")."""
+    return ",".join(str(o.pk) for o in objects or [])
+
+
+@register.simple_tag
+def steps_label(indexes) -> str:
+    """ "Step 4 shows" / "Steps 1 and 4 show" / "Steps 1, 4 and 7 show"."""
+    numbers = [str(int(i)) for i in indexes or [] if str(i).lstrip("-").isdigit()]
+    if not numbers:
+        return ""
+    if len(numbers) == 1:
+        return f"Step {numbers[0]} shows"
+    return f"Steps {', '.join(numbers[:-1])} and {numbers[-1]} show"
+
+
+TEXT_FIELDS = frozenset(
+    {"content", "directive", "when", "why", "rationale", "text", "description"}
+)
+
+
+@register.filter
+def is_text_field(name) -> bool:
+    """Fields whose edits are shown as a word-level diff."""
+    return name in TEXT_FIELDS
+
+
+@register.filter
+def split_words(value) -> list[str]:
+    return str(value or "").split()

@@ -10,6 +10,7 @@ from learning.models import (
     RunStatus,
     Trajectory,
 )
+from learning.permissions import user_namespaces
 from review import charts, selectors
 from review.pagination import page_get
 from review.views.common import (
@@ -53,8 +54,12 @@ def run_detail(request, pk):
 @reviewer_required
 def activity(request):
     events = selectors.activity_events(user=request.user, params=request.GET)
+    page = page_get(request, events, 50)
+    versions = selectors.activity_versions(events=page.object_list)
+    for event in page.object_list:
+        event.version = versions.get(event.pk)
     context = {
-        "page": page_get(request, events, 50),
+        "page": page,
         "namespaces": selectors.user_namespace_choices(user=request.user),
         "actions": selectors.activity_actions(user=request.user),
         "params": request.GET,
@@ -91,6 +96,11 @@ def dashboard(request):
             label_every=2,
         ),
         "curves": curves,
+        "progress": selectors.review_progress(user=request.user),
+        "labels": selectors.decision_labels_counts(user=request.user),
+        "guidance_namespaces": list(
+            user_namespaces(request.user, action="reasons.edit").order_by("slug")
+        ),
         "curves_chart": charts.line_chart(
             slots=curves["slots"], series=curves["series"]
         ),

@@ -1,5 +1,8 @@
 """The queue: filters, status tabs, pages, bulk decisions."""
 
+import json
+from urllib.parse import urlsplit
+
 from django.contrib import messages
 from django.http import QueryDict
 from django.shortcuts import redirect, render
@@ -17,6 +20,7 @@ from review.forms import (
 )
 from review.pagination import page_get
 from review.views.common import (
+    guidance_for,
     is_partial,
     reviewer_required,
 )
@@ -24,10 +28,18 @@ from review.views.common import (
 QUEUE_PAGE_SIZE = 50
 
 
+# A status the queue passes through inside one transaction (approve then apply):
+# its tab shows only when something is stuck in it.
+TRANSIENT = {CandidateStatus.APPROVED}
+
+
 def status_tabs(counts, capped):
-    return [(s, counts[s], s in capped) for s in CandidateStatus.values] + [
-        (selectors.ALL, counts[selectors.ALL], selectors.ALL in capped)
+    tabs = [
+        (s, counts[s], s in capped)
+        for s in CandidateStatus.values
+        if s not in TRANSIENT or counts[s]
     ]
+    return tabs + [(selectors.ALL, counts[selectors.ALL], selectors.ALL in capped)]
 
 
 def _queue_context(request, params) -> dict:
@@ -53,10 +65,17 @@ def _queue_context(request, params) -> dict:
     else:
         page = page_get(request, queue.candidates, QUEUE_PAGE_SIZE, params)
     query = params.urlencode() if hasattr(params, "urlencode") else ""
+    rows = list(page.object_list)
     return {
         "queue": queue,
         "filter": queue.filterset,
         "page": page,
+        "groups": selectors.queue_groups(rows),
+        "guidance": guidance_for(
+            [ns for ns in namespaces if ns.pk in {c.namespace_id for c in rows}]
+        ),
+        "match_count": page.paginator.count,
+        "match_capped": getattr(page.paginator, "capped", False),
         "counts": counts,
         "current_status": current,
         "status_tabs": status_tabs(counts, capped),
@@ -108,11 +127,26 @@ def candidates_bulk(request):
         note=form.cleaned_data["note"],
     )
     level = "success" if outcome.decided and not outcome.skipped_count else "warning"
-    return _bulk_response(request, query, back, level=level, text=outcome.summary())
+    response = _bulk_response(request, query, back, level=level, text=outcome.summary())
+    decided = outcome.decided + outcome.apply_failed
+    if decided and is_partial(request):
+        response["HX-Trigger"] = json.dumps(
+            {"fw:decided": {"ids": decided, "bulk": True}}
+        )
+    return response
+
+
+def queue_results_response(request, *, toasts, status=200):
+    """The list (#queue-results) of the page the request came from (HX-Current-URL),
+    with toasts: after an undo of a bulk decision."""
+    query = urlsplit(request.htmx.current_url or "").query
+    context = _queue_context(request, QueryDict(query))
+    context["toasts"] = toasts
+    return render(request, "review/queue.html#queue-results", context, status=status)
 
 
 def _bulk_response(
-    request, query: str, back: str, *, level: str, text: str, status=200
+    request, query: str, back: str, *, level: str, text: str, status=200, undo_ids=()
 ):
     if is_partial(request):
         if status >= 400:
@@ -127,6 +161,7 @@ def _bulk_response(
             return response
         context = _queue_context(request, QueryDict(query))
         context["toasts"] = [(level, text)]
+        context["undo_ids"] = list(undo_ids)
         return render(
             request, "review/queue.html#queue-results", context, status=status
         )

@@ -97,19 +97,23 @@ def test_edit_records_before_and_after_and_reaudits(
                 "playbook": playbook,
             },
         )
+    # The text is the rendering of the lesson read from it (learning.lessons).
     assert edited.content == "Always check the cabin class first."
+    assert (edited.polarity, edited.directive) == (
+        "do",
+        "always check the cabin class first",
+    )
+    assert edited.shape_classified
     assert edited.playbook == playbook
     event = AuditEvent.objects.get(action="edit")
     assert (
         event.actor == "rita" and event.note == "tighter" and event.candidate_id == c.pk
     )
-    assert event.data == {
-        "before": {"content": "Always check", "playbook": None},
-        "after": {
-            "content": "Always check the cabin class first.",
-            "playbook": "airline",
-        },
-    }
+    before, after = event.data["before"], event.data["after"]
+    assert (before["content"], before["playbook"]) == ("Always check", None)
+    assert after["content"] == "Always check the cabin class first."
+    assert after["playbook"] == "airline"
+    assert "rationale" not in after  # unchanged fields are not recorded
     assert audited == [c.pk]
 
 

@@ -256,10 +256,13 @@ def test_edit_before_approving_is_recorded(rclient, acme, monkeypatch):
     )
     html = response.content.decode()
     assert response.status_code == 200
-    assert "Check fare rules before rebooking" in html and "more precise" in html
+    assert "Check fare rules before rebooking." in html and "more precise" in html
     event = AuditEvent.objects.get(action="edit")
-    assert event.data["before"] == {"content": "Check fares"}
-    assert event.data["after"] == {"content": "Check fare rules before rebooking."}
+    assert event.data["before"]["content"] == "Check fares"
+    # The text is rendered from the lesson read from it.
+    assert event.data["after"]["content"] == "Check fare rules before rebooking."
+    assert event.data["after"]["directive"] == "check fare rules before rebooking"
+    assert "rationale" not in event.data["after"]
 
 
 def test_edit_with_invalid_input_keeps_the_form_open(rclient, acme):

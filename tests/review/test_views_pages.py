@@ -118,11 +118,12 @@ def test_activity_shows_the_trail_and_filters(rclient, acme):
         target_id=1,
     )
     html = rclient.get("/activity/").content.decode()
-    assert "looks right" in html and "old text" in html and "new text" in html
+    # The edit as a word-level diff.
+    assert "looks right" in html and "<del>old</del><ins>new</ins> text" in html
     assert "eve" not in html
     only_edits = rclient.get("/activity/?action=edit", **HX).content.decode()
     assert only_edits.lstrip().startswith('<div id="activity-results">')
-    assert "new text" in only_edits and "looks right" not in only_edits
+    assert "<ins>new</ins>" in only_edits and "looks right" not in only_edits
     by_actor = rclient.get("/activity/?actor=ad").content.decode()
     assert "looks right" in by_actor and "new text" not in by_actor
 

@@ -85,6 +85,7 @@ CONSOLE = {
     "": {"GET": REVIEWER},
     "queue/": {"GET": REVIEWER},
     "candidates/bulk/": {"POST": REVIEWER},
+    "candidates/undo/": {"POST": REVIEWER},
     "candidates/<int:pk>/": {"GET": REVIEWER},
     "candidates/<int:pk>/approve/": {"POST": REVIEWER},
     "candidates/<int:pk>/deny/": {"POST": REVIEWER},
@@ -92,6 +93,15 @@ CONSOLE = {
     "candidates/<int:pk>/edit/": {"POST": REVIEWER},
     "candidates/<int:pk>/findings/<str:finding_id>/dismiss/": {"POST": REVIEWER},
     "candidates/<int:pk>/release/": {"POST": REVIEWER},
+    "candidates/<int:pk>/reopen/": {"POST": REVIEWER},
+    "candidates/<int:pk>/recall/": {"GET": REVIEWER},
+    "memories/": {"GET": REVIEWER},
+    "memories/<int:memory_id>/": {"GET": REVIEWER, "POST": ADMIN},
+    "memories/<int:memory_id>/retire/": {"POST": ADMIN},
+    "guidance/<slug:ns>/": {"GET": ADMIN},
+    "guidance/<slug:ns>/guidelines/": {"POST": ADMIN},
+    "guidance/<slug:ns>/reasons/": {"POST": ADMIN},
+    "guidance/<slug:ns>/tags/": {"POST": ADMIN},
     "runs/": {"GET": REVIEWER},
     "runs/<uuid:pk>/": {"GET": REVIEWER},
     "activity/": {"GET": REVIEWER},
@@ -126,6 +136,8 @@ CONSOLE = {
     "playbooks/<slug:ns>/<slug:slug>/rollout/policy/": {"POST": ADMIN},
     "playbooks/<slug:ns>/<slug:slug>/rollout/promote/": {"POST": ADMIN},
     "playbooks/<slug:ns>/<slug:slug>/rollout/abort/": {"POST": ADMIN},
+    "playbooks/<slug:ns>/<slug:slug>/recall/": {"GET": REVIEWER},
+    "playbooks/<slug:ns>/<slug:slug>/compare/": {"GET": REVIEWER},
 }
 
 # Django's own admin site: staff only, checked separately below.
@@ -217,7 +229,7 @@ def _world(namespace: Namespace, mark: str) -> dict:
         text=f"1. Look up the order {mark}\n",
         actor="setup",
     )
-    memories.memory_create(
+    memory = memories.memory_create(
         namespace=namespace,
         kind="durable_fact",
         content=f"Basic economy cannot be changed {mark}",
@@ -236,6 +248,7 @@ def _world(namespace: Namespace, mark: str) -> dict:
         "candidate": candidate,
         "skill": skill,
         "webhook": webhook,
+        "memory": memory,
     }
 
 
@@ -251,6 +264,7 @@ def _url(route: str, world: dict) -> str:
         "<int:number>": "1",
         "<int:webhook_id>": str(world["webhook"].pk),
         "<str:finding_id>": "0123456789ab",
+        "<int:memory_id>": str(world["memory"].pk),
         "<str:export_format>": "episodes",
         "<slug:ns>": world["namespace"].slug,
         "<slug:slug>": world["skill"].slug
@@ -261,7 +275,7 @@ def _url(route: str, world: dict) -> str:
     for converter, value in values.items():
         path = path.replace(converter, value)
     assert "<" not in path, f"no test value for a converter in {route}"
-    if route.endswith("/context/"):
+    if route.endswith("/context/") or route.endswith("/recall/"):
         path += "?task=rebook"
     return path
 

@@ -456,6 +456,8 @@ WORST: dict[str, dict[str, R]] = {
     },
     "playbooks.apply._HUNK": {"hunks": rep("@@ -1,1 +1,1 @@ ")},
     "playbooks.recall._WORD": {},
+    # word_diff's tokens (\S+|\s+): alternating runs, then one long run of each.
+    "playbooks.versions._WORDS": {"alternating": rep("a \t"), "run": rep("ab")},
     "learning.reflectors.prompt._WORDS": {},
     # --- the audits' readings of a lesson (learning.text.readings, similarity) -----
     **{
