@@ -46,7 +46,6 @@ react-log: a ReAct text log (the Reflexion repository's HotpotQA runs), one run 
 
 from __future__ import annotations
 
-import ast
 import gzip
 import hashlib
 import io
@@ -58,7 +57,7 @@ from pathlib import Path
 from typing import Any
 
 from learning.formats.react_log import react_block_payload, react_log_blocks
-from learning.formats.swe_agent import swe_agent_payload
+from learning.formats.swe_agent import loose_value, swe_agent_payload
 from learning.limits import MAX_ERROR_MESSAGE
 from learning.models import Namespace
 from learning.services.payloads import PayloadInvalid, run_clean
@@ -410,23 +409,15 @@ def messages_to_steps(messages: list) -> tuple[list[dict], dict[str, int]]:
 def _calls_list(raw: Any) -> list:
     """An assistant message's tool calls: a list, or that list serialised as a string
     (JSON, or Python's repr as SWE-agent writes it)."""
-    if isinstance(raw, str) and raw.strip():
-        raw = _literal(raw)
+    raw = _loose_bounded(raw)
     return [c for c in raw if isinstance(c, dict)] if isinstance(raw, list) else []
 
 
-def _literal(text: str) -> Any:
-    """A JSON or Python-literal value written as text ([] when it is neither)."""
-    if len(text) > DESCRIPTION_LIMIT:
-        return []
-    try:
-        return json.loads(text)
-    except ValueError:
-        pass
-    try:
-        return ast.literal_eval(text)
-    except (ValueError, SyntaxError, MemoryError, RecursionError):
-        return []
+def _loose_bounded(raw: Any) -> Any:
+    """`loose_value`, with text longer than a step keeps left unparsed."""
+    if isinstance(raw, str) and len(raw) > DESCRIPTION_LIMIT:
+        return None
+    return loose_value(raw)
 
 
 def _call_id(message: dict) -> str:
@@ -436,7 +427,7 @@ def _call_id(message: dict) -> str:
         return str(message["tool_call_id"])[:200]
     ids = message.get("tool_call_ids")
     if isinstance(ids, str):
-        ids = _literal(ids) if ids.strip().startswith("[") else [ids]
+        ids = _loose_bounded(ids) if ids.strip().startswith("[") else [ids]
     if isinstance(ids, list) and ids:
         return str(ids[0])[:200]
     return ""

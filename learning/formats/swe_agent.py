@@ -59,8 +59,9 @@ def _text(content: Any) -> str:
     return json.dumps(content, ensure_ascii=False)
 
 
-def _loose(value: Any) -> Any:
-    """SWE-agent writes some lists as Python reprs ("[{'function': …}]")."""
+def loose_value(value: Any) -> Any:
+    """A value that may be written as text: SWE-agent writes some lists as Python
+    reprs ("[{'function': …}]"), other logs as JSON (None when it is neither)."""
     if not isinstance(value, str):
         return value
     text = value.strip()
@@ -96,7 +97,7 @@ def _command_tool(action: str) -> str:
 
 
 def _call_steps(*, action: str, tool_calls: Any) -> list[dict]:
-    calls = _loose(tool_calls)
+    calls = loose_value(tool_calls)
     steps = []
     if isinstance(calls, list) and calls:
         for call in calls:
@@ -104,7 +105,7 @@ def _call_steps(*, action: str, tool_calls: Any) -> list[dict]:
                 continue
             function = call.get("function") or {}
             name = str(function.get("name") or _command_tool(action))[:200]
-            arguments = _loose(function.get("arguments"))
+            arguments = loose_value(function.get("arguments"))
             if not isinstance(arguments, dict):
                 arguments = {"command": action.strip()}
             steps.append(
@@ -153,7 +154,7 @@ def _history_steps(history: list) -> tuple[str, list[dict]]:
         elif not task and role == "user":
             task = _text(message.get("content"))
         else:
-            ids = _loose(message.get("tool_call_ids"))
+            ids = loose_value(message.get("tool_call_ids"))
             result = {"call_id": str(ids[0])} if isinstance(ids, list) and ids else {}
             steps.append(
                 {
