@@ -493,10 +493,50 @@ def test_a_change_no_successful_run_made_is_questioned():
         task="Exchange 2 shirts in order A1",
     )
     found = by_family(lessons(failed, winners))
-    assert found["extra"].content.startswith("Before calling `cancel_order`")
+    # The winners show which change the task wanted: the lesson is bound to it, and
+    # says what to avoid, not "check the task" for every later `cancel_order`.
+    extra = found["extra"]
+    assert extra.content == (
+        "When the task asks to exchange items, do not call `cancel_order`."
+    )
+    assert extra.kind == "strategy_harmful" and extra.polarity == "avoid"
     assert (
         found["missing"].content
         == "When the task asks to exchange items, call `exchange_items` before finishing."
+    )
+
+
+def test_a_change_where_successful_runs_changed_nothing_is_questioned():
+    """Successful runs of the task changed nothing (they refused): there is no wanted
+    change to bind the lesson to, so it asks to check the call against the task and
+    the rules."""
+
+    def refused():
+        return view(
+            [
+                say("user", "Cancel order A1"),
+                call("get_order", order_id="A1"),
+                obs('{"order_id": "A1", "status": "delivered"}'),
+                say("assistant", "A delivered order cannot be cancelled."),
+            ],
+            task="Cancel order A1",
+            status="success",
+        )
+
+    failed = view(
+        [
+            say("user", "Cancel order A1"),
+            call("get_order", order_id="A1"),
+            obs('{"order_id": "A1", "status": "delivered"}'),
+            call("cancel_order", order_id="A1"),
+            obs('{"order_id": "A1", "status": "cancelled"}'),
+        ],
+        task="Cancel order A1",
+    )
+    extra = by_family(lessons(failed, [refused(), refused()]))["extra"]
+    assert extra.content == (
+        "Before calling `cancel_order`, check that the task asks for this step and "
+        "the rules allow it."
     )
 
 

@@ -193,6 +193,9 @@ def _same_task(ctx: Context) -> list[Lesson]:
                     base=0.65,
                     provenance="contrast",
                     related={w.run.id: [] for w in winners},
+                    wanted=[
+                        t for t, k in won.most_common() if t in changes and 2 * k >= n
+                    ],
                 )
             )
     return lessons

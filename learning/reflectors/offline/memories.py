@@ -28,6 +28,15 @@ _ANSWER_OPENING = re.compile(
     re.I,
 )
 _SENTENCE = re.compile(r"(?<=[.!?])\s+|\n+")
+# A clause joined before the preference ("I'll depart on May 20, and I prefer …") and
+# a consequence after it ("…, so I'd like to choose Flight HAT072") belong to this run,
+# not to the preference.
+_JOINED_BEFORE = re.compile(r"[,;]\s*(?:and|but)\s|;\s*", re.I)
+_CONSEQUENCE_AFTER = re.compile(r",?\s(?:so|and so|which is why|therefore)\s", re.I)
+_CONDITION_OPENING = re.compile(
+    r"^\s*(?:when|whenever|if|unless|for|on|as|while|after|before)\b", re.I
+)
+MAX_FILLER_WORDS = 4
 MAX_FACT_FIELDS = 6
 
 
@@ -39,6 +48,35 @@ def _asked(ctx: Context, message: Message) -> bool:
         and before[-1].role != message.role
         and "?" in before[-1].text[-200:]
     )
+
+
+def preference_clause(sentence: str) -> str:
+    """The clause of `sentence` that states the lasting preference: without a clause
+    joined before it, a short opener ("One last thing, …") or a consequence after it.
+    A condition that opens the sentence ("When I fly, I always …") is kept."""
+    match = _LASTING.search(sentence)
+    if match is None:
+        return sentence
+    start, end = 0, len(sentence)
+    joins = [j for j in _JOINED_BEFORE.finditer(sentence, 0, match.start())]
+    if joins:
+        start = joins[-1].end()
+    else:
+        head = sentence[: match.start()]
+        if (
+            head.rstrip().endswith(",")
+            and len(head.split()) <= MAX_FILLER_WORDS
+            and not _CONDITION_OPENING.match(head)
+        ):
+            start = match.start()
+    after = _CONSEQUENCE_AFTER.search(sentence, match.end())
+    if after is not None:
+        end = after.start()
+    clause = sentence[start:end].strip().rstrip(",;")
+    if not clause:
+        return sentence
+    clause = clause[0].upper() + clause[1:]
+    return clause if clause[-1] in ".!?" else clause + "."
 
 
 def _preferences(ctx: Context) -> list[Lesson]:
@@ -54,6 +92,7 @@ def _preferences(ctx: Context) -> list[Lesson]:
                 continue
             if answering and _ANSWER_OPENING.match(sentence):
                 continue  # "No, I never want insurance" answers the question asked
+            sentence = preference_clause(sentence)
             lessons.append(
                 Lesson(
                     kind="preference",

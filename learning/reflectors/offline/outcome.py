@@ -228,7 +228,28 @@ def extra_call(
     provenance,
     related=None,
     consistency=1.0,
+    wanted=(),
 ) -> Lesson:
+    """The lesson for a state-changing call the task did not want. When the evidence
+    shows which change the task did want (`wanted`: the evaluator's expected changes,
+    or what successful runs of the same task changed), the lesson is bound to that
+    situation ("When the task asks to X, do not call `Y`"); otherwise it asks to check
+    the call against the task and the rules."""
+    instead = next((tool for tool in wanted if tool != call.tool), None)
+    if instead is not None:
+        return strategy(
+            key=f"extra|{call.tool}|{instead}",
+            when=f"the task asks to {humanize(instead)}",
+            directive=f"call `{call.tool}`",
+            polarity="avoid",
+            why=why,
+            steps=call.steps,
+            base=base,
+            provenance=provenance,
+            related=related,
+            consistency=consistency,
+            root_cause=True,
+        )
     return strategy(
         key=f"extra|{call.tool}",
         when=f"before calling `{call.tool}`",
@@ -282,6 +303,7 @@ def _action_lessons(ctx: Context) -> list[Lesson]:
                 why=f"step {call.step}: `{call.tool}` changed state the evaluator did not expect to change",
                 base=0.6,
                 provenance="failure",
+                wanted=[t for t in expected if t in ctx.tools.changes],
             )
         )
     return lessons
