@@ -15,6 +15,7 @@ from learning.reflectors.offline import OfflineReflector, run_parse
 from learning.reflectors.offline.knowledge import tool_knowledge
 from learning.reflectors.offline.rules import rules_check
 from learning.reflectors.offline.signals import error_signal
+from learning.reflectors.offline.text import question_form
 
 
 def call(tool, **args):
@@ -405,6 +406,28 @@ def test_a_wrong_final_answer_is_read_against_the_gold_answer_and_the_question_f
     # A bare "what" names no kind of question: such a lesson would fit any question.
     run.task_description = "What is the given name of the author once Juliet Hulme?"
     assert "answer" not in by_family(lessons(run))
+    # Nor does "what" before a preposition ("presented what about his works?").
+    run.task_description = "The term presented what about the author's works?"
+    assert "answer" not in by_family(lessons(run))
+
+
+@pytest.mark.parametrize(
+    "question, form",
+    [
+        ("What year did the magazine close?", "what year"),
+        # the noun the phrase asks for, not the adjective before it
+        (
+            "The union serves what public research university that opened in 1966?",
+            "what university",
+        ),
+        ("Woman's Era and Naj are what kind of magazines?", "what kind"),
+        ("In which movie did the sisters act together?", "which movie"),
+        ("In which the sisters acted together?", "which"),
+        ("The play presented what about his works?", "what"),
+    ],
+)
+def test_the_question_form_names_the_kind_of_thing_asked_for(question, form):
+    assert question_form(question) == f"the question asks “{form}”"
 
 
 def test_an_answer_no_observation_states_is_unsupported():
@@ -440,9 +463,10 @@ def test_expected_actions_name_the_change_left_out_and_the_one_not_asked_for():
         found["missing"].content
         == "When the task asks to exchange items, call `exchange_items` before finishing."
     )
+    # The change the evaluator wanted is known: the lesson is bound to it.
     assert (
         found["extra"].content
-        == "Before calling `cancel_order`, check that the task asks for this step and the rules allow it."
+        == "When the task asks to exchange items, do not call `cancel_order`."
     )
     assert found["extra"].step_indexes == [2, 3]
 

@@ -303,7 +303,9 @@ def _action_lessons(ctx: Context) -> list[Lesson]:
                 why=f"step {call.step}: `{call.tool}` changed state the evaluator did not expect to change",
                 base=0.6,
                 provenance="failure",
-                wanted=[t for t in expected if t in ctx.tools.changes],
+                # the changes the evaluator wanted: known changes, and calls no run
+                # made (what a change the runs never made does is unknown)
+                wanted=[t for t in expected if t in ctx.tools.changes or t not in seen],
             )
         )
     return lessons

@@ -112,7 +112,38 @@ def question_form(task: str) -> str:
     if not found:
         return ""
     match = found[0] if found[0].start() == 0 else found[-1]
-    return f"the question asks “{' '.join(match.group(1).lower().split())}”"
+    form = " ".join(match.group(1).lower().split())
+    if form.split()[0] in ("what", "which") and " " in form:
+        form = _head_noun_form(form.split()[0], text[match.start() :])
+    return f"the question asks “{form}”"
+
+
+# Words that end the noun phrase after "what"/"which": prepositions, pronouns,
+# determiners and verbs. "what about his works" has no noun; "what public research university that
+# …" is asking for a university.
+_PHRASE_ENDS = frozenset(
+    "about above after against among around as at before behind between by during "
+    "for from in into like near of off on onto over per since through to toward "
+    "towards under upon with within without that which who whom whose where when "
+    "is are was were be been being am has have had do does did can could shall "
+    "should will would may might must and or but nor so yet also both either "
+    "neither not the a an this these those his her its their my our your".split()
+)
+MAX_PHRASE_WORDS = 3
+
+
+def _head_noun_form(word: str, question: str) -> str:
+    """`word` ("what"/"which") with the last word of the noun phrase after it, or alone
+    when no noun follows."""
+    head = ""
+    for raw in question.split()[1 : 1 + MAX_PHRASE_WORDS]:
+        bare = raw.strip(",.;:?!\"'“”‘’()")
+        if not bare.isalpha() or not bare.islower() or bare in _PHRASE_ENDS:
+            break
+        head = bare
+        if bare != raw:
+            break  # punctuation ends the phrase
+    return f"{word} {head}" if head else word
 
 
 def humanize(tool: str) -> str:
