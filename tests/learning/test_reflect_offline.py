@@ -769,3 +769,23 @@ def test_a_rule_set_is_checked_field_by_field():
         p.startswith("rules.0.match: not a regular expression") for p in problems
     )
     assert "rules.0.directive: required text" in problems
+
+
+def test_a_failure_inside_a_pipeline_is_the_failing_programs():
+    """`echo … | base64 -d` answering "base64: invalid input" is a failure of
+    `base64`: the lesson names it, not `echo`."""
+    run = view(
+        [
+            think("Decode the message."),
+            command("echo 'aGVsbG8gd29ybGQ' | base64 -d"),
+            obs("hello worlbase64: invalid input"),
+            think("Give up."),
+        ],
+        task="Decode the secret message in message.txt",
+    )
+    lesson = by_family(lessons(run))["error"]
+    assert lesson.content.startswith("When calling `base64`,")
+    assert "echo" not in lesson.content and "`base64` answered" in lesson.why
+    # Without a later program named in the error, the call's own tool keeps it.
+    run.steps[2].description = "invalid input"
+    assert by_family(lessons(run))["error"].content.startswith("When calling `echo`,")

@@ -382,6 +382,7 @@ WORST: dict[str, dict[str, R]] = {
     "learning.reflectors.offline.conversation._ASKS": {},
     "learning.reflectors.offline.conversation._CANNOT": {},
     "learning.reflectors.offline.conversation._FIELD": {},
+    "learning.reflectors.offline.failures._COMMAND_SEPARATOR": {},
     "learning.reflectors.offline.failures._INTENT": {},
     "learning.reflectors.offline.feedback._CORRECTION": {},
     "learning.reflectors.offline.feedback._PAST": {},

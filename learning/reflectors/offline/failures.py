@@ -27,6 +27,8 @@ _INTENT = re.compile(
     r"confirm (?:the )?(?:bug|issue|error)|trigger (?:the )?(?:bug|error)",
     re.I,
 )
+# Where one shell command ends and the next begins: `echo … | base64 -d`.
+_COMMAND_SEPARATOR = re.compile(r"\|\|?|&&|;")
 FIX_DIRECTIVES = {
     "quotes": "pass {arg} without quotation marks",
     "case": "write {arg} with the capitalisation an earlier result uses",
@@ -50,6 +52,19 @@ def provoked(ctx: Context, call: Call) -> bool:
     said = stems(call.error.message)
     task = stems(ctx.run.task_description)
     return len(said) >= 3 and len(said & task) >= max(3, 0.6 * len(said))
+
+
+def failing_program(call: Call) -> str:
+    """The program that failed in a shell pipeline, when the error names a later one
+    than the call's own (`echo … | base64 -d` answering "base64: invalid input" is a
+    failure of `base64`, not of `echo`); the call's tool otherwise."""
+    command = call.args.get("command") if list(call.args) == ["command"] else None
+    if not isinstance(command, str):
+        return call.tool
+    segments = [seg.split() for seg in _COMMAND_SEPARATOR.split(command)]
+    later = [words[0].rsplit("/", 1)[-1] for words in segments[1:] if words]
+    message = call.error.message
+    return next((p for p in later if p != call.tool and f"{p}:" in message), call.tool)
 
 
 def _next_same_tool(ctx: Context, call: Call) -> Call | None:
@@ -91,19 +106,19 @@ def _arg_phrase(call: Call, keys: list[str]) -> str:
     return "its arguments"
 
 
-def _directive(ctx: Context, call: Call, keys: list[str]) -> str:
+def _directive(ctx: Context, call: Call, keys: list[str], tool: str) -> str:
     error = call.error
     args = _arg_phrase(call, keys)
     said = quoted(error.shape) if error.shape else "an error"
     if error.category == "syntax":
-        return f"check the syntax of {args} before sending it, since `{call.tool}` rejects a change with {said}"
+        return f"check the syntax of {args} before sending it, since `{tool}` rejects a change with {said}"
     if error.category in ("not_found", "no_results"):
         values = [norm_value(call.args[k]) for k in keys or call.args if k in call.args]
         if values and not _seen_before(ctx, call, values):
             return f"take {args} from an earlier result instead of guessing, since an unknown value gets {said}"
-        return f"check that {args} names something that exists, since `{call.tool}` answers {said} otherwise"
+        return f"check that {args} names something that exists, since `{tool}` answers {said} otherwise"
     if error.category == "timeout":
-        return f"split long or interactive work into shorter steps, since `{call.tool}` was stopped with {said}"
+        return f"split long or interactive work into shorter steps, since `{tool}` was stopped with {said}"
     if list(call.args) == ["command"]:
         if error.category in ("exception", "exit"):
             return f"check the command before running it, since it failed with {said}"
@@ -123,7 +138,9 @@ def _seen_before(ctx: Context, call: Call, values: list[str]) -> bool:
 def _error_lessons(ctx: Context, failing: list[Call]) -> list[Lesson]:
     groups: dict[tuple[str, str], list[Call]] = {}
     for call in failing:
-        groups.setdefault((call.tool, shape_key(call.error.shape)), []).append(call)
+        groups.setdefault(
+            (failing_program(call), shape_key(call.error.shape)), []
+        ).append(call)
     lessons = []
     for (tool, shape), calls in groups.items():
         first = calls[0]
@@ -150,7 +167,7 @@ def _error_lessons(ctx: Context, failing: list[Call]) -> list[Lesson]:
             strategy(
                 key=f"error|{tool}|{shape}",
                 when=f"calling `{tool}`",
-                directive=_directive(ctx, first, keys),
+                directive=_directive(ctx, first, keys, tool),
                 why=(
                     f"step {first.step}: `{tool}` answered “{first.error.message}”{times}"
                     + (" and a retry with other values worked" if recovered else "")
