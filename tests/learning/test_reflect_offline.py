@@ -381,6 +381,34 @@ def test_ignored_suggestions_and_quoted_queries_are_lessons():
     assert all("Scat" not in lesson.content for lesson in found.values())
 
 
+def test_alternatives_that_name_something_else_are_no_lesson():
+    """`Search` offered titles that do not name what was searched for: trying one of
+    them would not have found it, so ignoring them is no mistake."""
+
+    def searched(similar):
+        return view(
+            [
+                bracket("Search", "British physicist", "entity"),
+                obs(f"Could not find [British physicist]. Similar: {similar}"),
+                bracket("Search", "chief scientific adviser", "entity"),
+                obs("Could not find [chief scientific adviser]. Similar: []"),
+                bracket("Finish", "Patrick Vallance", "answer"),
+            ],
+            task="Who is a British physicist and chief scientific adviser?",
+            task_type="hotpotqa",
+            metrics={
+                "expected_answer": "Robert May",
+                "final_answer": "Patrick Vallance",
+            },
+        )
+
+    unrelated = searched("['J. J. Thomson', 'John Ellis', 'Cathode ray']")
+    assert "suggest" not in by_family(lessons(unrelated))
+    # One that holds the words searched for is the title the search meant.
+    close = searched("['J. J. Thomson', 'List of British physicists']")
+    assert "suggest" in by_family(lessons(close))
+
+
 # --- the outcome ----------------------------------------------------------------------------
 
 

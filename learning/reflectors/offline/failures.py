@@ -283,6 +283,30 @@ def _loop_lessons(ctx: Context, failing: list[Call], covered: set) -> list[Lesso
     return lessons
 
 
+MIN_CLOSE_STEMS = 2
+
+
+def _names_what_was_tried(call: Call) -> bool:
+    """One of the offered alternatives names what the call asked for: it holds every
+    word of the value tried, or the value holds all of its words (two or more), or
+    they share two thirds of the value's words. "Gator Country guitarist" offered
+    'Gator Country' is close; "British physicist" offered 'J. J. Thomson' is not."""
+    tried = [stems(v) for v in call.args.values() if isinstance(v, str)]
+    for offered in call.error.suggestions:
+        words = stems(offered)
+        for value in tried:
+            if not value or not words:
+                continue
+            shared = len(value & words)
+            if (
+                value <= words
+                or (words <= value and len(words) >= MIN_CLOSE_STEMS)
+                or shared >= max(MIN_CLOSE_STEMS, -(-2 * len(value) // 3))
+            ):
+                return True
+    return False
+
+
 def _suggestion_lessons(
     ctx: Context, failing: list[Call], covered: set
 ) -> list[Lesson]:
@@ -292,8 +316,8 @@ def _suggestion_lessons(
     for call in failing:
         tried = {norm_value(v) for v in call.args.values()}
         offered = {norm_value(s) for s in call.error.suggestions} - tried
-        if not offered:
-            continue
+        if not offered or not _names_what_was_tried(call):
+            continue  # no alternative names what was asked for: none was the answer
         retry = _next_same_tool(ctx, call)
         if retry is not None and (
             not retry.failed
