@@ -817,3 +817,33 @@ def test_a_failure_inside_a_pipeline_is_the_failing_programs():
     # Without a later program named in the error, the call's own tool keeps it.
     run.steps[2].description = "invalid input"
     assert by_family(lessons(run))["error"].content.startswith("When calling `echo`,")
+
+
+def test_an_answer_the_reasoning_inferred_is_unsupported():
+    """An observation mentions the answer, but the thought before it says it "must be"
+    the answer: inferred, not read — the lesson cites that thought."""
+
+    def answered(thought):
+        return view(
+            [
+                bracket("Search", "Nicholas II", "entity"),
+                obs("Nicholas II abdicated in 1917, during World War I."),
+                think(thought),
+                bracket("Finish", "World War I", "answer"),
+            ],
+            task="During what war were the two countries rivals after the abdication?",
+            task_type="hotpotqa",
+            metrics={"expected_answer": "the Cold War", "final_answer": "World War I"},
+        )
+
+    lesson = by_family(lessons(answered("So the war after it must be World War I.")))[
+        "answer"
+    ]
+    assert lesson.content == (
+        "When the question asks “what war”, call `Finish` only with an answer an "
+        "observation states, and search further when none does."
+    )
+    assert lesson.step_indexes == [2, 3] and "“must be”" in lesson.why
+    # Read, not inferred: the same answer teaches nothing here.
+    read = answered("The observation says World War I.")
+    assert "answer" not in by_family(lessons(read))

@@ -394,6 +394,7 @@ WORST: dict[str, dict[str, R]] = {
     "learning.reflectors.offline.feedback._WANTED": {},
     "learning.reflectors.offline.knowledge._DONE": {},
     "learning.reflectors.offline.memories._ANSWER_OPENING": {},
+    "learning.reflectors.offline.outcome._INFERRED": {},
     "learning.reflectors.offline.memories._CONDITION_OPENING": {},
     "learning.reflectors.offline.memories._CONSEQUENCE_AFTER": {},
     "learning.reflectors.offline.memories._JOINED_BEFORE": {},

@@ -125,6 +125,39 @@ _ANY_QUESTION = frozenset(
 )
 
 
+# The reasoning before an answer says it was inferred, not read: "So the war … must
+# be World War I." (No successful run of the development sets reasons so.)
+_INFERRED = re.compile(
+    r"\b(?:must be|must have been|probably|presumably|i guess|i assume|"
+    r"i(?:'d| would) guess|might be|is likely|was likely)\b",
+    re.I,
+)
+
+
+def _guessed(ctx: Context, answer_step: int | None) -> tuple[int, str] | None:
+    """The thought just before the answer, when it infers the answer: (step, words)."""
+    if answer_step is None:
+        return None
+    before = [t for t in ctx.me.thoughts if t.step < answer_step]
+    if not before or answer_step - before[-1].step > 2:
+        return None
+    match = _INFERRED.search(before[-1].text)
+    return (before[-1].step, match.group(0)) if match else None
+
+
+def _answer_why(answer, gold, seen, relation, guess) -> str:
+    why = f"the run answered “{answer[:80]}”"
+    if gold is not None:
+        why += f"; the expected answer was “{str(gold)[:80]}”"
+    if seen is not None:
+        why += f", which step {seen} had stated"
+    elif relation == "unsupported" and guess:
+        why += f"; step {guess[0]} inferred it (“{guess[1]}”) where no observation states it"
+    elif relation == "unsupported":
+        why += "; no observation states that answer"
+    return why
+
+
 def _answer_lessons(ctx: Context) -> list[Lesson]:
     gold = metric(ctx.run.metrics, GOLD_KEYS)
     if not ctx.failed or (gold is None and metric(ctx.run.metrics, FINAL_KEYS) is None):
@@ -146,16 +179,14 @@ def _answer_lessons(ctx: Context) -> list[Lesson]:
         relation = "unsupported"
     if not relation and seen is not None and not set(_tokens(str(gold))) <= _YES_NO:
         relation = "overlooked-choice" if "choose" in form else "overlooked"
+    guess = _guessed(ctx, at)
+    if not relation and guess:
+        relation = "unsupported"  # mentioned by an observation, but not as the answer
     if not relation:
         return []
-    steps = ([at] if at is not None else []) + ([seen] if seen is not None else [])
-    why = f"the run answered “{answer[:80]}”"
-    if gold is not None:
-        why += f"; the expected answer was “{str(gold)[:80]}”"
-    if seen is not None:
-        why += f", which step {seen} had stated"
-    elif relation == "unsupported":
-        why += "; no observation states that answer"
+    inferred = guess[0] if guess and supported else None
+    steps = [s for s in (at, seen, inferred) if s is not None]
+    why = _answer_why(answer, gold, seen, relation, guess if supported else None)
     return [
         strategy(
             key=f"answer|{relation}|{form}",
