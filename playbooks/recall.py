@@ -354,8 +354,11 @@ LEARNED_FULL = 0.6
 GENERAL_MAX = 3  # lessons for any situation (no `when`) half as relevant, at most
 
 
+@lru_cache(maxsize=16384)
 def _stems(text: str) -> frozenset[str]:
-    """Content stems as text search sees them (identifiers split at underscores)."""
+    """Content stems as text search sees them (identifiers split at underscores).
+    Cached: a recall reads each lesson's texts twice (rarity, relevance) and the same
+    lessons come back recall after recall (the fill, the common matches)."""
     return (
         frozenset(
             stem(w) for w in index_words(text) if w not in STOPWORDS and len(w) > 2
@@ -425,7 +428,11 @@ def _rarity(found: list[Scored]):
             words = words | example
         counts.update(words)
     n = len(found)
-    return lambda word: math.log((n + 1) / (counts.get(word, 0) + 0.5))
+    weights = {
+        word: math.log((n + 1) / (count + 0.5)) for word, count in counts.items()
+    }
+    unseen = math.log((n + 1) / 0.5)
+    return lambda word: weights.get(word, unseen)  # computed once per word
 
 
 def _score(item: Scored, now: datetime) -> float:
