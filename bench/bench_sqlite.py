@@ -11,6 +11,7 @@ is the backlog alone. Prints `sqlite_ingest_p95_ms_b20` (request time), the erro
 (runs reflected per second while posting ÷ alone)."""
 
 import os
+import shutil
 import sys
 import tempfile
 import threading
@@ -125,6 +126,7 @@ def main() -> dict:
     finally:
         process_stop(worker)
         process_stop(server)
+        shutil.rmtree(folder, ignore_errors=True)
     assert done2 < len(pending), "the backlog ran out: the busy rate is not measured"
     idle_rate = (done1 - done0) / (t1 - t0)
     busy_rate = (done2 - done1) / (t2 - t1)
