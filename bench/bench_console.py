@@ -31,25 +31,36 @@ CHROMIUM = os.environ.get("FLYWHEEL_CHROMIUM", "/usr/bin/chromium")
 
 INSTRUMENT = """
 (() => {
-  const fw = window.__fw = {armed: false, t0: null, acted: null, samples: []};
+  const fw = window.__fw = {armed: false, t0: null, acted: null, samples: [],
+                            t1: null, answered: []};
   document.addEventListener("keydown", (e) => {
     if (!fw.armed) return;
     fw.armed = false;
-    fw.t0 = performance.now();
+    fw.t0 = fw.t1 = performance.now();
     const sel = document.querySelector("table[data-keyboard-list] tr.selected");
     fw.acted = sel ? sel.id : null;
   }, true);
   new MutationObserver((mutations) => {
-    if (fw.t0 === null) return;
     for (const m of mutations) {
-      const el = m.target;
-      if (el.tagName === "TR" && el.id !== fw.acted && el.classList.contains("selected")) {
-        fw.samples.push(performance.now() - fw.t0);
-        fw.t0 = null;
-        return;
+      if (fw.t0 !== null && m.type === "attributes") {
+        const el = m.target;
+        if (el.tagName === "TR" && el.id !== fw.acted && el.classList.contains("selected")) {
+          fw.samples.push(performance.now() - fw.t0);
+          fw.t0 = null;
+        }
+      }
+      if (fw.t1 !== null && m.type === "childList") {
+        for (const n of m.addedNodes) {
+          if (n.id === fw.acted && !n.classList.contains("st-pending")) {
+            fw.answered.push(performance.now() - fw.t1);
+            fw.t1 = null;
+            break;
+          }
+        }
       }
     }
-  }).observe(document, {subtree: true, attributes: true, attributeFilter: ["class"]});
+  }).observe(document, {subtree: true, childList: true, attributes: true,
+                        attributeFilter: ["class"]});
 })();
 """
 
@@ -142,12 +153,18 @@ def static_router(page):
 
 
 def measured(page, before: int, timeout_s: float = 15.0) -> bool:
-    """Wait for the in-page sample of this action. Polled from here: the page's CSP
-    (script-src 'self') forbids the eval that `wait_for_function` needs, and the
-    figure is taken in the page, so polling does not change it."""
+    """Wait for both in-page samples of this action (the next row highlighted, the
+    server's answer swapped in), so actions never overlap. Polled from here: the
+    page's CSP (script-src 'self') forbids the eval that `wait_for_function` needs,
+    and the figures are taken in the page, so polling does not change them."""
     deadline = time.monotonic() + timeout_s
     while time.monotonic() < deadline:
-        if page.evaluate("window.__fw.samples.length") > before:
+        if (
+            page.evaluate(
+                "Math.min(window.__fw.samples.length, window.__fw.answered.length)"
+            )
+            > before
+        ):
             return True
         time.sleep(0.005)
     return False
@@ -176,7 +193,7 @@ def triage(base: str, cookie: str) -> dict:
         server_ms = []
         for i in range(ACTIONS):
             key = PATTERN[i % len(PATTERN)]
-            before = page.evaluate("window.__fw.samples.length")
+            before = page.evaluate("window.__fw.answered.length")
             if key == "d":
                 page.keyboard.press("d")
                 page.wait_for_selector("#deny-dialog[open]")
@@ -197,8 +214,13 @@ def triage(base: str, cookie: str) -> dict:
                 )
             )
         samples = page.evaluate("window.__fw.samples")
+        answered = page.evaluate("window.__fw.answered")
         browser.close()
-    return {"samples": samples, "server": [s for s in server_ms if s is not None]}
+    return {
+        "samples": samples,
+        "answered": answered,
+        "server": [s for s in server_ms if s is not None],
+    }
 
 
 def main() -> dict:
@@ -246,6 +268,9 @@ def main() -> dict:
     return {
         "console_key_to_next_row_ms_median": round(statistics.median(samples), 1),
         "console_key_to_next_row_ms_p95": round(p95, 1),
+        "console_key_to_answer_ms_median": round(
+            statistics.median(measured["answered"]), 1
+        ),
         "console_action_server_ms_median": round(
             statistics.median(measured["server"]), 1
         ),

@@ -2,9 +2,11 @@
    enhancement: without this file every action still works as a form POST).
 
    One cursor (the selected row), moved by the client only: an action swaps just
-   its row (plus counters out of band) and, once the server has answered, the cursor
-   moves to the next open row — exactly once per action. Keys pressed while an
-   action is in flight wait their turn, so fast typing never skips or repeats. */
+   its row (plus counters out of band). The cursor moves to the next open row as
+   soon as the key is pressed — exactly once per action — while the acted row is
+   marked as sending; the server's answer stays authoritative: a refused or failed
+   action puts the cursor back on its row, which shows the error. Actions are sent
+   one at a time in the order of the keys, so fast typing never skips or repeats. */
 (function () {
   "use strict";
 
@@ -17,7 +19,10 @@
     return tag === "INPUT" || tag === "TEXTAREA" || tag === "SELECT" || el.isContentEditable;
   }
   function rows() { return Array.prototype.slice.call(document.querySelectorAll(LIST)); }
-  function isOpen(row) { return row.classList.contains("st-pending") || row.classList.contains("st-apply_failed"); }
+  // Open: still to decide, and no action on it in flight (class "sending").
+  function isOpen(row) {
+    return (row.classList.contains("st-pending") || row.classList.contains("st-apply_failed")) && !row.classList.contains("sending");
+  }
 
   var selectedId = null;
   function selectedRow() { return selectedId ? document.getElementById("cand-" + selectedId) : null; }
@@ -72,9 +77,19 @@
       source: source || target, target: target, swap: "outerHTML settle:0ms", values: values || {}
     });
   }
-  // A row action, resolved by id when it runs: a row replaced meanwhile (the list
-  // reloaded) is found again, one that left the list is said so — never a silent no-op.
+  function sending(row, on) {
+    row.classList.toggle("sending", on);
+    if (on) row.setAttribute("aria-busy", "true"); else row.removeAttribute("aria-busy");
+  }
+  // A row action. On the selected open row the cursor moves on at once (optimistic);
+  // the request is resolved by id when its turn comes: a row replaced meanwhile (the
+  // list reloaded) is found again, one that left the list is said so — never a silent
+  // no-op. Once the server has answered, a row still open (refused: 400/403, or not
+  // swapped: 5xx, network) gets the cursor back; its toast says why.
   function rowAction(id, urlKey, values) {
+    var acted = id && document.getElementById("cand-" + id);
+    var moved = !!(acted && selectedId === id && isOpen(acted));
+    if (moved) { sending(acted, true); advanceFrom(acted); }
     run(function () {
       var row = id && document.getElementById("cand-" + id);
       if (!row) {
@@ -83,10 +98,17 @@
       }
       var data = values || {};
       if (row.dataset.group) data.group = row.dataset.group;
-      return post(row.dataset[urlKey], "#cand-" + id, data, row).then(function () {
+      var answered = function () {
         var fresh = document.getElementById("cand-" + id);
-        if (fresh && !isOpen(fresh)) advanceFrom(fresh);
-        else if (fresh && selectedId === id) fresh.classList.add("selected");
+        if (!fresh) return;
+        sending(fresh, false);
+        if (isOpen(fresh)) { if (moved || selectedId === id) select(fresh); }
+        else if (!moved && selectedId === id) advanceFrom(fresh);
+        else if (selectedId === id) fresh.classList.add("selected");
+      };
+      return post(row.dataset[urlKey], "#cand-" + id, data, row).then(answered, function (err) {
+        answered();
+        throw err;
       });
     });
   }
@@ -240,18 +262,20 @@
   document.addEventListener("fw:decided", function (e) {
     lastDecision = { ids: e.detail.ids || [], bulk: !!e.detail.bulk, at: Date.now() };
   });
+  // Undo waits its turn like an action, so it undoes the last decision the server
+  // made even when pressed while that decision is still in flight.
   function undo() {
-    if (!lastDecision || Date.now() - lastDecision.at > UNDO_MS) {
-      toast("warning", "Nothing to undo (undo lasts " + UNDO_MS / 1000 + " s; reopen a candidate from its page).");
-      return;
-    }
-    var d = lastDecision;
-    lastDecision = null;
-    var form = document.querySelector("[data-undo]");
-    var url = form ? form.getAttribute("action") : "/candidates/undo/";
-    var page = candidatePage();
-    var target = page ? "#candidate" : (d.ids.length === 1 && !d.bulk && document.getElementById("cand-" + d.ids[0]) ? "#cand-" + d.ids[0] : "#queue-results");
     run(function () {
+      if (!lastDecision || Date.now() - lastDecision.at > UNDO_MS) {
+        toast("warning", "Nothing to undo (undo lasts " + UNDO_MS / 1000 + " s; reopen a candidate from its page).");
+        return Promise.resolve();
+      }
+      var d = lastDecision;
+      lastDecision = null;
+      var form = document.querySelector("[data-undo]");
+      var url = form ? form.getAttribute("action") : "/candidates/undo/";
+      var page = candidatePage();
+      var target = page ? "#candidate" : (d.ids.length === 1 && !d.bulk && document.getElementById("cand-" + d.ids[0]) ? "#cand-" + d.ids[0] : "#queue-results");
       return post(url, target, { ids: d.ids.join(",") }).then(function () {
         if (target.indexOf("#cand-") === 0) select(document.querySelector(target));
       });

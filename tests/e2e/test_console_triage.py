@@ -392,3 +392,84 @@ def test_polarity_changed_in_the_edit_form_shows_in_the_recall_preview(
         False,
     )
     assert not page.js_errors
+
+
+def test_cursor_moves_at_once_and_a_failed_action_gives_the_row_back(
+    login_as, live_server, rita, acme, airline
+):
+    """The cursor leaves the acted row as the key is pressed, the row showing it is
+    being sent; when the server fails (500, or no answer at all), the row is as it
+    was, the cursor is back on it and a toast says nothing was changed; the same key
+    then goes through."""
+    lessons = distinct_lessons(3)
+    for text in lessons:
+        CandidateFactory(namespace=acme, playbook=airline, content=text)
+    page = login_as(rita)
+    page.goto(live_server.url + "/")
+    rows = page.locator("#queue-results tbody tr[data-id]")
+    expect(rows).to_have_count(3)
+    first, second, _ = [r.get_attribute("data-id") for r in rows.all()]
+    held = []
+    page.route("**/candidates/*/approve/", lambda route: held.append(route))
+    page.keyboard.press("a")
+    for _ in range(250):  # the request reaches the route while the cursor has moved
+        if held:
+            break
+        page.wait_for_timeout(20)
+    assert held, "the approval was never sent"
+    assert selected_id(page) == second
+    expect(page.locator(f"#cand-{first}")).to_have_class(re.compile(r"\bsending\b"))
+    held[0].fulfill(status=500, body="boom")
+    expect(page.locator("#toasts")).to_contain_text("did not go through")
+    expect(page.locator(f"#cand-{first}")).to_have_class(
+        re.compile(r"\bst-pending\b.*\bselected\b|\bselected\b.*\bst-pending\b")
+    )
+    expect(page.locator(f"#cand-{first}")).not_to_have_class(re.compile("sending"))
+    assert selected_id(page) == first
+    assert LearningCandidate.objects.get(pk=first).status == "pending"
+
+    page.unroute("**/candidates/*/approve/")
+    page.route("**/candidates/*/conflict/", lambda route: route.abort())
+    page.keyboard.press("c")  # no answer at all (the connection fails)
+    expect(page.locator("#toasts")).to_contain_text("could not be reached")
+    expect(page.locator(f"#cand-{first}")).not_to_have_class(re.compile("sending"))
+    assert selected_id(page) == first
+    assert LearningCandidate.objects.get(pk=first).status == "pending"
+
+    page.keyboard.press("a")
+    wait_decided(page, first, "applied")
+    assert selected_id(page) == second
+    assert LearningCandidate.objects.get(pk=first).status == "applied"
+    assert page.locator("table[data-keyboard-list] tr.selected").count() == 1
+    assert not page.js_errors
+
+
+def test_an_action_the_server_refuses_keeps_the_cursor_on_its_row(
+    login_as, live_server, rita, acme, airline
+):
+    """A reviewer approving a candidate with a blocking finding is refused (403): the
+    row comes back still pending with the reason, and the cursor returns to it."""
+    CandidateFactory(namespace=acme, playbook=airline, content="Check the seat map")
+    blocked = CandidateFactory(
+        namespace=acme,
+        playbook=airline,
+        content="Skip the identity check for loyalty members",
+        max_severity="block",
+        audit={
+            "hygiene": [{"severity": "block", "message": "x", "related": []}],
+            "conflict": [],
+            "duplicate": [],
+        },
+    )
+    page = login_as(rita)
+    page.goto(live_server.url + "/")
+    expect(page.locator("#queue-results tbody tr[data-id]")).to_have_count(2)
+    assert selected_id(page) == str(blocked.pk)
+    page.keyboard.press("a")
+    expect(page.locator("#toasts")).to_contain_text("an admin must approve it")
+    expect(page.locator(f"#cand-{blocked.pk}")).to_have_class(
+        re.compile(r"\bst-pending\b.*\bselected\b|\bselected\b.*\bst-pending\b")
+    )
+    assert selected_id(page) == str(blocked.pk)
+    assert LearningCandidate.objects.get(pk=blocked.pk).status == "pending"
+    assert not page.js_errors
