@@ -166,7 +166,7 @@ def measured(page, before: int, timeout_s: float = 15.0) -> bool:
             > before
         ):
             return True
-        time.sleep(0.005)
+        time.sleep(float(os.environ.get("FW_POLL", "0.005")))
     return False
 
 

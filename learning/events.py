@@ -40,20 +40,32 @@ def webhook_event_emit(
 ) -> list[WebhookDelivery]:
     """Record one delivery per subscribed webhook and enqueue them when the caller's
     transaction commits (nothing is sent for a rolled-back change)."""
-    if event not in WEBHOOK_EVENTS:
-        raise ValueError(f"unknown webhook event {event!r}")
-    hooks = [
-        hook
-        for hook in Webhook.objects.filter(namespace=namespace, active=True)
-        if not hook.events or event in hook.events
-    ]
-    if not hooks:
+    return webhook_events_emit(namespace=namespace, events=[(event, payload)])
+
+
+def webhook_events_emit(
+    *, namespace: Namespace, events: list[tuple[str, dict[str, Any]]]
+) -> list[WebhookDelivery]:
+    """`webhook_event_emit` for several events of one action at once, in order (an
+    approval: decided, then applied): the namespace's webhooks are read once."""
+    for event, _ in events:
+        if event not in WEBHOOK_EVENTS:
+            raise ValueError(f"unknown webhook event {event!r}")
+    active = list(Webhook.objects.filter(namespace=namespace, active=True))
+    rows = []
+    for event, payload in events:
+        hooks = [hook for hook in active if not hook.events or event in hook.events]
+        if not hooks:
+            continue
+        # Stored as sent; content from runs was redacted on ingest, mask again
+        # regardless.
+        data = redact_value(json.loads(json.dumps(payload, default=str)))[0]
+        rows += [
+            WebhookDelivery(webhook=hook, event=event, payload=data) for hook in hooks
+        ]
+    if not rows:
         return []
-    # Stored as sent; content from runs was redacted on ingest, mask again regardless.
-    data = redact_value(json.loads(json.dumps(payload, default=str)))[0]
-    deliveries = WebhookDelivery.objects.bulk_create(
-        [WebhookDelivery(webhook=hook, event=event, payload=data) for hook in hooks]
-    )
+    deliveries = WebhookDelivery.objects.bulk_create(rows)
     ids = [d.pk for d in deliveries]
 
     def enqueue():

@@ -152,12 +152,26 @@ class Plan:
     strategy_type: str = ""
     new_text: str = ""
     error: str = ""
+    locked: bool = False  # `playbook` was read FOR UPDATE (applying)
 
 
-def _evidence_ids(candidate: LearningCandidate) -> list[str]:
+def _evidence_runs(candidate: LearningCandidate) -> list[tuple]:
+    """(id, task description) of the candidate's evidence runs, newest first: their
+    ids and their situations (oldest first) in one query."""
     if candidate.pk is None:
         return []
-    return [str(pk) for pk in candidate.evidence_runs.values_list("id", flat=True)]
+    return list(candidate.evidence_runs.values_list("id", "task_description"))
+
+
+def _evidence_ids(candidate: LearningCandidate, runs=None) -> list[str]:
+    runs = _evidence_runs(candidate) if runs is None else runs
+    return [str(pk) for pk, _ in runs]
+
+
+def _situations(candidate: LearningCandidate, runs, known: str = "") -> str:
+    return lesson_situations(
+        candidate, known, run_tasks=[task for _, task in reversed(runs)]
+    )
 
 
 def _duplicate_strategy_ids(candidate: LearningCandidate) -> list[int]:
@@ -172,13 +186,12 @@ def _duplicate_strategy_ids(candidate: LearningCandidate) -> list[int]:
     return ids
 
 
-def _target_playbook(candidate: LearningCandidate) -> Playbook:
+def _target_playbook(candidate: LearningCandidate, *, lock: bool = False) -> Playbook:
     if candidate.playbook_id:
-        return (
-            Playbook.objects.select_related("namespace")
-            .filter(pk=candidate.playbook_id)
-            .first()
-        )
+        playbooks = Playbook.objects.select_related("namespace")
+        if lock:  # read once, with versions.playbook_lock's lock
+            playbooks = playbooks.select_for_update()
+        return playbooks.filter(pk=candidate.playbook_id).first()
     if candidate.task_type:
         return services.playbook_for_task_type(
             namespace=candidate.namespace, task_type=candidate.task_type
@@ -205,9 +218,12 @@ def _skill_new_text(candidate: LearningCandidate, skill: Skill) -> str:
     return candidate.content
 
 
-def _plan(candidate: LearningCandidate, replaces: int | None = None) -> Plan:
+def _plan(
+    candidate: LearningCandidate, replaces: int | None = None, *, lock: bool = False
+) -> Plan:
     """What applying would do; `replaces` (a strategy id) overrides the candidate's own
-    replacement target, for previews of "approve as a replacement"."""
+    replacement target, for previews of "approve as a replacement". `lock` (applying,
+    inside a transaction) reads a named target playbook FOR UPDATE at once."""
     kind = candidate.kind
     if kind in MEMORY_KINDS:
         return Plan(target="memory", op="memory")
@@ -223,7 +239,8 @@ def _plan(candidate: LearningCandidate, replaces: int | None = None) -> Plan:
         )
     if kind not in STRATEGY_KINDS:
         raise ApplyFailed(f"Unknown candidate kind {kind!r}.")
-    playbook = _target_playbook(candidate)
+    lock = lock and bool(candidate.playbook_id)
+    playbook = _target_playbook(candidate, lock=lock)
     if playbook is None or playbook.namespace_id != candidate.namespace_id:
         raise ApplyFailed("The target playbook is missing.")
     plan = Plan(
@@ -231,6 +248,7 @@ def _plan(candidate: LearningCandidate, replaces: int | None = None) -> Plan:
         op="add",
         playbook=playbook,
         strategy_type=STRATEGY_KINDS[kind],
+        locked=lock,
     )
     replaces = replaces or candidate.replaces_strategy_id
     if replaces:
@@ -278,15 +296,16 @@ def _shape_of(candidate: LearningCandidate) -> dict[str, str]:
 
 
 def _reinforced(strategy: Strategy, candidate: LearningCandidate) -> dict[str, Any]:
+    runs = _evidence_runs(candidate)
     evidence = list(strategy.evidence or [])
-    for run_id in _evidence_ids(candidate):
+    for run_id in _evidence_ids(candidate, runs):
         if run_id not in evidence:
             evidence.append(run_id)
     return {
         "helpful_count": strategy.helpful_count + max(candidate.evidence_count, 1),
         "evidence": evidence,
         "confidence": max(strategy.confidence, candidate.confidence),
-        "situations": lesson_situations(candidate, strategy.situations),
+        "situations": _situations(candidate, runs, strategy.situations),
     }
 
 
@@ -387,7 +406,10 @@ def candidate_apply_preview(
 
 
 def _apply_to_playbook(plan: Plan, candidate: LearningCandidate, actor: str) -> int:
-    playbook = versions.playbook_lock(playbook=plan.playbook)
+    if plan.locked:
+        playbook = plan.playbook
+    else:
+        playbook = versions.playbook_lock(playbook=plan.playbook)
     if plan.op == "reinforce":
         strategy = Strategy.objects.select_for_update().get(pk=plan.strategy.pk)
         if not strategy.active:
@@ -411,14 +433,15 @@ def _apply_to_playbook(plan: Plan, candidate: LearningCandidate, actor: str) -> 
             old.active = False
             old.save(update_fields=["active", "updated_at"])
             position = old.position
+        runs = _evidence_runs(candidate)
         try:
             strategy = services.strategy_insert(
                 playbook=playbook,
                 type=plan.strategy_type,
                 description=candidate.content,
                 context=_context_for(candidate),
-                evidence=_evidence_ids(candidate),
-                situations=lesson_situations(candidate),
+                evidence=_evidence_ids(candidate, runs),
+                situations=_situations(candidate, runs),
                 confidence=candidate.confidence,
                 helpful_count=max(candidate.evidence_count, 1),
                 source_candidate=candidate,
@@ -457,7 +480,8 @@ def candidate_apply(*, candidate: LearningCandidate, actor: str) -> Applied:
         raise ApplyFailed(
             f"Only approved candidates are applied (this one is {candidate.status})."
         )
-    plan = _plan(candidate)
+    # Inside the caller's transaction the target playbook is read once, locked.
+    plan = _plan(candidate, lock=transaction.get_connection().in_atomic_block)
     data: dict[str, Any] = {"target": plan.target, "op": plan.op}
     with transaction.atomic():
         if plan.target == "playbook":

@@ -451,16 +451,26 @@ def production_set(*, playbook: Playbook, number: int, left: str, now=None) -> N
 
 
 def version_committed_label(
-    *, playbook: Playbook, version: PlaybookVersion, change_kind: str, actor: str
+    *,
+    playbook: Playbook,
+    version: PlaybookVersion,
+    change_kind: str,
+    actor: str,
+    previous: PlaybookVersion | None = None,
 ) -> None:
     """Label a version just committed (see the module docstring); the caller holds the
-    playbook's row lock, has set current_version and saves the playbook after."""
+    playbook's row lock, has set current_version and saves the playbook after.
+    `previous`: the version the new one follows, as the caller read it (it is the
+    production version unless a rollout runs: not read twice)."""
     now = timezone.now()
     running = rollout_running(playbook=playbook)
     policy = RolloutPolicy.objects.filter(playbook_id=playbook.pk).first()
-    production = PlaybookVersion.objects.filter(
-        playbook=playbook, number=playbook.production_version
-    ).first()
+    if previous is not None and previous.number == playbook.production_version:
+        production = previous
+    else:
+        production = PlaybookVersion.objects.filter(
+            playbook=playbook, number=playbook.production_version
+        ).first()
     same_as_production = (
         production is not None and production.content == version.content
     )

@@ -793,17 +793,19 @@ def _recall_log(
         )
 
 
-def lesson_situations(candidate, known: str = "") -> str:
+def lesson_situations(candidate, known: str = "", *, run_tasks=None) -> str:
     """The tasks of a candidate's evidence runs after the ones already known — a few,
-    distinct, clipped, one per line: the situations its lesson was learned in."""
+    distinct, clipped, one per line: the situations its lesson was learned in.
+    `run_tasks`: those tasks, oldest first, when the caller has read them already."""
     tasks = [t for t in known.split("\n") if t]
-    if candidate.pk is not None:
-        for text in candidate.evidence_runs.order_by("created_at").values_list(
+    if run_tasks is None and candidate.pk is not None:
+        run_tasks = candidate.evidence_runs.order_by("created_at").values_list(
             "task_description", flat=True
-        )[: MAX_SITUATIONS * 3]:
-            text = " ".join((text or "").split())[:MAX_SITUATION_TEXT]
-            if text and text not in tasks and len(tasks) < MAX_SITUATIONS:
-                tasks.append(text)
+        )[: MAX_SITUATIONS * 3]
+    for text in list(run_tasks or ())[: MAX_SITUATIONS * 3]:
+        text = " ".join((text or "").split())[:MAX_SITUATION_TEXT]
+        if text and text not in tasks and len(tasks) < MAX_SITUATIONS:
+            tasks.append(text)
     return "\n".join(tasks)
 
 

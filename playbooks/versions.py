@@ -197,7 +197,11 @@ def playbook_version_commit(
     )
     playbook.current_version = number
     version_committed_label(
-        playbook=playbook, version=version, change_kind=change_kind, actor=actor
+        playbook=playbook,
+        version=version,
+        change_kind=change_kind,
+        actor=actor,
+        previous=previous,
     )
     playbook.save(update_fields=["current_version", "production_version", "updated_at"])
     # The pending candidates compared with what changed are audited again (handed

@@ -16,6 +16,7 @@ from django.db.models import Q
 from django.utils import timezone
 from django.utils.text import slugify
 
+from learning.events import candidate_event_payload, webhook_events_emit
 from learning.findings import DISMISS_ACTION, finding_find, report_max_severity
 from learning.lessons import LessonInvalid, lesson_fields, lesson_parse
 from learning.limits import (
@@ -35,7 +36,6 @@ from learning.models import (
     Severity,
 )
 from learning.queue import task_enqueue_on_commit
-from learning.webhooks import candidate_event_emit
 from playbooks.apply import AlreadyReverted, ApplyFailed, candidate_apply
 from playbooks.apply import candidate_revert as applied_candidate_revert
 from playbooks.models import LearningMode
@@ -112,10 +112,12 @@ def _decide(
     data=None,
     labels: "DecisionLabels | None" = None,
     save: bool = True,
-):
+) -> dict:
     """Record a decision: the candidate's fields, its audit row (with the canned
-    reason and tags), the webhook event. `save=False` leaves writing the row to the
-    caller (an approval writes it once, with the outcome of applying)."""
+    reason and tags), the webhook event. `save=False` leaves writing the row and
+    emitting the event to the caller (an approval writes the row once, with the
+    outcome of applying, and its events with one read of the webhooks); the event's
+    payload, as of the decision, is returned."""
     from_status = candidate.status
     data = dict(data or {})
     if labels is not None and labels.reason is not None:
@@ -142,8 +144,13 @@ def _decide(
     )
     if labels is not None and labels.tags:
         event.tags.set(labels.tags)
-    candidate_event_emit(candidate=candidate, event="candidate.decided")  # webhooks
+    payload = candidate_event_payload(candidate)
+    if save:
+        webhook_events_emit(
+            namespace=candidate.namespace, events=[("candidate.decided", payload)]
+        )
     candidate_related_reaudit(candidate_id=candidate.pk)
+    return payload
 
 
 def candidate_related_reaudit(*, candidate_id: int) -> None:
@@ -221,7 +228,7 @@ def candidate_approve(
         if replace_strategy_id is not None:
             candidate.replaces_strategy_id = replace_strategy_id
         data = {"override": True} if override and candidate.override_by else {}
-        _decide(
+        decided = _decide(
             candidate,
             actor=actor,
             to_status=CandidateStatus.APPROVED,
@@ -233,12 +240,15 @@ def candidate_approve(
         )
         # candidate_apply writes in its own savepoint: an ApplyFailed leaves nothing
         # of the apply behind, and the candidate is marked apply_failed instead.
+        events = [("candidate.decided", decided)]
         try:
             applied = candidate_apply(candidate=candidate, actor=actor.label)
         except ApplyFailed as exc:
             _mark_apply_failed(candidate, error=str(exc), actor=actor)
         else:
             _mark_applied(candidate, applied=applied, actor=actor)
+            events.append(("candidate.applied", candidate_event_payload(candidate)))
+        webhook_events_emit(namespace=candidate.namespace, events=events)
     return candidate
 
 
@@ -259,7 +269,6 @@ def _mark_applied(candidate, *, applied, actor: Actor) -> None:
         to_status=CandidateStatus.APPLIED,
         data=applied.data,
     )
-    candidate_event_emit(candidate=candidate, event="candidate.applied")  # webhooks
 
 
 def _mark_apply_failed(candidate, *, error: str, actor: Actor) -> None:

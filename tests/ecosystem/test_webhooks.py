@@ -6,7 +6,8 @@ from datetime import timedelta
 
 import pytest
 from django.contrib.auth import get_user_model
-from django.db import transaction
+from django.db import connection, transaction
+from django.test.utils import CaptureQueriesContext
 from django.utils import timezone
 from django_q.models import Schedule
 
@@ -328,3 +329,45 @@ def test_the_state_machine_and_quality_gate_emit_their_events(
     promoted = events[8]["data"]
     assert promoted["previous"] == production and promoted["by"] == "token:ops"
     assert promoted["version"] == events[7]["data"]["candidate"]["applied_version"]
+
+
+def test_an_approval_reads_the_hooks_once_and_each_gets_what_it_subscribed(
+    admin_client_api,
+):
+    """An approval's two events are recorded with one read of the namespace's hooks:
+    a hook of candidate.applied gets only that one, a hook of every event both, in
+    order; an approval whose apply fails records only candidate.decided."""
+    from playbooks.services import playbook_create
+    from review.services import candidate_approve
+
+    namespace = admin_client_api.namespace
+    playbook = playbook_create(namespace=namespace, slug="airline", name="Airline")
+    applied_only = webhook_create(
+        namespace=namespace,
+        url="https://hooks.example.com/a",
+        events=["candidate.applied"],
+    )
+    every = webhook_create(namespace=namespace, url="https://hooks.example.com/b")
+    ok = CandidateFactory(namespace=namespace, playbook=playbook)
+    with CaptureQueriesContext(connection) as queries:
+        candidate_approve(namespace=namespace, candidate_id=ok.pk, actor=Actor("rev"))
+    reads = [q for q in queries if q["sql"].startswith('SELECT "learning_webhook"')]
+    assert len(reads) == 1
+    stored = WebhookDelivery.objects.order_by("id")
+    assert [(d.webhook_id, d.event) for d in stored] == [
+        (every.pk, "candidate.decided"),
+        (applied_only.pk, "candidate.applied"),
+        (every.pk, "candidate.applied"),
+    ]
+    assert stored[0].payload["candidate"]["status"] == "approved"
+    assert stored[1].payload["candidate"]["status"] == "applied"
+
+    WebhookDelivery.objects.all().delete()
+    orphan = CandidateFactory(namespace=namespace, kind="strategy_helpful")
+    failed = candidate_approve(
+        namespace=namespace, candidate_id=orphan.pk, actor=Actor("rev")
+    )
+    assert failed.status == "apply_failed"
+    assert [(d.webhook_id, d.event) for d in WebhookDelivery.objects.all()] == [
+        (every.pk, "candidate.decided")
+    ]
