@@ -5,8 +5,12 @@ canned reason (`d`, `1`, Enter) — each approval applied to a playbook of 60 st
 as a new version. For each of 50 actions it measures, in the page, the time from the
 keydown of the deciding key (`a`, `c`, or Enter in the reason box) to the moment the
 next row is highlighted (a MutationObserver on the rows' class). Prints
-`console_key_to_next_row_ms_median` and `_p95` (plus the server's share: the median
-time of the same POST measured by the browser's Resource Timing).
+`console_key_to_next_row_ms_median` and `_p95`; the console moves the cursor as the key
+is pressed and the server's answer decides, so it also prints
+`console_key_to_answer_ms_median` (key press to the acted row swapped for the
+server's, its decided status shown) and the server's share (the median time of the
+same POST measured by the browser's Resource Timing). The next key is pressed only
+once the answer is in: actions never overlap, each sample stands alone.
 
 Static files (htmx, the console's JS and CSS) are served to the browser from disk by
 Playwright, as a CDN or whitenoise would, so the figure is the application's."""
@@ -166,7 +170,7 @@ def measured(page, before: int, timeout_s: float = 15.0) -> bool:
             > before
         ):
             return True
-        time.sleep(float(os.environ.get("FW_POLL", "0.005")))
+        time.sleep(0.005)
     return False
 
 

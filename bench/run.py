@@ -62,6 +62,7 @@ DESCRIPTIONS = {
     "rollout_api_ms_per_session": "API path: ms per simulated session (recall, run post, gate look)",
     "console_key_to_next_row_ms_median": "reviewer console in Chromium, key press (a / c / Enter in the deny reason) to the next row highlighted, median over 50 actions (goal < 150 ms)",
     "console_key_to_next_row_ms_p95": "the same, 95th percentile",
+    "console_key_to_answer_ms_median": "the same key press to the server's answer swapped into the acted row (its decided status shown), median",
     "console_action_server_ms_median": "the same actions' POST as the browser timed it (request start to response end), median",
     "console_actions": "console actions measured",
 }
