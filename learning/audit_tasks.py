@@ -28,6 +28,11 @@ def candidate_audit_task(candidate_id: int) -> dict | None:
     return {key: len(findings) for key, findings in report.items()}
 
 
+def candidates_audit_task(candidate_ids: list[int]) -> dict:
+    """The candidates made by one set of runs, audited in one task, in order."""
+    return {str(pk): candidate_audit_task(pk) for pk in candidate_ids}
+
+
 def _reaudit(ids: list[int]) -> list[int]:
     for pk in ids:
         candidate_audit_task(pk)

@@ -38,6 +38,7 @@ from review.models import AuditEvent
 from review.services import candidate_supersede
 
 AUDIT_TASK = "learning.audit_tasks.candidate_audit_task"
+AUDIT_SET_TASK = "learning.audit_tasks.candidates_audit_task"
 
 
 def candidate_audit_enqueue(*, candidate) -> None:
@@ -48,6 +49,18 @@ def candidate_audit_enqueue(*, candidate) -> None:
         task_name=f"audit-candidate-{candidate.pk}",
         group="audit",
     )
+
+
+def candidates_audit_enqueue(*, candidates) -> None:
+    """Queue the audits of candidates made together (a set of runs reflected in one
+    task) as one task, once the transaction that made them commits."""
+    ids = [c.pk for c in candidates]
+    if len(ids) == 1:
+        candidate_audit_enqueue(candidate=candidates[0])
+    elif ids:
+        task_enqueue_on_commit(
+            AUDIT_SET_TASK, ids, task_name=f"audit-candidates-{ids[0]}", group="audit"
+        )
 
 
 def audit_report_build(*, candidate) -> dict:
