@@ -25,6 +25,7 @@ from learning.models import (
     Provenance,
     Reflection,
     Trajectory,
+    Webhook,
 )
 from learning.services.audit import candidates_audit_enqueue
 from learning.services.redaction import redact_fields
@@ -296,7 +297,7 @@ def candidates_create(
     if not prepared:
         return []
     fingerprints = sorted({p.fingerprint for p in prepared})
-    _fingerprints_lock(namespace_id=namespace.pk, fingerprints=fingerprints)
+    hooks = _fingerprints_lock(namespace_id=namespace.pk, fingerprints=fingerprints)
     oldest: dict[str, LearningCandidate] = {}
     for row in (
         LearningCandidate.objects.select_for_update()
@@ -308,7 +309,9 @@ def candidates_create(
         .order_by("created_at", "id")
     ):
         oldest.setdefault(row.fingerprint, row)
-    writer = _SetWriter(namespace=namespace, existing=list(oldest.values()))
+    writer = _SetWriter(
+        namespace=namespace, existing=list(oldest.values()), hooks=hooks
+    )
     writer.evidence_load(run_ids={r for p in prepared for r in p.by_run})
     out = []
     for item in prepared:
@@ -334,8 +337,9 @@ class _SetWriter:
     """The writes of `candidates_create`, kept in memory until `flush`: new candidates
     and evidence rows, and the changed counts and step indexes of existing ones."""
 
-    def __init__(self, *, namespace, existing: list[LearningCandidate]):
+    def __init__(self, *, namespace, existing: list[LearningCandidate], hooks: bool):
         self.namespace = namespace
+        self.hooks = hooks  # an active webhook: new candidates emit their event
         self.existing = existing
         self.evidence: dict = {}  # (id(candidate), run id) -> CandidateEvidence
         self.new_candidates: list[LearningCandidate] = []
@@ -415,7 +419,7 @@ class _SetWriter:
             )
         if self.new_candidates:
             candidates_audit_enqueue(candidates=self.new_candidates)
-            for candidate in self.new_candidates:
+            for candidate in self.new_candidates if self.hooks else []:
                 candidate_event_emit(candidate=candidate, event="candidate.created")
 
 
@@ -451,13 +455,15 @@ def lesson_shape_fields(
     return {**fields, "provenance": provenance}
 
 
-def _fingerprints_lock(*, namespace_id: int, fingerprints: list[str]) -> None:
+def _fingerprints_lock(*, namespace_id: int, fingerprints: list[str]) -> bool:
     """Two workers finding the same new lesson at once must make one candidate: on
     PostgreSQL a transaction-scoped advisory lock per (namespace, fingerprint) orders
     them, taken for a whole set in one statement, in key order so that two sets never
-    wait for each other in a circle (SQLite already serialises writers)."""
-    if connection.vendor != "postgresql" or not fingerprints:
-        return
+    wait for each other in a circle (SQLite already serialises writers). The same
+    statement says whether the namespace has an active webhook (whether new candidates
+    have an event to record), so a set pays no query for that either."""
+    if connection.vendor != "postgresql":
+        return Webhook.objects.filter(namespace_id=namespace_id, active=True).exists()
     keys = sorted(
         {
             int(hashlib.sha256(f"{namespace_id}:{fp}".encode()).hexdigest()[:15], 16)
@@ -466,9 +472,12 @@ def _fingerprints_lock(*, namespace_id: int, fingerprints: list[str]) -> None:
     )
     with connection.cursor() as cursor:
         cursor.execute(
-            "SELECT count(pg_advisory_xact_lock(k)) FROM unnest(%s::bigint[]) AS u(k)",
-            [keys],
+            "SELECT count(pg_advisory_xact_lock(k)), EXISTS (SELECT 1 FROM"
+            " learning_webhook w WHERE w.namespace_id = %s AND w.active)"
+            " FROM unnest(%s::bigint[]) AS u(k)",
+            [namespace_id, keys],
         )
+        return bool(cursor.fetchone()[1])
 
 
 def candidate_list(
