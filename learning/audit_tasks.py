@@ -15,6 +15,7 @@ from learning.services.audit import (
     candidates_of_skill,
     candidates_related_pending,
 )
+from playbooks.models import LearningMode
 from review.services import candidate_consider_auto_apply
 
 
@@ -35,6 +36,17 @@ def _after_audit(candidate) -> bool:
     return False
 
 
+def _after_set_audit(candidate) -> bool:
+    """`_after_audit` for a candidate of a set, read with its playbook: one whose
+    playbook was not in background mode when the set was read is not applied without
+    review (a switch to background mode since then only waits for the next audit; a
+    switch away from it is read afresh by `candidate_consider_auto_apply`)."""
+    playbook = candidate.playbook
+    if playbook is None or playbook.mode != LearningMode.BACKGROUND:
+        return False
+    return _after_audit(candidate)
+
+
 def _counts(report: dict) -> dict:
     return {key: len(findings) for key, findings in report.items()}
 
@@ -42,7 +54,7 @@ def _counts(report: dict) -> dict:
 def candidates_audit_task(candidate_ids: list[int]) -> dict:
     """The candidates made by one set of runs, audited in one task, in order (those
     deleted before the worker got to them are left out)."""
-    reports = candidates_audit(candidate_ids=candidate_ids, after=_after_audit)
+    reports = candidates_audit(candidate_ids=candidate_ids, after=_after_set_audit)
     return {str(pk): _counts(report) for pk, report in reports.items()}
 
 
