@@ -10,6 +10,7 @@ related candidate is decided or their playbook gets a new version (the tasks in
 learning/audit_tasks.py). `curated_text_audit` runs the same audits on a strategy or
 skill an admin is about to save."""
 
+import logging
 import re
 
 from django.db import transaction
@@ -41,9 +42,11 @@ from learning.findings import (
     report_max_severity,
 )
 from learning.models import CandidateKind, CandidateStatus, LearningCandidate, Severity
-from learning.queue import task_enqueue_on_commit
+from learning.queue import task_enqueue_on_commit, task_run_here, task_send
 from review.models import AuditEvent
 from review.services import candidate_supersede
+
+logger = logging.getLogger(__name__)
 
 AUDIT_TASK = "learning.audit_tasks.candidate_audit_task"
 AUDIT_SET_TASK = "learning.audit_tasks.candidates_audit_task"
@@ -69,6 +72,30 @@ def candidates_audit_enqueue(*, candidates) -> None:
         task_enqueue_on_commit(
             AUDIT_SET_TASK, ids, task_name=f"audit-candidates-{ids[0]}", group="audit"
         )
+
+
+def candidates_audit_after_commit(*, candidates) -> None:
+    """Audit candidates made together in this process, once the transaction that made
+    them commits: the reflection task audits its own set (no second trip through the
+    broker before a candidate is audited). Should that fail, the set is queued as a
+    task (an audit done again stores the same report)."""
+    ids = [c.pk for c in candidates]
+    if not ids:
+        return
+
+    def run():
+        try:
+            task_run_here(AUDIT_SET_TASK, ids)
+        except Exception:  # noqa: BLE001 - the worker audits them instead
+            logger.exception("auditing %d candidates in place failed", len(ids))
+            task_send(
+                AUDIT_SET_TASK,
+                ids,
+                task_name=f"audit-candidates-{ids[0]}",
+                group="audit",
+            )
+
+    transaction.on_commit(run)
 
 
 def audit_report_build(*, candidate, curated: dict | None = None) -> dict:

@@ -27,7 +27,10 @@ from learning.models import (
     Trajectory,
     Webhook,
 )
-from learning.services.audit import candidates_audit_enqueue
+from learning.services.audit import (
+    candidates_audit_after_commit,
+    candidates_audit_enqueue,
+)
 from learning.services.redaction import redact_fields
 from learning.text.contradiction import LessonText, lesson_contradiction
 from learning.webhooks import candidate_event_emit
@@ -276,7 +279,7 @@ def _proposal_prepare(  # noqa: C901 - one validation per field, in the API's or
 
 @transaction.atomic
 def candidates_create(
-    *, namespace: Namespace, proposals: Sequence
+    *, namespace: Namespace, proposals: Sequence, audit_here: bool = False
 ) -> list[tuple[LearningCandidate, bool]]:
     """`candidate_create` for a set of proposals (dicts of its keywords, or
     `CandidateProposal`s) in one namespace, with the same outcome as creating them one
@@ -284,7 +287,8 @@ def candidates_create(
     look-up of the pending candidates for the whole set, one read of their evidence,
     then bulk inserts and updates; counts are computed, never re-counted (under the
     fingerprint locks nothing else adds evidence to these candidates). Returns
-    (candidate, created) per proposal, in order."""
+    (candidate, created) per proposal, in order. New candidates are audited by a
+    queued task, or by this process after the commit with `audit_here`."""
     proposals = [
         p if isinstance(p, CandidateProposal) else CandidateProposal(**p)
         for p in proposals
@@ -310,7 +314,10 @@ def candidates_create(
     ):
         oldest.setdefault(row.fingerprint, row)
     writer = _SetWriter(
-        namespace=namespace, existing=list(oldest.values()), hooks=hooks
+        namespace=namespace,
+        existing=list(oldest.values()),
+        hooks=hooks,
+        audit_here=audit_here,
     )
     writer.evidence_load(run_ids={r for p in prepared for r in p.by_run})
     out = []
@@ -337,8 +344,11 @@ class _SetWriter:
     """The writes of `candidates_create`, kept in memory until `flush`: new candidates
     and evidence rows, and the changed counts and step indexes of existing ones."""
 
-    def __init__(self, *, namespace, existing: list[LearningCandidate], hooks: bool):
+    def __init__(
+        self, *, namespace, existing: list, hooks: bool, audit_here: bool = False
+    ):
         self.namespace = namespace
+        self.audit_here = audit_here  # audited by this process after the commit
         self.hooks = hooks  # an active webhook: new candidates emit their event
         self.existing = existing
         self.evidence: dict = {}  # (id(candidate), run id) -> CandidateEvidence
@@ -418,7 +428,10 @@ class _SetWriter:
                 list(self.changed_evidence.values()), ["step_indexes"]
             )
         if self.new_candidates:
-            candidates_audit_enqueue(candidates=self.new_candidates)
+            if self.audit_here:
+                candidates_audit_after_commit(candidates=self.new_candidates)
+            else:
+                candidates_audit_enqueue(candidates=self.new_candidates)
             for candidate in self.new_candidates if self.hooks else []:
                 candidate_event_emit(candidate=candidate, event="candidate.created")
 

@@ -623,7 +623,11 @@ def reflections_store(*, items: list) -> list:
             Reflection.objects.bulk_update(changed, list(values))
         namespaces = {t.namespace_id: t.namespace for t, _, _ in todo}
         for namespace_id, sets in by_namespace.items():
-            lessons_to_candidates_set(namespace=namespaces[namespace_id], items=sets)
+            # This task audits what it made once it commits: no second broker hop
+            # between a posted failure and its audited candidates.
+            lessons_to_candidates_set(
+                namespace=namespaces[namespace_id], items=sets, audit_here=True
+            )
         _runs_mark_reflected(todo)
     return stored
 
@@ -793,7 +797,9 @@ def _task_playbooks(*, namespace, task_types: set) -> dict:
     return out
 
 
-def lessons_to_candidates_set(*, namespace, items: list[LessonSet]) -> list:
+def lessons_to_candidates_set(
+    *, namespace, items: list[LessonSet], audit_here: bool = False
+) -> list:
     """`lessons_to_candidates` for the reflections of a set of runs of one namespace,
     in order, as one `candidates_create`: the task types' playbooks and the runs named
     as evidence are looked up once for the set. Returns (candidate, created) pairs."""
@@ -859,7 +865,9 @@ def lessons_to_candidates_set(*, namespace, items: list[LessonSet]) -> list:
                     provenance=lesson.provenance,
                 )
             )
-    return candidates_create(namespace=namespace, proposals=proposals)
+    return candidates_create(
+        namespace=namespace, proposals=proposals, audit_here=audit_here
+    )
 
 
 # --- the sweeper ---------------------------------------------------------------------

@@ -208,3 +208,22 @@ def test_a_large_set_is_split(monkeypatch):
     assert not Trajectory.objects.filter(
         pk__in=ids, reflection_status=ReflectionStatus.PENDING
     ).exists()
+
+
+def test_a_set_task_audits_its_candidates_itself(
+    monkeypatch, django_capture_on_commit_callbacks
+):
+    """The candidates a set makes are audited by the same task once it commits: no
+    audit task goes through the broker (one hop less before a candidate is audited)."""
+    sent = []
+    monkeypatch.setattr(
+        "django_q.tasks.async_task", lambda func, *a, **kw: sent.append(func)
+    )
+    namespace = NamespaceFactory()
+    ids = _fleet(namespace, 3)
+    with django_capture_on_commit_callbacks(execute=True):
+        runs_reflect(run_ids=ids)
+    made = LearningCandidate.objects.filter(namespace=namespace)
+    assert made.exists()
+    assert not made.filter(audited_at__isnull=True).exists()
+    assert not [f for f in sent if "audit" in str(f)], sent
