@@ -10,10 +10,12 @@ from learning.models import CandidateStatus, LearningCandidate
 from learning.services.audit import (
     candidate_audit,
     candidates_affected_by_version,
+    candidates_audit,
     candidates_in_policy_scope,
     candidates_of_skill,
     candidates_related_pending,
 )
+from playbooks.models import LearningMode
 from review.services import candidate_consider_auto_apply
 
 
@@ -22,10 +24,38 @@ def candidate_audit_task(candidate_id: int) -> dict | None:
     if candidate is None:  # deleted before the worker got to it
         return None
     report = candidate_audit(candidate=candidate)
+    _after_audit(candidate)
+    return _counts(report)
+
+
+def _after_audit(candidate) -> bool:
+    """The learning mode's say once a candidate is audited; True when it applied it."""
     candidate.refresh_from_db(fields=["status"])
     if candidate.status == CandidateStatus.PENDING:
-        candidate_consider_auto_apply(candidate=candidate)
+        return candidate_consider_auto_apply(candidate=candidate)
+    return False
+
+
+def _after_set_audit(candidate) -> bool:
+    """`_after_audit` for a candidate of a set, read with its playbook: one whose
+    playbook was not in background mode when the set was read is not applied without
+    review (a switch to background mode since then only waits for the next audit; a
+    switch away from it is read afresh by `candidate_consider_auto_apply`)."""
+    playbook = candidate.playbook
+    if playbook is None or playbook.mode != LearningMode.BACKGROUND:
+        return False
+    return _after_audit(candidate)
+
+
+def _counts(report: dict) -> dict:
     return {key: len(findings) for key, findings in report.items()}
+
+
+def candidates_audit_task(candidate_ids: list[int]) -> dict:
+    """The candidates made by one set of runs, audited in one task, in order (those
+    deleted before the worker got to them are left out)."""
+    reports = candidates_audit(candidate_ids=candidate_ids, after=_after_set_audit)
+    return {str(pk): _counts(report) for pk, report in reports.items()}
 
 
 def _reaudit(ids: list[int]) -> list[int]:

@@ -45,3 +45,13 @@ def admin_client_api(api_factory):
 def other_client(api_factory):
     """An admin of another namespace: must see nothing of acme's."""
     return api_factory("elsewhere", "admin", "other-admin")
+
+
+@pytest.fixture(autouse=True)
+def audit_caches_clear():
+    """Word statistics live in a test's rolled-back transaction (ANALYZE inside it):
+    no test may see another's, so the per-process audit caches start empty."""
+    from learning.audits.cache import caches_clear
+
+    caches_clear()
+    yield

@@ -10,9 +10,10 @@ from itertools import combinations
 
 from django.contrib.postgres.search import TrigramSimilarity
 from django.db import connection
-from django.db.models import BooleanField, Q
+from django.db.models import BooleanField, IntegerField, Q, Value
 from django.db.models.expressions import RawSQL
 
+from learning.audits.cache import lexemes, word_stats
 from learning.models import (
     MEMORY_KINDS,
     CandidateStatus,
@@ -157,31 +158,16 @@ COMMON_WORD_SHARE = 0.05
 
 def _selective_terms(terms: list[str], *, index_name: str) -> list[str]:
     """The candidate's words less those the index statistics show as common, rarest
-    first; unchanged when the table has no statistics yet (small tables)."""
+    first; unchanged when the table has no statistics yet (small tables). Statistics
+    and lexemes come from this process's caches (learning/audits/cache.py)."""
     if not terms:
         return terms
-    with connection.cursor() as cursor:
-        cursor.execute(
-            """
-            WITH terms AS (
-                SELECT t, ord, array_to_string(
-                    tsvector_to_array(to_tsvector('english', t)), ' ') AS lexeme
-                FROM unnest(%s::text[]) WITH ORDINALITY AS u(t, ord)
-            ), stats AS (
-                SELECT e.elem, e.freq
-                FROM pg_stats s,
-                     unnest(s.most_common_elems::text::text[], s.most_common_elem_freqs)
-                         AS e(elem, freq)
-                WHERE s.tablename = %s
-            )
-            SELECT terms.t, COALESCE(stats.freq, 0) FROM terms
-            LEFT JOIN stats ON stats.elem = terms.lexeme
-            WHERE terms.lexeme <> ''
-            ORDER BY COALESCE(stats.freq, 0), terms.ord
-            """,
-            [terms, index_name],
-        )
-        ranked = cursor.fetchall()
+    lexeme = lexemes(terms)
+    stats = word_stats(index_name)
+    ranked = sorted(
+        ((t, stats.get(lexeme[t]) or 0) for t in terms if lexeme[t]),
+        key=lambda pair: pair[1],
+    )
     selective = [t for t, freq in ranked if freq <= COMMON_WORD_SHARE]
     if len(selective) < min(2, len(ranked)):
         selective = [t for t, _ in ranked[:2]]
@@ -202,7 +188,7 @@ def _lookup_terms(text: str) -> list[str]:
 
 
 def _similar_rows(
-    qs, *, field_name: str, tsv_sql: str, index_name: str, text: str, extra_text=None
+    *, qs, field_name: str, tsv_sql: str, index_name: str, text: str, extra_text=None
 ):
     terms = _lookup_terms(text)
     if _postgres():
@@ -216,7 +202,7 @@ def _similar_rows(
     return _python_filter(qs.iterator(), text=text, terms=terms, get_text=get_text)
 
 
-def strategy_items(candidate, text: str) -> list[Item]:
+def _strategy_lookup(candidate) -> dict:
     from playbooks.models import Playbook, Strategy
 
     qs = Strategy.objects.filter(active=True)
@@ -226,54 +212,105 @@ def strategy_items(candidate, text: str) -> list[Item]:
         qs = qs.filter(
             playbook__in=Playbook.objects.filter(namespace_id=candidate.namespace_id)
         )
-    rows = _similar_rows(
-        qs.only(
+    return dict(
+        qs=qs.only(
             "id", "type", "description", "context", "polarity", "when", "directive"
         ),
         field_name="description",
         tsv_sql=STRATEGY_TSV,
         index_name="strategy_desc_fts",
-        text=text,
         extra_text=lambda row: f"{row.description} {row.context}",
     )
-    return [
-        Item(
-            type="strategy",
-            id=row.pk,
-            text=row.description,
-            obj=row,
-            label=f"strategy #{row.pk}",
-            lesson=strategy_lesson(row),
-        )
-        for row in rows
-    ]
 
 
-def memory_items(candidate, text: str) -> list[Item]:
+def _strategy_item(row) -> Item:
+    return Item(
+        type="strategy",
+        id=row.pk,
+        text=row.description,
+        obj=row,
+        label=f"strategy #{row.pk}",
+        lesson=strategy_lesson(row),
+    )
+
+
+def strategy_items(candidate, text: str) -> list[Item]:
+    rows = _similar_rows(**_strategy_lookup(candidate), text=text)
+    return [_strategy_item(row) for row in rows]
+
+
+def _memory_lookup(candidate) -> dict:
     from playbooks.models import Memory
 
     scope = Q(scope="namespace")
     if candidate.user_id:
         scope |= Q(scope="user", user_id=candidate.user_id)
     qs = Memory.objects.filter(scope, namespace_id=candidate.namespace_id, active=True)
-    rows = _similar_rows(
-        qs.only("id", "kind", "content", "entity"),
+    return dict(
+        qs=qs.only("id", "kind", "content", "entity"),
         field_name="content",
         tsv_sql=MEMORY_TSV,
         index_name="memory_content_fts",
-        text=text,
     )
-    return [
-        Item(
-            type="memory",
-            id=row.pk,
-            text=row.content,
-            obj=row,
-            label=f"{row.kind.replace('_', ' ')} memory #{row.pk}",
-            lesson=LessonText(text=row.content, kind=row.kind, entity=row.entity),
-        )
-        for row in rows
-    ]
+
+
+def _memory_item(row) -> Item:
+    return Item(
+        type="memory",
+        id=row.pk,
+        text=row.content,
+        obj=row,
+        label=f"{row.kind.replace('_', ' ')} memory #{row.pk}",
+        lesson=LessonText(text=row.content, kind=row.kind, entity=row.entity),
+    )
+
+
+def memory_items(candidate, text: str) -> list[Item]:
+    rows = _similar_rows(**_memory_lookup(candidate), text=text)
+    return [_memory_item(row) for row in rows]
+
+
+_LOOKUPS = {
+    "strategy": (_strategy_lookup, _strategy_item),
+    "memory": (_memory_lookup, _memory_item),
+}
+
+
+def curated_items_prefetch(candidates: list) -> dict:
+    """The curated strategies and memories `scope_items` would compare each of these
+    candidates with, as one query per source for the whole set (each candidate's own
+    look-up, exactly as `_indexed_filter` builds it, joined by UNION ALL):
+    {candidate pk: {"strategy": [Item], "memory": [Item]}}. PostgreSQL only (empty on
+    SQLite, where `scope_items` filters in Python)."""
+    if not _postgres() or not candidates:
+        return {}
+    out: dict = {c.pk: {name: [] for name in _LOOKUPS} for c in candidates}
+    for name, (lookup, to_item) in _LOOKUPS.items():
+        parts = []
+        for candidate in candidates:
+            spec = lookup(candidate)
+            spec.pop("extra_text", None)
+            text = candidate_text(candidate)
+            terms = _selective_terms(
+                _lookup_terms(text), index_name=spec.pop("index_name")
+            )
+            if not _terms_tsquery(terms):
+                continue
+            parts.append(
+                _indexed_filter(**spec, text=text, terms=terms).annotate(
+                    _of=Value(candidate.pk, output_field=IntegerField())
+                )
+            )
+        if not parts:
+            continue
+        rows = parts[0].union(*parts[1:], all=True) if len(parts) > 1 else parts[0]
+        found: dict = {}
+        for row in rows:
+            found.setdefault(row._of, []).append(row)
+        for pk, items in found.items():
+            items.sort(key=lambda row: (row._sim, row.pk), reverse=True)
+            out[pk][name] = [to_item(row) for row in items]
+    return out
 
 
 def skill_items(candidate) -> list[Item]:
@@ -314,7 +351,7 @@ def pending_candidate_items(candidate, text: str) -> list[Item]:
     if candidate.kind in MEMORY_KINDS:
         qs = qs.filter(user_id=candidate.user_id)
     rows = _similar_rows(
-        qs.only(
+        qs=qs.only(
             "id",
             "kind",
             "content",
@@ -369,20 +406,31 @@ def policy_sentences(text: str) -> tuple[str, ...]:
     return tuple(out)
 
 
-def policy_items(candidate) -> list[Item]:
+def policy_items(candidate, agent_policies=None) -> list[Item]:
     """The sentences of the agent's policy for the candidate's namespace and playbook
-    (one query; a policy has tens of sentences, whatever the size of the playbook)."""
+    (one query, or none given the namespace's AgentPolicy rows in id order, as
+    `learning.audits.cache.namespace_policies` keeps them; a policy has tens of
+    sentences, whatever the size of the playbook)."""
     from playbooks.models import AgentPolicy
 
     if candidate.kind in POLICY_EXEMPT_KINDS:
         return []
-    where = Q(playbook__isnull=True)
-    if candidate.playbook_id:
-        where |= Q(playbook_id=candidate.playbook_id)
+    if agent_policies is None:
+        where = Q(playbook__isnull=True)
+        if candidate.playbook_id:
+            where |= Q(playbook_id=candidate.playbook_id)
+        policies = AgentPolicy.objects.filter(
+            where, namespace_id=candidate.namespace_id
+        )
+    else:
+        policies = [
+            p
+            for p in agent_policies
+            if p.playbook_id is None
+            or (candidate.playbook_id and p.playbook_id == candidate.playbook_id)
+        ]
     items = []
-    for policy in AgentPolicy.objects.filter(
-        where, namespace_id=candidate.namespace_id
-    ):
+    for policy in policies:
         label = "the agent's policy"
         for sentence in policy_sentences(policy.text):
             items.append(
@@ -393,12 +441,19 @@ def policy_items(candidate) -> list[Item]:
     return items
 
 
-def scope_items(candidate) -> list[Item]:
-    """Everything in the candidate's scope that shares its subject."""
+def scope_items(candidate, curated: dict | None = None) -> list[Item]:
+    """Everything in the candidate's scope that shares its subject; `curated` is the
+    candidate's entry of `curated_items_prefetch` (its strategies and memories looked
+    up with the rest of its set)."""
     text = candidate_text(candidate)
+    if curated is None:
+        curated = {
+            "strategy": strategy_items(candidate, text),
+            "memory": memory_items(candidate, text),
+        }
     return [
-        *strategy_items(candidate, text),
-        *memory_items(candidate, text),
+        *curated["strategy"],
+        *curated["memory"],
         *skill_items(candidate),
         *pending_candidate_items(candidate, text),
     ]

@@ -10,16 +10,25 @@ related candidate is decided or their playbook gets a new version (the tasks in
 learning/audit_tasks.py). `curated_text_audit` runs the same audits on a strategy or
 skill an admin is about to save."""
 
+import logging
 import re
 
 from django.db import transaction
+from django.db.models import CharField
+from django.db.models.expressions import RawSQL
 from django.utils import timezone
 
+from learning.audits.cache import (
+    POLICY_DIGEST_SQL,
+    digest_supported,
+    namespace_policies,
+)
 from learning.audits.conflict import conflict_findings
 from learning.audits.duplicate import duplicate_findings
 from learning.audits.hygiene import hygiene_findings, policy_for_namespace
 from learning.audits.scope import (
     candidate_lesson,
+    curated_items_prefetch,
     pending_candidate_items,
     policy_items,
     scope_items,
@@ -33,11 +42,14 @@ from learning.findings import (
     report_max_severity,
 )
 from learning.models import CandidateKind, CandidateStatus, LearningCandidate, Severity
-from learning.queue import task_enqueue_on_commit
+from learning.queue import task_enqueue_on_commit, task_run_here, task_send
 from review.models import AuditEvent
 from review.services import candidate_supersede
 
+logger = logging.getLogger(__name__)
+
 AUDIT_TASK = "learning.audit_tasks.candidate_audit_task"
+AUDIT_SET_TASK = "learning.audit_tasks.candidates_audit_task"
 
 
 def candidate_audit_enqueue(*, candidate) -> None:
@@ -50,14 +62,57 @@ def candidate_audit_enqueue(*, candidate) -> None:
     )
 
 
-def audit_report_build(*, candidate) -> dict:
-    """The three audits of one candidate, without storing anything."""
+def candidates_audit_enqueue(*, candidates) -> None:
+    """Queue the audits of candidates made together (a set of runs reflected in one
+    task) as one task, once the transaction that made them commits."""
+    ids = [c.pk for c in candidates]
+    if len(ids) == 1:
+        candidate_audit_enqueue(candidate=candidates[0])
+    elif ids:
+        task_enqueue_on_commit(
+            AUDIT_SET_TASK, ids, task_name=f"audit-candidates-{ids[0]}", group="audit"
+        )
+
+
+def candidates_audit_after_commit(*, candidates) -> None:
+    """Audit candidates made together in this process, once the transaction that made
+    them commits: the reflection task audits its own set (no second trip through the
+    broker before a candidate is audited). Should that fail, the set is queued as a
+    task (an audit done again stores the same report)."""
+    ids = [c.pk for c in candidates]
+    if not ids:
+        return
+
+    def run():
+        try:
+            task_run_here(AUDIT_SET_TASK, ids)
+        except Exception:  # noqa: BLE001 - the worker audits them instead
+            logger.exception("auditing %d candidates in place failed", len(ids))
+            task_send(
+                AUDIT_SET_TASK,
+                ids,
+                task_name=f"audit-candidates-{ids[0]}",
+                group="audit",
+            )
+
+    transaction.on_commit(run)
+
+
+def audit_report_build(*, candidate, curated: dict | None = None) -> dict:
+    """The three audits of one candidate, without storing anything. The namespace's
+    policies come from this process's cache when the candidate was read with their
+    digest (`policy_digest`, see learning/audits/cache.py), else from the database."""
+    hygiene_policy, agent_policies = namespace_policies(
+        candidate.namespace_id, getattr(candidate, "policy_digest", None)
+    )
     lesson = candidate_lesson(candidate)
-    items = scope_items(candidate)
+    items = scope_items(candidate, curated)
     conflict = conflict_findings(lesson=lesson, items=items)
     # Contradicting the agent's own policy blocks: only an admin can override it.
     conflict += conflict_findings(
-        lesson=lesson, items=policy_items(candidate), severity=Severity.BLOCK
+        lesson=lesson,
+        items=policy_items(candidate, agent_policies),
+        severity=Severity.BLOCK,
     )
     contradicted = {
         (rel["type"], rel["id"], rel["text"]) for f in conflict for rel in f["related"]
@@ -66,8 +121,7 @@ def audit_report_build(*, candidate) -> dict:
         lesson=lesson,
         items=[i for i in items if (i.type, i.id, i.text[:500]) not in contradicted],
     )
-    policy = policy_for_namespace(candidate.namespace_id)
-    hygiene = hygiene_findings(text=lesson.text, policy=policy)
+    hygiene = hygiene_findings(text=lesson.text, policy=hygiene_policy)
     return findings_identify(
         {"conflict": conflict, "hygiene": hygiene, "duplicate": duplicate}
     )
@@ -76,13 +130,18 @@ def audit_report_build(*, candidate) -> dict:
 def candidate_dismissals(*, candidate) -> dict:
     """The findings reviewers dismissed on this candidate (from the audit trail, so a
     dismissal outlives the report): finding id -> {"by", "at", "reason"}."""
-    out = {}
+    return candidates_dismissals(candidate_ids=[candidate.pk]).get(candidate.pk, {})
+
+
+def candidates_dismissals(*, candidate_ids: list[int]) -> dict:
+    """`candidate_dismissals` of many candidates in one query: {pk: {finding id: …}}."""
+    out: dict = {}
     for event in AuditEvent.objects.filter(
-        candidate_id=candidate.pk, action=DISMISS_ACTION
+        candidate_id__in=candidate_ids, action=DISMISS_ACTION
     ).order_by("created_at", "id"):
         fid = (event.data or {}).get("finding_id")
         if fid:
-            out[fid] = {
+            out.setdefault(event.candidate_id, {})[fid] = {
                 "by": event.actor,
                 "at": event.created_at.isoformat(),
                 "reason": event.note,
@@ -90,14 +149,55 @@ def candidate_dismissals(*, candidate) -> dict:
     return out
 
 
-def candidate_audit(*, candidate) -> dict:
-    """Run every audit, store `audit`, `audited_at`, `max_severity` on the candidate."""
-    candidate = LearningCandidate.objects.select_related("skill", "playbook").get(
-        pk=candidate.pk
-    )
+def _audit_rows():
+    """Candidates as an audit reads them: with skill and playbook, and (PostgreSQL)
+    the digest of their namespace's policies, which lets `namespace_policies` serve
+    them from this process's cache only while they are unchanged."""
+    rows = LearningCandidate.objects.select_related("skill", "playbook")
+    if digest_supported():
+        rows = rows.annotate(
+            policy_digest=RawSQL(POLICY_DIGEST_SQL, [], output_field=CharField())
+        )
+    return rows
+
+
+def candidates_audit(*, candidate_ids: list[int], after=None) -> dict:
+    """The audits of a set of candidates (those one set of runs made), in order, as
+    `candidate_audit` makes them one by one, with the set's reads done once: the
+    candidates in one query, their dismissals in one, and the curated strategies and
+    memories each is compared with in one query per source
+    (`curated_items_prefetch`). `after(candidate)` runs after each audit (the learning
+    mode's say) and returns True when it changed the curated knowledge (applied the
+    candidate): the candidates after it then look their curated items up again, so
+    each audit still sees what is curated when it runs. Returns {pk: report}."""
+    by_pk = {c.pk: c for c in _audit_rows().filter(pk__in=candidate_ids)}
+    found = [by_pk[pk] for pk in dict.fromkeys(candidate_ids) if pk in by_pk]
+    curated = curated_items_prefetch(found)
+    dismissed = candidates_dismissals(candidate_ids=[c.pk for c in found])
+    reports = {}
+    for candidate in found:
+        reports[candidate.pk] = candidate_audit(
+            candidate=candidate,
+            loaded=True,
+            curated=curated.get(candidate.pk),
+            dismissals=dismissed.get(candidate.pk, {}),
+        )
+        if after is not None and after(candidate):
+            curated = {}
+    return reports
+
+
+def candidate_audit(
+    *, candidate, loaded: bool = False, curated=None, dismissals=None
+) -> dict:
+    """Run every audit, store `audit`, `audited_at`, `max_severity` on the candidate.
+    (`candidates_audit` hands in the candidate as `_audit_rows` read it, `loaded`,
+    with its curated items and dismissals.)"""
+    if not loaded:
+        candidate = _audit_rows().get(pk=candidate.pk)
     report = dismissals_apply(
-        audit_report_build(candidate=candidate),
-        candidate_dismissals(candidate=candidate),
+        audit_report_build(candidate=candidate, curated=curated),
+        candidate_dismissals(candidate=candidate) if dismissals is None else dismissals,
     )
     max_severity = report_max_severity(report)
     with transaction.atomic():

@@ -10,6 +10,7 @@ from dataclasses import dataclass, field
 from django.conf import settings
 from django.db import connection, transaction
 from django.db.models import Prefetch, QuerySet
+from django.utils import timezone
 
 from learning.lessons import LessonInvalid, evidence_confidence, lesson_fields
 from learning.models import (
@@ -24,8 +25,12 @@ from learning.models import (
     Provenance,
     Reflection,
     Trajectory,
+    Webhook,
 )
-from learning.services.audit import candidate_audit_enqueue
+from learning.services.audit import (
+    candidates_audit_after_commit,
+    candidates_audit_enqueue,
+)
 from learning.services.redaction import redact_fields
 from learning.text.contradiction import LessonText, lesson_contradiction
 from learning.webhooks import candidate_event_emit
@@ -116,31 +121,7 @@ def _text_redacted(**text: str) -> dict[str, str]:
 
 @transaction.atomic
 def candidate_create(
-    *,
-    namespace: Namespace,
-    kind: str,
-    content: str = "",
-    rationale: str = "",
-    confidence: float = 0.5,
-    task_type: str = "",
-    agent: str = "",
-    playbook=None,
-    skill=None,
-    memory_scope: str = "",
-    user_id: str = "",
-    entity: str = "",
-    patch: str = "",
-    base_hash: str = "",
-    evidence: Iterable[EvidenceRef] = (),
-    reflection: Reflection | None = None,
-    source: str = "reflection",
-    proposed_by: str = "",
-    key: str = "",
-    polarity: str = "",
-    when: str = "",
-    directive: str = "",
-    why: str = "",
-    provenance: str = "",
+    *, namespace: Namespace, **proposal
 ) -> tuple[LearningCandidate, bool]:
     """Store a candidate, or add evidence to the pending one with the same fingerprint.
 
@@ -152,136 +133,307 @@ def candidate_create(
     Strategy-like kinds are stored in the lesson shape (`learning.lessons`): given as
     polarity/when/directive/why, or read from `content` (then `shape_classified`), and
     their content is the rendering of that shape — exactly what recall will hand out.
-    """
+
+    The keywords are those of `CandidateProposal`; this is `candidates_create` with a
+    set of one, so the API, the console and the workers share one rule."""
+    return candidates_create(namespace=namespace, proposals=[proposal])[0]
+
+
+@dataclass
+class CandidateProposal:
+    """One proposed candidate, as `candidate_create` takes it."""
+
+    kind: str
+    content: str = ""
+    rationale: str = ""
+    confidence: float = 0.5
+    task_type: str = ""
+    agent: str = ""
+    playbook: object = None
+    skill: object = None
+    memory_scope: str = ""
+    user_id: str = ""
+    entity: str = ""
+    patch: str = ""
+    base_hash: str = ""
+    evidence: Iterable[EvidenceRef] = ()
+    reflection: Reflection | None = None
+    source: str = "reflection"
+    proposed_by: str = ""
+    key: str = ""
+    polarity: str = ""
+    when: str = ""
+    directive: str = ""
+    why: str = ""
+    provenance: str = ""
+
+
+@dataclass
+class _Prepared:
+    """A proposal redacted, validated and resolved: the row it would insert, its
+    fingerprint and its evidence by run."""
+
+    row: dict
+    shape: dict
+    key: str
+    fingerprint: str
+    confidence: float
+    by_run: dict  # run id -> step indexes
+    reflection: Reflection | None
+
+
+def _proposal_prepare(  # noqa: C901 - one validation per field, in the API's order
+    *, namespace: Namespace, playbooks: dict, proposal: CandidateProposal
+) -> _Prepared:
+    p = proposal
     text = _text_redacted(
-        content=content,
-        rationale=rationale,
-        user_id=user_id,
-        entity=entity,
-        task_type=task_type,
-        agent=agent,
-        patch=patch,
-        key=key,
-        when=when,
-        directive=directive,
-        why=why,
+        content=p.content,
+        rationale=p.rationale,
+        user_id=p.user_id,
+        entity=p.entity,
+        task_type=p.task_type,
+        agent=p.agent,
+        patch=p.patch,
+        key=p.key,
+        when=p.when,
+        directive=p.directive,
+        why=p.why,
     )
-    content, rationale, user_id, entity = (
-        text["content"],
-        text["rationale"],
-        text["user_id"],
-        text["entity"],
-    )
-    task_type, agent, patch, key = (
-        text["task_type"],
-        text["agent"],
-        text["patch"],
-        text["key"],
-    )
-    when, directive, why = text["when"], text["directive"], text["why"]
-    content = (content or "").strip()
+    kind, content = p.kind, (text["content"] or "").strip()
+    user_id, entity, task_type = text["user_id"], text["entity"], text["task_type"]
     if kind not in CandidateKind.values:
         raise CandidateInvalid(
             "kind", f"unknown kind {kind!r}; use one of {CandidateKind.values}"
         )
-    if not content and not (directive or "").strip():
+    if not content and not (text["directive"] or "").strip():
         raise CandidateInvalid("content", "content must not be empty.")
     shape = lesson_shape_fields(
         kind=kind,
         content=content,
-        polarity=polarity,
-        when=when,
-        directive=directive,
-        why=why,
-        provenance=provenance or _PROVENANCE_BY_SOURCE.get(source, ""),
+        polarity=p.polarity,
+        when=text["when"],
+        directive=text["directive"],
+        why=text["why"],
+        provenance=p.provenance or _PROVENANCE_BY_SOURCE.get(p.source, ""),
     )
     content = shape.pop("content", content)
     if not content:
         raise CandidateInvalid("content", "content must not be empty.")
-    if not 0.0 <= float(confidence) <= 1.0:
+    if not 0.0 <= float(p.confidence) <= 1.0:
         raise CandidateInvalid("confidence", "confidence must be between 0 and 1.")
+    playbook, memory_scope = p.playbook, p.memory_scope
     if kind in MEMORY_KINDS:
         memory_scope = memory_scope or ("user" if user_id else "namespace")
     elif kind != CandidateKind.PATCH_SKILL and playbook is None:
-        playbook = playbook_for_task_type(namespace=namespace, task_type=task_type)
+        if task_type not in playbooks:
+            playbooks[task_type] = playbook_for_task_type(
+                namespace=namespace, task_type=task_type
+            )
+        playbook = playbooks[task_type]
     scope = _scope_label(
         kind=kind,
         playbook=playbook,
-        skill=skill,
+        skill=p.skill,
         memory_scope=memory_scope,
         user_id=user_id,
         entity=entity,
     )
-    fingerprint = candidate_fingerprint(kind=kind, key=key or content, scope=scope)
-    evidence = list(evidence)
-
-    _fingerprint_lock(namespace_id=namespace.pk, fingerprint=fingerprint)
-    existing = (
-        LearningCandidate.objects.select_for_update()
-        .filter(
-            namespace=namespace, fingerprint=fingerprint, status=CandidateStatus.PENDING
+    key = text["key"]
+    by_run: dict[uuid.UUID, set[int]] = {}
+    for ref in p.evidence:
+        by_run.setdefault(uuid.UUID(str(ref.run_id)), set()).update(
+            int(i) for i in ref.step_indexes
         )
-        .order_by("created_at", "id")
-        .first()
-    )
-    if existing is not None and not key and _changes_value(existing, content, shape):
-        existing = None  # same words, another value or polarity: a conflict, not more
-    if existing is not None:
-        added = _evidence_add(
-            candidate=existing, evidence=evidence, reflection=reflection
-        )
-        if added:
-            # Counted, not re-counted: under the fingerprint lock nothing else adds
-            # evidence to this candidate.
-            existing.evidence_count += added
-            # More independent runs showing it: more confidence, by the one rule.
-            existing.confidence = max(
-                existing.confidence,
-                float(confidence),
-                evidence_confidence(
-                    base=float(confidence), runs=existing.evidence_count
-                ),
-            )
-            existing.below_floor = existing.confidence < confidence_floor(kind)
-            existing.save(
-                update_fields=[
-                    "evidence_count",
-                    "confidence",
-                    "below_floor",
-                    "updated_at",
-                ]
-            )
-        return existing, False
-
-    candidate = LearningCandidate.objects.create(
+    row = dict(
         namespace=namespace,
         kind=kind,
         content=content,
-        rationale=(rationale or "").strip(),
-        confidence=round(float(confidence), 3),
+        rationale=(text["rationale"] or "").strip(),
+        confidence=round(float(p.confidence), 3),
         playbook=playbook,
-        skill=skill,
+        skill=p.skill,
         memory_scope=memory_scope if kind in MEMORY_KINDS else "",
         user_id=user_id or "",
         entity=entity or "",
         task_type=task_type or "",
-        agent=agent or "",
-        patch=patch or "",
-        base_hash=base_hash or "",
-        source=source,
-        proposed_by=proposed_by or "",
-        reflection=reflection,
-        fingerprint=fingerprint,
-        below_floor=float(confidence) < confidence_floor(kind),
-        evidence_count=len({str(ref.run_id) for ref in evidence}),
+        agent=text["agent"] or "",
+        patch=text["patch"] or "",
+        base_hash=p.base_hash or "",
+        source=p.source,
+        proposed_by=p.proposed_by or "",
+        reflection=p.reflection,
+        below_floor=float(p.confidence) < confidence_floor(kind),
+        evidence_count=len(by_run),
         **shape,
     )
-    _evidence_add(
-        candidate=candidate, evidence=evidence, reflection=reflection, new=True
+    return _Prepared(
+        row=row,
+        shape=shape,
+        key=key,
+        fingerprint=candidate_fingerprint(kind=kind, key=key or content, scope=scope),
+        confidence=float(p.confidence),
+        by_run=by_run,
+        reflection=p.reflection,
     )
-    candidate_audit_enqueue(candidate=candidate)
-    candidate_event_emit(candidate=candidate, event="candidate.created")  # webhooks
-    return candidate, True
+
+
+@transaction.atomic
+def candidates_create(
+    *, namespace: Namespace, proposals: Sequence, audit_here: bool = False
+) -> list[tuple[LearningCandidate, bool]]:
+    """`candidate_create` for a set of proposals (dicts of its keywords, or
+    `CandidateProposal`s) in one namespace, with the same outcome as creating them one
+    by one in order, in a fixed number of queries: one fingerprint lock and one
+    look-up of the pending candidates for the whole set, one read of their evidence,
+    then bulk inserts and updates; counts are computed, never re-counted (under the
+    fingerprint locks nothing else adds evidence to these candidates). Returns
+    (candidate, created) per proposal, in order. New candidates are audited by a
+    queued task, or by this process after the commit with `audit_here`."""
+    proposals = [
+        p if isinstance(p, CandidateProposal) else CandidateProposal(**p)
+        for p in proposals
+    ]
+    playbooks: dict = {}
+    prepared = [
+        _proposal_prepare(namespace=namespace, playbooks=playbooks, proposal=p)
+        for p in proposals
+    ]
+    if not prepared:
+        return []
+    fingerprints = sorted({p.fingerprint for p in prepared})
+    hooks = _fingerprints_lock(namespace_id=namespace.pk, fingerprints=fingerprints)
+    oldest: dict[str, LearningCandidate] = {}
+    for row in (
+        LearningCandidate.objects.select_for_update()
+        .filter(
+            namespace=namespace,
+            fingerprint__in=fingerprints,
+            status=CandidateStatus.PENDING,
+        )
+        .order_by("created_at", "id")
+    ):
+        oldest.setdefault(row.fingerprint, row)
+    writer = _SetWriter(
+        namespace=namespace,
+        existing=list(oldest.values()),
+        hooks=hooks,
+        audit_here=audit_here,
+    )
+    writer.evidence_load(run_ids={r for p in prepared for r in p.by_run})
+    out = []
+    for item in prepared:
+        existing = oldest.get(item.fingerprint)
+        if (
+            existing is not None
+            and not item.key
+            and _changes_value(existing, item.row["content"], item.shape)
+        ):
+            existing = None  # same words, another value or polarity: a conflict
+        if existing is None:
+            candidate = writer.new(item)
+            oldest.setdefault(item.fingerprint, candidate)
+            out.append((candidate, True))
+        else:
+            writer.merge(existing, item)
+            out.append((existing, False))
+    writer.flush()
+    return out
+
+
+class _SetWriter:
+    """The writes of `candidates_create`, kept in memory until `flush`: new candidates
+    and evidence rows, and the changed counts and step indexes of existing ones."""
+
+    def __init__(
+        self, *, namespace, existing: list, hooks: bool, audit_here: bool = False
+    ):
+        self.namespace = namespace
+        self.audit_here = audit_here  # audited by this process after the commit
+        self.hooks = hooks  # an active webhook: new candidates emit their event
+        self.existing = existing
+        self.evidence: dict = {}  # (id(candidate), run id) -> CandidateEvidence
+        self.new_candidates: list[LearningCandidate] = []
+        self.new_evidence: list[CandidateEvidence] = []
+        self.changed_candidates: dict = {}  # id(candidate) -> candidate (stored ones)
+        self.changed_evidence: dict = {}  # id(row) -> row (stored ones)
+
+    def evidence_load(self, *, run_ids: set) -> None:
+        if not self.existing or not run_ids:
+            return
+        by_pk = {c.pk: c for c in self.existing}
+        for row in CandidateEvidence.objects.filter(
+            candidate_id__in=by_pk, trajectory_id__in=run_ids
+        ):
+            self.evidence[(id(by_pk[row.candidate_id]), row.trajectory_id)] = row
+
+    def _evidence_add(self, candidate, item: _Prepared) -> int:
+        """Rows for runs not yet behind the candidate; merged step indexes otherwise."""
+        added = 0
+        for run_id, steps in item.by_run.items():
+            row = self.evidence.get((id(candidate), run_id))
+            if row is None:
+                row = CandidateEvidence(
+                    candidate=candidate,
+                    trajectory_id=run_id,
+                    step_indexes=sorted(steps),
+                    reflection=item.reflection,
+                )
+                self.evidence[(id(candidate), run_id)] = row
+                self.new_evidence.append(row)
+                added += 1
+            elif not steps <= set(row.step_indexes):
+                row.step_indexes = sorted(steps | set(row.step_indexes))
+                if row.pk is not None:
+                    self.changed_evidence[id(row)] = row
+        return added
+
+    def new(self, item: _Prepared) -> LearningCandidate:
+        candidate = LearningCandidate(fingerprint=item.fingerprint, **item.row)
+        self.new_candidates.append(candidate)
+        self._evidence_add(candidate, item)
+        return candidate
+
+    def merge(self, candidate: LearningCandidate, item: _Prepared) -> None:
+        added = self._evidence_add(candidate, item)
+        if not added:
+            return
+        candidate.evidence_count += added
+        # More independent runs showing it: more confidence, by the one rule.
+        candidate.confidence = max(
+            candidate.confidence,
+            item.confidence,
+            evidence_confidence(base=item.confidence, runs=candidate.evidence_count),
+        )
+        candidate.below_floor = candidate.confidence < confidence_floor(candidate.kind)
+        if candidate.pk is not None:
+            self.changed_candidates[id(candidate)] = candidate
+
+    def flush(self) -> None:
+        if self.new_candidates:
+            LearningCandidate.objects.bulk_create(self.new_candidates)
+        if self.changed_candidates:
+            now = timezone.now()
+            changed = list(self.changed_candidates.values())
+            for candidate in changed:
+                candidate.updated_at = now
+            LearningCandidate.objects.bulk_update(
+                changed, ["evidence_count", "confidence", "below_floor", "updated_at"]
+            )
+        if self.new_evidence:
+            CandidateEvidence.objects.bulk_create(
+                self.new_evidence, ignore_conflicts=True
+            )
+        if self.changed_evidence:
+            CandidateEvidence.objects.bulk_update(
+                list(self.changed_evidence.values()), ["step_indexes"]
+            )
+        if self.new_candidates:
+            if self.audit_here:
+                candidates_audit_after_commit(candidates=self.new_candidates)
+            else:
+                candidates_audit_enqueue(candidates=self.new_candidates)
+            for candidate in self.new_candidates if self.hooks else []:
+                candidate_event_emit(candidate=candidate, event="candidate.created")
 
 
 _PROVENANCE_BY_SOURCE = {"agent": Provenance.AGENT, "batch": Provenance.BATCH}
@@ -316,56 +468,29 @@ def lesson_shape_fields(
     return {**fields, "provenance": provenance}
 
 
-def _fingerprint_lock(*, namespace_id: int, fingerprint: str) -> None:
+def _fingerprints_lock(*, namespace_id: int, fingerprints: list[str]) -> bool:
     """Two workers finding the same new lesson at once must make one candidate: on
     PostgreSQL a transaction-scoped advisory lock per (namespace, fingerprint) orders
-    them (SQLite already serialises writers)."""
+    them, taken for a whole set in one statement, in key order so that two sets never
+    wait for each other in a circle (SQLite already serialises writers). The same
+    statement says whether the namespace has an active webhook (whether new candidates
+    have an event to record), so a set pays no query for that either."""
     if connection.vendor != "postgresql":
-        return
-    key = int(
-        hashlib.sha256(f"{namespace_id}:{fingerprint}".encode()).hexdigest()[:15], 16
-    )
-    with connection.cursor() as cursor:
-        cursor.execute("SELECT pg_advisory_xact_lock(%s)", [key])
-
-
-def _evidence_add(
-    *, candidate, evidence: list[EvidenceRef], reflection, new: bool = False
-) -> int:
-    """Adds rows for runs not yet behind the candidate; merges step indexes otherwise
-    (a `new` candidate has none yet: nothing to read)."""
-    if not evidence:
-        return 0
-    by_run: dict[uuid.UUID, set[int]] = {}
-    for ref in evidence:
-        by_run.setdefault(uuid.UUID(str(ref.run_id)), set()).update(
-            int(i) for i in ref.step_indexes
-        )
-    current = (
-        {}
-        if new
-        else {
-            e.trajectory_id: e
-            for e in candidate.evidence.filter(trajectory_id__in=by_run)
+        return Webhook.objects.filter(namespace_id=namespace_id, active=True).exists()
+    keys = sorted(
+        {
+            int(hashlib.sha256(f"{namespace_id}:{fp}".encode()).hexdigest()[:15], 16)
+            for fp in fingerprints
         }
     )
-    new_rows = []
-    for run_id, steps in by_run.items():
-        row = current.get(run_id)
-        if row is None:
-            new_rows.append(
-                CandidateEvidence(
-                    candidate=candidate,
-                    trajectory_id=run_id,
-                    step_indexes=sorted(steps),
-                    reflection=reflection,
-                )
-            )
-        elif not steps <= set(row.step_indexes):
-            row.step_indexes = sorted(steps | set(row.step_indexes))
-            row.save(update_fields=["step_indexes"])
-    CandidateEvidence.objects.bulk_create(new_rows, ignore_conflicts=True)
-    return len(new_rows)
+    with connection.cursor() as cursor:
+        cursor.execute(
+            "SELECT count(pg_advisory_xact_lock(k)), EXISTS (SELECT 1 FROM"
+            " learning_webhook w WHERE w.namespace_id = %s AND w.active)"
+            " FROM unnest(%s::bigint[]) AS u(k)",
+            [namespace_id, keys],
+        )
+        return bool(cursor.fetchone()[1])
 
 
 def candidate_list(

@@ -5,6 +5,7 @@ import hashlib
 import logging
 import time
 from collections import OrderedDict
+from dataclasses import dataclass
 from datetime import timedelta
 
 from django.conf import settings
@@ -31,7 +32,12 @@ from learning.reflectors import (
     StepView,
     reflector_get,
 )
-from learning.services.candidates import MEMORY_KINDS, EvidenceRef, candidate_create
+from learning.services.candidates import (
+    MEMORY_KINDS,
+    CandidateProposal,
+    EvidenceRef,
+    candidates_create,
+)
 from playbooks.counters import strategy_counters_add, strategy_tags_of
 
 logger = logging.getLogger(__name__)
@@ -496,30 +502,150 @@ def runs_reflect(*, run_ids: list) -> dict:
     deadline = time.monotonic() + set_budget_seconds()
     views = dict(zip([r.pk for r in runs], run_views(runs, with_rules=True)))
     pools = peer_pools(runs)
+    # Every peer of the set loaded at once (3 queries), not the missing ones run by
+    # run: reflecting successes moves their `updated_at`, so each set finds most of
+    # its peers changed since the last one.
+    peer_views(list({p.pk: p for pool in pools.values() for p in pool}.values()))
     reflector = reflector_get()
-    reflected, failed, left = 0, 0, []
+    done, failed, left = [], 0, []
     for run in runs:
-        if (reflected or failed) and time.monotonic() > deadline:
+        if (done or failed) and time.monotonic() > deadline:
             left.append(run.pk)  # at least one run per task: a set always progresses
             continue
         try:
             result = reflector.reflect(
                 run=views[run.pk], peers=peer_views(pools[run.pk])
             )
-            reflection_commit(run=run, result=result)
-            reflected += 1
+            done.append((run, result))
         except Exception as exc:  # noqa: BLE001 - recorded on the run, the set goes on
-            logger.exception("reflection of run %s failed", run.pk)
-            run_reflection_failure_record(
-                run_id=run.pk, error=f"{exc.__class__.__name__}: {exc}"
-            )
+            _reflection_failed(run, exc)
             failed += 1
+    reflected, store_failed = reflections_commit(items=done)
+    failed += store_failed
     if left:
         Trajectory.objects.filter(pk__in=left).update(
             reflection_attempts=F("reflection_attempts") - 1
         )
         reflection_sets_send(run_ids=[str(pk) for pk in left])
     return {"reflected": reflected, "failed": failed, "handed_back": len(left)}
+
+
+def _reflection_failed(run, exc) -> None:
+    logger.exception("reflection of run %s failed", run.pk)
+    run_reflection_failure_record(
+        run_id=run.pk, error=f"{exc.__class__.__name__}: {exc}"
+    )
+
+
+def reflections_commit(*, items: list) -> tuple[int, int]:
+    """Store the reflectors' results for a set of claimed runs: all in one transaction
+    (`reflections_store`); should that fail, run by run, so one run's failure is
+    recorded on it and never stops the others. Returns (reflected, failed)."""
+    if not items:
+        return 0, 0
+    try:
+        reflections_store(items=items)
+        return len(items), 0
+    except Exception:  # noqa: BLE001 - the runs are stored one by one below
+        logger.exception("storing a set of %d reflections failed", len(items))
+    reflected = failed = 0
+    for run, result in items:
+        try:
+            reflection_commit(run=run, result=result)
+            reflected += 1
+        except Exception as exc:  # noqa: BLE001 - recorded on the run
+            _reflection_failed(run, exc)
+            failed += 1
+    return reflected, failed
+
+
+def reflections_store(*, items: list) -> list:
+    """`reflection_commit` for a set of claimed runs, in one transaction and a fixed
+    number of queries: the runs locked together, their Reflections read, inserted and
+    updated in bulk, the candidates of every run as one set per namespace
+    (`lessons_to_candidates_set`), and the runs marked reflected. A run a twin task
+    reflected first is left as it is. Returns the stored Reflections."""
+    with transaction.atomic():
+        locked = {
+            r.pk: r
+            for r in Trajectory.objects.select_for_update()
+            .filter(pk__in=[run.pk for run, _ in items])
+            .order_by("pk")
+        }
+        todo = [
+            (locked[run.pk], run, result)
+            for run, result in items
+            if run.pk in locked
+            and locked[run.pk].reflection_status != ReflectionStatus.REFLECTED
+        ]
+        existing: dict = {}
+        for row in Reflection.objects.filter(
+            trajectory_id__in=[t.pk for t, _, _ in todo], is_batch=False
+        ).order_by("created_at", "id"):
+            existing.setdefault(row.trajectory_id, row)
+        new, changed, stored, by_namespace = [], [], [], {}
+        for target, run, result in todo:
+            target.namespace = run.namespace  # loaded with the run: its rules
+            values = dict(
+                namespace_id=target.namespace_id,
+                task_type=target.task_type,
+                is_batch=False,
+                **reflection_fields(result),
+            )
+            reflection = existing.get(target.pk)
+            previous_tags = strategy_tags_of(
+                reflection.observations if reflection else []
+            )
+            if reflection is None:
+                reflection = Reflection(trajectory=target, **values)
+                new.append(reflection)
+            else:
+                for key, value in values.items():
+                    setattr(reflection, key, value)
+                changed.append(reflection)
+            stored.append(reflection)
+            strategy_counters_add(
+                namespace_id=target.namespace_id,
+                tags=result.strategy_tags,
+                replacing=previous_tags,
+            )
+            by_namespace.setdefault(target.namespace_id, []).append(
+                LessonSet(
+                    lessons=result.lessons,
+                    reflection=reflection,
+                    run=target,
+                    task_type=target.task_type,
+                    agent=target.agent,
+                )
+            )
+        Reflection.objects.bulk_create(new)
+        if changed:
+            Reflection.objects.bulk_update(changed, list(values))
+        namespaces = {t.namespace_id: t.namespace for t, _, _ in todo}
+        for namespace_id, sets in by_namespace.items():
+            # This task audits what it made once it commits: no second broker hop
+            # between a posted failure and its audited candidates.
+            lessons_to_candidates_set(
+                namespace=namespaces[namespace_id], items=sets, audit_here=True
+            )
+        _runs_mark_reflected(todo)
+    return stored
+
+
+def _runs_mark_reflected(todo: list) -> None:
+    """One UPDATE per distinct outcome (reflected, or reflected by the fallback)."""
+    now = timezone.now()
+    groups: dict = {}
+    for target, _run, result in todo:
+        error = f"fallback: {result.fallback_reason}"[:2000] if result.fallback else ""
+        groups.setdefault(error, []).append(target.pk)
+    for error, ids in groups.items():
+        Trajectory.objects.filter(pk__in=ids).update(
+            reflection_status=ReflectionStatus.REFLECTED,
+            reflection_error=error,
+            reflected_at=now,
+            updated_at=now,
+        )
 
 
 def reflection_sets_send(*, run_ids: list[str]) -> None:
@@ -624,64 +750,124 @@ def lessons_to_candidates(
 ):
     """One candidate per lesson (merged with an equal pending one), with evidence: the
     run and its steps, plus the other runs the lesson was contrasted with."""
+    return [
+        candidate
+        for candidate, _new in lessons_to_candidates_set(
+            namespace=namespace,
+            items=[
+                LessonSet(
+                    lessons=lessons,
+                    reflection=reflection,
+                    run=run,
+                    task_type=task_type,
+                    agent=agent,
+                    source=source,
+                )
+            ],
+        )
+    ]
+
+
+@dataclass
+class LessonSet:
+    """The lessons of one reflection, to be stored as candidates."""
+
+    lessons: list
+    reflection: object
+    run: object = None
+    task_type: str = ""
+    agent: str = ""
+    source: str = "reflection"
+
+
+def _task_playbooks(*, namespace, task_types: set) -> dict:
     from playbooks.services import playbook_for_task_type
 
-    created = []
-    playbook = None
-    if any(lesson.kind not in MEMORY_KINDS for lesson in lessons):
+    out = {}
+    for task_type in sorted(task_types):
         try:
             with transaction.atomic():
-                playbook = playbook_for_task_type(
+                out[task_type] = playbook_for_task_type(
                     namespace=namespace, task_type=task_type
                 )
         except IntegrityError:  # another worker created it at the same moment
-            playbook = playbook_for_task_type(namespace=namespace, task_type=task_type)
-    known = set(
-        Trajectory.objects.filter(
-            namespace=namespace,
-            pk__in={
-                rid
-                for lesson in lessons
-                for rid in list(lesson.related_runs) + list(lesson.run_ids)
-            },
-        ).values_list("pk", flat=True)
-    )
-    for lesson in lessons:
-        evidence = []
-        if run is not None:
-            evidence.append(
-                EvidenceRef(run_id=run.pk, step_indexes=lesson.step_indexes)
+            out[task_type] = playbook_for_task_type(
+                namespace=namespace, task_type=task_type
             )
-        for rid, steps in lesson.related_runs.items():
-            if rid in known:
-                evidence.append(EvidenceRef(run_id=rid, step_indexes=steps or []))
-        for rid in lesson.run_ids:
-            if rid in known and rid not in lesson.related_runs:
-                evidence.append(EvidenceRef(run_id=rid, step_indexes=[]))
-        candidate, _new = candidate_create(
-            namespace=namespace,
-            kind=lesson.kind,
-            content=lesson.content,
-            rationale=lesson.rationale,
-            confidence=lesson.confidence,
-            task_type=task_type,
-            agent=agent,
-            user_id=lesson.user_id,
-            entity=lesson.entity,
-            memory_scope=lesson.memory_scope,
-            evidence=evidence,
-            reflection=reflection,
-            source=source,
-            key=lesson.key,
-            playbook=None if lesson.kind in MEMORY_KINDS else playbook,
-            polarity=lesson.polarity,
-            when=lesson.when,
-            directive=lesson.directive,
-            why=lesson.why,
-            provenance=lesson.provenance,
+    return out
+
+
+def lessons_to_candidates_set(
+    *, namespace, items: list[LessonSet], audit_here: bool = False
+) -> list:
+    """`lessons_to_candidates` for the reflections of a set of runs of one namespace,
+    in order, as one `candidates_create`: the task types' playbooks and the runs named
+    as evidence are looked up once for the set. Returns (candidate, created) pairs."""
+    playbooks = _task_playbooks(
+        namespace=namespace,
+        task_types={
+            item.task_type
+            for item in items
+            if any(lesson.kind not in MEMORY_KINDS for lesson in item.lessons)
+        },
+    )
+    named = {
+        rid
+        for item in items
+        for lesson in item.lessons
+        for rid in list(lesson.related_runs) + list(lesson.run_ids)
+    }
+    known = (
+        set(
+            Trajectory.objects.filter(namespace=namespace, pk__in=named).values_list(
+                "pk", flat=True
+            )
         )
-        created.append(candidate)
-    return created
+        if named
+        else set()
+    )
+    proposals = []
+    for item in items:
+        for lesson in item.lessons:
+            evidence = []
+            if item.run is not None:
+                evidence.append(
+                    EvidenceRef(run_id=item.run.pk, step_indexes=lesson.step_indexes)
+                )
+            for rid, steps in lesson.related_runs.items():
+                if rid in known:
+                    evidence.append(EvidenceRef(run_id=rid, step_indexes=steps or []))
+            for rid in lesson.run_ids:
+                if rid in known and rid not in lesson.related_runs:
+                    evidence.append(EvidenceRef(run_id=rid, step_indexes=[]))
+            proposals.append(
+                CandidateProposal(
+                    kind=lesson.kind,
+                    content=lesson.content,
+                    rationale=lesson.rationale,
+                    confidence=lesson.confidence,
+                    task_type=item.task_type,
+                    agent=item.agent,
+                    user_id=lesson.user_id,
+                    entity=lesson.entity,
+                    memory_scope=lesson.memory_scope,
+                    evidence=evidence,
+                    reflection=item.reflection,
+                    source=item.source,
+                    key=lesson.key,
+                    playbook=None
+                    if lesson.kind in MEMORY_KINDS
+                    else playbooks.get(item.task_type),
+                    polarity=lesson.polarity,
+                    when=lesson.when,
+                    directive=lesson.directive,
+                    why=lesson.why,
+                    provenance=lesson.provenance,
+                )
+            )
+    return candidates_create(
+        namespace=namespace, proposals=proposals, audit_here=audit_here
+    )
 
 
 # --- the sweeper ---------------------------------------------------------------------

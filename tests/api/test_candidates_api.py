@@ -14,7 +14,7 @@ pytestmark = pytest.mark.django_db
 def no_audit(monkeypatch):
     """Audits are tested on their own; here they would only add queries and time."""
     monkeypatch.setattr(
-        "learning.services.candidates.candidate_audit_enqueue", lambda **kw: None
+        "learning.services.candidates.candidates_audit_enqueue", lambda **kw: None
     )
 
 

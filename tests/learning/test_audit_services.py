@@ -6,6 +6,7 @@ from django.db import connection
 from django.test.utils import CaptureQueriesContext
 
 from learning.audits import scope
+from learning.audits.cache import caches_clear
 from learning.models import CandidateEvidence, CandidateStatus, LearningCandidate
 from learning.services.audit import candidate_audit, candidate_audit_enqueue
 from learning.services.candidates import EvidenceRef, candidate_create
@@ -311,6 +312,7 @@ def test_audit_queries_do_not_grow_with_curated_knowledge(playbook):
         candidate = CandidateFactory(
             namespace=playbook.namespace, playbook=playbook, content=content
         )
+        caches_clear()  # both audits start cold (word statistics, policies)
         with CaptureQueriesContext(connection) as ctx:
             candidate_audit(candidate=candidate)
         candidate.delete()

@@ -128,8 +128,8 @@ def test_fingerprints_separate_kinds_and_scopes():
 def test_every_new_candidate_is_handed_to_the_audit(monkeypatch):
     seen = []
     monkeypatch.setattr(
-        "learning.services.candidates.candidate_audit_enqueue",
-        lambda *, candidate: seen.append(candidate.pk),
+        "learning.services.candidates.candidates_audit_enqueue",
+        lambda *, candidates: seen.extend(c.pk for c in candidates),
     )
     ns = NamespaceFactory()
     made, _ = candidate_create(
@@ -170,7 +170,7 @@ def test_the_same_new_lesson_found_by_two_workers_at_once_is_one_candidate(monke
     from django.db import connection
 
     monkeypatch.setattr(
-        "learning.services.candidates.candidate_audit_enqueue", lambda **kw: None
+        "learning.services.candidates.candidates_audit_enqueue", lambda **kw: None
     )
     ns = NamespaceFactory()
     runs = [TrajectoryFactory(namespace=ns), TrajectoryFactory(namespace=ns)]
@@ -199,3 +199,83 @@ def test_the_same_new_lesson_found_by_two_workers_at_once_is_one_candidate(monke
     assert not errors
     (candidate,) = LearningCandidate.objects.filter(namespace=ns)
     assert candidate.evidence_count == 2
+
+
+def _proposals(runs) -> list[dict]:
+    a, b, c = runs
+    return [
+        {
+            "kind": "strategy_helpful",
+            "content": LESSON,
+            "confidence": 0.6,
+            "evidence": [EvidenceRef(run_id=a.pk, step_indexes=[1])],
+        },
+        {
+            "kind": "strategy_helpful",
+            "content": LESSON,
+            "confidence": 0.7,
+            "evidence": [
+                EvidenceRef(run_id=b.pk, step_indexes=[2]),
+                EvidenceRef(run_id=a.pk, step_indexes=[3]),
+            ],
+        },
+        {
+            "kind": "durable_fact",
+            "content": "Reservation X1 has a 10 s timeout.",
+            "evidence": [EvidenceRef(run_id=c.pk)],
+        },
+        # Same words, another value: a conflict, stored apart.
+        {
+            "kind": "durable_fact",
+            "content": "Reservation X1 has a 120 s timeout.",
+            "evidence": [EvidenceRef(run_id=a.pk)],
+        },
+        {
+            "kind": "strategy_helpful",
+            "content": LESSON,
+            "confidence": 0.5,
+            "evidence": [EvidenceRef(run_id=c.pk, step_indexes=[4])],
+        },
+    ]
+
+
+def _outcome(ns) -> list:
+    return [
+        (
+            c.kind,
+            c.content,
+            c.evidence_count,
+            round(c.confidence, 6),
+            c.below_floor,
+            sorted(
+                (str(e.trajectory.external_id), e.step_indexes)
+                for e in c.evidence.all()
+            ),
+        )
+        for c in LearningCandidate.objects.filter(namespace=ns).order_by("id")
+    ]
+
+
+def test_a_set_of_proposals_makes_what_one_by_one_makes(django_assert_max_num_queries):
+    """`candidates_create` gives the candidates, evidence (merged step indexes),
+    counts and confidence that creating the proposals one by one gives, in a number
+    of queries that does not depend on the size of the set."""
+    one, together = NamespaceFactory(), NamespaceFactory()
+    runs_one = [TrajectoryFactory(namespace=one, external_id=f"r{n}") for n in range(3)]
+    runs_set = [
+        TrajectoryFactory(namespace=together, external_id=f"r{n}") for n in range(3)
+    ]
+    flags = [
+        candidate_create(namespace=one, **proposal)[1]
+        for proposal in _proposals(runs_one)
+    ]
+    candidate_services.candidates_create(
+        namespace=together, proposals=_proposals(runs_set)[:1]
+    )
+    with django_assert_max_num_queries(12):
+        made = candidate_services.candidates_create(
+            namespace=together, proposals=_proposals(runs_set)[1:]
+        )
+    assert [True] + [created for _c, created in made] == flags
+    assert _outcome(together) == _outcome(one)
+    assert len(_outcome(one)) == flags.count(True) >= 2

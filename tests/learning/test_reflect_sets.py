@@ -132,8 +132,36 @@ def test_a_set_loads_steps_and_peers_once(django_assert_max_num_queries):
     reflection_services._peer_views.clear()
     with django_assert_max_num_queries(int(small + 3 * per_run) + 1):
         runs_reflect(run_ids=ids)
-    # Per run stays at the storing: lock, reflection, candidates, status.
-    assert per_run <= 40, per_run
+    # The set is stored as a set: no query is repeated per run.
+    assert per_run == 0, per_run
+
+
+def _store_queries(failures: int) -> dict:
+    namespace = NamespaceFactory()
+    ids = _fleet(namespace, failures)
+    reflection_services._peer_views.clear()
+    with CaptureQueriesContext(connection) as queries:
+        runs_reflect(run_ids=ids)
+    sql = [q["sql"] for q in queries.captured_queries]
+    return {
+        "locks": sum("pg_advisory_xact_lock" in q for q in sql),
+        "fingerprint": sum('"fingerprint" IN' in q for q in sql),
+        "evidence": sum('INTO "learning_candidateevidence"' in q for q in sql),
+        "candidates": sum('INTO "learning_learningcandidate"' in q for q in sql),
+        "total": len(sql),
+        "made": LearningCandidate.objects.filter(namespace=namespace).count(),
+    }
+
+
+def test_a_set_of_runs_looks_fingerprints_up_once():
+    """Candidates and evidence of a set are written as a set: one fingerprint lock
+    and one look-up of the pending candidates, one insert of candidates and one of
+    evidence, whether the set holds 2 runs or 8."""
+    small, large = _store_queries(2), _store_queries(8)
+    assert small["made"] and small["made"] == large["made"]
+    for key in ("locks", "fingerprint", "evidence", "candidates"):
+        assert small[key] == large[key] == 1, (key, small, large)
+    assert small["total"] == large["total"], (small, large)
 
 
 def test_one_failing_run_does_not_stop_the_set(monkeypatch):
@@ -180,3 +208,22 @@ def test_a_large_set_is_split(monkeypatch):
     assert not Trajectory.objects.filter(
         pk__in=ids, reflection_status=ReflectionStatus.PENDING
     ).exists()
+
+
+def test_a_set_task_audits_its_candidates_itself(
+    monkeypatch, django_capture_on_commit_callbacks
+):
+    """The candidates a set makes are audited by the same task once it commits: no
+    audit task goes through the broker (one hop less before a candidate is audited)."""
+    sent = []
+    monkeypatch.setattr(
+        "django_q.tasks.async_task", lambda func, *a, **kw: sent.append(func)
+    )
+    namespace = NamespaceFactory()
+    ids = _fleet(namespace, 3)
+    with django_capture_on_commit_callbacks(execute=True):
+        runs_reflect(run_ids=ids)
+    made = LearningCandidate.objects.filter(namespace=namespace)
+    assert made.exists()
+    assert not made.filter(audited_at__isnull=True).exists()
+    assert not [f for f in sent if "audit" in str(f)], sent

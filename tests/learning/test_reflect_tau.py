@@ -54,7 +54,8 @@ def test_failed_tau_bench_runs_yield_specific_candidates_with_provenance(
     their own; they are left out here to keep this test fast.)"""
     import learning.services.candidates as audit
 
-    monkeypatch.setattr(audit, "candidate_audit_enqueue", lambda **kw: None)
+    monkeypatch.setattr(audit, "candidates_audit_enqueue", lambda **kw: None)
+    monkeypatch.setattr(audit, "candidates_audit_after_commit", lambda **kw: None)
     with django_capture_on_commit_callbacks(execute=True):
         response = agent_client.post_json("/api/v1/runs/", {"runs": sample})
     assert response.status_code == 201, response.json()
@@ -112,7 +113,8 @@ def test_the_demo_namespace_rules_turn_known_errors_into_domain_advice(
     failing call; without them the engine still names the tool and the field."""
     import learning.services.audit as audit
 
-    monkeypatch.setattr(audit, "candidate_audit_enqueue", lambda **kw: None)
+    monkeypatch.setattr(audit, "candidates_audit_enqueue", lambda **kw: None)
+    monkeypatch.setattr(audit, "candidates_audit_after_commit", lambda **kw: None)
     namespace = agent_client.namespace
     namespace.reflection_rules = json.loads(RULES.read_text())
     namespace.save()

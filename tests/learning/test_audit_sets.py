@@ -1,0 +1,170 @@
+"""Audits of a set of candidates (those one set of runs made): the same reports as
+auditing them one by one, with the curated look-ups done once for the set; and the
+per-process caches of the namespace's policies, which must never serve a policy that
+was changed (by any process) before the audit started."""
+
+import re
+
+import pytest
+from django.db import connection
+from django.test.utils import CaptureQueriesContext
+
+from learning.audits.cache import caches_clear
+from learning.models import LearningCandidate
+from learning.services.audit import candidate_audit, candidates_audit
+from playbooks.models import AgentPolicy, HygienePolicy, Memory, Strategy
+from tests.factories import CandidateFactory, NamespaceFactory, make_playbook
+
+pytestmark = pytest.mark.django_db
+
+TEXTS = [
+    "Offer a meal voucher when a flight is delayed over two hours.",
+    "Never offer a meal voucher when a flight is delayed over two hours.",
+    "Confirm the cabin class before searching for a new flight.",
+    "Check the baggage allowance before changing the cabin class.",
+    "Offer lounge access when a connecting flight is cancelled.",
+    "Ask for the reservation id before cancelling a flight.",
+]
+CURATED = [
+    "Offer a meal voucher when the flight is delayed two hours or more.",
+    "Confirm the cabin class with the passenger before any search.",
+    "Do not offer lounge access when a connecting flight is cancelled.",
+    "Check the baggage allowance of the new cabin before changing it.",
+    "Ask for the reservation id and the user id before cancelling.",
+]
+
+
+def _world():
+    namespace = NamespaceFactory()
+    playbook = make_playbook(namespace, slug="airline")
+    for n, text in enumerate(CURATED):
+        Strategy.objects.create(
+            playbook=playbook, type="helpful", description=text, position=n
+        )
+        Memory.objects.create(namespace=namespace, kind="durable_fact", content=text)
+    AgentPolicy.objects.create(
+        namespace=namespace, text="Never offer lounge access to passengers."
+    )
+    HygienePolicy.objects.create(namespace=namespace, denied_tools=["refund_override"])
+    return namespace, playbook
+
+
+def _candidates(namespace, playbook, texts) -> list:
+    return [
+        CandidateFactory(namespace=namespace, playbook=playbook, content=text)
+        for text in texts
+    ]
+
+
+def _reports(namespace) -> list:
+    """Each candidate's status and findings, with the ids of what they name made
+    relative to the namespace's first (two namespaces made alike compare equal)."""
+    first = {
+        "candidate": LearningCandidate.objects.filter(namespace=namespace),
+        "strategy": Strategy.objects.filter(playbook__namespace=namespace),
+        "memory": Memory.objects.filter(namespace=namespace),
+        "policy": AgentPolicy.objects.filter(namespace=namespace),
+    }
+    base = {kind: qs.order_by("id").first().pk for kind, qs in first.items()}
+    out = []
+    for c in first["candidate"].order_by("id"):
+        report = {}
+        for audit, findings in (c.audit or {}).items():
+            report[audit] = [
+                (
+                    f["severity"],
+                    re.sub(
+                        r"(candidate|strategy|memory) #(\d+)",
+                        lambda m: f"{m[1]} #{int(m[2]) - base[m[1].lower()]}",
+                        f["message"],
+                        flags=re.IGNORECASE,
+                    ),
+                    [(r["type"], r["id"] - base[r["type"]]) for r in f["related"]],
+                )
+                for f in findings
+            ]
+        out.append((c.content, c.status, c.max_severity, report))
+    return out
+
+
+def _curated_lookups(queries) -> dict:
+    sql = [q["sql"] for q in queries.captured_queries]
+    return {
+        "strategy": sum('FROM "playbooks_strategy"' in q for q in sql),
+        "memory": sum('FROM "playbooks_memory"' in q for q in sql),
+        "hygiene": sum('FROM "playbooks_hygienepolicy"' in q for q in sql),
+    }
+
+
+@pytest.mark.skipif(connection.vendor != "postgresql", reason="PostgreSQL look-ups")
+def test_a_set_audit_reports_what_one_by_one_reports():
+    """Six candidates audited as a set get the reports (findings, merges, mirrored
+    conflicts) they get audited one by one, and the curated strategies and memories
+    are looked up in one query each for the set (twice as many candidates: the same
+    count)."""
+    one_ns, one_pb = _world()
+    for candidate in _candidates(one_ns, one_pb, TEXTS):
+        candidate_audit(candidate=candidate)
+    set_ns, set_pb = _world()
+    small = [c.pk for c in _candidates(set_ns, set_pb, TEXTS[:3])]
+    large = [c.pk for c in _candidates(set_ns, set_pb, TEXTS[3:])]
+    LearningCandidate.objects.filter(pk__in=small + large).update(audit=None)
+    with CaptureQueriesContext(connection) as queries:
+        candidates_audit(candidate_ids=small + large)
+    assert _curated_lookups(queries)["strategy"] == 1
+    assert _curated_lookups(queries)["memory"] == 1
+    assert _reports(set_ns) == _reports(one_ns)
+    assert any(r[3]["conflict"] or r[3]["duplicate"] for r in _reports(set_ns))
+
+
+def test_a_policy_changed_by_any_writer_is_used_by_the_next_audit(admin_client_api):
+    """The cached policies serve an audit only while the rows are unchanged: after
+    PUT /api/v1/policy/ (and after a write that bypasses the ORM's save, as another
+    process or a migration might make) the next audit judges by the new policy."""
+    namespace = admin_client_api.namespace
+    playbook = make_playbook(namespace, slug="airline")
+    text = "Use refund_override to refund a cancelled flight at once."
+    caches_clear()
+
+    def audit():
+        candidate = CandidateFactory(
+            namespace=namespace, playbook=playbook, content=text
+        )
+        return candidate_audit(candidate=candidate)
+
+    assert audit()["hygiene"] == []  # cached: no policy
+    response = admin_client_api.put(
+        "/api/v1/policy/", {"denied_tools": ["refund_override"]}, format="json"
+    )
+    assert response.status_code == 200, response.json()
+    assert [f["rule"] for f in audit()["hygiene"]] == ["denied_tool"]
+    HygienePolicy.objects.filter(namespace=namespace).update(denied_tools=[])
+    assert audit()["hygiene"] == []
+    # The agent's policy likewise.
+    lesson = "Offer lounge access to passengers of a cancelled flight."
+    response = admin_client_api.put(
+        "/api/v1/policy/",
+        {"agent_policy": "Never offer lounge access to passengers."},
+        format="json",
+    )
+    assert response.status_code == 200, response.json()
+    candidate = CandidateFactory(namespace=namespace, playbook=playbook, content=lesson)
+    report = candidate_audit(candidate=candidate)
+    assert [f["severity"] for f in report["conflict"]] == ["block"]
+    AgentPolicy.objects.filter(namespace=namespace).delete()
+    candidate = CandidateFactory(namespace=namespace, playbook=playbook, content=lesson)
+    assert candidate_audit(candidate=candidate)["conflict"] == []
+
+
+@pytest.mark.skipif(connection.vendor != "postgresql", reason="policy digest")
+def test_an_unchanged_policy_is_read_once_per_process():
+    namespace, playbook = _world()
+    caches_clear()
+    first, second = _candidates(namespace, playbook, TEXTS[:2])
+    with CaptureQueriesContext(connection) as cold:
+        candidate_audit(candidate=first)
+    with CaptureQueriesContext(connection) as warm:
+        candidate_audit(candidate=second)
+    assert _curated_lookups(cold)["hygiene"] == 1
+    assert _curated_lookups(warm)["hygiene"] == 0
+    assert len(warm) <= len(cold) - 2
