@@ -8,9 +8,15 @@ to get wrong (the first of the evaluator's ground-truth actions it did not perfo
 the same arguments; else its first failing call) and recall the playbook's context
 twice, with the default budget:
 
-- for the trial's own task: does the context name that tool? (`recall_own_task_hit`)
+- for the trial's own task: does a recalled lesson tell the agent to use that tool?
+  (`recall_own_task_hit`)
 - for an unrelated task (the next task whose ground truth does not use that tool):
-  does the context name it anyway? (`recall_unrelated_hit`)
+  does one tell it to use the tool anyway? (`recall_unrelated_hit`)
+
+A lesson that names the tool to avoid it ("When the task asks to X, do not call
+`tool`") does not count: for a task that does not need the tool it is what should be
+recalled. `recall_situation_gap_any_mention` counts every mention, as the first
+version of this benchmark did.
 
 The context for a task should be about that task: the goal is a gap of at least 25
 points (`recall_situation_gap`). Recall goes through the service the API calls
@@ -68,6 +74,16 @@ def mentions(context: str, tool: str) -> bool:
     return tool.lower() in context.lower()
 
 
+def advises(items: list[dict], tool: str) -> bool:
+    """A recalled lesson tells the agent to use `tool` (an `avoid` lesson that names it,
+    "When the task asks to X, do not call `tool`", tells it the opposite: for a task
+    that does not need the tool that is the right thing to recall)."""
+    return any(
+        item.get("polarity") != "avoid" and mentions(item["description"], tool)
+        for item in items
+    )
+
+
 def learn(records: list[dict]):
     from django.conf import settings
 
@@ -120,15 +136,16 @@ def main() -> dict:
     for r in records:
         by_task.setdefault(r["task_id"], r)
     task_ids = sorted(by_task)
-    own = unrelated = counted = 0
+    own = unrelated = counted = own_any = unrelated_any = 0
     for record in tests:
         tool = tool_gone_wrong(record)
         if not tool:
             continue
         counted += 1
         task = record["info"]["task"]["instruction"]
-        context = playbook_recall(playbook=playbook, task=task, log=False).context
-        own += mentions(context, tool)
+        recalled = playbook_recall(playbook=playbook, task=task, log=False)
+        own += advises(recalled.items, tool)
+        own_any += mentions(recalled.context, tool)
         start = task_ids.index(record["task_id"])
         other = next(
             by_task[task_ids[(start + k) % len(task_ids)]]
@@ -136,13 +153,17 @@ def main() -> dict:
             if tool
             not in {n for n, _ in _gold(by_task[task_ids[(start + k) % len(task_ids)]])}
         )
-        other_context = playbook_recall(
+        other_recalled = playbook_recall(
             playbook=playbook, task=other["info"]["task"]["instruction"], log=False
-        ).context
-        unrelated += mentions(other_context, tool)
+        )
+        unrelated += advises(other_recalled.items, tool)
+        unrelated_any += mentions(other_recalled.context, tool)
     own_rate = own / counted if counted else 0.0
     unrelated_rate = unrelated / counted if counted else 0.0
+    any_gap = (own_any - unrelated_any) / counted if counted else 0.0
     return {
+        # any mention, whatever the lesson says about the tool (the first definition)
+        "recall_situation_gap_any_mention": round(any_gap, 3),
         "recall_own_task_hit": round(own_rate, 3),
         "recall_unrelated_hit": round(unrelated_rate, 3),
         "recall_situation_gap": round(own_rate - unrelated_rate, 3),
