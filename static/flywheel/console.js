@@ -72,11 +72,48 @@
     };
     try { task().then(done, done); } catch (err) { done(); throw err; }
   }
+  var ours = false;  // true while post() issues a request (it is already in the line)
   function post(url, target, values, source) {
-    return htmx.ajax("POST", url, {
-      source: source || target, target: target, swap: "outerHTML settle:0ms", values: values || {}
-    });
+    ours = true;
+    try {
+      return htmx.ajax("POST", url, {
+        source: source || target, target: target, swap: "outerHTML settle:0ms", values: values || {}
+      });
+    } finally { ours = false; }
   }
+  // A list reload (filter, tab, page, bulk) takes its place in the same line as the
+  // row actions: one sent while an approval is in flight would otherwise answer with
+  // the row as it was before the approval, or drop the approval's answer, whose row
+  // it replaced. Only the latest reload still waiting is kept.
+  var waitingReload = null;
+  document.addEventListener("htmx:confirm", function (e) {
+    var target = e.detail.target;
+    if (ours || !target || target.id !== "queue-results") return;
+    e.preventDefault();
+    var reload = { issue: e.detail.issueRequest, elt: e.detail.elt };
+    if (waitingReload) waitingReload.stale = true;
+    waitingReload = reload;
+    run(function () {
+      if (waitingReload === reload) waitingReload = null;
+      if (reload.stale) return Promise.resolve();
+      if (!document.body.contains(reload.elt)) {
+        // A status tab replaced meanwhile (an action's answer updates the counts):
+        // the same tab is clicked again, which queues its reload anew.
+        var tab = reload.elt.dataset && reload.elt.dataset.status;
+        var fresh = tab && document.querySelector('#status-tabs a[data-status="' + tab + '"]');
+        if (fresh) fresh.click();
+        return Promise.resolve();
+      }
+      return new Promise(function (resolve) {
+        var xhr = null;
+        var seen = function (ev) { xhr = ev.detail.xhr; };
+        document.addEventListener("htmx:beforeSend", seen);
+        try { reload.issue(true); } finally { document.removeEventListener("htmx:beforeSend", seen); }
+        if (!xhr) return resolve();  // not sent (its form left the page, or htmx dropped it)
+        xhr.addEventListener("loadend", function () { resolve(); });
+      });
+    });
+  });
   function sending(row, on) {
     row.classList.toggle("sending", on);
     if (on) row.setAttribute("aria-busy", "true"); else row.removeAttribute("aria-busy");
@@ -287,7 +324,9 @@
     document.addEventListener(name, function (e) {
       var xhr = e.detail && e.detail.xhr;
       var why = name === "htmx:responseError" && xhr ? "the server answered " + xhr.status : name === "htmx:sendAbort" ? "it was cancelled" : "the server could not be reached";
-      toast("error", "That action did not go through (" + why + "). Nothing was changed; try again.");
+      var config = e.detail && e.detail.requestConfig;
+      if (config && config.verb === "get") toast("error", "The list could not be loaded (" + why + "); try again.");
+      else toast("error", "That action did not go through (" + why + "). Nothing was changed; try again.");
     });
   });
 

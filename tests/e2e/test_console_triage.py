@@ -473,3 +473,72 @@ def test_an_action_the_server_refuses_keeps_the_cursor_on_its_row(
     assert selected_id(page) == str(blocked.pk)
     assert LearningCandidate.objects.get(pk=blocked.pk).status == "pending"
     assert not page.js_errors
+
+
+def test_a_list_reload_and_an_approval_take_turns(
+    login_as, live_server, rita, acme, airline
+):
+    """A reload of the list (here a status tab) and a row action never overlap: an
+    approval pressed while the list is loading waits for it and is then applied; a
+    reload asked for while an approval is in flight waits for its answer, so the new
+    list shows the candidate applied, not the row as it was before. (Overlapping,
+    the reload answered with the pending row and the approval's answer was lost.)"""
+    first, second = (
+        CandidateFactory(namespace=acme, playbook=airline, content=text)
+        for text in distinct_lessons(2)
+    )
+    page = login_as(rita)
+    page.goto(live_server.url + "/")
+    rows = page.locator("#queue-results tbody tr[data-id]")
+    expect(rows).to_have_count(2)
+    top = selected_id(page)
+    sent = []  # (method, path) in the order the browser sent them
+
+    # 1. The reload is in flight when `a` is pressed.
+    held = []
+    page.route("**/?*status=*", lambda route: held.append(route))
+    page.on(
+        "request",
+        lambda r: "/static/" not in r.url and sent.append((r.method, r.url)),
+    )
+    page.click('#status-tabs a[data-status="all"]')
+    for _ in range(250):
+        if held:
+            break
+        page.wait_for_timeout(20)
+    assert held, "the tab's reload was never sent"
+    page.keyboard.press("a")
+    page.wait_for_timeout(400)
+    assert not [u for m, u in sent if m == "POST"], "the approval overtook the reload"
+    held[0].continue_()
+    page.unroute("**/?*status=*")
+    wait_decided(page, top, "applied")
+    assert LearningCandidate.objects.get(pk=top).status == "applied"
+    assert [m for m, _ in sent] == ["GET", "POST"]
+
+    # 2. The approval is in flight when the tab is clicked.
+    sent.clear()
+    other = str(({first.pk, second.pk} - {int(top)}).pop())
+    assert selected_id(page) == other
+    approvals = []
+    page.route("**/candidates/*/approve/", lambda route: approvals.append(route))
+    page.keyboard.press("a")
+    for _ in range(250):
+        if approvals:
+            break
+        page.wait_for_timeout(20)
+    assert approvals, "the approval was never sent"
+    page.click('#status-tabs a[data-status="all"]')
+    page.wait_for_timeout(400)
+    assert [m for m, _ in sent] == ["POST"], "the reload overtook the approval"
+    approvals[0].continue_()
+    expect(page.locator(f"#cand-{other} .badge.st-applied")).to_be_visible()
+    expect(page.locator("#status-tabs a.active")).to_have_attribute(
+        "data-status", "all"
+    )
+    expect(rows).to_have_count(2)
+    for pk in (top, other):
+        expect(page.locator(f"#cand-{pk}")).to_have_class(re.compile(r"\bst-applied\b"))
+    assert [m for m, _ in sent] == ["POST", "GET"]
+    assert "did not go through" not in page.locator("#toasts").inner_text()
+    assert not page.js_errors
