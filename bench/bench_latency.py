@@ -5,7 +5,8 @@ The 200 tau-bench airline runs are stored first as the peers a failure is contra
 with (nothing queued). Then one `qcluster` (Q_WORKERS=1) runs, and failures of the
 fixture are posted one at a time through the API view (in-process client, token auth):
 the clock runs from the POST to the moment every candidate of that run is audited
-(reflection task, then one audit task per candidate: two trips through the broker).
+(the run's reflection task, which audits the candidates it made once it commits:
+one trip through the broker).
 Between samples the candidates are deleted, so every sample makes new candidates.
 Prints `ttc_p50_ms` / `ttc_p95_ms` at the settings' poll interval and at 0.5 s (the
 previous default), and the idle worker's CPU (its processes and its database backends)

@@ -398,7 +398,9 @@ def reflection_commit(
         if locked.reflection_status == ReflectionStatus.REFLECTED and not force:
             return locked.reflections.filter(is_batch=False).first()  # a twin finished
         locked.namespace = run.namespace  # loaded with the run: its rules, its slug
-        reflection = reflection_store(run=locked, result=result)
+        # This process audits the run's new candidates once this commits: no second
+        # trip through the broker before they reach the queue (as for a set).
+        reflection = reflection_store(run=locked, result=result, audit_here=True)
         locked.reflection_status = ReflectionStatus.REFLECTED
         locked.reflection_error = (
             f"fallback: {result.fallback_reason}"[:2000] if result.fallback else ""
@@ -704,8 +706,11 @@ def reflection_fields(result: ReflectionResult) -> dict:
     )
 
 
-def reflection_store(*, run: Trajectory, result: ReflectionResult) -> Reflection:
-    """The run's one (non-batch) Reflection, updated in place, and its candidates."""
+def reflection_store(
+    *, run: Trajectory, result: ReflectionResult, audit_here: bool = False
+) -> Reflection:
+    """The run's one (non-batch) Reflection, updated in place, and its candidates
+    (audited by this process after the commit with `audit_here`, else by a task)."""
     values = dict(
         namespace_id=run.namespace_id,
         task_type=run.task_type,
@@ -734,6 +739,7 @@ def reflection_store(*, run: Trajectory, result: ReflectionResult) -> Reflection
         run=run,
         task_type=run.task_type,
         agent=run.agent,
+        audit_here=audit_here,
     )
     return reflection
 
@@ -747,6 +753,7 @@ def lessons_to_candidates(
     task_type: str = "",
     agent: str = "",
     source: str = "reflection",
+    audit_here: bool = False,
 ):
     """One candidate per lesson (merged with an equal pending one), with evidence: the
     run and its steps, plus the other runs the lesson was contrasted with."""
@@ -764,6 +771,7 @@ def lessons_to_candidates(
                     source=source,
                 )
             ],
+            audit_here=audit_here,
         )
     ]
 

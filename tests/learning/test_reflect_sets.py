@@ -227,3 +227,22 @@ def test_a_set_task_audits_its_candidates_itself(
     assert made.exists()
     assert not made.filter(audited_at__isnull=True).exists()
     assert not [f for f in sent if "audit" in str(f)], sent
+
+
+def test_a_single_run_task_audits_its_candidates_itself(
+    monkeypatch, django_capture_on_commit_callbacks
+):
+    """A run posted alone is reflected by its own task, which audits the candidates it
+    made once it commits, as a set task does: no audit task through the broker."""
+    sent = []
+    monkeypatch.setattr(
+        "django_q.tasks.async_task", lambda func, *a, **kw: sent.append(func)
+    )
+    namespace = NamespaceFactory()
+    ids = _fleet(namespace, 1)
+    with django_capture_on_commit_callbacks(execute=True):
+        run_reflect(run_id=ids[0])
+    made = LearningCandidate.objects.filter(namespace=namespace)
+    assert made.exists()
+    assert not made.filter(audited_at__isnull=True).exists()
+    assert not [f for f in sent if "audit" in str(f)], sent
