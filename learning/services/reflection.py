@@ -391,30 +391,14 @@ def run_reflect(*, run_id, force: bool = False) -> Reflection | None:
 def reflection_commit(
     *, run: Trajectory, result: ReflectionResult, force: bool = False
 ) -> Reflection | None:
-    """Store a reflector's result for a claimed run and mark it reflected, in one
-    transaction (a twin that finished first wins)."""
-    with transaction.atomic():
-        locked = Trajectory.objects.select_for_update().get(pk=run.pk)
-        if locked.reflection_status == ReflectionStatus.REFLECTED and not force:
-            return locked.reflections.filter(is_batch=False).first()  # a twin finished
-        locked.namespace = run.namespace  # loaded with the run: its rules, its slug
-        # This process audits the run's new candidates once this commits: no second
-        # trip through the broker before they reach the queue (as for a set).
-        reflection = reflection_store(run=locked, result=result, audit_here=True)
-        locked.reflection_status = ReflectionStatus.REFLECTED
-        locked.reflection_error = (
-            f"fallback: {result.fallback_reason}"[:2000] if result.fallback else ""
-        )
-        locked.reflected_at = timezone.now()
-        locked.save(
-            update_fields=[
-                "reflection_status",
-                "reflection_error",
-                "reflected_at",
-                "updated_at",
-            ]
-        )
-    return reflection
+    """Store a reflector's result for a claimed run and mark it reflected: a set of one
+    (`reflections_store`), so a run reflected alone and a run of a set are stored,
+    turned into candidates and audited alike. A twin that finished first wins (unless
+    `force`): its Reflection is returned."""
+    stored = reflections_store(items=[(run, result)], force=force)
+    if stored:
+        return stored[0]
+    return run.reflections.filter(is_batch=False).order_by("created_at", "id").first()
 
 
 # --- reflecting a set of runs in one task ---------------------------------------------
@@ -561,12 +545,13 @@ def reflections_commit(*, items: list) -> tuple[int, int]:
     return reflected, failed
 
 
-def reflections_store(*, items: list) -> list:
-    """`reflection_commit` for a set of claimed runs, in one transaction and a fixed
-    number of queries: the runs locked together, their Reflections read, inserted and
-    updated in bulk, the candidates of every run as one set per namespace
+def reflections_store(*, items: list, force: bool = False) -> list:
+    """Store the reflectors' results for a set of claimed runs, in one transaction and
+    a fixed number of queries: the runs locked together, their Reflections read,
+    inserted and updated in bulk (a run's one non-batch Reflection is updated in
+    place), the candidates of every run as one set per namespace
     (`lessons_to_candidates_set`), and the runs marked reflected. A run a twin task
-    reflected first is left as it is. Returns the stored Reflections."""
+    reflected first is left as it is, unless `force`. Returns the stored Reflections."""
     with transaction.atomic():
         locked = {
             r.pk: r
@@ -578,7 +563,9 @@ def reflections_store(*, items: list) -> list:
             (locked[run.pk], run, result)
             for run, result in items
             if run.pk in locked
-            and locked[run.pk].reflection_status != ReflectionStatus.REFLECTED
+            and (
+                force or locked[run.pk].reflection_status != ReflectionStatus.REFLECTED
+            )
         ]
         existing: dict = {}
         for row in Reflection.objects.filter(
@@ -706,44 +693,6 @@ def reflection_fields(result: ReflectionResult) -> dict:
     )
 
 
-def reflection_store(
-    *, run: Trajectory, result: ReflectionResult, audit_here: bool = False
-) -> Reflection:
-    """The run's one (non-batch) Reflection, updated in place, and its candidates
-    (audited by this process after the commit with `audit_here`, else by a task)."""
-    values = dict(
-        namespace_id=run.namespace_id,
-        task_type=run.task_type,
-        is_batch=False,
-        **reflection_fields(result),
-    )
-    reflection = run.reflections.filter(is_batch=False).order_by("created_at").first()
-    previous_tags = strategy_tags_of(reflection.observations if reflection else [])
-    if reflection is None:
-        reflection = Reflection.objects.create(trajectory=run, **values)
-    else:
-        for key, value in values.items():
-            setattr(reflection, key, value)
-        reflection.save()
-    # The model's verdicts on the strategies the run recalled feed their counters
-    # (a re-reflection replaces this run's earlier verdicts).
-    strategy_counters_add(
-        namespace_id=run.namespace_id,
-        tags=result.strategy_tags,
-        replacing=previous_tags,
-    )
-    lessons_to_candidates(
-        namespace=run.namespace,
-        lessons=result.lessons,
-        reflection=reflection,
-        run=run,
-        task_type=run.task_type,
-        agent=run.agent,
-        audit_here=audit_here,
-    )
-    return reflection
-
-
 def lessons_to_candidates(
     *,
     namespace,
@@ -753,7 +702,6 @@ def lessons_to_candidates(
     task_type: str = "",
     agent: str = "",
     source: str = "reflection",
-    audit_here: bool = False,
 ):
     """One candidate per lesson (merged with an equal pending one), with evidence: the
     run and its steps, plus the other runs the lesson was contrasted with."""
@@ -771,7 +719,6 @@ def lessons_to_candidates(
                     source=source,
                 )
             ],
-            audit_here=audit_here,
         )
     ]
 
