@@ -108,7 +108,8 @@
         var xhr = null;
         var seen = function (ev) { xhr = ev.detail.xhr; };
         document.addEventListener("htmx:beforeSend", seen);
-        try { reload.issue(true); } finally { document.removeEventListener("htmx:beforeSend", seen); }
+        // false: an hx-confirm question, had it one, is still asked (htmx:confirm is not)
+        try { reload.issue(false); } finally { document.removeEventListener("htmx:beforeSend", seen); }
         if (!xhr) return resolve();  // not sent (its form left the page, or htmx dropped it)
         xhr.addEventListener("loadend", function () { resolve(); });
       });
