@@ -270,18 +270,13 @@ def memory_items(candidate, text: str) -> list[Item]:
     return [_memory_item(row) for row in rows]
 
 
-_LOOKUPS = {
-    "strategy": (_strategy_lookup, _strategy_item),
-    "memory": (_memory_lookup, _memory_item),
-}
-
-
 def curated_items_prefetch(candidates: list) -> dict:
-    """The curated strategies and memories `scope_items` would compare each of these
-    candidates with, as one query per source for the whole set (each candidate's own
-    look-up, exactly as `_indexed_filter` builds it, joined by UNION ALL):
-    {candidate pk: {"strategy": [Item], "memory": [Item]}}. PostgreSQL only (empty on
-    SQLite, where `scope_items` filters in Python)."""
+    """The curated strategies and memories and the other pending candidates
+    `scope_items` would compare each of these candidates with, as one query per source
+    for the whole set (each candidate's own look-up, exactly as `_indexed_filter`
+    builds it, joined by UNION ALL): {candidate pk: {"strategy": [Item], "memory":
+    [Item], "pending": [Item]}}. PostgreSQL only (empty on SQLite, where `scope_items`
+    filters in Python)."""
     if not _postgres() or not candidates:
         return {}
     out: dict = {c.pk: {name: [] for name in _LOOKUPS} for c in candidates}
@@ -340,7 +335,7 @@ def skill_items(candidate) -> list[Item]:
     return items
 
 
-def pending_candidate_items(candidate, text: str) -> list[Item]:
+def _pending_lookup(candidate) -> dict:
     """Other pending candidates with the same target."""
     qs = LearningCandidate.objects.filter(
         namespace_id=candidate.namespace_id,
@@ -350,7 +345,7 @@ def pending_candidate_items(candidate, text: str) -> list[Item]:
     ).exclude(pk=candidate.pk)
     if candidate.kind in MEMORY_KINDS:
         qs = qs.filter(user_id=candidate.user_id)
-    rows = _similar_rows(
+    return dict(
         qs=qs.only(
             "id",
             "kind",
@@ -371,19 +366,32 @@ def pending_candidate_items(candidate, text: str) -> list[Item]:
         field_name="content",
         tsv_sql=CANDIDATE_TSV,
         index_name="candidate_content_fts",
-        text=text,
     )
-    return [
-        Item(
-            type="candidate",
-            id=row.pk,
-            text=row.content,
-            obj=row,
-            label=f"pending candidate #{row.pk}",
-            lesson=candidate_lesson(row),
-        )
-        for row in rows
-    ]
+
+
+def _pending_item(row) -> Item:
+    return Item(
+        type="candidate",
+        id=row.pk,
+        text=row.content,
+        obj=row,
+        label=f"pending candidate #{row.pk}",
+        lesson=candidate_lesson(row),
+    )
+
+
+def pending_candidate_items(candidate, text: str) -> list[Item]:
+    """Other pending candidates with the same target that share its subject."""
+    rows = _similar_rows(**_pending_lookup(candidate), text=text)
+    return [_pending_item(row) for row in rows]
+
+
+# The sources `curated_items_prefetch` reads for a set: (look-up, row -> Item).
+_LOOKUPS = {
+    "strategy": (_strategy_lookup, _strategy_item),
+    "memory": (_memory_lookup, _memory_item),
+    "pending": (_pending_lookup, _pending_item),
+}
 
 
 # A policy sentence needs this many words to say something a lesson can contradict
@@ -443,17 +451,17 @@ def policy_items(candidate, agent_policies=None) -> list[Item]:
 
 def scope_items(candidate, curated: dict | None = None) -> list[Item]:
     """Everything in the candidate's scope that shares its subject; `curated` is the
-    candidate's entry of `curated_items_prefetch` (its strategies and memories looked
-    up with the rest of its set)."""
+    candidate's entry of `curated_items_prefetch` (its strategies, memories and the
+    pending candidates looked up with the rest of its set; a source missing from it
+    is looked up now)."""
     text = candidate_text(candidate)
-    if curated is None:
-        curated = {
-            "strategy": strategy_items(candidate, text),
-            "memory": memory_items(candidate, text),
-        }
+    curated = curated or {}
+    strategies = curated.get("strategy")
+    memories = curated.get("memory")
+    pending = curated.get("pending")
     return [
-        *curated["strategy"],
-        *curated["memory"],
+        *(strategy_items(candidate, text) if strategies is None else strategies),
+        *(memory_items(candidate, text) if memories is None else memories),
         *skill_items(candidate),
-        *pending_candidate_items(candidate, text),
+        *(pending_candidate_items(candidate, text) if pending is None else pending),
     ]

@@ -164,8 +164,8 @@ def _audit_rows():
 def candidates_audit(*, candidate_ids: list[int], after=None) -> dict:
     """The audits of a set of candidates (those one set of runs made), in order, as
     `candidate_audit` makes them one by one, with the set's reads done once: the
-    candidates in one query, their dismissals in one, and the curated strategies and
-    memories each is compared with in one query per source
+    candidates in one query, their dismissals in one, and the curated strategies,
+    memories and pending candidates each is compared with in one query per source
     (`curated_items_prefetch`). `after(candidate)` runs after each audit (the learning
     mode's say) and returns True when it changed the curated knowledge (applied the
     candidate): the candidates after it then look their curated items up again, so
@@ -184,6 +184,11 @@ def candidates_audit(*, candidate_ids: list[int], after=None) -> dict:
         )
         if after is not None and after(candidate):
             curated = {}
+        elif _related_candidate_ids(reports[candidate.pk]["duplicate"]):
+            # a pending duplicate may have been merged away: the pending candidates
+            # are looked up again by the audits after it
+            for entry in curated.values():
+                entry.pop("pending", None)
     return reports
 
 
