@@ -234,11 +234,6 @@ def _strategy_item(row) -> Item:
     )
 
 
-def strategy_items(candidate, text: str) -> list[Item]:
-    rows = _similar_rows(**_strategy_lookup(candidate), text=text)
-    return [_strategy_item(row) for row in rows]
-
-
 def _memory_lookup(candidate) -> dict:
     from playbooks.models import Memory
 
@@ -263,11 +258,6 @@ def _memory_item(row) -> Item:
         label=f"{row.kind.replace('_', ' ')} memory #{row.pk}",
         lesson=LessonText(text=row.content, kind=row.kind, entity=row.entity),
     )
-
-
-def memory_items(candidate, text: str) -> list[Item]:
-    rows = _similar_rows(**_memory_lookup(candidate), text=text)
-    return [_memory_item(row) for row in rows]
 
 
 def curated_items_prefetch(candidates: list) -> dict:
@@ -380,18 +370,24 @@ def _pending_item(row) -> Item:
     )
 
 
-def pending_candidate_items(candidate, text: str) -> list[Item]:
-    """Other pending candidates with the same target that share its subject."""
-    rows = _similar_rows(**_pending_lookup(candidate), text=text)
-    return [_pending_item(row) for row in rows]
-
-
 # The sources `curated_items_prefetch` reads for a set: (look-up, row -> Item).
 _LOOKUPS = {
     "strategy": (_strategy_lookup, _strategy_item),
     "memory": (_memory_lookup, _memory_item),
     "pending": (_pending_lookup, _pending_item),
 }
+
+
+def source_items(source: str, candidate, text: str) -> list[Item]:
+    """The rows of one source of `_LOOKUPS` ("strategy", "memory", "pending") that
+    share the candidate's subject, as `curated_items_prefetch` finds them for a set."""
+    lookup, to_item = _LOOKUPS[source]
+    return [to_item(row) for row in _similar_rows(**lookup(candidate), text=text)]
+
+
+def pending_candidate_items(candidate, text: str) -> list[Item]:
+    """Other pending candidates with the same target that share its subject."""
+    return source_items("pending", candidate, text)
 
 
 # A policy sentence needs this many words to say something a lesson can contradict
@@ -456,12 +452,14 @@ def scope_items(candidate, curated: dict | None = None) -> list[Item]:
     is looked up now)."""
     text = candidate_text(candidate)
     curated = curated or {}
-    strategies = curated.get("strategy")
-    memories = curated.get("memory")
-    pending = curated.get("pending")
+
+    def found(source: str) -> list[Item]:
+        items = curated.get(source)
+        return source_items(source, candidate, text) if items is None else items
+
     return [
-        *(strategy_items(candidate, text) if strategies is None else strategies),
-        *(memory_items(candidate, text) if memories is None else memories),
+        *found("strategy"),
+        *found("memory"),
         *skill_items(candidate),
-        *(pending_candidate_items(candidate, text) if pending is None else pending),
+        *found("pending"),
     ]
