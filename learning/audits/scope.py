@@ -154,12 +154,16 @@ def _python_filter(rows, *, text: str, terms: list[str], get_text) -> list:
 # Words in more than this share of rows (PostgreSQL's most_common_elems statistics of
 # the full-text index) say little about the subject and only make the look-up slow.
 COMMON_WORD_SHARE = 0.05
+# The rarest words a look-up uses: rows must share 3 of them, so a long text's query is
+# at most C(8, 3) = 56 groups (20 words made 1,140, which the index evaluates per row).
+MAX_LOOKUP_TERMS = 8
 
 
 def _selective_terms(terms: list[str], *, index_name: str) -> list[str]:
     """The candidate's words less those the index statistics show as common, rarest
-    first; unchanged when the table has no statistics yet (small tables). Statistics
-    and lexemes come from this process's caches (learning/audits/cache.py)."""
+    first, at most MAX_LOOKUP_TERMS; all of them when the table has no statistics yet
+    (small tables). Statistics and lexemes come from this process's caches
+    (learning/audits/cache.py)."""
     if not terms:
         return terms
     lexeme = lexemes(terms)
@@ -171,7 +175,7 @@ def _selective_terms(terms: list[str], *, index_name: str) -> list[str]:
     selective = [t for t, freq in ranked if freq <= COMMON_WORD_SHARE]
     if len(selective) < min(2, len(ranked)):
         selective = [t for t, _ in ranked[:2]]
-    return selective
+    return selective[:MAX_LOOKUP_TERMS] if stats else selective
 
 
 MIN_TERMS_WITHOUT_QUOTES = 3

@@ -195,3 +195,24 @@ def test_a_set_audit_looks_pending_candidates_up_again_after_a_merge():
     statuses = [r[1] for r in _reports(set_ns)]
     assert statuses[0] == "pending" and "pending" not in statuses[1:], statuses
     assert _reports(set_ns) == _reports(one_ns)
+
+
+@pytest.mark.skipif(connection.vendor != "postgresql", reason="PostgreSQL look-ups")
+def test_a_long_candidate_is_looked_up_by_its_rarest_words(monkeypatch):
+    """With word statistics, a long candidate's look-up uses its MAX_LOOKUP_TERMS
+    rarest words (the query's groups grow as C(n, 3): 56, not 364 for 14 words);
+    without statistics (a small table) every word is used."""
+    from learning.audits import scope
+
+    words = [f"zq{chr(97 + n)}ward" for n in range(14)]
+    freq = {w: 0.001 * (n + 1) for n, w in enumerate(words)}  # the first ones rarest
+    monkeypatch.setattr(
+        scope, "lexemes", lambda terms: {t: t for t in terms}, raising=True
+    )
+    monkeypatch.setattr(scope, "word_stats", lambda index_name: freq)
+    shuffled = words[7:] + words[:7]
+    picked = scope._selective_terms(shuffled, index_name="strategy_desc_fts")
+    assert picked == words[: scope.MAX_LOOKUP_TERMS]
+    monkeypatch.setattr(scope, "word_stats", lambda index_name: {})
+    assert scope._selective_terms(shuffled, index_name="strategy_desc_fts") == shuffled
+    assert len(scope._terms_tsquery(picked).split(" | ")) == 56
