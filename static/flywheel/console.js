@@ -91,11 +91,11 @@
     if (ours || !target || target.id !== "queue-results") return;
     e.preventDefault();
     var reload = { issue: e.detail.issueRequest, elt: e.detail.elt };
-    if (waitingReload) waitingReload.stale = true;
     waitingReload = reload;
     run(function () {
-      if (waitingReload === reload) waitingReload = null;
-      if (reload.stale) return Promise.resolve();
+      // The line runs in order: a newer reload still waits behind this one.
+      if (waitingReload !== reload) return Promise.resolve();
+      waitingReload = null;
       if (!document.body.contains(reload.elt)) {
         // A status tab replaced meanwhile (an action's answer updates the counts):
         // the same tab is clicked again, which queues its reload anew.
