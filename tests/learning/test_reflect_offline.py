@@ -155,6 +155,18 @@ def test_calls_are_paired_with_their_answers_in_every_step_shape():
         ('Found 1 matches for "fields.py" in /repo', None),
         ('{"flight_number": "HAT1", "status": "available"}', None),
         ("Warning: could not find terminfo database", None),
+        # A verdict the environment appended after pages of a tool's output counts;
+        # the same words in code or data at the end of a listing do not.
+        (
+            "Multikey mode using keys: pub1.pub, pub2.pub\n"
+            + "[*] Performing lehmer attack on pub1.pub.\n" * 40
+            + "EXECUTION TIMED OUT BECAUSE NO OUTPUT WAS PRODUCED FOR MORE THAN 60.0 SECONDS.\n"
+            + "(Open file: /ctf/server.py)\n(Current directory: /ctf)",
+            "timeout",
+        ),
+        ("building target\n" * 60 + "Process finished with exit code 2", "exit"),
+        ("line of source\n" * 60 + '    raise TimeoutError("timed out")', None),
+        ("row,value\n" * 60 + "timed_out=3, exit code 1 rows", None),
         (
             "Function main not found! Instead, here is the disassembly:\n"
             + "mov eax, 1\n" * 80,
@@ -285,6 +297,26 @@ def test_a_rejected_edit_fixed_by_its_indentation_teaches_the_indentation():
     assert lesson.step_indexes == [0, 1, 2, 3]
 
 
+def test_an_edit_rejected_for_an_undefined_name_asks_for_the_name_not_the_syntax():
+    """A linter's "undefined name" is a missing import or definition, which checking
+    the syntax would not find."""
+    run = view(
+        [
+            command("edit 2:2\n    cipher = binascii.unhexlify(f.read())\nend_of_edit"),
+            obs(
+                "Your proposed edit has introduced new syntax error(s).\nERRORS:\n"
+                "- F821 undefined name 'binascii'"
+            ),
+        ],
+        task_type="swe-agent",
+    )
+    (lesson,) = lessons(run)
+    assert lesson.content.startswith(
+        "When calling `edit`, define or import every name `command` uses before sending it"
+    )
+    assert "binascii" not in lesson.content and "binascii" in lesson.why
+
+
 def test_reproducing_the_reported_bug_and_retesting_after_an_edit_teach_nothing():
     """The traceback the agent set out to provoke, and the same script re-run after an
     edit (a retest, not a loop), give no lesson."""
@@ -308,6 +340,47 @@ def test_reproducing_the_reported_bug_and_retesting_after_an_edit_teach_nothing(
         task_type="swe-agent",
     )
     assert lessons(run) == []
+
+
+def test_a_call_that_worked_unchanged_after_one_other_call_on_its_subject_needed_it():
+    """CTF agent: `strings` on a file still in its archive misses, `unzip` unpacks it,
+    the same `strings` call works: unpacking was what the first call needed."""
+    missing = command("strings flash_c8429a.img | grep flag")
+    run = view(
+        [
+            missing,
+            obs("strings: 'flash_c8429a.img': No such file"),
+            command("unzip flash_c8429a.zip"),
+            obs("Archive:  flash_c8429a.zip\n  inflating: flash_c8429a.img"),
+            missing,
+            obs("flag{b3l0w_th3_r4dar}"),
+        ],
+        status="partial",
+        task="Find the flag in the provided flash image.",
+        task_type="ctf",
+    )
+    lesson = by_family(lessons(run))["prerequisite"]
+    assert lesson.content == (
+        "When `strings` answers “No such file”, call `unzip` first, then repeat the call."
+    )
+    assert lesson.step_indexes == [0, 1, 2, 3, 4, 5]
+    assert not run_specific_terms(lesson.content)
+    # A call between on something else is not shown to be the cause: no lesson.
+    run.steps[2] = StepView(index=2, type="tool_call", tool="ls", description="ls -la")
+    assert "prerequisite" not in by_family(lessons(run))
+    # Nor a wrong argument fixed by an edit (the retest of a coding run).
+    retest = view(
+        [
+            command("python check.py"),
+            obs("SyntaxError: invalid syntax"),
+            command("edit check.py 3:3"),
+            obs("File updated."),
+            command("python check.py"),
+            obs("ok"),
+        ],
+        task_type="swe-agent",
+    )
+    assert "prerequisite" not in by_family(lessons(retest))
 
 
 def test_the_same_failing_call_again_with_nothing_changed_between_is_a_loop():

@@ -384,6 +384,9 @@ WORST: dict[str, dict[str, R]] = {
     "learning.reflectors.offline.conversation._FIELD": {},
     "learning.reflectors.offline.failures._COMMAND_SEPARATOR": {},
     "learning.reflectors.offline.failures._INTENT": {},
+    "learning.reflectors.offline.failures._PROGRAM_PREFIX": {"name": rep("a")},
+    "learning.reflectors.offline.failures._UNDEFINED": {},
+    "learning.reflectors.offline.failures._VALUE_WORD": {"word": rep("a-")},
     "learning.reflectors.offline.feedback._CORRECTION": {},
     "learning.reflectors.offline.feedback._PAST": {},
     "learning.reflectors.offline.feedback._TEST": {
@@ -444,6 +447,9 @@ WORST: dict[str, dict[str, R]] = {
     },
     "learning.reflectors.offline.signals._TRACEBACK": {},
     "learning.reflectors.offline.signals._URL": {},
+    "learning.reflectors.offline.signals._VERDICT_LINE": {
+        "words then code": R("ab ", suffix="="),
+    },
     "learning.reflectors.offline.signals._WARNING": {},
     "learning.reflectors.offline.text._CHOICE": {"words": rep("which of ")},
     "learning.reflectors.offline.text._CHOICE_OR": {"ors": rep("or ")},

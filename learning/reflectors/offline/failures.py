@@ -27,6 +27,10 @@ _INTENT = re.compile(
     r"confirm (?:the )?(?:bug|issue|error)|trigger (?:the )?(?:bug|error)",
     re.I,
 )
+# A change that uses a name nothing defines (a linter's or compiler's words for it).
+_UNDEFINED = re.compile(
+    r"undefined (?:name|variable|reference)|is not defined|undeclared identifier", re.I
+)
 # Where one shell command ends and the next begins: `echo … | base64 -d`.
 _COMMAND_SEPARATOR = re.compile(r"\|\|?|&&|;")
 FIX_DIRECTIVES = {
@@ -110,6 +114,8 @@ def _directive(ctx: Context, call: Call, keys: list[str], tool: str) -> str:
     error = call.error
     args = _arg_phrase(call, keys)
     said = quoted(error.shape) if error.shape else "an error"
+    if error.category == "syntax" and _UNDEFINED.search(error.message):
+        return f"define or import every name {args} uses before sending it, since `{tool}` rejects a change with {said}"
     if error.category == "syntax":
         return f"check the syntax of {args} before sending it, since `{tool}` rejects a change with {said}"
     if error.category in ("not_found", "no_results"):
@@ -118,7 +124,7 @@ def _directive(ctx: Context, call: Call, keys: list[str], tool: str) -> str:
             return f"take {args} from an earlier result instead of guessing, since an unknown value gets {said}"
         return f"check that {args} names something that exists, since `{tool}` answers {said} otherwise"
     if error.category == "timeout":
-        return f"split long or interactive work into shorter steps, since `{tool}` was stopped with {said}"
+        return f"limit the call to the work it needs (fewer options, a smaller input) and give an interactive program its input up front, since `{tool}` was stopped with {said}"
     if list(call.args) == ["command"]:
         if error.category in ("exception", "exit"):
             return f"check the command before running it, since it failed with {said}"
@@ -352,6 +358,64 @@ def _suggestion_lessons(
     return lessons
 
 
+# A miss or a refusal that one other call can lift (an archive unpacked, a file
+# created, a session opened); an error in what was sent is not lifted that way.
+PREREQUISITE_ERRORS = ("not_found", "denied")
+_VALUE_WORD = re.compile(r"[\w-]{4,}")
+# "strings: …: No such file" says "No such file"; the program is named beside it.
+_PROGRAM_PREFIX = re.compile(r"^[\w.-]+: (?:…: )?")
+
+
+def _value_words(call: Call) -> set[str]:
+    text = " ".join(value_text(v) for v in call.args.values()).lower()
+    return set(_VALUE_WORD.findall(text)) - {call.tool.lower()}
+
+
+def _prerequisite_lessons(ctx: Context) -> list[Lesson]:
+    """A call that missed or was refused, then worked unchanged right after one other
+    call on the same thing (`strings x.img` "No such file", `unzip x.zip`, `strings
+    x.img` again): that call was what the first one needed."""
+    calls = ctx.me.calls
+    lessons, done = [], set()
+    for i, call in enumerate(calls):
+        if not call.failed or call.error.category not in PREREQUISITE_ERRORS:
+            continue
+        if call.signature in done or provoked(ctx, call):
+            continue
+        later = next(
+            (
+                j
+                for j in range(i + 1, len(calls))
+                if calls[j].signature == call.signature
+            ),
+            None,
+        )
+        if later != i + 2 or calls[later].failed:
+            continue
+        between = calls[i + 1]
+        if between.failed or between.tool == call.tool:
+            continue
+        if not (_value_words(call) - {between.tool.lower()}) & _value_words(between):
+            continue  # it worked on something else: not shown to be the cause
+        done.add(call.signature)
+        shape = _PROGRAM_PREFIX.sub("", call.error.shape) or "an error"
+        lessons.append(
+            strategy(
+                key=f"prerequisite|{call.tool}|{shape_key(shape)}|{between.tool}",
+                when=f"`{call.tool}` answers {quoted(shape)}",
+                directive=f"call `{between.tool}` first, then repeat the call",
+                why=(
+                    f"step {call.step}: `{call.tool}` answered “{call.error.message}”; "
+                    f"the same call worked after `{between.tool}` (step {between.step})"
+                ),
+                steps=call.steps + between.steps + calls[later].steps,
+                base=0.6,
+                provenance="failure",
+            )
+        )
+    return lessons
+
+
 REPEAT_MIN = 3
 
 
@@ -401,7 +465,7 @@ def _repeat_lessons(ctx: Context) -> list[Lesson]:
 
 
 def failure_lessons(ctx: Context) -> list[Lesson]:
-    repeats = _repeat_lessons(ctx)
+    repeats = _repeat_lessons(ctx) + _prerequisite_lessons(ctx)
     failing = [
         c
         for c in ctx.me.calls

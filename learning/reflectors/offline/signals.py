@@ -12,6 +12,7 @@ from typing import Any
 from learning.lessons import run_specific_terms
 
 HEAD = 600  # characters of an answer where a soft failure phrase counts
+TAIL, TAIL_LINES = 800, 3  # where an environment's verdict on a long answer stands
 SOFT_LIMIT = 600  # longer answers are content, not an error report, unless hard
 
 # Hard signals: they mean failure wherever they appear in the head of the answer.
@@ -89,6 +90,8 @@ _SOFT = [
         ),
     ),
 ]
+# A sentence, not code or data: words first, no assignment, call or markup.
+_VERDICT_LINE = re.compile(r"^[A-Za-z](?=[A-Za-z' ]{2})[^=(){}<>\[\]`\"]*$")
 _LEADING_FAILURE = re.compile(
     r"^\W*(?:error|exception|fatal|failed|failure|fail)\b[\s:,-]*", re.I
 )
@@ -235,11 +238,39 @@ def _soft(text: str) -> tuple[str, re.Match | None]:
     return "", None
 
 
+def _tail(text: str) -> tuple[str, re.Match | None]:
+    """A verdict the environment appended to a long answer: its last lines (before
+    status lines wholly in parentheses) opening with a timeout or an exit status
+    ("EXECUTION TIMED OUT BECAUSE NO OUTPUT WAS PRODUCED …" after pages of a tool's
+    output). A line that reads as code or data is content, not a verdict."""
+    lines = [ln.strip() for ln in text[-TAIL:].splitlines() if ln.strip()]
+    while lines and lines[-1].startswith("(") and lines[-1].endswith(")"):
+        lines.pop()
+    for line in lines[-TAIL_LINES:]:
+        if not _VERDICT_LINE.match(line):
+            continue
+        for name, pattern in (("timeout", _SOFT[0][1]), ("exit", _HARD[1][1])):
+            match = pattern.search(line)
+            if match and match.start() <= 40:
+                at = text.rfind(line)
+                return name, pattern.search(text, at) if at >= 0 else match
+    return "", None
+
+
+def _beyond_head(text: str) -> tuple[str, re.Match | None]:
+    """Failures that count beyond the head: a traceback anywhere in the first 20,000
+    characters, an environment's verdict at the end of a long answer."""
+    if "Traceback (most recent call last)" in text[:20000]:
+        return "exception", None
+    return _tail(text) if len(text) > HEAD else ("", None)
+
+
 def _category(text: str, head: str, flagged: bool) -> tuple[str, re.Match | None]:
     """The kind of failure an answer reports ("" for none) and where it says so."""
     low = head.lower()
-    if "Traceback (most recent call last)" in text[:20000]:
-        return "exception", None
+    category, match = _beyond_head(text)
+    if category:
+        return category, match
     if not flagged and not any(w in low for w in _SOFT_WORDS):
         if not any(w in low for words in _HARD_WORDS.values() for w in words):
             return "", None
