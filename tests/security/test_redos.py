@@ -447,6 +447,8 @@ WORST: dict[str, dict[str, R]] = {
     },
     "learning.reflectors.offline.signals._TRACEBACK": {},
     "learning.reflectors.offline.signals._URL": {},
+    "learning.reflectors.offline.signals._VERDICTS[0]": {},  # _SOFT's timeout
+    "learning.reflectors.offline.signals._VERDICTS[1]": {},  # _HARD's exit
     "learning.reflectors.offline.signals._VERDICT_LINE": {
         "words then code": R("ab ", suffix="="),
     },

@@ -382,17 +382,11 @@ def _prerequisite_lessons(ctx: Context) -> list[Lesson]:
             continue
         if call.signature in done or provoked(ctx, call):
             continue
-        later = next(
-            (
-                j
-                for j in range(i + 1, len(calls))
-                if calls[j].signature == call.signature
-            ),
-            None,
-        )
-        if later != i + 2 or calls[later].failed:
+        if i + 2 >= len(calls):
             continue
-        between = calls[i + 1]
+        between, again = calls[i + 1], calls[i + 2]
+        if again.signature != call.signature or again.failed:
+            continue
         if between.failed or between.tool == call.tool:
             continue
         if not (_value_words(call) - {between.tool.lower()}) & _value_words(between):
@@ -408,7 +402,7 @@ def _prerequisite_lessons(ctx: Context) -> list[Lesson]:
                     f"step {call.step}: `{call.tool}` answered “{call.error.message}”; "
                     f"the same call worked after `{between.tool}` (step {between.step})"
                 ),
-                steps=call.steps + between.steps + calls[later].steps,
+                steps=call.steps + between.steps + again.steps,
                 base=0.6,
                 provenance="failure",
             )

@@ -90,6 +90,8 @@ _SOFT = [
         ),
     ),
 ]
+# What an environment appends to an answer it stopped or that failed.
+_VERDICTS = (("timeout", dict(_SOFT)["timeout"]), ("exit", dict(_HARD)["exit"]))
 # A sentence, not code or data: words first, no assignment, call or markup.
 _VERDICT_LINE = re.compile(r"^[A-Za-z](?=[A-Za-z' ]{2})[^=(){}<>\[\]`\"]*$")
 _LEADING_FAILURE = re.compile(
@@ -249,11 +251,10 @@ def _tail(text: str) -> tuple[str, re.Match | None]:
     for line in lines[-TAIL_LINES:]:
         if not _VERDICT_LINE.match(line):
             continue
-        for name, pattern in (("timeout", _SOFT[0][1]), ("exit", _HARD[1][1])):
+        for name, pattern in _VERDICTS:
             match = pattern.search(line)
             if match and match.start() <= 40:
-                at = text.rfind(line)
-                return name, pattern.search(text, at) if at >= 0 else match
+                return name, pattern.search(text, text.rfind(line))
     return "", None
 
 
