@@ -31,7 +31,7 @@ from common import (  # noqa: E402
     worker_start,
 )
 
-BACKLOG_COPIES = 10
+BACKLOG_COPIES = 20
 IDLE_S = 15.0
 BUSY_S = 20.0
 CLIENTS = 4

@@ -69,6 +69,15 @@ def candidates_related_reaudit_task(candidate_id: int) -> list[int]:
     return _reaudit(candidates_related_pending(candidate_id=candidate_id))
 
 
+def candidates_merged_reaudit_task(candidate_ids: list[int]) -> list[int]:
+    """Candidates a set's audit merged away (`candidates_related_reaudit_task` of
+    each, in one task)."""
+    related: set = set()
+    for candidate_id in candidate_ids:
+        related.update(candidates_related_pending(candidate_id=candidate_id))
+    return _reaudit(sorted(related))
+
+
 def playbook_version_reaudit_task(playbook_id: int, number: int) -> list[int]:
     """Version `number` of a playbook was made (apply, hand edit, rollback …)."""
     return _reaudit(

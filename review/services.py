@@ -940,24 +940,32 @@ def candidates_group_decide(
 # --- decisions the system takes: merging duplicates, background auto-apply ----------
 
 
-def candidate_supersede(*, newer, survivor, actor: str = SYSTEM_ACTOR) -> None:
-    """Mark `newer` superseded by `survivor` and move its evidence over, with an
-    audit-trail row. Both rows must be locked by the caller (the audit does; so does
-    a reviewer's group decision, with the reviewer as `actor`)."""
-    added = []
+def candidate_supersede(
+    *, newer, survivor, actor: str = SYSTEM_ACTOR, reaudit: bool = True
+) -> None:
+    """Mark `newer` superseded by `survivor` and move its evidence over (the runs the
+    survivor lacks, in one insert), with an audit-trail row. Both rows must be locked
+    by the caller (the audit does; so does a reviewer's group decision, with the
+    reviewer as `actor`). `reaudit=False`: the caller queues the re-audit of what
+    names `newer` itself (a set's audit does, once for its merges)."""
     count_before = survivor.evidence_count
     evidence_rows = list(newer.evidence.all())
-    for row in evidence_rows:
-        _, created = CandidateEvidence.objects.get_or_create(
+    held = set(
+        survivor.evidence.filter(
+            trajectory_id__in=[row.trajectory_id for row in evidence_rows]
+        ).values_list("trajectory_id", flat=True)
+    )
+    moved = [row for row in evidence_rows if row.trajectory_id not in held]
+    CandidateEvidence.objects.bulk_create(
+        CandidateEvidence(
             candidate=survivor,
             trajectory_id=row.trajectory_id,
-            defaults={
-                "step_indexes": row.step_indexes,
-                "reflection_id": row.reflection_id,
-            },
+            step_indexes=row.step_indexes,
+            reflection_id=row.reflection_id,
         )
-        if created:
-            added.append(str(row.trajectory_id))
+        for row in moved
+    )
+    added = [str(row.trajectory_id) for row in moved]
     if evidence_rows:
         survivor.evidence_count = survivor.evidence.count()
     else:  # a proposal without runs still counts as one more sighting
@@ -998,7 +1006,8 @@ def candidate_supersede(*, newer, survivor, actor: str = SYSTEM_ACTOR) -> None:
             "evidence_count_before": count_before,
         },
     )
-    candidate_related_reaudit(candidate_id=newer.pk)
+    if reaudit:
+        candidate_related_reaudit(candidate_id=newer.pk)
 
 
 def _unmerge(candidate: LearningCandidate) -> dict:

@@ -27,6 +27,7 @@ from learning.audits.conflict import conflict_findings
 from learning.audits.duplicate import duplicate_findings
 from learning.audits.hygiene import hygiene_findings, policy_for_namespace
 from learning.audits.scope import (
+    MAX_ROWS,
     candidate_lesson,
     curated_items_prefetch,
     pending_candidate_items,
@@ -50,6 +51,7 @@ logger = logging.getLogger(__name__)
 
 AUDIT_TASK = "learning.audit_tasks.candidate_audit_task"
 AUDIT_SET_TASK = "learning.audit_tasks.candidates_audit_task"
+MERGED_REAUDIT_TASK = "learning.audit_tasks.candidates_merged_reaudit_task"
 
 
 def candidate_audit_enqueue(*, candidate) -> None:
@@ -174,22 +176,43 @@ def candidates_audit(*, candidate_ids: list[int], after=None) -> dict:
     found = [by_pk[pk] for pk in dict.fromkeys(candidate_ids) if pk in by_pk]
     curated = curated_items_prefetch(found)
     dismissed = candidates_dismissals(candidate_ids=[c.pk for c in found])
-    reports = {}
+    reports, merged = {}, []
     for candidate in found:
-        reports[candidate.pk] = candidate_audit(
+        reports[candidate.pk], superseded = _candidate_audit(
             candidate=candidate,
-            loaded=True,
             curated=curated.get(candidate.pk),
             dismissals=dismissed.get(candidate.pk, {}),
+            reaudit_merged=False,
         )
+        merged += superseded
         if after is not None and after(candidate):
             curated = {}
-        elif _related_candidate_ids(reports[candidate.pk]["duplicate"]):
-            # a pending duplicate may have been merged away: the pending candidates
-            # are looked up again by the audits after it
-            for entry in curated.values():
-                entry.pop("pending", None)
+        elif superseded:
+            _pending_forget(curated, set(superseded))
+    if merged:
+        # what a merge's own re-audit does (`candidate_related_reaudit`), one task for
+        # the set's merges
+        task_enqueue_on_commit(
+            MERGED_REAUDIT_TASK,
+            merged,
+            task_name=f"reaudit-merged-{merged[0]}",
+            group="audit",
+        )
     return reports
+
+
+def _pending_forget(curated: dict, superseded: set) -> None:
+    """The candidates merged away leave the set's pending look-ups, which are then
+    what a new look-up would find — except a full one (MAX_ROWS rows), where a row
+    past its cut moves up: that one is looked up again by the audit that reads it."""
+    for entry in curated.values():
+        items = entry.get("pending")
+        if items is None or not any(item.id in superseded for item in items):
+            continue
+        if len(items) >= MAX_ROWS:
+            entry.pop("pending")
+        else:
+            entry["pending"] = [item for item in items if item.id not in superseded]
 
 
 def candidate_audit(
@@ -200,11 +223,33 @@ def candidate_audit(
     with its curated items and dismissals.)"""
     if not loaded:
         candidate = _audit_rows().get(pk=candidate.pk)
+    return _candidate_audit(
+        candidate=candidate, curated=curated, dismissals=dismissals
+    )[0]
+
+
+def _candidate_audit(
+    *, candidate, curated=None, dismissals=None, reaudit_merged: bool = True
+) -> tuple[dict, list[int]]:
+    """`candidate_audit` of a candidate as `_audit_rows` read it: (the report, the
+    candidates it merged away). A report naming no other pending candidate is stored
+    by one UPDATE: nothing to lock with it, nothing to merge or mirror."""
     report = dismissals_apply(
         audit_report_build(candidate=candidate, curated=curated),
         candidate_dismissals(candidate=candidate) if dismissals is None else dismissals,
     )
     max_severity = report_max_severity(report)
+    related = [
+        *_related_candidate_ids(report["duplicate"]),
+        *_related_candidate_ids(report["conflict"]),
+    ]
+    now = timezone.now()
+    if not related:
+        LearningCandidate.objects.filter(pk=candidate.pk).update(
+            audit=report, audited_at=now, max_severity=max_severity, updated_at=now
+        )
+        return report, []
+    superseded: list[int] = []
     with transaction.atomic():
         # Lock this candidate and any pending duplicate in one ordered query, so two
         # audits merging the same pair at once wait for each other instead of
@@ -212,30 +257,26 @@ def candidate_audit(
         rows = {
             row.pk: row
             for row in LearningCandidate.objects.select_for_update()
-            .filter(
-                pk__in=[
-                    candidate.pk,
-                    *_related_candidate_ids(report["duplicate"]),
-                    *_related_candidate_ids(report["conflict"]),
-                ]
-            )
+            .filter(pk__in=[candidate.pk, *related])
             .order_by("pk")
         }
         locked = rows[candidate.pk]
         locked.audit = report
-        locked.audited_at = timezone.now()
+        locked.audited_at = now
         locked.max_severity = max_severity
         locked.save(update_fields=["audit", "audited_at", "max_severity", "updated_at"])
         if locked.status == CandidateStatus.PENDING:
             duplicates = set(_related_candidate_ids(report["duplicate"]))
-            _merge_pending_duplicates(
-                candidate=locked, rows={pk: rows[pk] for pk in duplicates if pk in rows}
+            superseded = _merge_pending_duplicates(
+                candidate=locked,
+                rows={pk: rows[pk] for pk in duplicates if pk in rows},
+                reaudit=reaudit_merged,
             )
             if locked.status == CandidateStatus.PENDING:  # not merged away
                 _mirror_conflicts(
                     candidate=locked, findings=report["conflict"], rows=rows
                 )
-    return report
+    return report, superseded
 
 
 def _related_candidate_ids(findings: list[dict]) -> list[int]:
@@ -310,10 +351,11 @@ def _mirrored_message(candidate, finding: dict) -> str:
     )
 
 
-def _merge_pending_duplicates(*, candidate, rows: dict) -> None:
+def _merge_pending_duplicates(*, candidate, rows: dict, reaudit: bool = True) -> list:
     """A near-identical pending candidate of the same kind and target: the newer of
     the two is superseded by the older, which takes over its evidence. `rows` are the
-    locked candidates."""
+    locked candidates; `reaudit` as `candidate_supersede`'s. Returns the pks merged
+    away."""
     others = sorted(
         (
             row
@@ -325,11 +367,14 @@ def _merge_pending_duplicates(*, candidate, rows: dict) -> None:
         ),
         key=lambda c: (c.created_at, c.pk),
     )
+    superseded = []
     for other in others:
         older, newer = sorted([candidate, other], key=lambda c: (c.created_at, c.pk))
-        candidate_supersede(newer=newer, survivor=older)
+        candidate_supersede(newer=newer, survivor=older, reaudit=reaudit)
+        superseded.append(newer.pk)
         if newer.pk == candidate.pk:
-            return
+            break
+    return superseded
 
 
 # --- findings stay true: which pending candidates to audit again ----------------------
