@@ -10,7 +10,7 @@ from itertools import combinations
 
 from django.contrib.postgres.search import TrigramSimilarity
 from django.db import connection
-from django.db.models import BooleanField, IntegerField, Q, Value
+from django.db.models import BooleanField, FloatField, Q
 from django.db.models.expressions import RawSQL
 
 from learning.audits.cache import lexemes, word_stats
@@ -212,11 +212,14 @@ def _strategy_lookup(candidate) -> dict:
     qs = Strategy.objects.filter(active=True)
     if candidate.playbook_id:
         qs = qs.filter(playbook_id=candidate.playbook_id)
+        scope = ("playbook", candidate.playbook_id)
     else:
         qs = qs.filter(
             playbook__in=Playbook.objects.filter(namespace_id=candidate.namespace_id)
         )
+        scope = ("namespace", candidate.namespace_id)
     return dict(
+        scope=scope,
         qs=qs.only(
             "id", "type", "description", "context", "polarity", "when", "directive"
         ),
@@ -246,6 +249,7 @@ def _memory_lookup(candidate) -> dict:
         scope |= Q(scope="user", user_id=candidate.user_id)
     qs = Memory.objects.filter(scope, namespace_id=candidate.namespace_id, active=True)
     return dict(
+        scope=(candidate.namespace_id, candidate.user_id or None),
         qs=qs.only("id", "kind", "content", "entity"),
         field_name="content",
         tsv_sql=MEMORY_TSV,
@@ -267,39 +271,76 @@ def _memory_item(row) -> Item:
 def curated_items_prefetch(candidates: list) -> dict:
     """The curated strategies and memories and the other pending candidates
     `scope_items` would compare each of these candidates with, as one query per source
-    for the whole set (each candidate's own look-up, exactly as `_indexed_filter`
-    builds it, joined by UNION ALL): {candidate pk: {"strategy": [Item], "memory":
+    and scope for the whole set (`_lookups_batched`: each candidate's own look-up, as
+    `_indexed_filter` makes it): {candidate pk: {"strategy": [Item], "memory":
     [Item], "pending": [Item]}}. PostgreSQL only (empty on SQLite, where `scope_items`
     filters in Python)."""
     if not _postgres() or not candidates:
         return {}
     out: dict = {c.pk: {name: [] for name in _LOOKUPS} for c in candidates}
     for name, (lookup, to_item) in _LOOKUPS.items():
-        parts = []
+        by_scope: dict = {}
         for candidate in candidates:
             spec = lookup(candidate)
-            spec.pop("extra_text", None)
             text = candidate_text(candidate)
-            terms = _selective_terms(
-                _lookup_terms(text), index_name=spec.pop("index_name")
-            )
-            if not _terms_tsquery(terms):
+            terms = _selective_terms(_lookup_terms(text), index_name=spec["index_name"])
+            tsquery = _terms_tsquery(terms)
+            if not tsquery:
                 continue
-            parts.append(
-                _indexed_filter(**spec, text=text, terms=terms).annotate(
-                    _of=Value(candidate.pk, output_field=IntegerField())
-                )
-            )
-        if not parts:
+            entry = by_scope.setdefault(spec["scope"], (spec, []))
+            entry[1].append((candidate.pk, tsquery, text))
+        if not by_scope:
             continue
-        rows = parts[0].union(*parts[1:], all=True) if len(parts) > 1 else parts[0]
         found: dict = {}
-        for row in rows:
+        for row in _lookups_batched(list(by_scope.values())):
             found.setdefault(row._of, []).append(row)
         for pk, items in found.items():
             items.sort(key=lambda row: (row._sim, row.pk), reverse=True)
             out[pk][name] = [to_item(row) for row in items]
     return out
+
+
+def _lookups_batched(scopes: list):
+    """`_indexed_filter` of many texts of one source in one query. `scopes` holds
+    (spec, lookups) per scope: each scope's query (`spec["qs"]`) is compiled once, its
+    (candidate pk, tsquery, text) triples unnested and each one's rows found by a
+    LATERAL subquery; the scopes are joined by UNION ALL. Rows carry `_of` (whose
+    look-up found them) and `_sim`."""
+    parts, params = [], []
+    for spec, lookups in scopes:
+        sql, scope_params = _lateral_sql(spec)
+        parts.append(
+            "(SELECT lookup.of AS _of, found.* FROM unnest(%s::integer[], "
+            "%s::text[], %s::text[]) AS lookup(of, tsquery, text) "
+            f"CROSS JOIN LATERAL ({sql}) AS found)"
+        )
+        params += [*(list(column) for column in zip(*lookups)), *scope_params]
+    return scopes[0][0]["qs"].model.objects.raw(" UNION ALL ".join(parts), params)
+
+
+def _lateral_sql(spec: dict) -> tuple[str, tuple]:
+    """A scope's `_indexed_filter` with the tsquery, the text and the candidate's own
+    id read from the LATERAL row `lookup`."""
+    qs, table = spec["qs"], spec["qs"].model._meta.db_table
+    inner = qs.filter(
+        RawSQL(
+            f"{spec['tsv_sql']} @@ to_tsquery('english', lookup.tsquery)",
+            [],
+            output_field=BooleanField(),
+        )
+    )
+    if spec.get("exclude_self"):
+        inner = inner.filter(
+            RawSQL(f'"{table}"."id" <> lookup.of', [], output_field=BooleanField())
+        )
+    inner = inner.annotate(
+        _sim=RawSQL(
+            f'SIMILARITY("{table}"."{spec["field_name"]}", lookup.text)',
+            [],
+            output_field=FloatField(),
+        )
+    ).order_by("-_sim", "-pk")[:MAX_ROWS]
+    return inner.query.sql_with_params()
 
 
 def skill_items(candidate) -> list[Item]:
@@ -330,16 +371,26 @@ def skill_items(candidate) -> list[Item]:
 
 
 def _pending_lookup(candidate) -> dict:
-    """Other pending candidates with the same target."""
+    """Other pending candidates with the same target (`exclude_self`: the candidate
+    itself is left out where the look-up runs)."""
     qs = LearningCandidate.objects.filter(
         namespace_id=candidate.namespace_id,
         status=CandidateStatus.PENDING,
         playbook_id=candidate.playbook_id,
         skill_id=candidate.skill_id,
-    ).exclude(pk=candidate.pk)
-    if candidate.kind in MEMORY_KINDS:
+    )
+    memory_kind = candidate.kind in MEMORY_KINDS
+    if memory_kind:
         qs = qs.filter(user_id=candidate.user_id)
     return dict(
+        scope=(
+            candidate.namespace_id,
+            candidate.playbook_id,
+            candidate.skill_id,
+            memory_kind,
+            candidate.user_id if memory_kind else None,
+        ),
+        exclude_self=True,
         qs=qs.only(
             "id",
             "kind",
@@ -386,7 +437,11 @@ def source_items(source: str, candidate, text: str) -> list[Item]:
     """The rows of one source of `_LOOKUPS` ("strategy", "memory", "pending") that
     share the candidate's subject, as `curated_items_prefetch` finds them for a set."""
     lookup, to_item = _LOOKUPS[source]
-    return [to_item(row) for row in _similar_rows(**lookup(candidate), text=text)]
+    spec = lookup(candidate)
+    spec.pop("scope")
+    if spec.pop("exclude_self", False):
+        spec["qs"] = spec["qs"].exclude(pk=candidate.pk)
+    return [to_item(row) for row in _similar_rows(**spec, text=text)]
 
 
 def pending_candidate_items(candidate, text: str) -> list[Item]:

@@ -216,3 +216,43 @@ def test_a_long_candidate_is_looked_up_by_its_rarest_words(monkeypatch):
     monkeypatch.setattr(scope, "word_stats", lambda index_name: {})
     assert scope._selective_terms(shuffled, index_name="strategy_desc_fts") == shuffled
     assert len(scope._terms_tsquery(picked).split(" | ")) == 56
+
+
+def _mixed_set(namespace, playbook) -> list:
+    """Candidates of one set in several scopes: two playbooks, no playbook, and
+    memories of two users (each looks up only its own scope's rows)."""
+    other = make_playbook(namespace, slug="baggage")
+    Strategy.objects.create(
+        playbook=other, type="helpful", description=CURATED[0], position=0
+    )
+    made = _candidates(namespace, playbook, TEXTS[:2])
+    made += _candidates(namespace, other, TEXTS[:2])
+    for user in ("u1", "u2", "u1"):
+        made.append(
+            CandidateFactory(
+                namespace=namespace, kind="preference", user_id=user, content=TEXTS[4]
+            )
+        )
+    return made
+
+
+@pytest.mark.skipif(connection.vendor != "postgresql", reason="PostgreSQL look-ups")
+def test_a_set_audit_in_several_scopes_reports_what_one_by_one_reports():
+    """The look-ups of every scope are one query per source for the set; the
+    findings (duplicates within a playbook or a user's memories only, merges,
+    conflicts) are those of one-by-one audits."""
+    one_ns, one_pb = _world()
+    for candidate in _mixed_set(one_ns, one_pb):
+        candidate_audit(candidate=candidate)
+    set_ns, set_pb = _world()
+    made = [c.pk for c in _mixed_set(set_ns, set_pb)]
+    with CaptureQueriesContext(connection) as queries:
+        candidates_audit(candidate_ids=made)
+    # strategies of airline, of baggage, of the namespace (the preferences): one query
+    assert _curated_lookups(queries)["strategy"] == 1
+    assert _curated_lookups(queries)["pending"] == 1
+    reports = _reports(set_ns)
+    assert reports == _reports(one_ns)
+    statuses = [status for _text, status, _severity, _report in reports]
+    # the second u1 preference merges into the first; u2's stays
+    assert statuses[4:] == ["pending", "pending", "superseded"], statuses
