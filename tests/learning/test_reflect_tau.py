@@ -10,7 +10,7 @@ import pytest
 from django.conf import settings
 
 from learning.importers import tau_bench_payload
-from learning.models import CandidateEvidence, LearningCandidate, Trajectory
+from learning.models import CandidateEvidence, LearningCandidate, Reflection, Trajectory
 
 pytestmark = pytest.mark.django_db
 
@@ -96,10 +96,18 @@ def test_failed_tau_bench_runs_yield_specific_candidates_with_provenance(
         checked += 1
     assert checked >= 10
     # Contrast across trials of one task is among the lessons (its why says so; the
-    # text itself stays general).
-    assert LearningCandidate.objects.filter(
-        rationale__contains="successful runs of the same task"
-    ).exists()
+    # text itself stays general). Read from the reflections: a candidate keeps the
+    # rationale of the first run that made it, and which run is reflected first
+    # follows the runs' random ids.
+    lessons = [
+        item
+        for reflection in Reflection.objects.all()
+        for item in (*reflection.helpful_strategies, *reflection.harmful_patterns)
+    ]
+    assert any(
+        "successful runs of the same task" in (item.get("why") or "")
+        for item in lessons
+    ), [item.get("why") for item in lessons]
 
 
 RULES = Path(settings.BASE_DIR) / "fixtures" / "tau-bench" / "airline-rules.json"
