@@ -268,17 +268,19 @@ def _memory_item(row) -> Item:
     )
 
 
-def curated_items_prefetch(candidates: list) -> dict:
+def curated_items_prefetch(candidates: list, sources=None) -> dict:
     """The curated strategies and memories and the other pending candidates
     `scope_items` would compare each of these candidates with, as one query per source
     and scope for the whole set (`_lookups_batched`: each candidate's own look-up, as
     `_indexed_filter` makes it): {candidate pk: {"strategy": [Item], "memory":
     [Item], "pending": [Item]}}. PostgreSQL only (empty on SQLite, where `scope_items`
-    filters in Python)."""
+    filters in Python). `sources`: only these of them."""
     if not _postgres() or not candidates:
         return {}
-    out: dict = {c.pk: {name: [] for name in _LOOKUPS} for c in candidates}
-    for name, (lookup, to_item) in _LOOKUPS.items():
+    names = list(sources or _LOOKUPS)
+    out: dict = {c.pk: {name: [] for name in names} for c in candidates}
+    for name in names:
+        lookup, to_item = _LOOKUPS[name]
         by_scope: dict = {}
         for candidate in candidates:
             spec = lookup(candidate)

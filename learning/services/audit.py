@@ -29,6 +29,7 @@ from learning.audits.hygiene import hygiene_findings, policy_for_namespace
 from learning.audits.scope import (
     MAX_ROWS,
     candidate_lesson,
+    candidate_text,
     curated_items_prefetch,
     pending_candidate_items,
     policy_items,
@@ -393,27 +394,39 @@ def _mentions(report: dict | None, related_type: str, ids: set) -> bool:
     return False
 
 
-def candidates_related_pending(*, candidate_id: int) -> list[int]:
-    """Pending candidates whose findings may change now that `candidate_id` was
-    decided: those its own report names, and those whose report names it — found by
-    the look-up the audit itself uses (they share its subject), then read."""
-    decided = LearningCandidate.objects.filter(pk=candidate_id).first()
-    if decided is None:
+def candidates_related_pending(*, candidate_ids: list[int]) -> list[int]:
+    """Pending candidates whose findings may change now that these candidates were
+    decided: those their own reports name, and those whose report names one of them
+    — found by the look-up the audit itself uses (they share its subject; one query
+    for all of them, `curated_items_prefetch`), then read."""
+    decided = list(LearningCandidate.objects.filter(pk__in=candidate_ids))
+    if not decided:
         return []
     named = {
         rel.get("id")
-        for _audit, finding in findings_all(decided.audit)
+        for candidate in decided
+        for _audit, finding in findings_all(candidate.audit)
         for rel in finding.get("related") or []
         if rel.get("type") == "candidate"
     }
-    near = {item.id for item in pending_candidate_items(decided, decided.content)}
+    found = curated_items_prefetch(decided, sources=("pending",))
+    near = {
+        item.id
+        for candidate in decided
+        for item in (
+            found[candidate.pk]["pending"]
+            if candidate.pk in found
+            else pending_candidate_items(candidate, candidate_text(candidate))
+        )
+    }
     rows = LearningCandidate.objects.filter(
         pk__in=named | near, status=CandidateStatus.PENDING
     ).only("id", "audit")
+    ids = {candidate.pk for candidate in decided}
     return sorted(
         row.pk
         for row in rows
-        if row.pk in named or _mentions(row.audit, "candidate", {decided.pk})
+        if row.pk in named or _mentions(row.audit, "candidate", ids)
     )
 
 

@@ -256,3 +256,62 @@ def test_a_set_audit_in_several_scopes_reports_what_one_by_one_reports():
     statuses = [status for _text, status, _severity, _report in reports]
     # the second u1 preference merges into the first; u2's stays
     assert statuses[4:] == ["pending", "pending", "superseded"], statuses
+
+
+def test_a_set_audit_queues_one_re_audit_for_its_merges(monkeypatch):
+    """Three near-identical candidates of one set: two are merged away, and what names
+    them is audited again by one task for both (not one per merge); that task
+    re-audits a pending candidate whose report names a merged one."""
+    import learning.services.audit as audit_module
+    import review.services as review_services
+    from learning import audit_tasks
+
+    texts = [
+        "Ask for the booking code before cancelling a connecting flight.",
+        "Ask for the booking code before cancelling any connecting flight.",
+        "Ask for the booking code before you cancel a connecting flight.",
+    ]
+    sent = []
+    monkeypatch.setattr(
+        audit_module,
+        "task_enqueue_on_commit",
+        lambda func, *args, **kw: sent.append((func, args)),
+    )
+    monkeypatch.setattr(
+        review_services,
+        "task_enqueue_on_commit",
+        lambda func, *args, **kw: sent.append((func, args)),
+    )
+    namespace, playbook = _world()
+    made = [c.pk for c in _candidates(namespace, playbook, texts)]
+    candidates_audit(candidate_ids=made)
+    superseded = sorted(
+        LearningCandidate.objects.filter(pk__in=made, status="superseded").values_list(
+            "pk", flat=True
+        )
+    )
+    assert len(superseded) == 2
+    assert sent == [(audit_module.MERGED_REAUDIT_TASK, (superseded,))]
+    # A pending candidate whose (stale) report names a merged one is audited again.
+    other = CandidateFactory(
+        namespace=namespace,
+        playbook=playbook,
+        content="Never ask for the booking code when cancelling a connecting flight.",
+    )
+    LearningCandidate.objects.filter(pk=other.pk).update(
+        audit={
+            "conflict": [
+                {
+                    "severity": "warn",
+                    "message": "stale",
+                    "related": [{"type": "candidate", "id": superseded[0], "text": ""}],
+                }
+            ],
+            "hygiene": [],
+            "duplicate": [],
+        }
+    )
+    assert other.pk in audit_tasks.candidates_merged_reaudit_task(superseded)
+    other.refresh_from_db()
+    assert other.audited_at is not None
+    assert "stale" not in str(other.audit)
