@@ -9,6 +9,7 @@ of every text; nothing is cut off to save time.
 import base64
 import re
 from collections.abc import Callable, Iterable
+from functools import lru_cache
 from typing import Any
 
 MASK = "[REDACTED]"
@@ -185,11 +186,27 @@ _ANY_HINT = re.compile(
 )
 
 
+# Texts this short are redacted once per process (`_short_redacted`): a run's JSON
+# repeats its keys, tool names and small values in every step.
+SHORT_TEXT = 64
+
+
 def redact_text(text: str, *, decode: bool = True) -> tuple[str, int]:
     """Return the text with secrets masked, and how many were masked. A base64 run
     whose decoded text holds a secret is masked whole (`decode`)."""
     if not text or not isinstance(text, str):
         return text, 0
+    if len(text) <= SHORT_TEXT:
+        return _short_redacted(text, decode)
+    return _redacted(text, decode)
+
+
+@lru_cache(maxsize=16384)
+def _short_redacted(text: str, decode: bool) -> tuple[str, int]:
+    return _redacted(text, decode)
+
+
+def _redacted(text: str, decode: bool) -> tuple[str, int]:
     total = 0
     lowered = text.lower()
     if _ANY_HINT.search(lowered):
