@@ -80,6 +80,20 @@ def ticked_names(text: str) -> frozenset:
     return frozenset(t.strip().lower() for t in _TICKED.findall(text or ""))
 
 
+def _same_situation(a: LessonText, b: LessonText) -> bool:
+    """Two shaped lessons are about one situation when their situations (quoted
+    evidence left out) are both empty or alike: the same advice for "the task asks to
+    cancel a reservation" and for "… to update its passengers" is two lessons, whose
+    runs must not be merged into one."""
+    if not (a.shaped and b.shaped):
+        return True
+    when_a = " ".join(QUOTED.sub(" ", a.when or "").split())
+    when_b = " ".join(QUOTED.sub(" ", b.when or "").split())
+    if not when_a and not when_b:
+        return True
+    return bool(when_a and when_b) and _alike(when_a, when_b)
+
+
 def _alike(a: str, b: str) -> bool:
     stems_a, stems_b = content_stems(a), content_stems(b)
     contained = (
@@ -113,6 +127,8 @@ def is_near_duplicate(a, b, *, a_sign: int = 1, b_sign: int = 1) -> bool:
     core_a, core_b = lesson_core(a), lesson_core(b)
     if ticked_names(core_a) != ticked_names(core_b):
         return False  # "check `payment_id`" and "check `flights`" are two lessons
+    if not _same_situation(a, b):
+        return False  # one advice in two situations: "when the task asks to cancel"
     if not (_alike(a.text, b.text) or _alike(core_a, core_b)):
         return False
     return lesson_contradiction(a, b) is None

@@ -248,3 +248,37 @@ def test_entropy_flags_random_strings_only():
     assert shannon_entropy("aaaa") == 0
     assert "entropy" in rules("token Zk3Qp9LmX2vB7nR4tY8wC1sD")
     assert "entropy" not in rules("the_quick_brown_fox_jumps_over")
+
+
+def test_one_advice_in_two_situations_is_two_lessons():
+    """The same advice for two different asks of the task is not a duplicate (the
+    runs of one must not be merged into the other); the same situation worded a little
+    differently, or with different quoted evidence, still is."""
+    from learning.text.contradiction import LessonText
+
+    def shaped(when: str, directive: str = "call `transfer_to_human_agents`"):
+        return LessonText(
+            text=f"When {when}, do not {directive}.",
+            polarity="avoid",
+            when=when,
+            directive=directive,
+            kind="strategy_harmful",
+        )
+
+    passengers = shaped("the task asks to update reservation passengers")
+    cancel = shaped("the task asks to cancel reservation")
+    assert not is_near_duplicate(passengers, cancel)
+    assert is_near_duplicate(cancel, shaped("the task asks to cancel a reservation"))
+    assert is_near_duplicate(
+        shaped("`search` answers “Could not find Paris”"),
+        shaped("`search` answers “Could not find Lyon”"),
+    )
+    # one lesson bound to a situation, one not: two lessons
+    unbound = LessonText(
+        text="Do not call `transfer_to_human_agents`.",
+        polarity="avoid",
+        when="",
+        directive="call `transfer_to_human_agents`",
+        kind="strategy_harmful",
+    )
+    assert not is_near_duplicate(unbound, cancel)
