@@ -70,9 +70,13 @@ def lesson_core(lesson: LessonText) -> str:
     their text."""
     if not lesson.shaped:
         return lesson.text
-    when = QUOTED.sub(" ", lesson.when or "")
     directive = _REASON.sub("", QUOTED.sub(" ", lesson.directive))
-    return " ".join(f"{when} {directive}".split())
+    return " ".join(f"{_bare_situation(lesson)} {directive}".split())
+
+
+def _bare_situation(lesson: LessonText) -> str:
+    """A lesson's situation without the quoted evidence in it."""
+    return " ".join(QUOTED.sub(" ", lesson.when or "").split())
 
 
 def ticked_names(text: str) -> frozenset:
@@ -87,8 +91,7 @@ def _same_situation(a: LessonText, b: LessonText) -> bool:
     runs must not be merged into one."""
     if not (a.shaped and b.shaped):
         return True
-    when_a = " ".join(QUOTED.sub(" ", a.when or "").split())
-    when_b = " ".join(QUOTED.sub(" ", b.when or "").split())
+    when_a, when_b = _bare_situation(a), _bare_situation(b)
     if not when_a and not when_b:
         return True
     return bool(when_a and when_b) and _alike(when_a, when_b)
