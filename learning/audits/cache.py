@@ -69,14 +69,17 @@ _lexemes: dict = {}  # word -> its english full-text lexeme ("" for a stop word)
 LEXEME_CACHE_SIZE = 50_000
 
 
-def word_stats(index_name: str) -> dict:
-    """{lexeme: share of rows} from pg_stats' most_common_elems of a full-text index
-    (empty when the table has no statistics yet)."""
+def word_stats(stats_source: str) -> dict:
+    """{lexeme: share of rows} from pg_stats' most_common_elems of a full-text vector:
+    `stats_source` names an expression index ("strategy_desc_fts", whose statistics
+    PostgreSQL keeps under the index's name) or a stored column ("table.column").
+    Empty when there are no statistics yet."""
     now = time.monotonic()
     with _lock:
-        hit = _word_stats.get(index_name)
+        hit = _word_stats.get(stats_source)
     if hit is not None and now - hit[0] < WORD_STATS_SECONDS:
         return hit[1]
+    relation, _, column = stats_source.partition(".")
     with connection.cursor() as cursor:
         cursor.execute(
             """
@@ -84,15 +87,15 @@ def word_stats(index_name: str) -> dict:
             FROM pg_stats s,
                  unnest(s.most_common_elems::text::text[], s.most_common_elem_freqs)
                      AS e(elem, freq)
-            WHERE s.tablename = %s
+            WHERE s.tablename = %s AND (%s = '' OR s.attname = %s)
             """,
-            [index_name],
+            [relation, column, column],
         )
         stats: dict = {}
         for elem, freq in cursor.fetchall():
             stats.setdefault(elem, freq)
     with _lock:
-        _word_stats[index_name] = (now, stats)
+        _word_stats[stats_source] = (now, stats)
     return stats
 
 

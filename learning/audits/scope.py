@@ -31,7 +31,8 @@ STRATEGY_TSV = (
     "playbooks_strategy.context)"
 )
 MEMORY_TSV = "to_tsvector('english', playbooks_memory.content)"
-CANDIDATE_TSV = "to_tsvector('english', learning_learningcandidate.content)"
+# A stored generated column (learning/migrations/0010_candidate_search_vector.py).
+CANDIDATE_TSV = "learning_learningcandidate.search_vector"
 
 
 @dataclass
@@ -159,7 +160,7 @@ COMMON_WORD_SHARE = 0.05
 MAX_LOOKUP_TERMS = 8
 
 
-def _selective_terms(terms: list[str], *, index_name: str) -> list[str]:
+def _selective_terms(terms: list[str], *, stats_source: str) -> list[str]:
     """The candidate's words less those the index statistics show as common, rarest
     first, at most MAX_LOOKUP_TERMS; all of them when the table has no statistics yet
     (small tables). Statistics and lexemes come from this process's caches
@@ -167,7 +168,7 @@ def _selective_terms(terms: list[str], *, index_name: str) -> list[str]:
     if not terms:
         return terms
     lexeme = lexemes(terms)
-    stats = word_stats(index_name)
+    stats = word_stats(stats_source)
     ranked = sorted(
         ((t, stats.get(lexeme[t]) or 0) for t in terms if lexeme[t]),
         key=lambda pair: pair[1],
@@ -192,11 +193,11 @@ def _lookup_terms(text: str) -> list[str]:
 
 
 def _similar_rows(
-    *, qs, field_name: str, tsv_sql: str, index_name: str, text: str, extra_text=None
+    *, qs, field_name: str, tsv_sql: str, stats_source: str, text: str, extra_text=None
 ):
     terms = _lookup_terms(text)
     if _postgres():
-        terms = _selective_terms(terms, index_name=index_name)
+        terms = _selective_terms(terms, stats_source=stats_source)
         return list(
             _indexed_filter(
                 qs, field_name=field_name, tsv_sql=tsv_sql, text=text, terms=terms
@@ -225,7 +226,7 @@ def _strategy_lookup(candidate) -> dict:
         ),
         field_name="description",
         tsv_sql=STRATEGY_TSV,
-        index_name="strategy_desc_fts",
+        stats_source="strategy_desc_fts",
         extra_text=lambda row: f"{row.description} {row.context}",
     )
 
@@ -253,7 +254,7 @@ def _memory_lookup(candidate) -> dict:
         qs=qs.only("id", "kind", "content", "entity"),
         field_name="content",
         tsv_sql=MEMORY_TSV,
-        index_name="memory_content_fts",
+        stats_source="memory_content_fts",
     )
 
 
@@ -285,7 +286,9 @@ def curated_items_prefetch(candidates: list, sources=None) -> dict:
         for candidate in candidates:
             spec = lookup(candidate)
             text = candidate_text(candidate)
-            terms = _selective_terms(_lookup_terms(text), index_name=spec["index_name"])
+            terms = _selective_terms(
+                _lookup_terms(text), stats_source=spec["stats_source"]
+            )
             tsquery = _terms_tsquery(terms)
             if not tsquery:
                 continue
@@ -311,10 +314,13 @@ def _lookups_batched(scopes: list):
     parts, params = [], []
     for spec, lookups in scopes:
         sql, scope_params = _lateral_sql(spec)
+        # The tsquery is parsed once per look-up: OFFSET 0 keeps the planner from
+        # pulling the subquery up and parsing it again for every row it tests.
         parts.append(
-            "(SELECT lookup.of AS _of, found.* FROM unnest(%s::integer[], "
-            "%s::text[], %s::text[]) AS lookup(of, tsquery, text) "
-            f"CROSS JOIN LATERAL ({sql}) AS found)"
+            "(SELECT lookup.of AS _of, found.* FROM (SELECT of, "
+            "to_tsquery('english', tsquery) AS tsquery, text FROM unnest("
+            "%s::integer[], %s::text[], %s::text[]) AS u(of, tsquery, text) OFFSET 0)"
+            f" AS lookup CROSS JOIN LATERAL ({sql}) AS found)"
         )
         params += [*(list(column) for column in zip(*lookups)), *scope_params]
     return scopes[0][0]["qs"].model.objects.raw(" UNION ALL ".join(parts), params)
@@ -326,7 +332,7 @@ def _lateral_sql(spec: dict) -> tuple[str, tuple]:
     qs, table = spec["qs"], spec["qs"].model._meta.db_table
     inner = qs.filter(
         RawSQL(
-            f"{spec['tsv_sql']} @@ to_tsquery('english', lookup.tsquery)",
+            f"{spec['tsv_sql']} @@ lookup.tsquery",
             [],
             output_field=BooleanField(),
         )
@@ -412,7 +418,7 @@ def _pending_lookup(candidate) -> dict:
         ),
         field_name="content",
         tsv_sql=CANDIDATE_TSV,
-        index_name="candidate_content_fts",
+        stats_source="learning_learningcandidate.search_vector",
     )
 
 

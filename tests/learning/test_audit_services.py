@@ -406,11 +406,11 @@ def test_candidate_set_comes_from_the_gin_indexes(playbook):
         ).explain(),
     }
     for name, prefix in [
-        ("strategy", "strategy_desc"),
-        ("memory", "memory_content"),
-        ("candidate", "candidate_content"),
+        ("strategy", "strategy_desc_fts"),
+        ("memory", "memory_content_fts"),
+        ("candidate", "candidate_search_vector"),
     ]:
-        assert f"{prefix}_fts" in plans[name], plans[name]
+        assert prefix in plans[name], plans[name]
         assert "Seq Scan" not in plans[name], plans[name]
 
 

@@ -209,12 +209,14 @@ def test_a_long_candidate_is_looked_up_by_its_rarest_words(monkeypatch):
     monkeypatch.setattr(
         scope, "lexemes", lambda terms: {t: t for t in terms}, raising=True
     )
-    monkeypatch.setattr(scope, "word_stats", lambda index_name: freq)
+    monkeypatch.setattr(scope, "word_stats", lambda stats_source: freq)
     shuffled = words[7:] + words[:7]
-    picked = scope._selective_terms(shuffled, index_name="strategy_desc_fts")
+    picked = scope._selective_terms(shuffled, stats_source="strategy_desc_fts")
     assert picked == words[: scope.MAX_LOOKUP_TERMS]
-    monkeypatch.setattr(scope, "word_stats", lambda index_name: {})
-    assert scope._selective_terms(shuffled, index_name="strategy_desc_fts") == shuffled
+    monkeypatch.setattr(scope, "word_stats", lambda stats_source: {})
+    assert (
+        scope._selective_terms(shuffled, stats_source="strategy_desc_fts") == shuffled
+    )
     assert len(scope._terms_tsquery(picked).split(" | ")) == 56
 
 
