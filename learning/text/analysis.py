@@ -37,6 +37,8 @@ _NEG_PHRASES = [
     (re.compile(r"\bno need to\b"), " not "),
     (re.compile(r"\bthere is no need\b"), " not "),
 ]
+# Any of them: most sentences hold none, and one search is cheaper than six passes.
+_NEG_PHRASE_HINT = re.compile("|".join(p.pattern for p, _ in _NEG_PHRASES))
 
 # Opposites where one side negates the other (sign -1 for the second set).
 POLARITY_PAIRS: list[tuple[frozenset, frozenset]] = [
@@ -509,6 +511,11 @@ def _subject_word(tok: str, bare: str) -> bool:
     )
 
 
+_QUANTITY_WORDS = (
+    frozenset(_TIMES_WORDS) | frozenset(_ORDINALS) | frozenset(_NUMBER_WORDS)
+)
+
+
 def _word_quantity(tok: str, following: str, values: dict) -> bool:
     """A quantity written in words, added to `values`: an ordinal ("after the second
     attempt"), a number word before a unit ("three retries") or a count of times in
@@ -534,13 +541,20 @@ def _word_quantity(tok: str, following: str, values: dict) -> bool:
 # One pass over the tokens that tries each token class in its order of precedence
 # (negator, polarity word, marker, choice, quantity, subject word): split up, that
 # order would be spread over several functions.
-@lru_cache(maxsize=4096)
-def analyse(text: str, *, sign: int = 1) -> Analysis:  # noqa: C901
+def analyse(text: str, *, sign: int = 1) -> Analysis:
     """Subject words, polarity, axis sides and values of one sentence. `sign` is -1 for
-    texts that describe something to avoid (harmful strategies)."""
+    texts that describe something to avoid (harmful strategies). Cached by (text,
+    sign) however it is called: `analyse(t)` and `analyse(t, sign=1)` are one entry
+    (lru_cache keys a keyword apart, so an audit analysed every text twice)."""
+    return _analysis(text, sign)
+
+
+@lru_cache(maxsize=4096)
+def _analysis(text: str, sign: int) -> Analysis:  # noqa: C901
     norm = normalise(text)
-    for pattern, repl in _NEG_PHRASES:
-        norm = pattern.sub(repl, norm)
+    if _NEG_PHRASE_HINT.search(norm):
+        for pattern, repl in _NEG_PHRASES:
+            norm = pattern.sub(repl, norm)
     norm = norm.replace("turn on", "turn_on").replace("turn off", "turn_off")
     values, rest = _extract_values(norm)
     toks = words(rest)
@@ -573,7 +587,9 @@ def analyse(text: str, *, sign: int = 1) -> Analysis:  # noqa: C901
         if group and tok not in _CHOICE_NOISE:
             choice_vals.setdefault(group, set()).add(tok)
             continue
-        if _word_quantity(tok, toks[i + 1] if i + 1 < len(toks) else "", values):
+        if tok in _QUANTITY_WORDS and _word_quantity(
+            tok, toks[i + 1] if i + 1 < len(toks) else "", values
+        ):
             continue
         if not _subject_word(tok, bare):
             continue
@@ -608,12 +624,17 @@ def analyse(text: str, *, sign: int = 1) -> Analysis:  # noqa: C901
 
 
 def _names(toks) -> frozenset:
+    # An id holds a digit, so a word of letters alone is never one (checked first:
+    # most words are).
     return frozenset(
         t
         for t in toks
         if len(t) >= 4
+        and (
+            ("_" in t and t.strip("_"))
+            or (len(t) >= 5 and not t.isalpha() and _ID.fullmatch(t))
+        )
         and t not in _CHOICE_LOOKUP
-        and (("_" in t and t.strip("_")) or (len(t) >= 5 and _ID.fullmatch(t)))
     )
 
 

@@ -36,11 +36,14 @@ def content_stems(text: str) -> frozenset:
 def _trigrams(text: str) -> frozenset[str]:
     """pg_trgm's trigrams: each alphanumeric word padded with two spaces before and
     one after."""
-    grams: set[str] = set()
-    for word in re.findall(r"[a-z0-9]+", normalise(text)):
-        padded = f"  {word} "
-        grams.update(padded[i : i + 3] for i in range(len(padded) - 2))
-    return frozenset(grams)
+    return frozenset(
+        padded[i : i + 3]
+        for padded in {f"  {word} " for word in _ALNUM_RUN.findall(normalise(text))}
+        for i in range(len(padded) - 2)
+    )
+
+
+_ALNUM_RUN = re.compile(r"[a-z0-9]+")
 
 
 def trigram_similarity(a: str, b: str) -> float:

@@ -288,6 +288,11 @@ WORST: dict[str, dict[str, R]] = {
     "learning.text.analysis._NEG_PHRASES[3]": {"words": rep("unnecessary ")},
     "learning.text.analysis._NEG_PHRASES[4]": {"words": rep("no need ")},
     "learning.text.analysis._NEG_PHRASES[5]": {"words": rep("there is no ")},
+    "learning.text.analysis._NEG_PHRASE_HINT": {
+        "no": rep("no "),
+        "instead": rep("instead "),
+        "there": rep("there is no "),
+    },
     "learning.text.analysis._ID": {"hyphens": R("a-", suffix="é"), "digits": rep("0")},
     "learning.text.analysis._HIDDEN_CHARS": {"hidden": rep("\u200b")},
     "learning.text.analysis._URLISH": {"starts": rep("http://")},
@@ -309,6 +314,7 @@ WORST: dict[str, dict[str, R]] = {
     "learning.text.analysis._QUOTED": {"quotes": rep('"' + "a" * 299), "q": rep('"')},
     "learning.text.analysis._ID_SEPARATORS": {},
     "learning.text.analysis._PLAIN_WORD": {},
+    "learning.text.similarity._ALNUM_RUN": {},
     # --- lesson shape (reflectors and agents' proposals) ----------------------------
     "learning.lessons._LEADING_NEGATION": {
         "please": R(" ", prefix="please"),
