@@ -6,7 +6,9 @@ texts without it (memories, skill lines, policy sentences) by reading them sente
 sentence. Pure functions (no database); the conflict audit, the policy check and the
 near-duplicate rule use them."""
 
+from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
+from functools import lru_cache
 
 from learning.lessons import AVOID, POLARITIES
 from learning.text.analysis import (
@@ -176,10 +178,11 @@ def sentence_contradiction(
     return None
 
 
-def text_analyses(text: str, sign: int) -> list[Analysis]:
+@lru_cache(maxsize=4096)
+def text_analyses(text: str, sign: int) -> tuple[Analysis, ...]:
     """Each sentence that advises (clauses narrating the evidence left out); a raw
     harmful entry's sign goes to its first statement only (what follows explains
-    it)."""
+    it). Cached: an audit reads its candidate's statements once per compared item."""
     parts = [p for p in sentences(text)[:MAX_SENTENCES] if not is_narration(p)]
     if not parts and not is_narration(text):
         parts = [text]
@@ -189,29 +192,37 @@ def text_analyses(text: str, sign: int) -> list[Analysis]:
         if pending_sign != 1 and analysis.subject:
             pending_sign = 1
         out.append(analysis)
-    return out
+    return tuple(out)
 
 
-def _statements(lesson: LessonText, *, structured: bool) -> list[Analysis]:
+def _statements(lesson: LessonText, *, structured: bool) -> Sequence[Analysis]:
     """What a lesson states: with its shape, the directive's clauses with the
     polarity as the first clause's sign (the situation is compared apart); without
     it, every sentence of the text (which carries its own negations)."""
     if not structured:
         return text_analyses(lesson.text, lesson.sign)
-    parts = [
-        p for p in sentences(lesson.directive)[:MAX_SENTENCES] if not is_narration(p)
-    ]
-    out = [analyse(part) for part in parts or [lesson.directive]]
-    if out and lesson.polarity == AVOID:
+    return _directive_analyses(lesson.directive, lesson.polarity == AVOID)
+
+
+@lru_cache(maxsize=4096)
+def _directive_analyses(directive: str, avoid: bool) -> tuple[Analysis, ...]:
+    parts = [p for p in sentences(directive)[:MAX_SENTENCES] if not is_narration(p)]
+    out = [analyse(part) for part in parts or [directive]]
+    if out and avoid:
         # "avoid" governs the whole first clause, whatever negation it holds
         # ("avoid skipping the review" is advice to review).
         out[0] = replace(out[0], base_sign=-1, sign=-out[0].sign)
-    return out
+    return tuple(out)
 
 
 def advice_text(lesson: LessonText) -> str:
     """The text without the clauses that narrate its evidence."""
-    parts = [p for p in sentences(lesson.text) if not is_narration(p)]
+    return _advice(lesson.text)
+
+
+@lru_cache(maxsize=4096)
+def _advice(text: str) -> str:
+    parts = [p for p in sentences(text) if not is_narration(p)]
     return ". ".join(parts) if parts else ""
 
 

@@ -135,7 +135,9 @@ def is_near_duplicate(a, b, *, a_sign: int = 1, b_sign: int = 1) -> bool:
         return False  # "check `payment_id`" and "check `flights`" are two lessons
     if not _same_situation(a, b):
         return False  # one advice in two situations: "when the task asks to cancel"
-    if not (_alike(a.text, b.text) or _alike(core_a, core_b)):
+    if not _alike(a.text, b.text) and (
+        (core_a, core_b) == (a.text, b.text) or not _alike(core_a, core_b)
+    ):
         return False
     return lesson_contradiction(a, b) is None
 
