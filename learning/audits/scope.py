@@ -207,20 +207,24 @@ def _similar_rows(
     return _python_filter(qs.iterator(), text=text, terms=terms, get_text=get_text)
 
 
+def _strategy_scope(candidate) -> tuple:
+    if candidate.playbook_id:
+        return ("playbook", candidate.playbook_id)
+    return ("namespace", candidate.namespace_id)
+
+
 def _strategy_lookup(candidate) -> dict:
     from playbooks.models import Playbook, Strategy
 
     qs = Strategy.objects.filter(active=True)
     if candidate.playbook_id:
         qs = qs.filter(playbook_id=candidate.playbook_id)
-        scope = ("playbook", candidate.playbook_id)
     else:
         qs = qs.filter(
             playbook__in=Playbook.objects.filter(namespace_id=candidate.namespace_id)
         )
-        scope = ("namespace", candidate.namespace_id)
     return dict(
-        scope=scope,
+        scope=_strategy_scope(candidate),
         qs=qs.only(
             "id", "type", "description", "context", "polarity", "when", "directive"
         ),
@@ -242,6 +246,10 @@ def _strategy_item(row) -> Item:
     )
 
 
+def _memory_scope(candidate) -> tuple:
+    return (candidate.namespace_id, candidate.user_id or None)
+
+
 def _memory_lookup(candidate) -> dict:
     from playbooks.models import Memory
 
@@ -250,7 +258,7 @@ def _memory_lookup(candidate) -> dict:
         scope |= Q(scope="user", user_id=candidate.user_id)
     qs = Memory.objects.filter(scope, namespace_id=candidate.namespace_id, active=True)
     return dict(
-        scope=(candidate.namespace_id, candidate.user_id or None),
+        scope=_memory_scope(candidate),
         qs=qs.only("id", "kind", "content", "entity"),
         field_name="content",
         tsv_sql=MEMORY_TSV,
@@ -280,20 +288,23 @@ def curated_items_prefetch(candidates: list, sources=None) -> dict:
         return {}
     names = list(sources or _LOOKUPS)
     out: dict = {c.pk: {name: [] for name in names} for c in candidates}
+    texts = {c.pk: candidate_text(c) for c in candidates}
+    terms_of = {pk: _lookup_terms(text) for pk, text in texts.items()}
     for name in names:
-        lookup, to_item = _LOOKUPS[name]
+        scope_of, lookup, to_item = _LOOKUPS[name]
         by_scope: dict = {}
         for candidate in candidates:
-            spec = lookup(candidate)
-            text = candidate_text(candidate)
+            key = scope_of(candidate)
+            entry = by_scope.get(key)
+            if entry is None:
+                entry = by_scope[key] = (lookup(candidate), [])
             terms = _selective_terms(
-                _lookup_terms(text), stats_source=spec["stats_source"]
+                terms_of[candidate.pk], stats_source=entry[0]["stats_source"]
             )
             tsquery = _terms_tsquery(terms)
-            if not tsquery:
-                continue
-            entry = by_scope.setdefault(spec["scope"], (spec, []))
-            entry[1].append((candidate.pk, tsquery, text))
+            if tsquery:
+                entry[1].append((candidate.pk, tsquery, texts[candidate.pk]))
+        by_scope = {key: entry for key, entry in by_scope.items() if entry[1]}
         if not by_scope:
             continue
         found: dict = {}
@@ -378,6 +389,17 @@ def skill_items(candidate) -> list[Item]:
     return items
 
 
+def _pending_scope(candidate) -> tuple:
+    memory_kind = candidate.kind in MEMORY_KINDS
+    return (
+        candidate.namespace_id,
+        candidate.playbook_id,
+        candidate.skill_id,
+        memory_kind,
+        candidate.user_id if memory_kind else None,
+    )
+
+
 def _pending_lookup(candidate) -> dict:
     """Other pending candidates with the same target (`exclude_self`: the candidate
     itself is left out where the look-up runs)."""
@@ -391,13 +413,7 @@ def _pending_lookup(candidate) -> dict:
     if memory_kind:
         qs = qs.filter(user_id=candidate.user_id)
     return dict(
-        scope=(
-            candidate.namespace_id,
-            candidate.playbook_id,
-            candidate.skill_id,
-            memory_kind,
-            candidate.user_id if memory_kind else None,
-        ),
+        scope=_pending_scope(candidate),
         exclude_self=True,
         qs=qs.only(
             "id",
@@ -433,18 +449,20 @@ def _pending_item(row) -> Item:
     )
 
 
-# The sources `curated_items_prefetch` reads for a set: (look-up, row -> Item).
+# The sources `curated_items_prefetch` reads for a set: (candidate -> its scope's
+# key, look-up, row -> Item). The key is cheap; the look-up (a queryset) is built once
+# per scope of a set.
 _LOOKUPS = {
-    "strategy": (_strategy_lookup, _strategy_item),
-    "memory": (_memory_lookup, _memory_item),
-    "pending": (_pending_lookup, _pending_item),
+    "strategy": (_strategy_scope, _strategy_lookup, _strategy_item),
+    "memory": (_memory_scope, _memory_lookup, _memory_item),
+    "pending": (_pending_scope, _pending_lookup, _pending_item),
 }
 
 
 def source_items(source: str, candidate, text: str) -> list[Item]:
     """The rows of one source of `_LOOKUPS` ("strategy", "memory", "pending") that
     share the candidate's subject, as `curated_items_prefetch` finds them for a set."""
-    lookup, to_item = _LOOKUPS[source]
+    _, lookup, to_item = _LOOKUPS[source]
     spec = lookup(candidate)
     spec.pop("scope")
     if spec.pop("exclude_self", False):
