@@ -36,15 +36,14 @@ def _after_audit(candidate) -> bool:
     return False
 
 
-def _after_set_audit(candidate) -> bool:
-    """`_after_audit` for a candidate of a set, read with its playbook: one whose
-    playbook was not in background mode when the set was read is not applied without
-    review (a switch to background mode since then only waits for the next audit; a
-    switch away from it is read afresh by `candidate_consider_auto_apply`)."""
+def _after_set_audit_wanted(candidate) -> bool:
+    """Whether the learning mode has a say on a candidate of a set, read with its
+    playbook: one whose playbook was not in background mode when the set was read is
+    not applied without review (a switch to background mode since then only waits
+    for the next audit; a switch away from it is read afresh by
+    `candidate_consider_auto_apply`)."""
     playbook = candidate.playbook
-    if playbook is None or playbook.mode != LearningMode.BACKGROUND:
-        return False
-    return _after_audit(candidate)
+    return playbook is not None and playbook.mode == LearningMode.BACKGROUND
 
 
 def _counts(report: dict) -> dict:
@@ -54,7 +53,11 @@ def _counts(report: dict) -> dict:
 def candidates_audit_task(candidate_ids: list[int]) -> dict:
     """The candidates made by one set of runs, audited in one task, in order (those
     deleted before the worker got to them are left out)."""
-    reports = candidates_audit(candidate_ids=candidate_ids, after=_after_set_audit)
+    reports = candidates_audit(
+        candidate_ids=candidate_ids,
+        after=_after_audit,
+        after_wanted=_after_set_audit_wanted,
+    )
     return {str(pk): _counts(report) for pk, report in reports.items()}
 
 

@@ -164,7 +164,9 @@ def _audit_rows():
     return rows
 
 
-def candidates_audit(*, candidate_ids: list[int], after=None) -> dict:
+def candidates_audit(
+    *, candidate_ids: list[int], after=None, after_wanted=None
+) -> dict:
     """The audits of a set of candidates (those one set of runs made), in order, as
     `candidate_audit` makes them one by one, with the set's reads done once: the
     candidates in one query, their dismissals in one, and the curated strategies,
@@ -172,24 +174,35 @@ def candidates_audit(*, candidate_ids: list[int], after=None) -> dict:
     (`curated_items_prefetch`). `after(candidate)` runs after each audit (the learning
     mode's say) and returns True when it changed the curated knowledge (applied the
     candidate): the candidates after it then look their curated items up again, so
-    each audit still sees what is curated when it runs. Returns {pk: report}."""
+    each audit still sees what is curated when it runs. `after_wanted(candidate)`,
+    when given, says without the database whether `after` would act on it at all.
+    Reports that name no other pending candidate are stored together
+    (`_ReportWrites`), before anything that reads stored reports runs. Returns {pk:
+    report}."""
     by_pk = {c.pk: c for c in _audit_rows().filter(pk__in=candidate_ids)}
     found = [by_pk[pk] for pk in dict.fromkeys(candidate_ids) if pk in by_pk]
     curated = curated_items_prefetch(found)
     dismissed = candidates_dismissals(candidate_ids=[c.pk for c in found])
     reports, merged = {}, []
-    for candidate in found:
-        reports[candidate.pk], superseded = _candidate_audit(
-            candidate=candidate,
-            curated=curated.get(candidate.pk),
-            dismissals=dismissed.get(candidate.pk, {}),
-            reaudit_merged=False,
-        )
-        merged += superseded
-        if after is not None and after(candidate):
-            curated = {}
-        elif superseded:
-            _pending_forget(curated, set(superseded))
+    with _ReportWrites() as writes:
+        for candidate in found:
+            reports[candidate.pk], superseded = _candidate_audit(
+                candidate=candidate,
+                curated=curated.get(candidate.pk),
+                dismissals=dismissed.get(candidate.pk, {}),
+                reaudit_merged=False,
+                writes=writes,
+            )
+            merged += superseded
+            acts = after is not None and (
+                after_wanted is None or after_wanted(candidate)
+            )
+            if acts:
+                writes.flush()
+            if acts and after(candidate):
+                curated = {}
+            elif superseded:
+                _pending_forget(curated, set(superseded))
     if merged:
         # what a merge's own re-audit does (`candidate_related_reaudit`), one task for
         # the set's merges
@@ -200,6 +213,34 @@ def candidates_audit(*, candidate_ids: list[int], after=None) -> dict:
             group="audit",
         )
     return reports
+
+
+class _ReportWrites:
+    """Audit reports to store, written as one UPDATE (`bulk_update`) when flushed —
+    before an audit that locks and reads other candidates' reports, before the
+    learning mode's say, and when the set is done (also when an audit raises: what
+    was audited stays stored)."""
+
+    FIELDS = ["audit", "audited_at", "max_severity", "updated_at"]
+
+    def __init__(self):
+        self.rows: list = []
+
+    def add(self, candidate, *, report: dict, max_severity, now) -> None:
+        candidate.audit, candidate.max_severity = report, max_severity
+        candidate.audited_at = candidate.updated_at = now
+        self.rows.append(candidate)
+
+    def flush(self) -> None:
+        if self.rows:
+            LearningCandidate.objects.bulk_update(self.rows, self.FIELDS)
+            self.rows = []
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.flush()
 
 
 def _pending_forget(curated: dict, superseded: set) -> None:
@@ -230,11 +271,17 @@ def candidate_audit(
 
 
 def _candidate_audit(
-    *, candidate, curated=None, dismissals=None, reaudit_merged: bool = True
+    *,
+    candidate,
+    curated=None,
+    dismissals=None,
+    reaudit_merged: bool = True,
+    writes: _ReportWrites | None = None,
 ) -> tuple[dict, list[int]]:
     """`candidate_audit` of a candidate as `_audit_rows` read it: (the report, the
     candidates it merged away). A report naming no other pending candidate is stored
-    by one UPDATE: nothing to lock with it, nothing to merge or mirror."""
+    by one UPDATE (with `writes`, later with the set's others): nothing to lock with
+    it, nothing to merge or mirror."""
     report = dismissals_apply(
         audit_report_build(candidate=candidate, curated=curated),
         candidate_dismissals(candidate=candidate) if dismissals is None else dismissals,
@@ -245,11 +292,16 @@ def _candidate_audit(
         *_related_candidate_ids(report["conflict"]),
     ]
     now = timezone.now()
+    if not related and writes is not None:
+        writes.add(candidate, report=report, max_severity=max_severity, now=now)
+        return report, []
     if not related:
         LearningCandidate.objects.filter(pk=candidate.pk).update(
             audit=report, audited_at=now, max_severity=max_severity, updated_at=now
         )
         return report, []
+    if writes is not None:
+        writes.flush()  # the locked rows below are read with their reports
     superseded: list[int] = []
     with transaction.atomic():
         # Lock this candidate and any pending duplicate in one ordered query, so two

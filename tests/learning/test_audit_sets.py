@@ -121,6 +121,61 @@ def test_a_set_audit_reports_what_one_by_one_reports():
     assert any(r[3]["conflict"] or r[3]["duplicate"] for r in _reports(set_ns))
 
 
+UNRELATED = [
+    "Quote the fare rules before selling a basic economy ticket.",
+    "Read back the passport number letter by letter.",
+    "Mention the pet carrier size limits when a pet travels in the cabin.",
+    "Send the itinerary by email once the booking is paid.",
+]
+
+
+def _candidate_updates(queries) -> list[str]:
+    return [
+        q["sql"]
+        for q in queries.captured_queries
+        if q["sql"].startswith('UPDATE "learning_learningcandidate"')
+    ]
+
+
+def test_reports_naming_no_other_candidate_are_stored_by_one_update():
+    """A set whose reports name no other pending candidate is stored by one UPDATE,
+    not one per candidate, and each candidate gets its own report."""
+    namespace, playbook = _world()
+    made = [c.pk for c in _candidates(namespace, playbook, UNRELATED)]
+    with CaptureQueriesContext(connection) as queries:
+        reports = candidates_audit(candidate_ids=made)
+    assert len(_candidate_updates(queries)) == 1
+    stored = {c.pk: c for c in LearningCandidate.objects.filter(pk__in=made)}
+    for pk in made:
+        assert stored[pk].audited_at is not None
+        assert stored[pk].audit == reports[pk]
+
+
+def test_an_audit_that_fails_leaves_the_reports_before_it_stored(monkeypatch):
+    """The set's reports are written together, but an audit that raises does not take
+    the ones made before it with it."""
+    from learning.services import audit as audit_service
+
+    namespace, playbook = _world()
+    made = [c.pk for c in _candidates(namespace, playbook, UNRELATED)]
+    build = audit_service.audit_report_build
+
+    def failing_third(*, candidate, curated=None):
+        if candidate.pk == made[2]:
+            raise RuntimeError("the reader failed")
+        return build(candidate=candidate, curated=curated)
+
+    monkeypatch.setattr(audit_service, "audit_report_build", failing_third)
+    with pytest.raises(RuntimeError):
+        candidates_audit(candidate_ids=made)
+    audited = set(
+        LearningCandidate.objects.filter(
+            pk__in=made, audited_at__isnull=False
+        ).values_list("pk", flat=True)
+    )
+    assert audited == set(made[:2])
+
+
 def test_a_policy_changed_by_any_writer_is_used_by_the_next_audit(admin_client_api):
     """The cached policies serve an audit only while the rows are unchanged: after
     PUT /api/v1/policy/ (and after a write that bypasses the ORM's save, as another
