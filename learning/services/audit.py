@@ -265,9 +265,10 @@ def candidate_audit(
     with its curated items and dismissals.)"""
     if not loaded:
         candidate = _audit_rows().get(pk=candidate.pk)
-    return _candidate_audit(
-        candidate=candidate, curated=curated, dismissals=dismissals
-    )[0]
+    with _ReportWrites() as writes:
+        return _candidate_audit(
+            candidate=candidate, curated=curated, dismissals=dismissals, writes=writes
+        )[0]
 
 
 def _candidate_audit(
@@ -275,13 +276,13 @@ def _candidate_audit(
     candidate,
     curated=None,
     dismissals=None,
+    writes: _ReportWrites,
     reaudit_merged: bool = True,
-    writes: _ReportWrites | None = None,
 ) -> tuple[dict, list[int]]:
     """`candidate_audit` of a candidate as `_audit_rows` read it: (the report, the
-    candidates it merged away). A report naming no other pending candidate is stored
-    by one UPDATE (with `writes`, later with the set's others): nothing to lock with
-    it, nothing to merge or mirror."""
+    candidates it merged away). A report naming no other pending candidate joins
+    `writes` (stored when they are flushed, with a set's others): nothing to lock
+    with it, nothing to merge or mirror."""
     report = dismissals_apply(
         audit_report_build(candidate=candidate, curated=curated),
         candidate_dismissals(candidate=candidate) if dismissals is None else dismissals,
@@ -292,16 +293,10 @@ def _candidate_audit(
         *_related_candidate_ids(report["conflict"]),
     ]
     now = timezone.now()
-    if not related and writes is not None:
+    if not related:
         writes.add(candidate, report=report, max_severity=max_severity, now=now)
         return report, []
-    if not related:
-        LearningCandidate.objects.filter(pk=candidate.pk).update(
-            audit=report, audited_at=now, max_severity=max_severity, updated_at=now
-        )
-        return report, []
-    if writes is not None:
-        writes.flush()  # the locked rows below are read with their reports
+    writes.flush()  # the locked rows below are read with their reports
     superseded: list[int] = []
     with transaction.atomic():
         # Lock this candidate and any pending duplicate in one ordered query, so two
