@@ -216,15 +216,15 @@ def _strategy_scope(candidate) -> tuple:
 def _strategy_lookup(candidate) -> dict:
     from playbooks.models import Playbook, Strategy
 
+    scope = _strategy_scope(candidate)
+    owner, owner_id = scope
     qs = Strategy.objects.filter(active=True)
-    if candidate.playbook_id:
-        qs = qs.filter(playbook_id=candidate.playbook_id)
+    if owner == "playbook":
+        qs = qs.filter(playbook_id=owner_id)
     else:
-        qs = qs.filter(
-            playbook__in=Playbook.objects.filter(namespace_id=candidate.namespace_id)
-        )
+        qs = qs.filter(playbook__in=Playbook.objects.filter(namespace_id=owner_id))
     return dict(
-        scope=_strategy_scope(candidate),
+        scope=scope,
         qs=qs.only(
             "id", "type", "description", "context", "polarity", "when", "directive"
         ),
@@ -253,12 +253,14 @@ def _memory_scope(candidate) -> tuple:
 def _memory_lookup(candidate) -> dict:
     from playbooks.models import Memory
 
-    scope = Q(scope="namespace")
-    if candidate.user_id:
-        scope |= Q(scope="user", user_id=candidate.user_id)
-    qs = Memory.objects.filter(scope, namespace_id=candidate.namespace_id, active=True)
+    scope = _memory_scope(candidate)
+    namespace_id, user_id = scope
+    shared = Q(scope="namespace")
+    if user_id:
+        shared |= Q(scope="user", user_id=user_id)
+    qs = Memory.objects.filter(shared, namespace_id=namespace_id, active=True)
     return dict(
-        scope=_memory_scope(candidate),
+        scope=scope,
         qs=qs.only("id", "kind", "content", "entity"),
         field_name="content",
         tsv_sql=MEMORY_TSV,
@@ -403,17 +405,18 @@ def _pending_scope(candidate) -> tuple:
 def _pending_lookup(candidate) -> dict:
     """Other pending candidates with the same target (`exclude_self`: the candidate
     itself is left out where the look-up runs)."""
+    scope = _pending_scope(candidate)
+    namespace_id, playbook_id, skill_id, memory_kind, user_id = scope
     qs = LearningCandidate.objects.filter(
-        namespace_id=candidate.namespace_id,
+        namespace_id=namespace_id,
         status=CandidateStatus.PENDING,
-        playbook_id=candidate.playbook_id,
-        skill_id=candidate.skill_id,
+        playbook_id=playbook_id,
+        skill_id=skill_id,
     )
-    memory_kind = candidate.kind in MEMORY_KINDS
     if memory_kind:
-        qs = qs.filter(user_id=candidate.user_id)
+        qs = qs.filter(user_id=user_id)
     return dict(
-        scope=_pending_scope(candidate),
+        scope=scope,
         exclude_self=True,
         qs=qs.only(
             "id",
