@@ -181,9 +181,38 @@ _HINTS: dict[str, tuple[str, ...]] = {
 }
 
 
-_ANY_HINT = re.compile(
-    "|".join(re.escape(h) for hints in _HINTS.values() for h in hints)
-)
+# A hint that is also a common word ("basic" in every airline run's "basic_economy")
+# runs its pattern only when the lower-cased text also has what follows it there.
+_HINT_FOLLOWED: dict[str, re.Pattern] = {"basic_auth": re.compile(r"basic\s")}
+
+
+def _any_of(words) -> re.Pattern:
+    """A pattern that finds whether any of the words occurs, as a trie of their
+    letters: "a(?:pi|kia|…)|s(?:k-|e(?:cret|ssion))|…". The engine then tries one
+    branch per letter instead of every word at every position (twice as fast as the
+    plain alternation over a run's texts). A word that another one starts with
+    stands for both: it occurs whenever the longer one does."""
+    trie: dict = {}
+    for word in words:
+        node = trie
+        for char in word:
+            node = node.setdefault(char, {})
+        node[""] = {}
+
+    def branch(node: dict) -> str:
+        if "" in node:
+            return ""
+        alternatives = [
+            re.escape(char) + branch(rest) for char, rest in sorted(node.items())
+        ]
+        if len(alternatives) == 1:
+            return alternatives[0]
+        return f"(?:{'|'.join(alternatives)})"
+
+    return re.compile(branch(trie))
+
+
+_ANY_HINT = _any_of(hint for hints in _HINTS.values() for hint in hints)
 
 
 # Texts this short are redacted once per process (`_short_redacted`): a run's JSON
@@ -221,6 +250,9 @@ def _patterns_redact(text: str, lowered: str) -> tuple[str, int]:
     total = 0
     for name, pattern, group in _PATTERNS:
         if not any(hint in lowered for hint in _HINTS[name]):
+            continue
+        followed = _HINT_FOLLOWED.get(name)
+        if followed is not None and not followed.search(lowered):
             continue
         if callable(group):
             text, count = group(text)
