@@ -72,6 +72,25 @@ def sessions_by_cohort(playbook, count=400, prefix="s"):
     return out
 
 
+def sessions_per_arm(playbook, per_arm: int, prefix="s"):
+    """Exactly `per_arm` sessions of each cohort. A cohort is a hash of the session
+    and the rollout's salt (new for each rollout), so a fixed number of sessions
+    splits differently from run to run (80 at a share of 0.5 gave fewer than 30
+    canaries about once in 100): a test whose verdict depends on the counts takes
+    sessions until both arms are full."""
+    out = {"production": [], "canary": []}
+    for i in range(40 * per_arm):
+        if min(len(arm) for arm in out.values()) >= per_arm:
+            break
+        result = recall.playbook_recall(
+            playbook=playbook, task="change a flight", session_id=f"{prefix}{i}"
+        )
+        if len(out[result.cohort]) < per_arm:
+            out[result.cohort].append((f"{prefix}{i}", result))
+    assert all(len(arm) == per_arm for arm in out.values()), out
+    return out
+
+
 def post_runs(playbook, sessions, version, success_rate, start=0):
     """Finished runs naming slug@version; `success_rate` of them succeed, spread
     evenly in arrival order."""
@@ -360,7 +379,7 @@ def test_the_gate_rolls_back_a_worse_canary_on_the_cohorts_runs(playbook):
     with_policy(playbook, min_runs=40)
     post_runs(playbook, [f"old{i}" for i in range(100)], 3, 0.1)  # before: ignored
     approve(playbook, "Change the flight first and check the fare rules afterwards.")
-    cohorts = sessions_by_cohort(playbook, 120)
+    cohorts = sessions_per_arm(playbook, 60)
     post_runs(playbook, [s for s, _ in cohorts["production"]], 3, 0.8)
     post_runs(playbook, [s for s, _ in cohorts["canary"]], 4, 0.35)
     TrajectoryFactory(
@@ -386,7 +405,7 @@ def test_the_horizon_is_analysed_once_whatever_arrives_later(playbook):
     sequential figures but never the stored horizon."""
     with_policy(playbook, min_runs=30, margin=0.05)
     approve(playbook, "Quote the fare difference before you change a flight.")
-    cohorts = sessions_by_cohort(playbook, 80)
+    cohorts = sessions_per_arm(playbook, 40)
     post_runs(playbook, [s for s, _ in cohorts["production"]], 3, 0.7)
     post_runs(playbook, [s for s, _ in cohorts["canary"]], 4, 0.6)
     first = rollout.rollout_gate_evaluate(playbook=playbook)
