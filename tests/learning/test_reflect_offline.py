@@ -361,10 +361,18 @@ def test_a_call_that_worked_unchanged_after_one_other_call_on_its_subject_needed
     )
     lesson = by_family(lessons(run))["prerequisite"]
     assert lesson.content == (
-        "When `strings` answers “No such file”, call `unzip` first, then repeat the call."
+        "When `strings` answers “No such file”, call `unzip` on the `.zip` file of the "
+        "same name first, then repeat the call."
     )
     assert lesson.step_indexes == [0, 1, 2, 3, 4, 5]
     assert not run_specific_terms(lesson.content)
+    # A call between on the missing file itself: no other file to look for.
+    run.steps[2] = StepView(
+        index=2, type="tool_call", tool="chmod", description="chmod +r flash_c8429a.img"
+    )
+    assert by_family(lessons(run))["prerequisite"].content == (
+        "When `strings` answers “No such file”, call `chmod` first, then repeat the call."
+    )
     # A call between on something else is not shown to be the cause: no lesson.
     run.steps[2] = StepView(index=2, type="tool_call", tool="ls", description="ls -la")
     assert "prerequisite" not in by_family(lessons(run))

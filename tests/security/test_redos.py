@@ -389,6 +389,7 @@ WORST: dict[str, dict[str, R]] = {
     "learning.reflectors.offline.conversation._CANNOT": {},
     "learning.reflectors.offline.conversation._FIELD": {},
     "learning.reflectors.offline.failures._COMMAND_SEPARATOR": {},
+    "learning.reflectors.offline.failures._EXTENSION": {"dots": rep(".a")},
     "learning.reflectors.offline.failures._INTENT": {},
     "learning.reflectors.offline.failures._PROGRAM_PREFIX": {"name": rep("a")},
     "learning.reflectors.offline.failures._UNDEFINED": {},

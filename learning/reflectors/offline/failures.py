@@ -367,8 +367,34 @@ _PROGRAM_PREFIX = re.compile(r"^[\w.-]+: (?:…: )?")
 
 
 def _value_words(call: Call) -> set[str]:
-    text = " ".join(value_text(v) for v in call.args.values()).lower()
-    return set(_VALUE_WORD.findall(text)) - {call.tool.lower()}
+    return set(_VALUE_WORD.findall(_values_text(call))) - {call.tool.lower()}
+
+
+def _values_text(call: Call) -> str:
+    return " ".join(value_text(v) for v in call.args.values()).lower()
+
+
+_EXTENSION = re.compile(r"\.([a-z][a-z0-9]{0,7})\b")
+
+
+def _same_name_extension(call: Call, between: Call, shared: set[str]) -> str:
+    """The extension of the file `between` worked on when it is the missing file's
+    name with another extension (`unzip x.zip` before `strings x.img`), else ""."""
+    for word in shared:
+        before = {m.group(1) for m in _extension_after(word, _values_text(call))}
+        for match in _extension_after(word, _values_text(between)):
+            if before and match.group(1) not in before:
+                return match.group(1)
+    return ""
+
+
+def _extension_after(word: str, text: str):
+    start = 0
+    while (at := text.find(word, start)) >= 0:
+        start = at + len(word)
+        match = _EXTENSION.match(text, start)
+        if match:
+            yield match
 
 
 def _prerequisite_lessons(ctx: Context) -> list[Lesson]:
@@ -389,15 +415,20 @@ def _prerequisite_lessons(ctx: Context) -> list[Lesson]:
             continue
         if between.failed or between.tool == call.tool:
             continue
-        if not (_value_words(call) - {between.tool.lower()}) & _value_words(between):
+        shared = (_value_words(call) - {between.tool.lower()}) & _value_words(between)
+        if not shared:
             continue  # it worked on something else: not shown to be the cause
         done.add(call.signature)
         shape = _PROGRAM_PREFIX.sub("", call.error.shape) or "an error"
+        # "call `unzip` first" alone reads as a cure for any missing file; the file
+        # it unpacked is named like the missing one, which is what to look for
+        extension = _same_name_extension(call, between, shared)
+        on = f" on the `.{extension}` file of the same name" if extension else ""
         lessons.append(
             strategy(
                 key=f"prerequisite|{call.tool}|{shape_key(shape)}|{between.tool}",
                 when=f"`{call.tool}` answers {quoted(shape)}",
-                directive=f"call `{between.tool}` first, then repeat the call",
+                directive=f"call `{between.tool}`{on} first, then repeat the call",
                 why=(
                     f"step {call.step}: `{call.tool}` answered “{call.error.message}”; "
                     f"the same call worked after `{between.tool}` (step {between.step})"
