@@ -380,9 +380,10 @@ _EXTENSION = re.compile(r"\.([a-z][a-z0-9]{0,7})\b")
 def _same_name_extension(call: Call, between: Call, shared: set[str]) -> str:
     """The extension of the file `between` worked on when it is the missing file's
     name with another extension (`unzip x.zip` before `strings x.img`), else ""."""
+    missing, worked_on = _values_text(call), _values_text(between)
     for word in shared:
-        before = {m.group(1) for m in _extension_after(word, _values_text(call))}
-        for match in _extension_after(word, _values_text(between)):
+        before = {m.group(1) for m in _extension_after(word, missing)}
+        for match in _extension_after(word, worked_on):
             if before and match.group(1) not in before:
                 return match.group(1)
     return ""
