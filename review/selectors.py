@@ -30,12 +30,40 @@ from review.models import AuditEvent
 QUEUE_DEFAULT_STATUS = CandidateStatus.PENDING.value
 # Query parameters that do not narrow the per-status counts below the whole queue.
 UNNARROWING_PARAMS = {"status", "namespace", "show_hidden", "page", "per_page"}
+# Filters on columns the queue index does not carry (review/migrations/0004): a
+# LIMITed scan of that index would read the table row by row, so these are counted
+# exactly with one GROUP BY (`run` reaches few rows through the evidence index).
+UNINDEXED_PARAMS = {"q", "run"}
 ALL = "all"
 
 
 def reviewable_candidates(*, user) -> QuerySet[LearningCandidate]:
     """Candidates in the namespaces where `user` is at least a reviewer (one subquery)."""
     return LearningCandidate.objects.filter(namespace__in=user_namespaces(user))
+
+
+COUNT_CAP = 1000
+# Under filters, a LIMITed scan walks cap ÷ (share of rows matching) index entries per
+# status, so it stops sooner: 100 is two pages of the queue.
+NARROWED_COUNT_CAP = 100
+
+
+@dataclass(frozen=True)
+class Counting:
+    """How the status tabs count a queue: exactly, or each status up to `cap`."""
+
+    exact: bool = False
+    cap: int = COUNT_CAP
+
+
+def counting_for(params: QueryDict) -> Counting:
+    """The whole queue and filters the queue index carries: capped index-only scans
+    (COUNT_CAP unfiltered, NARROWED_COUNT_CAP filtered); a filter it does not carry:
+    exact."""
+    keys = set(params)
+    if keys & UNINDEXED_PARAMS:
+        return Counting(exact=True)
+    return Counting(cap=NARROWED_COUNT_CAP if keys - UNNARROWING_PARAMS else COUNT_CAP)
 
 
 @dataclass
@@ -49,6 +77,7 @@ class Queue:
     namespace: str
     show_hidden: bool = False
     narrowed: bool = False  # filters beyond status and namespace
+    counting: Counting = Counting()
 
 
 def clean_params(params) -> QueryDict:
@@ -103,6 +132,7 @@ def candidate_queue(
     narrowed = bool(set(params) - UNNARROWING_PARAMS)
     return Queue(
         narrowed=narrowed,
+        counting=counting_for(params),
         show_hidden=bool(valid and filterset.form.cleaned_data.get("show_hidden")),
         filterset=filterset,
         candidates=candidates,
@@ -149,35 +179,34 @@ def queue_counts(*, user, params) -> QueueCounts:
     counts, capped = status_counts(
         candidates=_counts_queryset(base, params, narrowed),
         show_hidden=show_hidden,
-        narrowed=narrowed,
+        counting=counting_for(params),
     )
     statuses = params.getlist("status")
     current = statuses[0] if len(statuses) == 1 else ALL
     return QueueCounts(counts=counts, capped=capped, current=current)
 
 
-COUNT_CAP = 1000
-
-
 def status_counts(
     *,
     candidates: QuerySet,
     show_hidden: bool = False,
-    cap: int = COUNT_CAP,
-    narrowed: bool = False,
+    counting: Counting = Counting(),
 ) -> tuple[dict[str, int], set[str]]:
     """Candidates per status. Below-floor pending candidates are left out as the queue
     leaves them out, unless asked to show them.
 
-    Unfiltered, each status is counted up to `cap` (the tabs then say "1000+") in one
-    statement of LIMITed index scans: an exact COUNT(*) per status over a large queue
-    costs more than the rest of the page. `narrowed` (kind, text, confidence … filters)
-    counts exactly with one GROUP BY instead, since LIMITed scans would have to walk
-    most of the table to find few matches.
+    Each status is counted up to `counting.cap` (the tabs then say "1000+") in one
+    statement of LIMITed index-only scans: an exact COUNT(*) per status over a large
+    queue costs more than the rest of the page (a filtered GROUP BY at 1,000,000
+    candidates reads the whole table). `counting.exact` (a filter the index does not
+    carry) counts exactly with one GROUP BY instead, since LIMITed scans would then
+    fetch table rows one by one to find few matches.
     Returns (counts, the statuses whose count reached the cap)."""
-    if narrowed:
+    if counting.exact:
         return _status_counts_grouped(candidates=candidates, show_hidden=show_hidden)
     from django.db import connection
+
+    cap = counting.cap
 
     per_status = candidates
     if not show_hidden:

@@ -50,7 +50,7 @@ def _queue_context(request, params) -> dict:
     counts, capped = selectors.status_counts(
         candidates=queue.without_status,
         show_hidden=queue.show_hidden,
-        narrowed=queue.narrowed,
+        counting=queue.counting,
     )
     current = queue.status[0] if len(queue.status) == 1 else selectors.ALL
     if current in counts and not (len(queue.status) > 1):

@@ -231,9 +231,6 @@ def test_status_counts_are_capped(rclient, acme, monkeypatch):
     from review import selectors
 
     monkeypatch.setattr(selectors, "COUNT_CAP", 3)
-    monkeypatch.setattr(
-        selectors.status_counts, "__kwdefaults__", {"show_hidden": False, "cap": 3}
-    )
     CandidateFactory.create_batch(5, namespace=acme)
     response = rclient.get("/?per_page=2")
     html = response.content.decode()
@@ -300,10 +297,12 @@ def test_capped_and_grouped_counts_agree(rclient, acme, query):
     response = rclient.get(f"/?{query}")
     queue = response.context["queue"]
     capped, _ = selectors.status_counts(
-        candidates=queue.without_status, show_hidden=queue.show_hidden, narrowed=False
+        candidates=queue.without_status, show_hidden=queue.show_hidden
     )
     grouped, _ = selectors.status_counts(
-        candidates=queue.without_status, show_hidden=queue.show_hidden, narrowed=True
+        candidates=queue.without_status,
+        show_hidden=queue.show_hidden,
+        counting=selectors.Counting(exact=True),
     )
     assert capped == grouped
     hidden = "show_hidden" in query
@@ -313,6 +312,84 @@ def test_capped_and_grouped_counts_agree(rclient, acme, query):
     assert response.context["counts"] == grouped
     # The pending tab's count is the number of rows the page lists.
     assert len(response.context["page"]) == grouped["pending"]
+
+
+def test_filtered_counts_stop_at_their_own_cap_unless_the_index_lacks_the_filter(
+    rclient, acme, monkeypatch
+):
+    """A filter the queue index carries (kind) is counted up to NARROWED_COUNT_CAP per
+    status; a text filter (q), which it does not carry, is counted exactly."""
+    from review import selectors
+
+    monkeypatch.setattr(selectors, "NARROWED_COUNT_CAP", 2)
+    CandidateFactory.create_batch(
+        3, namespace=acme, kind="procedure", content="Check the fare rules"
+    )
+    CandidateFactory(namespace=acme, kind="procedure", status="denied")
+    CandidateFactory.create_batch(4, namespace=acme, kind="preference")
+    by_kind = rclient.get("/?kind=procedure&per_page=2")
+    html = by_kind.content.decode()
+    assert by_kind.context["counts"]["pending"] == 2
+    assert 'Pending <span class="count">2+</span>' in html
+    assert by_kind.context["counts"]["denied"] == 1
+    assert "1–2 of 2+" in html and "page=2" in html
+    second = rclient.get("/?kind=procedure&per_page=2&page=2")
+    assert len(second.context["page"]) == 1 and not second.context["page"].has_next()
+    by_text = rclient.get("/?q=fare+rules")
+    assert by_text.context["counts"]["pending"] == 3
+    assert 'Pending <span class="count">3</span>' in by_text.content.decode()
+    # The whole queue keeps the larger cap.
+    assert rclient.get("/").context["counts"]["pending"] == 7
+
+
+@pytest.mark.parametrize("per_page", [1, 3, 50])
+@pytest.mark.parametrize("query", ["", "kind=procedure", "status=all", "q=fare"])
+def test_pages_list_every_row_once_in_queue_order(rclient, acme, query, per_page):
+    """A page's rows are looked up by the ids of that page (one subquery): walking the
+    pages gives the queue's order with nothing repeated or skipped, ties on the
+    creation time included."""
+    from django.utils import timezone
+
+    now = timezone.now()
+    for n in range(7):
+        CandidateFactory(
+            namespace=acme,
+            kind="procedure" if n % 3 else "preference",
+            status="denied" if n == 5 else "pending",
+            content=f"Check the fare rules, case {n}",
+        )
+    LearningCandidate.objects.filter(namespace=acme).update(created_at=now)
+    first = rclient.get(f"/?{query}&per_page={per_page}")
+    expected = [c.pk for c in first.context["queue"].candidates]
+    seen, number = [], 1
+    while True:
+        response = rclient.get(f"/?{query}&per_page={per_page}&page={number}")
+        page = response.context["page"]
+        seen += [c.pk for c in page]
+        if not page.has_next():
+            break
+        number += 1
+    assert seen == expected and len(set(seen)) == len(seen) > 0
+
+
+def test_a_candidate_with_its_longest_filter_values_fits_the_queue_index(acme):
+    """The queue index carries agent, task type, user and source: at their longest,
+    in four-byte characters, a candidate is still stored (B-tree entries are capped
+    at 2,704 bytes on PostgreSQL)."""
+
+    def wide(n: int, start: int) -> str:
+        # Distinct characters of CJK Extension B (4 bytes each), so that PostgreSQL
+        # cannot compress the entry below the limit.
+        return "".join(chr(0x20000 + start + i * 7) for i in range(n))
+
+    values = {
+        "agent": wide(100, 0),
+        "task_type": wide(200, 1000),
+        "user_id": wide(200, 3000),
+        "source": wide(16, 5000),
+    }
+    candidate = CandidateFactory(namespace=acme, **values)
+    assert LearningCandidate.objects.filter(pk=candidate.pk, **values).exists()
 
 
 def test_after_a_bulk_action_the_pager_keeps_the_filters(rclient, acme):
