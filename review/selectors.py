@@ -195,10 +195,10 @@ def status_counts(
     """Candidates per status. Below-floor pending candidates are left out as the queue
     leaves them out, unless asked to show them.
 
-    Each status is counted up to `counting.cap` (the tabs then say "1000+") in one
-    statement of LIMITed index-only scans: an exact COUNT(*) per status over a large
-    queue costs more than the rest of the page (a filtered GROUP BY at 1,000,000
-    candidates reads the whole table). `counting.exact` (a filter the index does not
+    Each status is counted up to `counting.cap` (the tabs then say "1000+" or
+    "100+") in one statement of LIMITed index-only scans: an exact COUNT(*) per status
+    over a large queue costs more than the rest of the page (a filtered GROUP BY at
+    1,000,000 candidates reads the whole table). `counting.exact` (a filter the index does not
     carry) counts exactly with one GROUP BY instead, since LIMITed scans would then
     fetch table rows one by one to find few matches.
     Returns (counts, the statuses whose count reached the cap)."""
