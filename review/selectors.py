@@ -56,14 +56,18 @@ class Counting:
     cap: int = COUNT_CAP
 
 
+def is_narrowed(params: QueryDict) -> bool:
+    """Whether `params` filter the queue beyond status and namespace."""
+    return bool(set(params) - UNNARROWING_PARAMS)
+
+
 def counting_for(params: QueryDict) -> Counting:
     """The whole queue and filters the queue index carries: capped index-only scans
     (COUNT_CAP unfiltered, NARROWED_COUNT_CAP filtered); a filter it does not carry:
     exact."""
-    keys = set(params)
-    if keys & UNINDEXED_PARAMS:
+    if set(params) & UNINDEXED_PARAMS:
         return Counting(exact=True)
-    return Counting(cap=NARROWED_COUNT_CAP if keys - UNNARROWING_PARAMS else COUNT_CAP)
+    return Counting(cap=NARROWED_COUNT_CAP if is_narrowed(params) else COUNT_CAP)
 
 
 @dataclass
@@ -129,7 +133,7 @@ def candidate_queue(
         "namespace", "playbook", "skill", "leased_by"
     )
     candidates = candidates.order_by("-created_at", "-id")
-    narrowed = bool(set(params) - UNNARROWING_PARAMS)
+    narrowed = is_narrowed(params)
     return Queue(
         narrowed=narrowed,
         counting=counting_for(params),
@@ -170,7 +174,7 @@ def queue_counts(*, user, params) -> QueueCounts:
     namespace = (params.get("namespace") or "").strip()
     ids = [ns.pk for ns in namespaces if not namespace or ns.slug == namespace]
     base = LearningCandidate.objects.filter(namespace_id__in=ids)
-    narrowed = bool(set(params) - UNNARROWING_PARAMS)
+    narrowed = is_narrowed(params)
     show_hidden = bool(
         CandidateFilter.base_filters["show_hidden"]
         .field_class(required=False)

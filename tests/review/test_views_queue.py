@@ -372,6 +372,34 @@ def test_pages_list_every_row_once_in_queue_order(rclient, acme, query, per_page
     assert seen == expected and len(set(seen)) == len(seen) > 0
 
 
+def test_every_filter_counted_with_capped_scans_reads_a_column_of_the_queue_index():
+    """Filters outside UNINDEXED_PARAMS are counted by LIMITed scans of
+    `cand_queue_order`: each must read a column that index carries, or every entry
+    it skips costs a table row (a new filter on another column belongs in
+    UNINDEXED_PARAMS or in the index)."""
+    from learning.candidate_filters import CandidateFilter
+    from review import selectors
+
+    with connection.cursor() as cursor:
+        cursor.execute(
+            "SELECT indexdef FROM pg_indexes WHERE indexname = 'cand_queue_order'"
+        )
+        (definition,) = cursor.fetchone()
+    carried = {
+        column.strip().split()[0]
+        for part in definition.split("(")[1:]
+        for column in part.split(")")[0].split(",")
+    }
+    for name, each in CandidateFilter.base_filters.items():
+        if name in selectors.UNINDEXED_PARAMS or name == "show_hidden":
+            continue
+        fields = {f.name: f for f in LearningCandidate._meta.get_fields()}
+        field = fields.get(each.field_name.split("__")[0])
+        column = getattr(field, "column", None)  # None: a relation or a method
+        assert column in carried, (name, column, carried)
+    assert "below_floor" in carried  # what the queue hides below the floor
+
+
 def test_a_candidate_with_its_longest_filter_values_fits_the_queue_index(acme):
     """The queue index carries agent, task type, user and source: at their longest,
     in four-byte characters, a candidate is still stored (B-tree entries are capped
