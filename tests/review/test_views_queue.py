@@ -372,18 +372,19 @@ def test_pages_list_every_row_once_in_queue_order(rclient, acme, query, per_page
     assert seen == expected and len(set(seen)) == len(seen) > 0
 
 
-def test_every_filter_counted_with_capped_scans_reads_a_column_of_the_queue_index():
-    """Filters outside UNINDEXED_PARAMS are counted by LIMITed scans of
-    `cand_queue_order`: each must read a column that index carries, or every entry
-    it skips costs a table row (a new filter on another column belongs in
-    UNINDEXED_PARAMS or in the index)."""
+@pytest.mark.parametrize("index", ["cand_queue_order", "cand_queue_kind"])
+def test_every_filter_counted_with_capped_scans_reads_a_column_of_the_queue_index(
+    index,
+):
+    """Filters outside UNINDEXED_PARAMS are counted by LIMITed scans of the queue
+    indexes (`cand_queue_kind` for a kind filter, `cand_queue_order` otherwise): each
+    must read a column both carry, or every entry a scan skips costs a table row (a
+    new filter on another column belongs in UNINDEXED_PARAMS or in the indexes)."""
     from learning.candidate_filters import CandidateFilter
     from review import selectors
 
     with connection.cursor() as cursor:
-        cursor.execute(
-            "SELECT indexdef FROM pg_indexes WHERE indexname = 'cand_queue_order'"
-        )
+        cursor.execute("SELECT indexdef FROM pg_indexes WHERE indexname = %s", [index])
         (definition,) = cursor.fetchone()
     carried = {
         column.strip().split()[0]
@@ -401,7 +402,7 @@ def test_every_filter_counted_with_capped_scans_reads_a_column_of_the_queue_inde
 
 
 def test_a_candidate_with_its_longest_filter_values_fits_the_queue_index(acme):
-    """The queue index carries agent, task type, user and source: at their longest,
+    """The queue indexes carry agent, task type, user and source: at their longest,
     in four-byte characters, a candidate is still stored (B-tree entries are capped
     at 2,704 bytes on PostgreSQL)."""
 
