@@ -79,6 +79,17 @@ class CandidateFilter(django_filters.FilterSet):
         # Applied in `filter_queryset` so it also acts when the parameter is absent.
         return queryset
 
+    def without_status(self):
+        """The same filters over every status, hidden candidates included (what the
+        per-status counts start from), from this valid FilterSet's cleaned values:
+        no second FilterSet (and form class) to build. `filter_queryset`'s floor rule
+        is not applied, as `show_hidden=true` would not apply it."""
+        cleaned = dict(self.form.cleaned_data, status=[])
+        queryset = self.queryset.all()
+        for name, value in cleaned.items():
+            queryset = self.filters[name].filter(queryset, value)
+        return queryset
+
     def filter_queryset(self, queryset):
         queryset = super().filter_queryset(queryset)
         if not self.form.cleaned_data.get("show_hidden"):

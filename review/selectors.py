@@ -141,7 +141,11 @@ def candidate_queue(
         show_hidden=bool(valid and filterset.form.cleaned_data.get("show_hidden")),
         filterset=filterset,
         candidates=candidates,
-        without_status=_counts_queryset(base, params, narrowed),
+        without_status=(
+            filterset.without_status()
+            if valid and narrowed
+            else _counts_queryset(base, params, narrowed)
+        ),
         status=params.getlist("status"),
         namespace=namespace,
     )
