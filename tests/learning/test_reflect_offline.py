@@ -317,6 +317,32 @@ def test_an_edit_rejected_for_an_undefined_name_asks_for_the_name_not_the_syntax
     assert "binascii" not in lesson.content and "binascii" in lesson.why
 
 
+@pytest.mark.parametrize(
+    ("line", "program", "situation"),
+    [
+        (
+            "./solve --brute",
+            "./solve",
+            "When running a program of the task's own files (here `./solve`)",
+        ),
+        ("python exploit.py", "python", "When calling `python`"),
+    ],
+)
+def test_a_failed_program_of_the_tasks_own_files_is_a_lesson_about_such_programs(
+    line, program, situation
+):
+    """`./solve` exists only in that task's directory: "When calling `./solve`" would
+    match no other task, so the situation is running such a program (this one named as
+    the example). An installed program keeps its own name."""
+    run = view(
+        [command(line), obs("EXECUTION TIMED OUT")],
+        task_type="swe-agent",
+    )
+    (lesson,) = lessons(run)
+    assert lesson.content.startswith(situation + ", limit the call"), lesson.content
+    assert f"since `{program}` was stopped" in lesson.content
+
+
 def test_reproducing_the_reported_bug_and_retesting_after_an_edit_teach_nothing():
     """The traceback the agent set out to provoke, and the same script re-run after an
     edit (a retest, not a loop), give no lesson."""

@@ -141,6 +141,16 @@ def _seen_before(ctx: Context, call: Call, values: list[str]) -> bool:
     return all(v and v in seen for v in values)
 
 
+def _calling(tool: str) -> str:
+    """The situation of a failed call. A program run by its path in the working
+    directory (`./rock`, `../bin/solve`) is one of that task's own files: no other
+    task has it, so the lesson is about running such a program, with this one named
+    as the example."""
+    if tool.startswith(("./", "../")):
+        return f"running a program of the task's own files (here `{tool}`)"
+    return f"calling `{tool}`"
+
+
 def _error_lessons(ctx: Context, failing: list[Call]) -> list[Lesson]:
     groups: dict[tuple[str, str], list[Call]] = {}
     for call in failing:
@@ -172,7 +182,7 @@ def _error_lessons(ctx: Context, failing: list[Call]) -> list[Lesson]:
         lessons.append(
             strategy(
                 key=f"error|{tool}|{shape}",
-                when=f"calling `{tool}`",
+                when=_calling(tool),
                 directive=_directive(ctx, first, keys, tool),
                 why=(
                     f"step {first.step}: `{tool}` answered “{first.error.message}”{times}"
