@@ -31,7 +31,7 @@ from common import (  # noqa: E402
     worker_start,
 )
 
-BACKLOG_COPIES = 20
+BACKLOG_COPIES = 40
 IDLE_S = 15.0
 BUSY_S = 20.0
 CLIENTS = 4
@@ -99,8 +99,8 @@ def main() -> dict:
     assert settings.DATABASES["default"]["ENGINE"].endswith("sqlite3")
     settings.FLYWHEEL_SUCCESS_SAMPLE_RATE = 1.0  # the backlog: every run pending
     payloads = tau_bench_payloads()
-    # 4,000 runs: on quiet machines backlogs of 800, then 2,000, ran out within the
-    # ~37 s measured.
+    # 8,000 runs: on quiet machines backlogs of 800, 2,000, then 4,000 (2026-12-04,
+    # reflecting 150+ runs/s alone) ran out within the ~37 s measured.
     for slug in [f"backlog-{n}" for n in range(BACKLOG_COPIES)]:
         namespace = namespace_get_or_create(slug=slug)
         for i in range(0, len(payloads), 50):
