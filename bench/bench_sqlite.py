@@ -2,8 +2,8 @@
 ingest stay fast and does the worker keep reflecting while agents post?
 
 A fresh SQLite file (the settings' WAL, IMMEDIATE transactions and busy_timeout) holds
-the 200 tau-bench airline runs ten times, all pending reflection. One `qcluster`
-(Q_WORKERS=1) reflects them: first alone for IDLE_S seconds, then for BUSY_S seconds
+the 200 tau-bench airline runs BACKLOG_COPIES times, all pending reflection. One
+`qcluster` (Q_WORKERS=1) reflects them: first alone for IDLE_S seconds, then for BUSY_S seconds
 while 4 clients post batches of 20 tau-bench-sized runs to gunicorn (2 workers) on the
 same file. The posted runs are successes that are not sampled, so the worker's queue
 is the backlog alone. Prints `sqlite_ingest_p95_ms_b20` (request time), the errors
