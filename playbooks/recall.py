@@ -35,10 +35,11 @@ import math
 import re
 from collections import Counter
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import datetime, timedelta
 from functools import lru_cache
 
 from django.db import connection, transaction
+from django.db.models import Q
 from django.utils import timezone
 
 from learning.lessons import lesson_render, run_specific_terms
@@ -66,6 +67,9 @@ MAX_CANDIDATES = 100  # relevant strategies scored per recall
 FILL_CANDIDATES = 20  # best general strategies considered when few match
 TRIGRAM_BELOW = 3  # a short task with fewer full-text matches also tries trigrams
 DEFAULT_BUDGET = 800
+# last_recalled_at is restamped at most this often: curation's decay counts in days
+# (DECAY_DAYS), and a lesson recalled again and again is not rewritten every time.
+STAMP_EVERY = timedelta(hours=1)
 MAX_BUDGET = 32000
 _WORD = re.compile(r"[a-z0-9]+")
 
@@ -744,8 +748,9 @@ def _recall_log(
     now,
     postgres: bool,
 ) -> None:
-    """The RecallLog row and the strategies' last_recalled_at: on PostgreSQL one
-    statement (a data-modifying CTE), so recall stays at a fixed few round trips."""
+    """The RecallLog row and the strategies' last_recalled_at (where older than
+    STAMP_EVERY): on PostgreSQL one statement (a data-modifying CTE), so recall stays
+    at a fixed few round trips."""
     keys = [i["key"] for i in items]
     text = {
         "task": task,
@@ -769,9 +774,11 @@ def _recall_log(
         with transaction.atomic():
             RecallLog.objects.create(**values)
             if items:
-                Strategy.objects.filter(pk__in=[i["id"] for i in items]).update(
-                    last_recalled_at=now
-                )
+                Strategy.objects.filter(
+                    Q(last_recalled_at__isnull=True)
+                    | Q(last_recalled_at__lt=now - STAMP_EVERY),
+                    pk__in=[i["id"] for i in items],
+                ).update(last_recalled_at=now)
         return
     values["strategy_keys"] = json.dumps(keys)
     with connection.cursor() as cursor:
@@ -788,8 +795,14 @@ def _recall_log(
             )
             UPDATE playbooks_strategy SET last_recalled_at = %(now)s
             WHERE id = ANY(%(ids)s) AND EXISTS (SELECT 1 FROM log)
+                AND (last_recalled_at IS NULL OR last_recalled_at < %(stale)s)
             """,
-            {**values, "now": now, "ids": [i["id"] for i in items]},
+            {
+                **values,
+                "now": now,
+                "stale": now - STAMP_EVERY,
+                "ids": [i["id"] for i in items],
+            },
         )
 
 

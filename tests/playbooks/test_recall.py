@@ -124,6 +124,25 @@ def test_recall_is_logged_with_version_and_keys(playbook):
     assert first.last_recalled_at is not None
 
 
+def test_recall_restamps_a_lesson_at_most_once_per_stamp_interval(playbook):
+    """A lesson recalled again within STAMP_EVERY keeps its stamp (no rewrite of the
+    row per recall); one whose stamp is older gets the new time."""
+    from datetime import timedelta
+
+    from django.utils import timezone
+
+    recent = timezone.now() - timedelta(minutes=5)
+    old = timezone.now() - recall.STAMP_EVERY - timedelta(minutes=1)
+    first = recall.playbook_recall(playbook=playbook, task="baggage allowance")
+    key = first.items[0]["id"]
+    Strategy.objects.filter(pk=key).update(last_recalled_at=recent)
+    recall.playbook_recall(playbook=playbook, task="baggage allowance")
+    assert Strategy.objects.get(pk=key).last_recalled_at == recent
+    Strategy.objects.filter(pk=key).update(last_recalled_at=old)
+    recall.playbook_recall(playbook=playbook, task="baggage allowance")
+    assert Strategy.objects.get(pk=key).last_recalled_at > recent
+
+
 def test_an_unrelated_task_gets_no_lessons(playbook):
     """Lessons about other situations never fill the context: a task that shares no
     subject with any lesson gets an empty context, not the playbook's best lessons."""
