@@ -752,6 +752,7 @@ def _recall_log(
     STAMP_EVERY): on PostgreSQL one statement (a data-modifying CTE), so recall stays
     at a fixed few round trips."""
     keys = [i["key"] for i in items]
+    stale = now - STAMP_EVERY  # a stamp older than this is renewed
     text = {
         "task": task,
         "task_type": task_type,
@@ -775,8 +776,7 @@ def _recall_log(
             RecallLog.objects.create(**values)
             if items:
                 Strategy.objects.filter(
-                    Q(last_recalled_at__isnull=True)
-                    | Q(last_recalled_at__lt=now - STAMP_EVERY),
+                    Q(last_recalled_at__isnull=True) | Q(last_recalled_at__lt=stale),
                     pk__in=[i["id"] for i in items],
                 ).update(last_recalled_at=now)
         return
@@ -800,7 +800,7 @@ def _recall_log(
             {
                 **values,
                 "now": now,
-                "stale": now - STAMP_EVERY,
+                "stale": stale,
                 "ids": [i["id"] for i in items],
             },
         )

@@ -2,8 +2,8 @@
 recall makes (last_recalled_at) is a heap-only tuple update: with full pages the new row
 version lands on another page and every index gets an entry, the three GIN indexes
 (fastupdate off) included — 14 ms of a 90 ms recall at 100,000 strategies, against
-2.0 ms with room (bench_recall, 2026-12-04). Pages written from now on keep 15% free; existing
-pages get the room when the table is next rewritten (VACUUM FULL or CLUSTER)."""
+2.0 ms with room (bench_recall, 2026-12-04). Pages written from now on keep 15% free;
+existing pages get the room when the table is next rewritten (VACUUM FULL or CLUSTER)."""
 
 from django.db import migrations
 

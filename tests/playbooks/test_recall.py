@@ -2,7 +2,10 @@
 term overlap as the fallback), confidence and counters, the token budget, every line
 rendered from the lesson's structure, and the RecallLog."""
 
+from datetime import timedelta
+
 import pytest
+from django.utils import timezone
 
 from playbooks import recall
 from playbooks.models import RecallLog, Strategy
@@ -127,10 +130,6 @@ def test_recall_is_logged_with_version_and_keys(playbook):
 def test_recall_restamps_a_lesson_at_most_once_per_stamp_interval(playbook):
     """A lesson recalled again within STAMP_EVERY keeps its stamp (no rewrite of the
     row per recall); one whose stamp is older gets the new time."""
-    from datetime import timedelta
-
-    from django.utils import timezone
-
     recent = timezone.now() - timedelta(minutes=5)
     old = timezone.now() - recall.STAMP_EVERY - timedelta(minutes=1)
     first = recall.playbook_recall(playbook=playbook, task="baggage allowance")
